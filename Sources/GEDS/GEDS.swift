@@ -1,0 +1,245 @@
+import GedsCore
+import GedsNode
+import GedsTier0
+import GedsWire
+import Logging
+
+@_exported import struct GedsCore.GedsError
+@_exported import struct GedsCore.ObjectInfo
+@_exported import struct GedsCore.ListPage
+@_exported import struct GedsCore.ListEntry
+@_exported import struct GedsCore.Location
+@_exported import struct GedsCore.NodeInfo
+@_exported import struct GedsCore.Endpoint
+@_exported import enum GedsCore.NodeRole
+@_exported import enum GedsCore.Tier
+@_exported import struct GedsNode.NodeConfiguration
+@_exported import class GedsTier0.MappedBytes
+
+/// A handle to the store: one namespace of buckets and objects shared by every node. Opening it starts the
+/// node embedded in this process, which holds the objects it writes and serves them to the others.
+public final class GEDS: Sendable {
+    public let node: Node
+
+    public static func connect(_ configuration: NodeConfiguration,
+                               logger: Logger = Logger(label: "geds")) async throws(GedsError) -> GEDS {
+        GEDS(node: try await Node.start(configuration, logger: logger))
+    }
+
+    private init(node: Node) {
+        self.node = node
+    }
+
+    /// Stops serving; objects held only by this node are gone for the others once its lease ends.
+    public func close() async {
+        await node.shutdown()
+    }
+
+    // MARK: Buckets
+
+    public func createBucket(_ name: String) async throws(GedsError) {
+        _ = try BucketName(name)
+        try await node.mds.expectOK(.createBucket(name))
+    }
+
+    /// Deletes an empty bucket, or with `force` a bucket and all its objects.
+    public func deleteBucket(_ name: String, force: Bool = false) async throws(GedsError) {
+        _ = try BucketName(name)
+        try await node.mds.expectOK(.deleteBucket(name, force: force))
+    }
+
+    public func listBuckets() async throws(GedsError) -> [String] {
+        try await node.mds.buckets()
+    }
+
+    // MARK: Objects
+
+    /// A new object, written at any offset and invisible to others until sealed. If the key exists, the
+    /// old object stays readable until this one is sealed and replaces it.
+    public func create(bucket: String, key: String) async throws(GedsError) -> ObjectWriter {
+        _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
+        return ObjectWriter(node: node, blob: try await node.create(bucket: bucket, key: key), bucket: bucket, key: key)
+    }
+
+    /// Writes a whole object in one call.
+    public func put(bucket: String, key: String, bytes: [UInt8], metadata: [String: String] = [:]) async throws(GedsError) {
+        let writer = try await create(bucket: bucket, key: key)
+        try writer.write(bytes, at: 0)
+        try await writer.seal(metadata: metadata)
+    }
+
+    public func open(bucket: String, key: String) async throws(GedsError) -> ObjectReader {
+        _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
+        return ObjectReader(node: node, info: try await node.mds.lookup(bucket: bucket, key: key))
+    }
+
+    /// The whole object's bytes as an array (a copy; use `open(...).view()` for zero copies).
+    public func get(bucket: String, key: String) async throws(GedsError) -> [UInt8] {
+        let view = try await open(bucket: bucket, key: key).view()
+        return Array(view.bytes)
+    }
+
+    public func stat(bucket: String, key: String) async throws(GedsError) -> ObjectInfo {
+        _ = try BucketName(bucket)
+        return try await node.mds.lookup(bucket: bucket, key: key)
+    }
+
+    /// One page of keys under `prefix` (up to 1000), with common prefixes when `delimiter` is set.
+    public func list(bucket: String, prefix: String = "", delimiter: String = "", startAfter: String = "",
+                     maxKeys: Int = 1000) async throws(GedsError) -> ListPage {
+        _ = try BucketName(bucket)
+        return try await node.mds.list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter,
+                                       maxKeys: UInt32(clamping: maxKeys))
+    }
+
+    /// Every page of a listing, concatenated.
+    public func listAll(bucket: String, prefix: String = "", delimiter: String = "") async throws(GedsError) -> ListPage {
+        var result = ListPage(objects: [], commonPrefixes: [], nextStartAfter: nil)
+        var startAfter = ""
+        while true {
+            let page = try await list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter)
+            result.objects += page.objects
+            result.commonPrefixes += page.commonPrefixes
+            guard let next = page.nextStartAfter else { return result }
+            startAfter = next
+        }
+    }
+
+    public func delete(bucket: String, key: String) async throws(GedsError) {
+        _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
+        try await node.mds.expectOK(.deleteObject(bucket: bucket, key: key))
+    }
+
+    /// Deletes every object whose key starts with `prefix`; returns how many.
+    @discardableResult
+    public func delete(bucket: String, prefix: String) async throws(GedsError) -> UInt64 {
+        _ = try BucketName(bucket)
+        return try await node.mds.count(.deletePrefix(bucket: bucket, prefix: prefix))
+    }
+
+    /// Renames at the MDS in one step; no bytes move. An object at the destination is replaced.
+    public func rename(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
+        _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
+        _ = try ObjectPath(bucket: BucketName(toBucket), key: ObjectKey(toKey))
+        try await node.mds.expectOK(.rename(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey))
+    }
+
+    /// Copies an object; the copy shares the sealed (immutable) bytes, so nothing is duplicated.
+    public func copy(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
+        _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
+        _ = try ObjectPath(bucket: BucketName(toBucket), key: ObjectKey(toKey))
+        try await node.mds.expectOK(.copy(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey))
+    }
+
+    public func metadata(bucket: String, key: String) async throws(GedsError) -> [String: String] {
+        try await stat(bucket: bucket, key: key).metadata
+    }
+
+    /// Replaces the object's user metadata.
+    public func setMetadata(bucket: String, key: String, _ metadata: [String: String]) async throws(GedsError) {
+        try UserMetadata.validate(metadata)
+        try await node.mds.expectOK(.setMetadata(bucket: bucket, key: key, metadata: metadata))
+    }
+
+    // MARK: Nodes and placement
+
+    public func nodes() async throws(GedsError) -> [NodeInfo] {
+        try await node.mds.nodes()
+    }
+
+    /// The node a relocation goes to: the named live node, else the least loaded live daemon.
+    public func relocationTarget(named nodeName: String? = nil) async throws(GedsError) -> NodeInfo {
+        let candidates = try await nodes().filter { $0.alive && $0.name != node.configuration.name }
+        if let nodeName {
+            guard let named = candidates.first(where: { $0.name == nodeName }) else {
+                throw GedsError(.noSuchNode, "no live node named '\(nodeName)'")
+            }
+            return named
+        }
+        guard let daemon = candidates.filter({ $0.role == .daemon }).min(by: { $0.bytes < $1.bytes }) else {
+            throw GedsError(.noSuchNode, "no live gedsd to hold the object; start one with: gedsd --mds \(node.configuration.mds) ...")
+        }
+        return daemon
+    }
+
+    /// Moves a sealed object to another node, which becomes its owner; this is how objects outlive the
+    /// task that wrote them.
+    public func relocate(bucket: String, key: String, to target: NodeInfo) async throws(GedsError) {
+        try await node.relocate(try await stat(bucket: bucket, key: key), to: target)
+    }
+}
+
+/// An object being written. Nothing is visible to others until `seal`.
+public final class ObjectWriter: Sendable {
+    public let bucket: String
+    public let key: String
+    let node: Node
+    let blob: WritableBlob
+
+    init(node: Node, blob: WritableBlob, bucket: String, key: String) {
+        self.node = node
+        self.blob = blob
+        self.bucket = bucket
+        self.key = key
+    }
+
+    public var size: UInt64 { blob.size }
+
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(GedsError) {
+        try blob.write(bytes, at: offset)
+    }
+
+    public func write(_ bytes: [UInt8], at offset: UInt64) throws(GedsError) {
+        let failure = bytes.withUnsafeBytes { raw -> GedsError? in
+            do throws(GedsError) { try blob.write(raw, at: offset) } catch { return error }
+            return nil
+        }
+        if let failure { throw failure }
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(GedsError) -> Int {
+        try blob.read(into: buffer, at: offset)
+    }
+
+    public func truncate(to size: UInt64) throws(GedsError) {
+        try blob.truncate(to: size)
+    }
+
+    /// Makes the object immutable and visible everywhere, replacing any older object under its key.
+    public func seal(metadata: [String: String] = [:]) async throws(GedsError) {
+        try await node.seal(blob, metadata: metadata)
+    }
+}
+
+/// A sealed object opened for reading.
+public final class ObjectReader: Sendable {
+    public let info: ObjectInfo
+    let node: Node
+
+    init(node: Node, info: ObjectInfo) {
+        self.node = node
+        self.info = info
+    }
+
+    public var size: UInt64 { info.size }
+
+    /// The whole object without copies: a view of its tier-0 mapping, fetched into this node's tier 0 first
+    /// when it lives on another host. The view stays valid even if the object is deleted meanwhile.
+    public func view() async throws(GedsError) -> MappedBytes {
+        try await node.view(of: info)
+    }
+
+    /// Reads up to `buffer.count` bytes at `offset` into caller memory; returns how many were read.
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
+        try await node.read(info, at: offset, into: buffer)
+    }
+
+    public func read(at offset: UInt64, length: Int) async throws(GedsError) -> [UInt8] {
+        guard offset < info.size else { return [] }
+        let count = Int(min(UInt64(length), info.size - offset))
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 16)
+        defer { buffer.deallocate() }
+        let got = try await node.read(info, at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<count]))
+        return Array(buffer[..<got])
+    }
+}

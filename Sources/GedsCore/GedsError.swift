@@ -1,0 +1,65 @@
+/// The one error type of GEDS: a stable code (it crosses the wire) and a message written for a person.
+public struct GedsError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Code: UInt16, Sendable {
+        case invalidName = 1
+        case invalidArgument
+        case noSuchBucket
+        case noSuchObject
+        case bucketExists
+        case bucketNotEmpty
+        case objectSealed
+        case objectNotSealed
+        case objectLost
+        case mdsUnreachable
+        case peerUnreachable
+        case protocolViolation
+        case frameTooLarge
+        case outOfSpace
+        case timedOut
+        case io
+        case noSuchNode
+        case noSuchBlob
+        case metadataTooLarge
+        case `internal`
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+
+    /// Keeps a GedsError as it is and describes anything else as an internal error.
+    public static func wrapping(_ error: any Error) -> GedsError {
+        (error as? GedsError) ?? GedsError(.internal, "\(error)")
+    }
+
+    public static func noSuchBucket(_ bucket: String) -> GedsError {
+        GedsError(.noSuchBucket, "no such bucket: \(bucket)")
+    }
+
+    public static func noSuchObject(_ bucket: String, _ key: String) -> GedsError {
+        GedsError(.noSuchObject, "no such object: \(bucket)/\(key)")
+    }
+
+    public static func io(_ what: String, errno: Int32) -> GedsError {
+        let code: Code = (errno == 28 || errno == 122) ? .outOfSpace : .io  // ENOSPC, EDQUOT
+        return GedsError(code, "\(what): \(describeErrno(errno))")
+    }
+}
+
+/// `strerror` text for an errno value, with its symbolic number so logs can be searched.
+public func describeErrno(_ value: Int32) -> String {
+    #if canImport(Glibc)
+    if let text = strerror(value) { return "\(String(cString: text)) (errno \(value))" }
+    #endif
+    return "errno \(value)"
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

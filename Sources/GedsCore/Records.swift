@@ -1,0 +1,166 @@
+/// A network address written `HOST:PORT` (an IPv6 host in brackets).
+public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public init(parsing text: String) throws(GedsError) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (0...65535).contains(port) else {
+            throw GedsError(.invalidArgument, "expected HOST:PORT, got '\(text)'")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { throw GedsError(.invalidArgument, "expected HOST:PORT, got '\(text)'") }
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// Where a copy of an object's bytes lives.
+public enum Tier: UInt8, Sendable, CustomStringConvertible {
+    case tier0 = 0
+    case tier1 = 1
+    case s3 = 2
+
+    public var description: String {
+        switch self {
+        case .tier0: "tier0"
+        case .tier1: "tier1"
+        case .s3: "s3"
+        }
+    }
+}
+
+/// The RDMA half of a location: what a peer needs for a one-sided READ of the owner's registered buffer.
+public struct RDMAAccess: Hashable, Sendable {
+    public var endpoint: Endpoint
+    public var address: UInt64
+    public var rkey: UInt32
+
+    public init(endpoint: Endpoint, address: UInt64, rkey: UInt32) {
+        self.endpoint = endpoint
+        self.address = address
+        self.rkey = rkey
+    }
+}
+
+/// One copy of an object, as the MDS hands it out.
+public struct Location: Hashable, Sendable {
+    public var node: String
+    public var hostID: String
+    public var tier: Tier
+    public var tcp: Endpoint
+    public var rdma: RDMAAccess?
+    /// The copy's file, for readers on the same host, which map it instead of using the network.
+    public var path: String
+
+    public init(node: String, hostID: String, tier: Tier, tcp: Endpoint, rdma: RDMAAccess?, path: String) {
+        self.node = node
+        self.hostID = hostID
+        self.tier = tier
+        self.tcp = tcp
+        self.rdma = rdma
+        self.path = path
+    }
+}
+
+/// Identifies the immutable bytes of one sealed object. Keys point at blobs: rename moves a key, copy adds a
+/// key for the same blob, overwriting binds the key to a new blob. A blob id is never reused, so a stale
+/// location can never yield another object's bytes.
+public typealias BlobID = UInt64
+
+public struct ObjectInfo: Sendable, Equatable {
+    public var bucket: String
+    public var key: String
+    public var blob: BlobID
+    public var size: UInt64
+    public var sealed: Bool
+    public var modified: UInt64  // milliseconds since 1970
+    public var metadata: [String: String]
+    public var locations: [Location]
+
+    public init(bucket: String, key: String, blob: BlobID, size: UInt64, sealed: Bool, modified: UInt64,
+                metadata: [String: String], locations: [Location]) {
+        self.bucket = bucket
+        self.key = key
+        self.blob = blob
+        self.size = size
+        self.sealed = sealed
+        self.modified = modified
+        self.metadata = metadata
+        self.locations = locations
+    }
+}
+
+public struct ListEntry: Sendable, Equatable {
+    public var key: String
+    public var size: UInt64
+    public var modified: UInt64
+
+    public init(key: String, size: UInt64, modified: UInt64) {
+        self.key = key
+        self.size = size
+        self.modified = modified
+    }
+}
+
+/// One page of a listing, shaped like S3's ListObjectsV2.
+public struct ListPage: Sendable, Equatable {
+    public var objects: [ListEntry]
+    public var commonPrefixes: [String]
+    /// Set when the page is full; pass it as `startAfter` to get the next page.
+    public var nextStartAfter: String?
+
+    public init(objects: [ListEntry], commonPrefixes: [String], nextStartAfter: String?) {
+        self.objects = objects
+        self.commonPrefixes = commonPrefixes
+        self.nextStartAfter = nextStartAfter
+    }
+}
+
+public enum NodeRole: UInt8, Sendable {
+    /// A process that links the library (a task); its objects live as long as it does.
+    case embedded = 0
+    /// A long-lived `gedsd`: where objects are relocated to outlive the tasks that wrote them.
+    case daemon = 1
+}
+
+public struct NodeInfo: Sendable, Equatable {
+    public var name: String
+    public var hostID: String
+    public var role: NodeRole
+    public var tcp: Endpoint
+    public var alive: Bool
+    public var blobs: UInt64
+    public var bytes: UInt64
+
+    public init(name: String, hostID: String, role: NodeRole, tcp: Endpoint, alive: Bool, blobs: UInt64, bytes: UInt64) {
+        self.name = name
+        self.hostID = hostID
+        self.role = role
+        self.tcp = tcp
+        self.alive = alive
+        self.blobs = blobs
+        self.bytes = bytes
+    }
+}
+
+extension BlobID {
+    /// The blob's file name in any tier folder: 16 hex digits, so names sort and never collide.
+    public var fileName: String {
+        let hex = String(self, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    public init?(fileName: String) {
+        guard fileName.utf8.count == 16, let value = UInt64(fileName, radix: 16) else { return nil }
+        self = value
+    }
+}

@@ -1,0 +1,342 @@
+import GedsCore
+import GedsTCP
+import GedsTier0
+import GedsWire
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// A node: its tier 0, the server that hands its blobs to peers, its MDS session (lease and heartbeats),
+/// and the read path that finds a copy (own tier 0, a file on the same host, a peer over TCP).
+public final class Node: Sendable {
+    public let configuration: NodeConfiguration
+    public let tier0: Tier0Store
+    public let mds: MDSClient
+    public let logger: Logger
+    let peers: ConnectionPool
+    let server: FrameServer
+    let group: any EventLoopGroup
+    private let session = Mutex<Session>(Session())
+    private let heartbeat = Mutex<Task<Void, Never>?>(nil)
+
+    struct Session {
+        var index: UInt32 = 0
+        var advertised = Endpoint(host: "", port: 0)
+        var leaseMilliseconds: UInt32 = 5000
+    }
+
+    public var index: UInt32 { session.withLock { $0.index } }
+    public var endpoint: Endpoint { session.withLock { $0.advertised } }
+    var timeout: TimeAmount { .milliseconds(configuration.timeoutMilliseconds) }
+
+    public static func start(_ configuration: NodeConfiguration, logger: Logger,
+                             group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws(GedsError) -> Node {
+        let tier0 = try Tier0Store(directory: configuration.tier0Directory)
+        let pool = ConnectionPool(group: group)
+        let service = NodeService()
+        let server: FrameServer
+        do {
+            server = try await FrameServer.start(listen: configuration.listen, service: service, group: group, logger: logger)
+        } catch {
+            throw GedsError.wrapping(error)
+        }
+        let node = Node(configuration: configuration, tier0: tier0, pool: pool, server: server, group: group, logger: logger)
+        service.node.withLock { $0 = node }
+        do {
+            try await node.register()
+        } catch {
+            await node.shutdown()
+            throw error
+        }
+        node.startHeartbeats()
+        return node
+    }
+
+    private init(configuration: NodeConfiguration, tier0: Tier0Store, pool: ConnectionPool, server: FrameServer,
+                 group: any EventLoopGroup, logger: Logger) {
+        self.configuration = configuration
+        self.tier0 = tier0
+        self.peers = pool
+        self.server = server
+        self.group = group
+        self.logger = logger
+        mds = MDSClient(endpoint: configuration.mds, pool: pool,
+                        timeout: .milliseconds(configuration.timeoutMilliseconds))
+    }
+
+    // MARK: Session with the MDS
+
+    private func register() async throws(GedsError) {
+        var host = configuration.advertisedHost ?? server.localAddress.host
+        if host == "0.0.0.0" || host == "::" { host = "127.0.0.1" }
+        let advertised = Endpoint(host: host, port: server.localAddress.port)
+        let reply = try await mds.call(.registerNode(NodeRegistration(
+            name: configuration.name, hostID: configuration.hostID, role: configuration.role,
+            tcp: advertised, tier0Directory: configuration.tier0Directory)))
+        guard case .nodeRegistered(let index, let lease) = reply else { throw MDSClient.unexpected(reply) }
+        session.withLock { $0 = Session(index: index, advertised: advertised, leaseMilliseconds: lease) }
+        logger.info("registered with the MDS at \(configuration.mds) as node \(index) (lease \(lease) ms)")
+        // After a lost lease the MDS withdrew our copies; offer back those it still knows.
+        for blob in tier0.inventory.keys {
+            do {
+                try await mds.expectOK(.addLocation(blob: blob, placement: BlobPlacement(node: index, tier: .tier0)))
+            } catch {
+                tier0.remove(blob)
+            }
+        }
+    }
+
+    private func startHeartbeats() {
+        let task = Task { [weak self] in
+            // Four beats per lease, so one lost heartbeat never costs the lease.
+            while !Task.isCancelled {
+                guard let lease = self?.session.withLock({ $0.leaseMilliseconds }) else { return }
+                try? await Task.sleep(for: .milliseconds(max(Int(lease) / 4, 50)))
+                guard let self, !Task.isCancelled else { return }
+                await self.beat()
+            }
+        }
+        heartbeat.withLock { $0 = task }
+    }
+
+    private func beat() async {
+        let usage = tier0.usage
+        do {
+            let reply = try await mds.call(.heartbeat(node: index, blobs: usage.blobs, bytes: usage.bytes))
+            if case .heartbeatAck(let drop) = reply {
+                for blob in drop { tier0.remove(blob) }
+            }
+        } catch where error.code == .noSuchNode {
+            logger.warning("the MDS no longer knows this node; registering again")
+            try? await register()
+        } catch {
+            logger.warning("heartbeat failed: \(error.message)")
+        }
+    }
+
+    public func shutdown() async {
+        heartbeat.withLock { $0?.cancel() }
+        try? await mds.expectOK(.leave(node: index))
+        await server.close()
+        peers.closeAll()
+        if configuration.removeTier0OnShutdown {
+            for blob in tier0.inventory.keys { tier0.remove(blob) }
+            rmdir(configuration.tier0Directory)
+        }
+    }
+
+    // MARK: Writing
+
+    public func create(bucket: String, key: String) async throws(GedsError) -> WritableBlob {
+        let reply = try await mds.call(.createObject(bucket: bucket, key: key, node: index))
+        guard case .created(let blob) = reply else { throw MDSClient.unexpected(reply) }
+        do {
+            return try tier0.create(blob)
+        } catch {
+            try? await mds.expectOK(.abortObject(blob: blob))
+            throw error
+        }
+    }
+
+    public func seal(_ writable: WritableBlob, metadata: [String: String]) async throws(GedsError) {
+        try UserMetadata.validate(metadata)
+        let size = try writable.seal()
+        do {
+            try await mds.expectOK(.sealObject(blob: writable.blob, size: size, metadata: metadata,
+                                               placement: BlobPlacement(node: index, tier: .tier0)))
+        } catch {
+            tier0.remove(writable.blob)
+            throw error
+        }
+    }
+
+    // MARK: Reading
+
+    /// A zero-copy view of the whole object: our own copy, a same-host owner's file, or a copy fetched from
+    /// a peer into our tier 0 (and published as another location).
+    public func view(of info: ObjectInfo) async throws(GedsError) -> MappedBytes {
+        if tier0.contains(info.blob) {
+            if let mapping = try? tier0.map(info.blob) { return mapping }
+        }
+        var failures: [String] = []
+        for location in ordered(info.locations) where location.hostID == configuration.hostID {
+            do {
+                return try Tier0Store.map(path: location.path)
+            } catch {
+                failures.append("\(location.node): \(error.message)")
+            }
+        }
+        for location in ordered(info.locations) where location.hostID != configuration.hostID {
+            do {
+                return try await fetch(info.blob, size: info.size, from: location, publish: configuration.publishCachedCopies)
+            } catch {
+                failures.append("\(location.node): \(error.message)")
+            }
+        }
+        throw unreachable(info, failures)
+    }
+
+    /// Reads a range into caller memory (`buffer.count` bytes from `offset`, clipped to the object's size).
+    public func read(_ info: ObjectInfo, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
+        guard offset < info.size, buffer.count > 0 else { return 0 }
+        let length = min(UInt64(buffer.count), info.size - offset)
+        var failures: [String] = []
+        for location in ordered(info.locations) {
+            if location.hostID == configuration.hostID || tier0.contains(info.blob) {
+                do throws(GedsError) {
+                    let mapping = tier0.contains(info.blob) ? try tier0.map(info.blob) : try Tier0Store.map(path: location.path)
+                    guard mapping.count >= Int(offset + length) else { throw GedsError(.noSuchBlob, "copy is shorter than the object") }
+                    buffer.baseAddress!.copyMemory(from: mapping.base!.advanced(by: Int(offset)), byteCount: Int(length))
+                    return Int(length)
+                } catch {
+                    failures.append("\(location.node): \(error.message)")
+                    continue
+                }
+            }
+            do throws(GedsError) {
+                let connection = try await peers.connection(to: location.tcp, peerName: "node \(location.node)")
+                let sink = CallerBufferSink(buffer: UnsafeMutableRawBufferPointer(rebasing: buffer[..<Int(length)]))
+                let got = try await connection.read(blob: info.blob, offset: offset, length: length, into: sink, timeout: timeout)
+                guard got == length else { throw GedsError(.protocolViolation, "node \(location.node) sent \(got) of \(length) bytes") }
+                return Int(length)
+            } catch {
+                failures.append("\(location.node): \(error.message)")
+            }
+        }
+        throw unreachable(info, failures)
+    }
+
+    /// Copies a blob from a peer into our tier 0, straight into its mapping.
+    func fetch(_ blob: BlobID, size: UInt64, from location: Location, publish: Bool) async throws(GedsError) -> MappedBytes {
+        let receiving = try tier0.receive(blob, size: size)
+        if size > 0 {
+            let connection = try await peers.connection(to: location.tcp, peerName: "node \(location.node)")
+            let got = try await connection.read(blob: blob, offset: 0, length: size,
+                                                into: MappingSink(mapping: receiving.mapping), timeout: timeout)
+            guard got == size else {
+                throw GedsError(.protocolViolation, "node \(location.node) sent \(got) of \(size) bytes")
+            }
+        }
+        receiving.seal()
+        if publish {
+            do {
+                try await mds.expectOK(.addLocation(blob: blob, placement: BlobPlacement(node: index, tier: .tier0)))
+            } catch where error.code == .noSuchBlob {
+                tier0.remove(blob)  // deleted while we copied; the mapping stays valid for this reader
+            } catch {
+                logger.debug("could not publish cached copy of \(blob.fileName): \(error.message)")
+            }
+        }
+        return receiving.mapping
+    }
+
+    /// Local copies first, then same-host ones, then the rest.
+    private func ordered(_ locations: [Location]) -> [Location] {
+        let me = configuration.name
+        let host = configuration.hostID
+        return locations.sorted { lhs, rhs in
+            func rank(_ location: Location) -> Int { location.node == me ? 0 : location.hostID == host ? 1 : 2 }
+            return rank(lhs) < rank(rhs)
+        }
+    }
+
+    private func unreachable(_ info: ObjectInfo, _ failures: [String]) -> GedsError {
+        if info.locations.isEmpty {
+            return GedsError(.objectLost, "object \(info.bucket)/\(info.key) has no copy left (its nodes are gone)")
+        }
+        return GedsError(.peerUnreachable, "no copy of \(info.bucket)/\(info.key) could be read: \(failures.joined(separator: "; "))")
+    }
+
+    // MARK: Relocation
+
+    /// Hands a sealed object to another node, which becomes its owner; our copy goes afterwards.
+    public func relocate(_ info: ObjectInfo, to target: NodeInfo) async throws(GedsError) {
+        guard let source = info.locations.first(where: { $0.node == configuration.name }) ?? info.locations.first else {
+            throw unreachable(info, [])
+        }
+        let connection = try await peers.connection(to: target.tcp, peerName: "node \(target.name)")
+        let reply = try await connection.call(.pullBlob(blob: info.blob, size: info.size, source: source),
+                                              timeout: .milliseconds(configuration.timeoutMilliseconds * 60))
+        switch reply {
+        case .ok: break
+        case .failure(let error): throw error
+        default: throw MDSClient.unexpected(reply)
+        }
+        if tier0.contains(info.blob) {
+            try? await mds.expectOK(.removeLocation(blob: info.blob, node: index))
+            tier0.remove(info.blob)
+        }
+    }
+
+    /// Serves `pullBlob`: take the blob from the source (a hard link on the same host, else a network copy)
+    /// and publish ourselves as a location.
+    func pull(_ blob: BlobID, size: UInt64, from source: Location) async throws(GedsError) {
+        if !tier0.contains(blob) {
+            let linked = source.hostID == configuration.hostID && tier0.adopt(blob, linkingFrom: source.path)
+            if !linked { _ = try await fetch(blob, size: size, from: source, publish: false) }
+        }
+        do {
+            try await mds.expectOK(.addLocation(blob: blob, placement: BlobPlacement(node: index, tier: .tier0)))
+        } catch {
+            tier0.remove(blob)
+            throw error
+        }
+    }
+}
+
+/// Serves peers: blob bytes (sendfile from the tier-0 file) and relocation requests.
+final class NodeService: RequestService {
+    let node = Mutex<Node?>(nil)
+
+    func respond(to request: Request, on eventLoop: any EventLoop) -> Response {
+        guard let node = node.withLock({ $0 }) else {
+            return .reply(.failure(GedsError(.internal, "node is starting")))
+        }
+        switch request {
+        case .readBlob(let blob, let offset, let length):
+            do {
+                let (descriptor, size) = try node.tier0.openForReading(blob)
+                guard offset <= size, length <= size - offset else {
+                    close(descriptor)
+                    return .reply(.failure(GedsError(.invalidArgument, "range \(offset)+\(length) is outside blob \(blob.fileName) of \(size) bytes")))
+                }
+                return .file(FileStream(descriptor: descriptor, offset: offset, length: length))
+            } catch {
+                return .reply(.failure(error))
+            }
+        case .pullBlob(let blob, let size, let source):
+            let promise = eventLoop.makePromise(of: Reply.self)
+            Task {
+                do throws(GedsError) {
+                    try await node.pull(blob, size: size, from: source)
+                    promise.succeed(.ok)
+                } catch {
+                    promise.succeed(.failure(error))
+                }
+            }
+            return .deferred(promise.futureResult)
+        default:
+            return .reply(.failure(GedsError(.invalidArgument, "a node serves only object bytes; ask the MDS")))
+        }
+    }
+}
+
+struct MappingSink: ReadSink {
+    let mapping: MappedBytes
+
+    func receive(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Bool {
+        mapping.store(bytes, at: offset)
+    }
+}
+
+// @unchecked: the caller's buffer outlives the awaited read, and only the connection's event loop writes it.
+struct CallerBufferSink: ReadSink, @unchecked Sendable {
+    let buffer: UnsafeMutableRawBufferPointer
+
+    func receive(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Bool {
+        guard offset >= 0, bytes.count <= buffer.count - offset else { return false }
+        buffer.baseAddress!.advanced(by: offset).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        return true
+    }
+}

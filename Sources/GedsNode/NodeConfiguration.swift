@@ -1,0 +1,61 @@
+import GedsCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct NodeConfiguration: Sendable {
+    /// The MDS's TCP endpoint.
+    public var mds: Endpoint
+    /// Where this node serves its tier 0 to peers (port 0: any free port).
+    public var listen: Endpoint
+    /// The host peers should connect to, when `listen` is a wildcard address.
+    public var advertisedHost: String?
+    public var tier0Directory: String
+    /// Remove the tier-0 folder itself when the node shuts down (for temporary folders).
+    public var removeTier0OnShutdown: Bool
+    public var name: String
+    /// Nodes with the same host id map each other's tier-0 files instead of using the network.
+    public var hostID: String
+    public var role: NodeRole
+    /// How long a request may wait for an answer, or a transfer for progress.
+    public var timeoutMilliseconds: Int64
+    /// Publish copies made by whole-object reads as extra locations.
+    public var publishCachedCopies: Bool
+
+    public init(mds: Endpoint, listen: Endpoint = Endpoint(host: "127.0.0.1", port: 0), advertisedHost: String? = nil,
+                tier0Directory: String? = nil, removeTier0OnShutdown: Bool? = nil, name: String? = nil,
+                hostID: String? = nil, role: NodeRole = .embedded, timeoutMilliseconds: Int64 = 10_000,
+                publishCachedCopies: Bool = true) {
+        let generatedName = NodeConfiguration.defaultName()
+        self.mds = mds
+        self.listen = listen
+        self.advertisedHost = advertisedHost
+        self.tier0Directory = tier0Directory ?? "/dev/shm/geds-\(generatedName)"
+        self.removeTier0OnShutdown = removeTier0OnShutdown ?? (tier0Directory == nil)
+        self.name = name ?? generatedName
+        self.hostID = hostID ?? NodeConfiguration.defaultHostID()
+        self.role = role
+        self.timeoutMilliseconds = timeoutMilliseconds
+        self.publishCachedCopies = publishCachedCopies
+    }
+
+    static func defaultName() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        gethostname(&buffer, buffer.count - 1)
+        let host = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return "\(host)-\(getpid())-\(UInt16.random(in: 0...UInt16.max))"
+    }
+
+    /// `GEDS_HOST_ID` if set, else this machine's boot id: processes on one booted host share it.
+    static func defaultHostID() -> String {
+        if let value = getenv("GEDS_HOST_ID") { return String(cString: value) }
+        if let file = fopen("/proc/sys/kernel/random/boot_id", "r") {
+            defer { fclose(file) }
+            var buffer = [CChar](repeating: 0, count: 64)
+            if fgets(&buffer, 64, file) != nil {
+                return String(decoding: buffer.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            }
+        }
+        return NodeConfiguration.defaultName()
+    }
+}

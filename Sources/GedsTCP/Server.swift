@@ -1,0 +1,193 @@
+import GedsCore
+import GedsWire
+import Logging
+import NIOCore
+import NIOPosix
+
+/// A file range to stream to the requester; the server closes the descriptor when done.
+public struct FileStream: Sendable {
+    public var descriptor: Int32
+    public var offset: UInt64
+    public var length: UInt64
+
+    public init(descriptor: Int32, offset: UInt64, length: UInt64) {
+        self.descriptor = descriptor
+        self.offset = offset
+        self.length = length
+    }
+}
+
+public enum Response: Sendable {
+    case reply(Reply)
+    /// Answered later (the service must not block the event loop).
+    case deferred(EventLoopFuture<Reply>)
+    /// A `.stream` reply followed by the file's bytes, sent with sendfile in bounded chunks.
+    case file(FileStream)
+}
+
+/// What a server does with requests: the MDS and the node data server each implement it.
+public protocol RequestService: Sendable {
+    func respond(to request: Request, on eventLoop: any EventLoop) -> Response
+}
+
+/// A TCP server speaking the GEDS frame protocol (swift-nio).
+public final class FrameServer: Sendable {
+    public let channel: any Channel
+    public let localAddress: Endpoint
+
+    public static func start(listen: Endpoint, service: any RequestService, group: any EventLoopGroup,
+                             logger: Logger) async throws -> FrameServer {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 1 << 20, high: 8 << 20))
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 16384, maximum: 1 << 20))
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ServerConnectionHandler(service: service, logger: logger))
+                }
+            }
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.bind(host: listen.host, port: listen.port).get()
+        } catch {
+            throw GedsError(.io, "cannot listen on \(listen): \(error)")
+        }
+        let port = channel.localAddress?.port ?? listen.port
+        return FrameServer(channel: channel, localAddress: Endpoint(host: listen.host, port: port))
+    }
+
+    private init(channel: any Channel, localAddress: Endpoint) {
+        self.channel = channel
+        self.localAddress = localAddress
+    }
+
+    public func close() async {
+        try? await channel.close()
+    }
+}
+
+/// One accepted connection. Requests are answered as they come; file streams are cut into chunks and sent
+/// round-robin whenever the socket can take more, so a small reply never waits behind a large object.
+final class ServerConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = IOData
+
+    static let chunkSize: UInt64 = 1 << 20
+
+    private struct ActiveStream {
+        var id: UInt64
+        var handle: NIOFileHandle
+        var next: UInt64
+        var end: UInt64
+    }
+
+    private let service: any RequestService
+    private let logger: Logger
+    private var reader = FrameReader()
+    private var streams = CircularBuffer<ActiveStream>()
+    private var active = true
+
+    init(service: any RequestService, logger: Logger) {
+        self.service = service
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard active else { return }
+        let buffer = unwrapInboundIn(data)
+        do {
+            try reader.consume(buffer) { (frame) throws(GedsError) in
+                guard case .request(let id, let request) = frame else {
+                    throw GedsError(.protocolViolation, "a server accepts only requests")
+                }
+                handle(request, id: id, context: context)
+            }
+        } catch {
+            reject(error, context: context)
+        }
+        context.flush()
+    }
+
+    private func handle(_ request: Request, id: UInt64, context: ChannelHandlerContext) {
+        switch service.respond(to: request, on: context.eventLoop) {
+        case .reply(let reply):
+            send(reply, id: id, context: context)
+        case .deferred(let future):
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            future.hop(to: context.eventLoop).whenComplete { result in
+                let (handler, context) = loopBound.value
+                guard handler.active else { return }
+                switch result {
+                case .success(let reply): handler.send(reply, id: id, context: context)
+                case .failure(let error): handler.send(.failure(GedsError.wrapping(error)), id: id, context: context)
+                }
+                context.flush()
+            }
+        case .file(let file):
+            send(.stream(length: file.length), id: id, context: context)
+            let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: file.descriptor)
+            if file.length == 0 {
+                try? handle.close()
+            } else {
+                streams.append(ActiveStream(id: id, handle: handle, next: file.offset, end: file.offset + file.length))
+                pump(context: context)
+            }
+        }
+    }
+
+    private func send(_ reply: Reply, id: UInt64, context: ChannelHandlerContext) {
+        context.write(wrapOutboundOut(.byteBuffer(FrameEncoder.frame(reply, id: id, allocator: context.channel.allocator))),
+                      promise: nil)
+    }
+
+    /// Writes chunks while the socket has room; called again when it drains.
+    private func pump(context: ChannelHandlerContext) {
+        while context.channel.isWritable, var stream = streams.popFirst() {
+            let length = min(ServerConnectionHandler.chunkSize, stream.end - stream.next)
+            context.write(wrapOutboundOut(.byteBuffer(FrameEncoder.dataHeader(id: stream.id, length: UInt32(length),
+                                                                                allocator: context.channel.allocator))),
+                          promise: nil)
+            let region = FileRegion(fileHandle: stream.handle, readerIndex: Int(stream.next),
+                                    endIndex: Int(stream.next + length))
+            stream.next += length
+            if stream.next < stream.end {
+                context.write(wrapOutboundOut(.fileRegion(region)), promise: nil)
+                streams.append(stream)
+            } else {
+                let handle = stream.handle
+                let promise = context.eventLoop.makePromise(of: Void.self)
+                promise.futureResult.whenComplete { _ in try? handle.close() }
+                context.write(wrapOutboundOut(.fileRegion(region)), promise: promise)
+            }
+        }
+        context.flush()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { pump(context: context) }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        active = false
+        while let stream = streams.popFirst() { try? stream.handle.close() }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    /// A malformed frame: tell the peer why (best effort) and close; other connections are unaffected.
+    private func reject(_ error: GedsError, context: ChannelHandlerContext) {
+        logger.warning("closing connection from \(context.remoteAddress?.description ?? "?"): \(error.message)")
+        send(.failure(error), id: 0, context: context)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.byteBuffer(channel.allocator.buffer(capacity: 0))))
+            .whenComplete { _ in channel.close(promise: nil) }
+        active = false
+    }
+}

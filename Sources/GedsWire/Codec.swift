@@ -1,0 +1,480 @@
+import GedsCore
+import NIOCore
+
+// Every field is written in a fixed order; strings and lists carry their length first and every length is
+// checked against `WireLimits` before it is used, so a malformed payload fails cleanly without allocating.
+
+extension ByteBuffer {
+    @inlinable mutating func writeWireString(_ value: String) {
+        writeInteger(UInt32(value.utf8.count))
+        writeString(value)
+    }
+
+    mutating func readWireString() throws(GedsError) -> String {
+        let count = try readCount(limit: WireLimits.maximumString, what: "string")
+        guard let value = readString(length: count) else { throw WireDecodingError.truncated("string") }
+        return value
+    }
+
+    mutating func readWireInteger<T: FixedWidthInteger>(_ what: StaticString, as: T.Type = T.self) throws(GedsError) -> T {
+        guard let value = readInteger(as: T.self) else { throw WireDecodingError.truncated(what) }
+        return value
+    }
+
+    mutating func readCount(limit: Int, what: StaticString) throws(GedsError) -> Int {
+        let count = Int(try readWireInteger(what, as: UInt32.self))
+        guard count <= limit else {
+            throw GedsError(.protocolViolation, "malformed message: \(what) count \(count) exceeds \(limit)")
+        }
+        guard count <= readableBytes else { throw WireDecodingError.truncated(what) }
+        return count
+    }
+
+    mutating func writeEndpoint(_ endpoint: Endpoint) {
+        writeWireString(endpoint.host)
+        writeInteger(UInt16(endpoint.port))
+    }
+
+    mutating func readEndpoint() throws(GedsError) -> Endpoint {
+        let host = try readWireString()
+        return Endpoint(host: host, port: Int(try readWireInteger("port", as: UInt16.self)))
+    }
+
+    mutating func writeMetadata(_ metadata: [String: String]) {
+        writeInteger(UInt32(metadata.count))
+        for (name, value) in metadata.sorted(by: { $0.key < $1.key }) {
+            writeWireString(name)
+            writeWireString(value)
+        }
+    }
+
+    mutating func readMetadata() throws(GedsError) -> [String: String] {
+        let count = try readList(what: "metadata")
+        var metadata: [String: String] = [:]
+        for _ in 0..<count { metadata[try readWireString()] = try readWireString() }
+        return metadata
+    }
+
+    /// A list's element count; each element takes at least one byte, which bounds the count by the payload.
+    mutating func readList(what: StaticString) throws(GedsError) -> Int {
+        let count = Int(try readWireInteger(what, as: UInt32.self))
+        guard count <= WireLimits.maximumElements, count <= readableBytes else {
+            throw GedsError(.protocolViolation, "malformed message: \(what) list of \(count) elements in \(readableBytes) bytes")
+        }
+        return count
+    }
+
+    mutating func readTier() throws(GedsError) -> Tier {
+        let raw = try readWireInteger("tier", as: UInt8.self)
+        guard let tier = Tier(rawValue: raw) else { throw GedsError(.protocolViolation, "malformed message: tier \(raw)") }
+        return tier
+    }
+
+    mutating func writePlacement(_ placement: BlobPlacement) {
+        writeInteger(placement.node)
+        writeInteger(placement.tier.rawValue)
+        writeInteger(placement.rdmaAddress)
+        writeInteger(placement.rkey)
+    }
+
+    mutating func readPlacement() throws(GedsError) -> BlobPlacement {
+        BlobPlacement(node: try readWireInteger("node"), tier: try readTier(),
+                      rdmaAddress: try readWireInteger("address"), rkey: try readWireInteger("rkey"))
+    }
+
+    mutating func writeLocation(_ location: Location) {
+        writeWireString(location.node)
+        writeWireString(location.hostID)
+        writeInteger(location.tier.rawValue)
+        writeEndpoint(location.tcp)
+        if let rdma = location.rdma {
+            writeInteger(UInt8(1))
+            writeEndpoint(rdma.endpoint)
+            writeInteger(rdma.address)
+            writeInteger(rdma.rkey)
+        } else {
+            writeInteger(UInt8(0))
+        }
+        writeWireString(location.path)
+    }
+
+    mutating func readLocation() throws(GedsError) -> Location {
+        let node = try readWireString()
+        let hostID = try readWireString()
+        let tier = try readTier()
+        let tcp = try readEndpoint()
+        var rdma: RDMAAccess?
+        if try readWireInteger("rdma flag", as: UInt8.self) != 0 {
+            rdma = RDMAAccess(endpoint: try readEndpoint(), address: try readWireInteger("address"),
+                              rkey: try readWireInteger("rkey"))
+        }
+        return Location(node: node, hostID: hostID, tier: tier, tcp: tcp, rdma: rdma, path: try readWireString())
+    }
+
+    mutating func writeBool(_ value: Bool) { writeInteger(UInt8(value ? 1 : 0)) }
+    mutating func readBool() throws(GedsError) -> Bool { try readWireInteger("flag", as: UInt8.self) != 0 }
+}
+
+enum WireDecodingError {
+    static func truncated(_ what: StaticString) -> GedsError {
+        GedsError(.protocolViolation, "malformed message: truncated at \(what)")
+    }
+}
+
+private enum RequestTag: UInt8 {
+    case registerNode = 1, heartbeat, listNodes, createBucket, deleteBucket, listBuckets, createObject,
+         sealObject, abortObject, lookup, list, deleteObject, deletePrefix, rename, copy, setMetadata,
+         addLocation, removeLocation, readBlob, pullBlob, leave
+}
+
+private enum ReplyTag: UInt8 {
+    case ok = 1, failure, nodeRegistered, heartbeatAck, buckets, created, object, page, count, nodes, stream
+}
+
+extension Request {
+    public func encode(into buffer: inout ByteBuffer) {
+        switch self {
+        case .registerNode(let registration):
+            buffer.writeInteger(RequestTag.registerNode.rawValue)
+            buffer.writeWireString(registration.name)
+            buffer.writeWireString(registration.hostID)
+            buffer.writeInteger(registration.role.rawValue)
+            buffer.writeEndpoint(registration.tcp)
+            buffer.writeWireString(registration.tier0Directory)
+        case .heartbeat(let node, let blobs, let bytes):
+            buffer.writeInteger(RequestTag.heartbeat.rawValue)
+            buffer.writeInteger(node)
+            buffer.writeInteger(blobs)
+            buffer.writeInteger(bytes)
+        case .leave(let node):
+            buffer.writeInteger(RequestTag.leave.rawValue)
+            buffer.writeInteger(node)
+        case .listNodes:
+            buffer.writeInteger(RequestTag.listNodes.rawValue)
+        case .createBucket(let bucket):
+            buffer.writeInteger(RequestTag.createBucket.rawValue)
+            buffer.writeWireString(bucket)
+        case .deleteBucket(let bucket, let force):
+            buffer.writeInteger(RequestTag.deleteBucket.rawValue)
+            buffer.writeWireString(bucket)
+            buffer.writeBool(force)
+        case .listBuckets:
+            buffer.writeInteger(RequestTag.listBuckets.rawValue)
+        case .createObject(let bucket, let key, let node):
+            buffer.writeInteger(RequestTag.createObject.rawValue)
+            buffer.writeWireString(bucket)
+            buffer.writeWireString(key)
+            buffer.writeInteger(node)
+        case .sealObject(let blob, let size, let metadata, let placement):
+            buffer.writeInteger(RequestTag.sealObject.rawValue)
+            buffer.writeInteger(blob)
+            buffer.writeInteger(size)
+            buffer.writeMetadata(metadata)
+            buffer.writePlacement(placement)
+        case .abortObject(let blob):
+            buffer.writeInteger(RequestTag.abortObject.rawValue)
+            buffer.writeInteger(blob)
+        case .lookup(let bucket, let key):
+            buffer.writeInteger(RequestTag.lookup.rawValue)
+            buffer.writeWireString(bucket)
+            buffer.writeWireString(key)
+        case .list(let bucket, let prefix, let delimiter, let startAfter, let maxKeys):
+            buffer.writeInteger(RequestTag.list.rawValue)
+            buffer.writeWireString(bucket)
+            buffer.writeWireString(prefix)
+            buffer.writeWireString(delimiter)
+            buffer.writeWireString(startAfter)
+            buffer.writeInteger(maxKeys)
+        case .deleteObject(let bucket, let key):
+            buffer.writeInteger(RequestTag.deleteObject.rawValue)
+            buffer.writeWireString(bucket)
+            buffer.writeWireString(key)
+        case .deletePrefix(let bucket, let prefix):
+            buffer.writeInteger(RequestTag.deletePrefix.rawValue)
+            buffer.writeWireString(bucket)
+            buffer.writeWireString(prefix)
+        case .rename(let fromBucket, let fromKey, let toBucket, let toKey):
+            buffer.writeInteger(RequestTag.rename.rawValue)
+            for part in [fromBucket, fromKey, toBucket, toKey] { buffer.writeWireString(part) }
+        case .copy(let fromBucket, let fromKey, let toBucket, let toKey):
+            buffer.writeInteger(RequestTag.copy.rawValue)
+            for part in [fromBucket, fromKey, toBucket, toKey] { buffer.writeWireString(part) }
+        case .setMetadata(let bucket, let key, let metadata):
+            buffer.writeInteger(RequestTag.setMetadata.rawValue)
+            buffer.writeWireString(bucket)
+            buffer.writeWireString(key)
+            buffer.writeMetadata(metadata)
+        case .addLocation(let blob, let placement):
+            buffer.writeInteger(RequestTag.addLocation.rawValue)
+            buffer.writeInteger(blob)
+            buffer.writePlacement(placement)
+        case .removeLocation(let blob, let node):
+            buffer.writeInteger(RequestTag.removeLocation.rawValue)
+            buffer.writeInteger(blob)
+            buffer.writeInteger(node)
+        case .readBlob(let blob, let offset, let length):
+            buffer.writeInteger(RequestTag.readBlob.rawValue)
+            buffer.writeInteger(blob)
+            buffer.writeInteger(offset)
+            buffer.writeInteger(length)
+        case .pullBlob(let blob, let size, let source):
+            buffer.writeInteger(RequestTag.pullBlob.rawValue)
+            buffer.writeInteger(blob)
+            buffer.writeInteger(size)
+            buffer.writeLocation(source)
+        }
+    }
+
+    /// Decodes one whole request payload; trailing bytes are an error, so framing bugs show up at once.
+    public static func decode(from payload: inout ByteBuffer) throws(GedsError) -> Request {
+        let raw = try payload.readWireInteger("request tag", as: UInt8.self)
+        guard let tag = RequestTag(rawValue: raw) else {
+            throw GedsError(.protocolViolation, "malformed message: unknown request \(raw)")
+        }
+        let request: Request
+        switch tag {
+        case .registerNode:
+            let name = try payload.readWireString()
+            let hostID = try payload.readWireString()
+            let rawRole = try payload.readWireInteger("role", as: UInt8.self)
+            guard let role = NodeRole(rawValue: rawRole) else {
+                throw GedsError(.protocolViolation, "malformed message: node role \(rawRole)")
+            }
+            request = .registerNode(NodeRegistration(name: name, hostID: hostID, role: role,
+                                                     tcp: try payload.readEndpoint(),
+                                                     tier0Directory: try payload.readWireString()))
+        case .heartbeat:
+            request = .heartbeat(node: try payload.readWireInteger("node"), blobs: try payload.readWireInteger("blobs"),
+                                 bytes: try payload.readWireInteger("bytes"))
+        case .leave:
+            request = .leave(node: try payload.readWireInteger("node"))
+        case .listNodes:
+            request = .listNodes
+        case .createBucket:
+            request = .createBucket(try payload.readWireString())
+        case .deleteBucket:
+            request = .deleteBucket(try payload.readWireString(), force: try payload.readBool())
+        case .listBuckets:
+            request = .listBuckets
+        case .createObject:
+            request = .createObject(bucket: try payload.readWireString(), key: try payload.readWireString(),
+                                    node: try payload.readWireInteger("node"))
+        case .sealObject:
+            request = .sealObject(blob: try payload.readWireInteger("blob"), size: try payload.readWireInteger("size"),
+                                  metadata: try payload.readMetadata(), placement: try payload.readPlacement())
+        case .abortObject:
+            request = .abortObject(blob: try payload.readWireInteger("blob"))
+        case .lookup:
+            request = .lookup(bucket: try payload.readWireString(), key: try payload.readWireString())
+        case .list:
+            request = .list(bucket: try payload.readWireString(), prefix: try payload.readWireString(),
+                            delimiter: try payload.readWireString(), startAfter: try payload.readWireString(),
+                            maxKeys: try payload.readWireInteger("max keys"))
+        case .deleteObject:
+            request = .deleteObject(bucket: try payload.readWireString(), key: try payload.readWireString())
+        case .deletePrefix:
+            request = .deletePrefix(bucket: try payload.readWireString(), prefix: try payload.readWireString())
+        case .rename:
+            request = .rename(fromBucket: try payload.readWireString(), fromKey: try payload.readWireString(),
+                              toBucket: try payload.readWireString(), toKey: try payload.readWireString())
+        case .copy:
+            request = .copy(fromBucket: try payload.readWireString(), fromKey: try payload.readWireString(),
+                            toBucket: try payload.readWireString(), toKey: try payload.readWireString())
+        case .setMetadata:
+            request = .setMetadata(bucket: try payload.readWireString(), key: try payload.readWireString(),
+                                   metadata: try payload.readMetadata())
+        case .addLocation:
+            request = .addLocation(blob: try payload.readWireInteger("blob"), placement: try payload.readPlacement())
+        case .removeLocation:
+            request = .removeLocation(blob: try payload.readWireInteger("blob"), node: try payload.readWireInteger("node"))
+        case .readBlob:
+            request = .readBlob(blob: try payload.readWireInteger("blob"), offset: try payload.readWireInteger("offset"),
+                                length: try payload.readWireInteger("length"))
+        case .pullBlob:
+            request = .pullBlob(blob: try payload.readWireInteger("blob"), size: try payload.readWireInteger("size"),
+                                source: try payload.readLocation())
+        }
+        try payload.expectEnd()
+        return request
+    }
+}
+
+extension Reply {
+    public func encode(into buffer: inout ByteBuffer) {
+        switch self {
+        case .ok:
+            buffer.writeInteger(ReplyTag.ok.rawValue)
+        case .failure(let error):
+            buffer.writeInteger(ReplyTag.failure.rawValue)
+            buffer.writeInteger(error.code.rawValue)
+            buffer.writeWireString(String(error.message.utf8.prefix(WireLimits.maximumString)) ?? "error")
+        case .nodeRegistered(let node, let lease):
+            buffer.writeInteger(ReplyTag.nodeRegistered.rawValue)
+            buffer.writeInteger(node)
+            buffer.writeInteger(lease)
+        case .heartbeatAck(let drop):
+            buffer.writeInteger(ReplyTag.heartbeatAck.rawValue)
+            buffer.writeInteger(UInt32(drop.count))
+            for blob in drop { buffer.writeInteger(blob) }
+        case .buckets(let names):
+            buffer.writeInteger(ReplyTag.buckets.rawValue)
+            buffer.writeInteger(UInt32(names.count))
+            for name in names { buffer.writeWireString(name) }
+        case .created(let blob):
+            buffer.writeInteger(ReplyTag.created.rawValue)
+            buffer.writeInteger(blob)
+        case .object(let info):
+            buffer.writeInteger(ReplyTag.object.rawValue)
+            buffer.writeWireString(info.bucket)
+            buffer.writeWireString(info.key)
+            buffer.writeInteger(info.blob)
+            buffer.writeInteger(info.size)
+            buffer.writeBool(info.sealed)
+            buffer.writeInteger(info.modified)
+            buffer.writeMetadata(info.metadata)
+            buffer.writeInteger(UInt32(info.locations.count))
+            for location in info.locations { buffer.writeLocation(location) }
+        case .page(let page):
+            buffer.writeInteger(ReplyTag.page.rawValue)
+            buffer.writeInteger(UInt32(page.objects.count))
+            for entry in page.objects {
+                buffer.writeWireString(entry.key)
+                buffer.writeInteger(entry.size)
+                buffer.writeInteger(entry.modified)
+            }
+            buffer.writeInteger(UInt32(page.commonPrefixes.count))
+            for prefix in page.commonPrefixes { buffer.writeWireString(prefix) }
+            buffer.writeBool(page.nextStartAfter != nil)
+            if let next = page.nextStartAfter { buffer.writeWireString(next) }
+        case .count(let count):
+            buffer.writeInteger(ReplyTag.count.rawValue)
+            buffer.writeInteger(count)
+        case .nodes(let nodes):
+            buffer.writeInteger(ReplyTag.nodes.rawValue)
+            buffer.writeInteger(UInt32(nodes.count))
+            for node in nodes {
+                buffer.writeWireString(node.name)
+                buffer.writeWireString(node.hostID)
+                buffer.writeInteger(node.role.rawValue)
+                buffer.writeEndpoint(node.tcp)
+                buffer.writeBool(node.alive)
+                buffer.writeInteger(node.blobs)
+                buffer.writeInteger(node.bytes)
+            }
+        case .stream(let length):
+            buffer.writeInteger(ReplyTag.stream.rawValue)
+            buffer.writeInteger(length)
+        }
+    }
+
+    public static func decode(from payload: inout ByteBuffer) throws(GedsError) -> Reply {
+        let raw = try payload.readWireInteger("reply tag", as: UInt8.self)
+        guard let tag = ReplyTag(rawValue: raw) else {
+            throw GedsError(.protocolViolation, "malformed message: unknown reply \(raw)")
+        }
+        let reply: Reply
+        switch tag {
+        case .ok:
+            reply = .ok
+        case .failure:
+            let rawCode = try payload.readWireInteger("error code", as: UInt16.self)
+            let message = try payload.readWireString()
+            reply = .failure(GedsError(GedsError.Code(rawValue: rawCode) ?? .internal, message))
+        case .nodeRegistered:
+            reply = .nodeRegistered(node: try payload.readWireInteger("node"),
+                                    leaseMilliseconds: try payload.readWireInteger("lease"))
+        case .heartbeatAck:
+            let count = try payload.readList(what: "blobs")
+            var drop: [BlobID] = []
+            drop.reserveCapacity(count)
+            for _ in 0..<count { drop.append(try payload.readWireInteger("blob")) }
+            reply = .heartbeatAck(drop: drop)
+        case .buckets:
+            let count = try payload.readList(what: "buckets")
+            var names: [String] = []
+            for _ in 0..<count { names.append(try payload.readWireString()) }
+            reply = .buckets(names)
+        case .created:
+            reply = .created(blob: try payload.readWireInteger("blob"))
+        case .object:
+            let bucket = try payload.readWireString()
+            let key = try payload.readWireString()
+            let blob: BlobID = try payload.readWireInteger("blob")
+            let size: UInt64 = try payload.readWireInteger("size")
+            let sealed = try payload.readBool()
+            let modified: UInt64 = try payload.readWireInteger("modified")
+            let metadata = try payload.readMetadata()
+            let count = try payload.readList(what: "locations")
+            var locations: [Location] = []
+            for _ in 0..<count { locations.append(try payload.readLocation()) }
+            reply = .object(ObjectInfo(bucket: bucket, key: key, blob: blob, size: size, sealed: sealed,
+                                       modified: modified, metadata: metadata, locations: locations))
+        case .page:
+            let objectCount = try payload.readList(what: "objects")
+            var objects: [ListEntry] = []
+            objects.reserveCapacity(objectCount)
+            for _ in 0..<objectCount {
+                objects.append(ListEntry(key: try payload.readWireString(), size: try payload.readWireInteger("size"),
+                                         modified: try payload.readWireInteger("modified")))
+            }
+            let prefixCount = try payload.readList(what: "prefixes")
+            var prefixes: [String] = []
+            for _ in 0..<prefixCount { prefixes.append(try payload.readWireString()) }
+            let next = try payload.readBool() ? try payload.readWireString() : nil
+            reply = .page(ListPage(objects: objects, commonPrefixes: prefixes, nextStartAfter: next))
+        case .count:
+            reply = .count(try payload.readWireInteger("count"))
+        case .nodes:
+            let count = try payload.readList(what: "nodes")
+            var nodes: [NodeInfo] = []
+            for _ in 0..<count {
+                let name = try payload.readWireString()
+                let hostID = try payload.readWireString()
+                let rawRole = try payload.readWireInteger("role", as: UInt8.self)
+                nodes.append(NodeInfo(name: name, hostID: hostID, role: NodeRole(rawValue: rawRole) ?? .embedded,
+                                      tcp: try payload.readEndpoint(), alive: try payload.readBool(),
+                                      blobs: try payload.readWireInteger("blobs"), bytes: try payload.readWireInteger("bytes")))
+            }
+            reply = .nodes(nodes)
+        case .stream:
+            reply = .stream(length: try payload.readWireInteger("length"))
+        }
+        try payload.expectEnd()
+        return reply
+    }
+}
+
+extension ByteBuffer {
+    mutating func expectEnd() throws(GedsError) {
+        guard readableBytes == 0 else {
+            throw GedsError(.protocolViolation, "malformed message: \(readableBytes) unexpected trailing bytes")
+        }
+    }
+}
+
+/// Frames a message for sending: header and payload in one buffer.
+public enum FrameEncoder {
+    public static func frame(_ request: Request, id: UInt64, allocator: ByteBufferAllocator) -> ByteBuffer {
+        frame(kind: .request, id: id, allocator: allocator) { request.encode(into: &$0) }
+    }
+
+    public static func frame(_ reply: Reply, id: UInt64, allocator: ByteBufferAllocator) -> ByteBuffer {
+        frame(kind: .reply, id: id, allocator: allocator) { reply.encode(into: &$0) }
+    }
+
+    public static func dataHeader(id: UInt64, length: UInt32, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: FrameHeader.size)
+        FrameHeader(kind: .data, requestID: id, length: length).write(to: &buffer)
+        return buffer
+    }
+
+    private static func frame(kind: FrameHeader.Kind, id: UInt64, allocator: ByteBufferAllocator,
+                              body: (inout ByteBuffer) -> Void) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 64)
+        buffer.moveWriterIndex(forwardBy: FrameHeader.size)
+        body(&buffer)
+        FrameHeader(kind: kind, requestID: id, length: UInt32(buffer.readableBytes - FrameHeader.size))
+            .set(in: &buffer, at: buffer.readerIndex)
+        return buffer
+    }
+}

@@ -1,0 +1,81 @@
+import GedsCore
+
+/// What a node announces about itself when it joins.
+public struct NodeRegistration: Sendable, Equatable {
+    public var name: String
+    public var hostID: String
+    public var role: NodeRole
+    public var tcp: Endpoint
+    /// The node's tier-0 folder; a location's path is this folder plus the blob's file name.
+    public var tier0Directory: String
+
+    public init(name: String, hostID: String, role: NodeRole, tcp: Endpoint, tier0Directory: String) {
+        self.name = name
+        self.hostID = hostID
+        self.role = role
+        self.tcp = tcp
+        self.tier0Directory = tier0Directory
+    }
+}
+
+/// The compact part of a location that a node publishes; the MDS adds the node's endpoints and folder.
+public struct BlobPlacement: Sendable, Equatable {
+    public var node: UInt32
+    public var tier: Tier
+    public var rdmaAddress: UInt64
+    /// 0 when the copy is not registered for RDMA.
+    public var rkey: UInt32
+
+    public init(node: UInt32, tier: Tier, rdmaAddress: UInt64 = 0, rkey: UInt32 = 0) {
+        self.node = node
+        self.tier = tier
+        self.rdmaAddress = rdmaAddress
+        self.rkey = rkey
+    }
+}
+
+public enum Request: Sendable, Equatable {
+    // Nodes and leases (MDS).
+    case registerNode(NodeRegistration)
+    case heartbeat(node: UInt32, blobs: UInt64, bytes: UInt64)
+    /// A clean shutdown: the node's copies are withdrawn now instead of when its lease runs out.
+    case leave(node: UInt32)
+    case listNodes
+    // Buckets (MDS).
+    case createBucket(String)
+    case deleteBucket(String, force: Bool)
+    case listBuckets
+    // Objects (MDS).
+    case createObject(bucket: String, key: String, node: UInt32)
+    case sealObject(blob: BlobID, size: UInt64, metadata: [String: String], placement: BlobPlacement)
+    case abortObject(blob: BlobID)
+    case lookup(bucket: String, key: String)
+    case list(bucket: String, prefix: String, delimiter: String, startAfter: String, maxKeys: UInt32)
+    case deleteObject(bucket: String, key: String)
+    case deletePrefix(bucket: String, prefix: String)
+    case rename(fromBucket: String, fromKey: String, toBucket: String, toKey: String)
+    case copy(fromBucket: String, fromKey: String, toBucket: String, toKey: String)
+    case setMetadata(bucket: String, key: String, metadata: [String: String])
+    case addLocation(blob: BlobID, placement: BlobPlacement)
+    case removeLocation(blob: BlobID, node: UInt32)
+    // Object bytes (node to node).
+    case readBlob(blob: BlobID, offset: UInt64, length: UInt64)
+    /// Asks a node to fetch a blob from `source` and become its owner (relocation).
+    case pullBlob(blob: BlobID, size: UInt64, source: Location)
+}
+
+public enum Reply: Sendable, Equatable {
+    case ok
+    case failure(GedsError)
+    case nodeRegistered(node: UInt32, leaseMilliseconds: UInt32)
+    /// Blobs the MDS no longer knows and the node must drop (after their locations were withdrawn).
+    case heartbeatAck(drop: [BlobID])
+    case buckets([String])
+    case created(blob: BlobID)
+    case object(ObjectInfo)
+    case page(ListPage)
+    case count(UInt64)
+    case nodes([NodeInfo])
+    /// `length` bytes follow in data frames with the same request id.
+    case stream(length: UInt64)
+}

@@ -1,0 +1,445 @@
+import ArgumentParser
+import Foundation
+import GEDS
+import GedsCore
+import Logging
+
+/// `geds [--mds HOST:PORT] COMMAND`: each invocation is a short-lived node that joins, works, and leaves.
+struct Geds: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "geds",
+        abstract: "Work with a GEDS store: buckets, objects, copies and nodes.",
+        discussion: "The MDS is --mds HOST:PORT before the command, else $GEDS_MDS, else 127.0.0.1:4381.",
+        subcommands: [MakeBucket.self, RemoveBucket.self, List.self, Put.self, Get.self, Cat.self, Stat.self,
+                      Remove.self, Move.self, Copy.self, Where.self, Meta.self, Nodes.self])
+}
+
+struct Connection: ParsableArguments {
+    @Option(help: "The MDS, HOST:PORT (default: $GEDS_MDS, else 127.0.0.1:4381).")
+    var mds: String?
+
+    @Option(name: .customLong("timeout-ms"), help: "How long to wait for an answer or for progress.")
+    var timeoutMilliseconds: Int64 = 10_000
+
+    func open() async throws(GedsError) -> GEDS {
+        let address = mds ?? ProcessInfo.processInfo.environment["GEDS_MDS"] ?? "127.0.0.1:4381"
+        var logger = Logger(label: "geds")
+        logger.logLevel = .error
+        let configuration = NodeConfiguration(
+            mds: try Endpoint(parsing: address),
+            tier0Directory: "/dev/shm/geds-cli-\(getpid())-\(UInt32.random(in: 0...UInt32.max))",
+            removeTier0OnShutdown: true, role: .embedded, timeoutMilliseconds: timeoutMilliseconds,
+            publishCachedCopies: false)
+        return try await GEDS.connect(configuration, logger: logger)
+    }
+}
+
+/// Runs `body` with a store handle and closes it however `body` ends.
+func withStore<T>(_ connection: Connection, _ body: (GEDS) async throws(GedsError) -> T) async throws(GedsError) -> T {
+    let store = try await connection.open()
+    do {
+        let result = try await body(store)
+        await store.close()
+        return result
+    } catch {
+        await store.close()
+        throw error
+    }
+}
+
+struct MakeBucket: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "mb", abstract: "Create a bucket.")
+    @OptionGroup var connection: Connection
+    @Argument var bucket: String
+
+    func run() async throws {
+        try await withStore(connection) { (store) throws(GedsError) in try await store.createBucket(bucket) }
+    }
+}
+
+struct RemoveBucket: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rb", abstract: "Delete a bucket (it must be empty unless --force).")
+    @OptionGroup var connection: Connection
+    @Argument var bucket: String
+    @Flag(help: "Delete the bucket's objects too.") var force = false
+
+    func run() async throws {
+        try await withStore(connection) { (store) throws(GedsError) in try await store.deleteBucket(bucket, force: force) }
+    }
+}
+
+struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List buckets, or the objects under BUCKET[/PREFIX].")
+    @OptionGroup var connection: Connection
+    @Argument var target: String?
+    @Option(help: "Group keys by this delimiter (common prefixes are shown as PRE).") var delimiter: String = ""
+
+    func run() async throws {
+        try await withStore(connection) { (store) throws(GedsError) in
+            guard let target else {
+                for bucket in try await store.listBuckets() { printLine(bucket) }
+                return
+            }
+            let (bucket, prefix) = splitBucket(target)
+            var startAfter = ""
+            repeat {
+                let page = try await store.list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter)
+                var lines: [String] = page.commonPrefixes.map { "\(String(repeating: " ", count: 30))PRE \($0)" }
+                lines += page.objects.map { "\(formatDate($0.modified)) \(pad(String($0.size), 10)) \($0.key)" }
+                if !lines.isEmpty { printLine(lines.joined(separator: "\n")) }
+                startAfter = page.nextStartAfter ?? ""
+            } while !startAfter.isEmpty
+        }
+    }
+}
+
+struct Put: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "put",
+        abstract: "Store a file (or stdin, '-') as BUCKET/KEY on a gedsd, or a folder with --recursive.")
+    @OptionGroup var connection: Connection
+    @Argument(help: "FILE, '-' for stdin, or a folder with --recursive.") var source: String
+    @Argument(help: "BUCKET/KEY, or BUCKET/PREFIX/ with --recursive.") var destination: String
+    @Option(help: "The gedsd that keeps the object (default: the least loaded one).") var to: String?
+    @Flag(help: "Store every file under the folder, keyed by PREFIX plus its relative path.") var recursive = false
+
+    func run() async throws {
+        try await withStore(connection) { (store) throws(GedsError) in
+            let target = try await store.relocationTarget(named: to)
+            if recursive {
+                let (bucket, prefix) = splitBucket(destination)
+                for file in try filesUnder(source) {
+                    let key = prefix + file.dropFirst(source.count).drop { $0 == "/" }
+                    try await upload(store, path: file, bucket: bucket, key: String(key), target: target)
+                }
+            } else {
+                let path = try ObjectPath(parsing: destination)
+                try await upload(store, path: source, bucket: path.bucket.rawValue, key: path.key.rawValue, target: target)
+            }
+        }
+    }
+
+    private func upload(_ store: GEDS, path: String, bucket: String, key: String, target: NodeInfo) async throws(GedsError) {
+        let input = path == "-" ? Int32(0) : Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard input >= 0 else { throw GedsError.io("cannot open \(path)", errno: errno) }
+        defer { if input != 0 { close(input) } }
+        var status = stat()
+        let total = fstat(input, &status) == 0 && (status.st_mode & S_IFMT) == S_IFREG ? UInt64(status.st_size) : 0
+        let writer = try await store.create(bucket: bucket, key: key)
+        let progress = Progress(label: "\(bucket)/\(key)", total: total)
+        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
+        defer { chunk.deallocate() }
+        var offset: UInt64 = 0
+        while true {
+            let got = read(input, chunk.baseAddress, chunk.count)
+            if got < 0 {
+                if errno == EINTR { continue }
+                throw GedsError.io("cannot read \(path)", errno: errno)
+            }
+            if got == 0 { break }
+            try writer.write(UnsafeRawBufferPointer(rebasing: chunk[..<got]), at: offset)
+            offset += UInt64(got)
+            progress.update(offset)
+        }
+        try await writer.seal()
+        try await store.relocate(bucket: bucket, key: key, to: target)
+        progress.finish()
+    }
+}
+
+struct Get: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "get", abstract: "Write BUCKET/KEY to FILE (or stdout, '-'), or a prefix to a folder with --recursive.")
+    @OptionGroup var connection: Connection
+    @Argument var source: String
+    @Argument var destination: String
+    @Flag(help: "Fetch every object under BUCKET/PREFIX/ into the folder.") var recursive = false
+
+    func run() async throws {
+        try await withStore(connection) { (store) throws(GedsError) in
+            if recursive {
+                let (bucket, prefix) = splitBucket(source)
+                let listing = try await store.listAll(bucket: bucket, prefix: prefix)
+                for entry in listing.objects {
+                    let relative = entry.key.dropFirst(prefix.count).drop { $0 == "/" }
+                    let file = destination + "/" + relative
+                    try makeParent(of: file)
+                    try await download(store, bucket: bucket, key: entry.key, to: file)
+                }
+            } else {
+                let path = try ObjectPath(parsing: source)
+                try await download(store, bucket: path.bucket.rawValue, key: path.key.rawValue, to: destination)
+            }
+        }
+    }
+}
+
+/// Copies an object to a file or stdout from a zero-copy view of it.
+func download(_ store: GEDS, bucket: String, key: String, to destination: String) async throws(GedsError) {
+    let reader = try await store.open(bucket: bucket, key: key)
+    let view = try await reader.view()
+    let output = destination == "-" ? Int32(1) : Glibc.open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard output >= 0 else { throw GedsError.io("cannot create \(destination)", errno: errno) }
+    defer { if output != 1 { close(output) } }
+    let progress = Progress(label: "\(bucket)/\(key)", total: UInt64(view.count))
+    let bytes = view.bytes
+    var offset = 0
+    while offset < bytes.count {
+        let end = min(offset + (8 << 20), bytes.count)
+        try writeAll(output, UnsafeRawBufferPointer(rebasing: bytes[offset..<end]))
+        offset = end
+        progress.update(UInt64(offset))
+    }
+    progress.finish()
+}
+
+struct Cat: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "cat", abstract: "Write BUCKET/KEY to stdout.")
+    @OptionGroup var connection: Connection
+    @Argument var object: String
+
+    func run() async throws {
+        try await withStore(connection) { (store) throws(GedsError) in
+            let path = try ObjectPath(parsing: object)
+            try await download(store, bucket: path.bucket.rawValue, key: path.key.rawValue, to: "-")
+        }
+    }
+}
+
+struct Stat: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "stat", abstract: "Show an object's size, state, copies and metadata.")
+    @OptionGroup var connection: Connection
+    @Argument var object: String
+
+    func run() async throws {
+        try await withStore(connection) { (store) throws(GedsError) in
+            let path = try ObjectPath(parsing: object)
+            let info = try await store.stat(bucket: path.bucket.rawValue, key: path.key.rawValue)
+            var lines = ["object: \(info.bucket)/\(info.key)", "size: \(info.size)", "sealed: \(info.sealed)",
+                         "modified: \(formatDate(info.modified))", "blob: \(info.blob.fileName)", "copies: \(info.locations.count)"]
+            lines += info.locations.map { "  \($0.tier) on \($0.node) (host \($0.hostID), tcp \($0.tcp))" }
+            lines += info.metadata.sorted { $0.key < $1.key }.map { "meta: \($0.key)=\($0.value)" }
+            printLine(lines.joined(separator: "\n"))
+        }
+    }
+}
+
+struct Remove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rm", abstract: "Delete BUCKET/KEY, or every key under a prefix with --prefix.")
+    @OptionGroup var connection: Connection
+    @Argument var target: String
+    @Flag(help: "Treat the argument as BUCKET/PREFIX and delete every key under it.") var prefix = false
+
+    func run() async throws {
+        try await withStore(connection) { (store) throws(GedsError) in
+            if prefix {
+                let (bucket, keyPrefix) = splitBucket(target)
+                let count = try await store.delete(bucket: bucket, prefix: keyPrefix)
+                printLine("deleted \(count) objects")
+            } else {
+                let path = try ObjectPath(parsing: target)
+                try await store.delete(bucket: path.bucket.rawValue, key: path.key.rawValue)
+            }
+        }
+    }
+}
+
+struct Move: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "mv", abstract: "Rename SRC to DST (BUCKET/KEY each); no bytes move.")
+    @OptionGroup var connection: Connection
+    @Argument var source: String
+    @Argument var destination: String
+
+    func run() async throws {
+        try await withStore(connection) { (store) throws(GedsError) in
+            let from = try ObjectPath(parsing: source)
+            let to = try ObjectPath(parsing: destination)
+            try await store.rename(bucket: from.bucket.rawValue, key: from.key.rawValue,
+                                   toBucket: to.bucket.rawValue, toKey: to.key.rawValue)
+        }
+    }
+}
+
+struct Copy: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "cp", abstract: "Copy SRC to DST (BUCKET/KEY each), sharing the sealed bytes.")
+    @OptionGroup var connection: Connection
+    @Argument var source: String
+    @Argument var destination: String
+
+    func run() async throws {
+        try await withStore(connection) { (store) throws(GedsError) in
+            let from = try ObjectPath(parsing: source)
+            let to = try ObjectPath(parsing: destination)
+            try await store.copy(bucket: from.bucket.rawValue, key: from.key.rawValue,
+                                 toBucket: to.bucket.rawValue, toKey: to.key.rawValue)
+        }
+    }
+}
+
+struct Where: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "where", abstract: "Show where an object's copies are.")
+    @OptionGroup var connection: Connection
+    @Argument var object: String
+
+    func run() async throws {
+        try await withStore(connection) { (store) throws(GedsError) in
+            let path = try ObjectPath(parsing: object)
+            let info = try await store.stat(bucket: path.bucket.rawValue, key: path.key.rawValue)
+            if info.locations.isEmpty { throw GedsError(.objectLost, "object \(path) has no copy left") }
+            printLine(info.locations.map { location in
+                "\(location.node) \(location.tier) host=\(location.hostID) transports=tcp://\(location.tcp)"
+            }.joined(separator: "\n"))
+        }
+    }
+}
+
+struct Meta: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "meta", abstract: "Show an object's metadata, or set NAME=VALUE pairs (an empty value removes NAME).")
+    @OptionGroup var connection: Connection
+    @Argument var object: String
+    @Argument var pairs: [String] = []
+
+    func run() async throws {
+        try await withStore(connection) { (store) throws(GedsError) in
+            let path = try ObjectPath(parsing: object)
+            var metadata = try await store.metadata(bucket: path.bucket.rawValue, key: path.key.rawValue)
+            if pairs.isEmpty {
+                let lines = metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+                if !lines.isEmpty { printLine(lines.joined(separator: "\n")) }
+                return
+            }
+            for pair in pairs {
+                guard let equals = pair.firstIndex(of: "=") else {
+                    throw GedsError(.invalidArgument, "expected NAME=VALUE, got '\(pair)'")
+                }
+                let value = String(pair[pair.index(after: equals)...])
+                metadata[String(pair[..<equals])] = value.isEmpty ? nil : value
+            }
+            try await store.setMetadata(bucket: path.bucket.rawValue, key: path.key.rawValue, metadata)
+        }
+    }
+}
+
+struct Nodes: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "nodes", abstract: "List the nodes the MDS knows.")
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        try await withStore(connection) { (store) throws(GedsError) in
+            let lines = try await store.nodes().filter { $0.name != store.node.configuration.name }.map { node in
+                "\(node.name) \(node.alive ? "alive" : "dead") \(node.role == .daemon ? "gedsd" : "embedded") tcp=\(node.tcp) host=\(node.hostID) objects=\(node.blobs) bytes=\(node.bytes)"
+            }
+            if !lines.isEmpty { printLine(lines.joined(separator: "\n")) }
+        }
+    }
+}
+
+// MARK: Helpers
+
+/// `BUCKET[/PREFIX]` → (bucket, prefix).
+func splitBucket(_ text: String) -> (String, String) {
+    guard let slash = text.firstIndex(of: "/") else { return (text, "") }
+    return (String(text[..<slash]), String(text[text.index(after: slash)...]))
+}
+
+func pad(_ text: String, _ width: Int) -> String {
+    String(repeating: " ", count: max(0, width - text.count)) + text
+}
+
+func formatDate(_ milliseconds: UInt64) -> String {
+    let formatter = DateFormatter()
+    formatter.dateFormat = "yyyy-MM-dd HH:mm:ss"
+    formatter.timeZone = TimeZone(identifier: "UTC")
+    return formatter.string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1000))
+}
+
+func filesUnder(_ folder: String) throws(GedsError) -> [String] {
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
+        throw GedsError(.invalidArgument, "not a folder: \(folder)")
+    }
+    guard let enumerator = FileManager.default.enumerator(atPath: folder) else { return [] }
+    var files: [String] = []
+    while let relative = enumerator.nextObject() as? String {
+        let path = folder + "/" + relative
+        var directory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &directory), !directory.boolValue {
+            files.append(path)
+        }
+    }
+    return files.sorted()
+}
+
+func makeParent(of file: String) throws(GedsError) {
+    let parent = (file as NSString).deletingLastPathComponent
+    guard !parent.isEmpty else { return }
+    do {
+        try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+    } catch {
+        throw GedsError(.io, "cannot create folder \(parent): \(error.localizedDescription)")
+    }
+}
+
+/// A progress bar on stderr for large transfers, only when stderr is a terminal.
+final class Progress {
+    private let label: String
+    private let total: UInt64
+    private let enabled: Bool
+    private let start = Date()
+    private var lastDraw = Date.distantPast
+
+    init(label: String, total: UInt64) {
+        self.label = label
+        self.total = total
+        enabled = isatty(2) == 1 && total >= 8 << 20
+    }
+
+    func update(_ done: UInt64) {
+        guard enabled, Date().timeIntervalSince(lastDraw) > 0.1 || done == total else { return }
+        lastDraw = Date()
+        let fraction = Double(done) / Double(max(total, 1))
+        let filled = Int(fraction * 30)
+        let rate = Double(done) / max(Date().timeIntervalSince(start), 1e-6) / 1_048_576
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: 30 - filled)
+        var line = "\r\(label) [\(bar)] \(Int(fraction * 100))% \(String(format: "%.1f", rate)) MiB/s"
+        line.withUTF8 { try? writeAll(2, UnsafeRawBufferPointer($0)) }
+    }
+
+    func finish() {
+        if enabled { printError("") }
+    }
+}
+
+// `geds --mds HOST:PORT COMMAND …`: the global option may come before the command; it is handed to it.
+@main
+enum Main {
+    static func main() async {
+        var arguments = Array(CommandLine.arguments.dropFirst())
+        var global: [String] = []
+        while let first = arguments.first, first.hasPrefix("--mds") || first.hasPrefix("--timeout-ms") {
+            if first.contains("=") {
+                global.append(arguments.removeFirst())
+            } else if arguments.count >= 2 {
+                global += arguments.prefix(2)
+                arguments.removeFirst(2)
+            } else {
+                break
+            }
+        }
+        if !global.isEmpty, !arguments.isEmpty { arguments.insert(contentsOf: global, at: 1) }
+        do {
+            var command = try Geds.parseAsRoot(arguments)
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as GedsError {
+            printError("geds: \(error.message)")
+            exit(1)
+        } catch {
+            Geds.exit(withError: error)
+        }
+    }
+}

@@ -1,0 +1,49 @@
+import ArgumentParser
+import GEDS
+import GedsCore
+import Logging
+
+@main
+struct GedsDaemon: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gedsd", abstract: "A long-lived GEDS node: holds objects in its tier 0 and serves them to peers.")
+
+    @Option(help: "The MDS, HOST:PORT.")
+    var mds: String
+
+    @Option(help: "Address to serve peers on, HOST:PORT.")
+    var listen: String = "127.0.0.1:0"
+
+    @Option(help: "Tier-0 folder (on a memory file system).")
+    var tier0: String
+
+    @Option(help: "Node name (default: host, pid and a random number).")
+    var name: String?
+
+    @Option(name: .customLong("host-id"), help: "Nodes with the same host id map each other's files (default: GEDS_HOST_ID, else the boot id).")
+    var hostID: String?
+
+    @Option(help: "Host that peers connect to when --listen is a wildcard address.")
+    var advertise: String?
+
+    @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        var logger = Logger(label: "gedsd")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let store: GEDS
+        do {
+            let configuration = NodeConfiguration(
+                mds: try Endpoint(parsing: mds), listen: try Endpoint(parsing: listen), advertisedHost: advertise,
+                tier0Directory: tier0, removeTier0OnShutdown: false, name: name, hostID: hostID, role: .daemon)
+            store = try await GEDS.connect(configuration, logger: logger)
+            printLine("gedsd \(configuration.name) listening on \(store.node.endpoint) (tier 0: \(tier0))")
+        } catch {
+            printError("gedsd: \(GedsError.wrapping(error).message)")
+            throw ExitCode(1)
+        }
+        while true { try await Task.sleep(for: .seconds(3600)) }
+        _ = store
+    }
+}
