@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what GEDS needs on a fresh Debian machine, builds it (release), and runs the demo.
+#   tools/setup.sh            install + build + demo
+#   tools/setup.sh --no-demo  install + build only (CI)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBS=(libibverbs-dev librdmacm-dev libnuma-dev libcurl4-openssl-dev iperf3 redis-server redis-tools)
+missing=()
+for p in "${DEBS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  SUDO=""; [[ $EUID -eq 0 ]] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+python3 -c 'import pytest' 2>/dev/null || python3 -m pip install -q pytest
+
+command -v swift >/dev/null || { echo "setup: swift is not on PATH (expected the toolchain in /opt/swift)" >&2; exit 1; }
+echo "setup: building (release)" >&2
+swift build -c release --product geds-mds
+swift build -c release --product gedsd
+swift build -c release --product geds
+
+[[ ${1:-} == --no-demo ]] || exec tools/demo.sh

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every test: Swift unit and in-process tests, then the real-process suite (an MDS, gedsd nodes and
+# the CLI on loopback). Builds what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+swift build -c release --product geds-mds
+swift build -c release --product gedsd
+swift build -c release --product geds
+swift test 2>&1 | tee /tmp/geds-swift-test.log
+export GEDS_BIN=$PWD/.build/release
+python3 -m pytest Tests/process -q -p no:cacheprovider
