@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "geds", targets: ["geds"]),
         .executable(name: "geds-mds", targets: ["geds-mds"]),
         .executable(name: "gedsd", targets: ["gedsd"]),
+        .executable(name: "geds-perf", targets: ["geds-perf"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -49,6 +50,10 @@ let package = Package(
         .executableTarget(name: "gedsd", dependencies: ["GEDS",
                                .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/gedsd", swiftSettings: strict),
+        .executableTarget(name: "geds-perf", dependencies: ["GEDS", "GedsNode", "GedsTCP",
+                               .product(name: "NIOPosix", package: "swift-nio"),
+                               .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          path: "tools/geds-perf", swiftSettings: strict),
         .testTarget(name: "GedsCoreTests", dependencies: ["GedsCore"], swiftSettings: strict),
         .testTarget(name: "GedsWireTests", dependencies: ["GedsWire"], swiftSettings: strict),
         .testTarget(name: "GedsTier0Tests", dependencies: ["GedsTier0"], swiftSettings: strict),

@@ -75,8 +75,7 @@ public final class GEDS: Sendable {
 
     /// The whole object's bytes as an array (a copy; use `open(...).view()` for zero copies).
     public func get(bucket: String, key: String) async throws(GedsError) -> [UInt8] {
-        let view = try await open(bucket: bucket, key: key).view()
-        return Array(view.bytes)
+        try await open(bucket: bucket, key: key).view().withBytes { Array($0) }
     }
 
     public func stat(bucket: String, key: String) async throws(GedsError) -> ObjectInfo {
@@ -205,9 +204,11 @@ public final class ObjectWriter: Sendable {
         try blob.truncate(to: size)
     }
 
-    /// Makes the object immutable and visible everywhere, replacing any older object under its key.
-    public func seal(metadata: [String: String] = [:]) async throws(GedsError) {
-        try await node.seal(blob, metadata: metadata)
+    /// Makes the object immutable and visible everywhere, replacing any older object under its key. With
+    /// `handingOffTo`, that node takes the bytes before the object is published and becomes its owner (so
+    /// the object outlives this process); if the hand-off fails, nothing is published.
+    public func seal(metadata: [String: String] = [:], handingOffTo target: NodeInfo? = nil) async throws(GedsError) {
+        try await node.seal(blob, metadata: metadata, handingOffTo: target)
     }
 }
 
@@ -235,6 +236,7 @@ public final class ObjectReader: Sendable {
     }
 
     public func read(at offset: UInt64, length: Int) async throws(GedsError) -> [UInt8] {
+        guard length >= 0 else { throw GedsError(.invalidArgument, "negative read length \(length)") }
         guard offset < info.size else { return [] }
         let count = Int(min(UInt64(length), info.size - offset))
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 16)

@@ -27,7 +27,9 @@ public struct BucketName: Hashable, Sendable, Comparable, CustomStringConvertibl
         if name.contains("..") { return "must not contain two adjacent periods" }
         if name.contains(".-") || name.contains("-.") { return "must not contain '.-' or '-.'" }
         let parts = name.split(separator: ".", omittingEmptySubsequences: false)
-        if parts.count == 4, parts.allSatisfy({ UInt8($0) != nil }) { return "must not be formatted as an IP address" }
+        if parts.count == 4, parts.allSatisfy({ !$0.isEmpty && $0.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } }) {
+            return "must not be formatted as an IP address"
+        }
         for prefix in ["xn--", "sthree-", "amzn-s3-demo-"] where name.hasPrefix(prefix) {
             return "must not begin with '\(prefix)'"
         }
@@ -49,7 +51,7 @@ public struct ObjectKey: Hashable, Sendable, Comparable, CustomStringConvertible
         guard count >= 1, count <= ObjectKey.maximumLength else {
             throw GedsError(.invalidName, "invalid object key: must be 1 to \(ObjectKey.maximumLength) bytes of UTF-8, got \(count)")
         }
-        if key.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
+        if key.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }) {
             throw GedsError(.invalidName, "invalid object key '\(key.debugDescription)': control characters are not allowed")
         }
         rawValue = key

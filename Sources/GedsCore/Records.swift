@@ -160,7 +160,9 @@ extension BlobID {
     }
 
     public init?(fileName: String) {
-        guard fileName.utf8.count == 16, let value = UInt64(fileName, radix: 16) else { return nil }
+        guard fileName.utf8.count == 16,
+              fileName.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }),
+              let value = UInt64(fileName, radix: 16) else { return nil }
         self = value
     }
 }

@@ -24,10 +24,10 @@ public struct MetadataStore: Sendable {
     }
 
     struct Bucket {
-        var entries: [String: Entry] = [:]
+        var entries: [Key: Entry] = [:]
         var keys = SortedKeys()
         /// Objects created but not sealed yet, by key, so that readers can be told "not sealed".
-        var pending: [String: Int] = [:]
+        var pending: [Key: Int] = [:]
     }
 
     struct Blob {
@@ -38,8 +38,10 @@ public struct MetadataStore: Sendable {
 
     struct PendingObject {
         var bucket: String
-        var key: String
+        var key: Key
         var node: UInt32
+        /// Copies placed before the seal (a relocation target that already holds the bytes).
+        var placements: [BlobPlacement] = []
     }
 
     public let leaseMilliseconds: UInt64
@@ -105,7 +107,13 @@ public struct MetadataStore: Sendable {
         node.drop = []
         nodes[index] = node
         if nodeByName[node.registration.name] == index { nodeByName[node.registration.name] = nil }
-        for (blob, pending) in pendingObjects where pending.node == index { abort(blob: blob) }
+        for (blob, pending) in pendingObjects {
+            if pending.node == index {
+                abort(blob: blob)
+            } else {
+                pendingObjects[blob]?.placements.removeAll { $0.node == index }
+            }
+        }
         // Dead nodes are kept (marked) for `listNodes`; only their copies go.
         for blob in Array(blobs.keys) {
             blobs[blob]!.placements.removeAll { $0.node == index }
@@ -146,28 +154,40 @@ public struct MetadataStore: Sendable {
         guard buckets[bucket] != nil else { throw GedsError.noSuchBucket(bucket) }
         guard nodes[node]?.alive == true else { throw GedsError(.noSuchNode, "node \(node) is not registered") }
         nextBlob += 1
-        pendingObjects[nextBlob] = PendingObject(bucket: bucket, key: key, node: node)
-        buckets[bucket]!.pending[key, default: 0] += 1
+        pendingObjects[nextBlob] = PendingObject(bucket: bucket, key: Key(key), node: node)
+        buckets[bucket]!.pending[Key(key), default: 0] += 1
         return nextBlob
     }
 
-    /// Binds the key to the new blob; an older object under the key is replaced in the same step.
+    /// Binds the key to the new blob; an older object under the key is replaced in the same step. The
+    /// copies are the creator's (`placement`, unless its node is 0: the creator keeps none) and any placed
+    /// before the seal by a relocation target.
     public mutating func seal(blob: BlobID, size: UInt64, metadata: [String: String], placement: BlobPlacement,
                               now: UInt64) throws(GedsError) {
         try UserMetadata.validate(metadata)
-        guard let pending = pendingObjects[blob] else {
+        guard var pending = pendingObjects[blob] else {
             throw GedsError(.noSuchObject, "object being sealed is unknown (deleted, or its bucket was removed)")
         }
-        guard placement.node == pending.node, nodes[placement.node]?.alive == true else {
-            throw GedsError(.noSuchNode, "node \(placement.node) cannot seal an object it did not create")
+        if placement.node != 0 {
+            guard placement.node == pending.node, nodes[placement.node]?.alive == true else {
+                throw GedsError(.noSuchNode, "node \(placement.node) cannot seal an object it did not create")
+            }
+            pending.placements.removeAll { $0.node == placement.node }
+            pending.placements.append(placement)
         }
+        guard !pending.placements.isEmpty else {
+            throw GedsError(.objectLost, "object \(pending.bucket)/\(pending.key.string) cannot be sealed: no node holds it")
+        }
+        pendingObjects[blob]?.placements = []
         abort(blob: blob)
-        blobs[blob] = Blob(size: size, references: 1, placements: [placement])
+        blobs[blob] = Blob(size: size, references: 1, placements: pending.placements)
         bind(bucket: pending.bucket, key: pending.key, to: Entry(blob: blob, modified: now, metadata: metadata))
     }
 
+    /// Forgets an unsealed object; nodes that took a copy of it ahead of the seal are told to drop it.
     public mutating func abort(blob: BlobID) {
         guard let pending = pendingObjects.removeValue(forKey: blob) else { return }
+        for placement in pending.placements { nodes[placement.node]?.drop.append(blob) }
         guard buckets[pending.bucket] != nil else { return }
         let remaining = (buckets[pending.bucket]!.pending[pending.key] ?? 1) - 1
         buckets[pending.bucket]!.pending[pending.key] = remaining > 0 ? remaining : nil
@@ -175,8 +195,8 @@ public struct MetadataStore: Sendable {
 
     public func lookup(bucket: String, key: String) throws(GedsError) -> ObjectInfo {
         guard let bucketState = buckets[bucket] else { throw GedsError.noSuchBucket(bucket) }
-        guard let entry = bucketState.entries[key] else {
-            if bucketState.pending[key] != nil {
+        guard let entry = bucketState.entries[Key(key)] else {
+            if bucketState.pending[Key(key)] != nil {
                 throw GedsError(.objectNotSealed, "object \(bucket)/\(key) is not sealed yet")
             }
             throw GedsError.noSuchObject(bucket, key)
@@ -201,23 +221,30 @@ public struct MetadataStore: Sendable {
         let limit = Int(min(max(maxKeys, 1), WireLimits.maximumListKeys))
         var page = ListPage(objects: [], commonPrefixes: [], nextStartAfter: nil)
         var lastReturned = ""
-        let start = max(prefix, startAfter)
-        state.keys.walk(from: start) { key in
-            if key == startAfter { return .next }
-            guard key.hasPrefix(prefix) else { return .stop }
+        let prefixKey = Key(prefix)
+        let startKey = Key(startAfter)
+        state.keys.walk(from: max(prefixKey, startKey)) { key in
+            if key == startKey { return .next }
+            guard key.hasPrefix(prefixKey) else { return .stop }
+            if let common = key.string.commonPrefix(after: prefix, delimiter: delimiter) {
+                let commonKey = Key(common)
+                // A page that ended on this common prefix already returned it.
+                if commonKey == startKey { return .skipPrefix(commonKey) }
+                if page.objects.count + page.commonPrefixes.count == limit {
+                    page.nextStartAfter = lastReturned
+                    return .stop
+                }
+                page.commonPrefixes.append(common)
+                lastReturned = common
+                return .skipPrefix(commonKey)
+            }
             if page.objects.count + page.commonPrefixes.count == limit {
                 page.nextStartAfter = lastReturned
                 return .stop
             }
-            if let common = key.commonPrefix(after: prefix, delimiter: delimiter) {
-                page.commonPrefixes.append(common)
-                lastReturned = common
-                guard let after = common.prefixSuccessor else { return .stop }
-                return .skip(after)
-            }
             let entry = state.entries[key]!
-            page.objects.append(ListEntry(key: key, size: blobs[entry.blob]!.size, modified: entry.modified))
-            lastReturned = key
+            page.objects.append(ListEntry(key: key.string, size: blobs[entry.blob]!.size, modified: entry.modified))
+            lastReturned = key.string
             return .next
         }
         return page
@@ -232,8 +259,10 @@ public struct MetadataStore: Sendable {
     public mutating func delete(bucket: String, prefix: String) throws(GedsError) -> UInt64 {
         guard let state = buckets[bucket] else { throw GedsError.noSuchBucket(bucket) }
         var doomed: [String] = []
-        state.keys.walk(from: prefix) { key in
-            guard key.hasPrefix(prefix) else { return .stop }
+        let prefixKey = Key(prefix)
+        state.keys.walk(from: prefixKey) { key in
+            guard key.hasPrefix(prefixKey) else { return .stop }
+            let key = key.string
             doomed.append(key)
             return .next
         }
@@ -249,8 +278,8 @@ public struct MetadataStore: Sendable {
         _ = try ObjectKey(to.key)
         guard buckets[from.bucket] != nil else { throw GedsError.noSuchBucket(from.bucket) }
         guard buckets[to.bucket] != nil else { throw GedsError.noSuchBucket(to.bucket) }
-        guard buckets[from.bucket]!.entries[from.key] != nil else { throw GedsError.noSuchObject(from.bucket, from.key) }
-        if from == to { return }
+        guard buckets[from.bucket]!.entries[Key(from.key)] != nil else { throw GedsError.noSuchObject(from.bucket, from.key) }
+        if from.bucket == to.bucket, Key(from.key) == Key(to.key) { return }
         var entry = unbind(bucket: from.bucket, key: from.key)!
         entry.modified = now
         bind(bucket: to.bucket, key: to.key, to: entry)
@@ -262,8 +291,8 @@ public struct MetadataStore: Sendable {
         _ = try ObjectKey(to.key)
         guard buckets[from.bucket] != nil else { throw GedsError.noSuchBucket(from.bucket) }
         guard buckets[to.bucket] != nil else { throw GedsError.noSuchBucket(to.bucket) }
-        guard var entry = buckets[from.bucket]!.entries[from.key] else { throw GedsError.noSuchObject(from.bucket, from.key) }
-        if from == to { return }
+        guard var entry = buckets[from.bucket]!.entries[Key(from.key)] else { throw GedsError.noSuchObject(from.bucket, from.key) }
+        if from.bucket == to.bucket, Key(from.key) == Key(to.key) { return }
         entry.modified = now
         blobs[entry.blob]!.references += 1
         bind(bucket: to.bucket, key: to.key, to: entry)
@@ -272,26 +301,38 @@ public struct MetadataStore: Sendable {
     public mutating func setMetadata(bucket: String, key: String, metadata: [String: String]) throws(GedsError) {
         try UserMetadata.validate(metadata)
         guard buckets[bucket] != nil else { throw GedsError.noSuchBucket(bucket) }
-        guard buckets[bucket]!.entries[key] != nil else { throw GedsError.noSuchObject(bucket, key) }
-        buckets[bucket]!.entries[key]!.metadata = metadata
+        guard buckets[bucket]!.entries[Key(key)] != nil else { throw GedsError.noSuchObject(bucket, key) }
+        buckets[bucket]!.entries[Key(key)]!.metadata = metadata
     }
 
     // MARK: Copies
 
+    /// Records a copy: of a sealed blob (a cached copy, a relocation) or of one still pending (a relocation
+    /// target that took the bytes before the creator seals).
     public mutating func addLocation(blob: BlobID, placement: BlobPlacement) throws(GedsError) {
-        guard blobs[blob] != nil else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) no longer exists") }
         guard nodes[placement.node]?.alive == true else { throw GedsError(.noSuchNode, "node \(placement.node) is not registered") }
+        if pendingObjects[blob] != nil {
+            pendingObjects[blob]!.placements.removeAll { $0.node == placement.node }
+            pendingObjects[blob]!.placements.append(placement)
+            return
+        }
+        guard blobs[blob] != nil else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) no longer exists") }
         blobs[blob]!.placements.removeAll { $0.node == placement.node }
         blobs[blob]!.placements.append(placement)
     }
 
     public mutating func removeLocation(blob: BlobID, node: UInt32) {
+        pendingObjects[blob]?.placements.removeAll { $0.node == node }
         blobs[blob]?.placements.removeAll { $0.node == node }
     }
 
     // MARK: Internals
 
     private mutating func bind(bucket: String, key: String, to entry: Entry) {
+        bind(bucket: bucket, key: Key(key), to: entry)
+    }
+
+    private mutating func bind(bucket: String, key: Key, to entry: Entry) {
         if let old = buckets[bucket]!.entries.updateValue(entry, forKey: key) {
             release(blob: old.blob)
         } else {
@@ -300,8 +341,8 @@ public struct MetadataStore: Sendable {
     }
 
     private mutating func unbind(bucket: String, key: String) -> Entry? {
-        guard let entry = buckets[bucket]!.entries.removeValue(forKey: key) else { return nil }
-        buckets[bucket]!.keys.remove(key)
+        guard let entry = buckets[bucket]!.entries.removeValue(forKey: Key(key)) else { return nil }
+        buckets[bucket]!.keys.remove(Key(key))
         return entry
     }
 

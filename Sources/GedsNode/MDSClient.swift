@@ -6,7 +6,7 @@ import NIOCore
 /// Typed calls to the MDS over one multiplexed connection, re-made when it breaks.
 public struct MDSClient: Sendable {
     public let endpoint: Endpoint
-    let pool: ConnectionPool
+    public let pool: ConnectionPool
     let timeout: TimeAmount
 
     public init(endpoint: Endpoint, pool: ConnectionPool, timeout: TimeAmount) {

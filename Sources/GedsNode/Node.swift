@@ -139,16 +139,32 @@ public final class Node: Sendable {
         }
     }
 
-    public func seal(_ writable: WritableBlob, metadata: [String: String]) async throws(GedsError) {
+    /// Seals an object: it becomes immutable and visible everywhere in one step at the MDS. With a target,
+    /// the target takes the bytes first and the object is published with the target as its only copy, so
+    /// a failed hand-off leaves nothing half-made (an older object under the key stays as it was).
+    public func seal(_ writable: WritableBlob, metadata: [String: String],
+                     handingOffTo target: NodeInfo? = nil) async throws(GedsError) {
         try UserMetadata.validate(metadata)
+        let blob = writable.blob
         let size = try writable.seal()
+        var placement = BlobPlacement(node: index, tier: .tier0)
         do {
-            try await mds.expectOK(.sealObject(blob: writable.blob, size: size, metadata: metadata,
-                                               placement: BlobPlacement(node: index, tier: .tier0)))
+            if let target {
+                try await askToPull(blob, size: size, from: ownLocation(of: blob), to: target)
+                placement = BlobPlacement(node: 0, tier: .tier0)
+            }
+            try await mds.expectOK(.sealObject(blob: blob, size: size, metadata: metadata, placement: placement))
         } catch {
-            tier0.remove(writable.blob)
+            tier0.remove(blob)
+            try? await mds.expectOK(.abortObject(blob: blob))
             throw error
         }
+        if target != nil { tier0.remove(blob) }
+    }
+
+    func ownLocation(of blob: BlobID) -> Location {
+        Location(node: configuration.name, hostID: configuration.hostID, tier: .tier0, tcp: endpoint, rdma: nil,
+                 path: tier0.path(of: blob))
     }
 
     // MARK: Reading
@@ -187,7 +203,9 @@ public final class Node: Sendable {
                 do throws(GedsError) {
                     let mapping = tier0.contains(info.blob) ? try tier0.map(info.blob) : try Tier0Store.map(path: location.path)
                     guard mapping.count >= Int(offset + length) else { throw GedsError(.noSuchBlob, "copy is shorter than the object") }
-                    buffer.baseAddress!.copyMemory(from: mapping.base!.advanced(by: Int(offset)), byteCount: Int(length))
+                    mapping.withBytes { bytes in
+                        buffer.baseAddress!.copyMemory(from: bytes.baseAddress!.advanced(by: Int(offset)), byteCount: Int(length))
+                    }
                     return Int(length)
                 } catch {
                     failures.append("\(location.node): \(error.message)")
@@ -218,7 +236,7 @@ public final class Node: Sendable {
                 throw GedsError(.protocolViolation, "node \(location.node) sent \(got) of \(size) bytes")
             }
         }
-        receiving.seal()
+        try receiving.seal()
         if publish {
             do {
                 try await mds.expectOK(.addLocation(blob: blob, placement: BlobPlacement(node: index, tier: .tier0)))
@@ -252,20 +270,24 @@ public final class Node: Sendable {
 
     /// Hands a sealed object to another node, which becomes its owner; our copy goes afterwards.
     public func relocate(_ info: ObjectInfo, to target: NodeInfo) async throws(GedsError) {
-        guard let source = info.locations.first(where: { $0.node == configuration.name }) ?? info.locations.first else {
-            throw unreachable(info, [])
+        let source = tier0.contains(info.blob) ? ownLocation(of: info.blob) : ordered(info.locations).first
+        guard let source else { throw unreachable(info, []) }
+        try await askToPull(info.blob, size: info.size, from: source, to: target)
+        if tier0.contains(info.blob) {
+            try? await mds.expectOK(.removeLocation(blob: info.blob, node: index))
+            tier0.remove(info.blob)
         }
+    }
+
+    private func askToPull(_ blob: BlobID, size: UInt64, from source: Location, to target: NodeInfo) async throws(GedsError) {
         let connection = try await peers.connection(to: target.tcp, peerName: "node \(target.name)")
-        let reply = try await connection.call(.pullBlob(blob: info.blob, size: info.size, source: source),
-                                              timeout: .milliseconds(configuration.timeoutMilliseconds * 60))
+        // The target copies the whole object before it answers: allow for that beyond the usual deadline.
+        let reply = try await connection.call(.pullBlob(blob: blob, size: size, source: source),
+                                              timeout: .milliseconds(configuration.timeoutMilliseconds + Int64(size >> 20) * 100))
         switch reply {
         case .ok: break
         case .failure(let error): throw error
         default: throw MDSClient.unexpected(reply)
-        }
-        if tier0.contains(info.blob) {
-            try? await mds.expectOK(.removeLocation(blob: info.blob, node: index))
-            tier0.remove(info.blob)
         }
     }
 

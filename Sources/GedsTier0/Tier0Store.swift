@@ -46,9 +46,12 @@ public final class Tier0Store: Sendable {
 
     /// A writable mapping of exactly `size` bytes, reserved up front so that a full folder is an error here
     /// and not a SIGBUS later; used to receive a copy from a peer straight into its final place.
+    /// The bytes land in a file of their own, renamed into place at seal, so concurrent fetches of the
+    /// same blob never truncate each other's mapping.
     public func receive(_ blob: BlobID, size: UInt64) throws(GedsError) -> ReceivingBlob {
-        let path = path(of: blob)
-        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard size <= UInt64(Int.max) else { throw GedsError(.invalidArgument, "object size \(size) is too large") }
+        let path = path(of: blob) + ".\(UInt32.random(in: 0...UInt32.max)).partial"
+        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw GedsError.io("cannot create \(path) in tier 0", errno: errno) }
         defer { close(fd) }
         if size > 0 {
@@ -59,7 +62,8 @@ public final class Tier0Store: Sendable {
             }
         }
         do {
-            return ReceivingBlob(store: self, blob: blob, mapping: try MappedBytes(descriptor: fd, size: Int(size), writable: true))
+            return ReceivingBlob(store: self, blob: blob, partialPath: path,
+                                 mapping: try MappedBytes(descriptor: fd, size: Int(size), writable: true))
         } catch {
             unlink(path)
             throw error
@@ -154,6 +158,7 @@ public final class WritableBlob: Sendable {
     public var path: String { store.path(of: blob) }
 
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(GedsError) {
+        try WritableBlob.checkRange(offset, UInt64(bytes.count))
         try state.withLock { (state) throws(GedsError) in
             guard !state.sealed else { throw GedsError(.objectSealed, "object is sealed; it can no longer be written") }
             var done = 0
@@ -169,6 +174,14 @@ public final class WritableBlob: Sendable {
                 done += written
             }
             state.size = max(state.size, offset + UInt64(bytes.count))
+        }
+    }
+
+    /// Files are addressed with signed 64-bit offsets; anything beyond is refused, not trapped on.
+    static func checkRange(_ offset: UInt64, _ count: UInt64) throws(GedsError) {
+        let (end, overflow) = offset.addingReportingOverflow(count)
+        guard !overflow, end <= UInt64(Int64.max) else {
+            throw GedsError(.invalidArgument, "offset \(offset) + \(count) bytes is beyond the largest object size")
         }
     }
 
@@ -191,6 +204,7 @@ public final class WritableBlob: Sendable {
     }
 
     public func truncate(to size: UInt64) throws(GedsError) {
+        try WritableBlob.checkRange(size, 0)
         try state.withLock { (state) throws(GedsError) in
             guard !state.sealed else { throw GedsError(.objectSealed, "object is sealed; it can no longer be truncated") }
             guard ftruncate(state.descriptor, off_t(size)) == 0 else {
@@ -219,19 +233,25 @@ public final class ReceivingBlob: Sendable {
     public let blob: BlobID
     public let mapping: MappedBytes
     private let store: Tier0Store
+    private let partialPath: String
     private let finished = Mutex(false)
 
-    init(store: Tier0Store, blob: BlobID, mapping: MappedBytes) {
+    init(store: Tier0Store, blob: BlobID, partialPath: String, mapping: MappedBytes) {
         self.store = store
         self.blob = blob
+        self.partialPath = partialPath
         self.mapping = mapping
     }
 
     deinit {
-        if !finished.withLock({ $0 }) { unlink(store.path(of: blob)) }
+        if !finished.withLock({ $0 }) { unlink(partialPath) }
     }
 
-    public func seal() {
+    /// Moves the complete copy into place (atomically replacing a copy another fetch finished first).
+    public func seal() throws(GedsError) {
+        guard rename(partialPath, store.path(of: blob)) == 0 else {
+            throw GedsError.io("cannot move a received copy into place in \(store.directory)", errno: errno)
+        }
         finished.withLock { $0 = true }
         store.markSealed(blob, size: UInt64(mapping.count))
     }
@@ -261,7 +281,16 @@ public final class MappedBytes: @unchecked Sendable {
         if let base { munmap(base, count) }
     }
 
+    /// The mapped bytes. Valid only while this object is alive: use `withBytes`, or keep a reference.
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
+
+    /// Calls `body` with the bytes, keeping the mapping alive until it returns.
+    public func withBytes<Result, Failure: Error>(
+        _ body: (UnsafeRawBufferPointer) throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        defer { withExtendedLifetime(self) {} }
+        return try body(bytes)
+    }
 
     /// Copies `source` into the mapping at `offset` (bounds checked: a peer cannot write outside it).
     public func store(_ source: UnsafeRawBufferPointer, at offset: Int) -> Bool {

@@ -32,7 +32,7 @@ extension ByteBuffer {
 
     mutating func writeEndpoint(_ endpoint: Endpoint) {
         writeWireString(endpoint.host)
-        writeInteger(UInt16(endpoint.port))
+        writeInteger(UInt16(truncatingIfNeeded: endpoint.port))
     }
 
     mutating func readEndpoint() throws(GedsError) -> Endpoint {
@@ -307,7 +307,8 @@ extension Reply {
         case .failure(let error):
             buffer.writeInteger(ReplyTag.failure.rawValue)
             buffer.writeInteger(error.code.rawValue)
-            buffer.writeWireString(String(error.message.utf8.prefix(WireLimits.maximumString)) ?? "error")
+            // Cut to the limit; a character split by the cut decodes as U+FFFD (3 bytes), still within it.
+            buffer.writeWireString(String(decoding: error.message.utf8.prefix(WireLimits.maximumString - 4), as: UTF8.self))
         case .nodeRegistered(let node, let lease):
             buffer.writeInteger(ReplyTag.nodeRegistered.rawValue)
             buffer.writeInteger(node)
@@ -431,7 +432,10 @@ extension Reply {
                 let name = try payload.readWireString()
                 let hostID = try payload.readWireString()
                 let rawRole = try payload.readWireInteger("role", as: UInt8.self)
-                nodes.append(NodeInfo(name: name, hostID: hostID, role: NodeRole(rawValue: rawRole) ?? .embedded,
+                guard let role = NodeRole(rawValue: rawRole) else {
+                    throw GedsError(.protocolViolation, "malformed message: node role \(rawRole)")
+                }
+                nodes.append(NodeInfo(name: name, hostID: hostID, role: role,
                                       tcp: try payload.readEndpoint(), alive: try payload.readBool(),
                                       blobs: try payload.readWireInteger("blobs"), bytes: try payload.readWireInteger("bytes")))
             }

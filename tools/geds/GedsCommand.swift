@@ -141,8 +141,7 @@ struct Put: AsyncParsableCommand {
             offset += UInt64(got)
             progress.update(offset)
         }
-        try await writer.seal()
-        try await store.relocate(bucket: bucket, key: key, to: target)
+        try await writer.seal(handingOffTo: target)
         progress.finish()
     }
 }
@@ -161,7 +160,7 @@ struct Get: AsyncParsableCommand {
                 let (bucket, prefix) = splitBucket(source)
                 let listing = try await store.listAll(bucket: bucket, prefix: prefix)
                 for entry in listing.objects {
-                    let relative = entry.key.dropFirst(prefix.count).drop { $0 == "/" }
+                    let relative = try safeRelativePath(String(entry.key.dropFirst(prefix.count)), key: entry.key)
                     let file = destination + "/" + relative
                     try makeParent(of: file)
                     try await download(store, bucket: bucket, key: entry.key, to: file)
@@ -182,13 +181,14 @@ func download(_ store: GEDS, bucket: String, key: String, to destination: String
     guard output >= 0 else { throw GedsError.io("cannot create \(destination)", errno: errno) }
     defer { if output != 1 { close(output) } }
     let progress = Progress(label: "\(bucket)/\(key)", total: UInt64(view.count))
-    let bytes = view.bytes
-    var offset = 0
-    while offset < bytes.count {
-        let end = min(offset + (8 << 20), bytes.count)
-        try writeAll(output, UnsafeRawBufferPointer(rebasing: bytes[offset..<end]))
-        offset = end
-        progress.update(UInt64(offset))
+    try view.withBytes { (bytes) throws(GedsError) in
+        var offset = 0
+        while offset < bytes.count {
+            let end = min(offset + (8 << 20), bytes.count)
+            try writeAll(output, UnsafeRawBufferPointer(rebasing: bytes[offset..<end]))
+            offset = end
+            progress.update(UInt64(offset))
+        }
     }
     progress.finish()
 }
@@ -341,6 +341,16 @@ struct Nodes: AsyncParsableCommand {
 func splitBucket(_ text: String) -> (String, String) {
     guard let slash = text.firstIndex(of: "/") else { return (text, "") }
     return (String(text[..<slash]), String(text[text.index(after: slash)...]))
+}
+
+/// The part of a key below the fetched prefix as a path inside the destination folder; keys that would
+/// climb out of it ("..", absolute) are refused rather than written elsewhere.
+func safeRelativePath(_ relative: String, key: String) throws(GedsError) -> String {
+    let parts = relative.split(separator: "/", omittingEmptySubsequences: true)
+    guard !parts.isEmpty, !parts.contains(where: { $0 == ".." || $0 == "." }) else {
+        throw GedsError(.invalidName, "refusing to write key '\(key)': its path would leave the destination folder")
+    }
+    return parts.joined(separator: "/")
 }
 
 func pad(_ text: String, _ width: Int) -> String {

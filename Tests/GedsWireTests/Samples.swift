@@ -1,0 +1,182 @@
+import GedsCore
+import GedsWire
+
+/// A small deterministic generator, so failures reproduce.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+enum Samples {
+    static let longString = String(repeating: "x", count: WireLimits.maximumString)
+    static let unicode = "ключ/日本語/🎉/é"
+
+    static let locationPlain = Location(node: "node-a", hostID: "host-a", tier: .tier0,
+                                        tcp: Endpoint(host: "10.0.0.1", port: 4000), rdma: nil,
+                                        path: "/dev/shm/geds-a/00000000000000ff")
+    static let locationRDMA = Location(node: "ñode-b", hostID: "", tier: .tier1,
+                                       tcp: Endpoint(host: "::1", port: 65535),
+                                       rdma: RDMAAccess(endpoint: Endpoint(host: "192.168.1.7", port: 0),
+                                                        address: .max, rkey: .max),
+                                       path: "")
+    static let locationS3 = Location(node: "", hostID: "h", tier: .s3, tcp: Endpoint(host: "h", port: 1),
+                                     rdma: RDMAAccess(endpoint: Endpoint(host: "fe80::2", port: 18515), address: 0x7F00_0000_1000, rkey: 7),
+                                     path: longString)
+
+    static let requests: [Request] = [
+        .registerNode(NodeRegistration(name: "node-a", hostID: "boot-id-1", role: .embedded,
+                                       tcp: Endpoint(host: "127.0.0.1", port: 4381), tier0Directory: "/dev/shm/geds-a")),
+        .registerNode(NodeRegistration(name: "", hostID: "", role: .daemon,
+                                       tcp: Endpoint(host: "::", port: 0), tier0Directory: "")),
+        .registerNode(NodeRegistration(name: unicode, hostID: longString, role: .daemon,
+                                       tcp: Endpoint(host: "fe80::1%eth0", port: 65535), tier0Directory: "/tmp/ü")),
+        .heartbeat(node: 1, blobs: 0, bytes: 0),
+        .heartbeat(node: .max, blobs: .max, bytes: .max),
+        .leave(node: 0),
+        .leave(node: 77),
+        .listNodes,
+        .createBucket("my-bucket"),
+        .createBucket(""),
+        .deleteBucket("my-bucket", force: false),
+        .deleteBucket("other.bucket", force: true),
+        .listBuckets,
+        .createObject(bucket: "b", key: "a/b/c", node: 3),
+        .createObject(bucket: "bucket", key: String(repeating: "k", count: 1024), node: .max),
+        .sealObject(blob: 1, size: 0, metadata: [:], placement: BlobPlacement(node: 1, tier: .tier0)),
+        .sealObject(blob: .max, size: .max, metadata: ["content-type": "text/plain", "x": "", "ü": unicode],
+                    placement: BlobPlacement(node: 9, tier: .tier1, rdmaAddress: .max, rkey: .max)),
+        .sealObject(blob: 0x0001_0000_0000_0001, size: 4097, metadata: ["big": String(repeating: "v", count: 2000)],
+                    placement: BlobPlacement(node: 0, tier: .s3, rdmaAddress: 0x7F00_0000_0000, rkey: 12)),
+        .abortObject(blob: 0),
+        .abortObject(blob: .max),
+        .lookup(bucket: "bucket", key: "key"),
+        .lookup(bucket: "", key: unicode),
+        .list(bucket: "bucket", prefix: "", delimiter: "", startAfter: "", maxKeys: 0),
+        .list(bucket: "bucket", prefix: "dir/", delimiter: "/", startAfter: "dir/a", maxKeys: 1000),
+        .list(bucket: "b", prefix: unicode, delimiter: "::", startAfter: longString, maxKeys: .max),
+        .deleteObject(bucket: "bucket", key: "k"),
+        .deletePrefix(bucket: "bucket", prefix: ""),
+        .deletePrefix(bucket: "bucket", prefix: "logs/2024/"),
+        .rename(fromBucket: "a-bucket", fromKey: "old", toBucket: "b-bucket", toKey: "new"),
+        .rename(fromBucket: "", fromKey: "", toBucket: "", toKey: ""),
+        .copy(fromBucket: "a-bucket", fromKey: "src", toBucket: "a-bucket", toKey: unicode),
+        .copy(fromBucket: "x", fromKey: longString, toBucket: "y", toKey: "z"),
+        .setMetadata(bucket: "bucket", key: "key", metadata: [:]),
+        .setMetadata(bucket: "bucket", key: "key", metadata: ["a": "1", "b": "2", "c": "3", "Z": "", "m.n_o-p": unicode]),
+        .addLocation(blob: 5, placement: BlobPlacement(node: 2, tier: .tier0)),
+        .addLocation(blob: .max, placement: BlobPlacement(node: .max, tier: .tier1, rdmaAddress: 1, rkey: 2)),
+        .removeLocation(blob: 5, node: 2),
+        .removeLocation(blob: 0, node: 0),
+        .readBlob(blob: 5, offset: 0, length: 0),
+        .readBlob(blob: .max, offset: .max, length: .max),
+        .pullBlob(blob: 5, size: 100, source: locationPlain),
+        .pullBlob(blob: .max, size: .max, source: locationRDMA),
+        .pullBlob(blob: 0, size: 0, source: locationS3),
+    ]
+
+    static let replies: [Reply] = {
+        var replies: [Reply] = [
+            .ok,
+            .failure(GedsError(.internal, "")),
+            .failure(GedsError(.noSuchObject, "no such object: b/\(unicode)")),
+            .nodeRegistered(node: 1, leaseMilliseconds: 5000),
+            .nodeRegistered(node: .max, leaseMilliseconds: .max),
+            .heartbeatAck(drop: []),
+            .heartbeatAck(drop: [1]),
+            .heartbeatAck(drop: Array(0..<2000).map { BlobID($0) * 0x1_0000_0001 } + [.max]),
+            .buckets([]),
+            .buckets(["a-bucket", "b.bucket", "", unicode, longString]),
+            .created(blob: 0),
+            .created(blob: .max),
+            .object(ObjectInfo(bucket: "b", key: "k", blob: 1, size: 0, sealed: false, modified: 0,
+                               metadata: [:], locations: [])),
+            .object(ObjectInfo(bucket: "bucket", key: unicode, blob: .max, size: .max, sealed: true,
+                               modified: 1_700_000_000_000, metadata: ["content-type": "x/y", "e": ""],
+                               locations: [locationPlain, locationRDMA, locationS3])),
+            .page(ListPage(objects: [], commonPrefixes: [], nextStartAfter: nil)),
+            .page(ListPage(objects: [], commonPrefixes: [], nextStartAfter: "")),
+            .page(ListPage(objects: [ListEntry(key: "a", size: 0, modified: 0),
+                                     ListEntry(key: unicode, size: .max, modified: .max)],
+                           commonPrefixes: ["dir/", "other/", ""], nextStartAfter: "other/")),
+            .page(ListPage(objects: (0..<1000).map { ListEntry(key: "key-\($0)", size: UInt64($0), modified: UInt64($0) * 7) },
+                           commonPrefixes: [], nextStartAfter: "key-999")),
+            .count(0),
+            .count(.max),
+            .nodes([]),
+            .nodes([NodeInfo(name: "a", hostID: "h1", role: .embedded, tcp: Endpoint(host: "127.0.0.1", port: 1),
+                             alive: true, blobs: 0, bytes: 0),
+                    NodeInfo(name: unicode, hostID: "", role: .daemon, tcp: Endpoint(host: "::1", port: 65535),
+                             alive: false, blobs: .max, bytes: .max)]),
+            .stream(length: 0),
+            .stream(length: .max),
+        ]
+        // Every error code crosses the wire unchanged.
+        var code: UInt16 = 1
+        while let known = GedsError.Code(rawValue: code) {
+            replies.append(.failure(GedsError(known, "error \(code)")))
+            code += 1
+        }
+        return replies
+    }()
+}
+
+/// The case of a request, by name; the switch is exhaustive, so a new case must be added here (and then to
+/// the samples, or `everyCaseIsSampled` fails).
+func caseName(_ request: Request) -> String {
+    switch request {
+    case .registerNode: "registerNode"
+    case .heartbeat: "heartbeat"
+    case .leave: "leave"
+    case .listNodes: "listNodes"
+    case .createBucket: "createBucket"
+    case .deleteBucket: "deleteBucket"
+    case .listBuckets: "listBuckets"
+    case .createObject: "createObject"
+    case .sealObject: "sealObject"
+    case .abortObject: "abortObject"
+    case .lookup: "lookup"
+    case .list: "list"
+    case .deleteObject: "deleteObject"
+    case .deletePrefix: "deletePrefix"
+    case .rename: "rename"
+    case .copy: "copy"
+    case .setMetadata: "setMetadata"
+    case .addLocation: "addLocation"
+    case .removeLocation: "removeLocation"
+    case .readBlob: "readBlob"
+    case .pullBlob: "pullBlob"
+    }
+}
+
+let allRequestCases: Set<String> = [
+    "registerNode", "heartbeat", "leave", "listNodes", "createBucket", "deleteBucket", "listBuckets", "createObject",
+    "sealObject", "abortObject", "lookup", "list", "deleteObject", "deletePrefix", "rename", "copy", "setMetadata",
+    "addLocation", "removeLocation", "readBlob", "pullBlob",
+]
+
+func caseName(_ reply: Reply) -> String {
+    switch reply {
+    case .ok: "ok"
+    case .failure: "failure"
+    case .nodeRegistered: "nodeRegistered"
+    case .heartbeatAck: "heartbeatAck"
+    case .buckets: "buckets"
+    case .created: "created"
+    case .object: "object"
+    case .page: "page"
+    case .count: "count"
+    case .nodes: "nodes"
+    case .stream: "stream"
+    }
+}
+
+let allReplyCases: Set<String> = [
+    "ok", "failure", "nodeRegistered", "heartbeatAck", "buckets", "created", "object", "page", "count", "nodes", "stream",
+]
