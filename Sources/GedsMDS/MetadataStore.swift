@@ -228,14 +228,13 @@ public struct MetadataStore: Sendable {
             guard key.hasPrefix(prefixKey) else { return .stop }
             if let common = key.string.commonPrefix(after: prefix, delimiter: delimiter) {
                 let commonKey = Key(common)
-                // A page that ended on this common prefix already returned it.
-                if commonKey == startKey { return .skipPrefix(commonKey) }
                 if page.objects.count + page.commonPrefixes.count == limit {
                     page.nextStartAfter = lastReturned
                     return .stop
                 }
                 page.commonPrefixes.append(common)
-                lastReturned = common
+                // The next page starts after the last key rolled into this prefix, so it is not repeated.
+                lastReturned = state.keys.lastKey(withPrefix: commonKey)?.string ?? common
                 return .skipPrefix(commonKey)
             }
             if page.objects.count + page.commonPrefixes.count == limit {

@@ -80,6 +80,18 @@ struct SortedKeys {
         if chunks[chunk].isEmpty { chunks.remove(at: chunk) }
     }
 
+    /// The greatest key starting with `prefix`, if any.
+    func lastKey(withPrefix prefix: Key) -> Key? {
+        var (chunk, index) = position { $0 < prefix || $0.hasPrefix(prefix) }
+        if index == 0 {
+            guard chunk > 0 else { return nil }
+            chunk -= 1
+            index = chunks[chunk].count
+        }
+        let key = chunks[chunk][index - 1]
+        return key.hasPrefix(prefix) ? key : nil
+    }
+
     /// Calls `visit` with keys >= `start` in order until it returns `.stop`.
     func walk(from start: Key, _ visit: (Key) -> Step) {
         var (chunk, index) = position { $0 < start }

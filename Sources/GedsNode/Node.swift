@@ -15,6 +15,7 @@ public final class Node: Sendable {
     public let mds: MDSClient
     public let logger: Logger
     let peers: ConnectionPool
+    let bulk = BulkReader()
     let server: FrameServer
     let group: any EventLoopGroup
     private let session = Mutex<Session>(Session())
@@ -120,6 +121,7 @@ public final class Node: Sendable {
         try? await mds.expectOK(.leave(node: index))
         await server.close()
         peers.closeAll()
+        await bulk.shutdown()
         if configuration.removeTier0OnShutdown {
             for blob in tier0.inventory.keys { tier0.remove(blob) }
             rmdir(configuration.tier0Directory)
@@ -213,9 +215,8 @@ public final class Node: Sendable {
                 }
             }
             do throws(GedsError) {
-                let connection = try await peers.connection(to: location.tcp, peerName: "node \(location.node)")
-                let sink = CallerBufferSink(buffer: UnsafeMutableRawBufferPointer(rebasing: buffer[..<Int(length)]))
-                let got = try await connection.read(blob: info.blob, offset: offset, length: length, into: sink, timeout: timeout)
+                let sink = CallerBufferSink(destination: UnsafeMutableRawBufferPointer(rebasing: buffer[..<Int(length)]))
+                let got = try await transfer(info.blob, offset: offset, length: length, from: location, into: sink)
                 guard got == length else { throw GedsError(.protocolViolation, "node \(location.node) sent \(got) of \(length) bytes") }
                 return Int(length)
             } catch {
@@ -229,9 +230,8 @@ public final class Node: Sendable {
     func fetch(_ blob: BlobID, size: UInt64, from location: Location, publish: Bool) async throws(GedsError) -> MappedBytes {
         let receiving = try tier0.receive(blob, size: size)
         if size > 0 {
-            let connection = try await peers.connection(to: location.tcp, peerName: "node \(location.node)")
-            let got = try await connection.read(blob: blob, offset: 0, length: size,
-                                                into: MappingSink(mapping: receiving.mapping), timeout: timeout)
+            let got = try await transfer(blob, offset: 0, length: size, from: location,
+                                         into: MappingSink(mapping: receiving.mapping))
             guard got == size else {
                 throw GedsError(.protocolViolation, "node \(location.node) sent \(got) of \(size) bytes")
             }
@@ -248,6 +248,21 @@ public final class Node: Sendable {
         }
         return receiving.mapping
     }
+
+    /// Reads from a peer: large reads over a bulk connection straight into the destination, small ones
+    /// over the peer's multiplexed connection (one round trip, no thread hand-off).
+    func transfer(_ blob: BlobID, offset: UInt64, length: UInt64, from location: Location,
+                  into sink: any ReadSink) async throws(GedsError) -> UInt64 {
+        if length >= Node.bulkThreshold {
+            return try await bulk.read(blob: blob, offset: offset, length: length, from: location.tcp,
+                                       peerName: "node \(location.node)", into: sink,
+                                       timeoutMilliseconds: configuration.timeoutMilliseconds)
+        }
+        let connection = try await peers.connection(to: location.tcp, peerName: "node \(location.node)")
+        return try await connection.read(blob: blob, offset: offset, length: length, into: sink, timeout: timeout)
+    }
+
+    static let bulkThreshold: UInt64 = 256 << 10
 
     /// Local copies first, then same-host ones, then the rest.
     private func ordered(_ locations: [Location]) -> [Location] {
@@ -344,21 +359,16 @@ final class NodeService: RequestService {
     }
 }
 
+/// A copy arriving into tier 0: the mapping is kept alive by the sink until the read returns.
 struct MappingSink: ReadSink {
     let mapping: MappedBytes
 
-    func receive(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Bool {
-        mapping.store(bytes, at: offset)
+    var destination: UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: mapping.base, count: mapping.count)
     }
 }
 
-// @unchecked: the caller's buffer outlives the awaited read, and only the connection's event loop writes it.
+// @unchecked: the caller's buffer outlives the awaited read, and only the transport writes it meanwhile.
 struct CallerBufferSink: ReadSink, @unchecked Sendable {
-    let buffer: UnsafeMutableRawBufferPointer
-
-    func receive(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Bool {
-        guard offset >= 0, bytes.count <= buffer.count - offset else { return false }
-        buffer.baseAddress!.advanced(by: offset).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
-        return true
-    }
+    let destination: UnsafeMutableRawBufferPointer
 }

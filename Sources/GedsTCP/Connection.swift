@@ -4,10 +4,10 @@ import NIOCore
 import NIOPosix
 import Synchronization
 
-/// Where the bytes of a streamed read go. `receive` is called on the connection's event loop, in order,
-/// with the offset relative to the start of the read.
+/// Where the bytes of a read go: memory that stays valid and is written by nobody else until the read
+/// returns. Offsets on the wire are relative to the start of the read.
 public protocol ReadSink: Sendable {
-    func receive(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Bool
+    var destination: UnsafeMutableRawBufferPointer { get }
 }
 
 /// A multiplexed client connection: many requests in flight, replies matched by request id, streamed reads
@@ -182,8 +182,14 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
             guard entry.received + UInt64(slice.readableBytes) <= expected else {
                 throw GedsError(.protocolViolation, "\(peerName) sent more bytes than it announced")
             }
-            let stored = slice.withUnsafeReadableBytes { sink.receive($0, at: Int(entry.received)) }
-            guard stored else { throw GedsError(.protocolViolation, "read from \(peerName) overran its destination") }
+            let destination = sink.destination
+            let start = Int(entry.received)
+            guard slice.readableBytes <= destination.count - start else {
+                throw GedsError(.protocolViolation, "read from \(peerName) overran its destination")
+            }
+            slice.withUnsafeReadableBytes { bytes in
+                destination.baseAddress!.advanced(by: start).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+            }
             entry.received += UInt64(slice.readableBytes)
             if entry.received == expected {
                 pending[id] = nil

@@ -115,6 +115,21 @@ extension ByteBuffer {
     mutating func readBool() throws(GedsError) -> Bool { try readWireInteger("flag", as: UInt8.self) != 0 }
 }
 
+extension String {
+    /// The longest prefix of whole Unicode scalars that fits in `limit` UTF-8 bytes.
+    func truncatedToUTF8(_ limit: Int) -> String {
+        guard utf8.count > limit else { return self }
+        var result = String.UnicodeScalarView()
+        var length = 0
+        for scalar in unicodeScalars {
+            length += UTF8.width(scalar)
+            if length > limit { break }
+            result.append(scalar)
+        }
+        return String(result)
+    }
+}
+
 enum WireDecodingError {
     static func truncated(_ what: StaticString) -> GedsError {
         GedsError(.protocolViolation, "malformed message: truncated at \(what)")
@@ -307,8 +322,7 @@ extension Reply {
         case .failure(let error):
             buffer.writeInteger(ReplyTag.failure.rawValue)
             buffer.writeInteger(error.code.rawValue)
-            // Cut to the limit; a character split by the cut decodes as U+FFFD (3 bytes), still within it.
-            buffer.writeWireString(String(decoding: error.message.utf8.prefix(WireLimits.maximumString - 4), as: UTF8.self))
+            buffer.writeWireString(error.message.truncatedToUTF8(WireLimits.maximumString))
         case .nodeRegistered(let node, let lease):
             buffer.writeInteger(ReplyTag.nodeRegistered.rawValue)
             buffer.writeInteger(node)

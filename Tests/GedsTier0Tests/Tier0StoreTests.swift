@@ -1,3 +1,4 @@
+import Foundation
 import GedsCore
 import GedsTier0
 import Testing
@@ -324,7 +325,9 @@ extension WritableBlob {
         #expect(receiving.blob == 0x42)
         #expect(receiving.mapping.count == data.count)
         let base = try #require(receiving.mapping.base)
-        #expect(mappingOf(base)?.path == store.path(of: 0x42))
+        // Received into a partial file of its own, renamed to the blob's name at seal.
+        #expect(mappingOf(base)?.path.hasPrefix(store.path(of: 0x42) + ".") == true)
+        #expect(mappingOf(base)?.path.hasSuffix(".partial") == true)
         #expect(mappingOf(base)?.permissions == "rw-s")
         // Chunks arrive in any order.
         let chunk = 65_536
@@ -340,7 +343,7 @@ extension WritableBlob {
         #expect(![UInt8](repeating: 1, count: 1).withUnsafeBytes { receiving.mapping.store($0, at: .max) })
         #expect([UInt8]().withUnsafeBytes { receiving.mapping.store($0, at: data.count) })
         #expect(!store.contains(0x42))
-        receiving.seal()
+        try receiving.seal()
         #expect(store.contains(0x42))
         #expect(store.size(of: 0x42) == UInt64(data.count))
         #expect(fileMode(store.path(of: 0x42)) == 0o444)
@@ -353,10 +356,16 @@ extension WritableBlob {
         let folder = TempFolder()
         defer { folder.remove() }
         let store = try Tier0Store(directory: folder.path)
+        func partials() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []).filter { $0.hasSuffix(".partial") }
+        }
         var receiving: ReceivingBlob? = try store.receive(8, size: 100)
-        #expect(fileExists(store.path(of: 8)))
+        // A copy being received is a partial file of its own; the blob's name appears only at seal.
+        #expect(partials().count == 1)
+        #expect(!fileExists(store.path(of: 8)))
         let mapping = receiving!.mapping
         receiving = nil
+        #expect(partials().isEmpty)
         #expect(!fileExists(store.path(of: 8)))
         #expect(!store.contains(8))
         #expect(mapping.count == 100)  // the mapping itself is still usable
@@ -368,7 +377,7 @@ extension WritableBlob {
         let store = try Tier0Store(directory: folder.path)
         let receiving = try store.receive(12, size: 0)
         #expect(receiving.mapping.count == 0)
-        receiving.seal()
+        try receiving.seal()
         #expect(store.size(of: 12) == 0)
         #expect(try store.map(12).count == 0)
     }

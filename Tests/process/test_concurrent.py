@@ -29,7 +29,7 @@ def test_concurrent_readers(cluster, bucket, workdir):
 
 def test_overlapping_puts_to_one_key(cluster, bucket):
     """Two puts of one key overlap: the first is sealed and still being handed to its gedsd when the second
-    is sealed. Both puts must succeed (the later seal wins, as with S3) and readers see the later bytes."""
+    is sealed. Both puts succeed and readers see exactly one of the two objects."""
     path = f"{bucket}/contended"
     first, second = os.urandom(64 * MiB), os.urandom(100_000)
     writers = [cluster.popen("put", "-", path, "--to", "node-b", host_id=f"host-w{i}",
@@ -45,9 +45,12 @@ def test_overlapping_puts_to_one_key(cluster, bucket):
         proc.wait(timeout=60)
         errors.append((proc.returncode, proc.stderr.read().decode()))
     assert all(rc == 0 for rc, _ in errors), errors
-    assert sha256(cluster.geds("cat", path, host_id="host-reader").ok().out) == sha256(second)
+    # As with S3, the put that completes last wins; a put completes when its gedsd holds the bytes, so
+    # either may win here, but the object is exactly one of them, never a mix or a lost object.
+    data = cluster.geds("cat", path, host_id="host-reader").ok().out
+    assert sha256(data) in (sha256(first), sha256(second))
     objects, _ = parse_ls(cluster.geds("ls", bucket).ok().text)
-    assert objects == {"contended": len(second)}
+    assert objects == {"contended": len(data)}
     # The writers are gone; the surviving copy is on a gedsd.
     for line in cluster.geds("where", path).ok().lines:
         assert line.split()[0] == "node-b", line

@@ -46,7 +46,7 @@ enum References {
         defer { process.terminate() }
         usleep(300_000)
         let common = ["-h", "127.0.0.1", "-p", String(port), "-d", String(size), "-c", String(clients), "--csv"]
-        try Child.run(benchmark, common + ["-t", "set", "-n", "1000"])
+        _ = try Child.run(benchmark, common + ["-t", "set", "-n", "1000"])
         let csv = try Child.run(benchmark, common + ["-t", "get", "-n", String(requests)])
         // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
         guard let line = csv.split(separator: "\n").first(where: { $0.hasPrefix("\"GET") }) else { return nil }
