@@ -272,7 +272,10 @@ public final class MappedBytes: @unchecked Sendable {
             return
         }
         let protection = writable ? (PROT_READ | PROT_WRITE) : PROT_READ
-        let address = mmap(nil, size, protection, MAP_SHARED, descriptor, 0)
+        // A copy being received is written whole: map its (already reserved) pages up front rather than
+        // take one fault per page while the bytes arrive.
+        let flags = writable ? (MAP_SHARED | MAP_POPULATE) : MAP_SHARED
+        let address = mmap(nil, size, protection, flags, descriptor, 0)
         guard let address, address != MAP_FAILED else { throw GedsError.io("cannot map tier 0 file", errno: errno) }
         base = address
     }

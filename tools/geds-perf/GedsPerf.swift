@@ -53,10 +53,17 @@ struct GedsPerf: AsyncParsableCommand {
     @Option(help: "Folder of geds-mds and gedsd (default: next to this executable).")
     var bin: String?
 
+    @Option(name: .customLong("tier0-pages"),
+            help: "Tier-0 folders on /dev/shm as it is ('small' pages) or on a tmpfs mounted with huge pages ('huge', needs root).")
+    var tier0Pages: String = "small"
+
     @Option(help: "Write the measurements as JSON to this file.")
     var json: String?
 
     func validate() throws {
+        guard ["small", "huge"].contains(tier0Pages) else {
+            throw ValidationError("--tier0-pages must be small or huge")
+        }
         guard ["tcp", "rdma", "both"].contains(transport) else {
             throw ValidationError("--transport must be tcp, rdma or both")
         }
@@ -87,12 +94,13 @@ struct GedsPerf: AsyncParsableCommand {
             progress("RDMA: no RDMA data plane in this build (GedsVerbs is not implemented yet); measuring TCP only")
         }
         progress("machine: \(Machine.describe())")
-        let cluster = try Cluster(existingMDS: mds, binaries: binaries, ownerName: owner)
+        progress("tier 0: \(tier0Pages == "huge" ? "tmpfs with transparent huge pages (huge=within_size)" : "/dev/shm, 4 KiB pages")")
+        let cluster = try Cluster(existingMDS: mds, binaries: binaries, ownerName: owner, hugePages: tier0Pages == "huge")
         defer { cluster.stop() }
         var logger = Logger(label: "geds-perf")
         logger.logLevel = .warning
         let geds = try await GEDS.connect(NodeConfiguration(
-            mds: cluster.mds, tier0Directory: "/dev/shm/geds-perf-reader-\(getpid())", name: "perf-reader-\(getpid())",
+            mds: cluster.mds, tier0Directory: cluster.scratch + "/reader", name: "perf-reader-\(getpid())",
             hostID: "perf-reader-host", publishCachedCopies: false), logger: logger)
         let bench = Bench(geds: geds, ownerName: cluster.ownerName, repetitions: repetitions)
         var results: [Measurement] = []
