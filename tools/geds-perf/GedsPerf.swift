@@ -38,7 +38,7 @@ struct GedsPerf: AsyncParsableCommand {
     @Option(help: "Transports to measure: tcp, rdma or both.")
     var transport: String = "tcp"
 
-    @Option(help: "Comma-separated workloads: read-bw, read-1mib, latency, mds-ops, local, write.")
+    @Option(help: "Comma-separated workloads: read-bw, read-1mib, latency, mds-ops, local, write, mds-scale.")
     var workloads: String = "read-bw,read-1mib,latency,mds-ops,local,write"
 
     @Option(help: "Object sizes for read-bw, comma-separated (K, M, G suffixes are KiB, MiB, GiB).")
@@ -46,6 +46,9 @@ struct GedsPerf: AsyncParsableCommand {
 
     @Option(help: "Repetitions of each bandwidth figure (the median is reported, min–max as spread).")
     var repetitions: Int = 5
+
+    @Option(name: .customLong("scale-objects"), help: "Objects for mds-scale (memory per object and lookup time).")
+    var scaleObjects: Int = 1_000_000
 
     @Option(help: "Concurrent clients for mds-ops.")
     var clients: Int = 16
@@ -67,7 +70,7 @@ struct GedsPerf: AsyncParsableCommand {
         guard ["tcp", "rdma", "both"].contains(transport) else {
             throw ValidationError("--transport must be tcp, rdma or both")
         }
-        let known: Set<String> = ["read-bw", "read-1mib", "latency", "mds-ops", "local", "write"]
+        let known: Set<String> = ["read-bw", "read-1mib", "latency", "mds-ops", "local", "write", "mds-scale"]
         for workload in workloads.split(separator: ",") where !known.contains(String(workload)) {
             throw ValidationError("unknown workload '\(workload)' (known: \(known.sorted().joined(separator: ", ")))")
         }
@@ -113,6 +116,9 @@ struct GedsPerf: AsyncParsableCommand {
             if selected.contains("mds-ops") { results += try await bench.metadataOps(clients: clients) }
             if selected.contains("local") { results += try await bench.localRead() }
             if selected.contains("write") { results += try await bench.write() }
+            if selected.contains("mds-scale") {
+                for count in [10_000, scaleObjects] { results += try MetadataScale.measure(count: count) }
+            }
         } catch {
             await geds.close()
             throw error

@@ -1,0 +1,3 @@
+#pragma once
+#include <infiniband/verbs.h>
+#include <rdma/rdma_cma.h>

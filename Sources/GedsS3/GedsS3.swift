@@ -1,0 +1,1 @@
+// The S3 persistence tier (issue 5).

@@ -1,0 +1,1 @@
+// Tier 1: NVMe through O_DIRECT (issue 5).

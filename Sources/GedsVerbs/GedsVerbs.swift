@@ -1,0 +1,1 @@
+// The RDMA transport (issue 3): typed wrappers over CVerbs.
