@@ -17,23 +17,19 @@ public struct MetadataStore: Sendable {
         var drop: [BlobID] = []
     }
 
-    struct Entry {
-        var blob: BlobID
-        var modified: UInt64
-        var metadata: [String: String]
-    }
-
     struct Bucket {
-        var entries: [Key: Entry] = [:]
-        var keys = SortedKeys()
+        var index = BucketIndex()
+        /// User metadata of the keys that have any, by record number.
+        var metadata: [UInt32: [String: String]] = [:]
         /// Objects created but not sealed yet, by key, so that readers can be told "not sealed".
         var pending: [Key: Int] = [:]
     }
 
-    struct Blob {
-        var size: UInt64
-        var references: UInt32
-        var placements: [BlobPlacement]
+    /// What a key points at, as moved by rename and shared by copy.
+    struct Entry {
+        var blob: BlobID
+        var modified: UInt64
+        var metadata: [String: String]
     }
 
     struct PendingObject {
@@ -49,7 +45,7 @@ public struct MetadataStore: Sendable {
     private var nodeByName: [String: UInt32] = [:]
     private var nextNode: UInt32 = 1
     private var buckets: [String: Bucket] = [:]
-    private var blobs: [BlobID: Blob] = [:]
+    private var blobs = BlobTable()
     private var pendingObjects: [BlobID: PendingObject] = [:]
     private var nextBlob: BlobID
 
@@ -59,7 +55,7 @@ public struct MetadataStore: Sendable {
         nextBlob = BlobID(epoch & 0xFFFFF) << 44
     }
 
-    public var objectCount: Int { buckets.values.reduce(0) { $0 + $1.entries.count } }
+    public var objectCount: Int { buckets.values.reduce(0) { $0 + $1.index.count } }
 
     // MARK: Nodes
 
@@ -115,9 +111,7 @@ public struct MetadataStore: Sendable {
             }
         }
         // Dead nodes are kept (marked) for `listNodes`; only their copies go.
-        for blob in Array(blobs.keys) {
-            blobs[blob]!.placements.removeAll { $0.node == index }
-        }
+        blobs.remove(node: index)
     }
 
     public func listNodes() -> [NodeInfo] {
@@ -137,10 +131,13 @@ public struct MetadataStore: Sendable {
 
     public mutating func deleteBucket(_ name: String, force: Bool) throws(GedsError) {
         guard let bucket = buckets[name] else { throw GedsError.noSuchBucket(name) }
-        if !force, !bucket.entries.isEmpty || !bucket.pending.isEmpty {
-            throw GedsError(.bucketNotEmpty, "bucket \(name) is not empty (\(bucket.entries.count) objects); delete them first or force")
+        if !force, bucket.index.count > 0 || !bucket.pending.isEmpty {
+            throw GedsError(.bucketNotEmpty, "bucket \(name) is not empty (\(bucket.index.count) objects); delete them first or force")
         }
-        for entry in bucket.entries.values { release(blob: entry.blob) }
+        bucket.index.walk(from: []) { record, _ in
+            release(blob: bucket.index[record].blob)
+            return .next
+        }
         for (blob, pending) in pendingObjects where pending.bucket == name { abort(blob: blob) }
         buckets[name] = nil
     }
@@ -180,8 +177,8 @@ public struct MetadataStore: Sendable {
         }
         pendingObjects[blob]?.placements = []
         abort(blob: blob)
-        blobs[blob] = Blob(size: size, references: 1, placements: pending.placements)
-        bind(bucket: pending.bucket, key: pending.key, to: Entry(blob: blob, modified: now, metadata: metadata))
+        blobs.insert(blob, size: size, placements: pending.placements)
+        bind(bucket: pending.bucket, key: pending.key.string, to: Entry(blob: blob, modified: now, metadata: metadata))
     }
 
     /// Forgets an unsealed object; nodes that took a copy of it ahead of the seal are told to drop it.
@@ -195,16 +192,16 @@ public struct MetadataStore: Sendable {
 
     public func lookup(bucket: String, key: String) throws(GedsError) -> ObjectInfo {
         guard let bucketState = buckets[bucket] else { throw GedsError.noSuchBucket(bucket) }
-        guard let entry = bucketState.entries[Key(key)] else {
+        guard let record = bucketState.index.find(key) else {
             if bucketState.pending[Key(key)] != nil {
                 throw GedsError(.objectNotSealed, "object \(bucket)/\(key) is not sealed yet")
             }
             throw GedsError.noSuchObject(bucket, key)
         }
-        let blob = blobs[entry.blob]!
-        return ObjectInfo(bucket: bucket, key: key, blob: entry.blob, size: blob.size, sealed: true,
-                          modified: entry.modified, metadata: entry.metadata,
-                          locations: blob.placements.compactMap { location(of: $0, blob: entry.blob) })
+        let entry = bucketState.index[record]
+        return ObjectInfo(bucket: bucket, key: key, blob: entry.blob, size: blobs.size(of: entry.blob) ?? 0, sealed: true,
+                          modified: entry.modified, metadata: bucketState.metadata[record] ?? [:],
+                          locations: blobs.placements(of: entry.blob).compactMap { location(of: $0, blob: entry.blob) })
     }
 
     private func location(of placement: BlobPlacement, blob: BlobID) -> Location? {
@@ -221,29 +218,33 @@ public struct MetadataStore: Sendable {
         let limit = Int(min(max(maxKeys, 1), WireLimits.maximumListKeys))
         var page = ListPage(objects: [], commonPrefixes: [], nextStartAfter: nil)
         var lastReturned = ""
-        let prefixKey = Key(prefix)
-        let startKey = Key(startAfter)
-        state.keys.walk(from: max(prefixKey, startKey)) { key in
-            if key == startKey { return .next }
-            guard key.hasPrefix(prefixKey) else { return .stop }
-            if let common = key.string.commonPrefix(after: prefix, delimiter: delimiter) {
-                let commonKey = Key(common)
-                if page.objects.count + page.commonPrefixes.count == limit {
+        let prefixBytes = Array(prefix.utf8)
+        let startBytes = Array(startAfter.utf8)
+        let delimiterBytes = Array(delimiter.utf8)
+        let start = prefixBytes.lexicographicallyPrecedes(startBytes) ? startBytes : prefixBytes
+        state.index.walk(from: start) { record, key in
+            if key.elementsEqual(startBytes) { return .next }
+            guard key.starts(with: prefixBytes) else { return .stop }
+            let full = page.objects.count + page.commonPrefixes.count == limit
+            if let common = BucketIndex.commonPrefix(of: key, after: prefixBytes.count, delimiter: delimiterBytes) {
+                if full {
                     page.nextStartAfter = lastReturned
                     return .stop
                 }
-                page.commonPrefixes.append(common)
+                page.commonPrefixes.append(String(decoding: common, as: UTF8.self))
                 // The next page starts after the last key rolled into this prefix, so it is not repeated.
-                lastReturned = state.keys.lastKey(withPrefix: commonKey)?.string ?? common
-                return .skipPrefix(commonKey)
+                lastReturned = state.index.lastRecord(withPrefix: common).map { state.index.key(of: $0) }
+                    ?? String(decoding: common, as: UTF8.self)
+                return .skipPrefix(common)
             }
-            if page.objects.count + page.commonPrefixes.count == limit {
+            if full {
                 page.nextStartAfter = lastReturned
                 return .stop
             }
-            let entry = state.entries[key]!
-            page.objects.append(ListEntry(key: key.string, size: blobs[entry.blob]!.size, modified: entry.modified))
-            lastReturned = key.string
+            let entry = state.index[record]
+            let name = String(decoding: key, as: UTF8.self)
+            page.objects.append(ListEntry(key: name, size: blobs.size(of: entry.blob) ?? 0, modified: entry.modified))
+            lastReturned = name
             return .next
         }
         return page
@@ -258,11 +259,10 @@ public struct MetadataStore: Sendable {
     public mutating func delete(bucket: String, prefix: String) throws(GedsError) -> UInt64 {
         guard let state = buckets[bucket] else { throw GedsError.noSuchBucket(bucket) }
         var doomed: [String] = []
-        let prefixKey = Key(prefix)
-        state.keys.walk(from: prefixKey) { key in
-            guard key.hasPrefix(prefixKey) else { return .stop }
-            let key = key.string
-            doomed.append(key)
+        let prefixBytes = Array(prefix.utf8)
+        state.index.walk(from: prefixBytes) { record, key in
+            guard key.starts(with: prefixBytes) else { return .stop }
+            doomed.append(String(decoding: key, as: UTF8.self))
             return .next
         }
         for key in doomed {
@@ -277,7 +277,7 @@ public struct MetadataStore: Sendable {
         _ = try ObjectKey(to.key)
         guard buckets[from.bucket] != nil else { throw GedsError.noSuchBucket(from.bucket) }
         guard buckets[to.bucket] != nil else { throw GedsError.noSuchBucket(to.bucket) }
-        guard buckets[from.bucket]!.entries[Key(from.key)] != nil else { throw GedsError.noSuchObject(from.bucket, from.key) }
+        guard buckets[from.bucket]!.index.find(from.key) != nil else { throw GedsError.noSuchObject(from.bucket, from.key) }
         if from.bucket == to.bucket, Key(from.key) == Key(to.key) { return }
         var entry = unbind(bucket: from.bucket, key: from.key)!
         entry.modified = now
@@ -290,18 +290,20 @@ public struct MetadataStore: Sendable {
         _ = try ObjectKey(to.key)
         guard buckets[from.bucket] != nil else { throw GedsError.noSuchBucket(from.bucket) }
         guard buckets[to.bucket] != nil else { throw GedsError.noSuchBucket(to.bucket) }
-        guard var entry = buckets[from.bucket]!.entries[Key(from.key)] else { throw GedsError.noSuchObject(from.bucket, from.key) }
+        guard let record = buckets[from.bucket]!.index.find(from.key) else { throw GedsError.noSuchObject(from.bucket, from.key) }
         if from.bucket == to.bucket, Key(from.key) == Key(to.key) { return }
-        entry.modified = now
-        blobs[entry.blob]!.references += 1
-        bind(bucket: to.bucket, key: to.key, to: entry)
+        let source = buckets[from.bucket]!
+        blobs.retain(source.index[record].blob)
+        bind(bucket: to.bucket, key: to.key,
+             to: Entry(blob: source.index[record].blob, modified: now, metadata: source.metadata[record] ?? [:]))
     }
 
     public mutating func setMetadata(bucket: String, key: String, metadata: [String: String]) throws(GedsError) {
         try UserMetadata.validate(metadata)
         guard buckets[bucket] != nil else { throw GedsError.noSuchBucket(bucket) }
-        guard buckets[bucket]!.entries[Key(key)] != nil else { throw GedsError.noSuchObject(bucket, key) }
-        buckets[bucket]!.entries[Key(key)]!.metadata = metadata
+        guard let record = buckets[bucket]!.index.find(key) else { throw GedsError.noSuchObject(bucket, key) }
+        buckets[bucket]!.metadata[record] = metadata.isEmpty ? nil : metadata
+        buckets[bucket]!.index[record].hasMetadata = !metadata.isEmpty
     }
 
     // MARK: Copies
@@ -315,60 +317,51 @@ public struct MetadataStore: Sendable {
             pendingObjects[blob]!.placements.append(placement)
             return
         }
-        guard blobs[blob] != nil else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) no longer exists") }
-        blobs[blob]!.placements.removeAll { $0.node == placement.node }
-        blobs[blob]!.placements.append(placement)
+        guard blobs.contains(blob) else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) no longer exists") }
+        blobs.add(placement, to: blob)
     }
 
     public mutating func removeLocation(blob: BlobID, node: UInt32) {
         pendingObjects[blob]?.placements.removeAll { $0.node == node }
-        blobs[blob]?.placements.removeAll { $0.node == node }
+        blobs.remove(node: node, from: blob)
     }
 
     // MARK: Internals
 
+    /// Points `key` at the entry's blob; an object already there is replaced (its blob released).
     private mutating func bind(bucket: String, key: String, to entry: Entry) {
-        bind(bucket: bucket, key: Key(key), to: entry)
-    }
-
-    private mutating func bind(bucket: String, key: Key, to entry: Entry) {
-        if let old = buckets[bucket]!.entries.updateValue(entry, forKey: key) {
-            release(blob: old.blob)
-        } else {
-            buckets[bucket]!.keys.insert(key)
-        }
+        let old = unbind(bucket: bucket, key: key)
+        let record = buckets[bucket]!.index.insert(key, blob: entry.blob, modified: entry.modified,
+                                                   hasMetadata: !entry.metadata.isEmpty)
+        if !entry.metadata.isEmpty { buckets[bucket]!.metadata[record] = entry.metadata }
+        if let old { release(blob: old.blob) }
     }
 
     private mutating func unbind(bucket: String, key: String) -> Entry? {
-        guard let entry = buckets[bucket]!.entries.removeValue(forKey: Key(key)) else { return nil }
-        buckets[bucket]!.keys.remove(Key(key))
-        return entry
+        guard let record = buckets[bucket]!.index.find(key) else { return nil }
+        let stored = buckets[bucket]!.index[record]
+        let metadata = buckets[bucket]!.metadata.removeValue(forKey: record) ?? [:]
+        buckets[bucket]!.index.remove(record)
+        return Entry(blob: stored.blob, modified: stored.modified, metadata: metadata)
     }
 
     /// Drops one key's hold on a blob; the last one withdraws its copies and tells their nodes to delete
     /// them (withdrawn first, so an RDMA key is never handed out for memory that is about to go).
     private mutating func release(blob: BlobID) {
-        guard var state = blobs[blob] else { return }
-        state.references -= 1
-        if state.references > 0 {
-            blobs[blob] = state
-            return
-        }
-        blobs[blob] = nil
-        for placement in state.placements { nodes[placement.node]?.drop.append(blob) }
+        guard let copies = blobs.release(blob) else { return }
+        for placement in copies { nodes[placement.node]?.drop.append(blob) }
     }
 }
 
-extension String {
-    /// For a key under `prefix`: the key up to and including the first `delimiter` after the prefix.
-    func commonPrefix(after prefix: String, delimiter: String) -> String? {
-        guard !delimiter.isEmpty else { return nil }
-        let bytes = Array(utf8)
-        let needle = Array(delimiter.utf8)
-        var index = prefix.utf8.count
-        while index + needle.count <= bytes.count {
-            if bytes[index] == needle[0], Array(bytes[index..<(index + needle.count)]) == needle {
-                return String(decoding: bytes[..<(index + needle.count)], as: UTF8.self)
+extension BucketIndex {
+    /// For a key under a prefix of `prefixLength` bytes: the key up to and including the first delimiter
+    /// after the prefix, or nil when there is none (or no delimiter).
+    static func commonPrefix(of key: UnsafeBufferPointer<UInt8>, after prefixLength: Int, delimiter: [UInt8]) -> [UInt8]? {
+        guard !delimiter.isEmpty, key.count >= prefixLength + delimiter.count else { return nil }
+        var index = prefixLength
+        while index + delimiter.count <= key.count {
+            if key[index] == delimiter[0], UnsafeBufferPointer(rebasing: key[index..<(index + delimiter.count)]).elementsEqual(delimiter) {
+                return Array(key[..<(index + delimiter.count)])
             }
             index += 1
         }

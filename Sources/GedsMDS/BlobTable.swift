@@ -1,0 +1,101 @@
+import GedsCore
+import GedsWire
+
+/// Blobs (the immutable bytes of sealed objects): size, how many keys point at them, and their copies.
+/// Records sit in one array; the common single copy without RDMA details is kept inline, anything more
+/// in a side table, so a blob costs a few dozen bytes.
+struct BlobTable {
+    private struct Record {
+        var size: UInt64
+        var references: UInt32
+        /// The inline copy's node (0: none inline).
+        var node: UInt32
+        var tier: Tier
+    }
+
+    private var records: [Record] = []
+    private var freeRecords: [UInt32] = []
+    private var recordOf: [BlobID: UInt32] = [:]
+    private var extraPlacements: [UInt32: [BlobPlacement]] = [:]
+
+    var count: Int { recordOf.count }
+
+    func contains(_ blob: BlobID) -> Bool { recordOf[blob] != nil }
+
+    func size(of blob: BlobID) -> UInt64? { recordOf[blob].map { records[Int($0)].size } }
+
+    func placements(of blob: BlobID) -> [BlobPlacement] {
+        guard let number = recordOf[blob] else { return [] }
+        let record = records[Int(number)]
+        var result = extraPlacements[number] ?? []
+        if record.node != 0 { result.insert(BlobPlacement(node: record.node, tier: record.tier), at: 0) }
+        return result
+    }
+
+    mutating func insert(_ blob: BlobID, size: UInt64, placements: [BlobPlacement]) {
+        let number: UInt32
+        let record = Record(size: size, references: 1, node: 0, tier: .tier0)
+        if let reused = freeRecords.popLast() {
+            number = reused
+            records[Int(number)] = record
+        } else {
+            number = UInt32(records.count)
+            records.append(record)
+        }
+        recordOf[blob] = number
+        for placement in placements { add(placement, number: number) }
+    }
+
+    mutating func retain(_ blob: BlobID) {
+        if let number = recordOf[blob] { records[Int(number)].references += 1 }
+    }
+
+    /// Drops one reference; when it was the last, the blob goes and its copies are returned.
+    mutating func release(_ blob: BlobID) -> [BlobPlacement]? {
+        guard let number = recordOf[blob] else { return nil }
+        records[Int(number)].references -= 1
+        guard records[Int(number)].references == 0 else { return nil }
+        let copies = placements(of: blob)
+        recordOf[blob] = nil
+        extraPlacements[number] = nil
+        freeRecords.append(number)
+        return copies
+    }
+
+    /// Records a copy (replacing an earlier one on the same node).
+    mutating func add(_ placement: BlobPlacement, to blob: BlobID) {
+        guard let number = recordOf[blob] else { return }
+        remove(node: placement.node, number: number)
+        add(placement, number: number)
+    }
+
+    mutating func remove(node: UInt32, from blob: BlobID) {
+        if let number = recordOf[blob] { remove(node: node, number: number) }
+    }
+
+    /// Withdraws every copy on `node` (a node that died or left).
+    mutating func remove(node: UInt32) {
+        for number in records.indices where records[number].node == node { records[number].node = 0 }
+        for (number, placements) in extraPlacements where placements.contains(where: { $0.node == node }) {
+            let rest = placements.filter { $0.node != node }
+            extraPlacements[number] = rest.isEmpty ? nil : rest
+        }
+    }
+
+    private mutating func add(_ placement: BlobPlacement, number: UInt32) {
+        if records[Int(number)].node == 0, placement.rdmaAddress == 0, placement.rkey == 0 {
+            records[Int(number)].node = placement.node
+            records[Int(number)].tier = placement.tier
+        } else {
+            extraPlacements[number, default: []].append(placement)
+        }
+    }
+
+    private mutating func remove(node: UInt32, number: UInt32) {
+        if records[Int(number)].node == node { records[Int(number)].node = 0 }
+        if let placements = extraPlacements[number] {
+            let rest = placements.filter { $0.node != node }
+            extraPlacements[number] = rest.isEmpty ? nil : rest
+        }
+    }
+}
