@@ -73,6 +73,21 @@ public final class GEDS: Sendable {
         return ObjectReader(node: node, info: try await node.mds.lookup(bucket: bucket, key: key))
     }
 
+    /// Looks an object up and reads from it into caller memory in one call, on the node's event loop so that
+    /// both round trips (MDS, then owner) cost no thread hand-offs: the fastest way to fetch small objects.
+    /// Returns how many bytes were read (up to `buffer.count`, from `offset`).
+    public func read(bucket: String, key: String, at offset: UInt64 = 0,
+                     into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
+        _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
+        // The caller's buffer outlives this awaited call; only the read writes it meanwhile.
+        nonisolated(unsafe) let destination = buffer
+        let node = self.node
+        return try await node.onLoop { () throws(GedsError) -> Int in
+            let info = try await node.mds.lookup(bucket: bucket, key: key)
+            return try await node.read(info, at: offset, into: destination)
+        }
+    }
+
     /// The whole object's bytes as an array (a copy; use `open(...).view()` for zero copies).
     public func get(bucket: String, key: String) async throws(GedsError) -> [UInt8] {
         try await open(bucket: bucket, key: key).view().withBytes { Array($0) }

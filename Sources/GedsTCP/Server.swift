@@ -76,6 +76,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     typealias OutboundOut = IOData
 
     static let chunkSize: UInt64 = 1 << 20
+    static let inlineLimit: UInt64 = 64 << 10
 
     private struct ActiveStream {
         var id: UInt64
@@ -126,15 +127,29 @@ final class ServerConnectionHandler: ChannelInboundHandler {
                 }
                 context.flush()
             }
+        case .file(let file) where file.length <= ServerConnectionHandler.inlineLimit:
+            // Small ranges: one pread and one write beat setting up a sendfile stream.
+            var data = context.channel.allocator.buffer(capacity: Int(file.length))
+            let got = data.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(file.length)) { bytes in
+                max(0, pread(file.descriptor, bytes.baseAddress, Int(file.length), off_t(file.offset)))
+            }
+            close(file.descriptor)
+            guard got == Int(file.length) else {
+                send(.failure(GedsError(.io, "could not read \(file.length) bytes of the object")), id: id, context: context)
+                return
+            }
+            send(.stream(length: file.length), id: id, context: context)
+            if got > 0 {
+                context.write(wrapOutboundOut(.byteBuffer(FrameEncoder.dataHeader(id: id, length: UInt32(got),
+                                                                                   allocator: context.channel.allocator))),
+                              promise: nil)
+                context.write(wrapOutboundOut(.byteBuffer(data)), promise: nil)
+            }
         case .file(let file):
             send(.stream(length: file.length), id: id, context: context)
             let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: file.descriptor)
-            if file.length == 0 {
-                try? handle.close()
-            } else {
-                streams.append(ActiveStream(id: id, handle: handle, next: file.offset, end: file.offset + file.length))
-                pump(context: context)
-            }
+            streams.append(ActiveStream(id: id, handle: handle, next: file.offset, end: file.offset + file.length))
+            pump(context: context)
         }
     }
 
