@@ -40,6 +40,7 @@ public struct MetadataStore: Sendable {
         var placements: [BlobPlacement] = []
     }
 
+    public static let maximumDropsPerHeartbeat = 65_536
     public let leaseMilliseconds: UInt64
     private var nodes: [UInt32: Node] = [:]
     private var nodeByName: [String: UInt32] = [:]
@@ -75,8 +76,9 @@ public struct MetadataStore: Sendable {
         node.lastHeartbeat = now
         node.blobs = blobs
         node.bytes = bytes
-        let drop = node.drop
-        node.drop = []
+        // Bounded so the reply stays far below the frame limit; the rest goes with the next heartbeats.
+        let drop = Array(node.drop.prefix(MetadataStore.maximumDropsPerHeartbeat))
+        node.drop.removeFirst(drop.count)
         nodes[index] = node
         return drop
     }
