@@ -8,6 +8,12 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "GEDS", targets: ["GEDS"]),
+        // The layers, for Benchmarks/ and for embedding parts of GEDS (an MDS in another service, say).
+        .library(name: "GedsCore", targets: ["GedsCore"]),
+        .library(name: "GedsWire", targets: ["GedsWire"]),
+        .library(name: "GedsTier0", targets: ["GedsTier0"]),
+        .library(name: "GedsTCP", targets: ["GedsTCP"]),
+        .library(name: "GedsMDS", targets: ["GedsMDS"]),
         .executable(name: "geds", targets: ["geds"]),
         .executable(name: "geds-mds", targets: ["geds-mds"]),
         .executable(name: "gedsd", targets: ["gedsd"]),

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(libibverbs-dev librdmacm-dev libnuma-dev libcurl4-openssl-dev iperf3 redis-server redis-tools)
+DEBS=(libibverbs-dev librdmacm-dev libnuma-dev libcurl4-openssl-dev iperf3 redis-server redis-tools librsvg2-bin)
 missing=()
 for p in "${DEBS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -22,5 +22,6 @@ echo "setup: building (release)" >&2
 swift build -c release --product geds-mds
 swift build -c release --product gedsd
 swift build -c release --product geds
+swift build -c release --product geds-perf
 
 [[ ${1:-} == --no-demo ]] || exec tools/demo.sh

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 swift build -c release --product geds-mds
 swift build -c release --product gedsd
 swift build -c release --product geds
+swift build -c release --product geds-perf
 swift test 2>&1 | tee /tmp/geds-swift-test.log
 export GEDS_BIN=$PWD/.build/release
 python3 -m pytest Tests/process -q -p no:cacheprovider

@@ -6,165 +6,229 @@ import GedsTCP
 import NIOCore
 import NIOPosix
 
-/// The workloads. The reader is this process's own node on its own (simulated) host, so every remote
-/// read crosses TCP from the owner `gedsd`, as a read from another machine would.
-final class Bench {
-    let geds: GEDS
-    let ownerName: String
-    let repetitions: Int
-    let bucket = "perf-\(getpid())"
-    private var owner: NodeInfo?
-    private var iperfGbit: [Double]??
-    /// 1 MiB of random bytes, repeated to fill objects.
-    private let pattern: UnsafeMutableRawBufferPointer = {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
-        for index in 0..<buffer.count { buffer[index] = UInt8.random(in: 0...255) }
-        return buffer
-    }()
+/// The workloads over one transport. Every remote read crosses that transport from the owner `gedsd`,
+/// as a read from another machine would.
+struct Bench {
+    /// What every transport's workloads share: the client, the bucket, the objects placed on the owner,
+    /// and the reference figures (measured once per run).
+    final class Setup {
+        let geds: GEDS
+        let repetitions: Int
+        let bucket = "perf-\(getpid())"
+        let owner: NodeInfo
+        /// Objects already placed on the owner, by size: read-bw and read-tier0 read the same ones.
+        private var remote: [Int: ObjectInfo] = [:]
+        private var iperf: Reference?
+        /// 1 MiB of random bytes, repeated to fill objects.
+        private let pattern: UnsafeMutableRawBufferPointer = {
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+            for index in 0..<buffer.count { buffer[index] = UInt8.random(in: 0...255) }
+            return buffer
+        }()
 
-    deinit {
-        pattern.deallocate()
-    }
-
-    init(geds: GEDS, ownerName: String, repetitions: Int) {
-        self.geds = geds
-        self.ownerName = ownerName
-        self.repetitions = max(1, repetitions)
-    }
-
-    func prepare() async throws {
-        try await geds.createBucket(bucket)
-        owner = try await geds.relocationTarget(named: ownerName.isEmpty ? nil : ownerName)
-    }
-
-    /// Writes an object here and relocates it to the owner, so that reading it is a remote read.
-    func place(_ key: String, size: Int, relocate: Bool = true) async throws -> ObjectInfo {
-        let writer = try await geds.create(bucket: bucket, key: key)
-        var offset = 0
-        while offset < size {
-            let count = min(pattern.count, size - offset)
-            try writer.write(UnsafeRawBufferPointer(rebasing: pattern[..<count]), at: UInt64(offset))
-            offset += count
+        init(geds: GEDS, ownerName: String, repetitions: Int) async throws {
+            self.geds = geds
+            self.repetitions = repetitions
+            // The owner first: with --mds, a wrong --owner must not leave a bucket behind in that cluster.
+            owner = try await geds.relocationTarget(named: ownerName.isEmpty ? nil : ownerName)
+            try await geds.createBucket(bucket)
         }
-        try await writer.seal()
-        if relocate, let owner { try await geds.relocate(bucket: bucket, key: key, to: owner) }
-        return try await geds.stat(bucket: bucket, key: key)
-    }
 
-    func iperfReference() throws -> Double? {
-        if iperfGbit == nil {
-            progress("reference: iperf3 single stream on loopback (3 × 3 s)")
-            iperfGbit = try References.iperf3(seconds: 3, repetitions: 3)
+        deinit {
+            pattern.deallocate()
         }
-        guard let values = iperfGbit!, !values.isEmpty else { return nil }
-        return Statistics.median(values)
+
+        func finish() async throws {
+            try await geds.deleteBucket(bucket, force: true)
+        }
+
+        /// Timed repetitions of one bandwidth figure: fewer for the largest objects, which take seconds each.
+        func repetitions(for size: Int) -> Int { size >= 256 << 20 ? min(repetitions, 3) : repetitions }
+
+        /// Writes an object here and, unless `relocate` is false, hands it to the owner, so that reading it
+        /// is a remote read.
+        func place(_ key: String, size: Int, relocate: Bool = true) async throws -> ObjectInfo {
+            let writer = try await geds.create(bucket: bucket, key: key)
+            var offset = 0
+            while offset < size {
+                let count = min(pattern.count, size - offset)
+                try writer.write(UnsafeRawBufferPointer(rebasing: pattern[..<count]), at: UInt64(offset))
+                offset += count
+            }
+            try await writer.seal()
+            if relocate { try await geds.relocate(bucket: bucket, key: key, to: owner) }
+            return try await geds.stat(bucket: bucket, key: key)
+        }
+
+        func remoteObject(size: Int) async throws -> ObjectInfo {
+            if let info = remote[size] { return info }
+            progress("placing a \(Report.formatSize(size)) object on \(owner.name)")
+            let info = try await place("bw-\(size)", size: size)
+            remote[size] = info
+            return info
+        }
+
+        func iperfReference() -> Reference {
+            if let iperf { return iperf }
+            let reference = Reference("iperf3 single stream, loopback", References.iperf3(seconds: 3, repetitions: 3))
+            iperf = reference
+            return reference
+        }
     }
 
-    static func elapsed(_ body: () async throws -> Void) async rethrows -> Double {
-        let start = DispatchTime.now().uptimeNanoseconds
-        try await body()
-        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    let setup: Setup
+    let transport: Transport
+    var geds: GEDS { setup.geds }
+    var bucket: String { setup.bucket }
+
+    init(_ setup: Setup, transport: Transport) {
+        self.setup = setup
+        self.transport = transport
     }
 
-    // MARK: Remote read bandwidth
+    /// The command-line settings the workloads use.
+    struct Parameters {
+        let sizes: [Int]
+        let clients: Int
+        let nodeObjects: Int
+    }
+
+    func run(_ workload: Workload, _ parameters: Parameters) async throws -> [Measurement] {
+        switch workload {
+        case .readBandwidth: try await readBandwidth(sizes: parameters.sizes)
+        case .readIntoTier0: try await readIntoTier0(sizes: parameters.sizes)
+        case .readManyMiB: try await readManyMiB()
+        case .latency: try await latency()
+        case .metadataOps: try await metadataOps(clients: parameters.clients)
+        case .local: try await localRead()
+        case .write: try await write()
+        case .nodeScale: try await NodeScale.measure(geds: geds, bucket: bucket, count: parameters.nodeObjects)
+        case .mdsScale: []  // in-process, see MetadataScale
+        }
+    }
+
+    /// Runs `body` `warmups` times untimed (connections, page cache, buffers), then `samples` times timed;
+    /// returns the seconds of each timed run.
+    static func timed(warmups: Int = 1, samples: Int, _ body: () async throws -> Void) async rethrows -> [Double] {
+        for _ in 0..<warmups { try await body() }
+        var seconds: [Double] = []
+        seconds.reserveCapacity(samples)
+        for _ in 0..<samples {
+            let start = DispatchTime.now().uptimeNanoseconds
+            try await body()
+            seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+        return seconds
+    }
+
+    /// Gbit/s of moving `bytes` in each of `seconds`.
+    static func rates(bytes: Int, _ seconds: [Double]) -> [Double] { seconds.map { Double(bytes) * 8 / $0 / 1e9 } }
+
+    // MARK: References of each transport
+
+    /// What a bandwidth over this transport is compared with: iperf3 for TCP, perftest's ib_read_bw for RDMA.
+    func bandwidthReference() -> Reference {
+        switch transport {
+        case .tcp: setup.iperfReference()
+        case .rdma: Reference("ib_read_bw", .failure(.init(reason: "not run: RDMA is not measured by this build")))
+        }
+    }
+
+    /// What a small-object latency over this transport is compared with: redis GET for TCP, ib_read_lat for RDMA.
+    func latencyReference(size: Int) -> Reference {
+        switch transport {
+        case .tcp: Reference("redis-benchmark GET p50, 1 client",
+                             References.redisGet(size: size, clients: 1, requests: 20000).map(\.p50Microseconds))
+        case .rdma: Reference("ib_read_lat", .failure(.init(reason: "not run: RDMA is not measured by this build")))
+        }
+    }
+
+    // MARK: Remote reads
 
     func readBandwidth(sizes: [Int]) async throws -> [Measurement] {
-        let reference = try iperfReference()
+        let reference = bandwidthReference()
         var results: [Measurement] = []
         for size in sizes {
-            progress("read-bw: \(Report.formatSize(size))")
-            let info = try await place("bw-\(size)", size: size)
+            let info = try await setup.remoteObject(size: size)
             let reader = try await geds.open(bucket: bucket, key: info.key)
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
             defer { buffer.deallocate() }
             buffer.initializeMemory(as: UInt8.self, repeating: 0)
-            let perRound = max(1, (64 << 20) / size)
-            var rates: [Double] = []
-            _ = try await reader.read(at: 0, into: buffer)  // warm-up: connection, page cache, buffers
-            for _ in 0..<repetitions {
-                let seconds = try await Bench.elapsed {
-                    for _ in 0..<perRound { _ = try await reader.read(at: 0, into: buffer) }
-                }
-                rates.append(Double(size * perRound) * 8 / seconds / 1e9)
+            // Each timed sample moves at least 64 MiB, so that small objects are timed over many reads.
+            let perSample = max(1, (64 << 20) / size)
+            let samples = setup.repetitions(for: size)
+            progress("read-bw \(transport.rawValue) \(Report.formatSize(size)): \(samples) × \(perSample) reads")
+            let seconds = try await Bench.timed(samples: samples) {
+                for _ in 0..<perSample { _ = try await reader.read(at: 0, into: buffer) }
             }
-            results.append(bandwidth("read-bw", size: size, rates: rates, reference: reference,
-                                     note: "remote read into a caller buffer (open once, \(perRound) reads per repetition)"))
-            if size >= 1 << 20 {
-                var copyRates: [Double] = []
-                for _ in 0..<repetitions {
-                    let seconds = try await Bench.elapsed {
-                        let view = try await reader.view()
-                        precondition(view.count == size)
-                    }
+            results.append(.bandwidth(.readBandwidth, transport: transport, size: size,
+                                      rates: Bench.rates(bytes: size * perSample, seconds), reference: reference,
+                                      note: "remote read into a caller buffer (open once, \(perSample) reads per sample)"))
+        }
+        return results
+    }
+
+    /// Whole-object reads instantiated in the reader's tier 0 (the path of `view()` on a remote object).
+    func readIntoTier0(sizes: [Int]) async throws -> [Measurement] {
+        let reference = bandwidthReference()
+        var results: [Measurement] = []
+        // Below 1 MiB the figure is the cost of creating a tier-0 file, not of moving bytes.
+        for size in sizes where size >= 1 << 20 {
+            let info = try await setup.remoteObject(size: size)
+            let reader = try await geds.open(bucket: bucket, key: info.key)
+            let perSample = max(1, (64 << 20) / size)
+            let samples = setup.repetitions(for: size)
+            progress("read-tier0 \(transport.rawValue) \(Report.formatSize(size)): \(samples) × \(perSample) views")
+            let seconds = try await Bench.timed(samples: samples) {
+                for _ in 0..<perSample {
+                    let view = try await reader.view()
+                    precondition(view.count == size)
+                    // Dropped at once, so the next view lands on fresh tmpfs pages as a first read would.
                     geds.node.tier0.remove(info.blob)
-                    copyRates.append(Double(size) * 8 / seconds / 1e9)
                 }
-                results.append(bandwidth("read-tier0", size: size, rates: copyRates, reference: reference,
-                                         note: "whole-object read instantiated in the reader's tier 0 (fresh tmpfs pages each time)"))
             }
-            try await geds.delete(bucket: bucket, key: info.key)
+            results.append(.bandwidth(.readIntoTier0, transport: transport, size: size,
+                                      rates: Bench.rates(bytes: size * perSample, seconds), reference: reference,
+                                      note: "whole-object read into fresh pages of the reader's tier 0 (view())"))
         }
         return results
     }
 
     func readManyMiB() async throws -> [Measurement] {
         let count = 128
-        progress("read-1mib: placing \(count) objects of 1 MiB")
-        for index in 0..<count { _ = try await place("mib/\(index)", size: 1 << 20) }
+        progress("read-1mib \(transport.rawValue): placing \(count) objects of 1 MiB")
+        for index in 0..<count { _ = try await setup.place("mib/\(index)", size: 1 << 20) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
         defer { buffer.deallocate() }
         buffer.initializeMemory(as: UInt8.self, repeating: 0)
-        var rates: [Double] = []
-        for round in 0...repetitions {
-            let seconds = try await Bench.elapsed {
-                for index in 0..<count {
-                    let reader = try await geds.open(bucket: bucket, key: "mib/\(index)")
-                    _ = try await reader.read(at: 0, into: buffer)
-                }
-            }
-            if round > 0 { rates.append(Double(count << 20) * 8 / seconds / 1e9) }
+        progress("read-1mib \(transport.rawValue): \(setup.repetitions) × \(count) objects")
+        let seconds = try await Bench.timed(samples: setup.repetitions) {
+            for index in 0..<count { _ = try await geds.read(bucket: bucket, key: "mib/\(index)", into: buffer) }
         }
-        try await geds.delete(bucket: bucket, prefix: "mib/")
-        return [bandwidth("read-1mib", size: 1 << 20, rates: rates, reference: try iperfReference(),
-                          note: "\(count) distinct 1 MiB objects back to back, each open (MDS lookup) + remote read")]
-    }
-
-    private func bandwidth(_ workload: String, size: Int, rates: [Double], reference: Double?, note: String) -> Measurement {
-        let median = Statistics.median(rates)
-        return Measurement(workload: workload, transport: "tcp", size_bytes: size, gbit_per_s: median,
-                           spread: Statistics.spread(rates), reference: reference == nil ? "iperf3 (missing)" : "iperf3 single stream",
-                           reference_value: reference, ratio: reference.map { median / $0 }, note: note)
+        _ = try await geds.delete(bucket: bucket, prefix: "mib/")
+        return [.bandwidth(.readManyMiB, transport: transport, size: 1 << 20, rates: Bench.rates(bytes: count << 20, seconds),
+                           reference: bandwidthReference(),
+                           note: "\(count) distinct 1 MiB objects back to back, each open (MDS lookup) + remote read")]
     }
 
     // MARK: Small-object latency
 
     func latency() async throws -> [Measurement] {
         var results: [Measurement] = []
-        let iterations = 3000
         for size in [64, 4096, 65536] {
-            progress("latency: \(Report.formatSize(size))")
-            let info = try await place("lat-\(size)", size: size)
+            let info = try await setup.place("lat-\(size)", size: size)
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 64)
             defer { buffer.deallocate() }
-            var samples: [Double] = []
-            samples.reserveCapacity(iterations)
-            for round in 0..<(iterations + 300) {
-                let seconds = try await Bench.elapsed {
-                    let reader = try await geds.open(bucket: bucket, key: info.key)
-                    let got = try await reader.read(at: 0, into: buffer)
-                    precondition(got == size)
-                }
-                if round >= 300 { samples.append(seconds * 1e6) }
+            progress("latency \(transport.rawValue) \(Report.formatSize(size)): 3000 gets after 300 warm-up")
+            let seconds = try await Bench.timed(warmups: 300, samples: 3000) {
+                // One call: the lookup and the read run on the node's event loop.
+                let got = try await geds.read(bucket: bucket, key: info.key, into: buffer)
+                precondition(got == size)
             }
-            samples.sort()
-            let p50 = Statistics.percentile(samples, 0.5)
-            let redis = try References.redisGet(size: size, clients: 1, requests: 20000)
-            results.append(Measurement(
-                workload: "latency", transport: "tcp", size_bytes: size, p50_us: p50,
-                p99_us: Statistics.percentile(samples, 0.99), p999_us: Statistics.percentile(samples, 0.999),
-                reference: redis == nil ? "redis GET (missing)" : "redis-benchmark GET p50, 1 client",
-                reference_value: redis?.p50Microseconds, ratio: redis.map { $0.p50Microseconds / p50 },
-                note: "open (MDS lookup) + remote read, one client; ratio = redis p50 / GEDS p50 (>1: GEDS faster)"))
+            results.append(.latency(
+                .latency, transport: transport, size: size, microseconds: seconds.map { $0 * 1e6 },
+                reference: latencyReference(size: size),
+                note: "open (MDS lookup) + remote read, one client; ratio = redis p50 / GEDS p50"))
             try await geds.delete(bucket: bucket, key: info.key)
         }
         return results
@@ -172,18 +236,19 @@ final class Bench {
 
     // MARK: Metadata operations
 
+    /// MDS lookups per second from `clients` connections. The MDS speaks TCP whatever the data transport.
     func metadataOps(clients: Int) async throws -> [Measurement] {
-        progress("mds-ops: \(clients) clients, lookups for 3 s")
-        let info = try await place("meta-key", size: 64)
+        let info = try await setup.place("meta-key", size: 64)
         let mdsEndpoint = geds.node.configuration.mds
         let duration = 3.0
-        let bucket = self.bucket
-        let key = info.key
+        let (bucket, key) = (self.bucket, info.key)
+        progress("mds-ops: \(clients) clients, lookups for \(Int(duration)) s")
         let counts = try await withThrowingTaskGroup(of: Int.self) { group in
             for _ in 0..<clients {
                 group.addTask {
                     let client = MDSClient(endpoint: mdsEndpoint, pool: ConnectionPool(group: MultiThreadedEventLoopGroup.singleton),
                                            timeout: .seconds(10))
+                    // Warm-up: the connection is opened by the first request, which is not counted.
                     _ = try await client.lookup(bucket: bucket, key: key)
                     let end = DispatchTime.now().uptimeNanoseconds + UInt64(duration * 1e9)
                     var done = 0
@@ -198,36 +263,34 @@ final class Bench {
             return try await group.reduce(0, +)
         }
         let rate = Double(counts) / duration
-        let redis = try References.redisGet(size: 64, clients: clients, requests: 200_000)
+        let redis = References.redisGet(size: 64, clients: clients, requests: 200_000)
         try await geds.delete(bucket: bucket, key: info.key)
-        return [Measurement(workload: "mds-ops", transport: "tcp", size_bytes: 0, ops_per_s: rate,
-                            reference: redis == nil ? "redis GET (missing)" : "redis-benchmark GET, \(clients) clients",
-                            reference_value: redis?.requestsPerSecond, ratio: redis.map { rate / $0.requestsPerSecond },
-                            note: "MDS lookups/s, \(clients) clients each on its own connection")]
+        var result = Measurement(workload: Workload.metadataOps.rawValue, transport: Transport.tcp.rawValue, size_bytes: 0,
+                                 ops_per_s: rate, note: "MDS lookups/s, \(clients) clients each on its own connection")
+        result.compare(with: Reference("redis-benchmark GET, \(clients) clients", redis.map(\.requestsPerSecond)),
+                       higherIsBetter: true, value: rate)
+        return [result]
     }
 
     // MARK: Local reads and writes
 
     func localRead() async throws -> [Measurement] {
-        progress("local: zero-copy view of a 64 MiB object")
         let size = 64 << 20
-        let info = try await place("local", size: size, relocate: false)
-        var samples: [Double] = []
+        let info = try await setup.place("local", size: size, relocate: false)
         var checksum: UInt64 = 0
-        var inMapping = false
-        for round in 0..<220 {
-            let seconds = try await Bench.elapsed {
-                let view = try await geds.open(bucket: bucket, key: info.key).view()
-                checksum &+= UInt64(view.bytes[size - 1])
-                if round == 0 { inMapping = Bench.addressIsMapped(view.base, path: geds.node.tier0.path(of: info.blob)) }
-            }
-            if round >= 20 { samples.append(seconds * 1e6) }
+        let first = try await geds.open(bucket: bucket, key: info.key).view()
+        let inMapping = withExtendedLifetime(first) {
+            Bench.addressIsMapped(first.base, path: geds.node.tier0.path(of: info.blob))
         }
-        samples.sort()
+        progress("local: 200 zero-copy views of a 64 MiB object after 20 warm-up")
+        let seconds = try await Bench.timed(warmups: 20, samples: 200) {
+            let view = try await geds.open(bucket: bucket, key: info.key).view()
+            checksum &+= UInt64(view.bytes[size - 1])
+        }
         try await geds.delete(bucket: bucket, key: info.key)
-        return [Measurement(workload: "local", transport: "none", size_bytes: size, p50_us: Statistics.percentile(samples, 0.5),
-                            p99_us: Statistics.percentile(samples, 0.99),
-                            note: "open + zero-copy view of a local object: view address \(inMapping ? "lies in" : "is NOT in") the mapping of its tier-0 file (/proc/self/maps)")]
+        return [.latency(.local, transport: nil, size: size, microseconds: seconds.map { $0 * 1e6 },
+                         reference: nil,
+                         note: "open + zero-copy view of a local object: view address \(inMapping ? "lies in" : "is NOT in") the mapping of its tier-0 file (/proc/self/maps)")]
     }
 
     /// Whether `address` lies in a mapping of `path`, per /proc/self/maps: the proof that a view is no copy.
@@ -242,22 +305,28 @@ final class Bench {
     }
 
     func write() async throws -> [Measurement] {
-        progress("write: 64 MiB objects and 4 KiB objects (create + write + seal)")
-        var rates: [Double] = []
-        for round in 0..<repetitions {
-            let seconds = try await Bench.elapsed { _ = try await place("w-\(round)", size: 64 << 20, relocate: false) }
-            rates.append(Double(64 << 20) * 8 / seconds / 1e9)
+        let size = 64 << 20
+        var round = 0
+        progress("write: \(setup.repetitions) × 64 MiB objects, then 2000 × 4 KiB")
+        let seconds = try await Bench.timed(samples: setup.repetitions) {
+            _ = try await setup.place("w-\(round)", size: size, relocate: false)
+            round += 1
         }
         let small = 2000
-        let seconds = try await Bench.elapsed {
-            for index in 0..<small { _ = try await place("ws/\(index)", size: 4096, relocate: false) }
+        var index = 0
+        let smallSeconds = try await Bench.timed(warmups: 100, samples: small) {
+            _ = try await setup.place("ws/\(index)", size: 4096, relocate: false)
+            index += 1
         }
-        try await geds.delete(bucket: bucket, prefix: "w")
+        _ = try await geds.delete(bucket: bucket, prefix: "w")
+        var smallWrites = Measurement.latency(
+            .write, transport: .tcp, size: 4096, microseconds: smallSeconds.map { $0 * 1e6 },
+            reference: nil, note: "create + write + seal + stat of 4 KiB objects, one client (three MDS round trips each)")
+        smallWrites.ops_per_s = Double(small) / smallSeconds.reduce(0, +)
         return [
-            Measurement(workload: "write", transport: "none", size_bytes: 64 << 20, gbit_per_s: Statistics.median(rates),
-                        spread: Statistics.spread(rates), note: "create + write + seal into the local tier 0"),
-            Measurement(workload: "write", transport: "tcp", size_bytes: 4096, ops_per_s: Double(small) / seconds,
-                        note: "create + write + seal + stat of 4 KiB objects, one client (three MDS round trips each)"),
+            .bandwidth(.write, transport: nil, size: size, rates: Bench.rates(bytes: size, seconds), reference: nil,
+                       note: "create + write + seal into the local tier 0"),
+            smallWrites,
         ]
     }
 }

@@ -13,27 +13,32 @@ final class Cluster {
     private var mounted = false
 
     init(existingMDS: String?, binaries: String, ownerName: String?, hugePages: Bool) throws {
+        mds = try existingMDS.map { try Endpoint(parsing: $0) } ?? Endpoint(host: "127.0.0.1", port: try Cluster.freePort())
+        self.ownerName = existingMDS == nil ? "perf-owner" : ownerName ?? ""
         scratch = "/dev/shm/geds-perf-\(getpid())"
-        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
-        if hugePages {
-            // A tmpfs of its own with transparent huge pages for files at least 2 MiB long: page
-            // allocation, mapping and freeing cost a 512th of what 4 KiB pages cost.
-            guard mount("tmpfs", scratch, "tmpfs", 0, "huge=within_size,mode=0755") == 0 else {
-                throw GedsError.io("cannot mount a huge-page tmpfs at \(scratch) (needs root; or use --tier0-pages small)", errno: errno)
+        do {
+            try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+            Cleanup.folders.withLock { $0.append(scratch) }
+            if hugePages {
+                // A tmpfs of its own with transparent huge pages for files at least 2 MiB long: page
+                // allocation, mapping and freeing cost a 512th of what 4 KiB pages cost.
+                guard mount("tmpfs", scratch, "tmpfs", 0, "huge=within_size,mode=0755") == 0 else {
+                    throw GedsError.io("cannot mount a huge-page tmpfs at \(scratch) (needs root; or use --tier0-pages small)", errno: errno)
+                }
+                mounted = true
             }
-            mounted = true
+            if existingMDS == nil {
+                try launch(binaries + "/geds-mds", ["--listen", mds.description, "--log-level", "warning"])
+                try launch(binaries + "/gedsd", ["--mds", mds.description, "--listen", "127.0.0.1:0", "--tier0", scratch + "/owner",
+                                                 "--name", self.ownerName, "--host-id", "perf-owner-host", "--log-level", "warning"])
+            }
+        } catch {
+            stop()  // neither an MDS without its node nor a scratch folder may outlive this failure
+            throw error
         }
-        if let existingMDS {
-            mds = try Endpoint(parsing: existingMDS)
-            self.ownerName = ownerName ?? ""
-            return
-        }
-        let port = try Cluster.freePort()
-        mds = Endpoint(host: "127.0.0.1", port: port)
-        self.ownerName = "perf-owner"
-        try launch(binaries + "/geds-mds", ["--listen", mds.description, "--log-level", "warning"])
-        try launch(binaries + "/gedsd", ["--mds", mds.description, "--listen", "127.0.0.1:0", "--tier0", scratch + "/owner",
-                                         "--name", self.ownerName, "--host-id", "perf-owner-host", "--log-level", "warning"])
+        progress(existingMDS == nil
+            ? "cluster: started geds-mds at \(mds) and gedsd \(self.ownerName) (host perf-owner-host); this process reads as host perf-reader-host"
+            : "cluster: the running MDS at \(mds), owner \(self.ownerName.isEmpty ? "any gedsd" : self.ownerName); this process reads as host perf-reader-host")
     }
 
     private func launch(_ path: String, _ arguments: [String]) throws {
@@ -69,5 +74,6 @@ final class Cluster {
         children = []
         if mounted { umount(scratch) }
         try? FileManager.default.removeItem(atPath: scratch)
+        Cleanup.folders.withLock { $0.removeAll { $0 == scratch } }
     }
 }

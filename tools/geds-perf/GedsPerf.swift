@@ -3,55 +3,45 @@ import Foundation
 import GEDS
 import GedsCore
 import GedsNode
-import GedsTCP
 import Logging
-
-/// One figure: what was measured, how fast, and against which reference.
-struct Measurement: Codable {
-    var workload: String
-    var transport: String
-    var size_bytes: Int
-    var gbit_per_s: Double?
-    var ops_per_s: Double?
-    var p50_us: Double?
-    var p99_us: Double?
-    var p999_us: Double?
-    var spread: String?
-    var reference: String?
-    var reference_value: Double?
-    var ratio: Double?
-    var note: String?
-}
 
 @main
 struct GedsPerf: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "geds-perf",
-        abstract: "Measures GEDS beside its references (iperf3, redis-benchmark) in one run and prints ratios.")
+        abstract: "Measures GEDS beside its references (iperf3, redis-benchmark) in one run and prints ratios.",
+        discussion: """
+            Starts an MDS and an owner gedsd on loopback (unless --mds names a running MDS); this process is \
+            the reader, on a host of its own, so remote reads cross the network. Results go to a table on \
+            stdout (and --json, --csv, --plot); progress goes to stderr.
+            """)
 
-    @Option(help: "Use a running MDS instead of starting an MDS and an owner node here.")
+    @Option(help: "Use a running MDS (HOST:PORT) instead of starting an MDS and an owner node here.")
     var mds: String?
 
-    @Option(help: "With --mds: the node that owns the objects read.")
+    @Option(help: "With --mds: the gedsd that owns the objects read (default: any).")
     var owner: String?
 
-    @Option(help: "Transports to measure: tcp, rdma or both.")
-    var transport: String = "tcp"
+    @Option(help: "Transports to measure: tcp, rdma or both. A transport this machine lacks is reported absent.")
+    var transport: TransportChoice = .tcp
 
-    @Option(help: "Comma-separated workloads: read-bw, read-1mib, latency, mds-ops, local, write, mds-scale.")
-    var workloads: String = "read-bw,read-1mib,latency,mds-ops,local,write"
+    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var workloads: String = Workload.defaults.map(\.rawValue).joined(separator: ",")
 
-    @Option(help: "Object sizes for read-bw, comma-separated (K, M, G suffixes are KiB, MiB, GiB).")
-    var sizes: String = "4K,64K,1M,16M,256M"
+    @Option(help: "Object sizes for read-bw and read-tier0, comma-separated; K, M, G mean KiB, MiB, GiB.")
+    var sizes: String = "4K,16K,64K,256K,1M,4M,16M,64M,256M,1G"
 
-    @Option(help: "Repetitions of each bandwidth figure (the median is reported, min–max as spread).")
+    @Option(help: "Timed repetitions of each bandwidth figure (median reported, min and max as spread); at most 3 for objects of 256 MiB and more.")
     var repetitions: Int = 5
 
-    @Option(name: .customLong("scale-objects"), help: "Objects for mds-scale (memory per object and lookup time).")
+    @Option(name: .customLong("scale-objects"), help: "Objects for mds-scale (also run with 10,000 when larger).")
     var scaleObjects: Int = 1_000_000
 
     @Option(help: "Concurrent clients for mds-ops.")
     var clients: Int = 16
+
+    @Option(name: .customLong("node-objects"), help: "Objects for node-scale (1 KiB each, on this process's node).")
+    var nodeObjects: Int = 100_000
 
     @Option(help: "Folder of geds-mds and gedsd (default: next to this executable).")
     var bin: String?
@@ -60,25 +50,45 @@ struct GedsPerf: AsyncParsableCommand {
             help: "Tier-0 folders on /dev/shm as it is ('small' pages) or on a tmpfs mounted with huge pages ('huge', needs root).")
     var tier0Pages: String = "small"
 
-    @Option(help: "Write the measurements as JSON to this file.")
+    @Option(help: "Write the run (machine, units, measurements) as JSON to this file.")
     var json: String?
+
+    @Option(help: "Write the measurements as CSV to this file.")
+    var csv: String?
+
+    @Option(help: "Draw bandwidth versus object size to this file: .svg, or .png where rsvg-convert or ImageMagick is installed.")
+    var plot: String?
 
     func validate() throws {
         guard ["small", "huge"].contains(tier0Pages) else {
             throw ValidationError("--tier0-pages must be small or huge")
         }
-        guard ["tcp", "rdma", "both"].contains(transport) else {
-            throw ValidationError("--transport must be tcp, rdma or both")
-        }
-        let known: Set<String> = ["read-bw", "read-1mib", "latency", "mds-ops", "local", "write", "mds-scale"]
-        for workload in workloads.split(separator: ",") where !known.contains(String(workload)) {
-            throw ValidationError("unknown workload '\(workload)' (known: \(known.sorted().joined(separator: ", ")))")
-        }
+        _ = try Workload.parse(workloads)
         _ = try parsedSizes()
+        for (name, value) in [("--repetitions", repetitions), ("--clients", clients), ("--scale-objects", scaleObjects),
+                              ("--node-objects", nodeObjects)] where value < 1 {
+            throw ValidationError("\(name) must be at least 1")
+        }
+        if owner != nil, mds == nil { throw ValidationError("--owner needs --mds") }
+        // Output files are written after minutes of measuring: a folder that is not there must fail now.
+        for (name, path) in [("--json", json), ("--csv", csv), ("--plot", plot)] {
+            guard let path else { continue }
+            let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
+            guard FileManager.default.isWritableFile(atPath: folder) else {
+                throw ValidationError("\(name): cannot write into \(folder)")
+            }
+        }
+        if let plot {
+            guard Plot.Format(path: plot) != nil else { throw ValidationError("--plot must name a .svg or .png file") }
+            guard try Workload.parse(workloads).contains(where: \.measuresBandwidth) else {
+                throw ValidationError("--plot draws bandwidth: select at least one of "
+                    + Workload.allCases.filter(\.measuresBandwidth).map(\.rawValue).joined(separator: ", "))
+            }
+        }
     }
 
     func parsedSizes() throws -> [Int] {
-        try sizes.split(separator: ",").map { text in
+        try sizes.split(separator: ",", omittingEmptySubsequences: false).map { text in
             let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
             var digits = Substring(text)
             var unit = 1
@@ -86,110 +96,166 @@ struct GedsPerf: AsyncParsableCommand {
                 unit = scale
                 digits = text.dropLast()
             }
-            guard let value = Int(digits), value > 0 else { throw ValidationError("bad size '\(text)'") }
-            return value * unit
-        }
+            guard let value = Int(digits), value > 0 else {
+                throw ValidationError("bad size '\(text)' in --sizes (expected a positive count of bytes, e.g. 4096, 64K, 16M, 1G)")
+            }
+            let (bytes, overflow) = value.multipliedReportingOverflow(by: unit)
+            guard !overflow else { throw ValidationError("size '\(text)' is too large") }
+            return bytes
+        }.uniqued()
     }
 
     func run() async throws {
+        Cleanup.installSignalHandlers()
+        let selected = try Workload.parse(workloads)
+        // A PNG needs a converter: find out now rather than after minutes of measuring.
+        if let plot, Plot.Format(path: plot) == .png { try Plot.checkPNGConverter() }
+        let transports = try measurableTransports()
         let binaries = bin ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
-        if transport != "tcp" {
-            progress("RDMA: no RDMA data plane in this build (GedsVerbs is not implemented yet); measuring TCP only")
+        let machine = Machine.describe(
+            device: mds.map { "TCP to the running cluster at \($0)" } ?? Machine.loopbackDevice(),
+            tier0: tier0Pages == "huge" ? "tmpfs with transparent huge pages (huge=within_size)" : "/dev/shm, 4 KiB pages",
+            transports: transport.transports, references: References.tools(for: transport.transports))
+        progress("machine: \(machine.summary)")
+        for (tool, path) in machine.references.sorted(by: { $0.key < $1.key }) where path.hasPrefix("missing") {
+            progress("reference \(tool): \(path); its figures are reported as missing")
         }
-        progress("machine: \(Machine.describe())")
-        progress("tier 0: \(tier0Pages == "huge" ? "tmpfs with transparent huge pages (huge=within_size)" : "/dev/shm, 4 KiB pages")")
+
+        var results: [Measurement] = []
+        if selected.contains(.mdsScale) {
+            // In-process and first, before the other workloads have grown and fragmented this process's heap.
+            for count in Set([min(10_000, scaleObjects), scaleObjects]).sorted() {
+                results += try await MetadataScale.measure(count: count)
+            }
+        }
+        if selected.contains(where: \.needsCluster) {
+            results += try await measureOnCluster(selected, transports: transports, binaries: binaries)
+        }
+
+        Report.table(results, machine: machine)
+        if let json { try Report.writeJSON(results, machine: machine, to: json) }
+        if let csv { try Report.writeCSV(results, to: csv) }
+        if let plot { try Plot(results, machine: machine).write(to: plot) }
+        progress("done in \(String(format: "%.0f", Progress.elapsed())) s")
+    }
+
+    /// The requested transports this build and machine can measure; the others are reported absent.
+    func measurableTransports() throws -> [Transport] {
+        var measurable: [Transport] = []
+        for transport in self.transport.transports {
+            if let absence = transport.absence {
+                progress("\(transport.rawValue.uppercased()) absent: \(absence); not measured")
+            } else {
+                measurable.append(transport)
+            }
+        }
+        guard !measurable.isEmpty else {
+            throw ValidationError("no requested transport can be measured here (use --transport tcp or both)")
+        }
+        if measurable.count < self.transport.transports.count { progress("measuring \(measurable.map(\.rawValue).joined(separator: ", ")) only") }
+        return measurable
+    }
+
+    func measureOnCluster(_ selected: [Workload], transports: [Transport], binaries: String) async throws -> [Measurement] {
         let cluster = try Cluster(existingMDS: mds, binaries: binaries, ownerName: owner, hugePages: tier0Pages == "huge")
         defer { cluster.stop() }
         var logger = Logger(label: "geds-perf")
         logger.logLevel = .warning
+        // The reader is this process's own node on its own (simulated) host, so that every remote read
+        // crosses the network from the owner instead of mapping the owner's file.
         let geds = try await GEDS.connect(NodeConfiguration(
             mds: cluster.mds, tier0Directory: cluster.scratch + "/reader", name: "perf-reader-\(getpid())",
             hostID: "perf-reader-host", publishCachedCopies: false), logger: logger)
-        let bench = Bench(geds: geds, ownerName: cluster.ownerName, repetitions: repetitions)
         var results: [Measurement] = []
+        let parameters = Bench.Parameters(sizes: try parsedSizes(), clients: clients, nodeObjects: nodeObjects)
         do {
-            try await bench.prepare()
-            let selected = Set(workloads.split(separator: ",").map(String.init))
-            if selected.contains("read-bw") { results += try await bench.readBandwidth(sizes: try parsedSizes()) }
-            if selected.contains("read-1mib") { results += try await bench.readManyMiB() }
-            if selected.contains("latency") { results += try await bench.latency() }
-            if selected.contains("mds-ops") { results += try await bench.metadataOps(clients: clients) }
-            if selected.contains("local") { results += try await bench.localRead() }
-            if selected.contains("write") { results += try await bench.write() }
-            if selected.contains("mds-scale") {
-                for count in [10_000, scaleObjects] { results += try MetadataScale.measure(count: count) }
+            let setup = try await Bench.Setup(geds: geds, ownerName: cluster.ownerName, repetitions: repetitions)
+            // Transport-independent workloads run once; data-plane workloads once per transport.
+            for transport in transports {
+                let bench = Bench(setup, transport: transport)
+                for workload in selected where workload.dataPlane {
+                    results += try await bench.run(workload, parameters)
+                }
             }
+            let bench = Bench(setup, transport: .tcp)
+            for workload in selected where workload.needsCluster && !workload.dataPlane {
+                results += try await bench.run(workload, parameters)
+            }
+            try await setup.finish()
         } catch {
             await geds.close()
             throw error
         }
         await geds.close()
-        Report.table(results)
-        if let json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try encoder.encode(results).write(to: URL(fileURLWithPath: json))
+        return results
+    }
+}
+
+/// What geds-perf can measure. Data-plane workloads move object bytes and are measured per transport.
+enum Workload: String, CaseIterable {
+    case readBandwidth = "read-bw", readIntoTier0 = "read-tier0", readManyMiB = "read-1mib", latency
+    case metadataOps = "mds-ops", local, write, mdsScale = "mds-scale", nodeScale = "node-scale"
+
+    static let defaults: [Workload] = [.readBandwidth, .readIntoTier0, .readManyMiB, .latency, .metadataOps, .local, .write]
+
+    var dataPlane: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .latency].contains(self) }
+    var needsCluster: Bool { self != .mdsScale }
+    var measuresBandwidth: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .write].contains(self) }
+
+    static func parse(_ list: String) throws -> [Workload] {
+        try list.split(separator: ",", omittingEmptySubsequences: false).map { name in
+            guard let workload = Workload(rawValue: String(name)) else {
+                throw ValidationError("unknown workload '\(name)' (known: \(allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            return workload
+        }.uniqued()
+    }
+}
+
+extension Array where Element: Hashable {
+    /// The elements in order, each once: a list given twice on the command line is measured once.
+    func uniqued() -> [Element] {
+        var seen = Set<Element>()
+        return filter { seen.insert($0).inserted }
+    }
+}
+
+/// The carriers of object bytes. `transport` is a field of every measurement, so an RDMA column
+/// appears beside TCP as soon as the RDMA data plane can be measured.
+enum Transport: String, CaseIterable {
+    case tcp, rdma
+
+    /// Why this transport cannot be measured here, or nil when it can.
+    var absence: String? {
+        switch self {
+        case .tcp:
+            return nil
+        case .rdma:
+            let devices = Machine.rdmaDevices()
+            if devices.isEmpty { return "no RDMA device on this machine (/sys/class/infiniband is empty or missing)" }
+            // When GedsVerbs carries reads, this case becomes `return nil` and Bench opens RDMA readers.
+            return "RDMA device \(devices.joined(separator: ", ")) present, but this build has no RDMA data plane (GedsVerbs)"
         }
+    }
+}
+
+enum TransportChoice: String, CaseIterable, ExpressibleByArgument {
+    case tcp, rdma, both
+
+    var transports: [Transport] { self == .both ? Transport.allCases : [Transport(rawValue: rawValue)!] }
+}
+
+/// Progress lines on stderr, each with the seconds since the run started.
+enum Progress {
+    /// Set by the first progress line (a lazy global), which `run` prints first.
+    static let start = DispatchTime.now().uptimeNanoseconds
+
+    static func elapsed() -> Double {
+        let start = start  // read first: on the first call this sets it, and it must not be later than now
+        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
 }
 
 func progress(_ line: String) {
-    printError("geds-perf: \(line)")
-}
-
-enum Machine {
-    static func describe() -> String {
-        let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
-            .split(separator: "\n").first { $0.hasPrefix("model name") }?
-            .split(separator: ":").last?.trimmingCharacters(in: .whitespaces) ?? "unknown CPU"
-        var name = utsname()
-        uname(&name)
-        let release = withUnsafeBytes(of: name.release) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-        return "\(cpu), \(ProcessInfo.processInfo.activeProcessorCount) cores, Linux \(release), loopback TCP"
-    }
-}
-
-enum Statistics {
-    static func percentile(_ sorted: [Double], _ p: Double) -> Double {
-        guard !sorted.isEmpty else { return .nan }
-        return sorted[min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.down)))]
-    }
-
-    static func median(_ values: [Double]) -> Double { percentile(values.sorted(), 0.5) }
-
-    static func spread(_ values: [Double], _ format: String = "%.2f") -> String {
-        "\(String(format: format, values.min() ?? .nan))–\(String(format: format, values.max() ?? .nan))"
-    }
-}
-
-enum Report {
-    static func table(_ results: [Measurement]) {
-        var lines = ["workload    transport size        Gbit/s   ops/s       p50 µs   p99 µs   spread          reference                      ref value   ratio"]
-        for m in results {
-            func f(_ value: Double?, _ format: String) -> String { value.map { String(format: format, $0) } ?? "-" }
-            lines.append([
-                m.workload.padding(toLength: 11, withPad: " ", startingAt: 0),
-                m.transport.padding(toLength: 9, withPad: " ", startingAt: 0),
-                formatSize(m.size_bytes).padding(toLength: 11, withPad: " ", startingAt: 0),
-                f(m.gbit_per_s, "%.2f").padding(toLength: 8, withPad: " ", startingAt: 0),
-                f(m.ops_per_s, "%.0f").padding(toLength: 11, withPad: " ", startingAt: 0),
-                f(m.p50_us, "%.1f").padding(toLength: 8, withPad: " ", startingAt: 0),
-                f(m.p99_us, "%.1f").padding(toLength: 8, withPad: " ", startingAt: 0),
-                (m.spread ?? "-").padding(toLength: 15, withPad: " ", startingAt: 0),
-                (m.reference ?? "-").padding(toLength: 30, withPad: " ", startingAt: 0),
-                f(m.reference_value, "%.2f").padding(toLength: 11, withPad: " ", startingAt: 0),
-                m.ratio.map { String(format: "%.2fx", $0) } ?? "-",
-            ].joined(separator: " "))
-            if let note = m.note { lines.append("    \(note)") }
-        }
-        lines.append("Units: Gbit/s = 10^9 bit/s; sizes in KiB/MiB (2^10, 2^20 bytes); latencies in microseconds.")
-        printLine(lines.joined(separator: "\n"))
-    }
-
-    static func formatSize(_ bytes: Int) -> String {
-        if bytes >= 1 << 30, bytes % (1 << 30) == 0 { return "\(bytes >> 30) GiB" }
-        if bytes >= 1 << 20, bytes % (1 << 20) == 0 { return "\(bytes >> 20) MiB" }
-        if bytes >= 1 << 10, bytes % (1 << 10) == 0 { return "\(bytes >> 10) KiB" }
-        return "\(bytes) B"
-    }
+    printError("geds-perf [\(String(format: "%6.1f", Progress.elapsed())) s] \(line)")
 }

@@ -6,6 +6,16 @@ import GedsWire
 /// The MDS's memory per object and lookup time at scale, measured on the metadata store in this process
 /// (no network): resident memory before and after inserting `count` sealed objects, divided by `count`.
 enum MetadataScale {
+    /// The goal of the issue that asked for this figure: at most this many bytes per object at 10 M objects.
+    static let bytesPerObjectGoal = 200.0
+
+    /// The goal is stated for 10 M objects: a smaller store's figure includes overhead that is not per object.
+    static func goal(_ perObject: Double, count: Int) -> String {
+        let goal = "goal at 10 M objects: at most \(Int(bytesPerObjectGoal)) B"
+        guard count >= 10_000_000 else { return goal }
+        return goal + (perObject <= bytesPerObjectGoal ? ", met" : ", NOT met")
+    }
+
     static func residentBytes() -> Int {
         guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
         let fields = statm.split(separator: " ")
@@ -18,8 +28,8 @@ enum MetadataScale {
         return "run-7/part-" + String(repeating: "0", count: max(0, 9 - digits.count)) + digits + ".parquet"
     }
 
-    static func measure(count: Int) throws -> [Measurement] {
-        progress("mds-scale: \(count) objects in an in-process metadata store")
+    static func measure(count: Int) async throws -> [Measurement] {
+        progress("mds-scale: inserting \(count.formatted()) objects into an in-process metadata store")
         let before = residentBytes()
         var store = MetadataStore(leaseMilliseconds: 60_000)
         let node = store.register(NodeRegistration(name: "n", hostID: "h", role: .daemon,
@@ -29,18 +39,28 @@ enum MetadataScale {
             let blob = try store.createObject(bucket: "scale", key: key(index), node: node)
             try store.seal(blob: blob, size: 1024, metadata: [:], placement: BlobPlacement(node: node, tier: .tier0), now: 1)
         }
-        let after = residentBytes()
-        let perObject = Double(after - before) / Double(count)
+        let perObject = Double(residentBytes() - before) / Double(count)
+
         let lookups = 200_000
+        progress("mds-scale: \(lookups.formatted()) lookups of random keys among \(count.formatted())")
         var generator = SystemRandomNumberGenerator()
         let keys = (0..<lookups).map { _ in key(Int.random(in: 0..<count, using: &generator)) }
-        let start = DispatchTime.now().uptimeNanoseconds
-        var found = 0
-        for key in keys { found += try store.lookup(bucket: "scale", key: key).size > 0 ? 1 : 0 }
-        let nanoseconds = Double(DispatchTime.now().uptimeNanoseconds - start) / Double(lookups)
-        precondition(found == lookups)
+        // The rate from one untimed loop; the percentiles from each lookup timed alone (clock reads included).
+        let total = try await Bench.timed(warmups: 0, samples: 1) {
+            for key in keys where try store.lookup(bucket: "scale", key: key).size != 1024 { preconditionFailure("wrong size") }
+        }[0]
+        var index = 0
+        let each = try await Bench.timed(warmups: 0, samples: lookups) {
+            _ = try store.lookup(bucket: "scale", key: keys[index])
+            index += 1
+        }
         withExtendedLifetime(store) {}
-        return [Measurement(workload: "mds-scale", transport: "none", size_bytes: count, ops_per_s: 1e9 / nanoseconds,
-                            p50_us: nanoseconds / 1000, note: String(format: "%.0f bytes of resident memory per object (goal: at most 200); %.2f µs per lookup (mean over %d random keys)", perObject, nanoseconds / 1000, lookups))]
+        var result = Measurement.latency(
+            .mdsScale, transport: nil, size: 0, microseconds: each.map { $0 * 1e6 }, reference: nil,
+            note: String(format: "%.0f B of resident memory per object; ", perObject) + goal(perObject, count: count))
+        result.objects = count
+        result.ops_per_s = Double(lookups) / total
+        result.bytes_per_object = perObject
+        return [result]
     }
 }

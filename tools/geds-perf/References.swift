@@ -1,34 +1,71 @@
 import Foundation
 import GedsCore
 
+/// A reference figure beside which a GEDS figure is reported, or the reason there is none.
+struct Reference {
+    let name: String
+    let value: Double?
+    let missing: String?
+
+    init(_ name: String, _ outcome: Result<Double, References.Missing>) {
+        self.name = name
+        switch outcome {
+        case .success(let value): (self.value, missing) = (value, nil)
+        case .failure(let reason): (value, missing) = (nil, reason.reason)
+        }
+    }
+
+    var label: String { missing.map { "\(name) (missing: \($0))" } ?? name }
+}
+
 /// The tools GEDS is measured against, run on the same machine in the same invocation. A tool that is
-/// not installed is reported as missing, never replaced by a guess.
+/// not installed, or gives no figure, is reported as missing, never replaced by a guess.
 enum References {
+    struct Missing: Error {
+        let reason: String
+    }
+
     static func which(_ tool: String) -> String? {
-        for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
+        for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") {
             let path = "\(directory)/\(tool)"
             if FileManager.default.isExecutableFile(atPath: path) { return path }
         }
         return nil
     }
 
-    /// iperf3 single TCP stream on loopback, in Gbit/s (median of `repetitions` runs of `seconds`).
-    static func iperf3(seconds: Int, repetitions: Int) throws -> [Double]? {
-        guard let iperf = which("iperf3") else { return nil }
-        let port = try Cluster.freePort()
-        let server = try Child.spawn(iperf, ["-s", "-B", "127.0.0.1", "-p", String(port)], captureOutput: false)
-        defer { server.terminate() }
-        usleep(300_000)
-        var results: [Double] = []
-        for _ in 0..<repetitions {
-            let json = try Child.run(iperf, ["-c", "127.0.0.1", "-p", String(port), "-t", String(seconds), "-J"])
-            guard let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
-                  let end = object["end"] as? [String: Any],
-                  let received = end["sum_received"] as? [String: Any],
-                  let bits = received["bits_per_second"] as? Double else { continue }
-            results.append(bits / 1e9)
-        }
-        return results
+    static func find(_ tool: String) -> Result<String, Missing> {
+        which(tool).map { .success($0) } ?? .failure(Missing(reason: "\(tool) is not installed, not on PATH"))
+    }
+
+    /// The reference tools of these transports, each with its path or "missing (…)", for the machine description.
+    static func tools(for transports: [Transport]) -> [String: String] {
+        var tools = ["iperf3", "redis-server", "redis-benchmark"]
+        // perftest's tools, for when the RDMA data plane is measured.
+        if transports.contains(.rdma) { tools += ["ib_read_bw", "ib_read_lat"] }
+        return Dictionary(uniqueKeysWithValues: tools.map { ($0, which($0) ?? "missing (not on PATH)") })
+    }
+
+    /// iperf3 single TCP stream on loopback, in Gbit/s: the median of `repetitions` runs of `seconds`.
+    static func iperf3(seconds: Int, repetitions: Int) -> Result<Double, Missing> {
+        Result {
+            let iperf = try find("iperf3").get()
+            progress("reference: iperf3 single stream on loopback (\(repetitions) × \(seconds) s)")
+            let port = try Cluster.freePort()
+            let server = try Child.spawn(iperf, ["-s", "-B", "127.0.0.1", "-p", String(port)], captureOutput: false)
+            defer { server.terminate() }
+            usleep(300_000)
+            var results: [Double] = []
+            for _ in 0..<repetitions {
+                let json = try Child.run(iperf, ["-c", "127.0.0.1", "-p", String(port), "-t", String(seconds), "-J"]).output
+                guard let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
+                      let end = object["end"] as? [String: Any],
+                      let received = end["sum_received"] as? [String: Any],
+                      let bits = received["bits_per_second"] as? Double else { continue }
+                results.append(bits / 1e9)
+            }
+            guard !results.isEmpty else { throw Missing(reason: "iperf3 gave no result") }
+            return Statistics.median(results)
+        }.mapError(asMissing)
     }
 
     struct RedisFigures {
@@ -39,19 +76,32 @@ enum References {
 
     /// redis-benchmark GET of a `size`-byte value with `clients` connections, against a redis-server
     /// started here on loopback.
-    static func redisGet(size: Int, clients: Int, requests: Int) throws -> RedisFigures? {
-        guard let server = which("redis-server"), let benchmark = which("redis-benchmark") else { return nil }
-        let port = try Cluster.freePort()
-        let process = try Child.spawn(server, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], captureOutput: false)
-        defer { process.terminate() }
-        usleep(300_000)
-        let common = ["-h", "127.0.0.1", "-p", String(port), "-d", String(size), "-c", String(clients), "--csv"]
-        _ = try Child.run(benchmark, common + ["-t", "set", "-n", "1000"])
-        let csv = try Child.run(benchmark, common + ["-t", "get", "-n", String(requests)])
-        // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-        guard let line = csv.split(separator: "\n").first(where: { $0.hasPrefix("\"GET") }) else { return nil }
-        let fields = line.split(separator: ",").map { Double($0.trimmingCharacters(in: CharacterSet(charactersIn: "\""))) }
-        guard fields.count >= 7, let rps = fields[1], let p50 = fields[4], let p99 = fields[6] else { return nil }
-        return RedisFigures(requestsPerSecond: rps, p50Microseconds: p50 * 1000, p99Microseconds: p99 * 1000)
+    static func redisGet(size: Int, clients: Int, requests: Int) -> Result<RedisFigures, Missing> {
+        Result {
+            let server = try find("redis-server").get()
+            let benchmark = try find("redis-benchmark").get()
+            progress("reference: redis-benchmark GET of \(size) B values, \(clients) client\(clients == 1 ? "" : "s")")
+            let port = try Cluster.freePort()
+            let process = try Child.spawn(server, ["--port", String(port), "--bind", "127.0.0.1", "--save", "",
+                                                   "--appendonly", "no"], captureOutput: false)
+            defer { process.terminate() }
+            usleep(300_000)
+            let common = ["-h", "127.0.0.1", "-p", String(port), "-d", String(size), "-c", String(clients), "--csv"]
+            _ = try Child.run(benchmark, common + ["-t", "set", "-n", "1000"])
+            let csv = try Child.run(benchmark, common + ["-t", "get", "-n", String(requests)]).output
+            // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+            guard let line = csv.split(separator: "\n").first(where: { $0.hasPrefix("\"GET") }) else {
+                throw Missing(reason: "redis-benchmark gave no GET figure")
+            }
+            let fields = line.split(separator: ",").map { Double($0.trimmingCharacters(in: CharacterSet(charactersIn: "\""))) }
+            guard fields.count >= 7, let rps = fields[1], let p50 = fields[4], let p99 = fields[6] else {
+                throw Missing(reason: "redis-benchmark's CSV was not understood")
+            }
+            return RedisFigures(requestsPerSecond: rps, p50Microseconds: p50 * 1000, p99Microseconds: p99 * 1000)
+        }.mapError(asMissing)
+    }
+
+    private static func asMissing(_ error: any Error) -> Missing {
+        error as? Missing ?? Missing(reason: "\(error)")
     }
 }

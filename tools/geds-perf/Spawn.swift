@@ -1,5 +1,7 @@
+import Dispatch
 import Foundation
 import GedsCore
+import Synchronization
 
 /// A child process started with posix_spawn and reaped with waitpid. (Foundation's `Process` on Linux
 /// hung in `waitUntilExit` when called from this async program, so children are handled directly.)
@@ -35,6 +37,7 @@ struct Child {
             if captureOutput { close(pipeEnds[0]) }
             throw GedsError.io("cannot start \(path)", errno: result)
         }
+        Cleanup.live.withLock { _ = $0.insert(pid) }
         return Child(pid: pid, output: captureOutput ? pipeEnds[0] : nil)
     }
 
@@ -53,11 +56,12 @@ struct Child {
         return String(decoding: data, as: UTF8.self)
     }
 
+    /// Waits for the child to end; returns its wait status.
     @discardableResult
     func wait() -> Int32 {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0, errno == EINTR {}
-        if let output { close(output) }
+        reaped()
         return status
     }
 
@@ -68,7 +72,7 @@ struct Child {
         var status: Int32 = 0
         for _ in 0..<100 {
             if waitpid(pid, &status, WNOHANG) != 0 {
-                if let output { close(output) }
+                reaped()
                 return
             }
             usleep(10_000)
@@ -77,11 +81,42 @@ struct Child {
         wait()
     }
 
-    /// Runs a command to completion and returns its stdout.
-    static func run(_ path: String, _ arguments: [String]) throws -> String {
+    private func reaped() {
+        if let output { close(output) }
+        Cleanup.live.withLock { _ = $0.remove(pid) }
+    }
+
+    /// Runs a command to completion; returns its stdout and whether it exited with status 0.
+    static func run(_ path: String, _ arguments: [String]) throws -> (output: String, succeeded: Bool) {
         let child = try spawn(path, arguments, captureOutput: true)
         let output = child.read()
-        child.wait()
-        return output
+        return (output, child.wait() == 0)
+    }
+}
+
+/// What an interrupted run must not leave behind: the children it started (an MDS, a gedsd, reference
+/// servers) and the tier-0 folders, which hold gigabytes of memory on /dev/shm.
+enum Cleanup {
+    static let live = Mutex<Set<pid_t>>([])
+    static let folders = Mutex<[String]>([])
+
+    /// On SIGINT or SIGTERM: kill the children, remove the folders, exit 128 + the signal.
+    static func installSignalHandlers() {
+        for signal in [SIGINT, SIGTERM] {
+            Glibc.signal(signal, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signal, queue: .global())
+            source.setEventHandler {
+                for pid in live.withLock({ $0 }) { kill(pid, SIGKILL) }
+                for folder in folders.withLock({ $0 }) {
+                    umount(folder)  // the huge-page tmpfs, if one was mounted there
+                    try? FileManager.default.removeItem(atPath: folder)
+                }
+                printError("geds-perf: interrupted")
+                exit(128 + signal)
+            }
+            source.resume()
+            // Kept for the life of the process: a released source would stop handling the signal.
+            _ = Unmanaged.passRetained(source as AnyObject)
+        }
     }
 }

@@ -1,0 +1,271 @@
+"""geds-perf's own behaviour, never its figures: argument errors, references reported missing rather than
+faked, the JSON, CSV and SVG it writes, `--transport both` where RDMA is absent, and `--mds`.
+
+Each run uses tiny sizes and one repetition; references are kept off PATH wherever the test is not about
+them, so that iperf3's 9 s run happens once (in `full_run`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+
+import pytest
+
+from geds_harness import BIN, _die_with_parent, binary
+
+PERF = binary("geds-perf")
+REQUIRED = {"workload": str, "transport": str, "size_bytes": int, "gbit_per_s": float, "ops_per_s": float,
+            "p50_us": float, "p99_us": float, "reference": str, "reference_value": float, "ratio": float}
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+@dataclass
+class Run:
+    rc: int
+    out: str
+    err: str
+
+    def describe(self) -> str:
+        return f"rc={self.rc}\nstdout={self.out[-3000:]}\nstderr={self.err[-3000:]}"
+
+
+def perf(*args: str, path: str | None = None, timeout: float = 120) -> Run:
+    """Runs geds-perf; `path` replaces PATH (geds-perf starts geds-mds and gedsd by absolute path)."""
+    if not os.access(PERF, os.X_OK):
+        pytest.fail(f"{PERF} not found: run `swift build -c release --product geds-perf` or set GEDS_BIN")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEDS_")}
+    if path is not None:
+        env["PATH"] = path
+    proc = subprocess.Popen([PERF, "--bin", BIN, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_die_with_parent)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # SIGTERM first: geds-perf then ends the MDS and gedsd it started and removes its tier-0 folders.
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+        pytest.fail(f"geds-perf {' '.join(args)} took more than {timeout} s:\n{err[-3000:]}")
+    return Run(proc.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def no_references(tmp_path_factory):
+    """A PATH holding none of the reference tools (nor any converter)."""
+    return str(tmp_path_factory.mktemp("empty-path"))
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """One run with the references installed, every output file, and --transport both."""
+    folder = tmp_path_factory.mktemp("perf")
+    files = {kind: str(folder / f"out.{kind}") for kind in ("json", "csv", "svg")}
+    run = perf("--transport", "both", "--workloads", "read-bw,read-tier0", "--sizes", "64K,1M", "--repetitions", "1",
+               "--json", files["json"], "--csv", files["csv"], "--plot", files["svg"])
+    assert run.rc == 0, run.describe()
+    with open(files["json"]) as handle:
+        document = json.load(handle)
+    return run, document, files
+
+
+# MARK: argument errors
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--transport", "udp"], r"'udp' is invalid for '--transport.*'tcp', 'rdma' or 'both'"),
+    (["--workloads", "read-bw,nope"], r"unknown workload 'nope'"),
+    (["--workloads", ""], r"unknown workload ''"),
+    (["--sizes", "4K,abc"], r"bad size 'abc'"),
+    (["--sizes", "0"], r"bad size '0'"),
+    (["--sizes=-4K"], r"bad size '-4K'"),
+    (["--sizes", "9999999999999G"], r"too large"),
+    (["--repetitions", "0"], r"--repetitions must be at least 1"),
+    (["--plot", "out.pdf"], r"\.svg or \.png"),
+    (["--plot", "out.svg", "--workloads", "latency"], r"--plot draws bandwidth"),
+    (["--json", "/nonexistent-folder/out.json"], r"--json: cannot write into /nonexistent-folder"),
+    (["--owner", "node-a"], r"--owner needs --mds"),
+])
+def test_argument_errors(args, message):
+    run = perf(*args, timeout=30)
+    assert run.rc != 0, run.describe()
+    assert re.search(message, run.err), run.describe()
+    assert run.out == "", "nothing is measured on a usage error:\n" + run.describe()
+
+
+def test_rdma_alone_where_absent_is_an_error():
+    run = perf("--transport", "rdma", "--workloads", "read-bw", "--sizes", "4K", timeout=30)
+    if "RDMA absent" not in run.err:
+        pytest.skip("this machine can measure RDMA")
+    assert run.rc != 0, run.describe()
+    assert "no requested transport can be measured" in run.err, run.describe()
+
+
+def test_png_without_a_converter_fails_before_measuring(no_references, tmp_path):
+    run = perf("--workloads", "read-bw", "--sizes", "4K", "--plot", str(tmp_path / "out.png"), path=no_references,
+               timeout=30)
+    assert run.rc != 0, run.describe()
+    assert "cannot write a PNG" in run.err and "--plot FILE.svg" in run.err, run.describe()
+    assert "cluster: started" not in run.err, "must fail before starting anything:\n" + run.describe()
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_png_with_rsvg_convert(tmp_path):
+    converter = shutil.which("rsvg-convert")
+    if converter is None:
+        pytest.skip("rsvg-convert is not installed (Debian: librsvg2-bin)")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "rsvg-convert").symlink_to(converter)
+    out = tmp_path / "out.png"
+    run = perf("--workloads", "read-bw", "--sizes", "64K", "--repetitions", "1", "--plot", str(out), path=str(tools))
+    assert run.rc == 0, run.describe()
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# MARK: references
+
+
+def test_missing_references_are_reported_missing(no_references, tmp_path):
+    out = tmp_path / "out.json"
+    run = perf("--workloads", "read-bw,latency", "--sizes", "64K", "--repetitions", "1", "--json", str(out),
+               path=no_references)
+    assert run.rc == 0, run.describe()
+    document = json.loads(out.read_text())
+    for tool in ("iperf3", "redis-server", "redis-benchmark"):
+        assert document["machine"]["references"][tool].startswith("missing"), document["machine"]
+        assert f"Reference {tool}: missing" in run.out, run.describe()
+    measurements = document["measurements"]
+    assert {m["workload"] for m in measurements} == {"read-bw", "latency"}
+    for m in measurements:
+        assert "missing" in m["reference"], m
+        assert m["reference_value"] is None and m["ratio"] is None, m
+    assert "iperf3 single stream, loopback (missing: iperf3 is not installed" in run.out, run.describe()
+
+
+# MARK: outputs
+
+
+def test_json_schema(full_run):
+    _, document, _ = full_run
+    assert set(document) == {"machine", "units", "measurements"}
+    machine = document["machine"]
+    for field, kind in {"cpu": str, "cores": int, "memory_bytes": int, "kernel": str, "os": str, "device": str,
+                        "tier0": str, "transports": dict, "references": dict, "command": str, "started_at": str}.items():
+        assert isinstance(machine[field], kind), (field, machine)
+    assert machine["cores"] >= 1 and machine["kernel"].startswith("Linux")
+    assert set(machine["transports"]) == {"tcp", "rdma"} and machine["transports"]["tcp"] == "measured"
+    units = document["units"]
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in units.items())
+    assert "10^9 bit/s" in units["gbit_per_s"] and "2^10" in units["size_bytes"]
+
+    measurements = document["measurements"]
+    assert measurements, document
+    keys = set(measurements[0])
+    for m in measurements:
+        assert set(m) == keys, "every record has the same keys"
+        for field, kind in REQUIRED.items():
+            assert field in m, (field, m)
+            value = m[field]
+            if kind is float:
+                assert value is None or (isinstance(value, (int, float)) and math.isfinite(value)), (field, m)
+            else:
+                assert isinstance(value, kind), (field, m)
+        assert m["transport"] in ("tcp", "rdma", "none")
+        assert m["gbit_per_s"] is not None or m["ops_per_s"] is not None or m["p50_us"] is not None, m
+    bandwidth = [m for m in measurements if m["workload"] in ("read-bw", "read-tier0")]
+    assert {(m["workload"], m["size_bytes"]) for m in bandwidth} == {
+        ("read-bw", 65536), ("read-bw", 1 << 20), ("read-tier0", 1 << 20)}
+    for m in bandwidth:
+        assert m["samples"] == 1 and m["spread_min"] <= m["gbit_per_s"] <= m["spread_max"], m
+        if m["reference_value"] is not None:  # the ratio is GEDS / reference for a bandwidth
+            assert m["ratio"] == pytest.approx(m["gbit_per_s"] / m["reference_value"]), m
+
+
+def test_csv_matches_the_json(full_run):
+    _, document, files = full_run
+    with open(files["csv"], newline="") as handle:
+        rows = list(csv.reader(handle))
+    header = rows[0]
+    assert header[:3] == ["workload", "transport", "size_bytes"]
+    assert set(REQUIRED) <= set(header)
+    assert set(header) == set(document["measurements"][0]), "CSV columns are the JSON keys"
+    assert len(rows) - 1 == len(document["measurements"])
+    for row, m in zip(rows[1:], document["measurements"]):
+        record = dict(zip(header, row))
+        assert record["workload"] == m["workload"] and int(record["size_bytes"]) == m["size_bytes"]
+        assert (record["ratio"] == "") == (m["ratio"] is None)
+
+
+def test_svg_is_well_formed_with_labelled_axes(full_run):
+    _, document, files = full_run
+    root = ElementTree.parse(files["svg"]).getroot()
+    assert root.tag == f"{SVG}svg"
+    texts = [element.text or "" for element in root.iter(f"{SVG}text")]
+    assert any("object size" in t and "log2" in t for t in texts), texts
+    assert any("Gbit/s" in t and "10^9 bit/s" in t for t in texts), texts
+    assert any("GEDS read-bw over tcp" in t for t in texts), texts
+    assert any("64 KiB" == t for t in texts) and any("1 MiB" == t for t in texts), texts
+    if document["machine"]["references"]["iperf3"].startswith("missing"):
+        assert any("iperf3" in t and "no figure" in t for t in texts), texts
+    else:
+        assert any("iperf3" in t and "(reference)" in t for t in texts), texts
+    assert len(list(root.iter(f"{SVG}polyline"))) >= 2, "a GEDS line and a reference line"
+
+
+def test_transport_both_says_rdma_is_absent(full_run):
+    run, document, files = full_run
+    rdma = document["machine"]["transports"]["rdma"]
+    if rdma == "measured":
+        pytest.skip("this machine measures RDMA")
+    assert rdma.startswith("absent: ")
+    assert "RDMA absent" in run.err and "measuring tcp only" in run.err, run.describe()
+    assert "Transport rdma: absent" in run.out, run.describe()
+    assert {m["transport"] for m in document["measurements"]} == {"tcp"}
+    legend = [element.text or "" for element in ElementTree.parse(files["svg"]).getroot().iter(f"{SVG}text")]
+    assert any(t.startswith("GEDS over rdma (absent: ") for t in legend), legend
+
+
+def test_table_and_progress(full_run):
+    run, _, _ = full_run
+    header = run.out.splitlines()[0].split()
+    assert header[:3] == ["workload", "transport", "size"] and "ratio" in header
+    assert "Units: Gbit/s = 10^9 bit/s" in run.out
+    assert "read-bw tcp 64 KiB" in run.err and "wrote" in run.err, "progress goes to stderr"
+
+
+def test_mds_scale_prints_an_object_count(tmp_path):
+    out = tmp_path / "out.json"
+    run = perf("--workloads", "mds-scale", "--scale-objects", "2000", "--json", str(out))
+    assert run.rc == 0, run.describe()
+    assert "2,000 objects" in run.out and "2000 B" not in run.out, run.describe()
+    assert "cluster: started" not in run.err, "mds-scale runs in-process"
+    [m] = json.loads(out.read_text())["measurements"]
+    assert m["objects"] == 2000 and m["size_bytes"] == 0 and m["transport"] == "none"
+    assert isinstance(m["bytes_per_object"], float) and isinstance(m["ops_per_s"], float)
+
+
+def test_running_cluster_with_mds_and_owner(cluster, no_references, tmp_path):
+    out = tmp_path / "out.json"
+    run = perf("--mds", cluster.mds_address, "--owner", "node-a", "--workloads", "read-bw", "--sizes", "64K",
+               "--repetitions", "1", "--json", str(out), path=no_references)
+    assert run.rc == 0, run.describe()
+    assert "cluster: the running MDS at" in run.err and "owner node-a" in run.err, run.describe()
+    assert "cluster: started" not in run.err
+    [m] = json.loads(out.read_text())["measurements"]
+    assert m["workload"] == "read-bw" and m["transport"] == "tcp"
+    # Its bucket is gone again.
+    assert not [b for b in cluster.geds("ls").ok().lines if b.startswith("perf-")]
+
+
+def test_unknown_owner_fails_cleanly(cluster, no_references):
+    run = perf("--mds", cluster.mds_address, "--owner", "no-such-node", "--workloads", "read-bw", "--sizes", "4K",
+               path=no_references, timeout=30)
+    assert run.rc != 0 and "no-such-node" in run.err, run.describe()
+    assert not [b for b in cluster.geds("ls").ok().lines if b.startswith("perf-")]
