@@ -16,6 +16,7 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 python3 -c 'import pytest' 2>/dev/null || python3 -m pip install -q pytest
+python3 -c 'import moto.server, boto3' 2>/dev/null || python3 -m pip install -q 'moto[server]'
 
 command -v swift >/dev/null || { echo "setup: swift is not on PATH (expected the toolchain in /opt/swift)" >&2; exit 1; }
 echo "setup: building (release)" >&2

@@ -1,1 +1,28 @@
 #pragma once
+// Linux calls and constants that Swift's Glibc module does not show (it is built without _GNU_SOURCE), and a
+// hardware CRC32C. The definitions are in shim.c, which is compiled with _GNU_SOURCE.
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/// The O_DIRECT open flag.
+int clinux_o_direct(void);
+
+/// fallocate(2); returns 0 or -1 with errno set. `mode` 0 allocates and extends the file size.
+int clinux_fallocate(int fd, int mode, off_t offset, off_t length);
+
+/// The alignment direct I/O needs for memory and for file offsets/lengths on the file system holding `fd`,
+/// from statx(STATX_DIOALIGN) (Linux 6.1+). Returns 0 when the kernel reported them, -1 otherwise (errno set,
+/// or ENOTSUP when the kernel or file system did not say).
+int clinux_dio_alignment(int fd, uint32_t *memory_alignment, uint32_t *offset_alignment);
+
+/// Extended attributes of an open file (user.* names). Same returns as fsetxattr/fgetxattr/fremovexattr.
+int clinux_fsetxattr(int fd, const char *name, const void *value, size_t size);
+ssize_t clinux_fgetxattr(int fd, const char *name, void *value, size_t size);
+int clinux_fremovexattr(int fd, const char *name);
+
+/// 1 when this CPU has a CRC32C instruction (x86-64 SSE4.2, arm64 CRC), else 0.
+int clinux_crc32c_hardware(void);
+/// CRC32C (Castagnoli) with the hardware instruction; call only when clinux_crc32c_hardware() is 1.
+/// `crc` is the running value as seen from outside (start with 0); the result is the value to pass next.
+uint32_t clinux_crc32c_update(uint32_t crc, const void *data, size_t length);

@@ -1,1 +1,0 @@
-// The S3 persistence tier (issue 5).

@@ -1,1 +1,0 @@
-// Tier 1: NVMe through O_DIRECT (issue 5).
