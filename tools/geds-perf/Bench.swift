@@ -3,6 +3,7 @@ import GEDS
 import GedsCore
 import GedsNode
 import GedsTCP
+import GedsWire
 import NIOCore
 import NIOPosix
 
@@ -237,39 +238,86 @@ struct Bench {
     // MARK: Metadata operations
 
     /// MDS lookups per second from `clients` connections. The MDS speaks TCP whatever the data transport.
+    /// The metadata operations a job's tasks issue, each measured with one client and with `clients`.
+    enum MetadataOperation: String, CaseIterable {
+        case lookup
+        case createSeal = "create+seal"
+        case list = "list 100 keys"
+
+        /// The redis command it is compared with, where redis has a counterpart.
+        var redisCommand: String? {
+            switch self {
+            case .lookup: "GET"
+            case .createSeal: "SET"
+            case .list: nil
+            }
+        }
+    }
+
     func metadataOps(clients: Int) async throws -> [Measurement] {
         let info = try await setup.place("meta-key", size: 64)
+        for index in 0..<1000 { _ = try await setup.place("meta-list/\(index)", size: 64, relocate: false) }
+        var results: [Measurement] = []
+        for operation in MetadataOperation.allCases {
+            for count in Set([1, clients]).sorted() {
+                let rate = try await metadataRate(operation, clients: count, key: info.key)
+                var result = Measurement(workload: Workload.metadataOps.rawValue, transport: Transport.tcp.rawValue, size_bytes: 0,
+                                         ops_per_s: rate,
+                                         note: "MDS \(operation.rawValue)/s, \(count) client\(count == 1 ? "" : "s") each on its own connection")
+                if let command = operation.redisCommand {
+                    let redis = References.redis(command, size: 64, clients: count, requests: count == 1 ? 50_000 : 200_000)
+                    result.compare(with: Reference("redis-benchmark \(command), \(count) client\(count == 1 ? "" : "s")",
+                                                   redis.map(\.requestsPerSecond)),
+                                   higherIsBetter: true, value: rate)
+                }
+                results.append(result)
+            }
+        }
+        try await geds.delete(bucket: bucket, key: info.key)
+        _ = try await geds.delete(bucket: bucket, prefix: "meta-")
+        return results
+    }
+
+    /// Operations per second of `operation` over 2 s with `clients` concurrent clients (after one warm-up each).
+    private func metadataRate(_ operation: MetadataOperation, clients: Int, key: String) async throws -> Double {
         let mdsEndpoint = geds.node.configuration.mds
-        let duration = 3.0
-        let (bucket, key) = (self.bucket, info.key)
-        progress("mds-ops: \(clients) clients, lookups for \(Int(duration)) s")
+        let node = geds.node.index
+        let duration = 2.0
+        let bucket = self.bucket
+        progress("mds-ops: \(operation.rawValue), \(clients) client\(clients == 1 ? "" : "s") for \(Int(duration)) s")
         let counts = try await withThrowingTaskGroup(of: Int.self) { group in
-            for _ in 0..<clients {
+            for client in 0..<clients {
                 group.addTask {
-                    let client = MDSClient(endpoint: mdsEndpoint, pool: ConnectionPool(group: MultiThreadedEventLoopGroup.singleton),
-                                           timeout: .seconds(10))
-                    // Warm-up: the connection is opened by the first request, which is not counted.
-                    _ = try await client.lookup(bucket: bucket, key: key)
-                    let end = DispatchTime.now().uptimeNanoseconds + UInt64(duration * 1e9)
+                    let mds = MDSClient(endpoint: mdsEndpoint, pool: ConnectionPool(group: MultiThreadedEventLoopGroup.singleton),
+                                        timeout: .seconds(10))
+                    defer { mds.pool.closeAll() }
                     var done = 0
+                    func once() async throws {
+                        switch operation {
+                        case .lookup:
+                            _ = try await mds.lookup(bucket: bucket, key: key)
+                        case .createSeal:
+                            // Metadata only: the blob's bytes are not the point here.
+                            let reply = try await mds.call(.createObject(bucket: bucket, key: "meta-new/\(client)/\(done)", node: node))
+                            guard case .created(let blob) = reply else { throw GedsError(.protocolViolation, "unexpected \(reply)") }
+                            try await mds.expectOK(.sealObject(blob: blob, size: 64, metadata: [:],
+                                                               placement: BlobPlacement(node: node, tier: .tier0)))
+                        case .list:
+                            _ = try await mds.list(bucket: bucket, prefix: "meta-list/", delimiter: "", startAfter: "", maxKeys: 100)
+                        }
+                    }
+                    try await once()  // warm-up: opens the connection
+                    let end = DispatchTime.now().uptimeNanoseconds + UInt64(duration * 1e9)
                     while DispatchTime.now().uptimeNanoseconds < end {
-                        _ = try await client.lookup(bucket: bucket, key: key)
+                        try await once()
                         done += 1
                     }
-                    client.pool.closeAll()
                     return done
                 }
             }
             return try await group.reduce(0, +)
         }
-        let rate = Double(counts) / duration
-        let redis = References.redisGet(size: 64, clients: clients, requests: 200_000)
-        try await geds.delete(bucket: bucket, key: info.key)
-        var result = Measurement(workload: Workload.metadataOps.rawValue, transport: Transport.tcp.rawValue, size_bytes: 0,
-                                 ops_per_s: rate, note: "MDS lookups/s, \(clients) clients each on its own connection")
-        result.compare(with: Reference("redis-benchmark GET, \(clients) clients", redis.map(\.requestsPerSecond)),
-                       higherIsBetter: true, value: rate)
-        return [result]
+        return Double(counts) / duration
     }
 
     // MARK: Local reads and writes

@@ -89,19 +89,17 @@ struct GedsPerf: AsyncParsableCommand {
 
     func parsedSizes() throws -> [Int] {
         try sizes.split(separator: ",", omittingEmptySubsequences: false).map { text in
-            let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
-            var digits = Substring(text)
-            var unit = 1
-            if let last = text.last, let scale = units[Character(last.uppercased())] {
-                unit = scale
-                digits = text.dropLast()
+            let bytes: UInt64
+            do {
+                bytes = try ByteCount.parse(String(text))
+            } catch {
+                throw ValidationError(GedsError.wrapping(error).message + " in --sizes")
             }
-            guard let value = Int(digits), value > 0 else {
+            guard bytes > 0 else {
                 throw ValidationError("bad size '\(text)' in --sizes (expected a positive count of bytes, e.g. 4096, 64K, 16M, 1G)")
             }
-            let (bytes, overflow) = value.multipliedReportingOverflow(by: unit)
-            guard !overflow else { throw ValidationError("size '\(text)' is too large") }
-            return bytes
+            guard let size = Int(exactly: bytes) else { throw ValidationError("size '\(text)' is too large") }
+            return size
         }.uniqued()
     }
 

@@ -77,10 +77,15 @@ enum References {
     /// redis-benchmark GET of a `size`-byte value with `clients` connections, against a redis-server
     /// started here on loopback.
     static func redisGet(size: Int, clients: Int, requests: Int) -> Result<RedisFigures, Missing> {
+        redis("GET", size: size, clients: clients, requests: requests)
+    }
+
+    /// redis-benchmark's figures for one command ("GET" or "SET") against a redis-server started here.
+    static func redis(_ command: String, size: Int, clients: Int, requests: Int) -> Result<RedisFigures, Missing> {
         Result {
             let server = try find("redis-server").get()
             let benchmark = try find("redis-benchmark").get()
-            progress("reference: redis-benchmark GET of \(size) B values, \(clients) client\(clients == 1 ? "" : "s")")
+            progress("reference: redis-benchmark \(command) of \(size) B values, \(clients) client\(clients == 1 ? "" : "s")")
             let port = try Cluster.freePort()
             let process = try Child.spawn(server, ["--port", String(port), "--bind", "127.0.0.1", "--save", "",
                                                    "--appendonly", "no"], captureOutput: false)
@@ -88,10 +93,10 @@ enum References {
             usleep(300_000)
             let common = ["-h", "127.0.0.1", "-p", String(port), "-d", String(size), "-c", String(clients), "--csv"]
             _ = try Child.run(benchmark, common + ["-t", "set", "-n", "1000"])
-            let csv = try Child.run(benchmark, common + ["-t", "get", "-n", String(requests)]).output
+            let csv = try Child.run(benchmark, common + ["-t", command.lowercased(), "-n", String(requests)]).output
             // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-            guard let line = csv.split(separator: "\n").first(where: { $0.hasPrefix("\"GET") }) else {
-                throw Missing(reason: "redis-benchmark gave no GET figure")
+            guard let line = csv.split(separator: "\n").first(where: { $0.hasPrefix("\"\(command)") }) else {
+                throw Missing(reason: "redis-benchmark gave no \(command) figure")
             }
             let fields = line.split(separator: ",").map { Double($0.trimmingCharacters(in: CharacterSet(charactersIn: "\""))) }
             guard fields.count >= 7, let rps = fields[1], let p50 = fields[4], let p99 = fields[6] else {
