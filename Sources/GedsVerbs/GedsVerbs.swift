@@ -1,1 +1,0 @@
-// The RDMA transport (issue 3): typed wrappers over CVerbs.
