@@ -1,6 +1,7 @@
 import GedsCore
 import GedsNode
 import GedsTier0
+import GedsTier1
 import GedsWire
 import Logging
 
@@ -15,6 +16,7 @@ import Logging
 @_exported import enum GedsCore.Tier
 @_exported import struct GedsNode.NodeConfiguration
 @_exported import class GedsTier0.MappedBytes
+@_exported import struct GedsTier1.Tier1Configuration
 
 /// A handle to the store: one namespace of buckets and objects shared by every node. Opening it starts the
 /// node embedded in this process, which holds the objects it writes and serves them to the others.

@@ -1,6 +1,7 @@
 import GedsCore
 import GedsTCP
 import GedsTier0
+import GedsTier1
 import GedsWire
 import Logging
 import NIOCore
@@ -12,6 +13,10 @@ import Synchronization
 public final class Node: Sendable {
     public let configuration: NodeConfiguration
     public let tier0: Tier0Store
+    /// Where tier 0 spills to (nil: no tier 1).
+    public let tier1: Tier1Store?
+    /// Tier-0 budget, spill order and moves in progress (see Tiering.swift).
+    let tiers: Mutex<TierState>
     public let mds: MDSClient
     public let logger: Logger
     let peers: ConnectionPool
@@ -36,6 +41,13 @@ public final class Node: Sendable {
     public static func start(_ configuration: NodeConfiguration, logger: Logger,
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws(GedsError) -> Node {
         let tier0 = try Tier0Store(directory: configuration.tier0Directory)
+        var tier1: Tier1Store?
+        if let tier1Configuration = configuration.tier1 {
+            guard configuration.tier0Capacity != nil else {
+                throw GedsError(.invalidArgument, "a tier 1 needs a tier-0 capacity (when to spill to it)")
+            }
+            tier1 = try Tier1Store(tier1Configuration)
+        }
         let executor = EventLoopTaskExecutor(group.next())
         let pool = ConnectionPool(group: executor.eventLoop)
         let service = NodeService()
@@ -45,8 +57,8 @@ public final class Node: Sendable {
         } catch {
             throw GedsError.wrapping(error)
         }
-        let node = Node(configuration: configuration, tier0: tier0, pool: pool, executor: executor, server: server,
-                        group: group, logger: logger)
+        let node = Node(configuration: configuration, tier0: tier0, tier1: tier1, pool: pool, executor: executor,
+                        server: server, group: group, logger: logger)
         service.node.withLock { $0 = node }
         do {
             try await node.register()
@@ -58,10 +70,14 @@ public final class Node: Sendable {
         return node
     }
 
-    private init(configuration: NodeConfiguration, tier0: Tier0Store, pool: ConnectionPool, executor: EventLoopTaskExecutor,
-                 server: FrameServer, group: any EventLoopGroup, logger: Logger) {
+    private init(configuration: NodeConfiguration, tier0: Tier0Store, tier1: Tier1Store?, pool: ConnectionPool,
+                 executor: EventLoopTaskExecutor, server: FrameServer, group: any EventLoopGroup, logger: Logger) {
         self.configuration = configuration
         self.tier0 = tier0
+        self.tier1 = tier1
+        tiers = Mutex(TierState(policy: configuration.tier0Capacity.map {
+            SpillPolicy(capacity: $0, highWater: configuration.spillHighWater, lowWater: configuration.spillLowWater)
+        }))
         self.peers = pool
         self.executor = executor
         self.server = server
@@ -101,6 +117,13 @@ public final class Node: Sendable {
                 tier0.remove(blob)
             }
         }
+        for object in tier1?.objects ?? [] where !tier0.contains(object.blob) {
+            do {
+                try await mds.expectOK(.addLocation(blob: object.blob, placement: BlobPlacement(node: index, tier: .tier1)))
+            } catch {
+                _ = try? await tier1?.remove(object.blob)
+            }
+        }
     }
 
     private func startHeartbeats() {
@@ -121,7 +144,7 @@ public final class Node: Sendable {
         do {
             let reply = try await mds.call(.heartbeat(node: index, blobs: usage.blobs, bytes: usage.bytes))
             if case .heartbeatAck(let drop) = reply {
-                for blob in drop { tier0.remove(blob) }
+                for blob in drop { await dropLocalCopies(of: blob) }
             }
         } catch where error.code == .noSuchNode {
             logger.warning("the MDS no longer knows this node; registering again")
@@ -137,6 +160,7 @@ public final class Node: Sendable {
         await server.close()
         peers.closeAll()
         await bulk.shutdown()
+        await tier1?.shutdown()
         if configuration.removeTier0OnShutdown {
             for blob in tier0.inventory.keys { tier0.remove(blob) }
             rmdir(configuration.tier0Directory)
@@ -164,8 +188,11 @@ public final class Node: Sendable {
         try UserMetadata.validate(metadata)
         let blob = writable.blob
         let size = try writable.seal()
+        pin(blob)  // not spilled while pending at the MDS
+        defer { unpin(blob) }
         var placement = BlobPlacement(node: index, tier: .tier0)
         do {
+            if target == nil { try await checkTier0Capacity(sealing: blob, size: size) }
             if let target {
                 try await askToPull(blob, size: size, from: ownLocation(of: blob), to: target)
                 placement = BlobPlacement(node: 0, tier: .tier0)
@@ -176,7 +203,7 @@ public final class Node: Sendable {
             try? await mds.expectOK(.abortObject(blob: blob))
             throw error
         }
-        if target != nil { tier0.remove(blob) }
+        if target != nil { tier0.remove(blob) } else { admitted(blob) }
     }
 
     func ownLocation(of blob: BlobID) -> Location {
@@ -186,72 +213,122 @@ public final class Node: Sendable {
 
     // MARK: Reading
 
-    /// A zero-copy view of the whole object: our own copy, a same-host owner's file, or a copy fetched from
-    /// a peer into our tier 0 (and published as another location).
+    /// A zero-copy view of the whole object: our own copy (promoted from tier 1 when spilled), a same-host
+    /// owner's tier-0 file, or a copy fetched from a peer into our tier 0 (and published as another location).
     public func view(of info: ObjectInfo) async throws(GedsError) -> MappedBytes {
-        if tier0.contains(info.blob) {
-            if let mapping = try? tier0.map(info.blob) { return mapping }
-        }
-        var failures: [String] = []
-        for location in ordered(info.locations) where location.hostID == configuration.hostID {
-            do {
-                return try Tier0Store.map(path: location.path)
+        try await followingMoves(info) { (info) throws(GedsError) -> MappedBytes in
+            var failures: [(node: String, error: GedsError)] = []
+            do throws(GedsError) {
+                if let own = try await ownCopy(info.blob) {
+                    opened(info.blob, own)
+                    return own
+                }
             } catch {
-                failures.append("\(location.node): \(error.message)")
+                failures.append((configuration.name, error))
             }
-        }
-        for location in ordered(info.locations) where location.hostID != configuration.hostID {
-            do {
-                return try await fetch(info.blob, size: info.size, from: location, publish: configuration.publishCachedCopies)
-            } catch {
-                failures.append("\(location.node): \(error.message)")
+            for location in ordered(info.locations) where isMappable(location) {
+                do throws(GedsError) {
+                    return try Tier0Store.map(path: location.path)
+                } catch {
+                    failures.append((location.node, error))
+                }
             }
+            for location in ordered(info.locations) where !isMappable(location) && location.node != configuration.name {
+                do throws(GedsError) {
+                    let copy = try await fetch(info.blob, size: info.size, from: location, publish: configuration.publishCachedCopies)
+                    opened(info.blob, copy)
+                    return copy
+                } catch {
+                    failures.append((location.node, error))
+                }
+            }
+            throw unreachable(info, failures)
         }
-        throw unreachable(info, failures)
     }
 
     /// Reads a range into caller memory (`buffer.count` bytes from `offset`, clipped to the object's size).
     public func read(_ info: ObjectInfo, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
         guard offset < info.size, buffer.count > 0 else { return 0 }
         let length = min(UInt64(buffer.count), info.size - offset)
-        var failures: [String] = []
-        for location in ordered(info.locations) {
-            if location.hostID == configuration.hostID || tier0.contains(info.blob) {
+        let destination = CallerBufferSink(destination: UnsafeMutableRawBufferPointer(rebasing: buffer[..<Int(length)]))
+        return try await followingMoves(info) { (info) throws(GedsError) -> Int in
+            var failures: [(node: String, error: GedsError)] = []
+            do throws(GedsError) {
+                if let own = try await ownCopy(info.blob) { return try copy(from: own, at: offset, into: destination) }
+            } catch {
+                failures.append((configuration.name, error))
+            }
+            for location in ordered(info.locations) where location.node != configuration.name {
                 do throws(GedsError) {
-                    let mapping = tier0.contains(info.blob) ? try tier0.map(info.blob) : try Tier0Store.map(path: location.path)
-                    guard mapping.count >= Int(offset + length) else { throw GedsError(.noSuchBlob, "copy is shorter than the object") }
-                    mapping.withBytes { bytes in
-                        buffer.baseAddress!.copyMemory(from: bytes.baseAddress!.advanced(by: Int(offset)), byteCount: Int(length))
+                    if isMappable(location) {
+                        return try copy(from: try Tier0Store.map(path: location.path), at: offset, into: destination)
                     }
+                    let got = try await transfer(info.blob, offset: offset, length: length, from: location, into: destination)
+                    guard got == length else { throw GedsError(.protocolViolation, "node \(location.node) sent \(got) of \(length) bytes") }
                     return Int(length)
                 } catch {
-                    failures.append("\(location.node): \(error.message)")
-                    continue
+                    failures.append((location.node, error))
                 }
             }
-            do throws(GedsError) {
-                let sink = CallerBufferSink(destination: UnsafeMutableRawBufferPointer(rebasing: buffer[..<Int(length)]))
-                let got = try await transfer(info.blob, offset: offset, length: length, from: location, into: sink)
-                guard got == length else { throw GedsError(.protocolViolation, "node \(location.node) sent \(got) of \(length) bytes") }
-                return Int(length)
-            } catch {
-                failures.append("\(location.node): \(error.message)")
-            }
+            throw unreachable(info, failures)
         }
-        throw unreachable(info, failures)
     }
 
-    /// Copies a blob from a peer into our tier 0, straight into its mapping.
-    func fetch(_ blob: BlobID, size: UInt64, from location: Location, publish: Bool) async throws(GedsError) -> MappedBytes {
-        let receiving = try tier0.receive(blob, size: size)
-        if size > 0 {
-            let got = try await transfer(blob, offset: 0, length: size, from: location,
-                                         into: MappingSink(mapping: receiving.mapping))
-            guard got == size else {
-                throw GedsError(.protocolViolation, "node \(location.node) sent \(got) of \(size) bytes")
+    private func copy(from mapping: MappedBytes, at offset: UInt64, into sink: CallerBufferSink) throws(GedsError) -> Int {
+        let length = sink.destination.count
+        guard mapping.count >= Int(offset) + length else { throw GedsError(.noSuchBlob, "copy is shorter than the object") }
+        mapping.withBytes { bytes in
+            sink.destination.baseAddress!.copyMemory(from: bytes.baseAddress!.advanced(by: Int(offset)), byteCount: length)
+        }
+        return length
+    }
+
+    /// Our own copy, mapped: tier 0 as it is, tier 1 promoted into tier 0 first; nil when we hold none.
+    func ownCopy(_ blob: BlobID) async throws(GedsError) -> MappedBytes? {
+        if tier0.contains(blob), let mapping = try? tier0.map(blob) {
+            touched(blob)
+            return mapping
+        }
+        guard holdsInTier1(blob) else { return nil }
+        do {
+            try await promote(blob)
+        } catch where error.code == .outOfSpace {
+            // Both tiers full: map the tier-1 file where it is (through the page cache) rather than fail.
+            guard let tier1 else { throw error }
+            return try Tier0Store.map(path: tier1.path(of: blob))
+        }
+        return try tier0.map(blob)
+    }
+
+    /// Whether a location's file can be mapped from here: a tier-0 copy on this host. Tier-1 files are
+    /// read through their owner, which promotes them (and keeps the move order: MDS first, then the file).
+    private func isMappable(_ location: Location) -> Bool {
+        location.tier == .tier0 && location.hostID == configuration.hostID
+    }
+
+    /// Runs a read against `info`, and once more against the MDS's current locations when it failed because
+    /// the copies moved meanwhile (spilled, promoted, relocated): a reader never sees a move.
+    private func followingMoves<Result>(_ info: ObjectInfo,
+                                        _ attempt: (ObjectInfo) async throws(GedsError) -> Result) async throws(GedsError) -> Result {
+        var current = info
+        var retries = 2
+        while true {
+            do {
+                return try await attempt(current)
+            } catch where retries > 0 && error.code == .noSuchBlob {
+                retries -= 1
+                guard let fresh = try? await mds.lookup(bucket: info.bucket, key: info.key),
+                      fresh.blob == info.blob, fresh.locations != current.locations else { throw error }
+                current = fresh
             }
         }
-        try receiving.seal()
+    }
+
+    /// Copies a blob from a peer into our tier 0 (once there is room), straight into its mapping.
+    func fetch(_ blob: BlobID, size: UInt64, from location: Location, publish: Bool) async throws(GedsError) -> MappedBytes {
+        let mapping = try await withTier0Room(size, for: blob) { () throws(GedsError) -> MappedBytes in
+            try await receive(blob, size: size, from: location)
+        }
         if publish {
             do {
                 try await mds.expectOK(.addLocation(blob: blob, placement: BlobPlacement(node: index, tier: .tier0)))
@@ -261,6 +338,21 @@ public final class Node: Sendable {
                 logger.debug("could not publish cached copy of \(blob.fileName): \(error.message)")
             }
         }
+        if tier0.contains(blob) { admitted(blob) }
+        return mapping
+    }
+
+    /// Receives a blob from a peer into tier 0 (room for it already reserved).
+    private func receive(_ blob: BlobID, size: UInt64, from location: Location) async throws(GedsError) -> MappedBytes {
+        let receiving = try tier0.receive(blob, size: size)
+        if size > 0 {
+            let got = try await transfer(blob, offset: 0, length: size, from: location,
+                                         into: MappingSink(mapping: receiving.mapping))
+            guard got == size else {
+                throw GedsError(.protocolViolation, "node \(location.node) sent \(got) of \(size) bytes")
+            }
+        }
+        try receiving.seal()
         return receiving.mapping
     }
 
@@ -289,17 +381,22 @@ public final class Node: Sendable {
         }
     }
 
-    private func unreachable(_ info: ObjectInfo, _ failures: [String]) -> GedsError {
+    /// The error of a read that found no copy. When every copy tried was simply gone (moved between tiers or
+    /// nodes since the lookup) it is `noSuchBlob`, which `followingMoves` answers with a fresh lookup.
+    private func unreachable(_ info: ObjectInfo, _ failures: [(node: String, error: GedsError)]) -> GedsError {
         if info.locations.isEmpty {
             return GedsError(.objectLost, "object \(info.bucket)/\(info.key) has no copy left (its nodes are gone)")
         }
-        return GedsError(.peerUnreachable, "no copy of \(info.bucket)/\(info.key) could be read: \(failures.joined(separator: "; "))")
+        let moved = !failures.isEmpty && failures.allSatisfy { $0.error.code == .noSuchBlob }
+        return GedsError(moved ? .noSuchBlob : .peerUnreachable, "no copy of \(info.bucket)/\(info.key) could be read: "
+                         + failures.map { "\($0.node): \($0.error.message)" }.joined(separator: "; "))
     }
 
     // MARK: Relocation
 
     /// Hands a sealed object to another node, which becomes its owner; our copy goes afterwards.
     public func relocate(_ info: ObjectInfo, to target: NodeInfo) async throws(GedsError) {
+        if holdsInTier1(info.blob) { try await promote(info.blob) }  // the target takes it from our tier 0
         let source = tier0.contains(info.blob) ? ownLocation(of: info.blob) : ordered(info.locations).first
         guard let source else { throw unreachable(info, []) }
         try await askToPull(info.blob, size: info.size, from: source, to: target)
@@ -325,8 +422,11 @@ public final class Node: Sendable {
     /// and publish ourselves as a location.
     func pull(_ blob: BlobID, size: UInt64, from source: Location) async throws(GedsError) {
         if !tier0.contains(blob) {
-            let linked = source.hostID == configuration.hostID && tier0.adopt(blob, linkingFrom: source.path)
-            if !linked { _ = try await fetch(blob, size: size, from: source, publish: false) }
+            try await withTier0Room(size, for: blob) { () throws(GedsError) in
+                let linked = source.tier == .tier0 && source.hostID == configuration.hostID
+                    && tier0.adopt(blob, linkingFrom: source.path)
+                if !linked { _ = try await receive(blob, size: size, from: source) }
+            }
         }
         do {
             try await mds.expectOK(.addLocation(blob: blob, placement: BlobPlacement(node: index, tier: .tier0)))
@@ -334,6 +434,7 @@ public final class Node: Sendable {
             tier0.remove(blob)
             throw error
         }
+        admitted(blob)
     }
 }
 
@@ -347,16 +448,21 @@ final class NodeService: RequestService {
         }
         switch request {
         case .readBlob(let blob, let offset, let length):
-            do {
-                let (descriptor, size) = try node.tier0.openForReading(blob)
-                guard offset <= size, length <= size - offset else {
-                    close(descriptor)
-                    return .reply(.failure(GedsError(.invalidArgument, "range \(offset)+\(length) is outside blob \(blob.fileName) of \(size) bytes")))
+            guard node.holdsInTier1(blob) else { return serve(blob, offset: offset, length: length, from: node) }
+            // Spilled: promoted back into tier 0 first (off the event loop), then sent from there.
+            let promise = eventLoop.makePromise(of: Response.self)
+            Task {
+                do throws(GedsError) {
+                    try await node.promote(blob)
+                    promise.succeed(serve(blob, offset: offset, length: length, from: node))
+                } catch where error.code == .outOfSpace {
+                    // Both tiers full: send from the tier-1 file where it is rather than fail the read.
+                    promise.succeed(serve(blob, offset: offset, length: length, from: node, tier1: true))
+                } catch {
+                    promise.succeed(.reply(.failure(error)))
                 }
-                return .file(FileStream(descriptor: descriptor, offset: offset, length: length))
-            } catch {
-                return .reply(.failure(error))
             }
+            return .later(promise.futureResult)
         case .pullBlob(let blob, let size, let source):
             let promise = eventLoop.makePromise(of: Reply.self)
             Task {
@@ -370,6 +476,21 @@ final class NodeService: RequestService {
             return .deferred(promise.futureResult)
         default:
             return .reply(.failure(GedsError(.invalidArgument, "a node serves only object bytes; ask the MDS")))
+        }
+    }
+
+    /// Sends a range of a tier-0 (or, when it cannot be promoted, tier-1) blob with sendfile.
+    private func serve(_ blob: BlobID, offset: UInt64, length: UInt64, from node: Node, tier1: Bool = false) -> Response {
+        do {
+            let (descriptor, size) = tier1 ? try node.openTier1ForReading(blob) : try node.tier0.openForReading(blob)
+            guard offset <= size, length <= size - offset else {
+                close(descriptor)
+                return .reply(.failure(GedsError(.invalidArgument, "range \(offset)+\(length) is outside blob \(blob.fileName) of \(size) bytes")))
+            }
+            node.touched(blob)
+            return .file(FileStream(descriptor: descriptor, offset: offset, length: length))
+        } catch {
+            return .reply(.failure(error))
         }
     }
 }

@@ -1,4 +1,5 @@
 import GedsCore
+import GedsTier1
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -21,11 +22,18 @@ public struct NodeConfiguration: Sendable {
     public var timeoutMilliseconds: Int64
     /// Publish copies made by whole-object reads as extra locations.
     public var publishCachedCopies: Bool
+    /// Bytes tier 0 may hold (sealed objects and copies being received); nil: as much as its folder takes.
+    public var tier0Capacity: UInt64?
+    /// Tier 1 (a local folder, written with O_DIRECT) that tier 0 spills to; needs `tier0Capacity`.
+    public var tier1: Tier1Configuration?
+    /// Fractions of `tier0Capacity`: above `spillHighWater` the node spills to tier 1 until under `spillLowWater`.
+    public var spillHighWater: Double = 0.9
+    public var spillLowWater: Double = 0.75
 
     public init(mds: Endpoint, listen: Endpoint = Endpoint(host: "127.0.0.1", port: 0), advertisedHost: String? = nil,
                 tier0Directory: String? = nil, removeTier0OnShutdown: Bool? = nil, name: String? = nil,
                 hostID: String? = nil, role: NodeRole = .embedded, timeoutMilliseconds: Int64 = 10_000,
-                publishCachedCopies: Bool = true) {
+                publishCachedCopies: Bool = true, tier0Capacity: UInt64? = nil, tier1: Tier1Configuration? = nil) {
         let generatedName = NodeConfiguration.defaultName()
         self.mds = mds
         self.listen = listen
@@ -37,6 +45,8 @@ public struct NodeConfiguration: Sendable {
         self.role = role
         self.timeoutMilliseconds = timeoutMilliseconds
         self.publishCachedCopies = publishCachedCopies
+        self.tier0Capacity = tier0Capacity
+        self.tier1 = tier1
     }
 
     static func defaultName() -> String {

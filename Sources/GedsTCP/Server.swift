@@ -23,6 +23,8 @@ public enum Response: Sendable {
     case deferred(EventLoopFuture<Reply>)
     /// A `.stream` reply followed by the file's bytes, sent with sendfile in bounded chunks.
     case file(FileStream)
+    /// Decided later (a node's file that must first come back from a lower tier), then sent as above.
+    case later(EventLoopFuture<Response>)
 }
 
 /// What a server does with requests: the MDS and the node data server each implement it.
@@ -113,17 +115,29 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     }
 
     private func handle(_ request: Request, id: UInt64, context: ChannelHandlerContext) {
-        switch service.respond(to: request, on: context.eventLoop) {
+        dispatch(service.respond(to: request, on: context.eventLoop), id: id, context: context)
+    }
+
+    private func dispatch(_ response: Response, id: UInt64, context: ChannelHandlerContext) {
+        switch response {
         case .reply(let reply):
             send(reply, id: id, context: context)
         case .deferred(let future):
+            dispatch(.later(future.map { reply in .reply(reply) }), id: id, context: context)
+        case .later(let future):
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             future.hop(to: context.eventLoop).whenComplete { result in
                 let (handler, context) = loopBound.value
-                guard handler.active else { return }
                 switch result {
-                case .success(let reply): handler.send(reply, id: id, context: context)
-                case .failure(let error): handler.send(.failure(GedsError.wrapping(error)), id: id, context: context)
+                case .success(let response):
+                    guard handler.active else {
+                        if case .file(let file) = response { close(file.descriptor) }
+                        return
+                    }
+                    handler.dispatch(response, id: id, context: context)
+                case .failure(let error):
+                    guard handler.active else { return }
+                    handler.send(.failure(GedsError.wrapping(error)), id: id, context: context)
                 }
                 context.flush()
             }

@@ -10,7 +10,19 @@ import Glibc
 /// memory, not by the process's file or mapping limits.
 public final class Tier0Store: Sendable {
     public let directory: String
-    private let sealed = Mutex<[BlobID: UInt64]>([:])
+    private let sealed = Mutex(Sealed())
+
+    /// Sealed blobs and their sizes, with the sum kept alongside: capacity checks read it on every admission.
+    private struct Sealed {
+        var sizes: [BlobID: UInt64] = [:]
+        var bytes: UInt64 = 0
+
+        mutating func set(_ blob: BlobID, _ size: UInt64?) {
+            if let old = sizes[blob] { bytes -= old }
+            sizes[blob] = size
+            if let size { bytes += size }
+        }
+    }
 
     /// Opens (and creates) the folder. Blob files left there by an earlier process are removed: their
     /// locations were withdrawn at the MDS when that process's lease ended, so nobody can reach them.
@@ -29,13 +41,13 @@ public final class Tier0Store: Sendable {
     public func path(of blob: BlobID) -> String { directory + "/" + blob.fileName }
 
     /// Blobs sealed here and their sizes.
-    public var inventory: [BlobID: UInt64] { sealed.withLock { $0 } }
+    public var inventory: [BlobID: UInt64] { sealed.withLock { $0.sizes } }
     public var usage: (blobs: UInt64, bytes: UInt64) {
-        sealed.withLock { (UInt64($0.count), $0.values.reduce(0, +)) }
+        sealed.withLock { (UInt64($0.sizes.count), $0.bytes) }
     }
 
-    public func contains(_ blob: BlobID) -> Bool { sealed.withLock { $0[blob] != nil } }
-    public func size(of blob: BlobID) -> UInt64? { sealed.withLock { $0[blob] } }
+    public func contains(_ blob: BlobID) -> Bool { sealed.withLock { $0.sizes[blob] != nil } }
+    public func size(of blob: BlobID) -> UInt64? { sealed.withLock { $0.sizes[blob] } }
 
     /// A new, empty, writable blob.
     public func create(_ blob: BlobID) throws(GedsError) -> WritableBlob {
@@ -108,13 +120,13 @@ public final class Tier0Store: Sendable {
     }
 
     public func remove(_ blob: BlobID) {
-        sealed.withLock { _ = $0.removeValue(forKey: blob) }
+        sealed.withLock { $0.set(blob, nil) }
         unlink(path(of: blob))
     }
 
     func markSealed(_ blob: BlobID, size: UInt64) {
         fchmodat(AT_FDCWD, path(of: blob), 0o444, 0)
-        sealed.withLock { $0[blob] = size }
+        sealed.withLock { $0.set(blob, size) }
     }
 
     static func makeDirectories(_ path: String) throws(GedsError) {

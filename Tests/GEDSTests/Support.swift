@@ -28,17 +28,22 @@ final class Cluster: Sendable {
 
     func directory(_ name: String) -> String { "/dev/shm/\(run)-\(name)" }
 
-    func handle(_ name: String, hostID: String, role: NodeRole = .embedded) async throws -> GEDS {
-        try await GEDS.connect(NodeConfiguration(mds: mds.localAddress, tier0Directory: directory(name),
-                                                 removeTier0OnShutdown: true, name: "\(run)-\(name)",
-                                                 hostID: hostID, role: role),
-                               logger: quiet)
+    func handle(_ name: String, hostID: String, role: NodeRole = .embedded,
+                configure: (inout NodeConfiguration) -> Void = { _ in }) async throws -> GEDS {
+        var configuration = NodeConfiguration(mds: mds.localAddress, tier0Directory: directory(name),
+                                              removeTier0OnShutdown: true, name: "\(run)-\(name)",
+                                              hostID: hostID, role: role)
+        configure(&configuration)
+        return try await GEDS.connect(configuration, logger: quiet)
     }
 
     func close(_ handles: [GEDS]) async {
         for handle in handles { await handle.close() }
         await mds.close()
-        for handle in handles { removeTree(handle.node.configuration.tier0Directory) }
+        for handle in handles {
+            removeTree(handle.node.configuration.tier0Directory)
+            if let tier1 = handle.node.configuration.tier1 { removeTree(tier1.directory) }
+        }
     }
 }
 

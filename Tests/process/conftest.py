@@ -38,8 +38,8 @@ def pytest_configure(config):
 
 # Basic data paths first, then failure injection, the full-folder tests (which mount a tmpfs) and races last.
 FILE_ORDER = ["test_roundtrip.py", "test_commands.py", "test_errors.py", "test_unsealed.py",
-              "test_malformed_frames.py", "test_owner_failure.py", "test_full_tier0.py", "test_concurrent.py",
-              "test_hostile_input.py"]
+              "test_malformed_frames.py", "test_owner_failure.py", "test_full_tier0.py", "test_tier1.py",
+              "test_concurrent.py", "test_hostile_input.py"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -123,8 +123,8 @@ def extra_nodes(cluster):
     declared them dead, so that later tests never see a dead node offered as alive."""
     started = []
 
-    def start(name: str, host_id: str, tier0: str | None = None):
-        daemon = cluster.start_node(name, host_id, tier0)
+    def start(name: str, host_id: str, tier0: str | None = None, extra_args: list[str] = ()):
+        daemon = cluster.start_node(name, host_id, tier0, extra_args)
         started.append(daemon)
         return daemon
 

@@ -188,11 +188,12 @@ class Cluster:
         assert self.mds is not None
         return self.mds.endpoint
 
-    def start_node(self, name: str, host_id: str, tier0: str | None = None) -> Daemon:
+    def start_node(self, name: str, host_id: str, tier0: str | None = None, extra_args: list[str] = ()) -> Daemon:
+        """`extra_args`: more gedsd options, e.g. tier capacities."""
         tier0 = tier0 or os.path.join(self.root, f"tier0-{name}")
         return self._spawn("gedsd", name, host_id,
                            [binary("gedsd"), "--mds", self.mds_address, "--listen", "127.0.0.1:0", "--tier0", tier0,
-                            "--name", name, "--host-id", host_id], tier0)
+                            "--name", name, "--host-id", host_id, *extra_args], tier0)
 
     # -- the CLI
 

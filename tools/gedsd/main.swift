@@ -18,6 +18,16 @@ struct GedsDaemon: AsyncParsableCommand {
     @Option(help: "Tier-0 folder (on a memory file system).")
     var tier0: String
 
+    @Option(name: .customLong("tier0-capacity"),
+            help: "Bytes tier 0 may hold (e.g. 512MiB, 4GiB); with --tier1, objects spill there above 90% of it, down to 75%.")
+    var tier0Capacity: String?
+
+    @Option(help: "Tier-1 folder (local disk, written with O_DIRECT) that tier 0 spills to; needs --tier0-capacity and --tier1-capacity.")
+    var tier1: String?
+
+    @Option(name: .customLong("tier1-capacity"), help: "Bytes tier 1 may hold (e.g. 4GiB).")
+    var tier1Capacity: String?
+
     @Option(help: "Node name (default: host, pid and a random number).")
     var name: String?
 
@@ -40,11 +50,25 @@ struct GedsDaemon: AsyncParsableCommand {
         let store: GEDS
         do {
             if hugePages { try mountHugePageTier0(tier0) }
-            let configuration = NodeConfiguration(
+            var configuration = NodeConfiguration(
                 mds: try Endpoint(parsing: mds), listen: try Endpoint(parsing: listen), advertisedHost: advertise,
                 tier0Directory: tier0, removeTier0OnShutdown: false, name: name, hostID: hostID, role: .daemon)
+            configuration.tier0Capacity = try tier0Capacity.map { (text) throws(GedsError) in try ByteCount.parse(text) }
+            if let tier1 {
+                guard let tier1Capacity else { throw GedsError(.invalidArgument, "--tier1 needs --tier1-capacity SIZE") }
+                guard configuration.tier0Capacity != nil else {
+                    throw GedsError(.invalidArgument, "--tier1 needs --tier0-capacity SIZE (when to spill to tier 1)")
+                }
+                // Its objects' locations were withdrawn when this node's lease ended: start empty, like tier 0.
+                configuration.tier1 = Tier1Configuration(directory: tier1, capacity: try ByteCount.parse(tier1Capacity),
+                                                         leftovers: .remove)
+            } else if tier1Capacity != nil {
+                throw GedsError(.invalidArgument, "--tier1-capacity needs --tier1 DIR")
+            }
             store = try await GEDS.connect(configuration, logger: logger)
-            printLine("gedsd \(configuration.name) listening on \(store.node.endpoint) (tier 0: \(tier0))")
+            let tiers = [configuration.tier0Capacity.map { "tier 0: \(tier0), \($0) bytes" } ?? "tier 0: \(tier0)",
+                         configuration.tier1.map { "tier 1: \($0.directory), \($0.capacity) bytes" }].compactMap { $0 }
+            printLine("gedsd \(configuration.name) listening on \(store.node.endpoint) (\(tiers.joined(separator: "; ")))")
         } catch {
             printError("gedsd: \(GedsError.wrapping(error).message)")
             throw ExitCode(1)

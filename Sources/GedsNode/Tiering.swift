@@ -1,0 +1,281 @@
+import GedsCore
+import GedsTier0
+import GedsTier1
+import GedsWire
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The node's tier-0 budget and its moves to and from tier 1.
+struct TierState {
+    /// nil when tier 0 has no configured capacity (it then takes what its folder takes, and never spills).
+    var policy: SpillPolicy?
+    /// Bytes promised to copies being received into tier 0 and not yet in its inventory.
+    var reserved: UInt64 = 0
+    /// The spill pass in progress (its result: bytes freed). One at a time, so two never pick the same blobs.
+    var spill: Task<UInt64, Never>?
+    /// Promotions in progress (their result: the error, if any): concurrent readers of one spilled blob wait
+    /// for the same one.
+    var promotions: [BlobID: Task<GedsError?, Never>] = [:]
+    /// Views of tier-0 blobs handed out here: a blob with a live one is open and not spilled (its memory would
+    /// not be freed while the view maps it). Weak, since a view ends with its last reference, unannounced.
+    var views: [BlobID: [WeakView]] = [:]
+
+    struct WeakView {
+        weak var mapping: MappedBytes?
+    }
+
+    /// The blobs with a live view; forgets the ended ones.
+    mutating func openBlobs() -> Set<BlobID> {
+        views = views.compactMapValues { list in
+            let live = list.filter { $0.mapping != nil }
+            return live.isEmpty ? nil : live
+        }
+        return Set(views.keys)
+    }
+}
+
+extension Node {
+    // MARK: Room in tier 0
+
+    /// Runs `body`, which puts `size` more bytes into tier 0, once they fit under its capacity: spilling to
+    /// tier 1 first when needed; an out-of-space error when nothing can make room.
+    func withTier0Room<Result>(_ size: UInt64, for blob: BlobID,
+                               _ body: () async throws(GedsError) -> Result) async throws(GedsError) -> Result {
+        try await reserveTier0(size, for: blob)
+        defer { tiers.withLock { $0.reserved -= size } }
+        return try await body()
+    }
+
+    private enum ReserveStep {
+        case reserved
+        case wait(Task<UInt64, Never>)
+        case full(used: UInt64, capacity: UInt64)
+    }
+
+    /// Before a blob written here is published: tier 0 must be within its capacity with it, which may take a
+    /// spill of others. (The caller keeps it pinned until the MDS has it, so it is not spilled while pending.)
+    func checkTier0Capacity(sealing blob: BlobID, size: UInt64) async throws(GedsError) {
+        try await reserveTier0(0, for: blob, reporting: size)
+    }
+
+    /// Keeps a blob out of spill passes (a move or a seal in progress) until `unpin`.
+    func pin(_ blob: BlobID) {
+        tiers.withLock { state in state.policy?.pin(blob) }
+    }
+
+    func unpin(_ blob: BlobID) {
+        tiers.withLock { state in state.policy?.unpin(blob) }
+    }
+
+    /// Reserves `size` bytes of tier 0 (spilling first when they do not fit); `reporting` is the size named
+    /// in the out-of-space error (the blob's, when it is already counted as used).
+    private func reserveTier0(_ size: UInt64, for blob: BlobID, reporting: UInt64? = nil) async throws(GedsError) {
+        while true {
+            let step: ReserveStep = tiers.withLock { state in
+                guard var policy = state.policy else {
+                    state.reserved += size
+                    return .reserved
+                }
+                let used = tier0.usage.bytes + state.reserved
+                if policy.fits(size, used: used) {
+                    state.reserved += size
+                    return .reserved
+                }
+                if let pass = state.spill { return .wait(pass) }
+                guard tier1 != nil else { return .full(used: used, capacity: policy.capacity) }
+                let victims = policy.victims(in: tier0.inventory, used: used, incoming: size, open: state.openBlobs())
+                state.policy = policy
+                guard !victims.isEmpty else { return .full(used: used, capacity: policy.capacity) }
+                return .wait(startSpill(victims, state: &state))
+            }
+            switch step {
+            case .reserved:
+                return
+            case .wait(let pass):
+                // A pass that freed nothing (tier 1 full, every blob pinned) would be retried forever.
+                if await pass.value == 0 { throw tier0Full(reporting ?? size, for: blob) }
+            case .full(let used, let capacity):
+                throw tier0Full(reporting ?? size, for: blob, used: used, capacity: capacity)
+            }
+        }
+    }
+
+    private func tier0Full(_ size: UInt64, for blob: BlobID, used: UInt64? = nil, capacity: UInt64? = nil) -> GedsError {
+        let state = tiers.withLock { state in (state.policy?.capacity ?? 0, tier0.usage.bytes + state.reserved) }
+        var spilling = "no tier 1 is configured to spill to"
+        if let tier1 { spilling = "nothing more could be spilled to tier 1 (\(tier1.usage.reserved) of \(tier1.capacity) bytes used)" }
+        return GedsError(.outOfSpace, "out of space: tier 0 of node \(configuration.name) is full: blob \(blob.fileName) needs \(size) bytes, "
+                         + "\(used ?? state.1) of \(capacity ?? state.0) are in use, and \(spilling)")
+    }
+
+    /// A blob entered tier 0 sealed (written, received or promoted): it is the most recently used, and tier 0
+    /// may now be past its high-water mark, in which case a spill pass starts in the background.
+    func admitted(_ blob: BlobID) {
+        tiers.withLock { state in
+            state.policy?.touch(blob)
+            spillIfPastHighWater(&state)
+        }
+    }
+
+    private func spillIfPastHighWater(_ state: inout TierState) {
+        guard tier1 != nil, state.spill == nil, var policy = state.policy else { return }
+        let used = tier0.usage.bytes + state.reserved
+        guard used > policy.highWater else { return }  // checked first: the victim search copies the inventory
+        let victims = policy.victims(in: tier0.inventory, used: used, open: state.openBlobs())
+        state.policy = policy
+        if !victims.isEmpty { _ = startSpill(victims, state: &state) }
+    }
+
+    /// A tier-0 blob was read or served: it moves to the back of the spill order.
+    func touched(_ blob: BlobID) {
+        tiers.withLock { state in state.policy?.touch(blob) }
+    }
+
+    /// A view of a blob in our tier 0 was handed out: the blob stays in tier 0 while the view lives.
+    func opened(_ blob: BlobID, _ view: MappedBytes) {
+        tiers.withLock { state in
+            guard state.policy != nil else { return }
+            state.views[blob, default: []].removeAll { $0.mapping == nil }
+            state.views[blob, default: []].append(TierState.WeakView(mapping: view))
+        }
+    }
+
+    // MARK: Spilling
+
+    /// Starts a pass that moves `victims` to tier 1 in order; they stay pinned until it ends.
+    private func startSpill(_ victims: [(blob: BlobID, size: UInt64)], state: inout TierState) -> Task<UInt64, Never> {
+        for victim in victims { state.policy?.pin(victim.blob) }
+        let task = Task { [self] () -> UInt64 in
+            var freed: UInt64 = 0
+            for victim in victims {
+                do throws(GedsError) {
+                    if try await spill(victim.blob) { freed += victim.size }
+                } catch where error.code == .outOfSpace {
+                    logger.warning("spill stopped: \(error.message)")
+                    break
+                } catch {
+                    logger.warning("could not spill blob \(victim.blob.fileName) to tier 1: \(error.message)")
+                }
+            }
+            logger.debug("spilled \(freed) bytes from tier 0 to tier 1")
+            tiers.withLock { state in
+                for victim in victims { state.policy?.unpin(victim.blob) }
+                state.spill = nil
+                // Admissions during the pass may have filled tier 0 again: go on (unless this pass was stuck).
+                if freed > 0 { spillIfPastHighWater(&state) }
+            }
+            return freed
+        }
+        state.spill = task
+        return task
+    }
+
+    /// Moves one sealed blob from tier 0 to tier 1: the bytes first, then the MDS learns the new tier (which
+    /// replaces this node's tier-0 placement in one step), and only then does the tier-0 copy go. A reader that
+    /// got the old location still finds the blob here: `readBlob` serves tier 1 too. False when the blob was
+    /// no longer in tier 0.
+    private func spill(_ blob: BlobID) async throws(GedsError) -> Bool {
+        guard let tier1, tier0.contains(blob) else { return false }
+        let mapping: MappedBytes
+        do {
+            mapping = try tier0.map(blob)
+        } catch where error.code == .noSuchBlob {
+            return false
+        }
+        // Written straight from the tier-0 pages (page-aligned, so O_DIRECT takes them without a bounce buffer).
+        _ = try await tier1.write(blob, from: mapping.bytes)
+        withExtendedLifetime(mapping) {}
+        do {
+            try await mds.expectOK(.addLocation(blob: blob, placement: BlobPlacement(node: index, tier: .tier1)))
+        } catch {
+            _ = try? await tier1.remove(blob)
+            if error.code == .noSuchBlob {  // deleted meanwhile: nothing to keep
+                await dropLocalCopies(of: blob)
+                return true
+            }
+            throw error
+        }
+        tier0.remove(blob)
+        tiers.withLock { state in state.policy?.forget(blob) }
+        return true
+    }
+
+    // MARK: Promotion
+
+    /// Whether this node holds `blob` in tier 1 (and not in tier 0).
+    func holdsInTier1(_ blob: BlobID) -> Bool {
+        !tier0.contains(blob) && tier1?.object(blob) != nil
+    }
+
+    /// Brings a spilled blob back into tier 0 (its checksum checked on the way), tells the MDS, then frees its
+    /// tier-1 copy. Concurrent callers for one blob share one promotion.
+    func promote(_ blob: BlobID) async throws(GedsError) {
+        let task = tiers.withLock { (state) -> Task<GedsError?, Never>? in
+            if let running = state.promotions[blob] { return running }
+            guard !tier0.contains(blob), tier1?.object(blob) != nil else { return nil }
+            state.policy?.pin(blob)
+            let task = Task { [self] () -> GedsError? in
+                var failure: GedsError?
+                do throws(GedsError) {
+                    try await moveToTier0(blob)
+                } catch {
+                    failure = error
+                    logger.debug("could not promote blob \(blob.fileName) from tier 1: \(error.message)")
+                }
+                tiers.withLock { state in
+                    state.promotions[blob] = nil
+                    state.policy?.unpin(blob)
+                }
+                return failure
+            }
+            state.promotions[blob] = task
+            return task
+        }
+        if let failure = await task?.value { throw failure }
+        guard tier0.contains(blob) else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here") }
+    }
+
+    /// Opens a tier-1 file for reading in place (through the page cache): for when it cannot be promoted
+    /// because both tiers are full. Only its size is checked then, as for any ranged tier-1 read.
+    func openTier1ForReading(_ blob: BlobID) throws(GedsError) -> (descriptor: Int32, size: UInt64) {
+        guard let tier1, let object = tier1.object(blob) else {
+            throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here")
+        }
+        let fd = open(tier1.path(of: blob), O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here") }
+        return (fd, object.size)
+    }
+
+    private func moveToTier0(_ blob: BlobID) async throws(GedsError) {
+        guard let tier1, let object = tier1.object(blob) else { return }
+        try await withTier0Room(object.size, for: blob) { () throws(GedsError) in
+            let receiving = try tier0.receive(blob, size: object.size)
+            if object.size > 0 {
+                _ = try await tier1.read(blob, into: UnsafeMutableRawBufferPointer(start: receiving.mapping.base,
+                                                                                   count: receiving.mapping.count))
+            }
+            try receiving.seal()
+        }
+        do {
+            try await mds.expectOK(.addLocation(blob: blob, placement: BlobPlacement(node: index, tier: .tier0)))
+        } catch where error.code == .noSuchBlob {
+            await dropLocalCopies(of: blob)
+            return
+        } catch {
+            // The MDS still says tier 1, and tier 1 still has it: keep that, give the tier-0 room back.
+            tier0.remove(blob)
+            throw error
+        }
+        _ = try? await tier1.remove(blob)
+        admitted(blob)
+    }
+
+    /// Deletes every local copy of a blob (the MDS withdrew it).
+    func dropLocalCopies(of blob: BlobID) async {
+        tier0.remove(blob)
+        tiers.withLock { state in state.policy?.forget(blob) }
+        _ = try? await tier1?.remove(blob)
+    }
+}

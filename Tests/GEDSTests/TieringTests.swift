@@ -1,0 +1,127 @@
+import GEDS
+import Testing
+
+/// Tier 0 with a capacity, spilling to a tier 1 on the repository's disk (O_DIRECT), and readers racing it.
+@Suite(.serialized) struct TieringTests {
+    static let MiB = 1 << 20
+
+    /// Objects of 2 MiB into a tier 0 of 8 MiB (spills above 7.2 MiB, down to 6 MiB).
+    func withTieredOwner(tier1: Bool = true,
+                         _ body: (_ owner: GEDS, _ sameHostReader: GEDS) async throws -> Void) async throws {
+        let cluster = try await Cluster.start(folderPrefix: "geds-tiering")
+        // The repository's file system takes O_DIRECT (tmpfs may not): .build/tmp, beside the sources.
+        let repository = "/" + #filePath.split(separator: "/").dropLast(3).joined(separator: "/")
+        var handles: [GEDS] = []
+        do {
+            handles.append(try await cluster.handle("owner", hostID: "host-t") { configuration in
+                configuration.tier0Capacity = 8 << 20
+                if tier1 {
+                    configuration.tier1 = Tier1Configuration(directory: "\(repository)/.build/tmp/\(cluster.run)-tier1",
+                                                             capacity: 64 << 20)
+                }
+            })
+            handles.append(try await cluster.handle("reader", hostID: "host-t"))
+            try await body(handles[0], handles[1])
+        } catch {
+            await cluster.close(handles)
+            throw error
+        }
+        await cluster.close(handles)
+    }
+
+    func tiers(_ geds: GEDS, _ key: String) async throws -> [Tier] {
+        try await geds.stat(bucket: "tiers", key: key).locations.map(\.tier)
+    }
+
+    /// Waits for the background spill pass (tier 0 back under its high-water mark).
+    func settle(_ owner: GEDS) async throws {
+        for _ in 0..<200 where owner.node.tier0.usage.bytes > 7 << 20 { try await Task.sleep(for: .milliseconds(10)) }
+    }
+
+    @Test func spillsLeastRecentlyUsedAndReadersFollowTheMove() async throws {
+        try await withTieredOwner { owner, reader in
+            try await owner.createBucket("tiers")
+            var objects: [[UInt8]] = []
+            try await owner.put(bucket: "tiers", key: "k0", bytes: randomBytes(2 * TieringTests.MiB, seed: 100))
+            objects.append(randomBytes(2 * TieringTests.MiB, seed: 100))
+            // A same-host reader opens k0 while it is in tier 0: its location is a file it would map.
+            let early = try await reader.open(bucket: "tiers", key: "k0")
+            #expect(early.info.locations.map(\.tier) == [.tier0])
+            for index in 1..<6 {
+                let bytes = randomBytes(2 * TieringTests.MiB, seed: 100 + UInt64(index))
+                try await owner.put(bucket: "tiers", key: "k\(index)", bytes: bytes)
+                objects.append(bytes)
+                #expect(owner.node.tier0.usage.bytes <= 8 << 20)
+            }
+            try await settle(owner)
+            // 12 MiB through 8 MiB: the oldest went to tier 1, the newest stayed.
+            #expect(try await tiers(owner, "k0") == [.tier1])
+            #expect(try await tiers(owner, "k1") == [.tier1])
+            #expect(try await tiers(owner, "k5") == [.tier0])
+            #expect(owner.node.tier1?.object(early.info.blob) != nil)
+            #expect(!owner.node.tier0.contains(early.info.blob))
+
+            // The reader's location is stale (the tier-0 file is gone): it looks again and reads through the
+            // owner, which promotes k0 back into tier 0.
+            #expect(try await early.read(at: 1000, length: 5000) == Array(objects[0][1000..<6000]))
+            #expect(try await tiers(owner, "k0") == [.tier0])
+            #expect(owner.node.tier1?.object(early.info.blob) == nil)
+            #expect(owner.node.tier0.usage.bytes <= 8 << 20)
+            try await settle(owner)
+
+            // Every object reads back intact from the other node, whichever tier it is in now.
+            for (index, bytes) in objects.enumerated() {
+                let view = try await reader.open(bucket: "tiers", key: "k\(index)").view()
+                #expect(sha256(view) == sha256(bytes), "k\(index)")
+            }
+            // And on the owner itself (its own tier-1 copies are promoted).
+            for (index, bytes) in objects.enumerated() {
+                #expect(try await owner.get(bucket: "tiers", key: "k\(index)") == bytes, "k\(index)")
+                #expect(owner.node.tier0.usage.bytes <= 8 << 20)
+            }
+            // Deleting a spilled object removes its tier-1 file (with the owner's next heartbeat).
+            try await settle(owner)
+            let spilled = try await owner.stat(bucket: "tiers", key: "k0")
+            #expect(spilled.locations.map(\.tier) == [.tier1])
+            try await owner.delete(bucket: "tiers", key: "k0")
+            for _ in 0..<300 where owner.node.tier1?.object(spilled.blob) != nil { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(owner.node.tier1?.object(spilled.blob) == nil)
+        }
+    }
+
+    @Test func blobsWithAViewOpenAreNotSpilled() async throws {
+        try await withTieredOwner { owner, _ in
+            try await owner.createBucket("tiers")
+            try await owner.put(bucket: "tiers", key: "k0", bytes: randomBytes(2 * TieringTests.MiB, seed: 0))
+            var view: MappedBytes? = try await owner.open(bucket: "tiers", key: "k0").view()
+            for index in 1..<5 {
+                try await owner.put(bucket: "tiers", key: "k\(index)", bytes: randomBytes(2 * TieringTests.MiB, seed: UInt64(index)))
+            }
+            try await settle(owner)
+            #expect(try await tiers(owner, "k0") == [.tier0])
+            #expect(try await tiers(owner, "k1") == [.tier1])
+            #expect(view.map(contents) == randomBytes(2 * TieringTests.MiB, seed: 0))
+            view = nil
+            // Closed: k0 is now the least recently used blob, and the next pass takes it.
+            try await owner.put(bucket: "tiers", key: "k5", bytes: randomBytes(2 * TieringTests.MiB, seed: 5))
+            try await settle(owner)
+            #expect(try await tiers(owner, "k0") == [.tier1])
+        }
+    }
+
+    @Test func capacityWithoutTier1IsAHardLimit() async throws {
+        try await withTieredOwner(tier1: false) { owner, _ in
+            try await owner.createBucket("tiers")
+            for index in 0..<4 {
+                try await owner.put(bucket: "tiers", key: "k\(index)", bytes: randomBytes(2 * TieringTests.MiB, seed: UInt64(index)))
+            }
+            let error = await gedsError {
+                try await owner.put(bucket: "tiers", key: "k4", bytes: randomBytes(2 * TieringTests.MiB, seed: 4))
+            }
+            #expect(error?.code == .outOfSpace)
+            #expect(error?.message.contains("no tier 1") == true)
+            #expect(await gedsError { _ = try await owner.stat(bucket: "tiers", key: "k4") }?.code == .noSuchObject)
+            #expect(try await owner.get(bucket: "tiers", key: "k3") == randomBytes(2 * TieringTests.MiB, seed: 3))
+        }
+    }
+}
