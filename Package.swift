@@ -50,7 +50,7 @@ let package = Package(
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .target(name: "GedsNode",
-                dependencies: ["GedsCore", "GedsWire", "GedsTier0", "GedsTier1", "GedsTCP",
+                dependencies: ["GedsCore", "GedsWire", "GedsTier0", "GedsTier1", "GedsTCP", "GedsVerbs",
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .target(name: "GEDS",

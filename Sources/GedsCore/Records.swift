@@ -71,6 +71,14 @@ public struct Location: Hashable, Sendable {
     }
 }
 
+extension Location {
+    /// How a reader can reach this copy, as URLs (`tcp://HOST:PORT`, then `rdma://HOST:PORT` when the copy is
+    /// registered for one-sided READs).
+    public var transportURLs: [String] {
+        ["tcp://\(tcp)"] + (rdma.map { ["rdma://\($0.endpoint)"] } ?? [])
+    }
+}
+
 /// Identifies the immutable bytes of one sealed object. Keys point at blobs: rename moves a key, copy adds a
 /// key for the same blob, overwriting binds the key to a new blob. A blob id is never reused, so a stale
 /// location can never yield another object's bytes.
@@ -137,15 +145,19 @@ public struct NodeInfo: Sendable, Equatable {
     public var hostID: String
     public var role: NodeRole
     public var tcp: Endpoint
+    /// Where the node takes RDMA connections; nil when it offers TCP only.
+    public var rdma: Endpoint?
     public var alive: Bool
     public var blobs: UInt64
     public var bytes: UInt64
 
-    public init(name: String, hostID: String, role: NodeRole, tcp: Endpoint, alive: Bool, blobs: UInt64, bytes: UInt64) {
+    public init(name: String, hostID: String, role: NodeRole, tcp: Endpoint, rdma: Endpoint? = nil, alive: Bool,
+                blobs: UInt64, bytes: UInt64) {
         self.name = name
         self.hostID = hostID
         self.role = role
         self.tcp = tcp
+        self.rdma = rdma
         self.alive = alive
         self.blobs = blobs
         self.bytes = bytes

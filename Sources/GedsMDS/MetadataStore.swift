@@ -119,7 +119,7 @@ public struct MetadataStore: Sendable {
     public func listNodes() -> [NodeInfo] {
         nodes.values.map { node in
             NodeInfo(name: node.registration.name, hostID: node.registration.hostID, role: node.registration.role,
-                     tcp: node.registration.tcp, alive: node.alive, blobs: node.blobs, bytes: node.bytes)
+                     tcp: node.registration.tcp, rdma: node.registration.rdma, alive: node.alive, blobs: node.blobs, bytes: node.bytes)
         }.sorted { $0.name < $1.name }
     }
 
@@ -209,8 +209,12 @@ public struct MetadataStore: Sendable {
     private func location(of placement: BlobPlacement, blob: BlobID) -> Location? {
         guard let node = nodes[placement.node], node.alive else { return nil }
         let registration = node.registration
+        // A copy is readable over RDMA only when its node offers RDMA and registered the copy (an rkey).
+        let rdma = registration.rdma.flatMap { endpoint in
+            placement.rkey == 0 ? nil : RDMAAccess(endpoint: endpoint, address: placement.rdmaAddress, rkey: placement.rkey)
+        }
         return Location(node: registration.name, hostID: registration.hostID, tier: placement.tier,
-                        tcp: registration.tcp, rdma: nil,
+                        tcp: registration.tcp, rdma: rdma,
                         path: registration.tier0Directory + "/" + blob.fileName)
     }
 

@@ -2,6 +2,7 @@ import GedsCore
 import GedsTCP
 import GedsTier0
 import GedsTier1
+import GedsVerbs
 import GedsWire
 import Logging
 import NIOCore
@@ -19,6 +20,8 @@ public final class Node: Sendable {
     let tiers: Mutex<TierState>
     public let mds: MDSClient
     public let logger: Logger
+    /// The transports this node offers, chosen at start.
+    public let transport: TransportSelection
     let peers: ConnectionPool
     /// The event loop of all this node's client connections, as a task executor (see `onLoop`).
     let executor: EventLoopTaskExecutor
@@ -40,6 +43,9 @@ public final class Node: Sendable {
 
     public static func start(_ configuration: NodeConfiguration, logger: Logger,
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws(GedsError) -> Node {
+        // First, so that a node demanding RDMA on a machine without it fails before it touches anything.
+        let transport = try TransportSelection(configuration.transport, rdmaUnavailableReason: RDMA.unavailableReason)
+        logger.info("\(transport.explanation)")
         let tier0 = try Tier0Store(directory: configuration.tier0Directory)
         var tier1: Tier1Store?
         if let tier1Configuration = configuration.tier1 {
@@ -58,7 +64,7 @@ public final class Node: Sendable {
             throw GedsError.wrapping(error)
         }
         let node = Node(configuration: configuration, tier0: tier0, tier1: tier1, pool: pool, executor: executor,
-                        server: server, group: group, logger: logger)
+                        server: server, group: group, logger: logger, transport: transport)
         service.node.withLock { $0 = node }
         do {
             try await node.register()
@@ -71,7 +77,8 @@ public final class Node: Sendable {
     }
 
     private init(configuration: NodeConfiguration, tier0: Tier0Store, tier1: Tier1Store?, pool: ConnectionPool,
-                 executor: EventLoopTaskExecutor, server: FrameServer, group: any EventLoopGroup, logger: Logger) {
+                 executor: EventLoopTaskExecutor, server: FrameServer, group: any EventLoopGroup, logger: Logger,
+                 transport: TransportSelection) {
         self.configuration = configuration
         self.tier0 = tier0
         self.tier1 = tier1
@@ -83,6 +90,7 @@ public final class Node: Sendable {
         self.server = server
         self.group = group
         self.logger = logger
+        self.transport = transport
         mds = MDSClient(endpoint: configuration.mds, pool: pool,
                         timeout: .milliseconds(configuration.timeoutMilliseconds))
     }
@@ -105,7 +113,10 @@ public final class Node: Sendable {
         let advertised = Endpoint(host: host, port: server.localAddress.port)
         let reply = try await mds.call(.registerNode(NodeRegistration(
             name: configuration.name, hostID: configuration.hostID, role: configuration.role,
-            tcp: advertised, tier0Directory: configuration.tier0Directory)))
+            tcp: advertised, tier0Directory: configuration.tier0Directory,
+            // The RDMA listener is to take the TCP port's number (rdmacm has its own port space); nothing
+            // listens there until the RDMA data plane is wired, and readers use TCP until then.
+            rdma: transport.offersRDMA ? advertised : nil)))
         guard case .nodeRegistered(let index, let lease) = reply else { throw MDSClient.unexpected(reply) }
         session.withLock { $0 = Session(index: index, advertised: advertised, leaseMilliseconds: lease) }
         logger.info("registered with the MDS at \(configuration.mds) as node \(index) (lease \(lease) ms)")

@@ -29,11 +29,32 @@ public struct NodeConfiguration: Sendable {
     /// Fractions of `tier0Capacity`: above `spillHighWater` the node spills to tier 1 until under `spillLowWater`.
     public var spillHighWater: Double = 0.9
     public var spillLowWater: Double = 0.75
+    /// The data plane to offer: `.auto` (RDMA when this machine has a device, else TCP), `.rdma` (refuse to
+    /// start without a device) or `.tcp`.
+    public var transport: Transport = .auto
+
+    /// `--transport` of `gedsd` and `geds`.
+    public enum Transport: String, Sendable, CaseIterable {
+        case auto, rdma, tcp
+
+        /// The option's help, the same in every tool that takes it.
+        public static let optionHelp =
+            "Data plane: auto (RDMA when this machine has a device, else TCP), rdma (fail without a device) or tcp."
+
+        /// Parses the option's value, with the one-line error the tools print.
+        public init(parsing text: String) throws(GedsError) {
+            guard let transport = Transport(rawValue: text) else {
+                throw GedsError(.invalidArgument, "--transport: expected auto, rdma or tcp, got '\(text)'")
+            }
+            self = transport
+        }
+    }
 
     public init(mds: Endpoint, listen: Endpoint = Endpoint(host: "127.0.0.1", port: 0), advertisedHost: String? = nil,
                 tier0Directory: String? = nil, removeTier0OnShutdown: Bool? = nil, name: String? = nil,
                 hostID: String? = nil, role: NodeRole = .embedded, timeoutMilliseconds: Int64 = 10_000,
-                publishCachedCopies: Bool = true, tier0Capacity: UInt64? = nil, tier1: Tier1Configuration? = nil) {
+                publishCachedCopies: Bool = true, tier0Capacity: UInt64? = nil, tier1: Tier1Configuration? = nil,
+                transport: Transport = .auto) {
         let generatedName = NodeConfiguration.defaultName()
         self.mds = mds
         self.listen = listen
@@ -47,6 +68,7 @@ public struct NodeConfiguration: Sendable {
         self.publishCachedCopies = publishCachedCopies
         self.tier0Capacity = tier0Capacity
         self.tier1 = tier1
+        self.transport = transport
     }
 
     static func defaultName() -> String {

@@ -40,6 +40,16 @@ extension ByteBuffer {
         return Endpoint(host: host, port: Int(try readWireInteger("port", as: UInt16.self)))
     }
 
+    /// A flag byte, then the endpoint when there is one (a transport a node may not offer).
+    mutating func writeOptionalEndpoint(_ endpoint: Endpoint?) {
+        writeBool(endpoint != nil)
+        if let endpoint { writeEndpoint(endpoint) }
+    }
+
+    mutating func readOptionalEndpoint() throws(GedsError) -> Endpoint? {
+        try readBool() ? try readEndpoint() : nil
+    }
+
     mutating func writeMetadata(_ metadata: [String: String]) {
         writeInteger(UInt32(metadata.count))
         for (name, value) in metadata.sorted(by: { $0.key < $1.key }) {
@@ -156,6 +166,7 @@ extension Request {
             buffer.writeInteger(registration.role.rawValue)
             buffer.writeEndpoint(registration.tcp)
             buffer.writeWireString(registration.tier0Directory)
+            buffer.writeOptionalEndpoint(registration.rdma)
         case .heartbeat(let node, let blobs, let bytes):
             buffer.writeInteger(RequestTag.heartbeat.rawValue)
             buffer.writeInteger(node)
@@ -257,7 +268,8 @@ extension Request {
             }
             request = .registerNode(NodeRegistration(name: name, hostID: hostID, role: role,
                                                      tcp: try payload.readEndpoint(),
-                                                     tier0Directory: try payload.readWireString()))
+                                                     tier0Directory: try payload.readWireString(),
+                                                     rdma: try payload.readOptionalEndpoint()))
         case .heartbeat:
             request = .heartbeat(node: try payload.readWireInteger("node"), blobs: try payload.readWireInteger("blobs"),
                                  bytes: try payload.readWireInteger("bytes"))
@@ -372,6 +384,7 @@ extension Reply {
                 buffer.writeWireString(node.hostID)
                 buffer.writeInteger(node.role.rawValue)
                 buffer.writeEndpoint(node.tcp)
+                buffer.writeOptionalEndpoint(node.rdma)
                 buffer.writeBool(node.alive)
                 buffer.writeInteger(node.blobs)
                 buffer.writeInteger(node.bytes)
@@ -450,7 +463,8 @@ extension Reply {
                     throw GedsError(.protocolViolation, "malformed message: node role \(rawRole)")
                 }
                 nodes.append(NodeInfo(name: name, hostID: hostID, role: role,
-                                      tcp: try payload.readEndpoint(), alive: try payload.readBool(),
+                                      tcp: try payload.readEndpoint(), rdma: try payload.readOptionalEndpoint(),
+                                      alive: try payload.readBool(),
                                       blobs: try payload.readWireInteger("blobs"), bytes: try payload.readWireInteger("bytes")))
             }
             reply = .nodes(nodes)

@@ -8,13 +8,17 @@ public struct NodeRegistration: Sendable, Equatable {
     public var tcp: Endpoint
     /// The node's tier-0 folder; a location's path is this folder plus the blob's file name.
     public var tier0Directory: String
+    /// Where the node takes RDMA connections; nil when it offers TCP only (no device, or `--transport tcp`).
+    public var rdma: Endpoint?
 
-    public init(name: String, hostID: String, role: NodeRole, tcp: Endpoint, tier0Directory: String) {
+    public init(name: String, hostID: String, role: NodeRole, tcp: Endpoint, tier0Directory: String,
+                rdma: Endpoint? = nil) {
         self.name = name
         self.hostID = hostID
         self.role = role
         self.tcp = tcp
         self.tier0Directory = tier0Directory
+        self.rdma = rdma
     }
 }
 

@@ -402,6 +402,29 @@ import Testing
 }
 
 @Suite struct LocationTests {
+    @Test func transportsOfferedReachNodesAndRegisteredCopies() throws {
+        var f = Fixture()
+        let rdma = Endpoint(host: "10.0.0.3", port: 6000)
+        let n3 = f.store.register(NodeRegistration(name: "n3", hostID: "h3", role: .daemon,
+                                                   tcp: Endpoint(host: "10.0.0.3", port: 6000), tier0Directory: "/t0",
+                                                   rdma: rdma), now: 0)
+        #expect(f.store.listNodes().map(\.rdma) == [nil, rdma])
+        try f.store.createBucket("bkt")
+        // An RDMA node's copy that is not registered (no rkey) is reachable over TCP only.
+        let plain = try f.put("bkt", "plain", node: n3)
+        #expect(try f.store.lookup(bucket: "bkt", key: "plain").locations.map(\.rdma) == [nil])
+        #expect(try f.store.lookup(bucket: "bkt", key: "plain").locations.map(\.transportURLs) == [["tcp://10.0.0.3:6000"]])
+        let registered = BlobPlacement(node: n3, tier: .tier0, rdmaAddress: 0x1000, rkey: 42)
+        try f.store.addLocation(blob: plain, placement: registered)
+        let location = try #require(try f.store.lookup(bucket: "bkt", key: "plain").locations.first)
+        #expect(location.rdma == RDMAAccess(endpoint: rdma, address: 0x1000, rkey: 42))
+        #expect(location.transportURLs == ["tcp://10.0.0.3:6000", "rdma://10.0.0.3:6000"])
+        // An rkey from a node that offers no RDMA is not handed out.
+        let other = try f.put("bkt", "other")
+        try f.store.addLocation(blob: other, placement: BlobPlacement(node: f.n1, tier: .tier0, rdmaAddress: 1, rkey: 1))
+        #expect(try f.store.lookup(bucket: "bkt", key: "other").locations.map(\.rdma) == [nil])
+    }
+
     @Test func addAndRemoveLocations() throws {
         var f = Fixture()
         let n2 = f.store.register(NodeRegistration(name: "n2", hostID: "h2", role: .daemon,

@@ -247,6 +247,23 @@ func tag(of reply: Reply) -> UInt8 { bytes(encoded(reply))[0] }
             == .protocolViolation)
     }
 
+    @Test func transportsOfferedAreAFlagThenTheRDMAEndpoint() {
+        let tcpOnly = NodeRegistration(name: "n", hostID: "h", role: .daemon, tcp: Endpoint(host: "a", port: 1),
+                                       tier0Directory: "d")
+        var withRDMA = tcpOnly
+        withRDMA.rdma = Endpoint(host: "b", port: 2)
+        let plain = bytes(encoded(Request.registerNode(tcpOnly)))
+        let offering = bytes(encoded(Request.registerNode(withRDMA)))
+        #expect(plain.last == 0)
+        #expect(offering.count == plain.count + 4 + 1 + 2)
+        #expect(Array(offering.suffix(8)) == [1, 0, 0, 0, 1, UInt8(ascii: "b"), 0, 2])
+        // A registration that says it offers RDMA but stops there, or names a host longer than the limit.
+        #expect(decodeRequest(Array(plain.dropLast()) + [1]).error?.code == .protocolViolation)
+        var tooLong = tcpOnly
+        tooLong.rdma = Endpoint(host: String(repeating: "h", count: WireLimits.maximumString + 1), port: 1)
+        #expect(decodeRequest(bytes(encoded(Request.registerNode(tooLong)))).error?.code == .protocolViolation)
+    }
+
     @Test func elementCountsTooLargeAreRefused() {
         let heartbeatAck = tag(of: Reply.heartbeatAck(drop: []))
         // More elements than the payload can hold.

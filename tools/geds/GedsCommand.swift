@@ -4,12 +4,15 @@ import GEDS
 import GedsCore
 import Logging
 
-/// `geds [--mds HOST:PORT] COMMAND`: each invocation is a short-lived node that joins, works, and leaves.
+/// `geds [--mds HOST:PORT] [--transport auto|rdma|tcp] COMMAND`: each invocation is a short-lived node that joins, works, and leaves.
 struct Geds: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "geds",
         abstract: "Work with a GEDS store: buckets, objects, copies and nodes.",
-        discussion: "The MDS is --mds HOST:PORT before the command, else $GEDS_MDS, else 127.0.0.1:4381.",
+        discussion: """
+            The MDS is --mds HOST:PORT before the command, else $GEDS_MDS, else 127.0.0.1:4381. \
+            --transport auto|rdma|tcp (also before the command) chooses the data plane; auto uses RDMA when this machine has a device.
+            """,
         subcommands: [MakeBucket.self, RemoveBucket.self, List.self, Put.self, Get.self, Cat.self, Stat.self,
                       Remove.self, Move.self, Copy.self, Where.self, Meta.self, Nodes.self])
 }
@@ -21,6 +24,9 @@ struct Connection: ParsableArguments {
     @Option(name: .customLong("timeout-ms"), help: "How long to wait for an answer or for progress.")
     var timeoutMilliseconds: Int64 = 10_000
 
+    @Option(help: ArgumentHelp(NodeConfiguration.Transport.optionHelp))
+    var transport: String = "auto"
+
     func open() async throws(GedsError) -> GEDS {
         let address = mds ?? ProcessInfo.processInfo.environment["GEDS_MDS"] ?? "127.0.0.1:4381"
         var logger = Logger(label: "geds")
@@ -29,7 +35,7 @@ struct Connection: ParsableArguments {
             mds: try Endpoint(parsing: address),
             tier0Directory: "/dev/shm/geds-cli-\(getpid())-\(UInt32.random(in: 0...UInt32.max))",
             removeTier0OnShutdown: true, role: .embedded, timeoutMilliseconds: timeoutMilliseconds,
-            publishCachedCopies: false)
+            publishCachedCopies: false, transport: try NodeConfiguration.Transport(parsing: transport))
         return try await GEDS.connect(configuration, logger: logger)
     }
 }
@@ -287,7 +293,7 @@ struct Where: AsyncParsableCommand {
             let info = try await store.stat(bucket: path.bucket.rawValue, key: path.key.rawValue)
             if info.locations.isEmpty { throw GedsError(.objectLost, "object \(path) has no copy left") }
             printLine(info.locations.map { location in
-                "\(location.node) \(location.tier) host=\(location.hostID) transports=tcp://\(location.tcp)"
+                "\(location.node) \(location.tier) host=\(location.hostID) transports=\(location.transportURLs.joined(separator: ","))"
             }.joined(separator: "\n"))
         }
     }
@@ -328,7 +334,7 @@ struct Nodes: AsyncParsableCommand {
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
             let lines = try await store.nodes().filter { $0.name != store.node.configuration.name }.map { node in
-                "\(node.name) \(node.alive ? "alive" : "dead") \(node.role == .daemon ? "gedsd" : "embedded") tcp=\(node.tcp) host=\(node.hostID) objects=\(node.blobs) bytes=\(node.bytes)"
+                "\(node.name) \(node.alive ? "alive" : "dead") \(node.role == .daemon ? "gedsd" : "embedded") tcp=\(node.tcp)\(node.rdma.map { " rdma=\($0)" } ?? "") host=\(node.hostID) objects=\(node.blobs) bytes=\(node.bytes)"
             }
             if !lines.isEmpty { printLine(lines.joined(separator: "\n")) }
         }
@@ -421,13 +427,15 @@ final class Progress {
     }
 }
 
-// `geds --mds HOST:PORT COMMAND …`: the global option may come before the command; it is handed to it.
+// `geds --mds HOST:PORT COMMAND …`: the global options may come before the command; they are handed to it.
 @main
 enum Main {
+    static let globalOptions = ["--mds", "--timeout-ms", "--transport"]
+
     static func main() async {
         var arguments = Array(CommandLine.arguments.dropFirst())
         var global: [String] = []
-        while let first = arguments.first, first.hasPrefix("--mds") || first.hasPrefix("--timeout-ms") {
+        while let first = arguments.first, globalOptions.contains(where: { first.hasPrefix($0) }) {
             if first.contains("=") {
                 global.append(arguments.removeFirst())
             } else if arguments.count >= 2 {

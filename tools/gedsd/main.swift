@@ -37,6 +37,9 @@ struct GedsDaemon: AsyncParsableCommand {
     @Option(help: "Host that peers connect to when --listen is a wildcard address.")
     var advertise: String?
 
+    @Option(help: ArgumentHelp(NodeConfiguration.Transport.optionHelp))
+    var transport: String = "auto"
+
     @Flag(name: .customLong("huge-pages"),
           help: "Mount a tmpfs with transparent huge pages (huge=within_size) at --tier0 first (needs root): objects of 2 MiB and more then cost far less to allocate, map, send and free.")
     var hugePages = false
@@ -52,7 +55,8 @@ struct GedsDaemon: AsyncParsableCommand {
             if hugePages { try mountHugePageTier0(tier0) }
             var configuration = NodeConfiguration(
                 mds: try Endpoint(parsing: mds), listen: try Endpoint(parsing: listen), advertisedHost: advertise,
-                tier0Directory: tier0, removeTier0OnShutdown: false, name: name, hostID: hostID, role: .daemon)
+                tier0Directory: tier0, removeTier0OnShutdown: false, name: name, hostID: hostID, role: .daemon,
+                transport: try NodeConfiguration.Transport(parsing: transport))
             configuration.tier0Capacity = try tier0Capacity.map { (text) throws(GedsError) in try ByteCount.parse(text) }
             if let tier1 {
                 guard let tier1Capacity else { throw GedsError(.invalidArgument, "--tier1 needs --tier1-capacity SIZE") }
