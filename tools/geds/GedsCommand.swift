@@ -250,16 +250,24 @@ struct Remove: AsyncParsableCommand {
     }
 }
 
+/// `SRC DST`, both `BUCKET/KEY`, as `mv` and `cp` take them.
+struct SourceAndDestination: ParsableArguments {
+    @Argument(help: "BUCKET/KEY") var source: String
+    @Argument(help: "BUCKET/KEY") var destination: String
+
+    func parsed() throws(GedsError) -> (from: ObjectPath, to: ObjectPath) {
+        (try ObjectPath(parsing: source), try ObjectPath(parsing: destination))
+    }
+}
+
 struct Move: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "mv", abstract: "Rename SRC to DST (BUCKET/KEY each); no bytes move.")
     @OptionGroup var connection: Connection
-    @Argument var source: String
-    @Argument var destination: String
+    @OptionGroup var paths: SourceAndDestination
 
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
-            let from = try ObjectPath(parsing: source)
-            let to = try ObjectPath(parsing: destination)
+            let (from, to) = try paths.parsed()
             try await store.rename(bucket: from.bucket.rawValue, key: from.key.rawValue,
                                    toBucket: to.bucket.rawValue, toKey: to.key.rawValue)
         }
@@ -269,13 +277,11 @@ struct Move: AsyncParsableCommand {
 struct Copy: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "cp", abstract: "Copy SRC to DST (BUCKET/KEY each), sharing the sealed bytes.")
     @OptionGroup var connection: Connection
-    @Argument var source: String
-    @Argument var destination: String
+    @OptionGroup var paths: SourceAndDestination
 
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
-            let from = try ObjectPath(parsing: source)
-            let to = try ObjectPath(parsing: destination)
+            let (from, to) = try paths.parsed()
             try await store.copy(bucket: from.bucket.rawValue, key: from.key.rawValue,
                                  toBucket: to.bucket.rawValue, toKey: to.key.rawValue)
         }
