@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs the RDMA test suite on soft-RoCE: builds the tests on this machine, then runs the GedsVerbs tests
-# inside one tools/rxe-vm boot with two simulated hosts (rxe0 at 10.10.0.1; rxe1 10.10.1.1 <-> rxe2
-# 10.10.1.2). Outside the VM (plain `swift test`) the same tests report themselves skipped.
+# Runs the RDMA test suite on soft-RoCE: builds the tests on this machine, then runs GedsVerbsTests (the verbs
+# wrappers, and the MDS serving RDMA send/receive beside TCP) inside one tools/rxe-vm boot with two simulated
+# hosts (rxe0 at 10.10.0.1; rxe1 10.10.1.1 <-> rxe2 10.10.1.2). Outside the VM (plain `swift test`) the same
+# tests report themselves skipped.
 #   tools/test-rdma.sh                 build + run
 #   tools/test-rdma.sh --no-build      run what is built
 # Environment: GEDS_RDMA_FILTER (default GedsVerbsTests), GEDS_RDMA_SCRATCH (SwiftPM scratch path, default

@@ -117,24 +117,38 @@ public final class MetadataService: RequestService {
     }
 }
 
-/// A running MDS: the service behind a TCP listener, and the lease clock.
+/// A running MDS: the service behind a TCP listener and, optionally, an RDMA one (both at once, the same
+/// service), and the lease clock.
 public final class MetadataServer: Sendable {
     public let service: MetadataService
     public let server: FrameServer
+    /// The RDMA send/receive listener, when `rdmaListen` was given.
+    public let rdma: RDMAMetadataListener?
     private let leaseTimer: RepeatedTask
 
-    public static func start(listen: Endpoint, leaseMilliseconds: UInt64 = 5000, logger: Logger,
+    public static func start(listen: Endpoint, rdmaListen: Endpoint? = nil, leaseMilliseconds: UInt64 = 5000, logger: Logger,
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> MetadataServer {
         let service = MetadataService(store: MetadataStore(leaseMilliseconds: leaseMilliseconds), logger: logger)
         let server = try await FrameServer.start(listen: listen, service: service, group: group, logger: logger)
+        var rdma: RDMAMetadataListener?
+        if let rdmaListen {
+            do {
+                rdma = try await RDMAMetadataListener.start(listen: rdmaListen, service: service, eventLoop: group.next(),
+                                                            logger: logger)
+            } catch {
+                await server.close()
+                throw error
+            }
+        }
         let period = TimeAmount.milliseconds(Int64(max(leaseMilliseconds / 4, 50)))
         let timer = group.next().scheduleRepeatedTask(initialDelay: period, delay: period) { _ in service.expireLeases() }
-        return MetadataServer(service: service, server: server, leaseTimer: timer)
+        return MetadataServer(service: service, server: server, rdma: rdma, leaseTimer: timer)
     }
 
-    private init(service: MetadataService, server: FrameServer, leaseTimer: RepeatedTask) {
+    private init(service: MetadataService, server: FrameServer, rdma: RDMAMetadataListener?, leaseTimer: RepeatedTask) {
         self.service = service
         self.server = server
+        self.rdma = rdma
         self.leaseTimer = leaseTimer
     }
 
@@ -142,6 +156,7 @@ public final class MetadataServer: Sendable {
 
     public func close() async {
         leaseTimer.cancel()
+        await rdma?.close()
         await server.close()
     }
 }

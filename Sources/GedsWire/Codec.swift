@@ -510,3 +510,41 @@ public enum FrameEncoder {
         return buffer
     }
 }
+
+/// A frame carried whole as one message (RDMA send/receive): the header, then exactly the payload it
+/// announces. The header is checked with the same bounds as on a byte stream; a message that holds more or
+/// less than its header announces is malformed.
+public enum WholeFrame {
+    public static func bytes(_ request: Request, id: UInt64) -> [UInt8] {
+        Array(FrameEncoder.frame(request, id: id, allocator: ByteBufferAllocator()).readableBytesView)
+    }
+
+    public static func bytes(_ reply: Reply, id: UInt64) -> [UInt8] {
+        Array(FrameEncoder.frame(reply, id: id, allocator: ByteBufferAllocator()).readableBytesView)
+    }
+
+    public static func request(from message: [UInt8]) throws(GedsError) -> (id: UInt64, request: Request) {
+        var (id, payload) = try payload(of: message, kind: .request)
+        return (id, try Request.decode(from: &payload))
+    }
+
+    public static func reply(from message: [UInt8]) throws(GedsError) -> (id: UInt64, reply: Reply) {
+        var (id, payload) = try payload(of: message, kind: .reply)
+        return (id, try Reply.decode(from: &payload))
+    }
+
+    private static func payload(of message: [UInt8], kind: FrameHeader.Kind) throws(GedsError) -> (UInt64, ByteBuffer) {
+        var buffer = ByteBuffer(bytes: message)
+        guard let header = try FrameHeader.read(from: &buffer) else {
+            throw GedsError(.protocolViolation, "a message of \(message.count) bytes is shorter than a frame header")
+        }
+        guard header.kind == kind else {
+            throw GedsError(.protocolViolation, "expected a \(kind) frame, got a \(header.kind) frame")
+        }
+        guard buffer.readableBytes == Int(header.length) else {
+            throw GedsError(.protocolViolation,
+                            "a frame announcing \(header.length) payload bytes came in a message carrying \(buffer.readableBytes)")
+        }
+        return (header.requestID, buffer)
+    }
+}

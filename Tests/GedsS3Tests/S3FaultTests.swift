@@ -24,7 +24,8 @@ import Testing
         #expect(message.contains("gave up after 4 attempts"), "\(message)")
         #expect(message.lowercased().contains("connect"), "\(message)")
         // Three pauses of at most 100, 200 and 400 ms, plus connection attempts refused at once.
-        #expect(elapsed < Double(retry.worstCaseBackoffMilliseconds) / 1000 + 2, "\(elapsed) s")
+        // Generous slack: the point is that it gives up (no hang), not how fast a loaded machine is.
+        #expect(elapsed < Double(retry.worstCaseBackoffMilliseconds) / 1000 + 15, "\(elapsed) s")
         #expect(logs.all.filter { $0.contains("retrying") }.count == 3, "\(logs.all)")
 
         // A request that starts while the server is down succeeds once it is back within the retry budget.

@@ -143,3 +143,28 @@ func headerBytes(magic: UInt16 = FrameHeader.magic, version: UInt8 = FrameHeader
         }
     }
 }
+
+/// Frames carried whole as one message each (RDMA send/receive).
+@Suite struct WholeFrameTests {
+    @Test func requestsAndRepliesRoundTrip() throws {
+        let request = Request.lookup(bucket: "bkt", key: "a/b")
+        let decoded = try WholeFrame.request(from: WholeFrame.bytes(request, id: 42))
+        #expect(decoded.id == 42 && decoded.request == request)
+        let reply = Reply.buckets(["one", "two"])
+        let answer = try WholeFrame.reply(from: WholeFrame.bytes(reply, id: .max))
+        #expect(answer.id == .max && answer.reply == reply)
+    }
+
+    @Test func aMessageMustHoldExactlyOneFrameOfTheExpectedKind() {
+        let frame = WholeFrame.bytes(Request.listBuckets, id: 1)
+        for (what, message, code) in [("short", Array(frame.prefix(10)), GedsError.Code.protocolViolation),
+                                      ("missing payload", Array(frame.dropLast()), .protocolViolation),
+                                      ("extra byte", frame + [0], .protocolViolation),
+                                      ("over the bound", headerBytes(kind: 1, length: WireLimits.maximumMessagePayload + 1), .frameTooLarge),
+                                      ("a reply", WholeFrame.bytes(Reply.ok, id: 1), .protocolViolation)] {
+            #expect(throws: GedsError.self, "\(what)") { _ = try WholeFrame.request(from: message) }
+            do throws(GedsError) { _ = try WholeFrame.request(from: message) } catch { #expect(error.code == code, "\(what)") }
+        }
+        #expect(throws: GedsError.self) { _ = try WholeFrame.reply(from: frame) }
+    }
+}

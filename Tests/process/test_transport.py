@@ -78,3 +78,15 @@ def test_geds_transport_tcp_and_unknown(cluster, bucket):
     cluster.geds("--transport", "tcp", "ls", bucket).ok()
     cluster.geds("ls", bucket, "--transport=auto").ok()
     cluster.geds("--transport", "bogus", "ls", bucket).fails(r"expected auto, rdma or tcp, got 'bogus'")
+
+
+@needs_no_device
+def test_mds_asked_to_listen_for_rdma_without_a_device_says_so_in_one_line():
+    start = time.monotonic()
+    result = subprocess.run([binary("geds-mds"), "--listen", "127.0.0.1:0", "--rdma-listen", "10.10.0.1:0"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1, result
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("geds-mds: --rdma-listen: no RDMA device: "), result
+    assert "listening" not in result.stdout, "it must refuse before it listens on TCP"
+    assert time.monotonic() - start < 10

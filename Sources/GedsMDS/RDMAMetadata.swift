@@ -1,0 +1,233 @@
+import GedsCore
+import GedsTCP
+import GedsVerbs
+import GedsWire
+import Logging
+import NIOCore
+import Synchronization
+
+/// The MDS's side of RDMA send/receive, and the client that talks to it: one GEDS wire frame (header +
+/// payload) per message, the same messages and codec as over TCP.
+public enum RDMAMetadata {
+    /// Why RDMA is unusable on this machine ("no RDMA device: ..."), or nil when it is usable.
+    public static var unavailableReason: String? { RDMA.unavailableReason }
+
+    /// Both sides refuse a message longer than the largest frame at its first fragment, before buffering
+    /// any of it; the frame header is then checked against the same bounds as on TCP.
+    static let options = RDMAMessageOptions(maxMessageSize: FrameHeader.size + Int(WireLimits.maximumMessagePayload))
+
+    /// How long a reply may wait for the peer's credits before that connection is given up.
+    static let sendTimeout: Duration = .seconds(30)
+}
+
+/// Accepts RDMA message connections for a request service (the MDS) and answers each connection's requests
+/// in order on a task of its own; the service's state is behind its own lock, so connections need no other
+/// coordination. A malformed frame gets a failure reply (id 0) and closes that connection only.
+public final class RDMAMetadataListener: Sendable {
+    /// The address actually bound (the port chosen when 0 was asked for).
+    public let endpoint: Endpoint
+    private let engine: RDMAEngine
+    private let listener: RDMAMessageListener
+    private let acceptLoop: Task<Void, Never>
+
+    /// Listens on `endpoint`, an address of an RDMA device (port 0: any free port, in rdmacm's port space).
+    /// `eventLoop` is handed to `respond(to:on:)`, which the TCP server calls on a connection's event loop.
+    public static func start(listen endpoint: Endpoint, service: any RequestService, eventLoop: any EventLoop,
+                             logger: Logger) async throws(GedsError) -> RDMAMetadataListener {
+        let engine: RDMAEngine
+        let listener: RDMAMessageListener
+        do throws(RDMAError) {
+            engine = try RDMAEngine(localAddress: endpoint.host)
+            listener = try await RDMAMessageListener.listen(engine: engine, on: endpoint, options: RDMAMetadata.options)
+        } catch {
+            throw GedsError(error.gedsError.code, "cannot listen for RDMA on \(endpoint): \(error.message)")
+        }
+        let acceptLoop = Task {
+            await accept(from: listener, service: service, eventLoop: eventLoop, logger: logger)
+        }
+        return RDMAMetadataListener(endpoint: listener.endpoint, engine: engine, listener: listener, acceptLoop: acceptLoop)
+    }
+
+    private init(endpoint: Endpoint, engine: RDMAEngine, listener: RDMAMessageListener, acceptLoop: Task<Void, Never>) {
+        self.endpoint = endpoint
+        self.engine = engine
+        self.listener = listener
+        self.acceptLoop = acceptLoop
+    }
+
+    /// Stops listening and closes every connection (their tasks end when their receives fail).
+    public func close() async {
+        acceptLoop.cancel()
+        await listener.close()
+        await acceptLoop.value
+        engine.shutdown()
+    }
+
+    private static func accept(from listener: RDMAMessageListener, service: any RequestService, eventLoop: any EventLoop,
+                               logger: Logger) async {
+        while !Task.isCancelled {
+            let connection: RDMAMessageConnection
+            do throws(RDMAError) {
+                // A bounded wait, so that cancellation is seen even when nobody connects.
+                connection = try await listener.accept(timeout: .seconds(1))
+            } catch {
+                if error.kind == .timedOut { continue }
+                if error.kind != .closed { logger.warning("RDMA listener on \(listener.endpoint): \(error.message)") }
+                return
+            }
+            logger.debug("RDMA client \(connection.peer) connected")
+            Task { await serve(connection, service: service, eventLoop: eventLoop, logger: logger) }
+        }
+    }
+
+    /// One connection's requests, one at a time, until the client goes or breaks the protocol.
+    private static func serve(_ connection: RDMAMessageConnection, service: any RequestService, eventLoop: any EventLoop,
+                              logger: Logger) async {
+        while true {
+            let message: [UInt8]
+            do throws(RDMAError) {
+                message = try await connection.receive(timeout: .seconds(3600))
+            } catch {
+                if error.kind == .timedOut { continue }  // an idle client; it stays connected
+                if error.kind != .closed { logger.info("RDMA client \(connection.peer): \(error.message)") }
+                await connection.close()
+                return
+            }
+            let id: UInt64
+            let request: Request
+            do throws(GedsError) {
+                (id, request) = try WholeFrame.request(from: message)
+            } catch {
+                logger.warning("closing RDMA connection from \(connection.peer): \(error.message)")
+                try? await connection.send(WholeFrame.bytes(.failure(error), id: 0), timeout: RDMAMetadata.sendTimeout)
+                await connection.close()
+                return
+            }
+            let reply: Reply
+            switch service.respond(to: request, on: eventLoop) {
+            case .reply(let answer): reply = answer
+            case .deferred, .file, .later:
+                reply = .failure(GedsError(.invalidArgument, "this request cannot be answered over RDMA messages"))
+            }
+            do throws(RDMAError) {
+                try await connection.send(WholeFrame.bytes(reply, id: id), timeout: RDMAMetadata.sendTimeout)
+            } catch {
+                logger.info("RDMA client \(connection.peer): \(error.message)")
+                await connection.close()
+                return
+            }
+        }
+    }
+}
+
+/// A client of the MDS over RDMA send/receive. Calls are answered in the order they are sent, so they take
+/// turns: one request on the connection at a time. A transport failure or a reply out of step leaves the
+/// connection unusable, and every later call fails with that error.
+public final class RDMAMetadataClient: Sendable {
+    public let mds: Endpoint
+    private let connection: RDMAMessageConnection
+    private let timeout: Duration
+    private let turns = Turns()
+    private let state = Mutex(State())
+
+    private struct State {
+        var nextID: UInt64 = 1
+        var broken: GedsError?
+    }
+
+    /// Connects from `localAddress` (an address of this machine's RDMA device) to the MDS's RDMA listener;
+    /// `timeout` bounds the connection and each call.
+    public static func connect(to mds: Endpoint, from localAddress: String,
+                               timeout: Duration = .seconds(10)) async throws(GedsError) -> RDMAMetadataClient {
+        do throws(RDMAError) {
+            let engine = try RDMAEngine(localAddress: localAddress)
+            let connection = try await RDMAMessageConnection.connect(engine: engine, to: mds, options: RDMAMetadata.options,
+                                                                     timeout: timeout)
+            return RDMAMetadataClient(mds: mds, connection: connection, timeout: timeout)
+        } catch {
+            let code: GedsError.Code = error.kind == .noDevice || error.kind == .invalidArgument ? error.gedsError.code : .mdsUnreachable
+            throw GedsError(code, "MDS unreachable over RDMA at \(mds): \(error.message)")
+        }
+    }
+
+    private init(mds: Endpoint, connection: RDMAMessageConnection, timeout: Duration) {
+        self.mds = mds
+        self.connection = connection
+        self.timeout = timeout
+    }
+
+    /// Frames `request`, sends it, and returns the decoded reply (a `.failure` reply is returned, not thrown).
+    public func call(_ request: Request) async throws(GedsError) -> Reply {
+        await turns.take()
+        defer { turns.pass() }
+        let id = try state.withLock { (state) throws(GedsError) -> UInt64 in
+            if let broken = state.broken { throw broken }
+            defer { state.nextID &+= 1 }
+            return state.nextID
+        }
+        do throws(GedsError) {
+            try await transport { () throws(RDMAError) in
+                try await connection.send(WholeFrame.bytes(request, id: id), timeout: timeout)
+            }
+            let message = try await transport { () throws(RDMAError) in try await connection.receive(timeout: timeout) }
+            let (replyID, reply) = try WholeFrame.reply(from: message)
+            if replyID == id { return reply }
+            // Id 0 is the MDS refusing the connection (it closes it after this reply).
+            if replyID == 0, case .failure(let refusal) = reply { throw refusal }
+            throw GedsError(.protocolViolation, "the MDS at \(mds) answered request \(id) with a reply to \(replyID)")
+        } catch {
+            // The stream is out of step (or gone): a later reply could belong to this request.
+            state.withLock { if $0.broken == nil { $0.broken = error } }
+            await connection.close()
+            throw error
+        }
+    }
+
+    private func transport<T>(_ body: () async throws(RDMAError) -> T) async throws(GedsError) -> T {
+        do throws(RDMAError) {
+            return try await body()
+        } catch {
+            throw GedsError(error.kind == .timedOut ? .timedOut : .mdsUnreachable, "MDS over RDMA at \(mds): \(error.message)")
+        }
+    }
+
+    public func close() async {
+        state.withLock { if $0.broken == nil { $0.broken = GedsError(.mdsUnreachable, "the RDMA connection to the MDS is closed") } }
+        await connection.close()
+        connection.engine.shutdown()
+    }
+}
+
+/// Takes turns among tasks, first come first served, without blocking a thread while waiting.
+final class Turns: Sendable {
+    private struct State: ~Copyable {
+        var busy = false
+        var waiting: [CheckedContinuation<Void, Never>] = []
+    }
+    private let state = Mutex(State())
+
+    func take() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state -> Bool in
+                guard state.busy else {
+                    state.busy = true
+                    return true
+                }
+                state.waiting.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    func pass() {
+        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard !state.waiting.isEmpty else {
+                state.busy = false
+                return nil
+            }
+            return state.waiting.removeFirst()
+        }
+        next?.resume()
+    }
+}
