@@ -1,3 +1,4 @@
+import GedsTestSupport
 import Crypto
 import GEDS
 import GedsMDS

@@ -5,6 +5,7 @@ import Logging
 import Testing
 #if canImport(Glibc)
 import Glibc
+import GedsTestSupport
 #endif
 
 let quiet = Logger(label: "geds-test", factory: { _ in SwiftLogNoOpLogHandler() })
@@ -72,20 +73,6 @@ func gedsError(_ body: () async throws -> Void) async -> GedsError? {
     }
 }
 
-func removeTree(_ path: String) {
-    guard let dir = opendir(path) else {
-        unlink(path)
-        return
-    }
-    var names: [String] = []
-    while let entry = readdir(dir) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    closedir(dir)
-    for name in names { removeTree(path + "/" + name) }
-    rmdir(path)
-}
 
 /// Deterministic pseudo-random bytes (SplitMix64), fast enough for 64 MiB in a debug build.
 func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
@@ -106,17 +93,6 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
     return bytes
 }
 
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 func sha256(_ bytes: UnsafeRawBufferPointer) -> SHA256Digest {
     var hasher = SHA256()

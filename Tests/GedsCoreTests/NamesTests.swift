@@ -1,5 +1,6 @@
 import GedsCore
 import Testing
+import GedsTestSupport
 
 /// Runs `body` and returns the GedsError it threw, or nil when it did not throw.
 /// (A thrown error of another type comes back as `.internal`, which no expectation here accepts.)
@@ -245,15 +246,3 @@ func gedsError(_ body: () throws -> Void) -> GedsError? {
     }
 }
 
-/// A small deterministic generator, so failures reproduce.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -2,6 +2,7 @@ import GedsCore
 import GedsMDS
 import GedsWire
 import Testing
+import GedsTestSupport
 
 /// Runs `body` and returns the GedsError it threw (anything else comes back as `.internal`), or nil.
 func gedsError(_ body: () throws -> Void) -> GedsError? {
@@ -13,18 +14,6 @@ func gedsError(_ body: () throws -> Void) -> GedsError? {
     }
 }
 
-/// A small deterministic generator, so failures reproduce.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 func registration(_ name: String, role: NodeRole = .embedded, port: Int = 4000) -> NodeRegistration {
     NodeRegistration(name: name, hostID: "host-of-\(name)", role: role, tcp: Endpoint(host: "10.0.0.1", port: port),

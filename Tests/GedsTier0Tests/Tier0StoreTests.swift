@@ -4,6 +4,7 @@ import GedsTier0
 import Testing
 #if canImport(Glibc)
 import Glibc
+import GedsTestSupport
 #endif
 
 /// Runs `body` and returns the GedsError it threw (anything else comes back as `.internal`), or nil.
@@ -27,20 +28,6 @@ struct TempFolder {
     func remove() { removeTree(path) }
 }
 
-func removeTree(_ path: String) {
-    guard let dir = opendir(path) else {
-        unlink(path)
-        return
-    }
-    var names: [String] = []
-    while let entry = readdir(dir) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    closedir(dir)
-    for name in names { removeTree(path + "/" + name) }
-    rmdir(path)
-}
 
 func fileExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 

@@ -1,3 +1,4 @@
+import GedsTestSupport
 import GedsCore
 import GedsWire
 import NIOCore
