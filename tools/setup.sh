@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(libibverbs-dev librdmacm-dev libnuma-dev libcurl4-openssl-dev iperf3 redis-server redis-tools librsvg2-bin)
+DEBS=(libibverbs-dev librdmacm-dev libnuma-dev libcurl4-openssl-dev iperf3 redis-server redis-tools librsvg2-bin fio)
 missing=()
 for p in "${DEBS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -149,6 +149,54 @@ def test_missing_references_are_reported_missing(no_references, tmp_path):
     assert "iperf3 single stream, loopback (missing: iperf3 is not installed" in run.out, run.describe()
 
 
+def test_tier1_beside_fio(tmp_path, no_references):
+    """The tier1 workload: Tier1Store write and read beside fio in the same folder, which is removed afterwards."""
+    out = tmp_path / "out.json"
+    # The default folder is next to the binaries (on the repository's file system, which takes O_DIRECT;
+    # /tmp may be a tmpfs, which does not).
+    run = perf("--workloads", "tier1", "--tier1-size", "8MiB", "--repetitions", "1", "--json", str(out))
+    assert run.rc == 0, run.describe()
+    assert "cluster: started" not in run.err, "tier1 runs in-process"
+    document = json.loads(out.read_text())
+    measurements = document["measurements"]
+    assert [m["workload"] for m in measurements] == ["tier1", "tier1"], measurements
+    assert [("write" in m["note"], "read" in m["note"]) for m in measurements] == [(True, False), (False, True)]
+    fio = shutil.which("fio")
+    for m, mode in zip(measurements, ("write", "read")):
+        assert m["size_bytes"] == 8 << 20 and m["transport"] == "none" and m["samples"] == 1, m
+        assert isinstance(m["gbit_per_s"], float) and m["gbit_per_s"] > 0, m
+        assert f"--rw={mode}" in m["reference"], m
+        if fio is None:
+            assert "missing" in m["reference"], m
+        else:
+            assert document["machine"]["references"]["fio"] == fio
+            assert m["reference_value"] > 0 and m["ratio"] == pytest.approx(m["gbit_per_s"] / m["reference_value"]), m
+    for m in measurements:
+        folder = re.search(r" in (/\S+/geds-perf-tier1-\d+)", m["note"]).group(1)
+        assert not os.path.exists(folder), f"{folder} is removed afterwards"
+
+    # Without fio on PATH the reference is reported missing, and GEDS is still measured.
+    run = perf("--workloads", "tier1", "--tier1-size", "1MiB", "--repetitions", "1", "--tier1-dir", str(tmp_path),
+               "--json", str(out), path=no_references)
+    assert run.rc == 0, run.describe()
+    document = json.loads(out.read_text())
+    assert document["machine"]["references"]["fio"].startswith("missing"), document["machine"]
+    assert "Reference fio: missing" in run.out, run.describe()
+    for m in document["measurements"]:
+        assert m["gbit_per_s"] > 0 and "missing: fio is not installed" in m["reference"], m
+        assert m["reference_value"] is None and m["ratio"] is None, m
+    assert not list(tmp_path.glob("geds-perf-tier1-*"))
+
+
+def test_tier1_options():
+    run = perf("--help", timeout=30)
+    assert "tier1 is Tier1Store" in run.out and "--tier1-dir" in run.out and "--tier1-size" in run.out, run.describe()
+    run = perf("--workloads", "tier1", "--tier1-size", "0", timeout=30)
+    assert run.rc != 0 and "--tier1-size" in run.err, run.describe()
+    run = perf("--workloads", "tier1", "--tier1-dir", "/nonexistent-folder", timeout=30)
+    assert run.rc != 0 and "--tier1-dir" in run.err and run.out == "", run.describe()
+
+
 # MARK: outputs
 
 

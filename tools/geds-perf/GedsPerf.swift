@@ -25,7 +25,7 @@ struct GedsPerf: AsyncParsableCommand {
     @Option(help: "Transports to measure: tcp, rdma or both. A transport this machine lacks is reported absent.")
     var transport: TransportChoice = .tcp
 
-    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")).")
+    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); mds-scale and node-scale run only when named.")
     var workloads: String = Workload.defaults.map(\.rawValue).joined(separator: ",")
 
     @Option(help: "Object sizes for read-bw and read-tier0, comma-separated; K, M, G mean KiB, MiB, GiB.")
@@ -42,6 +42,13 @@ struct GedsPerf: AsyncParsableCommand {
 
     @Option(name: .customLong("node-objects"), help: "Objects for node-scale (1 KiB each, on this process's node).")
     var nodeObjects: Int = 100_000
+
+    @Option(name: .customLong("tier1-dir"),
+            help: "Folder for the tier1 workload (and its fio reference); a subfolder geds-perf-tier1-PID is made there and removed afterwards (default: the --bin folder, else that of this executable, e.g. .build/release).")
+    var tier1Dir: String?
+
+    @Option(name: .customLong("tier1-size"), help: "Object size of the tier1 workload (K, M, G mean KiB, MiB, GiB).")
+    var tier1Size: String = "1GiB"
 
     @Option(help: "Folder of geds-mds and gedsd (default: next to this executable).")
     var bin: String?
@@ -65,6 +72,14 @@ struct GedsPerf: AsyncParsableCommand {
         }
         _ = try Workload.parse(workloads)
         _ = try parsedSizes()
+        _ = try parsedTier1Size()
+        if let tier1Dir {
+            var isFolder: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: tier1Dir, isDirectory: &isFolder), isFolder.boolValue,
+                  FileManager.default.isWritableFile(atPath: tier1Dir) else {
+                throw ValidationError("--tier1-dir: \(tier1Dir) is not a writable folder")
+            }
+        }
         for (name, value) in [("--repetitions", repetitions), ("--clients", clients), ("--scale-objects", scaleObjects),
                               ("--node-objects", nodeObjects)] where value < 1 {
             throw ValidationError("\(name) must be at least 1")
@@ -103,6 +118,20 @@ struct GedsPerf: AsyncParsableCommand {
         }.uniqued()
     }
 
+    func parsedTier1Size() throws -> Int {
+        let bytes: UInt64
+        do {
+            bytes = try ByteCount.parse(tier1Size)
+        } catch {
+            throw ValidationError(GedsError.wrapping(error).message + " in --tier1-size")
+        }
+        guard bytes > 0 else { throw ValidationError("--tier1-size must be positive") }
+        guard let size = Int(exactly: bytes) else {
+            throw ValidationError("--tier1-size '\(tier1Size)' is too large")
+        }
+        return size
+    }
+
     func run() async throws {
         Cleanup.installSignalHandlers()
         let selected = try Workload.parse(workloads)
@@ -113,7 +142,8 @@ struct GedsPerf: AsyncParsableCommand {
         let machine = Machine.describe(
             device: mds.map { "TCP to the running cluster at \($0)" } ?? Machine.loopbackDevice(),
             tier0: tier0Pages == "huge" ? "tmpfs with transparent huge pages (huge=within_size)" : "/dev/shm, 4 KiB pages",
-            transports: transport.transports, references: References.tools(for: transport.transports))
+            transports: transport.transports,
+            references: References.tools(for: transport.transports, tier1: selected.contains(.tier1)))
         progress("machine: \(machine.summary)")
         for (tool, path) in machine.references.sorted(by: { $0.key < $1.key }) where path.hasPrefix("missing") {
             progress("reference \(tool): \(path); its figures are reported as missing")
@@ -125,6 +155,10 @@ struct GedsPerf: AsyncParsableCommand {
             for count in Set([min(10_000, scaleObjects), scaleObjects]).sorted() {
                 results += try await MetadataScale.measure(count: count)
             }
+        }
+        if selected.contains(.tier1) {
+            let parent = tier1Dir ?? binaries
+            results += try await Tier1Bench.measure(parent: parent, size: try parsedTier1Size(), repetitions: repetitions)
         }
         if selected.contains(where: \.needsCluster) {
             results += try await measureOnCluster(selected, transports: transports, binaries: binaries)
@@ -192,12 +226,13 @@ struct GedsPerf: AsyncParsableCommand {
 /// What geds-perf can measure. Data-plane workloads move object bytes and are measured per transport.
 enum Workload: String, CaseIterable {
     case readBandwidth = "read-bw", readIntoTier0 = "read-tier0", readManyMiB = "read-1mib", latency
-    case metadataOps = "mds-ops", local, write, mdsScale = "mds-scale", nodeScale = "node-scale"
+    case metadataOps = "mds-ops", local, write, mdsScale = "mds-scale", nodeScale = "node-scale", tier1
 
+    /// The scale workloads and tier1 (gigabytes of disk I/O beside fio) are opt-in, to keep a default run short.
     static let defaults: [Workload] = [.readBandwidth, .readIntoTier0, .readManyMiB, .latency, .metadataOps, .local, .write]
 
     var dataPlane: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .latency].contains(self) }
-    var needsCluster: Bool { self != .mdsScale }
+    var needsCluster: Bool { self != .mdsScale && self != .tier1 }
     var measuresBandwidth: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .write].contains(self) }
 
     static func parse(_ list: String) throws -> [Workload] {

@@ -38,8 +38,9 @@ enum References {
     }
 
     /// The reference tools of these transports, each with its path or "missing (…)", for the machine description.
-    static func tools(for transports: [Transport]) -> [String: String] {
+    static func tools(for transports: [Transport], tier1: Bool = false) -> [String: String] {
         var tools = ["iperf3", "redis-server", "redis-benchmark"]
+        if tier1 { tools.append("fio") }
         // perftest's tools, for when the RDMA data plane is measured.
         if transports.contains(.rdma) { tools += ["ib_read_bw", "ib_read_lat"] }
         return Dictionary(uniqueKeysWithValues: tools.map { ($0, which($0) ?? "missing (not on PATH)") })
