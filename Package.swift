@@ -69,7 +69,7 @@ let package = Package(
                                .product(name: "NIOPosix", package: "swift-nio"),
                                .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/geds-perf", swiftSettings: strict),
-        // Helpers shared by the test targets (deterministic random numbers, scratch folders).
+        // Helpers shared by the test targets (deterministic random numbers, scratch folders, /proc/self/maps).
         .target(name: "GedsTestSupport", path: "Tests/GedsTestSupport", swiftSettings: strict),
         .testTarget(name: "GedsCoreTests", dependencies: ["GedsTestSupport", "GedsCore"], swiftSettings: strict),
         .testTarget(name: "GedsWireTests", dependencies: ["GedsTestSupport", "GedsWire"], swiftSettings: strict),

@@ -107,24 +107,6 @@ func sha256(_ mapping: MappedBytes) -> SHA256Digest { sha256(mapping.bytes) }
 
 func contents(_ mapping: MappedBytes) -> [UInt8] { Array(mapping.bytes) }
 
-/// The /proc/self/maps entry (permissions, file) of the mapping that holds `address`.
-func mappingOf(_ address: UnsafeRawPointer) -> (permissions: String, path: String)? {
-    guard let file = fopen("/proc/self/maps", "r") else { return nil }
-    defer { fclose(file) }
-    let target = UInt(bitPattern: address)
-    var line = [CChar](repeating: 0, count: 4096)
-    while fgets(&line, Int32(line.count), file) != nil {
-        let text = String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        let fields = text.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
-        guard fields.count >= 5 else { continue }
-        let range = fields[0].split(separator: "-")
-        guard range.count == 2, let start = UInt(range[0], radix: 16), let end = UInt(range[1], radix: 16) else { continue }
-        if start <= target, target < end {
-            return (String(fields[1]), fields.count == 6 ? String(fields[5].drop { $0 == " " }) : "")
-        }
-    }
-    return nil
-}
 
 /// Where a view's bytes live: the file mapped at its first and last byte (nil for an empty view).
 func mappedFile(of view: MappedBytes) -> String? {

@@ -37,29 +37,6 @@ func fileMode(_ path: String) -> mode_t? {
     return status.st_mode & 0o777
 }
 
-/// The /proc/self/maps line of the mapping that holds `address`: its permissions and file.
-func mappingOf(_ address: UnsafeRawPointer) -> (permissions: String, path: String)? {
-    guard let file = fopen("/proc/self/maps", "r") else { return nil }
-    defer { fclose(file) }
-    let target = UInt(bitPattern: address)
-    var line = [CChar](repeating: 0, count: 4096)
-    while fgets(&line, Int32(line.count), file) != nil {
-        let text = String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        let fields = text.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
-        guard fields.count >= 5 else { continue }
-        let range = fields[0].split(separator: "-")
-        guard range.count == 2, let start = UInt(range[0], radix: 16), let end = UInt(range[1], radix: 16) else { continue }
-        if start <= target, target < end {
-            let path = fields.count == 6 ? fields[5].trimmingLeadingSpaces : ""
-            return (String(fields[1]), path)
-        }
-    }
-    return nil
-}
-
-extension Substring {
-    var trimmingLeadingSpaces: String { String(drop { $0 == " " }) }
-}
 
 func pattern(_ count: Int, seed: UInt64) -> [UInt8] {
     var state = seed

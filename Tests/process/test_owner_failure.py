@@ -46,6 +46,24 @@ def assert_no_leftover_tier0(pid: int) -> None:
     assert cli_tier0_dirs(pid) == [], f"the failed reader left its tier 0 behind: {cli_tier0_dirs(pid)}"
 
 
+def reader_failure_after_kill(reader, killed: float, hang_limit: float, timeout_note: str) -> str:
+    """Waits for a reader whose source was killed at `killed`: it must fail (never claim success), within
+    5 s rather than its own timeout, with exactly one `geds:` line on stderr, which is returned."""
+    try:
+        _, err = reader.communicate(timeout=hang_limit)
+    except Exception:
+        reader.kill()
+        reader.wait()
+        pytest.fail("the reader hung after its source was killed")
+    elapsed = time.monotonic() - killed
+    err = err.decode()
+    assert reader.returncode != 0, f"get claimed success after its source died: {err!r}"
+    assert elapsed < 5, f"the reader took {elapsed:.1f}s to notice ({timeout_note}): {err!r}"
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("geds: "), err
+    return err
+
+
 def test_frozen_owner_times_out_then_recovers(cluster, bucket, workdir, extra_nodes, big_file, bystander):
     source, digest = big_file
     victim = extra_nodes("node-v1", "host-v1")
@@ -131,19 +149,8 @@ def test_owner_killed_mid_transfer(cluster, bucket, workdir, extra_nodes, big_fi
     victim.kill()
     killed = time.monotonic()
     reader.send_signal(signal.SIGCONT)
-    try:
-        _, err = reader.communicate(timeout=30)
-    except Exception:
-        reader.kill()
-        reader.wait()
-        pytest.fail("the reader hung after its source was killed")
-    elapsed = time.monotonic() - killed
-    err = err.decode()
-    assert reader.returncode != 0, f"get claimed success after its source died mid-transfer: {err!r}"
-    assert elapsed < 5, f"the reader took {elapsed:.1f}s to notice (its timeout was 20 s): {err!r}"
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("geds: "), err
-    assert "node-v2" in lines[0] and ("closed the connection" in lines[0] or "reset" in lines[0]), err
+    err = reader_failure_after_kill(reader, killed, hang_limit=30, timeout_note="its timeout was 20 s")
+    assert "node-v2" in err and ("closed the connection" in err or "reset" in err), err
     assert not os.path.exists(out), "a failed get must not leave an output file"
     assert_no_leftover_tier0(reader.pid)
 
@@ -181,18 +188,8 @@ def test_owner_killed_while_reader_waits(cluster, bucket, workdir, extra_nodes, 
     time.sleep(0.8)  # connected and waiting (well inside the 2 s lease)
     victim.kill()
     killed = time.monotonic()
-    try:
-        _, err = reader.communicate(timeout=40)
-    except Exception:
-        reader.kill()
-        reader.wait()
-        pytest.fail("the reader hung after its source was killed")
-    elapsed = time.monotonic() - killed
-    err = err.decode()
-    assert reader.returncode != 0, err
-    assert elapsed < 5, f"the reader took {elapsed:.1f}s to notice (its timeout was 30 s): {err!r}"
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("geds: ") and "node-v3" in lines[0], err
+    err = reader_failure_after_kill(reader, killed, hang_limit=40, timeout_note="its timeout was 30 s")
+    assert "node-v3" in err, err
     assert not os.path.exists(out)
     assert_no_leftover_tier0(reader.pid)
     assert_bystander_intact(cluster, bystander)
