@@ -51,6 +51,8 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "GedsNode",
                 dependencies: ["GedsCore", "GedsWire", "GedsTier0", "GedsTier1", "GedsTCP", "GedsVerbs",
+                               // for RDMAMetadataClient: the MDS's RDMA send/receive protocol, both sides in one place
+                               "GedsMDS",
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .target(name: "GEDS",
@@ -69,13 +71,14 @@ let package = Package(
                                .product(name: "NIOPosix", package: "swift-nio"),
                                .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/geds-perf", swiftSettings: strict),
-        // Helpers shared by the test targets (deterministic random numbers, scratch folders, /proc/self/maps).
-        .target(name: "GedsTestSupport", path: "Tests/GedsTestSupport", swiftSettings: strict),
+        // Helpers shared by the test targets (deterministic random numbers, scratch folders, /proc/self/maps,
+        // where RDMA tests can run).
+        .target(name: "GedsTestSupport", dependencies: ["GedsVerbs"], path: "Tests/GedsTestSupport", swiftSettings: strict),
         .testTarget(name: "GedsCoreTests", dependencies: ["GedsTestSupport", "GedsCore"], swiftSettings: strict),
         .testTarget(name: "GedsWireTests", dependencies: ["GedsTestSupport", "GedsWire"], swiftSettings: strict),
         .testTarget(name: "GedsTier0Tests", dependencies: ["GedsTestSupport", "GedsTier0"], swiftSettings: strict),
         .testTarget(name: "GedsMDSTests", dependencies: ["GedsTestSupport", "GedsMDS"], swiftSettings: strict),
-        .testTarget(name: "GedsVerbsTests", dependencies: ["GedsVerbs", "GedsMDS", "GedsWire", "GedsTCP", .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
+        .testTarget(name: "GedsVerbsTests", dependencies: ["GedsTestSupport", "GedsVerbs", "GedsMDS", "GedsWire", "GedsTCP", .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "GedsS3Tests", dependencies: ["GedsS3", .product(name: "Crypto", package: "swift-crypto"),
                                                    .product(name: "Logging", package: "swift-log")],
                     swiftSettings: strict),

@@ -126,6 +126,7 @@ public final class RDMAMetadataListener: Sendable {
 public final class RDMAMetadataClient: Sendable {
     public let mds: Endpoint
     private let connection: RDMAMessageConnection
+    private let ownsEngine: Bool
     private let timeout: Duration
     private let turns = Turns()
     private let state = Mutex(State())
@@ -139,20 +140,42 @@ public final class RDMAMetadataClient: Sendable {
     /// `timeout` bounds the connection and each call.
     public static func connect(to mds: Endpoint, from localAddress: String,
                                timeout: Duration = .seconds(10)) async throws(GedsError) -> RDMAMetadataClient {
+        let engine: RDMAEngine
         do throws(RDMAError) {
-            let engine = try RDMAEngine(localAddress: localAddress)
+            engine = try RDMAEngine(localAddress: localAddress)
+        } catch {
+            throw connectionError(error, mds: mds)
+        }
+        return try await connect(to: mds, engine: engine, ownsEngine: true, timeout: timeout)
+    }
+
+    /// Connects through an engine the caller keeps (a node's data plane); `close` leaves it running.
+    public static func connect(to mds: Endpoint, engine: RDMAEngine,
+                               timeout: Duration = .seconds(10)) async throws(GedsError) -> RDMAMetadataClient {
+        try await connect(to: mds, engine: engine, ownsEngine: false, timeout: timeout)
+    }
+
+    private static func connect(to mds: Endpoint, engine: RDMAEngine, ownsEngine: Bool,
+                                timeout: Duration) async throws(GedsError) -> RDMAMetadataClient {
+        do throws(RDMAError) {
             let connection = try await RDMAMessageConnection.connect(engine: engine, to: mds, options: RDMAMetadata.options,
                                                                      timeout: timeout)
-            return RDMAMetadataClient(mds: mds, connection: connection, timeout: timeout)
+            return RDMAMetadataClient(mds: mds, connection: connection, ownsEngine: ownsEngine, timeout: timeout)
         } catch {
-            let code: GedsError.Code = error.kind == .noDevice || error.kind == .invalidArgument ? error.gedsError.code : .mdsUnreachable
-            throw GedsError(code, "MDS unreachable over RDMA at \(mds): \(error.message)")
+            if ownsEngine { engine.shutdown() }
+            throw connectionError(error, mds: mds)
         }
     }
 
-    private init(mds: Endpoint, connection: RDMAMessageConnection, timeout: Duration) {
+    private static func connectionError(_ error: RDMAError, mds: Endpoint) -> GedsError {
+        let code: GedsError.Code = error.kind == .noDevice || error.kind == .invalidArgument ? error.gedsError.code : .mdsUnreachable
+        return GedsError(code, "MDS unreachable over RDMA at \(mds): \(error.message)")
+    }
+
+    private init(mds: Endpoint, connection: RDMAMessageConnection, ownsEngine: Bool, timeout: Duration) {
         self.mds = mds
         self.connection = connection
+        self.ownsEngine = ownsEngine
         self.timeout = timeout
     }
 
@@ -194,7 +217,7 @@ public final class RDMAMetadataClient: Sendable {
     public func close() async {
         state.withLock { if $0.broken == nil { $0.broken = GedsError(.mdsUnreachable, "the RDMA connection to the MDS is closed") } }
         await connection.close()
-        connection.engine.shutdown()
+        if ownsEngine { connection.engine.shutdown() }
     }
 }
 

@@ -1,4 +1,5 @@
 import GedsCore
+import GedsMDS
 import GedsTCP
 import GedsTier0
 import GedsTier1
@@ -22,6 +23,8 @@ public final class Node: Sendable {
     public let logger: Logger
     /// The transports this node offers, chosen at start.
     public let transport: TransportSelection
+    /// The RDMA data plane (nil: this node reads and serves over TCP only).
+    let rdma: RDMADataPlane?
     let peers: ConnectionPool
     /// The event loop of all this node's client connections, as a task executor (see `onLoop`).
     let executor: EventLoopTaskExecutor
@@ -44,8 +47,7 @@ public final class Node: Sendable {
     public static func start(_ configuration: NodeConfiguration, logger: Logger,
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws(GedsError) -> Node {
         // First, so that a node demanding RDMA on a machine without it fails before it touches anything.
-        let transport = try TransportSelection(configuration.transport, rdmaUnavailableReason: RDMA.unavailableReason)
-        logger.info("\(transport.explanation)")
+        var transport = try TransportSelection(configuration.transport, rdmaUnavailableReason: RDMA.unavailableReason)
         let tier0 = try Tier0Store(directory: configuration.tier0Directory)
         var tier1: Tier1Store?
         if let tier1Configuration = configuration.tier1 {
@@ -63,8 +65,24 @@ public final class Node: Sendable {
         } catch {
             throw GedsError.wrapping(error)
         }
+        var rdma: RDMADataPlane?
+        var mdsOverRDMA: MDSClient.RDMASession?
+        do throws(GedsError) {
+            if transport.offersRDMA {
+                rdma = try await startRDMA(configuration, transport: &transport, port: server.localAddress.port, logger: logger)
+            }
+            logger.info("\(transport.explanation)")
+            if let rdma, let mdsRDMA = configuration.mdsRDMA {
+                mdsOverRDMA = try await connectMDSOverRDMA(mdsRDMA, configuration, engine: rdma.engine, logger: logger)
+            }
+        } catch {
+            await rdma?.shutdown()
+            await server.close()
+            throw error
+        }
         let node = Node(configuration: configuration, tier0: tier0, tier1: tier1, pool: pool, executor: executor,
-                        server: server, group: group, logger: logger, transport: transport)
+                        server: server, group: group, logger: logger, transport: transport, rdma: rdma,
+                        mdsOverRDMA: mdsOverRDMA)
         service.node.withLock { $0 = node }
         do {
             try await node.register()
@@ -78,7 +96,7 @@ public final class Node: Sendable {
 
     private init(configuration: NodeConfiguration, tier0: Tier0Store, tier1: Tier1Store?, pool: ConnectionPool,
                  executor: EventLoopTaskExecutor, server: FrameServer, group: any EventLoopGroup, logger: Logger,
-                 transport: TransportSelection) {
+                 transport: TransportSelection, rdma: RDMADataPlane?, mdsOverRDMA: MDSClient.RDMASession?) {
         self.configuration = configuration
         self.tier0 = tier0
         self.tier1 = tier1
@@ -91,8 +109,9 @@ public final class Node: Sendable {
         self.group = group
         self.logger = logger
         self.transport = transport
+        self.rdma = rdma
         mds = MDSClient(endpoint: configuration.mds, pool: pool,
-                        timeout: .milliseconds(configuration.timeoutMilliseconds))
+                        timeout: .milliseconds(configuration.timeoutMilliseconds), rdma: mdsOverRDMA)
     }
 
     /// Runs `body` on the event loop of this node's connections: its round trips then cost no thread
@@ -105,6 +124,40 @@ public final class Node: Sendable {
         }
     }
 
+    // MARK: Transports
+
+    /// Starts the RDMA data plane on the device that owns the node's address. Under `auto` a node whose
+    /// address has no usable device runs over TCP (and `transport` says why); under `rdma` it refuses to start.
+    private static func startRDMA(_ configuration: NodeConfiguration, transport: inout TransportSelection, port: Int,
+                                  logger: Logger) async throws(GedsError) -> RDMADataPlane? {
+        let address = configuration.rdmaAddress ?? configuration.advertisedHost ?? configuration.listen.host
+        do throws(RDMAError) {
+            let plane = try await RDMADataPlane.start(address: address, port: port, logger: logger)
+            transport.explanation += "; reads and serves over rdma at \(plane.responder.endpoint) (\(plane.engine.device.name))"
+            return plane
+        } catch {
+            let reason = "no usable RDMA device at \(address): \(error.message)"
+            if configuration.transport == .rdma { throw GedsError(.invalidArgument, "--transport rdma: \(reason)") }
+            transport = TransportSelection(offersRDMA: false, explanation: "transport: tcp (auto: \(reason))")
+            return nil
+        }
+    }
+
+    /// Connects to the MDS's RDMA listener; under `auto` a failure leaves the node on TCP (logged).
+    private static func connectMDSOverRDMA(_ endpoint: Endpoint, _ configuration: NodeConfiguration, engine: RDMAEngine,
+                                           logger: Logger) async throws(GedsError) -> MDSClient.RDMASession? {
+        do throws(GedsError) {
+            let client = try await RDMAMetadataClient.connect(to: endpoint, engine: engine,
+                                                              timeout: .milliseconds(configuration.timeoutMilliseconds))
+            logger.info("MDS: over rdma at \(endpoint)")
+            return MDSClient.RDMASession(client, logger: logger)
+        } catch {
+            if configuration.transport == .rdma { throw error }
+            logger.notice("MDS: over tcp at \(configuration.mds) (\(error.message))")
+            return nil
+        }
+    }
+
     // MARK: Session with the MDS
 
     private func register() async throws(GedsError) {
@@ -113,19 +166,16 @@ public final class Node: Sendable {
         let advertised = Endpoint(host: host, port: server.localAddress.port)
         let reply = try await mds.call(.registerNode(NodeRegistration(
             name: configuration.name, hostID: configuration.hostID, role: configuration.role,
-            tcp: advertised, tier0Directory: configuration.tier0Directory,
-            // The RDMA listener is to take the TCP port's number (rdmacm has its own port space); nothing
-            // listens there until the RDMA data plane is wired, and readers use TCP until then.
-            rdma: transport.offersRDMA ? advertised : nil)))
+            tcp: advertised, tier0Directory: configuration.tier0Directory, rdma: rdma?.responder.endpoint)))
         guard case .nodeRegistered(let index, let lease) = reply else { throw MDSClient.unexpected(reply) }
         session.withLock { $0 = Session(index: index, advertised: advertised, leaseMilliseconds: lease) }
         logger.info("registered with the MDS at \(configuration.mds) as node \(index) (lease \(lease) ms)")
         // After a lost lease the MDS withdrew our copies; offer back those it still knows.
         for blob in tier0.inventory.keys {
             do {
-                try await mds.expectOK(.addLocation(blob: blob, placement: BlobPlacement(node: index, tier: .tier0)))
+                try await mds.expectOK(.addLocation(blob: blob, placement: tier0Placement(of: blob)))
             } catch {
-                tier0.remove(blob)
+                discardTier0Copy(blob)
             }
         }
         for object in tier1?.objects ?? [] where !tier0.contains(object.blob) {
@@ -169,11 +219,13 @@ public final class Node: Sendable {
         heartbeat.withLock { $0?.cancel() }
         try? await mds.expectOK(.leave(node: index))
         await server.close()
+        await mds.rdma?.close()
+        await rdma?.shutdown()
         peers.closeAll()
         await bulk.shutdown()
         await tier1?.shutdown()
         if configuration.removeTier0OnShutdown {
-            for blob in tier0.inventory.keys { tier0.remove(blob) }
+            for blob in tier0.inventory.keys { discardTier0Copy(blob) }
             rmdir(configuration.tier0Directory)
         }
     }
@@ -201,25 +253,47 @@ public final class Node: Sendable {
         let size = try writable.seal()
         pin(blob)  // not spilled while pending at the MDS
         defer { unpin(blob) }
-        var placement = BlobPlacement(node: index, tier: .tier0)
         do {
-            if target == nil { try await checkTier0Capacity(sealing: blob, size: size) }
+            let placement: BlobPlacement
             if let target {
                 try await askToPull(blob, size: size, from: ownLocation(of: blob), to: target)
                 placement = BlobPlacement(node: 0, tier: .tier0)
+            } else {
+                try await checkTier0Capacity(sealing: blob, size: size)
+                placement = tier0Placement(of: blob)
             }
             try await mds.expectOK(.sealObject(blob: blob, size: size, metadata: metadata, placement: placement))
         } catch {
-            tier0.remove(blob)
+            discardTier0Copy(blob)
             try? await mds.expectOK(.abortObject(blob: blob))
             throw error
         }
-        if target != nil { tier0.remove(blob) } else { admitted(blob) }
+        if target != nil { discardTier0Copy(blob) } else { admitted(blob) }
     }
 
+    /// Our tier-0 copy as a location for a peer to pull from (over RDMA when registered).
     func ownLocation(of blob: BlobID) -> Location {
-        Location(node: configuration.name, hostID: configuration.hostID, tier: .tier0, tcp: endpoint, rdma: nil,
-                 path: tier0.path(of: blob))
+        let remote = rdma?.register(blob, path: tier0.path(of: blob))
+        return Location(node: configuration.name, hostID: configuration.hostID, tier: .tier0, tcp: endpoint,
+                        rdma: remote.map { RDMAAccess(endpoint: rdma!.responder.endpoint, address: $0.address, rkey: $0.rkey) },
+                        path: tier0.path(of: blob))
+    }
+
+    /// The placement that publishes our tier-0 copy: registered for one-sided READs first when this node
+    /// runs over RDMA, so the MDS hands out its address and rkey.
+    func tier0Placement(of blob: BlobID) -> BlobPlacement {
+        var placement = BlobPlacement(node: index, tier: .tier0)
+        if let remote = rdma?.register(blob, path: tier0.path(of: blob)) {
+            placement.rdmaAddress = remote.address
+            placement.rkey = remote.rkey
+        }
+        return placement
+    }
+
+    /// Deletes our tier-0 copy once the MDS no longer hands it out (or never did), its RDMA registration first.
+    func discardTier0Copy(_ blob: BlobID) {
+        rdma?.withdrawn(blob)
+        tier0.remove(blob)
     }
 
     // MARK: Reading
@@ -274,7 +348,8 @@ public final class Node: Sendable {
                     if isMappable(location) {
                         return try copy(from: try Tier0Store.map(path: location.path), at: offset, into: destination)
                     }
-                    let got = try await transfer(info.blob, offset: offset, length: length, from: location, into: destination)
+                    let got = try await transfer(info.blob, objectSize: info.size, offset: offset, length: length, from: location,
+                                                 into: destination)
                     guard got == length else { throw GedsError(.protocolViolation, "node \(location.node) sent \(got) of \(length) bytes") }
                     return Int(length)
                 } catch {
@@ -342,9 +417,9 @@ public final class Node: Sendable {
         }
         if publish {
             do {
-                try await mds.expectOK(.addLocation(blob: blob, placement: BlobPlacement(node: index, tier: .tier0)))
+                try await mds.expectOK(.addLocation(blob: blob, placement: tier0Placement(of: blob)))
             } catch where error.code == .noSuchBlob {
-                tier0.remove(blob)  // deleted while we copied; the mapping stays valid for this reader
+                discardTier0Copy(blob)  // deleted while we copied; the mapping stays valid for this reader
             } catch {
                 logger.debug("could not publish cached copy of \(blob.fileName): \(error.message)")
             }
@@ -357,7 +432,7 @@ public final class Node: Sendable {
     private func receive(_ blob: BlobID, size: UInt64, from location: Location) async throws(GedsError) -> MappedBytes {
         let receiving = try tier0.receive(blob, size: size)
         if size > 0 {
-            let got = try await transfer(blob, offset: 0, length: size, from: location,
+            let got = try await transfer(blob, objectSize: size, offset: 0, length: size, from: location,
                                          into: MappingSink(mapping: receiving.mapping))
             guard got == size else {
                 throw GedsError(.protocolViolation, "node \(location.node) sent \(got) of \(size) bytes")
@@ -367,10 +442,27 @@ public final class Node: Sendable {
         return receiving.mapping
     }
 
-    /// Reads from a peer: large reads over a bulk connection straight into the destination, small ones
-    /// over the peer's multiplexed connection (one round trip, no thread hand-off).
-    func transfer(_ blob: BlobID, offset: UInt64, length: UInt64, from location: Location,
+    /// Reads from a peer: one-sided RDMA READs of its registered copy when both ends run over RDMA (and
+    /// connecting works; else TCP from then on), otherwise large reads over a bulk TCP connection straight
+    /// into the destination and small ones over the peer's multiplexed connection (one round trip, no
+    /// thread hand-off).
+    func transfer(_ blob: BlobID, objectSize: UInt64, offset: UInt64, length: UInt64, from location: Location,
                   into sink: any ReadSink) async throws(GedsError) -> UInt64 {
+        if let rdma, let access = location.rdma, rdma.offersRDMA(access.endpoint) {
+            do throws(RDMADataPlane.PeerFailure) {
+                try await rdma.read(access, objectSize: objectSize, offset: offset, length: length, into: sink,
+                                    peerName: "node \(location.node)", timeout: .milliseconds(configuration.timeoutMilliseconds))
+                return length
+            } catch {
+                guard case .failed(let failure) = error else { return try await transferOverTCP(blob, offset: offset, length: length, from: location, into: sink) }
+                throw failure
+            }
+        }
+        return try await transferOverTCP(blob, offset: offset, length: length, from: location, into: sink)
+    }
+
+    private func transferOverTCP(_ blob: BlobID, offset: UInt64, length: UInt64, from location: Location,
+                                 into sink: any ReadSink) async throws(GedsError) -> UInt64 {
         if length >= Node.bulkThreshold {
             return try await bulk.read(blob: blob, offset: offset, length: length, from: location.tcp,
                                        peerName: "node \(location.node)", into: sink,
@@ -413,7 +505,7 @@ public final class Node: Sendable {
         try await askToPull(info.blob, size: info.size, from: source, to: target)
         if tier0.contains(info.blob) {
             try? await mds.expectOK(.removeLocation(blob: info.blob, node: index))
-            tier0.remove(info.blob)
+            discardTier0Copy(info.blob)
         }
     }
 
@@ -440,9 +532,9 @@ public final class Node: Sendable {
             }
         }
         do {
-            try await mds.expectOK(.addLocation(blob: blob, placement: BlobPlacement(node: index, tier: .tier0)))
+            try await mds.expectOK(.addLocation(blob: blob, placement: tier0Placement(of: blob)))
         } catch {
-            tier0.remove(blob)
+            discardTier0Copy(blob)
             throw error
         }
         admitted(blob)

@@ -32,6 +32,12 @@ public struct NodeConfiguration: Sendable {
     /// The data plane to offer: `.auto` (RDMA when this machine has a device, else TCP), `.rdma` (refuse to
     /// start without a device) or `.tcp`.
     public var transport: Transport = .auto
+    /// The address of this machine's RDMA device to read and serve from (default: the advertised host, else
+    /// the listen host). A loopback or wildcard address has no device: the node then offers TCP only.
+    public var rdmaAddress: String?
+    /// The MDS's RDMA send/receive listener (`geds-mds --rdma-listen`); when set and this node runs over
+    /// RDMA, its MDS calls go there instead of TCP.
+    public var mdsRDMA: Endpoint?
 
     /// `--transport` of `gedsd` and `geds`.
     public enum Transport: String, Sendable, CaseIterable {

@@ -197,7 +197,7 @@ extension Node {
             }
             throw error
         }
-        tier0.remove(blob)
+        discardTier0Copy(blob)
         tiers.withLock { state in state.policy?.forget(blob) }
         return true
     }
@@ -259,13 +259,13 @@ extension Node {
             try receiving.seal()
         }
         do {
-            try await mds.expectOK(.addLocation(blob: blob, placement: BlobPlacement(node: index, tier: .tier0)))
+            try await mds.expectOK(.addLocation(blob: blob, placement: tier0Placement(of: blob)))
         } catch where error.code == .noSuchBlob {
             await dropLocalCopies(of: blob)
             return
         } catch {
             // The MDS still says tier 1, and tier 1 still has it: keep that, give the tier-0 room back.
-            tier0.remove(blob)
+            discardTier0Copy(blob)
             throw error
         }
         _ = try? await tier1.remove(blob)
@@ -274,7 +274,7 @@ extension Node {
 
     /// Deletes every local copy of a blob (the MDS withdrew it).
     func dropLocalCopies(of blob: BlobID) async {
-        tier0.remove(blob)
+        discardTier0Copy(blob)
         tiers.withLock { state in state.policy?.forget(blob) }
         _ = try? await tier1?.remove(blob)
     }

@@ -11,20 +11,17 @@ public struct TransportSelection: Sendable, Equatable {
     /// usable; passed in so the decision is testable on any machine. Throws when `.rdma` is demanded and
     /// there is no device: a node asked for RDMA must not quietly run over TCP.
     public init(_ transport: NodeConfiguration.Transport, rdmaUnavailableReason: String?) throws(GedsError) {
-        // Until GedsVerbs carries the node's reads, an RDMA node still moves its bytes over TCP; the log says
-        // so, so that nobody reads RDMA figures into a TCP run.
-        let notWired = "rdma data plane not wired yet; using tcp"
         switch (transport, rdmaUnavailableReason) {
         case (.tcp, _):
             self.init(offersRDMA: false, explanation: "transport: tcp (asked for)")
         case (.auto, let reason?):
             self.init(offersRDMA: false, explanation: "transport: tcp (auto: \(reason))")
         case (.auto, nil):
-            self.init(offersRDMA: true, explanation: "transport: rdma (auto: RDMA device available); \(notWired)")
+            self.init(offersRDMA: true, explanation: "transport: rdma (auto: RDMA device available)")
         case (.rdma, let reason?):
             throw GedsError(.invalidArgument, "--transport rdma: \(reason)")
         case (.rdma, nil):
-            self.init(offersRDMA: true, explanation: "transport: rdma (asked for); \(notWired)")
+            self.init(offersRDMA: true, explanation: "transport: rdma (asked for)")
         }
     }
 

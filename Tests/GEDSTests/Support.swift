@@ -21,8 +21,9 @@ final class Cluster: Sendable {
         run = "\(folderPrefix)-\(UInt64.random(in: 0...UInt64.max))"
     }
 
-    static func start(leaseMilliseconds: UInt64 = 5000, folderPrefix: String = "geds-unit") async throws -> Cluster {
-        Cluster(mds: try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0),
+    static func start(leaseMilliseconds: UInt64 = 5000, rdmaListen: Endpoint? = nil,
+                      folderPrefix: String = "geds-unit") async throws -> Cluster {
+        Cluster(mds: try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), rdmaListen: rdmaListen,
                                                     leaseMilliseconds: leaseMilliseconds, logger: quiet),
                 folderPrefix: folderPrefix)
     }

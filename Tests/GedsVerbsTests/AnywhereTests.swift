@@ -1,4 +1,5 @@
 import GedsCore
+import GedsTestSupport
 @testable import GedsVerbs
 import Testing
 

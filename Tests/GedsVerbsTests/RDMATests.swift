@@ -1,5 +1,6 @@
 import Foundation
 import GedsCore
+import GedsTestSupport
 @testable import GedsVerbs
 import Testing
 

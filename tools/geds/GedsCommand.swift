@@ -27,15 +27,27 @@ struct Connection: ParsableArguments {
     @Option(help: ArgumentHelp(NodeConfiguration.Transport.optionHelp))
     var transport: String = "auto"
 
+    @Option(name: .customLong("rdma-address"), help: "Address of this machine's RDMA device to read over (without it: TCP).")
+    var rdmaAddress: String?
+
+    @Option(name: .customLong("mds-rdma"), help: "The MDS's RDMA listener, HOST:PORT: MDS calls go over RDMA send/receive.")
+    var mdsRDMA: String?
+
+    @Flag(help: "Log which transports are used (to stderr).")
+    var verbose = false
+
     func open() async throws(GedsError) -> GEDS {
         let address = mds ?? ProcessInfo.processInfo.environment["GEDS_MDS"] ?? "127.0.0.1:4381"
         var logger = Logger(label: "geds")
-        logger.logLevel = .error
-        let configuration = NodeConfiguration(
+        logger.logLevel = verbose ? .info : .error
+        var configuration = NodeConfiguration(
             mds: try Endpoint(parsing: address),
             tier0Directory: "/dev/shm/geds-cli-\(getpid())-\(UInt32.random(in: 0...UInt32.max))",
             removeTier0OnShutdown: true, role: .embedded, timeoutMilliseconds: timeoutMilliseconds,
             publishCachedCopies: false, transport: try NodeConfiguration.Transport(parsing: transport))
+        // Without an RDMA address the CLI's node listens on loopback, which has no RDMA device: TCP.
+        configuration.rdmaAddress = rdmaAddress
+        configuration.mdsRDMA = try mdsRDMA.map { (text) throws(GedsError) in try Endpoint(parsing: text) }
         return try await GEDS.connect(configuration, logger: logger)
     }
 }
@@ -436,13 +448,16 @@ final class Progress {
 // `geds --mds HOST:PORT COMMAND …`: the global options may come before the command; they are handed to it.
 @main
 enum Main {
-    static let globalOptions = ["--mds", "--timeout-ms", "--transport"]
+    static let globalOptions = ["--mds", "--timeout-ms", "--transport", "--rdma-address", "--mds-rdma", "--verbose"]
+    static let globalFlags: Set = ["--verbose"]
 
     static func main() async {
+        // Log lines (--verbose) go to stderr: stdout carries objects' bytes (`cat`, `get … -`).
+        LoggingSystem.bootstrap(StreamLogHandler.standardError)
         var arguments = Array(CommandLine.arguments.dropFirst())
         var global: [String] = []
         while let first = arguments.first, globalOptions.contains(where: { first.hasPrefix($0) }) {
-            if first.contains("=") {
+            if first.contains("=") || globalFlags.contains(first) {
                 global.append(arguments.removeFirst())
             } else if arguments.count >= 2 {
                 global += arguments.prefix(2)

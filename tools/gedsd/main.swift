@@ -40,6 +40,13 @@ struct GedsDaemon: AsyncParsableCommand {
     @Option(help: ArgumentHelp(NodeConfiguration.Transport.optionHelp))
     var transport: String = "auto"
 
+    @Option(name: .customLong("rdma-address"),
+            help: "Address of this machine's RDMA device to serve and read over (default: --advertise, else the --listen host).")
+    var rdmaAddress: String?
+
+    @Option(name: .customLong("mds-rdma"), help: "The MDS's RDMA listener, HOST:PORT (geds-mds --rdma-listen): MDS calls go over RDMA send/receive.")
+    var mdsRDMA: String?
+
     @Flag(name: .customLong("huge-pages"),
           help: "Mount a tmpfs with transparent huge pages (huge=within_size) at --tier0 first (needs root): objects of 2 MiB and more then cost far less to allocate, map, send and free.")
     var hugePages = false
@@ -57,6 +64,8 @@ struct GedsDaemon: AsyncParsableCommand {
                 mds: try Endpoint(parsing: mds), listen: try Endpoint(parsing: listen), advertisedHost: advertise,
                 tier0Directory: tier0, removeTier0OnShutdown: false, name: name, hostID: hostID, role: .daemon,
                 transport: try NodeConfiguration.Transport(parsing: transport))
+            configuration.rdmaAddress = rdmaAddress
+            configuration.mdsRDMA = try mdsRDMA.map { (text) throws(GedsError) in try Endpoint(parsing: text) }
             configuration.tier0Capacity = try tier0Capacity.map { (text) throws(GedsError) in try ByteCount.parse(text) }
             if let tier1 {
                 guard let tier1Capacity else { throw GedsError(.invalidArgument, "--tier1 needs --tier1-capacity SIZE") }

@@ -1,0 +1,184 @@
+import GedsCore
+import GedsTCP
+import GedsVerbs
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A node's RDMA data plane: one engine on the device that owns the node's address, the responder peers
+/// READ this node's tier 0 through, the reader for this node's own remote reads, the registrations of the
+/// tier-0 copies it published, and the peers it found unreachable over RDMA (read over TCP from then on).
+///
+/// Life of a registration: a tier-0 copy is registered just before its placement (with address and rkey)
+/// goes to the MDS, and deregistered only after the MDS has withdrawn that placement (delete, spill,
+/// relocation, a lost lease); the responder never reuses a remote address, so a reader holding a withdrawn
+/// location gets a failed READ (remote access error, which the read path answers with a fresh lookup).
+final class RDMADataPlane: Sendable {
+    let engine: RDMAEngine
+    let responder: RDMAResponder
+    let reader: RDMAReader
+    private let logger: Logger
+    private let published = Mutex<[BlobID: RemoteBuffer]>([:])
+    private let peers = Mutex<[Endpoint: PeerState]>([:])
+    private let registrationFailureLogged = Atomic<Bool>(false)
+    /// Reads this node completed over RDMA (observability: which transport carried the bytes).
+    let completedReads = Atomic<Int>(0)
+    /// Registered bounce buffers for small reads into caller memory: registering a caller's buffer for one
+    /// small READ would cost more than copying it, and caching registrations of memory we do not own is unsafe.
+    private let staging = Mutex<[MemoryRegion]>([])
+
+    /// Reads into caller memory up to this size go through a registered bounce buffer.
+    static let stagingLimit = 256 << 10
+
+    private enum PeerState: Equatable {
+        case rdma
+        /// Connecting failed; read over TCP until then, and try RDMA again afterwards.
+        case tcpUntil(ContinuousClock.Instant)
+    }
+
+    /// How long a peer that could not be reached over RDMA is read over TCP before RDMA is tried again.
+    static let retryRDMAAfter: Duration = .seconds(30)
+
+    private init(engine: RDMAEngine, responder: RDMAResponder, logger: Logger) {
+        self.engine = engine
+        self.responder = responder
+        reader = RDMAReader(engine: engine)
+        self.logger = logger
+    }
+
+    /// Opens the device that owns `address` and listens for READ connections on it, on `port` when that is
+    /// free in rdmacm's port space (the node's TCP port, so both are found at one number), else on any port.
+    static func start(address: String, port: Int, logger: Logger) async throws(RDMAError) -> RDMADataPlane {
+        let engine = try RDMAEngine(localAddress: address)
+        let responder: RDMAResponder
+        do throws(RDMAError) {
+            responder = try await RDMAResponder.listen(engine: engine, on: Endpoint(host: address, port: port))
+        } catch {
+            do throws(RDMAError) {
+                responder = try await RDMAResponder.listen(engine: engine, on: Endpoint(host: address, port: 0))
+            } catch {
+                engine.shutdown()
+                throw error
+            }
+        }
+        return RDMADataPlane(engine: engine, responder: responder, logger: logger)
+    }
+
+    func shutdown() async {
+        await responder.close()
+        engine.shutdown()
+    }
+
+    // MARK: The owner's side
+
+    /// Registers a sealed tier-0 file for remote READs (once; later calls return the same registration).
+    /// Nil when it cannot be registered (an empty object, or the device's limits reached): that copy is then
+    /// read over TCP, and the first failure is logged.
+    func register(_ blob: BlobID, path: String) -> RemoteBuffer? {
+        if let existing = published.withLock({ $0[blob] }) { return existing }
+        let remote: RemoteBuffer
+        do throws(RDMAError) {
+            // Mapped writable: kernels before 6.2 refuse to pin a read-only shared file mapping. Nothing writes
+            // through it (the registration grants remote READ only).
+            let mapping: SharedMapping
+            do throws(RDMAError) {
+                mapping = try SharedMapping(path: path, writable: true)
+            } catch {
+                mapping = try SharedMapping(path: path, writable: false)
+            }
+            remote = try responder.register(mapping)
+        } catch {
+            if error.kind != .invalidArgument, !registrationFailureLogged.exchange(true, ordering: .relaxed) {
+                logger.warning("cannot register tier-0 copies for RDMA (\(error.message)); such copies are read over tcp")
+            }
+            return nil
+        }
+        let kept = published.withLock { published -> RemoteBuffer in
+            if let raced = published[blob] { return raced }
+            published[blob] = remote
+            return remote
+        }
+        if kept != remote { responder.deregister(remote) }
+        return kept
+    }
+
+    /// Ends a copy's registration. Call only after the MDS withdrew the placement that published it.
+    func withdrawn(_ blob: BlobID) {
+        if let remote = published.withLock({ $0.removeValue(forKey: blob) }) { responder.deregister(remote) }
+    }
+
+    var registeredCopies: Int { published.withLock { $0.count } }
+
+    // MARK: The reader's side
+
+    /// Whether to try RDMA with `peer`: yes, unless connecting to it failed in the last `retryRDMAAfter`.
+    func offersRDMA(_ peer: Endpoint) -> Bool {
+        guard case .tcpUntil(let until) = peers.withLock({ $0[peer] }) else { return true }
+        return ContinuousClock.now >= until
+    }
+
+    /// Reads `length` bytes at `offset` of a peer's registered copy into `sink`. Throws `nil` when no RDMA
+    /// connection to the peer can be made (the caller reads over TCP; said once per peer in the log), else
+    /// the read's error (a withdrawn copy is `noSuchBlob`).
+    func read(_ access: RDMAAccess, objectSize: UInt64, offset: UInt64, length: UInt64, into sink: any ReadSink,
+              peerName: String, timeout: Duration) async throws(PeerFailure) {
+        let peer = access.endpoint
+        do throws(RDMAError) {
+            try await reader.connect(to: peer)
+        } catch {
+            let first = peers.withLock { peers in
+                defer { peers[peer] = .tcpUntil(ContinuousClock.now + Self.retryRDMAAfter) }
+                return peers[peer] == nil || peers[peer] == .rdma
+            }
+            if first { logger.notice("\(peerName): no RDMA connection to \(peer) (\(error.message)); reading over tcp") }
+            throw .noRDMA
+        }
+        if peers.withLock({ $0.updateValue(.rdma, forKey: peer) }) != .rdma {
+            logger.info("\(peerName): reading over rdma from \(peer)")
+        }
+        let remote = RemoteBuffer(address: access.address, rkey: access.rkey, length: objectSize)
+        let destination = sink.destination
+        do throws(RDMAError) {
+            if destination.count <= Self.stagingLimit {
+                try await readStaged(from: peer, remote, offset: offset, into: destination, timeout: timeout)
+            } else {
+                // A registration of the destination for this read only: it may be a caller's buffer, which
+                // may be freed (and its addresses reused) as soon as we return.
+                let region = try MemoryRegion(engine.protectionDomain, bytes: destination, access: [.localWrite],
+                                              owner: SinkOwner(sink))
+                try await reader.read(from: peer, remote, offset: offset, length: Int(length), into: region, timeout: timeout)
+            }
+        } catch {
+            throw .failed(error.gedsError)
+        }
+        completedReads.add(1, ordering: .relaxed)
+    }
+
+    enum PeerFailure: Error {
+        /// No RDMA connection could be made: read over TCP instead.
+        case noRDMA
+        case failed(GedsError)
+    }
+
+    private func readStaged(from peer: Endpoint, _ remote: RemoteBuffer, offset: UInt64,
+                            into destination: UnsafeMutableRawBufferPointer, timeout: Duration) async throws(RDMAError) {
+        let region: MemoryRegion
+        if let pooled = staging.withLock({ $0.popLast() }) {
+            region = pooled
+        } else {
+            region = try MemoryRegion(engine.protectionDomain, memory: AlignedBuffer(count: Self.stagingLimit), access: [.localWrite])
+        }
+        try await reader.read(from: peer, remote, offset: offset, length: destination.count, into: region, timeout: timeout)
+        destination.baseAddress?.copyMemory(from: region.base, byteCount: destination.count)
+        // Only after a READ that completed: a failed one may still be flushing into the buffer.
+        staging.withLock { if $0.count < 64 { $0.append(region) } }
+    }
+}
+
+/// Keeps a read's sink (and so the memory it points at, when the sink owns it) alive while registered.
+private final class SinkOwner: Sendable {
+    let sink: any ReadSink
+    init(_ sink: any ReadSink) { self.sink = sink }
+}
