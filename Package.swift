@@ -67,7 +67,7 @@ let package = Package(
         .executableTarget(name: "gedsd", dependencies: ["GEDS",
                                .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/gedsd", swiftSettings: strict),
-        .executableTarget(name: "geds-perf", dependencies: ["GEDS", "GedsNode", "GedsTCP", "GedsMDS", "GedsWire", "GedsTier1",
+        .executableTarget(name: "geds-perf", dependencies: ["GEDS", "GedsNode", "GedsTCP", "GedsMDS", "GedsWire", "GedsTier1", "GedsVerbs",
                                .product(name: "NIOPosix", package: "swift-nio"),
                                .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/geds-perf", swiftSettings: strict),

@@ -119,24 +119,24 @@ final class RDMADataPlane: Sendable {
         return ContinuousClock.now >= until
     }
 
-    /// Reads `length` bytes at `offset` of a peer's registered copy into `sink`. Throws `nil` when no RDMA
+    /// Reads `length` bytes at `offset` of a peer's registered copy into `sink`. Throws `.noRDMA` when no RDMA
     /// connection to the peer can be made (the caller reads over TCP; said once per peer in the log), else
     /// the read's error (a withdrawn copy is `noSuchBlob`).
     func read(_ access: RDMAAccess, objectSize: UInt64, offset: UInt64, length: UInt64, into sink: any ReadSink,
               peerName: String, timeout: Duration) async throws(PeerFailure) {
         let peer = access.endpoint
-        do throws(RDMAError) {
-            try await reader.connect(to: peer)
-        } catch {
-            let first = peers.withLock { peers in
-                defer { peers[peer] = .tcpUntil(ContinuousClock.now + Self.retryRDMAAfter) }
-                return peers[peer] == nil || peers[peer] == .rdma
+        // Connected before: the read itself reconnects if it must (no extra hop to the poll thread).
+        let connected = peers.withLock { $0[peer] } == .rdma
+        if !connected {
+            do throws(RDMAError) {
+                try await reader.connect(to: peer)
+            } catch {
+                fallBack(from: peer, peerName: peerName, error)
+                throw .noRDMA
             }
-            if first { logger.notice("\(peerName): no RDMA connection to \(peer) (\(error.message)); reading over tcp") }
-            throw .noRDMA
-        }
-        if peers.withLock({ $0.updateValue(.rdma, forKey: peer) }) != .rdma {
-            logger.info("\(peerName): reading over rdma from \(peer)")
+            if peers.withLock({ $0.updateValue(.rdma, forKey: peer) }) != .rdma {
+                logger.info("\(peerName): reading over rdma from \(peer)")
+            }
         }
         let remote = RemoteBuffer(address: access.address, rkey: access.rkey, length: objectSize)
         let destination = sink.destination
@@ -151,9 +151,24 @@ final class RDMADataPlane: Sendable {
                 try await reader.read(from: peer, remote, offset: offset, length: Int(length), into: region, timeout: timeout)
             }
         } catch {
+            // The connection broke and could not be made again: this read goes over TCP (which fails as
+            // fast if the peer itself is gone).
+            if error.kind == .connection {
+                fallBack(from: peer, peerName: peerName, error)
+                throw .noRDMA
+            }
             throw .failed(error.gedsError)
         }
         completedReads.add(1, ordering: .relaxed)
+    }
+
+    /// Reads `peer` over TCP for a while; said once until RDMA works with it again.
+    private func fallBack(from peer: Endpoint, peerName: String, _ error: RDMAError) {
+        let first = peers.withLock { peers in
+            defer { peers[peer] = .tcpUntil(ContinuousClock.now + Self.retryRDMAAfter) }
+            return peers[peer] == nil || peers[peer] == .rdma
+        }
+        if first { logger.notice("\(peerName): no RDMA connection to \(peer) (\(error.message)); reading over tcp") }
     }
 
     enum PeerFailure: Error {

@@ -32,6 +32,10 @@ public final class RDMAEngine: @unchecked Sendable {
         /// QP ACK timeout exponent (4.096 µs × 2^value); with 7 retries a dead peer is detected in about
         /// 8 × this. 17 ≈ 0.5 s, generous enough for soft-RoCE under emulation.
         public var ackTimeoutExponent: UInt8 = 17
+        /// While READs are outstanding, the poll thread polls the completion queue for this long before it
+        /// sleeps on the channel: a small READ completes in microseconds on hardware, well before a wake-up
+        /// through the channel would deliver it (what perftest's busy polling measures). 0: never spin.
+        public var busyPollMicroseconds = 50
         public init() {}
     }
 
@@ -303,6 +307,8 @@ final class EngineLoop {
     var readerLinks: [ReaderKey: Link] = [:]
     var messageStates: [Int: MessageState] = [:]
     var inflight: [UInt64: WorkRequest] = [:]
+    /// READ chunks posted and not completed yet (the poll thread spins briefly while there are any).
+    var readChunksInFlight = 0
     var nextWorkID: UInt64 = 1
     var nextHandle = 1
     var completionEntriesReserved = 0
@@ -351,6 +357,7 @@ final class EngineLoop {
             let nearest = checkDeadlines()
             if stopping && (links.isEmpty || Clock.now() > stopDeadline) { break }
             if handled > 0 { continue }
+            if readChunksInFlight > 0, busyPoll() > 0 { continue }
             completions.arm()
             handled = drainCompletions()
             if handled > 0 { continue }
@@ -378,11 +385,23 @@ final class EngineLoop {
         // operations, which are dropped with the inflight table; no caller waits for them any more).
         for link in Array(links.values) { destroy(link) }
         inflight.removeAll()
+        readChunksInFlight = 0
         for state in Array(messageStates.values) { state.closeAll(RDMAError(.closed, "the RDMA engine is shut down")) }
         messageStates.removeAll()
     }
 
     // MARK: completions
+
+    /// Polls the completion queue for up to `busyPollMicroseconds`; returns how many completions were handled.
+    private func busyPoll() -> Int {
+        guard options.busyPollMicroseconds > 0 else { return 0 }
+        let until = Clock.now() + UInt64(options.busyPollMicroseconds) * 1000
+        repeat {
+            let handled = drainCompletions()
+            if handled > 0 { return handled }
+        } while Clock.now() < until
+        return 0
+    }
 
     /// Polls the completion queue until it is empty; returns how many completions were handled.
     private func drainCompletions() -> Int {
@@ -400,6 +419,7 @@ final class EngineLoop {
         let status = WorkCompletionStatus(completion.status)
         switch request {
         case .read(let link, let operation, let length):
+            readChunksInFlight -= 1
             link.outstanding -= 1
             link.sendFree += 1
             operation.outstanding -= 1
@@ -486,12 +506,14 @@ final class EngineLoop {
         if status == 0 {
             link.sendFree -= count
             link.outstanding += count
+            readChunksInFlight += count
             return count
         }
         // Everything from `bad` on was not posted: take those back, then fail the link.
         let firstBad = bad.map { $0 - sendBatch } ?? 0
         link.sendFree -= firstBad
         link.outstanding += firstBad
+        readChunksInFlight += firstBad
         for index in firstBad..<count {
             if case .read(_, let operation, let length) = inflight.removeValue(forKey: ids[index]) {
                 operation.outstanding -= 1

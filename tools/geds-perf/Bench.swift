@@ -14,12 +14,18 @@ struct Bench {
     /// and the reference figures (measured once per run).
     final class Setup {
         let geds: GEDS
+        /// The reader over RDMA (its own node, on the other device), when RDMA is measured.
+        let rdmaGeds: GEDS?
+        let rdma: RDMAPair?
+        /// The owner gedsd's process, when this run started it (for its CPU time).
+        let ownerPID: pid_t?
         let repetitions: Int
         let bucket = "perf-\(getpid())"
         let owner: NodeInfo
         /// Objects already placed on the owner, by size: read-bw and read-tier0 read the same ones.
         private var remote: [Int: ObjectInfo] = [:]
         private var iperf: Reference?
+        private var ibReadBW: Reference?
         /// 1 MiB of random bytes, repeated to fill objects.
         private let pattern: UnsafeMutableRawBufferPointer = {
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
@@ -27,8 +33,12 @@ struct Bench {
             return buffer
         }()
 
-        init(geds: GEDS, ownerName: String, repetitions: Int) async throws {
+        init(geds: GEDS, rdmaGeds: GEDS? = nil, rdma: RDMAPair? = nil, ownerName: String, ownerPID: pid_t? = nil,
+             repetitions: Int) async throws {
             self.geds = geds
+            self.rdmaGeds = rdmaGeds
+            self.rdma = rdma
+            self.ownerPID = ownerPID
             self.repetitions = repetitions
             // The owner first: with --mds, a wrong --owner must not leave a bucket behind in that cluster.
             owner = try await geds.relocationTarget(named: ownerName.isEmpty ? nil : ownerName)
@@ -75,11 +85,34 @@ struct Bench {
             iperf = reference
             return reference
         }
+
+        /// ib_read_bw between the same two devices, with READs of the size our reads are split into.
+        func ibReadBWReference() -> Reference {
+            if let ibReadBW { return ibReadBW }
+            let chunk = 1 << 20
+            let reference = Reference("ib_read_bw, 1 MiB READs, same devices",
+                                      rdma.map { References.ibRead(.bandwidth, size: chunk, owner: $0.owner, reader: $0.reader) }
+                                          ?? .failure(.init(reason: "no RDMA addresses")))
+            ibReadBW = reference
+            return reference
+        }
+
+        /// The owner's CPU seconds so far (user + system), nil when it is not a child of this run.
+        func ownerCPUSeconds() -> Double? {
+            guard let ownerPID,
+                  let stat = try? String(contentsOfFile: "/proc/\(ownerPID)/stat", encoding: .utf8),
+                  let afterName = stat.range(of: ") ") else { return nil }
+            // Fields after "(comm) ": state is field 3, utime 14 and stime 15 of the whole line.
+            let fields = stat[afterName.upperBound...].split(separator: " ")
+            guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+            return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        }
     }
 
     let setup: Setup
     let transport: Transport
-    var geds: GEDS { setup.geds }
+    /// The reader of this transport: over RDMA its own node on the other device, else the TCP-only one.
+    var geds: GEDS { transport == .rdma ? setup.rdmaGeds ?? setup.geds : setup.geds }
     var bucket: String { setup.bucket }
 
     init(_ setup: Setup, transport: Transport) {
@@ -131,7 +164,7 @@ struct Bench {
     func bandwidthReference() -> Reference {
         switch transport {
         case .tcp: setup.iperfReference()
-        case .rdma: Reference("ib_read_bw", .failure(.init(reason: "not run: RDMA is not measured by this build")))
+        case .rdma: setup.ibReadBWReference()
         }
     }
 
@@ -140,7 +173,9 @@ struct Bench {
         switch transport {
         case .tcp: Reference("redis-benchmark GET p50, 1 client",
                              References.redisGet(size: size, clients: 1, requests: 20000).map(\.p50Microseconds))
-        case .rdma: Reference("ib_read_lat", .failure(.init(reason: "not run: RDMA is not measured by this build")))
+        case .rdma: Reference("ib_read_lat t_typical, same devices",
+                              setup.rdma.map { References.ibRead(.latency, size: size, owner: $0.owner, reader: $0.reader) }
+                                  ?? .failure(.init(reason: "no RDMA addresses")))
         }
     }
 
@@ -159,12 +194,22 @@ struct Bench {
             let perSample = max(1, (64 << 20) / size)
             let samples = setup.repetitions(for: size)
             progress("read-bw \(transport.rawValue) \(Report.formatSize(size)): \(samples) × \(perSample) reads")
+            var ownerCPU = 0.0
             let seconds = try await Bench.timed(samples: samples) {
+                let before = setup.ownerCPUSeconds()
                 for _ in 0..<perSample { _ = try await reader.read(at: 0, into: buffer) }
+                if let before, let after = setup.ownerCPUSeconds() { ownerCPU += after - before }
             }
-            results.append(.bandwidth(.readBandwidth, transport: transport, size: size,
-                                      rates: Bench.rates(bytes: size * perSample, seconds), reference: reference,
-                                      note: "remote read into a caller buffer (open once, \(perSample) reads per sample)"))
+            var result = Measurement.bandwidth(.readBandwidth, transport: transport, size: size,
+                                               rates: Bench.rates(bytes: size * perSample, seconds), reference: reference,
+                                               note: "remote read into a caller buffer (open once, \(perSample) reads per sample)")
+            if size >= 256 << 20, setup.ownerPID != nil {
+                // Warm-up included in the CPU time but not in the bytes: count them too.
+                let served = Double(size * perSample * (samples + 1)) / Double(1 << 30)
+                result.owner_cpu_ms_per_gib = ownerCPU * 1000 / served
+                result.note! += String(format: "; owner CPU %.0f ms per GiB served", ownerCPU * 1000 / served)
+            }
+            results.append(result)
         }
         return results
     }
@@ -226,10 +271,21 @@ struct Bench {
                 let got = try await geds.read(bucket: bucket, key: info.key, into: buffer)
                 precondition(got == size)
             }
+            let reference = latencyReference(size: size)
             results.append(.latency(
                 .latency, transport: transport, size: size, microseconds: seconds.map { $0 * 1e6 },
-                reference: latencyReference(size: size),
-                note: "open (MDS lookup) + remote read, one client; ratio = redis p50 / GEDS p50"))
+                reference: reference,
+                note: "open (MDS lookup) + remote read, one client; ratio = reference p50 / GEDS p50"))
+            // The location looked up once: what remains is the data plane's round trip.
+            let reader = try await geds.open(bucket: bucket, key: info.key)
+            let cached = try await Bench.timed(warmups: 300, samples: 3000) {
+                let got = try await reader.read(at: 0, into: buffer)
+                precondition(got == size)
+            }
+            results.append(.latency(
+                .latency, transport: transport, size: size, microseconds: cached.map { $0 * 1e6 },
+                reference: reference,
+                note: "remote read with a cached location (open once), one client; ratio = reference p50 / GEDS p50"))
             try await geds.delete(bucket: bucket, key: info.key)
         }
         return results

@@ -6,13 +6,18 @@ import GedsCore
 /// running MDS, and stopped when the run ends.
 final class Cluster {
     let mds: Endpoint
+    /// The MDS's RDMA send/receive listener, when RDMA is measured.
+    private(set) var mdsRDMA: Endpoint?
     let ownerName: String
+    /// The owner gedsd's process (its CPU time is measured while it serves), when started here.
+    private(set) var ownerPID: pid_t?
     private var children: [Child] = []
     /// Holds the tier-0 folders of the owner and of the reader (this process).
     let scratch: String
     private var mounted = false
 
-    init(existingMDS: String?, binaries: String, ownerName: String?, hugePages: Bool) throws {
+    /// `rdmaOwnerAddress`: the owner serves on that RDMA device's address, and the MDS listens for RDMA there too.
+    init(existingMDS: String?, binaries: String, ownerName: String?, hugePages: Bool, rdmaOwnerAddress: String? = nil) throws {
         mds = try existingMDS.map { try Endpoint(parsing: $0) } ?? Endpoint(host: "127.0.0.1", port: try Cluster.freePort())
         self.ownerName = existingMDS == nil ? "perf-owner" : ownerName ?? ""
         scratch = "/dev/shm/geds-perf-\(getpid())"
@@ -28,9 +33,13 @@ final class Cluster {
                 mounted = true
             }
             if existingMDS == nil {
-                try launch(binaries + "/geds-mds", ["--listen", mds.description, "--log-level", "warning"])
-                try launch(binaries + "/gedsd", ["--mds", mds.description, "--listen", "127.0.0.1:0", "--tier0", scratch + "/owner",
-                                                 "--name", self.ownerName, "--host-id", "perf-owner-host", "--log-level", "warning"])
+                let rdmaListen = rdmaOwnerAddress.map { ["--rdma-listen", "\($0):0"] } ?? []
+                let mdsOutput = try launch(binaries + "/geds-mds", ["--listen", mds.description, "--log-level", "warning"] + rdmaListen,
+                                           until: rdmaOwnerAddress == nil ? "listening" : "listening for RDMA on ")
+                if rdmaOwnerAddress != nil, let line = mdsOutput.split(separator: "\n").first(where: { $0.contains("listening for RDMA on ") }) {
+                    mdsRDMA = try Endpoint(parsing: String(line.split(separator: " ").last ?? ""))
+                }
+                ownerPID = try launchOwner(binaries, listen: "\(rdmaOwnerAddress ?? "127.0.0.1"):0")
             }
         } catch {
             stop()  // neither an MDS without its node nor a scratch folder may outlive this failure
@@ -41,16 +50,26 @@ final class Cluster {
             : "cluster: the running MDS at \(mds), owner \(self.ownerName.isEmpty ? "any gedsd" : self.ownerName); this process reads as host perf-reader-host")
     }
 
-    private func launch(_ path: String, _ arguments: [String]) throws {
+    private func launchOwner(_ binaries: String, listen: String) throws -> pid_t {
+        try launch(binaries + "/gedsd", ["--mds", mds.description, "--listen", listen, "--tier0", scratch + "/owner",
+                                         "--name", ownerName, "--host-id", "perf-owner-host", "--log-level", "warning"])
+        return children.last!.pid
+    }
+
+    /// Starts a child and waits for its line containing `until` (the "listening" line, as the command-line
+    /// contract promises); returns its output so far.
+    @discardableResult
+    private func launch(_ path: String, _ arguments: [String], until marker: String = "listening") throws -> String {
         guard FileManager.default.isExecutableFile(atPath: path) else {
             throw GedsError(.invalidArgument, "\(path) not found: build with swift build -c release, or pass --bin")
         }
         let child = try Child.spawn(path, arguments, captureOutput: true)
         children.append(child)
-        // Wait for the "listening" line, as the command-line contract promises.
-        guard child.read(until: { $0.contains("listening") }).contains("listening") else {
+        let output = child.read(until: { $0.contains(marker) && $0.hasSuffix("\n") })
+        guard output.contains(marker) else {
             throw GedsError(.internal, "\(path) exited before it was listening")
         }
+        return output
     }
 
     static func freePort() throws -> Int {

@@ -25,6 +25,10 @@ struct GedsPerf: AsyncParsableCommand {
     @Option(help: "Transports to measure: tcp, rdma or both. A transport this machine lacks is reported absent.")
     var transport: TransportChoice = .tcp
 
+    @Option(name: .customLong("rdma-addresses"),
+            help: "For rdma: OWNER,READER, addresses of two RDMA devices (two hosts); the owner gedsd serves on the first, this process reads from the second (default inside tools/rxe-vm --two-hosts: 10.10.1.2,10.10.1.1).")
+    var rdmaAddresses: String?
+
     @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); mds-scale and node-scale run only when named.")
     var workloads: String = Workload.defaults.map(\.rawValue).joined(separator: ",")
 
@@ -85,6 +89,10 @@ struct GedsPerf: AsyncParsableCommand {
             throw ValidationError("\(name) must be at least 1")
         }
         if owner != nil, mds == nil { throw ValidationError("--owner needs --mds") }
+        if let rdmaAddresses, rdmaAddresses.split(separator: ",").count != 2 {
+            throw ValidationError("--rdma-addresses: expected OWNER,READER, got '\(rdmaAddresses)'")
+        }
+        if transport != .tcp, mds != nil { throw ValidationError("--transport \(transport.rawValue) needs the cluster geds-perf starts (no --mds)") }
         // Output files are written after minutes of measuring: a folder that is not there must fail now.
         for (name, path) in [("--json", json), ("--csv", csv), ("--plot", plot)] {
             guard let path else { continue }
@@ -142,7 +150,7 @@ struct GedsPerf: AsyncParsableCommand {
         let machine = Machine.describe(
             device: mds.map { "TCP to the running cluster at \($0)" } ?? Machine.loopbackDevice(),
             tier0: tier0Pages == "huge" ? "tmpfs with transparent huge pages (huge=within_size)" : "/dev/shm, 4 KiB pages",
-            transports: transport.transports,
+            transports: transport.transports, rdma: rdmaPair,
             references: References.tools(for: transport.transports, tier1: selected.contains(.tier1)))
         progress("machine: \(machine.summary)")
         for (tool, path) in machine.references.sorted(by: { $0.key < $1.key }) where path.hasPrefix("missing") {
@@ -175,7 +183,7 @@ struct GedsPerf: AsyncParsableCommand {
     func measurableTransports() throws -> [Transport] {
         var measurable: [Transport] = []
         for transport in self.transport.transports {
-            if let absence = transport.absence {
+            if let absence = transport.absence(rdma: rdmaPair) {
                 progress("\(transport.rawValue.uppercased()) absent: \(absence); not measured")
             } else {
                 measurable.append(transport)
@@ -188,20 +196,50 @@ struct GedsPerf: AsyncParsableCommand {
         return measurable
     }
 
+    /// The owner's and the reader's RDMA addresses: --rdma-addresses, else the VM's two simulated hosts.
+    var rdmaPair: RDMAPair? {
+        if let rdmaAddresses {
+            let parts = rdmaAddresses.split(separator: ",").map(String.init)
+            return parts.count == 2 ? RDMAPair(owner: parts[0], reader: parts[1]) : nil
+        }
+        let devices = Set(Machine.rdmaDevices())
+        if ProcessInfo.processInfo.environment["GEDS_RXE_VM"] == "1", devices.isSuperset(of: ["rxe1", "rxe2"]) {
+            return RDMAPair(owner: "10.10.1.2", reader: "10.10.1.1")
+        }
+        return nil
+    }
+
     func measureOnCluster(_ selected: [Workload], transports: [Transport], binaries: String) async throws -> [Measurement] {
-        let cluster = try Cluster(existingMDS: mds, binaries: binaries, ownerName: owner, hugePages: tier0Pages == "huge")
+        let rdma = transports.contains(.rdma) ? rdmaPair : nil
+        let cluster = try Cluster(existingMDS: mds, binaries: binaries, ownerName: owner, hugePages: tier0Pages == "huge",
+                                  rdmaOwnerAddress: rdma?.owner)
         defer { cluster.stop() }
         var logger = Logger(label: "geds-perf")
         logger.logLevel = .warning
         // The reader is this process's own node on its own (simulated) host, so that every remote read
-        // crosses the network from the owner instead of mapping the owner's file.
+        // crosses the network from the owner instead of mapping the owner's file. Over TCP it runs without
+        // RDMA; over RDMA a second reader node reads from the other device, its MDS calls over RDMA too.
         let geds = try await GEDS.connect(NodeConfiguration(
             mds: cluster.mds, tier0Directory: cluster.scratch + "/reader", name: "perf-reader-\(getpid())",
-            hostID: "perf-reader-host", publishCachedCopies: false), logger: logger)
+            hostID: "perf-reader-host", publishCachedCopies: false, transport: .tcp), logger: logger)
+        var rdmaGeds: GEDS?
+        if let rdma {
+            var configuration = NodeConfiguration(
+                mds: cluster.mds, listen: Endpoint(host: rdma.reader, port: 0), tier0Directory: cluster.scratch + "/reader-rdma",
+                name: "perf-reader-rdma-\(getpid())", hostID: "perf-reader-host", publishCachedCopies: false, transport: .rdma)
+            configuration.mdsRDMA = cluster.mdsRDMA
+            do {
+                rdmaGeds = try await GEDS.connect(configuration, logger: logger)
+            } catch {
+                await geds.close()
+                throw error
+            }
+        }
         var results: [Measurement] = []
         let parameters = Bench.Parameters(sizes: try parsedSizes(), clients: clients, nodeObjects: nodeObjects)
         do {
-            let setup = try await Bench.Setup(geds: geds, ownerName: cluster.ownerName, repetitions: repetitions)
+            let setup = try await Bench.Setup(geds: geds, rdmaGeds: rdmaGeds, rdma: rdma, ownerName: cluster.ownerName,
+                                              ownerPID: cluster.ownerPID, repetitions: repetitions)
             // Transport-independent workloads run once; data-plane workloads once per transport.
             for transport in transports {
                 let bench = Bench(setup, transport: transport)
@@ -216,9 +254,11 @@ struct GedsPerf: AsyncParsableCommand {
             try await setup.finish()
         } catch {
             await geds.close()
+            await rdmaGeds?.close()
             throw error
         }
         await geds.close()
+        await rdmaGeds?.close()
         return results
     }
 }
@@ -259,17 +299,25 @@ enum Transport: String, CaseIterable {
     case tcp, rdma
 
     /// Why this transport cannot be measured here, or nil when it can.
-    var absence: String? {
+    func absence(rdma pair: RDMAPair?) -> String? {
         switch self {
         case .tcp:
             return nil
         case .rdma:
             let devices = Machine.rdmaDevices()
             if devices.isEmpty { return "no RDMA device on this machine (/sys/class/infiniband is empty or missing)" }
-            // When GedsVerbs carries reads, this case becomes `return nil` and Bench opens RDMA readers.
-            return "RDMA device \(devices.joined(separator: ", ")) present, but this build has no RDMA data plane (GedsVerbs)"
+            if pair == nil {
+                return "RDMA device \(devices.joined(separator: ", ")) present, but no --rdma-addresses OWNER,READER (two device addresses) given"
+            }
+            return nil
         }
     }
+}
+
+/// The addresses of the owner's and the reader's RDMA devices (two hosts, or two devices of one).
+struct RDMAPair {
+    let owner: String
+    let reader: String
 }
 
 enum TransportChoice: String, CaseIterable, ExpressibleByArgument {

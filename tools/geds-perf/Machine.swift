@@ -18,7 +18,8 @@ struct Machine: Encodable {
     let command: String
     let started_at: String
 
-    static func describe(device: String, tier0: String, transports: [Transport], references: [String: String]) -> Machine {
+    static func describe(device: String, tier0: String, transports: [Transport], rdma: RDMAPair?,
+                         references: [String: String]) -> Machine {
         let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
             .split(separator: "\n").first { $0.hasPrefix("model name") }?
             .split(separator: ":").last?.trimmingCharacters(in: .whitespaces) ?? "unknown CPU"
@@ -32,7 +33,7 @@ struct Machine: Encodable {
             cpu: cpu, cores: ProcessInfo.processInfo.activeProcessorCount,
             memory_bytes: ProcessInfo.processInfo.physicalMemory, kernel: "Linux \(release)", os: os,
             device: device, tier0: tier0,
-            transports: Dictionary(uniqueKeysWithValues: transports.map { ($0.rawValue, $0.absence.map { "absent: \($0)" } ?? "measured") }),
+            transports: Dictionary(uniqueKeysWithValues: transports.map { ($0.rawValue, $0.absence(rdma: rdma).map { "absent: \($0)" } ?? "measured") }),
             references: references,
             command: CommandLine.arguments.joined(separator: " "),
             started_at: ISO8601DateFormatter().string(from: Date()))

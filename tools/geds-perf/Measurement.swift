@@ -21,6 +21,8 @@ struct Measurement {
     /// Timed samples behind the figure, warm-up excluded.
     var samples: Int? = nil
     var bytes_per_object: Double? = nil
+    /// CPU time (user + system) of the owner gedsd while it served the timed reads, per GiB served.
+    var owner_cpu_ms_per_gib: Double? = nil
     var reference: String? = nil
     var reference_value: Double? = nil
     /// GEDS relative to the reference, oriented so that above 1 means GEDS does better.

@@ -1,5 +1,6 @@
 import Foundation
 import GedsCore
+import GedsVerbs
 
 /// A reference figure beside which a GEDS figure is reported, or the reason there is none.
 struct Reference {
@@ -104,6 +105,38 @@ enum References {
                 throw Missing(reason: "redis-benchmark's CSV was not understood")
             }
             return RedisFigures(requestsPerSecond: rps, p50Microseconds: p50 * 1000, p99Microseconds: p99 * 1000)
+        }.mapError(asMissing)
+    }
+
+    /// perftest between the devices that own `owner` and `reader` (GID index 1, the IPv4-mapped one, as
+    /// soft-RoCE needs): `ib_read_bw` in Gbit/s (average) or `ib_read_lat` in µs (t_typical) for `size`-byte
+    /// READs issued by the reader from the owner's memory.
+    enum PerftestFigure { case bandwidth, latency }
+
+    static func ibRead(_ figure: PerftestFigure, size: Int, owner: String, reader: String) -> Result<Double, Missing> {
+        Result {
+            let tool = figure == .bandwidth ? "ib_read_bw" : "ib_read_lat"
+            let path = try find(tool).get()
+            let ownerDevice = try DeviceContext.owning(address: owner).name
+            let readerDevice = try DeviceContext.owning(address: reader).name
+            progress("reference: \(tool) of \(size) B READs, \(readerDevice) (\(reader)) from \(ownerDevice) (\(owner))")
+            let port = String(try Cluster.freePort())
+            let iterations = figure == .bandwidth ? String(max(20, min(1000, (256 << 20) / size))) : "1000"
+            let common = ["-F", "-x", "1", "-s", String(size), "-n", iterations, "-p", port]
+                + (figure == .bandwidth ? ["--report_gbits"] : [])
+            let server = try Child.spawn(path, common + ["-d", ownerDevice], captureOutput: false)
+            defer { server.terminate() }
+            usleep(1_000_000)
+            let output = try Child.run(path, common + ["-d", readerDevice, owner]).output
+            // The figures' line starts with the message size: bandwidth "#bytes #iterations BW peak BW average
+            // MsgRate"; latency "#bytes #iterations t_min t_max t_typical t_avg ...".
+            let column = figure == .bandwidth ? 3 : 4
+            guard let line = output.split(separator: "\n").map({ $0.split(whereSeparator: \.isWhitespace) })
+                .first(where: { $0.first == Substring(String(size)) && $0.count > column }),
+                  let value = Double(line[column]), value.isFinite, value > 0 else {
+                throw Missing(reason: "\(tool) gave no figure (output: \(output.suffix(300)))")
+            }
+            return value
         }.mapError(asMissing)
     }
 

@@ -11,6 +11,7 @@ enum Report {
         "spread_min, spread_max": "lowest and highest timed sample: in Gbit/s where gbit_per_s is set, else in microseconds",
         "samples": "timed samples behind the figure; warm-up runs are excluded",
         "bytes_per_object": "bytes of resident memory per object",
+        "owner_cpu_ms_per_gib": "milliseconds of the owner gedsd's CPU time (user + system, from /proc) per GiB it served, for remote reads of 256 MiB and more",
         "reference_value": "the reference's figure, in the unit of the GEDS figure it is compared with",
         "ratio": "GEDS relative to the reference, above 1 means GEDS does better: GEDS/reference for rates, reference/GEDS for latencies",
     ]
