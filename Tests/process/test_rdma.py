@@ -4,6 +4,7 @@ over RDMA, node-b on "host B" (rxe2, 10.10.1.2) talking to it over TCP, and the 
 READs. Outside the VM every test here reports itself skipped with the reason."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -186,3 +187,17 @@ def test_the_owner_killed_mid_read_fails_the_reader_within_its_deadline(rdma, tm
     assert elapsed < 30, f"the reader took {elapsed:.1f}s to fail (timeout 5 s): {err}"
     assert [line for line in err.splitlines() if line.startswith("geds: ")], err
     assert not os.path.exists(out), "a failed get must not leave an output file"
+
+
+def test_geds_perf_measures_rdma_beside_perftest(tmp_path):
+    out = tmp_path / "rdma.json"
+    result = subprocess.run([binary("geds-perf"), "--transport", "rdma", "--workloads", "read-bw", "--sizes", "1M",
+                             "--repetitions", "1", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    document = json.loads(out.read_text())
+    assert document["machine"]["transports"]["rdma"] == "measured", document["machine"]
+    (measurement,) = document["measurements"]
+    assert measurement["transport"] == "rdma" and measurement["size_bytes"] == 1 << 20, measurement
+    assert measurement["gbit_per_s"] > 0, measurement
+    assert measurement["reference"].startswith("ib_read_bw"), measurement
+    assert measurement["reference_value"] > 0 and measurement["ratio"] > 0, measurement
