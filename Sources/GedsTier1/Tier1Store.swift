@@ -336,6 +336,17 @@ public final class Tier1Store: Sendable {
         return object.size
     }
 
+    /// Reads the whole file and checks it against its recorded size and checksum (a `checksumMismatch` error when
+    /// it is corrupt); returns the checksum, for comparing with one kept elsewhere.
+    public func verifiedChecksum(of blob: BlobID) async throws(GedsError) -> UInt32 {
+        let object = try stored(blob)
+        let crc = try await onPool { () throws(GedsError) -> UInt32 in
+            try self.readFile(object) { fd throws(GedsError) in try self.copyOut(from: fd, object: object, to: nil, at: 0) }
+        }
+        try verify(object, crc: crc, expected: nil)
+        return crc
+    }
+
     /// Reads the bytes `range` of the object (clipped to its size) into `destination`. A part of an object cannot
     /// be checked against the whole object's checksum: only the file's size is checked.
     public func read(_ blob: BlobID, range: Range<UInt64>, into destination: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
@@ -414,7 +425,8 @@ public final class Tier1Store: Sendable {
 
     private func verify(_ object: Tier1Object, crc: UInt32, expected: UInt32?) throws(GedsError) {
         for wanted in [object.checksum] + (expected.map { [$0] } ?? []) where crc != wanted {
-            throw GedsError(.io, "tier-1 file \(path(of: object.blob)) is corrupt: CRC-32C \(hex32(crc)), expected \(hex32(wanted))")
+            throw GedsError(.checksumMismatch,
+                            "checksum mismatch: tier-1 file \(path(of: object.blob)) is corrupt: CRC-32C \(hex32(crc)), expected \(hex32(wanted))")
         }
     }
 
@@ -598,7 +610,7 @@ public final class Tier1Store: Sendable {
         var status = stat()
         guard fstat(fd, &status) == 0 else { throw GedsError.io("cannot stat \(path)", errno: errno) }
         guard UInt64(status.st_size) == object.size else {
-            throw GedsError(.io, "tier-1 file \(path) is corrupt: \(status.st_size) bytes, expected \(object.size)"
+            throw GedsError(.checksumMismatch, "checksum mismatch: tier-1 file \(path) is corrupt: \(status.st_size) bytes, expected \(object.size)"
                 + (UInt64(status.st_size) < object.size ? " (truncated)" : ""))
         }
         return try body(fd)
@@ -621,7 +633,7 @@ public final class Tier1Store: Sendable {
     }
 
     private func shortRead(_ object: Tier1Object, at offset: UInt64) -> GedsError {
-        GedsError(.io, "tier-1 file \(path(of: object.blob)) is corrupt: it ends at byte \(offset), expected \(object.size) (truncated)")
+        GedsError(.checksumMismatch, "checksum mismatch: tier-1 file \(path(of: object.blob)) is corrupt: it ends at byte \(offset), expected \(object.size) (truncated)")
     }
 
     /// Reads bytes `start..<end` of the object (`start` a multiple of the block size) into the same place of
@@ -666,7 +678,8 @@ public final class Tier1Store: Sendable {
         return crc
     }
 
-    private func copyOut(from fd: Int32, object: Tier1Object, to target: Int32, at targetOffset: UInt64) throws(GedsError) -> UInt32 {
+    /// Reads the whole file in chunks, copying it into `target` (when given) at `targetOffset`; returns its CRC-32C.
+    private func copyOut(from fd: Int32, object: Tier1Object, to target: Int32?, at targetOffset: UInt64) throws(GedsError) -> UInt32 {
         let buffer = buffers.take()
         defer { buffers.give(buffer) }
         var crc: UInt32 = 0
@@ -679,7 +692,7 @@ public final class Tier1Store: Sendable {
             }
             crc = CRC32C.update(crc, UnsafeRawBufferPointer(start: buffer, count: expected))
             var written = 0
-            while written < expected {
+            while let target, written < expected {
                 let result = pwrite(target, buffer + written, expected - written, off_t(targetOffset + offset) + off_t(written))
                 if result < 0 {
                     if errno == EINTR { continue }
@@ -827,11 +840,6 @@ private func makeDirectories(_ path: String) throws(GedsError) {
     guard stat(path, &status) == 0, status.st_mode & S_IFMT == S_IFDIR else {
         throw GedsError(.invalidArgument, "tier 1 folder \(path) is not a folder")
     }
-}
-
-private func hex32(_ value: UInt32) -> String {
-    let text = String(value, radix: 16)
-    return String(repeating: "0", count: 8 - text.count) + text
 }
 
 extension Int {

@@ -226,7 +226,8 @@ import Testing
         #expect(pwrite(flip, &byte, 1, 500_000) == 1)
         close(flip)
         let corrupt = await gedsError { _ = try await store.read(1, into: destination.mutable) }
-        #expect(corrupt?.code == .io)
+        #expect(corrupt?.code == .checksumMismatch)
+        #expect(corrupt?.message.contains("checksum mismatch: tier-1 file") == true, "\(corrupt?.message ?? "")")
         #expect(corrupt?.message.contains("is corrupt: CRC-32C") == true, "\(corrupt?.message ?? "")")
         #expect(corrupt?.message.contains(store.path(of: 1)) == true)
 
@@ -251,6 +252,13 @@ import Testing
         }
         #expect(mismatch?.message.contains("is corrupt") == true)
         #expect(try await store.read(4, into: destination.mutable, expectedChecksum: CRC32C.checksum(bytes)) == size)
+
+        // A whole-file check without a destination (what a restarted node does before offering a file back).
+        #expect(try await store.verifiedChecksum(of: 4) == CRC32C.checksum(bytes))
+        let unverified = await gedsError { _ = try await store.verifiedChecksum(of: 1) }
+        #expect(unverified?.code == .checksumMismatch)
+        let unverifiedShort = await gedsError { _ = try await store.verifiedChecksum(of: 2) }
+        #expect(unverifiedShort?.code == .checksumMismatch && unverifiedShort?.message.contains("truncated") == true)
         await store.shutdown()
     }
 
