@@ -123,7 +123,8 @@ import Testing
         await store.shutdown()
     }
 
-    @Test(arguments: [(64 << 10) * 5, (64 << 10) * 5 + 1, (1 << 20) + 3])
+    // Between one and two stripes is one part: it must still be the whole object.
+    @Test(arguments: [(64 << 10) * 5, (64 << 10) * 5 + 1, (1 << 20) + 3, (64 << 10) * 3 / 2 + 7])
     func largeObjectsAreReadInPartsOnSeveralThreads(_ size: Int) async throws {
         let folder = TestFolder("stripes")
         defer { folder.remove() }
