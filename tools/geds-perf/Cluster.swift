@@ -12,7 +12,8 @@ final class Cluster {
     let scratch: String
     private var mounted = false
 
-    init(existingMDS: String?, binaries: String, ownerName: String?, hugePages: Bool) throws {
+    /// `ownerArguments`: more gedsd options for the owner (tier capacities, a tier-1 folder).
+    init(existingMDS: String?, binaries: String, ownerName: String?, hugePages: Bool, ownerArguments: [String] = []) throws {
         mds = try existingMDS.map { try Endpoint(parsing: $0) } ?? Endpoint(host: "127.0.0.1", port: try Cluster.freePort())
         self.ownerName = existingMDS == nil ? "perf-owner" : ownerName ?? ""
         scratch = "/dev/shm/geds-perf-\(getpid())"
@@ -30,7 +31,8 @@ final class Cluster {
             if existingMDS == nil {
                 try launch(binaries + "/geds-mds", ["--listen", mds.description, "--log-level", "warning"])
                 try launch(binaries + "/gedsd", ["--mds", mds.description, "--listen", "127.0.0.1:0", "--tier0", scratch + "/owner",
-                                                 "--name", self.ownerName, "--host-id", "perf-owner-host", "--log-level", "warning"])
+                                                 "--name", self.ownerName, "--host-id", "perf-owner-host", "--log-level", "warning"]
+                                                 + ownerArguments)
             }
         } catch {
             stop()  // neither an MDS without its node nor a scratch folder may outlive this failure
