@@ -315,8 +315,11 @@ public final class Tier1Store: Sendable {
     /// it is corrupt); returns the checksum, for comparing with one kept elsewhere.
     public func verifiedChecksum(of blob: BlobID) async throws(GedsError) -> UInt32 {
         let object = try stored(blob)
-        let crc = try await onPool { () throws(GedsError) -> UInt32 in
-            try self.readFile(object) { fd throws(GedsError) in try self.copyOut(from: fd, object: object, to: nil, at: 0) }
+        // Striped as reads are: a restarted node reads every file it offers back, and waits for it.
+        let crc = try await striped(size: Int(object.size)) { start, end in
+            try self.readFile(object) { fd throws(GedsError) in
+                try self.copyOut(from: fd, object: object, start: UInt64(start), end: UInt64(end), to: nil, at: 0)
+            }
         }
         try verify(object, crc: crc, expected: nil)
         return crc
@@ -712,15 +715,18 @@ public final class Tier1Store: Sendable {
         return crc
     }
 
-    /// Reads the whole file in chunks, copying it into `target` (when given) at `targetOffset`; returns its CRC-32C.
-    private func copyOut(from fd: Int32, object: Tier1Object, to target: Int32?, at targetOffset: UInt64) throws(GedsError) -> UInt32 {
+    /// Reads bytes `start..<end` of the file (`start` a multiple of the block size; the whole file by default) in
+    /// chunks, copying them into `target` (when given) at `targetOffset` plus their offset; returns their CRC-32C.
+    private func copyOut(from fd: Int32, object: Tier1Object, start: UInt64 = 0, end: UInt64? = nil, to target: Int32?,
+                         at targetOffset: UInt64) throws(GedsError) -> UInt32 {
+        let end = end ?? object.size
         let buffer = buffers.take()
         defer { buffers.give(buffer) }
         var crc: UInt32 = 0
-        var offset: UInt64 = 0
-        while offset < object.size {
-            let want = Int(min(UInt64(chunkSize), roundUp(object.size - offset)))
-            let expected = Int(min(UInt64(want), object.size - offset))
+        var offset = start
+        while offset < end {
+            let want = Int(min(UInt64(chunkSize), roundUp(end - offset)))
+            let expected = Int(min(UInt64(want), end - offset))
             guard try preadBlocks(fd, buffer, want, offset: offset, object: object) >= expected else {
                 throw shortRead(object, at: offset)
             }

@@ -150,6 +150,9 @@ import Testing
         defer { withExtendedLifetime(destination) {} }
         let error = await gedsError { _ = try await store.read(2, into: destination.mutable) }
         #expect(error?.message.contains("is corrupt: CRC-32C") == true)
+        // The whole-file check of a restart, striped the same way.
+        #expect(try await store.verifiedChecksum(of: 1) == CRC32C.checksum(bytes))
+        #expect(await gedsError { _ = try await store.verifiedChecksum(of: 2) }?.code == .checksumMismatch)
         await store.shutdown()
     }
 
