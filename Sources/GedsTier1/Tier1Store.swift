@@ -239,7 +239,7 @@ public final class Tier1Store: Sendable {
             do throws(GedsError) {
                 // Stripes on several threads at once (more writes in flight than one thread's pwrite calls), each
                 // thread checksumming the chunks it writes.
-                let crc = try await striped(size: source.count) { start, end in
+                let crc = try await striped(size: source.count) { start, end throws(GedsError) in
                     try self.writeMemory(memory.buffer, start: start, end: end, to: fd, blob: blob)
                 }
                 try await onPool { () throws(GedsError) in try self.truncatePartial(fd, blob: blob, size: size) }
@@ -288,7 +288,7 @@ public final class Tier1Store: Sendable {
         }
         let memory = SendableMutableMemory(destination)
         let size = Int(object.size)
-        let crc = try await striped(size: size) { start, end in
+        let crc = try await striped(size: size) { start, end throws(GedsError) in
             try self.readFile(object) { fd throws(GedsError) in
                 try self.readInto(memory.buffer, from: fd, object: object, start: start, end: end)
             }
@@ -316,7 +316,7 @@ public final class Tier1Store: Sendable {
     public func verifiedChecksum(of blob: BlobID) async throws(GedsError) -> UInt32 {
         let object = try stored(blob)
         // Striped as reads are: a restarted node reads every file it offers back, and waits for it.
-        let crc = try await striped(size: Int(object.size)) { start, end in
+        let crc = try await striped(size: Int(object.size)) { start, end throws(GedsError) in
             try self.readFile(object) { fd throws(GedsError) in
                 try self.copyOut(from: fd, object: object, start: UInt64(start), end: UInt64(end), to: nil, at: 0)
             }
@@ -448,7 +448,7 @@ public final class Tier1Store: Sendable {
     ///
     /// The parts' results travel as plain `(part, CRC)` pairs in a throwing group: a group of
     /// `(Int, Result<UInt32, GedsError>)` handed back garbage part numbers in release builds (Swift 6.3.1).
-    private func striped(size: Int, _ body: @escaping @Sendable (_ start: Int, _ end: Int) throws -> UInt32)
+    private func striped(size: Int, _ body: @escaping @Sendable (_ start: Int, _ end: Int) throws(GedsError) -> UInt32)
         async throws(GedsError) -> UInt32 {
         let partSize = size >= 2 * stripeSize && threads > 1 ? stripeSize : max(size, 1)
         let parts = max(1, (size + partSize - 1) / partSize)
@@ -462,9 +462,7 @@ public final class Tier1Store: Sendable {
                     let start = part * partSize
                     let end = min(size, start + partSize)
                     group.addTask {
-                        (part, try await self.onPool { () throws(GedsError) -> UInt32 in
-                            do { return try body(start, end) } catch { throw GedsError.wrapping(error) }
-                        })
+                        (part, try await self.onPool { () throws(GedsError) -> UInt32 in try body(start, end) })
                     }
                 }
                 while let (done, crc) = try await group.next() { results[done] = crc }
