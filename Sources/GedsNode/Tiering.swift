@@ -209,7 +209,8 @@ extension Node {
     /// Offers this node's tier-1 copies to the MDS, after a registration (the MDS withdrew them with the
     /// earlier one). Files left by an earlier process (`checkingFiles`) are read whole first: their bytes must
     /// match the checksum recorded beside them, and the MDS compares that with the one it kept for the blob. A
-    /// copy that fails either check, or whose blob the MDS no longer knows, is deleted.
+    /// copy that fails either check, or whose blob the MDS no longer knows, is deleted; one the MDS did not
+    /// answer for (unreachable, timed out) is kept, unpublished, until the next registration offers it again.
     func offerTier1Copies(checkingFiles: Bool) async {
         guard let tier1 else { return }
         var offered = 0
@@ -220,12 +221,14 @@ extension Node {
                 try await mds.expectOK(.addLocation(blob: object.blob, placement: BlobPlacement(node: index, tier: .tier1,
                                                                                              checksum: checksum)))
                 offered += 1
-            } catch {
+            } catch where [.noSuchBlob, .checksumMismatch, .io].contains(error.code) {
                 if error.code != .noSuchBlob {
                     logger.warning("removing the tier-1 copy of blob \(object.blob.fileName): \(error.message)")
                 }
                 _ = try? await tier1.remove(object.blob)
                 removed += 1
+            } catch {
+                logger.warning("could not offer the tier-1 copy of blob \(object.blob.fileName) back: \(error.message); kept for the next registration")
             }
         }
         if checkingFiles && offered + removed > 0 {
