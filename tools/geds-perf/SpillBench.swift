@@ -132,12 +132,15 @@ enum SpillBench {
         var reads: Int { seconds.count }
         var gigabitsPerSecond: Double { elapsed > 0 ? Double(bytes) * 8 / elapsed / 1e9 : 0 }
 
-        /// The throughput over the whole run (waits included), with the slowest and fastest single read as spread.
+        /// The throughput over the whole run (waits included), with the slowest and fastest single read as spread
+        /// and the reads' p50 and p99 times (a spill shows as stalls in the tail).
         func measurement(size: Int, note: String) -> Measurement {
             let rates = seconds.map { Double(size) * 8 / $0 / 1e9 }
+            let microseconds = seconds.map { $0 * 1e6 }.sorted()
             return Measurement(workload: Workload.spill.rawValue, transport: Transport.tcp.rawValue, size_bytes: size,
-                               gbit_per_s: gigabitsPerSecond, spread_min: rates.min(), spread_max: rates.max(),
-                               samples: reads, note: note)
+                               gbit_per_s: gigabitsPerSecond, p50_us: Statistics.percentile(microseconds, 0.5),
+                               p99_us: Statistics.percentile(microseconds, 0.99), spread_min: rates.min(),
+                               spread_max: rates.max(), samples: reads, note: note)
         }
     }
 
