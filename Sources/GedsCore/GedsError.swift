@@ -21,6 +21,8 @@ public struct GedsError: Error, Sendable, Equatable, CustomStringConvertible {
         case noSuchBlob
         case metadataTooLarge
         case `internal`
+        /// A copy's bytes do not match the CRC-32C recorded for them (a corrupt or truncated tier-1 file).
+        case checksumMismatch
     }
 
     public let code: Code

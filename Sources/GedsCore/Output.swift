@@ -50,3 +50,9 @@ public enum ByteCount {
         return value << shift
     }
 }
+
+/// A 32-bit value (a CRC-32C) as 8 hex digits, as logs and error messages show checksums.
+public func hex32(_ value: UInt32) -> String {
+    let text = String(value, radix: 16)
+    return String(repeating: "0", count: 8 - text.count) + text
+}

@@ -60,14 +60,18 @@ public struct Location: Hashable, Sendable {
     public var rdma: RDMAAccess?
     /// The copy's file, for readers on the same host, which map it instead of using the network.
     public var path: String
+    /// The CRC-32C of the blob's bytes, known once a copy of it was written to tier 1 (nil before).
+    public var checksum: UInt32?
 
-    public init(node: String, hostID: String, tier: Tier, tcp: Endpoint, rdma: RDMAAccess?, path: String) {
+    public init(node: String, hostID: String, tier: Tier, tcp: Endpoint, rdma: RDMAAccess?, path: String,
+                checksum: UInt32? = nil) {
         self.node = node
         self.hostID = hostID
         self.tier = tier
         self.tcp = tcp
         self.rdma = rdma
         self.path = path
+        self.checksum = checksum
     }
 }
 

@@ -3,7 +3,9 @@ import GedsWire
 
 /// Blobs (the immutable bytes of sealed objects): size, how many keys point at them, and their copies.
 /// Records sit in one array; the common single copy without RDMA details is kept inline, anything more
-/// in a side table, so a blob costs a few dozen bytes.
+/// in a side table, so a blob costs a few dozen bytes. The CRC-32C of a blob that was ever written to
+/// tier 1 sits in another side table: it belongs to the bytes, not to a copy, so it outlives the copy's
+/// withdrawal (a node that died and restarts checks its tier-1 files against it).
 struct BlobTable {
     private struct Record {
         var size: UInt64
@@ -17,12 +19,16 @@ struct BlobTable {
     private var freeRecords: [UInt32] = []
     private var recordOf: [BlobID: UInt32] = [:]
     private var extraPlacements: [UInt32: [BlobPlacement]] = [:]
+    private var checksums: [UInt32: UInt32] = [:]
 
     var count: Int { recordOf.count }
 
     func contains(_ blob: BlobID) -> Bool { recordOf[blob] != nil }
 
     func size(of blob: BlobID) -> UInt64? { recordOf[blob].map { records[Int($0)].size } }
+
+    /// The CRC-32C of the blob's bytes, once a tier-1 copy reported it.
+    func checksum(of blob: BlobID) -> UInt32? { recordOf[blob].flatMap { checksums[$0] } }
 
     func placements(of blob: BlobID) -> [BlobPlacement] {
         guard let number = recordOf[blob] else { return [] }
@@ -58,6 +64,7 @@ struct BlobTable {
         let copies = placements(of: blob)
         recordOf[blob] = nil
         extraPlacements[number] = nil
+        checksums[number] = nil
         freeRecords.append(number)
         return copies
     }
@@ -83,6 +90,11 @@ struct BlobTable {
     }
 
     private mutating func add(_ placement: BlobPlacement, number: UInt32) {
+        var placement = placement
+        if let checksum = placement.checksum {
+            checksums[number] = checksum
+            placement.checksum = nil  // kept once per blob, above
+        }
         if records[Int(number)].node == 0, placement.rdmaAddress == 0, placement.rkey == 0 {
             records[Int(number)].node = placement.node
             records[Int(number)].tier = placement.tier

@@ -215,7 +215,7 @@ public struct MetadataStore: Sendable {
         }
         return Location(node: registration.name, hostID: registration.hostID, tier: placement.tier,
                         tcp: registration.tcp, rdma: rdma,
-                        path: registration.tier0Directory + "/" + blob.fileName)
+                        path: registration.tier0Directory + "/" + blob.fileName, checksum: blobs.checksum(of: blob))
     }
 
     public func list(bucket: String, prefix: String, delimiter: String, startAfter: String,
@@ -324,6 +324,10 @@ public struct MetadataStore: Sendable {
             return
         }
         guard blobs.contains(blob) else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) no longer exists") }
+        if let offered = placement.checksum, let known = blobs.checksum(of: blob), offered != known {
+            throw GedsError(.checksumMismatch, "checksum mismatch: the copy of blob \(blob.fileName) offered by node \(placement.node) "
+                            + "has CRC-32C \(hex32(offered)), the blob's is \(hex32(known))")
+        }
         blobs.add(placement, to: blob)
     }
 

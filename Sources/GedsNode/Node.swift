@@ -85,7 +85,7 @@ public final class Node: Sendable {
                         mdsOverRDMA: mdsOverRDMA)
         service.node.withLock { $0 = node }
         do {
-            try await node.register()
+            try await node.register(checkingTier1Files: true)
         } catch {
             await node.shutdown()
             throw error
@@ -160,7 +160,9 @@ public final class Node: Sendable {
 
     // MARK: Session with the MDS
 
-    private func register() async throws(GedsError) {
+    /// `checkingTier1Files`: at start, where the tier-1 files were left by an earlier process (see
+    /// `offerTier1Copies`).
+    private func register(checkingTier1Files: Bool = false) async throws(GedsError) {
         var host = configuration.advertisedHost ?? server.localAddress.host
         if host == "0.0.0.0" || host == "::" { host = "127.0.0.1" }
         let advertised = Endpoint(host: host, port: server.localAddress.port)
@@ -178,13 +180,7 @@ public final class Node: Sendable {
                 discardTier0Copy(blob)
             }
         }
-        for object in tier1?.objects ?? [] where !tier0.contains(object.blob) {
-            do {
-                try await mds.expectOK(.addLocation(blob: object.blob, placement: BlobPlacement(node: index, tier: .tier1)))
-            } catch {
-                _ = try? await tier1?.remove(object.blob)
-            }
-        }
+        await offerTier1Copies(checkingFiles: checkingTier1Files)
     }
 
     private func startHeartbeats() {

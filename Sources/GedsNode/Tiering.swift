@@ -185,10 +185,12 @@ extension Node {
             return false
         }
         // Written straight from the tier-0 pages (page-aligned, so O_DIRECT takes them without a bounce buffer).
-        _ = try await tier1.write(blob, from: mapping.bytes)
+        let stored = try await tier1.write(blob, from: mapping.bytes)
         withExtendedLifetime(mapping) {}
         do {
-            try await mds.expectOK(.addLocation(blob: blob, placement: BlobPlacement(node: index, tier: .tier1)))
+            // The MDS keeps the checksum: a restarted node checks its tier-1 files against it.
+            try await mds.expectOK(.addLocation(blob: blob, placement: BlobPlacement(node: index, tier: .tier1,
+                                                                                      checksum: stored.checksum)))
         } catch {
             _ = try? await tier1.remove(blob)
             if error.code == .noSuchBlob {  // deleted meanwhile: nothing to keep
@@ -200,6 +202,38 @@ extension Node {
         discardTier0Copy(blob)
         tiers.withLock { state in state.policy?.forget(blob) }
         return true
+    }
+
+    // MARK: Offering tier-1 copies back
+
+    /// Offers this node's tier-1 copies to the MDS, after a registration (the MDS withdrew them with the
+    /// earlier one). Files left by an earlier process (`checkingFiles`) are read whole first: their bytes must
+    /// match the checksum recorded beside them, and the MDS compares that with the one it kept for the blob. A
+    /// copy that fails either check, or whose blob the MDS no longer knows, is deleted; one the MDS did not
+    /// answer for (unreachable, timed out) is kept, unpublished, until the next registration offers it again.
+    func offerTier1Copies(checkingFiles: Bool) async {
+        guard let tier1 else { return }
+        var offered = 0
+        var removed = 0
+        for object in tier1.objects where !tier0.contains(object.blob) {
+            do throws(GedsError) {
+                let checksum = checkingFiles ? try await tier1.verifiedChecksum(of: object.blob) : object.checksum
+                try await mds.expectOK(.addLocation(blob: object.blob, placement: BlobPlacement(node: index, tier: .tier1,
+                                                                                             checksum: checksum)))
+                offered += 1
+            } catch where [.noSuchBlob, .checksumMismatch, .io].contains(error.code) {
+                if error.code != .noSuchBlob {
+                    logger.warning("removing the tier-1 copy of blob \(object.blob.fileName): \(error.message)")
+                }
+                _ = try? await tier1.remove(object.blob)
+                removed += 1
+            } catch {
+                logger.warning("could not offer the tier-1 copy of blob \(object.blob.fileName) back: \(error.message); kept for the next registration")
+            }
+        }
+        if checkingFiles && offered + removed > 0 {
+            logger.info("tier 1: offered back \(offered) object(s) left by an earlier process; removed \(removed) that the MDS no longer knows or whose bytes failed their checksum")
+        }
     }
 
     // MARK: Promotion
@@ -220,6 +254,9 @@ extension Node {
                 var failure: GedsError?
                 do throws(GedsError) {
                     try await moveToTier0(blob)
+                } catch where error.code == .checksumMismatch {
+                    failure = error
+                    await withdrawCorruptCopy(of: blob, error)
                 } catch {
                     failure = error
                     logger.debug("could not promote blob \(blob.fileName) from tier 1: \(error.message)")
@@ -270,6 +307,18 @@ extension Node {
         }
         _ = try? await tier1.remove(blob)
         admitted(blob)
+    }
+
+    /// A tier-1 file whose bytes fail their checksum: readers must not be sent there again, so the MDS withdraws
+    /// the location first (other copies, if any, serve from then on), then the file goes.
+    private func withdrawCorruptCopy(of blob: BlobID, _ error: GedsError) async {
+        logger.error("withdrawing the corrupt tier-1 copy of blob \(blob.fileName): \(error.message)")
+        do {
+            try await mds.expectOK(.removeLocation(blob: blob, node: index))
+        } catch {
+            logger.warning("could not withdraw the location of blob \(blob.fileName): \(error.message)")
+        }
+        _ = try? await tier1?.remove(blob)
     }
 
     /// Deletes every local copy of a blob (the MDS withdrew it).

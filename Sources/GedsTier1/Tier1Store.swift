@@ -233,21 +233,26 @@ public final class Tier1Store: Sendable {
         let size = UInt64(source.count)
         let allocated = try reserve(blob, size: size)
         let memory = SendableMemory(source)
-        // The checksum is computed on one thread while another writes.
-        async let checksum = crcOnPool(memory)
-        let outcome: Result<Int32, GedsError>
-        do {
-            outcome = .success(try await onPool { () throws(GedsError) -> Int32 in
-                try self.writeFile(blob, size: size, allocated: allocated) { fd, store throws(GedsError) in
-                    try store.writeMemory(memory.buffer, to: fd, blob: blob)
+        let outcome: Result<(Int32, UInt32), GedsError>
+        do throws(GedsError) {
+            let fd = try await onPool { () throws(GedsError) -> Int32 in try self.createPartial(blob, allocated: allocated) }
+            do throws(GedsError) {
+                // Stripes on several threads at once (more writes in flight than one thread's pwrite calls), each
+                // thread checksumming the chunks it writes.
+                let crc = try await striped(size: source.count) { start, end throws(GedsError) in
+                    try self.writeMemory(memory.buffer, start: start, end: end, to: fd, blob: blob)
                 }
-            })
+                try await onPool { () throws(GedsError) in try self.truncatePartial(fd, blob: blob, size: size) }
+                outcome = .success((fd, crc))
+            } catch {
+                discardPartial(fd, blob: blob)
+                throw error
+            }
         } catch {
             outcome = .failure(error)
         }
-        // If the pool refused the checksum job (cancelled before it ran), compute it here rather than record a wrong one.
-        let crc = await checksum ?? CRC32C.checksum(source)
-        return try await finish(blob, size: size, allocated: allocated, descriptor: outcome, checksum: crc)
+        return try await finish(blob, size: size, allocated: allocated, descriptor: outcome.map(\.0),
+                                checksum: (try? outcome.get().1) ?? 0)
     }
 
     /// Stores `length` bytes of an open file from `offset` (read with `pread`) as `blob`.
@@ -283,40 +288,10 @@ public final class Tier1Store: Sendable {
         }
         let memory = SendableMutableMemory(destination)
         let size = Int(object.size)
-        let parts = size >= 2 * stripeSize && threads > 1 ? (size + stripeSize - 1) / stripeSize : 1
-        let crcs: [Result<UInt32, GedsError>] = await withTaskGroup(of: (Int, Result<UInt32, GedsError>).self) { group in
-            // At most `threads` parts in flight; each part starts at a multiple of the stripe size (whole blocks).
-            var next = 0
-            func addPart() {
-                let part = next
-                next += 1
-                let start = part * stripeSize
-                let end = min(size, start + stripeSize)
-                group.addTask {
-                    do throws(GedsError) {
-                        return (part, .success(try await self.onPool { () throws(GedsError) -> UInt32 in
-                            try self.readFile(object) { fd throws(GedsError) in
-                                try self.readInto(memory.buffer, from: fd, object: object, start: start, end: end)
-                            }
-                        }))
-                    } catch {
-                        return (part, .failure(error))
-                    }
-                }
+        let crc = try await striped(size: size) { start, end throws(GedsError) in
+            try self.readFile(object) { fd throws(GedsError) in
+                try self.readInto(memory.buffer, from: fd, object: object, start: start, end: end)
             }
-            while next < min(parts, threads) { addPart() }
-            var results = [Result<UInt32, GedsError>](repeating: .success(0), count: parts)
-            while let (part, result) = await group.next() {
-                results[part] = result
-                if next < parts { addPart() }
-            }
-            return results
-        }
-        var crc: UInt32 = 0
-        for (part, result) in crcs.enumerated() {
-            let partCRC = try result.get()
-            let length = UInt64(min(size, (part + 1) * stripeSize) - part * stripeSize)
-            crc = part == 0 ? partCRC : CRC32C.combine(crc, partCRC, secondLength: length)
         }
         try verify(object, crc: crc, expected: expectedChecksum)
         return size
@@ -334,6 +309,20 @@ public final class Tier1Store: Sendable {
         }
         try verify(object, crc: crc, expected: expectedChecksum)
         return object.size
+    }
+
+    /// Reads the whole file and checks it against its recorded size and checksum (a `checksumMismatch` error when
+    /// it is corrupt); returns the checksum, for comparing with one kept elsewhere.
+    public func verifiedChecksum(of blob: BlobID) async throws(GedsError) -> UInt32 {
+        let object = try stored(blob)
+        // Striped as reads are: a restarted node reads every file it offers back, and waits for it.
+        let crc = try await striped(size: Int(object.size)) { start, end throws(GedsError) in
+            try self.readFile(object) { fd throws(GedsError) in
+                try self.copyOut(from: fd, object: object, start: UInt64(start), end: UInt64(end), to: nil, at: 0)
+            }
+        }
+        try verify(object, crc: crc, expected: nil)
+        return crc
     }
 
     /// Reads the bytes `range` of the object (clipped to its size) into `destination`. A part of an object cannot
@@ -414,7 +403,8 @@ public final class Tier1Store: Sendable {
 
     private func verify(_ object: Tier1Object, crc: UInt32, expected: UInt32?) throws(GedsError) {
         for wanted in [object.checksum] + (expected.map { [$0] } ?? []) where crc != wanted {
-            throw GedsError(.io, "tier-1 file \(path(of: object.blob)) is corrupt: CRC-32C \(hex32(crc)), expected \(hex32(wanted))")
+            throw GedsError(.checksumMismatch,
+                            "checksum mismatch: tier-1 file \(path(of: object.blob)) is corrupt: CRC-32C \(hex32(crc)), expected \(hex32(wanted))")
         }
     }
 
@@ -426,10 +416,6 @@ public final class Tier1Store: Sendable {
         } catch {
             throw GedsError(.io, "tier 1 in \(directory) is shut down or the call was cancelled (\(error))")
         }
-    }
-
-    private func crcOnPool(_ memory: SendableMemory) async -> UInt32? {
-        try? await pool.runIfActive { CRC32C.checksum(memory.buffer) }
     }
 
     static func open(_ path: String, _ flags: Int32, simulateRefusal: Bool) -> Int32 {
@@ -456,26 +442,81 @@ public final class Tier1Store: Sendable {
         return fd
     }
 
-    /// Creates the partial file, reserves its blocks, runs `fill`, truncates to the true size; returns the open
-    /// descriptor (`finish` records the checksum and moves the file into place). Removes the file on failure.
-    private func writeFile(_ blob: BlobID, size: UInt64, allocated: UInt64,
-                           fill: (Int32, Tier1Store) throws(GedsError) -> Void) throws(GedsError) -> Int32 {
+    /// Runs `body` on the pool for each part `start..<end` of an object of `size` bytes, at most `threads` parts at
+    /// once, and combines the parts' CRC-32Cs into the object's. Objects of at least two stripes are cut into
+    /// stripes (each starts at a multiple of the stripe size: whole blocks); smaller ones are one part.
+    ///
+    /// The parts' results travel as plain `(part, CRC)` pairs in a throwing group: a group of
+    /// `(Int, Result<UInt32, GedsError>)` handed back garbage part numbers in release builds (Swift 6.3.1).
+    private func striped(size: Int, _ body: @escaping @Sendable (_ start: Int, _ end: Int) throws(GedsError) -> UInt32)
+        async throws(GedsError) -> UInt32 {
+        let partSize = size >= 2 * stripeSize && threads > 1 ? stripeSize : max(size, 1)
+        let parts = max(1, (size + partSize - 1) / partSize)
+        let crcs: [UInt32]
+        do {
+            crcs = try await withThrowingTaskGroup(of: (Int, UInt32).self) { group -> [UInt32] in
+                var results = [UInt32](repeating: 0, count: parts)
+                for part in 0..<parts {
+                    // At most `threads` parts in flight: past that, one must end before the next starts.
+                    if part >= threads, let (done, crc) = try await group.next() { results[done] = crc }
+                    let start = part * partSize
+                    let end = min(size, start + partSize)
+                    group.addTask {
+                        (part, try await self.onPool { () throws(GedsError) -> UInt32 in try body(start, end) })
+                    }
+                }
+                while let (done, crc) = try await group.next() { results[done] = crc }
+                return results
+            }
+        } catch {
+            // The first part to fail; the group waited for the others, so no part still uses the memory or file.
+            throw GedsError.wrapping(error)
+        }
+        var crc: UInt32 = 0
+        for (part, partCRC) in crcs.enumerated() {
+            let length = UInt64(min(size, (part + 1) * partSize) - part * partSize)
+            crc = part == 0 ? partCRC : CRC32C.combine(crc, partCRC, secondLength: length)
+        }
+        return crc
+    }
+
+    /// Creates the partial file and reserves its blocks; returns it open.
+    private func createPartial(_ blob: BlobID, allocated: UInt64) throws(GedsError) -> Int32 {
         let partial = path(of: blob) + ".partial"
         let fd = try openFile(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC)
+        if allocated > 0 && preallocate {
+            if clinux_fallocate(fd, 0, 0, off_t(allocated)) != 0 && errno != EOPNOTSUPP && errno != ENOSYS {
+                let error = GedsError.io("cannot reserve \(allocated) bytes for blob \(blob.fileName) in tier 1 folder \(directory)", errno: errno)
+                discardPartial(fd, blob: blob)
+                throw error
+            }
+        }
+        return fd
+    }
+
+    /// Cuts the block padding of the last block off: the file then has the object's true size.
+    private func truncatePartial(_ fd: Int32, blob: BlobID, size: UInt64) throws(GedsError) {
+        if ftruncate(fd, off_t(size)) != 0 {
+            throw GedsError.io("cannot truncate \(path(of: blob)).partial to \(size) bytes", errno: errno)
+        }
+    }
+
+    private func discardPartial(_ fd: Int32, blob: BlobID) {
+        close(fd)
+        unlink(path(of: blob) + ".partial")
+    }
+
+    /// Creates the partial file, runs `fill`, truncates it to the true size; returns the open descriptor (`finish`
+    /// records the checksum and moves the file into place). Removes the file on failure.
+    private func writeFile(_ blob: BlobID, size: UInt64, allocated: UInt64,
+                           fill: (Int32, Tier1Store) throws(GedsError) -> Void) throws(GedsError) -> Int32 {
+        let fd = try createPartial(blob, allocated: allocated)
         do throws(GedsError) {
-            if allocated > 0 && preallocate {
-                if clinux_fallocate(fd, 0, 0, off_t(allocated)) != 0 && errno != EOPNOTSUPP && errno != ENOSYS {
-                    throw GedsError.io("cannot reserve \(allocated) bytes for blob \(blob.fileName) in tier 1 folder \(directory)", errno: errno)
-                }
-            }
             try fill(fd, self)
-            if ftruncate(fd, off_t(size)) != 0 {
-                throw GedsError.io("cannot truncate \(partial) to \(size) bytes", errno: errno)
-            }
+            try truncatePartial(fd, blob: blob, size: size)
             return fd
         } catch {
-            close(fd)
-            unlink(partial)
+            discardPartial(fd, blob: blob)
             throw error
         }
     }
@@ -510,18 +551,22 @@ public final class Tier1Store: Sendable {
         return object
     }
 
-    /// Writes memory to the file in chunks: from the memory itself where it is aligned, else through a buffer;
-    /// the last partial block through a zero-padded buffer.
-    private func writeMemory(_ source: UnsafeRawBufferPointer, to fd: Int32, blob: BlobID) throws(GedsError) {
-        let size = source.count
+    /// Writes bytes `start..<end` of `source` (`start` a multiple of the block size) to the same place in the file,
+    /// in chunks: from the memory itself where it is aligned, else through a buffer; a last partial block (at the
+    /// object's end) through a zero-padded buffer. Returns their CRC-32C, computed chunk by chunk as they are written.
+    private func writeMemory(_ source: UnsafeRawBufferPointer, start: Int, end: Int, to fd: Int32,
+                             blob: BlobID) throws(GedsError) -> UInt32 {
+        let size = end
         let wholeBlocks = size / blockSize * blockSize
-        guard size > 0, let base = source.baseAddress else { return }
+        guard end > start, let base = source.baseAddress else { return 0 }
         let aligned = Int(bitPattern: base) % blockSize == 0
-        var offset = 0
+        var crc: UInt32 = 0
+        var offset = start
         var buffer: UnsafeMutableRawPointer?
         defer { if let buffer { buffers.give(buffer) } }
         while offset < wholeBlocks {
             let count = min(chunkSize, wholeBlocks - offset)
+            crc = CRC32C.update(crc, UnsafeRawBufferPointer(start: base + offset, count: count))
             if aligned {
                 try pwriteAll(fd, UnsafeRawPointer(base + offset), count, offset: offset, blob: blob)
             } else {
@@ -532,14 +577,16 @@ public final class Tier1Store: Sendable {
             }
             offset += count
         }
-        if size > wholeBlocks {
+        if size > max(wholeBlocks, start) {
             let bounce = buffer ?? buffers.take()
             buffer = bounce
             let tail = size - wholeBlocks
+            crc = CRC32C.update(crc, UnsafeRawBufferPointer(start: base + wholeBlocks, count: tail))
             bounce.copyMemory(from: base + wholeBlocks, byteCount: tail)
             (bounce + tail).initializeMemory(as: UInt8.self, repeating: 0, count: blockSize - tail)
             try pwriteAll(fd, UnsafeRawPointer(bounce), blockSize, offset: wholeBlocks, blob: blob)
         }
+        return crc
     }
 
     /// Copies `length` bytes of `source` from `offset` into the file, block-padded; returns their CRC-32C.
@@ -598,7 +645,7 @@ public final class Tier1Store: Sendable {
         var status = stat()
         guard fstat(fd, &status) == 0 else { throw GedsError.io("cannot stat \(path)", errno: errno) }
         guard UInt64(status.st_size) == object.size else {
-            throw GedsError(.io, "tier-1 file \(path) is corrupt: \(status.st_size) bytes, expected \(object.size)"
+            throw GedsError(.checksumMismatch, "checksum mismatch: tier-1 file \(path) is corrupt: \(status.st_size) bytes, expected \(object.size)"
                 + (UInt64(status.st_size) < object.size ? " (truncated)" : ""))
         }
         return try body(fd)
@@ -621,7 +668,7 @@ public final class Tier1Store: Sendable {
     }
 
     private func shortRead(_ object: Tier1Object, at offset: UInt64) -> GedsError {
-        GedsError(.io, "tier-1 file \(path(of: object.blob)) is corrupt: it ends at byte \(offset), expected \(object.size) (truncated)")
+        GedsError(.checksumMismatch, "checksum mismatch: tier-1 file \(path(of: object.blob)) is corrupt: it ends at byte \(offset), expected \(object.size) (truncated)")
     }
 
     /// Reads bytes `start..<end` of the object (`start` a multiple of the block size) into the same place of
@@ -666,20 +713,24 @@ public final class Tier1Store: Sendable {
         return crc
     }
 
-    private func copyOut(from fd: Int32, object: Tier1Object, to target: Int32, at targetOffset: UInt64) throws(GedsError) -> UInt32 {
+    /// Reads bytes `start..<end` of the file (`start` a multiple of the block size; the whole file by default) in
+    /// chunks, copying them into `target` (when given) at `targetOffset` plus their offset; returns their CRC-32C.
+    private func copyOut(from fd: Int32, object: Tier1Object, start: UInt64 = 0, end: UInt64? = nil, to target: Int32?,
+                         at targetOffset: UInt64) throws(GedsError) -> UInt32 {
+        let end = end ?? object.size
         let buffer = buffers.take()
         defer { buffers.give(buffer) }
         var crc: UInt32 = 0
-        var offset: UInt64 = 0
-        while offset < object.size {
-            let want = Int(min(UInt64(chunkSize), roundUp(object.size - offset)))
-            let expected = Int(min(UInt64(want), object.size - offset))
+        var offset = start
+        while offset < end {
+            let want = Int(min(UInt64(chunkSize), roundUp(end - offset)))
+            let expected = Int(min(UInt64(want), end - offset))
             guard try preadBlocks(fd, buffer, want, offset: offset, object: object) >= expected else {
                 throw shortRead(object, at: offset)
             }
             crc = CRC32C.update(crc, UnsafeRawBufferPointer(start: buffer, count: expected))
             var written = 0
-            while written < expected {
+            while let target, written < expected {
                 let result = pwrite(target, buffer + written, expected - written, off_t(targetOffset + offset) + off_t(written))
                 if result < 0 {
                     if errno == EINTR { continue }
@@ -765,7 +816,7 @@ public final class Tier1Store: Sendable {
 }
 
 /// The caller's memory, carried to a pool thread. `@unchecked Sendable`: every call that hands it over awaits
-/// the pool job (and the checksum job) before returning, so the memory outlives every access.
+/// every pool job it started (all the stripes, even after one failed) before returning, so the memory outlives every access.
 private struct SendableMemory: @unchecked Sendable {
     let buffer: UnsafeRawBufferPointer
     init(_ buffer: UnsafeRawBufferPointer) { self.buffer = buffer }
@@ -827,11 +878,6 @@ private func makeDirectories(_ path: String) throws(GedsError) {
     guard stat(path, &status) == 0, status.st_mode & S_IFMT == S_IFDIR else {
         throw GedsError(.invalidArgument, "tier 1 folder \(path) is not a folder")
     }
-}
-
-private func hex32(_ value: UInt32) -> String {
-    let text = String(value, radix: 16)
-    return String(repeating: "0", count: 8 - text.count) + text
 }
 
 extension Int {

@@ -766,6 +766,9 @@ final class EngineLoop {
         case RDMA_CM_EVENT_ESTABLISHED:
             established(link, event: event)
         case RDMA_CM_EVENT_DISCONNECTED:
+            // What the peer sent before it closed (a last reply) may still wait in the completion queue:
+            // take it before failing the link, which would flush it.
+            _ = drainCompletions()
             fail(link, RDMAError(.connection, "RDMA connection to \(link.peer) was closed by the peer"))
         case RDMA_CM_EVENT_REJECTED:
             fail(link, RDMAError(.connection, "RDMA connection to \(link.peer) was refused (status \(event.status))"))

@@ -85,11 +85,23 @@ extension ByteBuffer {
         writeInteger(placement.tier.rawValue)
         writeInteger(placement.rdmaAddress)
         writeInteger(placement.rkey)
+        writeOptionalChecksum(placement.checksum)
     }
 
     mutating func readPlacement() throws(GedsError) -> BlobPlacement {
         BlobPlacement(node: try readWireInteger("node"), tier: try readTier(),
-                      rdmaAddress: try readWireInteger("address"), rkey: try readWireInteger("rkey"))
+                      rdmaAddress: try readWireInteger("address"), rkey: try readWireInteger("rkey"),
+                      checksum: try readOptionalChecksum())
+    }
+
+    /// A flag byte, then the CRC-32C when there is one.
+    mutating func writeOptionalChecksum(_ checksum: UInt32?) {
+        writeBool(checksum != nil)
+        if let checksum { writeInteger(checksum) }
+    }
+
+    mutating func readOptionalChecksum() throws(GedsError) -> UInt32? {
+        try readBool() ? try readWireInteger("checksum", as: UInt32.self) : nil
     }
 
     mutating func writeLocation(_ location: Location) {
@@ -106,6 +118,7 @@ extension ByteBuffer {
             writeInteger(UInt8(0))
         }
         writeWireString(location.path)
+        writeOptionalChecksum(location.checksum)
     }
 
     mutating func readLocation() throws(GedsError) -> Location {
@@ -118,7 +131,8 @@ extension ByteBuffer {
             rdma = RDMAAccess(endpoint: try readEndpoint(), address: try readWireInteger("address"),
                               rkey: try readWireInteger("rkey"))
         }
-        return Location(node: node, hostID: hostID, tier: tier, tcp: tcp, rdma: rdma, path: try readWireString())
+        return Location(node: node, hostID: hostID, tier: tier, tcp: tcp, rdma: rdma, path: try readWireString(),
+                        checksum: try readOptionalChecksum())
     }
 
     mutating func writeBool(_ value: Bool) { writeInteger(UInt8(value ? 1 : 0)) }

@@ -29,12 +29,16 @@ public struct BlobPlacement: Sendable, Equatable {
     public var rdmaAddress: UInt64
     /// 0 when the copy is not registered for RDMA.
     public var rkey: UInt32
+    /// The CRC-32C of the blob's bytes, as the node computed it writing a tier-1 copy (nil for other copies):
+    /// the MDS keeps it, so a tier-1 file can be checked against it after the node restarts.
+    public var checksum: UInt32?
 
-    public init(node: UInt32, tier: Tier, rdmaAddress: UInt64 = 0, rkey: UInt32 = 0) {
+    public init(node: UInt32, tier: Tier, rdmaAddress: UInt64 = 0, rkey: UInt32 = 0, checksum: UInt32? = nil) {
         self.node = node
         self.tier = tier
         self.rdmaAddress = rdmaAddress
         self.rkey = rkey
+        self.checksum = checksum
     }
 }
 

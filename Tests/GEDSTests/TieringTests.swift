@@ -1,13 +1,17 @@
 import GEDS
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 
 /// Tier 0 with a capacity, spilling to a tier 1 on the repository's disk (O_DIRECT), and readers racing it.
 @Suite(.serialized) struct TieringTests {
     static let MiB = 1 << 20
 
-    /// Objects of 2 MiB into a tier 0 of 8 MiB (spills above 7.2 MiB, down to 6 MiB).
+    /// Objects of 2 MiB into a tier 0 of 8 MiB (spills above 7.2 MiB, down to 6 MiB); readers on the owner's host
+    /// and on another one (which publishes the copies it fetches).
     func withTieredOwner(tier1: Bool = true,
-                         _ body: (_ owner: GEDS, _ sameHostReader: GEDS) async throws -> Void) async throws {
+                         _ body: (_ owner: GEDS, _ sameHostReader: GEDS, _ otherHostReader: GEDS) async throws -> Void) async throws {
         let cluster = try await Cluster.start(folderPrefix: "geds-tiering")
         // The repository's file system takes O_DIRECT (tmpfs may not): .build/tmp, beside the sources.
         let repository = "/" + #filePath.split(separator: "/").dropLast(3).joined(separator: "/")
@@ -21,7 +25,8 @@ import Testing
                 }
             })
             handles.append(try await cluster.handle("reader", hostID: "host-t"))
-            try await body(handles[0], handles[1])
+            handles.append(try await cluster.handle("elsewhere", hostID: "host-e"))
+            try await body(handles[0], handles[1], handles[2])
         } catch {
             await cluster.close(handles)
             throw error
@@ -39,7 +44,7 @@ import Testing
     }
 
     @Test func spillsLeastRecentlyUsedAndReadersFollowTheMove() async throws {
-        try await withTieredOwner { owner, reader in
+        try await withTieredOwner { owner, reader, _ in
             try await owner.createBucket("tiers")
             var objects: [[UInt8]] = []
             try await owner.put(bucket: "tiers", key: "k0", bytes: randomBytes(2 * TieringTests.MiB, seed: 100))
@@ -90,7 +95,7 @@ import Testing
     }
 
     @Test func blobsWithAViewOpenAreNotSpilled() async throws {
-        try await withTieredOwner { owner, _ in
+        try await withTieredOwner { owner, _, _ in
             try await owner.createBucket("tiers")
             try await owner.put(bucket: "tiers", key: "k0", bytes: randomBytes(2 * TieringTests.MiB, seed: 0))
             var view: MappedBytes? = try await owner.open(bucket: "tiers", key: "k0").view()
@@ -110,7 +115,7 @@ import Testing
     }
 
     @Test func capacityWithoutTier1IsAHardLimit() async throws {
-        try await withTieredOwner(tier1: false) { owner, _ in
+        try await withTieredOwner(tier1: false) { owner, _, _ in
             try await owner.createBucket("tiers")
             for index in 0..<4 {
                 try await owner.put(bucket: "tiers", key: "k\(index)", bytes: randomBytes(2 * TieringTests.MiB, seed: UInt64(index)))
@@ -122,6 +127,48 @@ import Testing
             #expect(error?.message.contains("no tier 1") == true)
             #expect(await gedsError { _ = try await owner.stat(bucket: "tiers", key: "k4") }?.code == .noSuchObject)
             #expect(try await owner.get(bucket: "tiers", key: "k3") == randomBytes(2 * TieringTests.MiB, seed: 3))
+        }
+    }
+
+    @Test func aCorruptTier1CopyIsWithdrawnAndAnotherCopyServes() async throws {
+        try await withTieredOwner { owner, reader, elsewhere in
+            try await owner.createBucket("tiers")
+            let k0 = randomBytes(2 * TieringTests.MiB, seed: 200)
+            try await owner.put(bucket: "tiers", key: "k0", bytes: k0)
+            // A second copy on another host (a cached copy, published), then k0 pushed out to the owner's tier 1.
+            #expect(sha256(try await elsewhere.open(bucket: "tiers", key: "k0").view()) == sha256(k0))
+            for index in 1..<6 {
+                try await owner.put(bucket: "tiers", key: "k\(index)", bytes: randomBytes(2 * TieringTests.MiB, seed: 200 + UInt64(index)))
+            }
+            try await settle(owner)
+            let info = try await owner.stat(bucket: "tiers", key: "k0")
+            #expect(Set(info.locations.map { "\($0.tier) \($0.hostID)" }) == ["tier1 host-t", "tier0 host-e"])
+            // The MDS hands out, with every copy, the checksum the owner recorded writing its tier-1 file (that it is
+            // the CRC-32C of the bytes is checked in test_tier1.py, against Python's own computation).
+            let recorded = try #require(owner.node.tier1?.object(info.blob)?.checksum)
+            #expect(info.locations.map(\.checksum) == [recorded, recorded])
+
+            // One flipped byte in the owner's tier-1 file.
+            let path = try #require(owner.node.tier1?.path(of: info.blob))
+            let fd = open(path, O_RDWR)
+            var byte: UInt8 = 0
+            #expect(pread(fd, &byte, 1, 777_777) == 1)
+            byte ^= 0x40
+            #expect(pwrite(fd, &byte, 1, 777_777) == 1)
+            close(fd)
+
+            // The same-host reader tries the owner first (same host), whose promotion fails its checksum; it then
+            // reads the other copy: the bytes written.
+            #expect(sha256(try await reader.open(bucket: "tiers", key: "k0").view()) == sha256(k0))
+            // The corrupt copy was withdrawn and its file deleted: left are the other host's copy and the one the
+            // reader just made (it publishes what it fetched). The other objects are untouched.
+            let names = [elsewhere, reader].map(\.node.configuration.name)
+            #expect(try await owner.stat(bucket: "tiers", key: "k0").locations.map { "\($0.tier) \($0.node)" }.sorted()
+                    == names.map { "tier0 \($0)" }.sorted())
+            #expect(owner.node.tier1?.object(info.blob) == nil && access(path, F_OK) != 0)
+            for index in 1..<6 {
+                #expect(try await reader.get(bucket: "tiers", key: "k\(index)") == randomBytes(2 * TieringTests.MiB, seed: 200 + UInt64(index)))
+            }
         }
     }
 }

@@ -469,6 +469,44 @@ import Testing
         #expect(try f.drops(n3) == [blob])
     }
 
+    @Test func aTier1ChecksumIsKeptPerBlobAndOutlivesItsCopy() throws {
+        var f = Fixture()
+        try f.store.createBucket("bkt")
+        let blob = try f.put("bkt", "k")
+        let other = try f.put("bkt", "other")
+        #expect(try f.store.lookup(bucket: "bkt", key: "k").locations.map(\.checksum) == [nil])
+        // A spill: the tier-1 placement carries the CRC-32C, which every location of the blob then shows.
+        try f.store.addLocation(blob: blob, placement: BlobPlacement(node: f.n1, tier: .tier1, checksum: 0xDEAD_BEEF))
+        var locations = try f.store.lookup(bucket: "bkt", key: "k").locations
+        #expect(locations.map(\.tier) == [.tier1] && locations.map(\.checksum) == [0xDEAD_BEEF])
+        #expect(try f.store.lookup(bucket: "bkt", key: "other").locations.map(\.checksum) == [nil])
+        // Promoted back to tier 0: the checksum stays with the bytes.
+        try f.store.addLocation(blob: blob, placement: BlobPlacement(node: f.n1, tier: .tier0))
+        locations = try f.store.lookup(bucket: "bkt", key: "k").locations
+        #expect(locations.map(\.tier) == [.tier0] && locations.map(\.checksum) == [0xDEAD_BEEF])
+
+        // The node dies and comes back: its copies were withdrawn, the checksum was not; a file with other bytes
+        // is refused, one with the same is taken.
+        let again = f.store.register(registration("n1"), now: 10)
+        #expect(try f.store.lookup(bucket: "bkt", key: "k").locations.isEmpty)
+        let refused = gedsError {
+            try f.store.addLocation(blob: blob, placement: BlobPlacement(node: again, tier: .tier1, checksum: 0xDEAD_BEEE))
+        }
+        #expect(refused?.code == .checksumMismatch)
+        #expect(refused?.message.contains("checksum mismatch") == true && refused?.message.contains(blob.fileName) == true)
+        #expect(try f.store.lookup(bucket: "bkt", key: "k").locations.isEmpty)
+        try f.store.addLocation(blob: blob, placement: BlobPlacement(node: again, tier: .tier1, checksum: 0xDEAD_BEEF))
+        #expect(try f.store.lookup(bucket: "bkt", key: "k").locations.map(\.checksum) == [0xDEAD_BEEF])
+        try f.store.addLocation(blob: other, placement: BlobPlacement(node: again, tier: .tier1, checksum: 7))
+        #expect(try f.store.lookup(bucket: "bkt", key: "other").locations.map(\.checksum) == [7])
+
+        // A deleted blob's checksum goes with it: its record number, when reused, starts without one.
+        try f.store.delete(bucket: "bkt", key: "k")
+        let next = try f.put("bkt", "next", node: again)
+        #expect(next != blob)
+        #expect(try f.store.lookup(bucket: "bkt", key: "next").locations.map(\.checksum) == [nil])
+    }
+
     @Test func addLocationNeedsALiveNode() throws {
         var f = Fixture()
         try f.store.createBucket("bkt")

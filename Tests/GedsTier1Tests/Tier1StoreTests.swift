@@ -123,7 +123,8 @@ import Testing
         await store.shutdown()
     }
 
-    @Test(arguments: [(64 << 10) * 5, (64 << 10) * 5 + 1, (1 << 20) + 3])
+    // Between one and two stripes is one part: it must still be the whole object.
+    @Test(arguments: [(64 << 10) * 5, (64 << 10) * 5 + 1, (1 << 20) + 3, (64 << 10) * 3 / 2 + 7])
     func largeObjectsAreReadInPartsOnSeveralThreads(_ size: Int) async throws {
         let folder = TestFolder("stripes")
         defer { folder.remove() }
@@ -149,6 +150,9 @@ import Testing
         defer { withExtendedLifetime(destination) {} }
         let error = await gedsError { _ = try await store.read(2, into: destination.mutable) }
         #expect(error?.message.contains("is corrupt: CRC-32C") == true)
+        // The whole-file check of a restart, striped the same way.
+        #expect(try await store.verifiedChecksum(of: 1) == CRC32C.checksum(bytes))
+        #expect(await gedsError { _ = try await store.verifiedChecksum(of: 2) }?.code == .checksumMismatch)
         await store.shutdown()
     }
 
@@ -226,7 +230,8 @@ import Testing
         #expect(pwrite(flip, &byte, 1, 500_000) == 1)
         close(flip)
         let corrupt = await gedsError { _ = try await store.read(1, into: destination.mutable) }
-        #expect(corrupt?.code == .io)
+        #expect(corrupt?.code == .checksumMismatch)
+        #expect(corrupt?.message.contains("checksum mismatch: tier-1 file") == true, "\(corrupt?.message ?? "")")
         #expect(corrupt?.message.contains("is corrupt: CRC-32C") == true, "\(corrupt?.message ?? "")")
         #expect(corrupt?.message.contains(store.path(of: 1)) == true)
 
@@ -251,6 +256,13 @@ import Testing
         }
         #expect(mismatch?.message.contains("is corrupt") == true)
         #expect(try await store.read(4, into: destination.mutable, expectedChecksum: CRC32C.checksum(bytes)) == size)
+
+        // A whole-file check without a destination (what a restarted node does before offering a file back).
+        #expect(try await store.verifiedChecksum(of: 4) == CRC32C.checksum(bytes))
+        let unverified = await gedsError { _ = try await store.verifiedChecksum(of: 1) }
+        #expect(unverified?.code == .checksumMismatch)
+        let unverifiedShort = await gedsError { _ = try await store.verifiedChecksum(of: 2) }
+        #expect(unverifiedShort?.code == .checksumMismatch && unverifiedShort?.message.contains("truncated") == true)
         await store.shutdown()
     }
 

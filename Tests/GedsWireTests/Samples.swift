@@ -14,7 +14,7 @@ enum Samples {
                                        tcp: Endpoint(host: "::1", port: 65535),
                                        rdma: RDMAAccess(endpoint: Endpoint(host: "192.168.1.7", port: 0),
                                                         address: .max, rkey: .max),
-                                       path: "")
+                                       path: "", checksum: 0x1234_5678)
     static let locationS3 = Location(node: "", hostID: "h", tier: .s3, tcp: Endpoint(host: "h", port: 1),
                                      rdma: RDMAAccess(endpoint: Endpoint(host: "fe80::2", port: 18515), address: 0x7F00_0000_1000, rkey: 7),
                                      path: longString)
@@ -67,6 +67,8 @@ enum Samples {
         .setMetadata(bucket: "bucket", key: "key", metadata: ["a": "1", "b": "2", "c": "3", "Z": "", "m.n_o-p": unicode]),
         .addLocation(blob: 5, placement: BlobPlacement(node: 2, tier: .tier0)),
         .addLocation(blob: .max, placement: BlobPlacement(node: .max, tier: .tier1, rdmaAddress: 1, rkey: 2)),
+        .addLocation(blob: 9, placement: BlobPlacement(node: 3, tier: .tier1, checksum: 0)),
+        .addLocation(blob: 9, placement: BlobPlacement(node: 3, tier: .tier1, rdmaAddress: 1, rkey: 2, checksum: .max)),
         .removeLocation(blob: 5, node: 2),
         .removeLocation(blob: 0, node: 0),
         .readBlob(blob: 5, offset: 0, length: 0),

@@ -197,6 +197,48 @@ def test_tier1_options():
     assert run.rc != 0 and "--tier1-dir" in run.err and run.out == "", run.describe()
 
 
+SPILL_SMALL = ["--spill-tier0", "32MiB", "--spill-write", "96MiB", "--spill-object", "4MiB", "--spill-hot", "8MiB",
+               "--spill-baseline", "1"]
+
+
+def test_spill_reader_before_and_during_a_spill(tmp_path, no_references):
+    """The spill workload, small: its own MDS and gedsd with a 32 MiB tier 0 and a tier 1 under --spill-dir; the
+    reader's figure alone and during the spill (compared with the first), the writer's, and the bytes that ended
+    in tier 1. The workload reads the hot set and the first and last objects written back and fails on any byte
+    that differs; its tier-1 folder is removed afterwards."""
+    out = tmp_path / "out.json"
+    run = perf("--workloads", "spill", "--spill-dir", str(tmp_path), *SPILL_SMALL, "--json", str(out), path=no_references)
+    assert run.rc == 0, run.describe()
+    assert "cluster: started geds-mds" in run.err, run.describe()
+    before, during, writer = json.loads(out.read_text())["measurements"]
+    for m in (before, during, writer):
+        assert m["workload"] == "spill" and m["transport"] == "tcp" and m["size_bytes"] == 4 << 20, m
+        assert isinstance(m["gbit_per_s"], float) and m["gbit_per_s"] > 0, m
+    assert before["note"].startswith("reader alone") and before["samples"] >= 1 and before["reference"] is None, before
+    assert during["note"].startswith("reader while 96 MiB were written"), during
+    assert during["reference"] == "the same reader before the spill", during
+    assert during["reference_value"] == pytest.approx(before["gbit_per_s"]), during
+    assert during["ratio"] == pytest.approx(during["gbit_per_s"] / before["gbit_per_s"]), during
+    assert writer["samples"] == 24, writer  # 96 MiB in objects of 4 MiB
+    # 104 MiB went through a 32 MiB tier 0: at least 72 MiB of it was spilled. Read back: the 2 hot objects, the
+    # first and the last written.
+    spilled = re.search(r"; ([\d.]+) MiB in tier 1 at the end; 4 objects read back as written", writer["note"])
+    assert spilled and float(spilled.group(1)) >= 72, writer["note"]
+    assert not list(tmp_path.glob("geds-perf-spill-*"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--spill-hot", "64MiB"], "--spill-hot plus one --spill-object must fit in --spill-tier0"),
+    (["--spill-write", "16MiB"], "--spill-write must exceed --spill-tier0"),
+    (["--spill-dir", "/nonexistent-folder"], "--spill-dir: /nonexistent-folder is not a writable folder"),
+    (["--spill-object", "0"], "--spill-object must be positive"),
+    (["--mds", "127.0.0.1:1"], "cannot use --mds"),
+])
+def test_spill_option_errors(args, message):
+    run = perf("--workloads", "spill", *SPILL_SMALL, *args, timeout=30)
+    assert run.rc != 0 and message in run.err and run.out == "", run.describe()
+
+
 # MARK: outputs
 
 

@@ -71,6 +71,17 @@ struct Bench {
             return try await geds.stat(bucket: bucket, key: key)
         }
 
+        /// Whether `bytes` are what `place` writes: the pattern, repeated.
+        func holdsPattern(_ bytes: UnsafeRawBufferPointer) -> Bool {
+            var offset = 0
+            while offset < bytes.count {
+                let count = min(pattern.count, bytes.count - offset)
+                guard memcmp(bytes.baseAddress! + offset, pattern.baseAddress!, count) == 0 else { return false }
+                offset += count
+            }
+            return true
+        }
+
         func remoteObject(size: Int) async throws -> ObjectInfo {
             if let info = remote[size] { return info }
             progress("placing a \(Report.formatSize(size)) object on \(owner.name)")
@@ -137,7 +148,7 @@ struct Bench {
         case .local: try await localRead()
         case .write: try await write()
         case .nodeScale: try await NodeScale.measure(geds: geds, bucket: bucket, count: parameters.nodeObjects)
-        case .mdsScale, .tier1: []  // in-process, see MetadataScale and Tier1Bench
+        case .mdsScale, .tier1, .spill: []  // run on their own, see MetadataScale, Tier1Bench and SpillBench
         }
     }
 

@@ -17,7 +17,9 @@ final class Cluster {
     private var mounted = false
 
     /// `rdmaOwnerAddress`: the owner serves on that RDMA device's address, and the MDS listens for RDMA there too.
-    init(existingMDS: String?, binaries: String, ownerName: String?, hugePages: Bool, rdmaOwnerAddress: String? = nil) throws {
+    /// `ownerArguments`: more gedsd options for the owner (tier capacities, a tier-1 folder).
+    init(existingMDS: String?, binaries: String, ownerName: String?, hugePages: Bool, rdmaOwnerAddress: String? = nil,
+         ownerArguments: [String] = []) throws {
         mds = try existingMDS.map { try Endpoint(parsing: $0) } ?? Endpoint(host: "127.0.0.1", port: try Cluster.freePort())
         self.ownerName = existingMDS == nil ? "perf-owner" : ownerName ?? ""
         scratch = "/dev/shm/geds-perf-\(getpid())"
@@ -39,7 +41,7 @@ final class Cluster {
                 if rdmaOwnerAddress != nil, let line = mdsOutput.split(separator: "\n").first(where: { $0.contains("listening for RDMA on ") }) {
                     mdsRDMA = try Endpoint(parsing: String(line.split(separator: " ").last ?? ""))
                 }
-                ownerPID = try launchOwner(binaries, listen: "\(rdmaOwnerAddress ?? "127.0.0.1"):0")
+                ownerPID = try launchOwner(binaries, listen: "\(rdmaOwnerAddress ?? "127.0.0.1"):0", extra: ownerArguments)
             }
         } catch {
             stop()  // neither an MDS without its node nor a scratch folder may outlive this failure
@@ -50,9 +52,9 @@ final class Cluster {
             : "cluster: the running MDS at \(mds), owner \(self.ownerName.isEmpty ? "any gedsd" : self.ownerName); this process reads as host perf-reader-host")
     }
 
-    private func launchOwner(_ binaries: String, listen: String) throws -> pid_t {
+    private func launchOwner(_ binaries: String, listen: String, extra: [String]) throws -> pid_t {
         try launch(binaries + "/gedsd", ["--mds", mds.description, "--listen", listen, "--tier0", scratch + "/owner",
-                                         "--name", ownerName, "--host-id", "perf-owner-host", "--log-level", "warning"])
+                                         "--name", ownerName, "--host-id", "perf-owner-host", "--log-level", "warning"] + extra)
         return children.last!.pid
     }
 

@@ -29,7 +29,7 @@ struct GedsPerf: AsyncParsableCommand {
             help: "For rdma: OWNER,READER, addresses of two RDMA devices (two hosts); the owner gedsd serves on the first, this process reads from the second (default inside tools/rxe-vm --two-hosts: 10.10.1.2,10.10.1.1).")
     var rdmaAddresses: String?
 
-    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); mds-scale and node-scale run only when named.")
+    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); spill reads from a gedsd while it spills to tier 1 (see --spill-*); mds-scale, node-scale, tier1 and spill run only when named.")
     var workloads: String = Workload.defaults.map(\.rawValue).joined(separator: ",")
 
     @Option(help: "Object sizes for read-bw and read-tier0, comma-separated; K, M, G mean KiB, MiB, GiB.")
@@ -54,6 +54,25 @@ struct GedsPerf: AsyncParsableCommand {
     @Option(name: .customLong("tier1-size"), help: "Object size of the tier1 workload (K, M, G mean KiB, MiB, GiB).")
     var tier1Size: String = "1GiB"
 
+    @Option(name: .customLong("spill-dir"),
+            help: "Parent folder of the spill workload's tier 1 (a subfolder geds-perf-spill-PID, removed afterwards); on a disk, not tmpfs.")
+    var spillDir: String = "/var/tmp"
+
+    @Option(name: .customLong("spill-tier0"), help: "Tier-0 capacity of the spill workload's gedsd.")
+    var spillTier0: String = "1GiB"
+
+    @Option(name: .customLong("spill-write"), help: "Bytes the spill workload writes through that tier 0 while its reader reads.")
+    var spillWrite: String = "4GiB"
+
+    @Option(name: .customLong("spill-object"), help: "Object size of the spill workload (the hot set's and the writer's).")
+    var spillObject: String = "64MiB"
+
+    @Option(name: .customLong("spill-hot"), help: "Bytes of the hot set the spill workload's reader reads round and round.")
+    var spillHot: String = "256MiB"
+
+    @Option(name: .customLong("spill-baseline"), help: "Seconds the spill workload's reader reads alone before the writer starts.")
+    var spillBaseline: Double = 5
+
     @Option(help: "Folder of geds-mds and gedsd (default: next to this executable).")
     var bin: String?
 
@@ -77,12 +96,18 @@ struct GedsPerf: AsyncParsableCommand {
         _ = try Workload.parse(workloads)
         _ = try parsedSizes()
         _ = try parsedTier1Size()
-        if let tier1Dir {
+        _ = try parsedSpillSizes()
+        func requireWritableFolder(_ path: String, _ option: String) throws {
             var isFolder: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: tier1Dir, isDirectory: &isFolder), isFolder.boolValue,
-                  FileManager.default.isWritableFile(atPath: tier1Dir) else {
-                throw ValidationError("--tier1-dir: \(tier1Dir) is not a writable folder")
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue,
+                  FileManager.default.isWritableFile(atPath: path) else {
+                throw ValidationError("\(option): \(path) is not a writable folder")
             }
+        }
+        if let tier1Dir { try requireWritableFolder(tier1Dir, "--tier1-dir") }
+        if try Workload.parse(workloads).contains(.spill) {
+            try requireWritableFolder(spillDir, "--spill-dir")
+            if mds != nil { throw ValidationError("the spill workload starts its own MDS and gedsd: it cannot use --mds") }
         }
         for (name, value) in [("--repetitions", repetitions), ("--clients", clients), ("--scale-objects", scaleObjects),
                               ("--node-objects", nodeObjects)] where value < 1 {
@@ -140,6 +165,28 @@ struct GedsPerf: AsyncParsableCommand {
         return size
     }
 
+    func parsedSpillSizes() throws -> SpillBench.Sizes {
+        func size(_ text: String, _ option: String) throws -> Int {
+            let bytes: UInt64
+            do {
+                bytes = try ByteCount.parse(text)
+            } catch {
+                throw ValidationError(GedsError.wrapping(error).message + " in \(option)")
+            }
+            guard bytes > 0, bytes <= UInt64(Int.max) else { throw ValidationError("\(option) must be positive") }
+            return Int(bytes)
+        }
+        let sizes = SpillBench.Sizes(tier0: try size(spillTier0, "--spill-tier0"), written: try size(spillWrite, "--spill-write"),
+                                     object: try size(spillObject, "--spill-object"), hot: try size(spillHot, "--spill-hot"),
+                                     baselineSeconds: spillBaseline)
+        guard sizes.hot + sizes.object <= sizes.tier0 else {
+            throw ValidationError("--spill-hot plus one --spill-object must fit in --spill-tier0 (the hot set is to stay in tier 0)")
+        }
+        guard sizes.written > sizes.tier0 else { throw ValidationError("--spill-write must exceed --spill-tier0, or nothing spills") }
+        guard spillBaseline > 0 else { throw ValidationError("--spill-baseline must be positive") }
+        return sizes
+    }
+
     func run() async throws {
         Cleanup.installSignalHandlers()
         let selected = try Workload.parse(workloads)
@@ -167,6 +214,9 @@ struct GedsPerf: AsyncParsableCommand {
         if selected.contains(.tier1) {
             let parent = tier1Dir ?? binaries
             results += try await Tier1Bench.measure(parent: parent, size: try parsedTier1Size(), repetitions: repetitions)
+        }
+        if selected.contains(.spill) {
+            results += try await SpillBench.measure(binaries: binaries, parent: spillDir, sizes: try parsedSpillSizes())
         }
         if selected.contains(where: \.needsCluster) {
             results += try await measureOnCluster(selected, transports: transports, binaries: binaries)
@@ -266,13 +316,14 @@ struct GedsPerf: AsyncParsableCommand {
 /// What geds-perf can measure. Data-plane workloads move object bytes and are measured per transport.
 enum Workload: String, CaseIterable {
     case readBandwidth = "read-bw", readIntoTier0 = "read-tier0", readManyMiB = "read-1mib", latency
-    case metadataOps = "mds-ops", local, write, mdsScale = "mds-scale", nodeScale = "node-scale", tier1
+    case metadataOps = "mds-ops", local, write, mdsScale = "mds-scale", nodeScale = "node-scale", tier1, spill
 
-    /// The scale workloads and tier1 (gigabytes of disk I/O beside fio) are opt-in, to keep a default run short.
+    /// The scale workloads, tier1 and spill (gigabytes of disk I/O) are opt-in, to keep a default run short.
     static let defaults: [Workload] = [.readBandwidth, .readIntoTier0, .readManyMiB, .latency, .metadataOps, .local, .write]
 
     var dataPlane: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .latency].contains(self) }
-    var needsCluster: Bool { self != .mdsScale && self != .tier1 }
+    /// Whether it runs on the shared cluster (spill starts its own, with a capped tier 0 and a tier 1).
+    var needsCluster: Bool { ![.mdsScale, .tier1, .spill].contains(self) }
     var measuresBandwidth: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .write].contains(self) }
 
     static func parse(_ list: String) throws -> [Workload] {

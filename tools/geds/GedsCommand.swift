@@ -236,6 +236,8 @@ struct Stat: AsyncParsableCommand {
             var lines = ["object: \(info.bucket)/\(info.key)", "size: \(info.size)", "sealed: \(info.sealed)",
                          "modified: \(formatDate(info.modified))", "blob: \(info.blob.fileName)", "copies: \(info.locations.count)"]
             lines += info.locations.map { "  \($0.tier) on \($0.node) (host \($0.hostID), tcp \($0.tcp))" }
+            // Known once the bytes were written to tier 1; the same for every copy.
+            if let checksum = info.locations.lazy.compactMap(\.checksum).first { lines.append("crc32c: \(hex32(checksum))") }
             lines += info.metadata.sorted { $0.key < $1.key }.map { "meta: \($0.key)=\($0.value)" }
             printLine(lines.joined(separator: "\n"))
         }

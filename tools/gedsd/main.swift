@@ -72,9 +72,10 @@ struct GedsDaemon: AsyncParsableCommand {
                 guard configuration.tier0Capacity != nil else {
                     throw GedsError(.invalidArgument, "--tier1 needs --tier0-capacity SIZE (when to spill to tier 1)")
                 }
-                // Its objects' locations were withdrawn when this node's lease ended: start empty, like tier 0.
+                // Files left by an earlier gedsd are kept and offered back to the MDS, checked against the checksum it
+                // kept; those of blobs it no longer knows are deleted (see Node.offerTier1Copies).
                 configuration.tier1 = Tier1Configuration(directory: tier1, capacity: try ByteCount.parse(tier1Capacity),
-                                                         leftovers: .remove)
+                                                         leftovers: .adopt)
             } else if tier1Capacity != nil {
                 throw GedsError(.invalidArgument, "--tier1-capacity needs --tier1 DIR")
             }
