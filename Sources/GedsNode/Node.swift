@@ -30,6 +30,8 @@ public final class Node: Sendable {
     let group: any EventLoopGroup
     private let session = Mutex<Session>(Session())
     private let heartbeat = Mutex<Task<Void, Never>?>(nil)
+    /// S3 clients and the write-back queue (see Persistence.swift).
+    let persistence = PersistenceState()
 
     struct Session {
         var index: UInt32 = 0
@@ -167,6 +169,7 @@ public final class Node: Sendable {
 
     public func shutdown() async {
         heartbeat.withLock { $0?.cancel() }
+        await flushBeforeLeaving()
         try? await mds.expectOK(.leave(node: index))
         await server.close()
         peers.closeAll()
@@ -193,28 +196,31 @@ public final class Node: Sendable {
 
     /// Seals an object: it becomes immutable and visible everywhere in one step at the MDS. With a target,
     /// the target takes the bytes first and the object is published with the target as its only copy, so
-    /// a failed hand-off leaves nothing half-made (an older object under the key stays as it was).
-    public func seal(_ writable: WritableBlob, metadata: [String: String],
-                     handingOffTo target: NodeInfo? = nil) async throws(GedsError) {
+    /// a failed hand-off leaves nothing half-made (an older object under the key stays as it was). Then the
+    /// object is made as durable as `persistency` (else its bucket's) says; see Persistence.swift.
+    public func seal(_ writable: WritableBlob, metadata: [String: String], handingOffTo target: NodeInfo? = nil,
+                     persistency: Persistency? = nil) async throws(GedsError) {
         try UserMetadata.validate(metadata)
         let blob = writable.blob
         let size = try writable.seal()
         pin(blob)  // not spilled while pending at the MDS
         defer { unpin(blob) }
         var placement = BlobPlacement(node: index, tier: .tier0)
+        let sealReply: Reply
         do {
             if target == nil { try await checkTier0Capacity(sealing: blob, size: size) }
             if let target {
                 try await askToPull(blob, size: size, from: ownLocation(of: blob), to: target)
                 placement = BlobPlacement(node: 0, tier: .tier0)
             }
-            try await mds.expectOK(.sealObject(blob: blob, size: size, metadata: metadata, placement: placement))
+            sealReply = try await mds.call(.sealObject(blob: blob, size: size, metadata: metadata, placement: placement))
         } catch {
             tier0.remove(blob)
             try? await mds.expectOK(.abortObject(blob: blob))
             throw error
         }
         if target != nil { tier0.remove(blob) } else { admitted(blob) }
+        try await persistSealed(blob, sealReply: sealReply, requested: persistency, holder: target)
     }
 
     func ownLocation(of blob: BlobID) -> Location {
@@ -371,6 +377,7 @@ public final class Node: Sendable {
     /// over the peer's multiplexed connection (one round trip, no thread hand-off).
     func transfer(_ blob: BlobID, offset: UInt64, length: UInt64, from location: Location,
                   into sink: any ReadSink) async throws(GedsError) -> UInt64 {
+        if let object = location.s3Object { return try await readFromS3(object, offset: offset, length: length, into: sink) }
         if length >= Node.bulkThreshold {
             return try await bulk.read(blob: blob, offset: offset, length: length, from: location.tcp,
                                        peerName: "node \(location.node)", into: sink,
@@ -387,7 +394,9 @@ public final class Node: Sendable {
         let me = configuration.name
         let host = configuration.hostID
         return locations.sorted { lhs, rhs in
-            func rank(_ location: Location) -> Int { location.node == me ? 0 : location.hostID == host ? 1 : 2 }
+            func rank(_ location: Location) -> Int {
+                location.tier == .s3 ? 3 : location.node == me ? 0 : location.hostID == host ? 1 : 2
+            }
             return rank(lhs) < rank(rhs)
         }
     }
@@ -485,6 +494,8 @@ final class NodeService: RequestService {
                 }
             }
             return .deferred(promise.futureResult)
+        case .persistBlob, .flush:
+            return node.respondToPersistence(request, on: eventLoop)
         default:
             return .reply(.failure(GedsError(.invalidArgument, "a node serves only object bytes; ask the MDS")))
         }

@@ -184,8 +184,12 @@ extension Node {
         } catch where error.code == .noSuchBlob {
             return false
         }
-        // Written straight from the tier-0 pages (page-aligned, so O_DIRECT takes them without a bounce buffer).
-        _ = try await tier1.write(blob, from: mapping.bytes)
+        // Written straight from the tier-0 pages (page-aligned, so O_DIRECT takes them without a bounce buffer);
+        // a blob persisted to tier 1 at seal is there already.
+        if tier1.object(blob) == nil {
+            try await makeTier1Room(for: UInt64(mapping.count))
+            _ = try await tier1.write(blob, from: mapping.bytes)
+        }
         withExtendedLifetime(mapping) {}
         do {
             try await mds.expectOK(.addLocation(blob: blob, placement: BlobPlacement(node: index, tier: .tier1)))

@@ -104,7 +104,7 @@ struct Bench {
         case .local: try await localRead()
         case .write: try await write()
         case .nodeScale: try await NodeScale.measure(geds: geds, bucket: bucket, count: parameters.nodeObjects)
-        case .mdsScale, .tier1: []  // in-process, see MetadataScale and Tier1Bench
+        case .mdsScale, .tier1, .s3: []  // in-process, see MetadataScale, Tier1Bench and S3Bench
         }
     }
 

@@ -25,7 +25,7 @@ struct GedsPerf: AsyncParsableCommand {
     @Option(help: "Transports to measure: tcp, rdma or both. A transport this machine lacks is reported absent.")
     var transport: TransportChoice = .tcp
 
-    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); mds-scale and node-scale run only when named.")
+    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); s3 is read-through from moto_server beside boto3; mds-scale, node-scale, tier1 and s3 run only when named.")
     var workloads: String = Workload.defaults.map(\.rawValue).joined(separator: ",")
 
     @Option(help: "Object sizes for read-bw and read-tier0, comma-separated; K, M, G mean KiB, MiB, GiB.")
@@ -50,6 +50,9 @@ struct GedsPerf: AsyncParsableCommand {
     @Option(name: .customLong("tier1-size"), help: "Object size of the tier1 workload (K, M, G mean KiB, MiB, GiB).")
     var tier1Size: String = "1GiB"
 
+    @Option(name: .customLong("s3-size"), help: "Object size of the s3 workload (K, M, G mean KiB, MiB, GiB).")
+    var s3Size: String = "256MiB"
+
     @Option(help: "Folder of geds-mds and gedsd (default: next to this executable).")
     var bin: String?
 
@@ -73,6 +76,7 @@ struct GedsPerf: AsyncParsableCommand {
         _ = try Workload.parse(workloads)
         _ = try parsedSizes()
         _ = try parsedTier1Size()
+        _ = try parsedS3Size()
         if let tier1Dir {
             var isFolder: ObjCBool = false
             guard FileManager.default.fileExists(atPath: tier1Dir, isDirectory: &isFolder), isFolder.boolValue,
@@ -118,6 +122,13 @@ struct GedsPerf: AsyncParsableCommand {
         }.uniqued()
     }
 
+    func parsedS3Size() throws -> Int {
+        guard let bytes = try? ByteCount.parse(s3Size), bytes > 0, let size = Int(exactly: bytes) else {
+            throw ValidationError("--s3-size: expected a positive size such as 256MiB, got '\(s3Size)'")
+        }
+        return size
+    }
+
     func parsedTier1Size() throws -> Int {
         let bytes: UInt64
         do {
@@ -159,6 +170,9 @@ struct GedsPerf: AsyncParsableCommand {
         if selected.contains(.tier1) {
             let parent = tier1Dir ?? binaries
             results += try await Tier1Bench.measure(parent: parent, size: try parsedTier1Size(), repetitions: repetitions)
+        }
+        if selected.contains(.s3) {
+            results += try await S3Bench.measure(size: try parsedS3Size(), repetitions: repetitions)
         }
         if selected.contains(where: \.needsCluster) {
             results += try await measureOnCluster(selected, transports: transports, binaries: binaries)
@@ -226,13 +240,14 @@ struct GedsPerf: AsyncParsableCommand {
 /// What geds-perf can measure. Data-plane workloads move object bytes and are measured per transport.
 enum Workload: String, CaseIterable {
     case readBandwidth = "read-bw", readIntoTier0 = "read-tier0", readManyMiB = "read-1mib", latency
-    case metadataOps = "mds-ops", local, write, mdsScale = "mds-scale", nodeScale = "node-scale", tier1
+    case metadataOps = "mds-ops", local, write, mdsScale = "mds-scale", nodeScale = "node-scale", tier1, s3
 
-    /// The scale workloads and tier1 (gigabytes of disk I/O beside fio) are opt-in, to keep a default run short.
+    /// The scale workloads, tier1 (gigabytes of disk I/O beside fio) and s3 (needs moto_server) are opt-in, to
+    /// keep a default run short.
     static let defaults: [Workload] = [.readBandwidth, .readIntoTier0, .readManyMiB, .latency, .metadataOps, .local, .write]
 
     var dataPlane: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .latency].contains(self) }
-    var needsCluster: Bool { self != .mdsScale && self != .tier1 }
+    var needsCluster: Bool { self != .mdsScale && self != .tier1 && self != .s3 }
     var measuresBandwidth: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .write].contains(self) }
 
     static func parse(_ list: String) throws -> [Workload] {

@@ -1,0 +1,388 @@
+import GedsCore
+import GedsS3
+import GedsTCP
+import GedsTier0
+import GedsTier1
+import GedsWire
+import Logging
+import NIOCore
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A node's side of S3 persistence: its S3 clients (credentials from its own environment or credentials file,
+/// never from the MDS), the write-back queue, and the blobs it has put in S3.
+final class PersistenceState: Sendable {
+    /// One client per endpoint and region, made on first use.
+    let clients = Mutex<[String: S3Client]>([:])
+    let writeBack = Mutex<WriteBackQueue>(WriteBackQueue())
+
+    struct WriteBackQueue {
+        /// Blobs to upload, and where; in the order they were sealed.
+        var pending: [(blob: BlobID, object: S3ObjectReference)] = []
+        /// The uploader: one task, running while `pending` is not empty.
+        var worker: Task<Void, Never>?
+        /// Why the last attempt failed, for `flush`'s error.
+        var lastError: String?
+    }
+}
+
+extension Node {
+    // MARK: S3 clients
+
+    func s3Client(for object: S3ObjectReference) throws(GedsError) -> S3Client {
+        let name = object.endpoint + " " + object.region
+        if let client = persistence.clients.withLock({ $0[name] }) { return client }
+        var configuration = try S3Configuration.fromEnvironment(endpoint: object.endpoint)
+        configuration.region = object.region
+        configuration.logger = logger
+        let client = try S3Client(configuration)
+        return persistence.clients.withLock { clients in
+            if let existing = clients[name] { return existing }
+            clients[name] = client
+            return client
+        }
+    }
+
+    // MARK: Seal
+
+    /// After a seal was published: makes the object as durable as its persistency says (`requested`, else its
+    /// bucket's). A hand-off target holds the bytes, so it is the one asked to. Write-through failures are
+    /// thrown, but the object stays published and is queued for upload, so it still reaches S3.
+    func persistSealed(_ blob: BlobID, sealReply: Reply, requested: Persistency?,
+                       holder target: NodeInfo?) async throws(GedsError) {
+        var assignment: S3Assignment?
+        if case .s3Assignment(let assigned) = sealReply { assignment = assigned }
+        let persistency = requested ?? assignment?.persistency ?? .ephemeral
+        guard persistency != .ephemeral else { return }
+        guard let target else {
+            return try await persist(blob, persistency, to: assignment?.object)
+        }
+        let connection = try await peers.connection(to: target.tcp, peerName: "node \(target.name)")
+        // The target uploads the whole object before it answers a write-through: allow for that.
+        let reply = try await connection.call(.persistBlob(blob: blob, persistency: persistency, object: assignment?.object),
+                                              timeout: .seconds(3600))
+        switch reply {
+        case .ok: return
+        case .failure(let error): throw error
+        default: throw MDSClient.unexpected(reply)
+        }
+    }
+
+    /// Makes a blob held here durable: tier 1 now, S3 now (write-through) or S3 soon (write-back).
+    func persist(_ blob: BlobID, _ persistency: Persistency, to object: S3ObjectReference?) async throws(GedsError) {
+        switch persistency {
+        case .ephemeral:
+            return
+        case .tier1:
+            try await copyToTier1(blob)
+        case .writeThrough, .writeBack:
+            guard let object else {
+                throw GedsError(.invalidArgument, "persistency \(persistency) needs an S3 store for the bucket (geds bucket BUCKET --s3 ENDPOINT/BUCKET)")
+            }
+            if persistency == .writeBack { return queueWriteBack(blob, to: object) }
+            do {
+                try await upload(blob, to: object)
+            } catch {
+                queueWriteBack(blob, to: object)
+                throw GedsError(error.code, "write-through to \(object.url) failed; the object is sealed and readable "
+                                + "in GEDS and queued for upload until S3 takes it: \(error.message)")
+            }
+        }
+    }
+
+    /// The tier-1 persistency: a copy in this node's tier 1 besides the tier-0 one (a later spill then only
+    /// drops the tier-0 file).
+    private func copyToTier1(_ blob: BlobID) async throws(GedsError) {
+        guard let tier1 else {
+            throw GedsError(.invalidArgument, "persistency tier1: node \(configuration.name) has no tier 1 (gedsd --tier1 DIR --tier1-capacity SIZE)")
+        }
+        guard tier1.object(blob) == nil else { return }
+        let mapping = try tier0.map(blob)
+        try await makeTier1Room(for: UInt64(mapping.count))
+        _ = try await tier1.write(blob, from: mapping.bytes)
+        withExtendedLifetime(mapping) {}
+    }
+
+    /// Puts the blob's bytes (from tier 0, else tier 1) in S3, then tells the MDS, which lists the S3 copy from
+    /// then on.
+    func upload(_ blob: BlobID, to object: S3ObjectReference) async throws(GedsError) {
+        let client = try s3Client(for: object)
+        let (descriptor, size) = tier0.contains(blob) ? try tier0.openForReading(blob) : try openTier1ForReading(blob)
+        defer { close(descriptor) }
+        try await client.upload(bucket: object.bucket, key: object.key, fileDescriptor: descriptor, length: size)
+        try await mds.expectOK(.addS3Copy(blob: blob))
+    }
+
+    // MARK: Write-back
+
+    func queueWriteBack(_ blob: BlobID, to object: S3ObjectReference) {
+        persistence.writeBack.withLock { queue in
+            guard !queue.pending.contains(where: { $0.blob == blob }) else { return }
+            queue.pending.append((blob, object))
+            if queue.worker == nil { queue.worker = Task { [self] in await drainWriteBack() } }
+        }
+    }
+
+    /// Uploads queued blobs one after another until none is left; a failure puts the blob at the back and waits
+    /// (doubling from 100 ms up to 5 s), so an S3 outage costs retries, never an object.
+    private func drainWriteBack() async {
+        var delay = 100
+        while true {
+            let next = persistence.writeBack.withLock { queue -> (blob: BlobID, object: S3ObjectReference)? in
+                if queue.pending.isEmpty { queue.worker = nil }
+                return queue.pending.first
+            }
+            guard let (blob, object) = next else { return }
+            var done = true
+            do {
+                try await upload(blob, to: object)
+                delay = 100
+            } catch where error.code == .noSuchBlob {
+                logger.debug("write-back of \(object.url) dropped: the object was deleted")
+            } catch {
+                done = false
+                logger.warning("write-back of \(object.url) failed, retrying in \(delay) ms: \(error.message)")
+                persistence.writeBack.withLock { $0.lastError = error.message }
+            }
+            persistence.writeBack.withLock { queue in
+                guard let position = queue.pending.firstIndex(where: { $0.blob == blob }) else { return }
+                let entry = queue.pending.remove(at: position)
+                if !done { queue.pending.append(entry) }
+            }
+            if !done {
+                try? await Task.sleep(for: .milliseconds(delay))
+                delay = min(delay * 2, 5_000)
+            }
+        }
+    }
+
+    /// Waits until every queued write-back upload is done; `timedOut` (saying how many are left and why) after
+    /// `timeoutMilliseconds`.
+    public func flush(timeoutMilliseconds: UInt64) async throws(GedsError) {
+        let start = NIODeadline.now()
+        while true {
+            let (left, lastError) = persistence.writeBack.withLock { ($0.pending.count, $0.lastError) }
+            if left == 0 { return }
+            if NIODeadline.now() - start > .milliseconds(Int64(clamping: timeoutMilliseconds)) {
+                throw GedsError(.timedOut, "node \(configuration.name) still has \(left) write-back uploads pending after "
+                                + "\(timeoutMilliseconds) ms (last error: \(lastError ?? "none"))")
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// `flush` here and then on every other live node (each over its own port).
+    public func flushEverywhere(timeoutMilliseconds: UInt64) async throws(GedsError) {
+        try await flush(timeoutMilliseconds: timeoutMilliseconds)
+        for peer in try await mds.nodes() where peer.alive && peer.name != configuration.name {
+            let connection = try await peers.connection(to: peer.tcp, peerName: "node \(peer.name)")
+            let reply = try await connection.call(.flush(timeoutMilliseconds: timeoutMilliseconds),
+                                                  timeout: .milliseconds(Int64(clamping: timeoutMilliseconds) + 10_000))
+            switch reply {
+            case .ok: continue
+            case .failure(let error): throw error
+            default: throw MDSClient.unexpected(reply)
+            }
+        }
+    }
+
+    /// A clean shutdown: queued write-backs go first (for at most five minutes, then the rest is logged).
+    func flushBeforeLeaving() async {
+        do {
+            try await flush(timeoutMilliseconds: 300_000)
+        } catch {
+            logger.error("leaving with objects not in S3: \(error.message)")
+        }
+    }
+
+    /// Answers the node requests of persistence: `persistBlob` (from a node that handed a sealed object to this
+    /// one) and `flush`.
+    func respondToPersistence(_ request: Request, on eventLoop: any EventLoop) -> Response {
+        let promise = eventLoop.makePromise(of: Reply.self)
+        Task {
+            do throws(GedsError) {
+                switch request {
+                case .persistBlob(let blob, let persistency, let object):
+                    try await persist(blob, persistency, to: object)
+                case .flush(let timeout):
+                    try await flush(timeoutMilliseconds: timeout)
+                default:
+                    throw GedsError(.invalidArgument, "not a persistence request")
+                }
+                promise.succeed(.ok)
+            } catch {
+                promise.succeed(.failure(error))
+            }
+        }
+        return .deferred(promise.futureResult)
+    }
+
+    // MARK: Reading from S3
+
+    /// Reads a range of an S3 copy into `sink` (a caller buffer, or a tier-0 file being received).
+    func readFromS3(_ object: S3ObjectReference, offset: UInt64, length: UInt64, into sink: any ReadSink) async throws(GedsError) -> UInt64 {
+        let client = try s3Client(for: object)
+        let destination = UnsafeMutableRawBufferPointer(rebasing: sink.destination[..<Int(length)])
+        let got = try await client.getObject(bucket: object.bucket, key: object.key, range: offset..<(offset + length),
+                                             into: destination)
+        return UInt64(got)
+    }
+
+    /// The object under a key, read through from the bucket's S3 store when GEDS does not have it: the S3 object
+    /// becomes a GEDS object whose one copy is in S3 (a whole-object read then caches it in tier 0).
+    public func lookup(bucket: String, key: String) async throws(GedsError) -> ObjectInfo {
+        do {
+            return try await mds.lookup(bucket: bucket, key: key)
+        } catch where error.code == .noSuchObject {
+            guard let storage = try await bucketStorage(bucket) else { throw error }
+            let object = storage.object(forKey: key)
+            let size: UInt64
+            do {
+                size = try await s3Client(for: object).headObject(bucket: object.bucket, key: object.key).size
+            } catch where error.code == .noSuchObject {
+                throw GedsError.noSuchObject(bucket, key)
+            }
+            let reply = try await mds.call(.adoptS3Object(bucket: bucket, key: key, size: size))
+            guard case .object(let info) = reply else { throw MDSClient.unexpected(reply) }
+            return info
+        }
+    }
+
+    public func bucketStorage(_ bucket: String) async throws(GedsError) -> BucketStorage? {
+        let reply = try await mds.call(.bucketStorage(bucket: bucket))
+        guard case .storage(let storage) = reply else { throw MDSClient.unexpected(reply) }
+        return storage
+    }
+
+    // MARK: Listing
+
+    /// One page of a bucket's keys: GEDS's merged with its S3 store's (keys under the store's prefix, without it),
+    /// in UTF-8 byte order, each key once. Each side is asked for a page after `startAfter`; the first `maxKeys`
+    /// of their union are exactly the first `maxKeys` of the merged listing, so paging stays correct.
+    public func list(bucket: String, prefix: String, delimiter: String, startAfter: String,
+                     maxKeys: UInt32) async throws(GedsError) -> ListPage {
+        let page = try await mds.list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter,
+                                      maxKeys: maxKeys)
+        guard let storage = try await bucketStorage(bucket) else { return page }
+        let limit = Int(min(max(maxKeys, 1), WireLimits.maximumListKeys))
+        let any = S3ObjectReference(endpoint: storage.endpoint, bucket: storage.bucket, key: "", region: storage.region)
+        let s3 = try await s3Client(for: any).listObjects(
+            bucket: storage.bucket, prefix: storage.prefix + prefix, delimiter: delimiter,
+            startAfter: startAfter.isEmpty ? nil : storage.prefix + startAfter, maxKeys: limit)
+        var entries: [String: (entry: ListEntry?, isPrefix: Bool)] = [:]
+        for object in s3.objects {
+            guard let key = storage.gedsKey(forS3Key: object.key) else { continue }
+            entries[key] = (ListEntry(key: key, size: object.size, modified: parseS3Date(object.lastModified)), false)
+        }
+        for common in s3.commonPrefixes {
+            if let key = storage.gedsKey(forS3Key: common) { entries[key] = (nil, true) }
+        }
+        for object in page.objects { entries[object.key] = (object, false) }  // GEDS's own copy wins
+        for common in page.commonPrefixes { entries[common] = (nil, true) }
+        let names = entries.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }.filter {
+            startAfter.isEmpty || startAfter.utf8.lexicographicallyPrecedes($0.utf8)
+        }
+        let taken = names.prefix(limit)
+        var merged = ListPage(objects: [], commonPrefixes: [], nextStartAfter: nil)
+        for name in taken {
+            if let entry = entries[name]!.entry { merged.objects.append(entry) } else { merged.commonPrefixes.append(name) }
+        }
+        if let last = taken.last, names.count > limit || page.nextStartAfter != nil || s3.isTruncated {
+            // After a common prefix, the next page starts past every key under it (U+10FFFF sorts after any key byte).
+            merged.nextStartAfter = entries[last]!.isPrefix ? last + "\u{10FFFF}" : last
+        }
+        return merged
+    }
+
+    // MARK: Spilling tier 1 to S3
+
+    /// Before `size` more bytes go into tier 1: when they would take it past its high-water mark (90 %), the
+    /// oldest tier-1 blobs whose bucket has an S3 store move there until it is under its low-water mark (75 %)
+    /// with them. Blobs without an S3 store stay; tier 1 then fills up and its writes fail as before.
+    func makeTier1Room(for size: UInt64) async throws(GedsError) {
+        guard let tier1 else { return }
+        let incoming = tier1.allocation(forSize: size)
+        guard tier1.usage.reserved + incoming > tier1.capacity / 10 * 9 else { return }
+        let target = tier1.capacity / 4 * 3
+        var skipped: Set<BlobID> = []
+        for victim in tier1OldestFirst() {
+            guard tier1.usage.reserved + incoming > target else { return }
+            if skipped.contains(victim) { continue }
+            do {
+                try await moveToS3(victim)
+            } catch {
+                skipped.insert(victim)
+                logger.debug("blob \(victim.fileName) stays in tier 1: \(error.message)")
+            }
+        }
+    }
+
+    /// Tier-1 blobs (not also in tier 0), oldest first: a tier-1 file is written when its blob is spilled and goes
+    /// when it is promoted, so its age is its time since last use.
+    private func tier1OldestFirst() -> [BlobID] {
+        guard let tier1 else { return [] }
+        var aged: [(blob: BlobID, seconds: Int, nanoseconds: Int)] = []
+        for object in tier1.objects where !tier0.contains(object.blob) {
+            var status = stat()
+            guard stat(tier1.path(of: object.blob), &status) == 0 else { continue }
+            aged.append((object.blob, status.st_mtim.tv_sec, status.st_mtim.tv_nsec))
+        }
+        return aged.sorted { ($0.seconds, $0.nanoseconds) < ($1.seconds, $1.nanoseconds) }.map(\.blob)
+    }
+
+    /// Moves one blob from tier 1 to S3: the upload and the MDS's S3 location first, then this node's tier-1
+    /// location is withdrawn, and only then does the file go. It runs as the blob's promotion entry, so a reader
+    /// promoting it meanwhile waits and then finds it gone (and looks it up again: S3).
+    private func moveToS3(_ blob: BlobID) async throws(GedsError) {
+        let task = tiers.withLock { (state) -> Task<GedsError?, Never>? in
+            guard state.promotions[blob] == nil, !tier0.contains(blob), tier1?.object(blob) != nil else { return nil }
+            let task = Task { [self] () -> GedsError? in
+                var failure: GedsError?
+                do throws(GedsError) {
+                    let reply = try await mds.call(.s3Assignment(blob: blob))
+                    guard case .s3Assignment(let assignment) = reply else { throw MDSClient.unexpected(reply) }
+                    try await upload(blob, to: assignment.object)
+                    try await mds.expectOK(.removeLocation(blob: blob, node: index))
+                    _ = try? await tier1?.remove(blob)
+                    logger.debug("moved blob \(blob.fileName) from tier 1 to \(assignment.object.url)")
+                } catch {
+                    failure = error
+                }
+                tiers.withLock { state in state.promotions[blob] = nil }
+                return failure
+            }
+            state.promotions[blob] = task
+            return task
+        }
+        if let failure = await task?.value { throw failure }
+    }
+}
+
+/// An S3 `LastModified` (`2026-11-25T21:56:07.000Z`) as milliseconds since 1970; 0 when it does not parse.
+func parseS3Date(_ text: String) -> UInt64 {
+    let digits = text.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+    guard digits.count >= 6 else { return 0 }
+    var parts = tm()
+    parts.tm_year = Int32(digits[0] - 1900)
+    parts.tm_mon = Int32(digits[1] - 1)
+    parts.tm_mday = Int32(digits[2])
+    parts.tm_hour = Int32(digits[3])
+    parts.tm_min = Int32(digits[4])
+    parts.tm_sec = Int32(digits[5])
+    let seconds = timegm(&parts)
+    let milliseconds = digits.count > 6 ? UInt64(digits[6] % 1000) : 0
+    return seconds < 0 ? 0 : UInt64(seconds) * 1000 + milliseconds
+}
+
+extension BucketStorage {
+    /// A store at `address` (`http(s)://HOST[:PORT]/BUCKET[/PREFIX]`, as `geds bucket --s3` takes it); `prefix`,
+    /// when given, replaces the address's.
+    public init(address: String, prefix: String? = nil, region: String = "us-east-1",
+                persistency: Persistency) throws(GedsError) {
+        let parsed = try S3BucketAddress(parsing: address)
+        self.init(endpoint: parsed.endpoint, bucket: parsed.bucket, prefix: prefix ?? parsed.prefix, region: region,
+                  persistency: persistency)
+    }
+}
