@@ -69,19 +69,20 @@ let package = Package(
                                .product(name: "NIOPosix", package: "swift-nio"),
                                .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/geds-perf", swiftSettings: strict),
-        // Helpers shared by the test targets (deterministic random numbers, scratch folders, /proc/self/maps).
+        // Helpers shared by the test targets (deterministic random numbers, scratch folders, /proc/self/maps,
+        // Python helper servers such as moto_server).
         .target(name: "GedsTestSupport", path: "Tests/GedsTestSupport", swiftSettings: strict),
         .testTarget(name: "GedsCoreTests", dependencies: ["GedsTestSupport", "GedsCore"], swiftSettings: strict),
         .testTarget(name: "GedsWireTests", dependencies: ["GedsTestSupport", "GedsWire"], swiftSettings: strict),
         .testTarget(name: "GedsTier0Tests", dependencies: ["GedsTestSupport", "GedsTier0"], swiftSettings: strict),
         .testTarget(name: "GedsMDSTests", dependencies: ["GedsTestSupport", "GedsMDS"], swiftSettings: strict),
         .testTarget(name: "GedsVerbsTests", dependencies: ["GedsVerbs", "GedsMDS", "GedsWire", "GedsTCP", .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
-        .testTarget(name: "GedsS3Tests", dependencies: ["GedsS3", .product(name: "Crypto", package: "swift-crypto"),
+        .testTarget(name: "GedsS3Tests", dependencies: ["GedsTestSupport", "GedsS3", .product(name: "Crypto", package: "swift-crypto"),
                                                    .product(name: "Logging", package: "swift-log")],
                     swiftSettings: strict),
         .testTarget(name: "GedsNodeTests", dependencies: ["GedsNode"], swiftSettings: strict),
         .testTarget(name: "GedsTier1Tests", dependencies: ["GedsTier1"], swiftSettings: strict),
-        .testTarget(name: "GEDSTests", dependencies: ["GedsTestSupport", "GEDS", "GedsMDS",
+        .testTarget(name: "GEDSTests", dependencies: ["GedsTestSupport", "GEDS", "GedsMDS", "GedsS3",
                                .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
     ]
 )
