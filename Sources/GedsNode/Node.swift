@@ -168,8 +168,8 @@ public final class Node: Sendable {
     }
 
     public func shutdown() async {
+        await flushBeforeLeaving()  // still heartbeating: the copies being uploaded stay published meanwhile
         heartbeat.withLock { $0?.cancel() }
-        await flushBeforeLeaving()
         try? await mds.expectOK(.leave(node: index))
         await server.close()
         peers.closeAll()

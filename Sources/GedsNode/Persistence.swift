@@ -140,7 +140,7 @@ extension Node {
                 try await upload(blob, to: object)
                 delay = 100
             } catch where error.code == .noSuchBlob {
-                logger.debug("write-back of \(object.url) dropped: the object was deleted")
+                logger.warning("write-back of \(object.url) dropped: the object was deleted, or this node no longer holds it")
             } catch {
                 done = false
                 logger.warning("write-back of \(object.url) failed, retrying in \(delay) ms: \(error.message)")
@@ -243,6 +243,8 @@ extension Node {
                 size = try await s3Client(for: object).headObject(bucket: object.bucket, key: object.key).size
             } catch where error.code == .noSuchObject {
                 throw GedsError.noSuchObject(bucket, key)
+            } catch {
+                throw GedsError(error.code, "no object \(bucket)/\(key) in GEDS, and its S3 store could not be asked: \(error.message)")
             }
             let reply = try await mds.call(.adoptS3Object(bucket: bucket, key: key, size: size))
             guard case .object(let info) = reply else { throw MDSClient.unexpected(reply) }
@@ -268,9 +270,14 @@ extension Node {
         guard let storage = try await bucketStorage(bucket) else { return page }
         let limit = Int(min(max(maxKeys, 1), WireLimits.maximumListKeys))
         let any = S3ObjectReference(endpoint: storage.endpoint, bucket: storage.bucket, key: "", region: storage.region)
-        let s3 = try await s3Client(for: any).listObjects(
-            bucket: storage.bucket, prefix: storage.prefix + prefix, delimiter: delimiter,
-            startAfter: startAfter.isEmpty ? nil : storage.prefix + startAfter, maxKeys: limit)
+        let s3: S3ListPage
+        do {
+            s3 = try await s3Client(for: any).listObjects(
+                bucket: storage.bucket, prefix: storage.prefix + prefix, delimiter: delimiter,
+                startAfter: startAfter.isEmpty ? nil : storage.prefix + startAfter, maxKeys: limit)
+        } catch {
+            throw GedsError(error.code, "bucket \(bucket) cannot be listed: its S3 store did not answer: \(error.message)")
+        }
         var entries: [String: (entry: ListEntry?, isPrefix: Bool)] = [:]
         for object in s3.objects {
             guard let key = storage.gedsKey(forS3Key: object.key) else { continue }

@@ -217,13 +217,18 @@ def test_clean_shutdown_flushes_write_back(s3_cluster, moto, s3_bucket, tmp_path
     try:
         s3_cluster.geds("put", "--to", "s3-leaving", source, "wb-stop/k").ok()
         node.proc.send_signal(15)  # SIGTERM: the node waits for its upload before it leaves
-        time.sleep(1)
+        time.sleep(3)  # longer than the lease: it keeps heartbeating, so its copy stays published meanwhile
         assert node.proc.poll() is None, "gedsd left with an upload pending"
+        assert s3_cluster.node_states()["s3-leaving"] == "alive"
+        target = str(tmp_path / "out.bin")
+        s3_cluster.geds("get", "wb-stop/k", target).ok()
+        assert sha256_file(target) == digest
     finally:
         moto.start()
     moto.client().create_bucket(Bucket=s3_bucket)
     assert node.proc.wait(timeout=60) == 0
     assert moto.sha256(s3_bucket, "k") == digest
+    assert s3_cluster.node_states()["s3-leaving"] == "dead"  # it left
 
 
 def test_wrong_credentials_are_a_clear_error_without_secrets(s3_cluster, s3_root, tmp_path, monkeypatch):
