@@ -19,10 +19,12 @@ final class PersistenceState: Sendable {
     let writeBack = Mutex<WriteBackQueue>(WriteBackQueue())
 
     struct WriteBackQueue {
-        /// Blobs to upload, and where; in the order they were sealed.
+        /// Blobs to upload, and where; in the order they were sealed (a failed one goes to the back).
         var pending: [(blob: BlobID, object: S3ObjectReference)] = []
-        /// The uploader: one task, running while `pending` is not empty.
-        var worker: Task<Void, Never>?
+        /// Blobs an uploader is working on.
+        var uploading: Set<BlobID> = []
+        /// Uploader tasks running: at most `maximumUploaders`, each while there is a blob nobody uploads yet.
+        var uploaders = 0
         /// Why the last attempt failed, for `flush`'s error.
         var lastError: String?
     }
@@ -121,18 +123,27 @@ extension Node {
         persistence.writeBack.withLock { queue in
             guard !queue.pending.contains(where: { $0.blob == blob }) else { return }
             queue.pending.append((blob, object))
-            if queue.worker == nil { queue.worker = Task { [self] in await drainWriteBack() } }
+            guard queue.uploaders < Node.maximumUploaders else { return }
+            queue.uploaders += 1
+            Task { [self] in await drainWriteBack() }
         }
     }
 
-    /// Uploads queued blobs one after another until none is left; a failure puts the blob at the back and waits
-    /// (doubling from 100 ms up to 5 s), so an S3 outage costs retries, never an object.
+    /// Write-back uploads in flight at once per node (S3 answers each request after a round trip or more).
+    static let maximumUploaders = 4
+
+    /// One uploader: takes the first queued blob nobody uploads yet, until there is none; a failure puts the blob
+    /// at the back and waits (doubling from 100 ms up to 5 s), so an S3 outage costs retries, never an object.
     private func drainWriteBack() async {
         var delay = 100
         while true {
             let next = persistence.writeBack.withLock { queue -> (blob: BlobID, object: S3ObjectReference)? in
-                if queue.pending.isEmpty { queue.worker = nil }
-                return queue.pending.first
+                guard let entry = queue.pending.first(where: { !queue.uploading.contains($0.blob) }) else {
+                    queue.uploaders -= 1
+                    return nil
+                }
+                queue.uploading.insert(entry.blob)
+                return entry
             }
             guard let (blob, object) = next else { return }
             var done = true
@@ -147,6 +158,7 @@ extension Node {
                 persistence.writeBack.withLock { $0.lastError = error.message }
             }
             persistence.writeBack.withLock { queue in
+                queue.uploading.remove(blob)
                 guard let position = queue.pending.firstIndex(where: { $0.blob == blob }) else { return }
                 let entry = queue.pending.remove(at: position)
                 if !done { queue.pending.append(entry) }
