@@ -30,10 +30,19 @@ public struct MetadataStore: Sendable {
     /// A blob's S3 copy: assigned at seal in a bucket with an S3 store (so every node that holds the blob knows
     /// where it goes), a location once a node has put it there. Kept per blob, since keys move and share blobs.
     struct S3Copy {
-        var object: S3ObjectReference
+        /// The S3 service and bucket, by number in `s3Stores` (shared by all the blobs stored there).
+        var store: UInt32
+        var key: String
         /// The bucket's persistency when the blob was sealed.
         var persistency: Persistency
         var stored: Bool
+    }
+
+    /// An S3 service and bucket that blobs have copies in.
+    struct S3Store: Hashable {
+        var endpoint: String
+        var bucket: String
+        var region: String
     }
 
     /// What a key points at, as moved by rename and shared by copy.
@@ -60,6 +69,8 @@ public struct MetadataStore: Sendable {
     private var blobs = BlobTable()
     private var pendingObjects: [BlobID: PendingObject] = [:]
     private var s3Copies: [BlobID: S3Copy] = [:]
+    private var s3Stores: [S3Store] = []
+    private var s3StoreNumbers: [S3Store: UInt32] = [:]
     private var nextBlob: BlobID
 
     /// `epoch` goes into the high bits of blob ids, so ids from an earlier MDS run are never reused.
@@ -197,7 +208,7 @@ public struct MetadataStore: Sendable {
         bind(bucket: pending.bucket, key: pending.key.string, to: Entry(blob: blob, modified: now, metadata: metadata))
         guard let storage = buckets[pending.bucket]?.storage else { return nil }
         let object = storage.object(forKey: pending.key.string)
-        s3Copies[blob] = S3Copy(object: object, persistency: storage.persistency, stored: false)
+        s3Copies[blob] = s3Copy(of: object, persistency: storage.persistency, stored: false)
         return S3Assignment(object: object, persistency: storage.persistency)
     }
 
@@ -220,7 +231,7 @@ public struct MetadataStore: Sendable {
         }
         let entry = bucketState.index[record]
         var locations = blobs.placements(of: entry.blob).compactMap { location(of: $0, blob: entry.blob) }
-        if let s3 = s3Copies[entry.blob], s3.stored { locations.append(Location(s3: s3.object)) }
+        if let s3 = s3Copies[entry.blob], s3.stored { locations.append(Location(s3: object(of: s3))) }
         return ObjectInfo(bucket: bucket, key: key, blob: entry.blob, size: blobs.size(of: entry.blob) ?? 0, sealed: true,
                           modified: entry.modified, metadata: bucketState.metadata[record] ?? [:], locations: locations)
     }
@@ -400,7 +411,7 @@ public struct MetadataStore: Sendable {
         guard let copy = s3Copies[blob] else {
             throw GedsError(.invalidArgument, "blob \(blob.fileName) has no S3 store (its bucket had none when it was sealed)")
         }
-        return S3Assignment(object: copy.object, persistency: copy.persistency)
+        return S3Assignment(object: object(of: copy), persistency: copy.persistency)
     }
 
     /// A node put the blob's S3 copy in place: from now on it is a location, and outlives every node.
@@ -409,6 +420,21 @@ public struct MetadataStore: Sendable {
             throw GedsError(.noSuchBlob, "blob \(blob.fileName) no longer exists")
         }
         s3Copies[blob]!.stored = true
+    }
+
+    private mutating func s3Copy(of object: S3ObjectReference, persistency: Persistency, stored: Bool) -> S3Copy {
+        let store = S3Store(endpoint: object.endpoint, bucket: object.bucket, region: object.region)
+        let number = s3StoreNumbers[store] ?? {
+            s3Stores.append(store)
+            s3StoreNumbers[store] = UInt32(s3Stores.count - 1)
+            return UInt32(s3Stores.count - 1)
+        }()
+        return S3Copy(store: number, key: object.key, persistency: persistency, stored: stored)
+    }
+
+    private func object(of copy: S3Copy) -> S3ObjectReference {
+        let store = s3Stores[Int(copy.store)]
+        return S3ObjectReference(endpoint: store.endpoint, bucket: store.bucket, key: copy.key, region: store.region)
     }
 
     /// Read-through: a key found only in the bucket's S3 store becomes an object whose one copy is there. A key
@@ -422,7 +448,7 @@ public struct MetadataStore: Sendable {
         if state.index.find(key) == nil {
             nextBlob += 1
             blobs.insert(nextBlob, size: size, placements: [])
-            s3Copies[nextBlob] = S3Copy(object: storage.object(forKey: key), persistency: storage.persistency, stored: true)
+            s3Copies[nextBlob] = s3Copy(of: storage.object(forKey: key), persistency: storage.persistency, stored: true)
             bind(bucket: bucket, key: key, to: Entry(blob: nextBlob, modified: now, metadata: [:]))
         }
         return try lookup(bucket: bucket, key: key)
