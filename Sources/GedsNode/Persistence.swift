@@ -61,14 +61,19 @@ extension Node {
         guard let target else {
             return try await persist(blob, persistency, to: assignment?.object)
         }
-        let connection = try await peers.connection(to: target.tcp, peerName: "node \(target.name)")
         // The target uploads the whole object before it answers a write-through: allow for that.
-        let reply = try await connection.call(.persistBlob(blob: blob, persistency: persistency, object: assignment?.object),
-                                              timeout: .seconds(3600))
+        try await ask(target, .persistBlob(blob: blob, persistency: persistency, object: assignment?.object),
+                      timeout: .seconds(3600))
+    }
+
+    /// Sends a request that another node answers `ok` once done.
+    private func ask(_ peer: NodeInfo, _ request: Request, timeout: TimeAmount) async throws(GedsError) {
+        let connection = try await peers.connection(to: peer.tcp, peerName: "node \(peer.name)")
+        let reply = try await connection.call(request, timeout: timeout)
         switch reply {
         case .ok: return
         case .failure(let error): throw error
-        default: throw MDSClient.unexpected(reply)
+        default: throw GedsError(.protocolViolation, "unexpected reply from node \(peer.name): \(reply)")
         }
     }
 
@@ -189,14 +194,8 @@ extension Node {
     public func flushEverywhere(timeoutMilliseconds: UInt64) async throws(GedsError) {
         try await flush(timeoutMilliseconds: timeoutMilliseconds)
         for peer in try await mds.nodes() where peer.alive && peer.name != configuration.name {
-            let connection = try await peers.connection(to: peer.tcp, peerName: "node \(peer.name)")
-            let reply = try await connection.call(.flush(timeoutMilliseconds: timeoutMilliseconds),
-                                                  timeout: .milliseconds(Int64(clamping: timeoutMilliseconds) + 10_000))
-            switch reply {
-            case .ok: continue
-            case .failure(let error): throw error
-            default: throw MDSClient.unexpected(reply)
-            }
+            try await ask(peer, .flush(timeoutMilliseconds: timeoutMilliseconds),
+                          timeout: .milliseconds(Int64(clamping: timeoutMilliseconds) + 10_000))
         }
     }
 
