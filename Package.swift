@@ -80,7 +80,7 @@ let package = Package(
         .testTarget(name: "GedsS3Tests", dependencies: ["GedsTestSupport", "GedsS3", .product(name: "Crypto", package: "swift-crypto"),
                                                    .product(name: "Logging", package: "swift-log")],
                     swiftSettings: strict),
-        .testTarget(name: "GedsNodeTests", dependencies: ["GedsNode"], swiftSettings: strict),
+        .testTarget(name: "GedsNodeTests", dependencies: ["GedsTestSupport", "GedsNode"], swiftSettings: strict),
         .testTarget(name: "GedsTier1Tests", dependencies: ["GedsTier1"], swiftSettings: strict),
         .testTarget(name: "GEDSTests", dependencies: ["GedsTestSupport", "GEDS", "GedsMDS", "GedsS3",
                                .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),

@@ -272,9 +272,7 @@ extension Node {
     // MARK: Listing
 
     /// One page of a bucket's keys: GEDS's merged with its S3 store's (keys under the store's prefix, without it),
-    /// in UTF-8 byte order, each key once. Each side is asked for a page after `startAfter`; their union, up to the
-    /// last name of each side that has more (beyond it that side's names are unknown), and at most `maxKeys` of
-    /// it, is exactly the merged listing's next page, so paging stays correct.
+    /// each side asked for a page after `startAfter` (see `ListingMerge`).
     public func list(bucket: String, prefix: String, delimiter: String, startAfter: String,
                      maxKeys: UInt32) async throws(GedsError) -> ListPage {
         let page = try await mds.list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter,
@@ -290,38 +288,14 @@ extension Node {
         } catch {
             throw GedsError(error.code, "bucket \(bucket) cannot be listed: its S3 store did not answer: \(error.message)")
         }
-        func precedes(_ lhs: String, _ rhs: String) -> Bool { lhs.utf8.lexicographicallyPrecedes(rhs.utf8) }
-        var entries: [String: (entry: ListEntry?, isPrefix: Bool)] = [:]
-        var s3Names: [String] = []
+        var s3Objects: [ListEntry] = []
         for object in s3.objects {
             guard let key = storage.gedsKey(forS3Key: object.key) else { continue }
-            entries[key] = (ListEntry(key: key, size: object.size, modified: parseS3Date(object.lastModified)), false)
-            s3Names.append(key)
+            s3Objects.append(ListEntry(key: key, size: object.size, modified: parseS3Date(object.lastModified)))
         }
-        for common in s3.commonPrefixes {
-            guard let key = storage.gedsKey(forS3Key: common) else { continue }
-            entries[key] = (nil, true)
-            s3Names.append(key)
-        }
-        for object in page.objects { entries[object.key] = (object, false) }  // GEDS's own copy wins
-        for common in page.commonPrefixes { entries[common] = (nil, true) }
-        let gedsNames = page.objects.map(\.key) + page.commonPrefixes
-        let bounds = [s3.isTruncated ? s3Names.max(by: precedes) : nil,
-                      page.nextStartAfter != nil ? gedsNames.max(by: precedes) : nil].compactMap { $0 }
-        let bound = bounds.min(by: precedes)
-        let names = entries.keys.sorted(by: precedes).filter { name in
-            (startAfter.isEmpty || precedes(startAfter, name)) && bound.map { !precedes($0, name) } ?? true
-        }
-        let taken = names.prefix(limit)
-        var merged = ListPage(objects: [], commonPrefixes: [], nextStartAfter: nil)
-        for name in taken {
-            if let entry = entries[name]!.entry { merged.objects.append(entry) } else { merged.commonPrefixes.append(name) }
-        }
-        if let last = taken.last, names.count > limit || bound != nil {
-            // After a common prefix, the next page starts past every key under it (U+10FFFF sorts after any key byte).
-            merged.nextStartAfter = entries[last]!.isPrefix ? last + "\u{10FFFF}" : last
-        }
-        return merged
+        return ListingMerge.merge(geds: page, s3Objects: s3Objects,
+                                  s3Prefixes: s3.commonPrefixes.compactMap { storage.gedsKey(forS3Key: $0) },
+                                  s3Truncated: s3.isTruncated, startAfter: startAfter, limit: limit)
     }
 
     // MARK: Spilling tier 1 to S3
