@@ -346,6 +346,8 @@ extension Node {
                     let reply = try await mds.call(.s3Assignment(blob: blob))
                     guard case .s3Assignment(let assignment) = reply else { throw MDSClient.unexpected(reply) }
                     try await upload(blob, to: assignment.object)
+                    // In S3 now: a write-back still queued for it has nothing left to do.
+                    persistence.writeBack.withLock { queue in queue.pending.removeAll { $0.blob == blob } }
                     try await mds.expectOK(.removeLocation(blob: blob, node: index))
                     _ = try? await tier1?.remove(blob)
                     logger.debug("moved blob \(blob.fileName) from tier 1 to \(assignment.object.url)")
