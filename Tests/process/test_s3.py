@@ -329,3 +329,22 @@ def test_write_through_object_survives_its_node(s3_cluster, moto, s3_bucket, tmp
     s3_cluster.geds("get", "survive/k", target).ok()  # cached by a live gedsd on the way
     assert sha256_file(target) == digest
     assert any(line.startswith("tier0 on s3-") for line in copies(s3_cluster, "survive/k"))
+
+
+def test_tier1_persistency_writes_the_bytes_to_tier1_at_seal(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "tier1-kept", moto, s3_bucket, "tier1")
+    tier1 = os.path.join(s3_cluster.root, "tier1-persist")
+    s3_cluster.start_node("s3-t1", "host-t1", extra_args=[
+        "--tier0-capacity", "64MiB", "--tier1", tier1, "--tier1-capacity", "64MiB"])
+    source = str(tmp_path / "in.bin")
+    digest = write_random_file(source, 3 * MiB + 11)
+    s3_cluster.geds("put", "--to", "s3-t1", source, "tier1-kept/k").ok()
+    stat = s3_cluster.geds("stat", "tier1-kept/k").ok().text
+    blob = re.search(r"blob: ([0-9a-f]{16})", stat).group(1)
+    # The seal returned: the tier-1 file is complete (and the tier-0 copy is still the one published).
+    assert sha256_file(os.path.join(tier1, blob)) == digest
+    assert "tier0 on s3-t1" in stat
+    assert moto.keys(s3_bucket) == []  # tier1 persistency does not upload
+    target = str(tmp_path / "out.bin")
+    s3_cluster.geds("get", "tier1-kept/k", target).ok()
+    assert sha256_file(target) == digest
