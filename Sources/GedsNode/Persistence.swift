@@ -12,22 +12,68 @@ import Glibc
 #endif
 
 /// A node's side of S3 persistence: its S3 clients (credentials from its own environment or credentials file,
-/// never from the MDS), the write-back queue, and the blobs it has put in S3.
+/// never from the MDS) and the write-back queue.
 final class PersistenceState: Sendable {
     /// One client per endpoint and region, made on first use.
     let clients = Mutex<[String: S3Client]>([:])
     let writeBack = Mutex<WriteBackQueue>(WriteBackQueue())
+}
 
-    struct WriteBackQueue {
-        /// Blobs to upload, and where; in the order they were sealed (a failed one goes to the back).
-        var pending: [(blob: BlobID, object: S3ObjectReference)] = []
-        /// Blobs an uploader is working on.
-        var uploading: Set<BlobID> = []
-        /// Uploader tasks running: at most `maximumUploaders`, each while there is a blob nobody uploads yet.
-        var uploaders = 0
-        /// Why the last attempt failed, for `flush`'s error.
-        var lastError: String?
+/// A node's write-back uploads still to do, in the order they are tried. Every step is O(1) (amortized), so
+/// a queue of many small objects costs no quadratic time.
+public struct WriteBackQueue: Sendable {
+    /// Blobs not in S3 yet, and where they go.
+    public private(set) var pending: [BlobID: S3ObjectReference] = [:]
+    /// The order uploads are tried in: as sealed, a failed one again at the back. Ids no longer pending are
+    /// skipped when their turn comes.
+    private var order: [BlobID] = []
+    private var head = 0
+    /// Blobs an uploader is working on.
+    private var uploading: Set<BlobID> = []
+    /// Uploader tasks running: at most `Node.maximumUploaders`, each while there is a blob nobody uploads yet.
+    public var uploaders = 0
+    /// Why the last attempt failed, for `flush`'s error.
+    public var lastError: String?
+
+    public init() {}
+
+    /// False when the blob is queued already.
+    public mutating func add(_ blob: BlobID, to object: S3ObjectReference) -> Bool {
+        guard pending[blob] == nil else { return false }
+        pending[blob] = object
+        order.append(blob)
+        return true
     }
+
+    /// The next blob nobody uploads yet, now marked as being uploaded.
+    public mutating func take() -> (blob: BlobID, object: S3ObjectReference)? {
+        while head < order.count {
+            let blob = order[head]
+            head += 1
+            if head >= 4096, head * 2 >= order.count {
+                order.removeFirst(head)
+                head = 0
+            }
+            if let object = pending[blob], !uploading.contains(blob) {
+                uploading.insert(blob)
+                return (blob, object)
+            }
+        }
+        return nil
+    }
+
+    /// An upload ended: done (or moot), else tried again later.
+    public mutating func finish(_ blob: BlobID, done: Bool) {
+        uploading.remove(blob)
+        if done {
+            pending[blob] = nil
+        } else if pending[blob] != nil {
+            order.append(blob)
+        }
+    }
+
+    /// The blob reached S3 another way (spilled there from tier 1).
+    public mutating func forget(_ blob: BlobID) { pending[blob] = nil }
 }
 
 extension Node {
@@ -126,9 +172,7 @@ extension Node {
 
     func queueWriteBack(_ blob: BlobID, to object: S3ObjectReference) {
         persistence.writeBack.withLock { queue in
-            guard !queue.pending.contains(where: { $0.blob == blob }) else { return }
-            queue.pending.append((blob, object))
-            guard queue.uploaders < Node.maximumUploaders else { return }
+            guard queue.add(blob, to: object), queue.uploaders < Node.maximumUploaders else { return }
             queue.uploaders += 1
             Task { [self] in await drainWriteBack() }
         }
@@ -143,11 +187,10 @@ extension Node {
         var delay = 100
         while true {
             let next = persistence.writeBack.withLock { queue -> (blob: BlobID, object: S3ObjectReference)? in
-                guard let entry = queue.pending.first(where: { !queue.uploading.contains($0.blob) }) else {
+                guard let entry = queue.take() else {
                     queue.uploaders -= 1
                     return nil
                 }
-                queue.uploading.insert(entry.blob)
                 return entry
             }
             guard let (blob, object) = next else { return }
@@ -162,12 +205,7 @@ extension Node {
                 logger.warning("write-back of \(object.url) failed, retrying in \(delay) ms: \(error.message)")
                 persistence.writeBack.withLock { $0.lastError = error.message }
             }
-            persistence.writeBack.withLock { queue in
-                queue.uploading.remove(blob)
-                guard let position = queue.pending.firstIndex(where: { $0.blob == blob }) else { return }
-                let entry = queue.pending.remove(at: position)
-                if !done { queue.pending.append(entry) }
-            }
+            persistence.writeBack.withLock { queue in queue.finish(blob, done: done) }
             if !done {
                 try? await Task.sleep(for: .milliseconds(delay))
                 delay = min(delay * 2, 5_000)
@@ -347,7 +385,7 @@ extension Node {
                     guard case .s3Assignment(let assignment) = reply else { throw MDSClient.unexpected(reply) }
                     try await upload(blob, to: assignment.object)
                     // In S3 now: a write-back still queued for it has nothing left to do.
-                    persistence.writeBack.withLock { queue in queue.pending.removeAll { $0.blob == blob } }
+                    persistence.writeBack.withLock { queue in queue.forget(blob) }
                     try await mds.expectOK(.removeLocation(blob: blob, node: index))
                     _ = try? await tier1?.remove(blob)
                     logger.debug("moved blob \(blob.fileName) from tier 1 to \(assignment.object.url)")
