@@ -254,7 +254,10 @@ def test_wrong_credentials_are_a_clear_error_without_secrets(s3_cluster, s3_root
             write_random_file(source, 1000)
             result = s3_cluster.geds("put", "--to", "s3-wrong-keys", source, "auth/k").fails("secure", "403",
                                                                                             "SignatureDoesNotMatch")
-            for text in (result.err, result.text, node.log_tail(200)):
+            # The CLI signs with the same wrong keys: read-through and listing fail as clearly.
+            stat = s3_cluster.geds("stat", "auth/only-in-s3").fails("auth/only-in-s3", "S3 store", "secure", "403")
+            listing = s3_cluster.geds("ls", "auth").fails("bucket auth cannot be listed", "secure", "403")
+            for text in (result.err, result.text, stat.err, listing.err, node.log_tail(200)):
                 assert wrong_secret not in text and key["SecretAccessKey"] not in text
         finally:
             node.kill()
