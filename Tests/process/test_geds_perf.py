@@ -207,8 +207,11 @@ def test_s3_read_through_beside_boto3(tmp_path):
     assert run.rc == 0, run.describe()
     assert "cluster: started" not in run.err, "s3 runs in-process"
     measurements = json.loads(out.read_text())["measurements"]
-    assert [m["workload"] for m in measurements] == ["s3", "s3"], measurements
-    assert ["get_object" in measurements[0]["reference"], "download_fileobj" in measurements[1]["reference"]] == [True, True]
+    assert [m["workload"] for m in measurements] == ["s3"] * 4, measurements
+    references = ["get_object", "download_fileobj", "put_object", "upload_fileobj"]
+    assert all(name in m["reference"] for name, m in zip(references, measurements)), measurements
+    assert ["read-through" in m["note"] for m in measurements] == [True, True, False, False]
+    assert ["write-through" in m["note"] for m in measurements] == [False, False, True, True]
     for m in measurements:
         assert m["size_bytes"] == 8 << 20 and m["transport"] == "tcp" and m["samples"] == 1, m
         assert m["gbit_per_s"] > 0 and m["reference_value"] > 0, m

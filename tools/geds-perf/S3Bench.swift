@@ -52,6 +52,7 @@ enum S3Bench {
                                                             removeTier0OnShutdown: true, name: "perf-s3-\(getpid())"),
                                           logger: logger)
         var seconds: [Double] = []
+        var writeSeconds: [Double] = []
         do {
             try await geds.setBucketStorage("perf", BucketStorage(endpoint: endpoint, bucket: "geds-perf", persistency: .ephemeral))
             progress("s3: \(samples) + 1 warm-up read-throughs of \(Report.formatSize(size)) into tier 0")
@@ -65,6 +66,15 @@ enum S3Bench {
                 // Forgotten by GEDS, so the next read goes to S3 again.
                 try await geds.delete(bucket: "perf", key: "object")
             }
+            progress("s3: \(samples) + 1 warm-up write-through puts of \(Report.formatSize(size))")
+            for run in 0...samples {
+                let start = DispatchTime.now().uptimeNanoseconds
+                let writer = try await geds.create(bucket: "perf", key: "written", persistency: .writeThrough)
+                try writer.write(UnsafeRawBufferPointer(object), at: 0)
+                try await writer.seal()  // returns once the object is in S3
+                if run > 0 { writeSeconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9) }
+                try await geds.delete(bucket: "perf", key: "written")
+            }
         } catch {
             await geds.close()
             await mds.close()
@@ -74,40 +84,62 @@ enum S3Bench {
         await mds.close()
         let rates = Bench.rates(bytes: size, seconds)
         let note = "GEDS read-through of an object only in S3 (moto_server on loopback): open + view(), one ranged GET into a tier-0 file"
+        let writeRates = Bench.rates(bytes: size, writeSeconds)
+        let writeNote = "GEDS write-through put: create + write from memory into tier 0 + seal, which returns once the object is in S3 "
+            + "(\(size >= 64 << 20 ? "multipart, 16 MiB parts, 4 at a time" : "one PUT"), from the tier-0 file)"
+        // boto3 uploads from a /dev/shm file holding the same bytes.
+        let source = "/dev/shm/geds-perf-boto3-source-\(getpid())"
+        let wrote = FileManager.default.createFile(atPath: source, contents: Data(UnsafeRawBufferPointer(object)))
+        defer { unlink(source) }
+        func boto3(_ call: String, file: String, mode: String) -> Result<Double, References.Missing> {
+            wrote || mode == "wb" ? S3Bench.boto3(python: python, endpoint: endpoint, size: size, repetitions: samples,
+                                                  call: call, file: file, mode: mode)
+                : .failure(References.Missing(reason: "cannot write \(source)"))
+        }
+        let target = "/dev/shm/geds-perf-boto3-\(getpid())"
+        defer { unlink(target) }
         return [
             .bandwidth(.s3, transport: .tcp, size: size, rates: rates,
                        reference: Reference("boto3 get_object, body streamed into a /dev/shm file, same object",
-                                            boto3(python: python, endpoint: endpoint, size: size, repetitions: samples, call: getObject)),
+                                            boto3(getObject, file: target, mode: "wb")),
                        note: note),
             .bandwidth(.s3, transport: .tcp, size: size, rates: rates,
                        reference: Reference("boto3 download_fileobj (default: 8 MiB ranged GETs, 10 threads) into /dev/shm, same object",
-                                            boto3(python: python, endpoint: endpoint, size: size, repetitions: samples, call: downloadFileobj)),
+                                            boto3(downloadFileobj, file: target, mode: "wb")),
                        note: note),
+            .bandwidth(.s3, transport: .tcp, size: size, rates: writeRates,
+                       reference: Reference("boto3 put_object from a /dev/shm file (one PUT), same bytes",
+                                            boto3(putObject, file: source, mode: "rb")),
+                       note: writeNote),
+            .bandwidth(.s3, transport: .tcp, size: size, rates: writeRates,
+                       reference: Reference("boto3 upload_fileobj (default: 8 MiB parts, 10 threads) from a /dev/shm file, same bytes",
+                                            boto3(uploadFileobj, file: source, mode: "rb")),
+                       note: writeNote),
         ]
     }
 
-    static let getObject = "shutil.copyfileobj(s3.get_object(Bucket=\"geds-perf\", Key=\"object\")[\"Body\"], out, 8 << 20)"
-    static let downloadFileobj = "s3.download_fileobj(\"geds-perf\", \"object\", out)"
+    static let getObject = "shutil.copyfileobj(s3.get_object(Bucket=\"geds-perf\", Key=\"object\")[\"Body\"], file, 8 << 20)"
+    static let downloadFileobj = "s3.download_fileobj(\"geds-perf\", \"object\", file)"
+    static let putObject = "s3.put_object(Bucket=\"geds-perf\", Key=\"boto3-put\", Body=file)"
+    static let uploadFileobj = "s3.upload_fileobj(file, \"geds-perf\", \"boto3-upload\")"
 
-    /// boto3 reading the object (`call`) into a /dev/shm file, in Gbit/s: the median of `repetitions`
-    /// runs after one untimed one, timed inside Python (no interpreter start).
+    /// boto3 moving the object (`call`, with `file` open as `mode`: reading into it, or uploading from it), in
+    /// Gbit/s: the median of `repetitions` runs after one untimed one, timed inside Python (no interpreter start).
     static func boto3(python: String, endpoint: String, size: Int, repetitions: Int,
-                      call: String) -> Result<Double, References.Missing> {
-        let target = "/dev/shm/geds-perf-boto3-\(getpid())"
-        defer { unlink(target) }
+                      call: String, file: String, mode: String) -> Result<Double, References.Missing> {
         let script = """
             import shutil, time, boto3
             s3 = boto3.client("s3", endpoint_url="\(endpoint)", region_name="us-east-1",
                               aws_access_key_id="\(accessKey)", aws_secret_access_key="\(secretKey)")
             for run in range(\(repetitions + 1)):
                 start = time.perf_counter()
-                with open("\(target)", "wb") as out:
+                with open("\(file)", "\(mode)") as file:
                     \(call)
                 elapsed = time.perf_counter() - start
                 if run > 0:
                     print(elapsed)
             """
-        progress("reference: boto3 reading (\(call)) of \(Report.formatSize(size)) (\(repetitions) + 1 warm-up)")
+        progress("reference: boto3 (\(call)) of \(Report.formatSize(size)) (\(repetitions) + 1 warm-up)")
         guard let (output, succeeded) = try? Child.run(python, ["-c", script]), succeeded else {
             return .failure(References.Missing(reason: "boto3 failed (pip install boto3)"))
         }
