@@ -351,3 +351,19 @@ def test_tier1_persistency_writes_the_bytes_to_tier1_at_seal(s3_cluster, moto, s
     target = str(tmp_path / "out.bin")
     s3_cluster.geds("get", "tier1-kept/k", target).ok()
     assert sha256_file(target) == digest
+
+
+def test_bucket_settings_are_shown_and_an_unreachable_store_is_a_warning(s3_cluster, moto, s3_bucket):
+    unreachable = f"http://127.0.0.1:{free_port()}/nowhere"
+    result = s3_cluster.geds("bucket", "settings", "--s3", unreachable, "--persistency", "write-back",
+                             "--region", "eu-west-1").ok()
+    assert "warning" in result.err and "cannot be listed" in result.err, result.describe()
+    assert SECRET_KEY not in result.err
+    s3_cluster.geds("bucket", "settings", "--s3", f"{moto.endpoint}/{s3_bucket}/run/", "--persistency", "ephemeral").ok()
+    shown = s3_cluster.geds("bucket", "settings", "--persistency", "write-through").ok()
+    assert shown.lines == ["bucket: settings", f"s3: {moto.endpoint}/{s3_bucket}", "prefix: run/", "region: us-east-1",
+                           "persistency: write-through"], shown.describe()
+    assert s3_cluster.geds("bucket", "settings", "--no-s3").ok().lines == ["bucket: settings", "s3: none",
+                                                                          "persistency: ephemeral"]
+    s3_cluster.geds("bucket", "settings", "--persistency", "sometimes").fails("bucket settings has no S3 store")
+    s3_cluster.geds("bucket", "other", "--s3", "ftp://x/y").fails("expected http")

@@ -386,6 +386,12 @@ struct BucketSettings: AsyncParsableCommand {
                 let persistency = try Persistency(parsing: persistency ?? "write-back")
                 try await store.setBucketStorage(bucket, try BucketStorage(address: s3, prefix: prefix, region: region,
                                                                            persistency: persistency))
+                // Set all the same (the nodes sign with their own keys), but say so when it cannot be reached from here.
+                do throws(GedsError) {
+                    _ = try await store.list(bucket: bucket, maxKeys: 1)
+                } catch {
+                    printError("geds: warning: the S3 store of bucket \(bucket) cannot be listed from here: \(error.message)")
+                }
             } else if persistency != nil || prefix != nil {
                 guard var storage = try await store.bucketStorage(bucket) else {
                     throw GedsError(.invalidArgument, "bucket \(bucket) has no S3 store; give one with --s3 ENDPOINT/BUCKET")
