@@ -346,15 +346,17 @@ extension Node {
         let incoming = tier1.allocation(forSize: size)
         guard tier1.usage.reserved + incoming > tier1.capacity / 10 * 9 else { return }
         let target = tier1.capacity / 4 * 3
-        var skipped: Set<BlobID> = []
         for victim in tier1OldestFirst() {
             guard tier1.usage.reserved + incoming > target else { return }
-            if skipped.contains(victim) { continue }
+            // No S3 store for its bucket (or deleted meanwhile): it stays.
+            guard case .s3Assignment(let assignment)? = try? await mds.call(.s3Assignment(blob: victim)) else { continue }
             do {
-                try await moveToS3(victim)
+                try await moveToS3(victim, to: assignment.object)
             } catch {
-                skipped.insert(victim)
-                logger.debug("blob \(victim.fileName) stays in tier 1: \(error.message)")
+                // S3 refused or is down: the next blob would cost the same retries. The tier-1 write goes ahead
+                // and fails with out of space if there is still no room.
+                logger.warning("tier 1 of node \(configuration.name) cannot spill on to S3: \(error.message)")
+                return
             }
         }
     }
@@ -375,20 +377,18 @@ extension Node {
     /// Moves one blob from tier 1 to S3: the upload and the MDS's S3 location first, then this node's tier-1
     /// location is withdrawn, and only then does the file go. It runs as the blob's promotion entry, so a reader
     /// promoting it meanwhile waits and then finds it gone (and looks it up again: S3).
-    private func moveToS3(_ blob: BlobID) async throws(GedsError) {
+    private func moveToS3(_ blob: BlobID, to object: S3ObjectReference) async throws(GedsError) {
         let task = tiers.withLock { (state) -> Task<GedsError?, Never>? in
             guard state.promotions[blob] == nil, !tier0.contains(blob), tier1?.object(blob) != nil else { return nil }
             let task = Task { [self] () -> GedsError? in
                 var failure: GedsError?
                 do throws(GedsError) {
-                    let reply = try await mds.call(.s3Assignment(blob: blob))
-                    guard case .s3Assignment(let assignment) = reply else { throw MDSClient.unexpected(reply) }
-                    try await upload(blob, to: assignment.object)
+                    try await upload(blob, to: object)
                     // In S3 now: a write-back still queued for it has nothing left to do.
                     persistence.writeBack.withLock { queue in queue.forget(blob) }
                     try await mds.expectOK(.removeLocation(blob: blob, node: index))
                     _ = try? await tier1?.remove(blob)
-                    logger.debug("moved blob \(blob.fileName) from tier 1 to \(assignment.object.url)")
+                    logger.debug("moved blob \(blob.fileName) from tier 1 to \(object.url)")
                 } catch {
                     failure = error
                 }

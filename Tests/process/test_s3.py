@@ -367,3 +367,38 @@ def test_bucket_settings_are_shown_and_an_unreachable_store_is_a_warning(s3_clus
                                                                           "persistency: ephemeral"]
     s3_cluster.geds("bucket", "settings", "--persistency", "sometimes").fails("bucket settings has no S3 store")
     s3_cluster.geds("bucket", "other", "--s3", "ftp://x/y").fails("expected http")
+
+
+def test_tier1_full_with_s3_down_is_out_of_space_and_loses_nothing(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "spill-down", moto, s3_bucket, "ephemeral")
+    tier1 = os.path.join(s3_cluster.root, "tier1-spill-down")
+    s3_cluster.start_node("s3-full", "host-full", extra_args=[
+        "--tier0-capacity", "4MiB", "--tier1", tier1, "--tier1-capacity", "6MiB"])
+    digests = {}
+    moto.stop()
+    try:
+        for index in range(20):
+            source = str(tmp_path / f"o{index:02}")
+            digest = write_random_file(source, MiB)
+            started = time.monotonic()
+            result = s3_cluster.geds("put", "--to", "s3-full", source, f"spill-down/o{index:02}")
+            assert time.monotonic() - started < 30, "one failed spill to S3 must not cost a retry round per blob"
+            if result.rc != 0:
+                result.fails("out of space", "tier 0 of node s3-full is full")
+                break
+            digests[f"o{index:02}"] = digest
+        else:
+            raise AssertionError("tier 0 and tier 1 never filled up")
+        for key, digest in digests.items():
+            assert sha256(s3_cluster.geds("cat", f"spill-down/{key}").ok().out) == digest, key
+    finally:
+        moto.start()
+    moto.client().create_bucket(Bucket=s3_bucket)
+    # S3 is back: tier 1 spills on to it again, and more objects fit.
+    for index in range(20, 26):
+        source = str(tmp_path / f"o{index:02}")
+        digests[f"o{index:02}"] = write_random_file(source, MiB)
+        s3_cluster.geds("put", "--to", "s3-full", source, f"spill-down/o{index:02}").ok()
+    assert moto.keys(s3_bucket)
+    for key, digest in digests.items():
+        assert sha256(s3_cluster.geds("cat", f"spill-down/{key}").ok().out) == digest, key
