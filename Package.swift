@@ -50,7 +50,7 @@ let package = Package(
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .target(name: "GedsNode",
-                dependencies: ["GedsCore", "GedsWire", "GedsTier0", "GedsTier1", "GedsTCP", "GedsVerbs",
+                dependencies: ["GedsCore", "GedsWire", "GedsTier0", "GedsTier1", "GedsTCP", "GedsVerbs", "GedsS3",
                                // for RDMAMetadataClient: the MDS's RDMA send/receive protocol, both sides in one place
                                "GedsMDS",
                                .product(name: "Logging", package: "swift-log")],
@@ -67,24 +67,24 @@ let package = Package(
         .executableTarget(name: "gedsd", dependencies: ["GEDS",
                                .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/gedsd", swiftSettings: strict),
-        .executableTarget(name: "geds-perf", dependencies: ["GEDS", "GedsNode", "GedsTCP", "GedsMDS", "GedsWire", "GedsTier1", "GedsVerbs",
+        .executableTarget(name: "geds-perf", dependencies: ["GEDS", "GedsNode", "GedsTCP", "GedsMDS", "GedsWire", "GedsTier1", "GedsVerbs", "GedsS3",
                                .product(name: "NIOPosix", package: "swift-nio"),
                                .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/geds-perf", swiftSettings: strict),
         // Helpers shared by the test targets (deterministic random numbers, scratch folders, /proc/self/maps,
-        // where RDMA tests can run).
+        // where RDMA tests can run, Python helper servers such as moto_server).
         .target(name: "GedsTestSupport", dependencies: ["GedsVerbs"], path: "Tests/GedsTestSupport", swiftSettings: strict),
         .testTarget(name: "GedsCoreTests", dependencies: ["GedsTestSupport", "GedsCore"], swiftSettings: strict),
         .testTarget(name: "GedsWireTests", dependencies: ["GedsTestSupport", "GedsWire"], swiftSettings: strict),
         .testTarget(name: "GedsTier0Tests", dependencies: ["GedsTestSupport", "GedsTier0"], swiftSettings: strict),
         .testTarget(name: "GedsMDSTests", dependencies: ["GedsTestSupport", "GedsMDS"], swiftSettings: strict),
         .testTarget(name: "GedsVerbsTests", dependencies: ["GedsTestSupport", "GedsVerbs", "GedsMDS", "GedsWire", "GedsTCP", .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
-        .testTarget(name: "GedsS3Tests", dependencies: ["GedsS3", .product(name: "Crypto", package: "swift-crypto"),
+        .testTarget(name: "GedsS3Tests", dependencies: ["GedsTestSupport", "GedsS3", .product(name: "Crypto", package: "swift-crypto"),
                                                    .product(name: "Logging", package: "swift-log")],
                     swiftSettings: strict),
-        .testTarget(name: "GedsNodeTests", dependencies: ["GedsNode"], swiftSettings: strict),
+        .testTarget(name: "GedsNodeTests", dependencies: ["GedsTestSupport", "GedsNode"], swiftSettings: strict),
         .testTarget(name: "GedsTier1Tests", dependencies: ["GedsTier1"], swiftSettings: strict),
-        .testTarget(name: "GEDSTests", dependencies: ["GedsTestSupport", "GEDS", "GedsMDS",
+        .testTarget(name: "GEDSTests", dependencies: ["GedsTestSupport", "GEDS", "GedsMDS", "GedsS3",
                                .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
     ]
 )

@@ -14,6 +14,8 @@ import Logging
 @_exported import struct GedsCore.Endpoint
 @_exported import enum GedsCore.NodeRole
 @_exported import enum GedsCore.Tier
+@_exported import enum GedsCore.Persistency
+@_exported import struct GedsCore.BucketStorage
 @_exported import struct GedsNode.NodeConfiguration
 @_exported import class GedsTier0.MappedBytes
 @_exported import struct GedsTier1.Tier1Configuration
@@ -57,10 +59,16 @@ public final class GEDS: Sendable {
     // MARK: Objects
 
     /// A new object, written at any offset and invisible to others until sealed. If the key exists, the
-    /// old object stays readable until this one is sealed and replaces it.
-    public func create(bucket: String, key: String) async throws(GedsError) -> ObjectWriter {
+    /// old object stays readable until this one is sealed and replaces it. `persistency` overrides the
+    /// bucket's (see `setBucketStorage`) for this object.
+    public func create(bucket: String, key: String, persistency: Persistency? = nil) async throws(GedsError) -> ObjectWriter {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
-        return ObjectWriter(node: node, blob: try await node.create(bucket: bucket, key: key), bucket: bucket, key: key)
+        if let persistency, persistency.uploadsToS3, try await node.bucketStorage(bucket) == nil {
+            throw GedsError(.invalidArgument, "persistency \(persistency) needs an S3 store, and bucket \(bucket) has none "
+                            + "(geds bucket \(bucket) --s3 ENDPOINT/BUCKET)")
+        }
+        return ObjectWriter(node: node, blob: try await node.create(bucket: bucket, key: key), bucket: bucket, key: key,
+                            persistency: persistency)
     }
 
     /// Writes a whole object in one call.
@@ -72,7 +80,7 @@ public final class GEDS: Sendable {
 
     public func open(bucket: String, key: String) async throws(GedsError) -> ObjectReader {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
-        return ObjectReader(node: node, info: try await node.mds.lookup(bucket: bucket, key: key))
+        return ObjectReader(node: node, info: try await node.lookup(bucket: bucket, key: key))
     }
 
     /// Looks an object up and reads from it into caller memory in one call, on the node's event loop so that
@@ -85,7 +93,7 @@ public final class GEDS: Sendable {
         nonisolated(unsafe) let destination = buffer
         let node = self.node
         return try await node.onLoop { () throws(GedsError) -> Int in
-            let info = try await node.mds.lookup(bucket: bucket, key: key)
+            let info = try await node.lookup(bucket: bucket, key: key)
             return try await node.read(info, at: offset, into: destination)
         }
     }
@@ -97,15 +105,15 @@ public final class GEDS: Sendable {
 
     public func stat(bucket: String, key: String) async throws(GedsError) -> ObjectInfo {
         _ = try BucketName(bucket)
-        return try await node.mds.lookup(bucket: bucket, key: key)
+        return try await node.lookup(bucket: bucket, key: key)
     }
 
     /// One page of keys under `prefix` (up to 1000), with common prefixes when `delimiter` is set.
     public func list(bucket: String, prefix: String = "", delimiter: String = "", startAfter: String = "",
                      maxKeys: Int = 1000) async throws(GedsError) -> ListPage {
         _ = try BucketName(bucket)
-        return try await node.mds.list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter,
-                                       maxKeys: UInt32(clamping: maxKeys))
+        return try await node.list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter,
+                                   maxKeys: UInt32(clamping: maxKeys))
     }
 
     /// Every page of a listing, concatenated.
@@ -189,14 +197,17 @@ public final class GEDS: Sendable {
 public final class ObjectWriter: Sendable {
     public let bucket: String
     public let key: String
+    /// Overrides the bucket's persistency at seal (nil: the bucket's).
+    public let persistency: Persistency?
     let node: Node
     let blob: WritableBlob
 
-    init(node: Node, blob: WritableBlob, bucket: String, key: String) {
+    init(node: Node, blob: WritableBlob, bucket: String, key: String, persistency: Persistency? = nil) {
         self.node = node
         self.blob = blob
         self.bucket = bucket
         self.key = key
+        self.persistency = persistency
     }
 
     public var size: UInt64 { blob.size }
@@ -223,9 +234,11 @@ public final class ObjectWriter: Sendable {
 
     /// Makes the object immutable and visible everywhere, replacing any older object under its key. With
     /// `handingOffTo`, that node takes the bytes before the object is published and becomes its owner (so
-    /// the object outlives this process); if the hand-off fails, nothing is published.
+    /// the object outlives this process); if the hand-off fails, nothing is published. Then the object is made
+    /// durable as its persistency says: for write-through the call returns once it is in S3, and if S3 fails
+    /// it throws, while the object stays published (readable from tier 0) and queued for upload.
     public func seal(metadata: [String: String] = [:], handingOffTo target: NodeInfo? = nil) async throws(GedsError) {
-        try await node.seal(blob, metadata: metadata, handingOffTo: target)
+        try await node.seal(blob, metadata: metadata, handingOffTo: target, persistency: persistency)
     }
 }
 

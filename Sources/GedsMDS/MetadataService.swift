@@ -66,10 +66,10 @@ public final class MetadataService: RequestService {
             })
         case .sealObject(let blob, let size, let metadata, let placement):
             let now = MetadataService.wallClock()
-            try store.withLock { (store) throws(GedsError) in
+            let assignment = try store.withLock { (store) throws(GedsError) in
                 try store.seal(blob: blob, size: size, metadata: metadata, placement: placement, now: now)
             }
-            return .ok
+            return assignment.map { .s3Assignment($0) } ?? .ok
         case .abortObject(let blob):
             store.withLock { $0.abort(blob: blob) }
             return .ok
@@ -105,7 +105,23 @@ public final class MetadataService: RequestService {
         case .removeLocation(let blob, let node):
             store.withLock { $0.removeLocation(blob: blob, node: node) }
             return .ok
-        case .readBlob, .pullBlob:
+        case .setBucketStorage(let bucket, let storage):
+            try store.withLock { (store) throws(GedsError) in try store.setStorage(bucket: bucket, storage) }
+            logger.info("bucket \(bucket): \(storage.map { "\($0)" } ?? "no S3 store")")
+            return .ok
+        case .bucketStorage(let bucket):
+            return .storage(try store.withLock { (store) throws(GedsError) in try store.storage(bucket: bucket) })
+        case .addS3Copy(let blob):
+            try store.withLock { (store) throws(GedsError) in try store.addS3Copy(blob: blob) }
+            return .ok
+        case .s3Assignment(let blob):
+            return .s3Assignment(try store.withLock { (store) throws(GedsError) in try store.s3Assignment(blob: blob) })
+        case .adoptS3Object(let bucket, let key, let size):
+            let now = MetadataService.wallClock()
+            return .object(try store.withLock { (store) throws(GedsError) in
+                try store.adoptS3Object(bucket: bucket, key: key, size: size, now: now)
+            })
+        case .readBlob, .pullBlob, .persistBlob, .flush:
             throw GedsError(.invalidArgument, "the MDS holds no object bytes; ask a node")
         }
     }

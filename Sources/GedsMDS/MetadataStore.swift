@@ -23,6 +23,26 @@ public struct MetadataStore: Sendable {
         var metadata: [UInt32: [String: String]] = [:]
         /// Objects created but not sealed yet, by key, so that readers can be told "not sealed".
         var pending: [Key: Int] = [:]
+        /// The bucket's S3 store, when it has one.
+        var storage: BucketStorage?
+    }
+
+    /// A blob's S3 copy: assigned at seal in a bucket with an S3 store (so every node that holds the blob knows
+    /// where it goes), a location once a node has put it there. Kept per blob, since keys move and share blobs.
+    struct S3Copy {
+        /// The S3 service and bucket, by number in `s3Stores` (shared by all the blobs stored there).
+        var store: UInt32
+        var key: String
+        /// The bucket's persistency when the blob was sealed.
+        var persistency: Persistency
+        var stored: Bool
+    }
+
+    /// An S3 service and bucket that blobs have copies in.
+    struct S3Store: Hashable {
+        var endpoint: String
+        var bucket: String
+        var region: String
     }
 
     /// What a key points at, as moved by rename and shared by copy.
@@ -48,6 +68,9 @@ public struct MetadataStore: Sendable {
     private var buckets: [String: Bucket] = [:]
     private var blobs = BlobTable()
     private var pendingObjects: [BlobID: PendingObject] = [:]
+    private var s3Copies: [BlobID: S3Copy] = [:]
+    private var s3Stores: [S3Store] = []
+    private var s3StoreNumbers: [S3Store: UInt32] = [:]
     private var nextBlob: BlobID
 
     /// `epoch` goes into the high bits of blob ids, so ids from an earlier MDS run are never reused.
@@ -161,8 +184,10 @@ public struct MetadataStore: Sendable {
     /// Binds the key to the new blob; an older object under the key is replaced in the same step. The
     /// copies are the creator's (`placement`, unless its node is 0: the creator keeps none) and any placed
     /// before the seal by a relocation target.
+    /// Returns where the blob's S3 copy goes when its bucket has an S3 store.
+    @discardableResult
     public mutating func seal(blob: BlobID, size: UInt64, metadata: [String: String], placement: BlobPlacement,
-                              now: UInt64) throws(GedsError) {
+                              now: UInt64) throws(GedsError) -> S3Assignment? {
         try UserMetadata.validate(metadata)
         guard var pending = pendingObjects[blob] else {
             throw GedsError(.noSuchObject, "object being sealed is unknown (deleted, or its bucket was removed)")
@@ -181,6 +206,10 @@ public struct MetadataStore: Sendable {
         abort(blob: blob)
         blobs.insert(blob, size: size, placements: pending.placements)
         bind(bucket: pending.bucket, key: pending.key.string, to: Entry(blob: blob, modified: now, metadata: metadata))
+        guard let storage = buckets[pending.bucket]?.storage else { return nil }
+        let object = storage.object(forKey: pending.key.string)
+        s3Copies[blob] = s3Copy(of: object, persistency: storage.persistency, stored: false)
+        return S3Assignment(object: object, persistency: storage.persistency)
     }
 
     /// Forgets an unsealed object; nodes that took a copy of it ahead of the seal are told to drop it.
@@ -201,9 +230,10 @@ public struct MetadataStore: Sendable {
             throw GedsError.noSuchObject(bucket, key)
         }
         let entry = bucketState.index[record]
+        var locations = blobs.placements(of: entry.blob).compactMap { location(of: $0, blob: entry.blob) }
+        if let s3 = s3Copies[entry.blob], s3.stored { locations.append(Location(s3: object(of: s3))) }
         return ObjectInfo(bucket: bucket, key: key, blob: entry.blob, size: blobs.size(of: entry.blob) ?? 0, sealed: true,
-                          modified: entry.modified, metadata: bucketState.metadata[record] ?? [:],
-                          locations: blobs.placements(of: entry.blob).compactMap { location(of: $0, blob: entry.blob) })
+                          modified: entry.modified, metadata: bucketState.metadata[record] ?? [:], locations: locations)
     }
 
     private func location(of placement: BlobPlacement, blob: BlobID) -> Location? {
@@ -359,7 +389,73 @@ public struct MetadataStore: Sendable {
     /// them (withdrawn first, so an RDMA key is never handed out for memory that is about to go).
     private mutating func release(blob: BlobID) {
         guard let copies = blobs.release(blob) else { return }
+        // The S3 object stays: S3 is the durable store, and its keys show in the bucket's listing.
+        s3Copies[blob] = nil
         for placement in copies { nodes[placement.node]?.drop.append(blob) }
+    }
+
+    // MARK: S3 persistence
+
+    /// Sets or removes a bucket's S3 store, creating the bucket when it does not exist. Blobs sealed before keep
+    /// the S3 copies they were assigned.
+    public mutating func setStorage(bucket: String, _ storage: BucketStorage?) throws(GedsError) {
+        _ = try BucketName(bucket)
+        if buckets[bucket] == nil { buckets[bucket] = Bucket() }
+        buckets[bucket]!.storage = storage
+    }
+
+    public func storage(bucket: String) throws(GedsError) -> BucketStorage? {
+        guard let state = buckets[bucket] else { throw GedsError.noSuchBucket(bucket) }
+        return state.storage
+    }
+
+    /// Where the blob's S3 copy goes; an error when its bucket had no S3 store when it was sealed.
+    public func s3Assignment(blob: BlobID) throws(GedsError) -> S3Assignment {
+        guard blobs.contains(blob) else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) no longer exists") }
+        guard let copy = s3Copies[blob] else {
+            throw GedsError(.invalidArgument, "blob \(blob.fileName) has no S3 store (its bucket had none when it was sealed)")
+        }
+        return S3Assignment(object: object(of: copy), persistency: copy.persistency)
+    }
+
+    /// A node put the blob's S3 copy in place: from now on it is a location, and outlives every node.
+    public mutating func addS3Copy(blob: BlobID) throws(GedsError) {
+        guard blobs.contains(blob), s3Copies[blob] != nil else {
+            throw GedsError(.noSuchBlob, "blob \(blob.fileName) no longer exists")
+        }
+        s3Copies[blob]!.stored = true
+    }
+
+    private mutating func s3Copy(of object: S3ObjectReference, persistency: Persistency, stored: Bool) -> S3Copy {
+        let store = S3Store(endpoint: object.endpoint, bucket: object.bucket, region: object.region)
+        let number = s3StoreNumbers[store] ?? {
+            s3Stores.append(store)
+            s3StoreNumbers[store] = UInt32(s3Stores.count - 1)
+            return UInt32(s3Stores.count - 1)
+        }()
+        return S3Copy(store: number, key: object.key, persistency: persistency, stored: stored)
+    }
+
+    private func object(of copy: S3Copy) -> S3ObjectReference {
+        let store = s3Stores[Int(copy.store)]
+        return S3ObjectReference(endpoint: store.endpoint, bucket: store.bucket, key: copy.key, region: store.region)
+    }
+
+    /// Read-through: a key found only in the bucket's S3 store becomes an object whose one copy is there. A key
+    /// bound meanwhile (by a seal or by another reader's adoption) is kept as it is.
+    public mutating func adoptS3Object(bucket: String, key: String, size: UInt64, now: UInt64) throws(GedsError) -> ObjectInfo {
+        _ = try ObjectKey(key)
+        guard let state = buckets[bucket] else { throw GedsError.noSuchBucket(bucket) }
+        guard let storage = state.storage else {
+            throw GedsError(.invalidArgument, "bucket \(bucket) has no S3 store")
+        }
+        if state.index.find(key) == nil {
+            nextBlob += 1
+            blobs.insert(nextBlob, size: size, placements: [])
+            s3Copies[nextBlob] = s3Copy(of: storage.object(forKey: key), persistency: storage.persistency, stored: true)
+            bind(bucket: bucket, key: key, to: Entry(blob: nextBlob, modified: now, metadata: [:]))
+        }
+        return try lookup(bucket: bucket, key: key)
     }
 }
 

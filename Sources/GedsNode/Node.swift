@@ -33,6 +33,8 @@ public final class Node: Sendable {
     let group: any EventLoopGroup
     private let session = Mutex<Session>(Session())
     private let heartbeat = Mutex<Task<Void, Never>?>(nil)
+    /// S3 clients and the write-back queue (see Persistence.swift).
+    let persistence = PersistenceState()
 
     struct Session {
         var index: UInt32 = 0
@@ -212,6 +214,7 @@ public final class Node: Sendable {
     }
 
     public func shutdown() async {
+        await flushBeforeLeaving()  // still heartbeating: the copies being uploaded stay published meanwhile
         heartbeat.withLock { $0?.cancel() }
         try? await mds.expectOK(.leave(node: index))
         await server.close()
@@ -241,14 +244,16 @@ public final class Node: Sendable {
 
     /// Seals an object: it becomes immutable and visible everywhere in one step at the MDS. With a target,
     /// the target takes the bytes first and the object is published with the target as its only copy, so
-    /// a failed hand-off leaves nothing half-made (an older object under the key stays as it was).
-    public func seal(_ writable: WritableBlob, metadata: [String: String],
-                     handingOffTo target: NodeInfo? = nil) async throws(GedsError) {
+    /// a failed hand-off leaves nothing half-made (an older object under the key stays as it was). Then the
+    /// object is made as durable as `persistency` (else its bucket's) says; see Persistence.swift.
+    public func seal(_ writable: WritableBlob, metadata: [String: String], handingOffTo target: NodeInfo? = nil,
+                     persistency: Persistency? = nil) async throws(GedsError) {
         try UserMetadata.validate(metadata)
         let blob = writable.blob
         let size = try writable.seal()
         pin(blob)  // not spilled while pending at the MDS
         defer { unpin(blob) }
+        let sealReply: Reply
         do {
             let placement: BlobPlacement
             if let target {
@@ -258,13 +263,14 @@ public final class Node: Sendable {
                 try await checkTier0Capacity(sealing: blob, size: size)
                 placement = tier0Placement(of: blob)
             }
-            try await mds.expectOK(.sealObject(blob: blob, size: size, metadata: metadata, placement: placement))
+            sealReply = try await mds.call(.sealObject(blob: blob, size: size, metadata: metadata, placement: placement))
         } catch {
             discardTier0Copy(blob)
             try? await mds.expectOK(.abortObject(blob: blob))
             throw error
         }
         if target != nil { discardTier0Copy(blob) } else { admitted(blob) }
+        try await persistSealed(blob, sealReply: sealReply, requested: persistency, holder: target)
     }
 
     /// Our tier-0 copy as a location for a peer to pull from (over RDMA when registered).
@@ -444,6 +450,7 @@ public final class Node: Sendable {
     /// thread hand-off).
     func transfer(_ blob: BlobID, objectSize: UInt64, offset: UInt64, length: UInt64, from location: Location,
                   into sink: any ReadSink) async throws(GedsError) -> UInt64 {
+        if let object = location.s3Object { return try await readFromS3(object, offset: offset, length: length, into: sink) }
         if let rdma, let access = location.rdma, rdma.offersRDMA(access.endpoint) {
             do throws(RDMADataPlane.PeerFailure) {
                 try await rdma.read(access, objectSize: objectSize, offset: offset, length: length, into: sink,
@@ -475,7 +482,9 @@ public final class Node: Sendable {
         let me = configuration.name
         let host = configuration.hostID
         return locations.sorted { lhs, rhs in
-            func rank(_ location: Location) -> Int { location.node == me ? 0 : location.hostID == host ? 1 : 2 }
+            func rank(_ location: Location) -> Int {
+                location.tier == .s3 ? 3 : location.node == me ? 0 : location.hostID == host ? 1 : 2
+            }
             return rank(lhs) < rank(rhs)
         }
     }
@@ -573,6 +582,8 @@ final class NodeService: RequestService {
                 }
             }
             return .deferred(promise.futureResult)
+        case .persistBlob, .flush:
+            return node.respondToPersistence(request, on: eventLoop)
         default:
             return .reply(.failure(GedsError(.invalidArgument, "a node serves only object bytes; ask the MDS")))
         }

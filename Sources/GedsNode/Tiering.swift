@@ -184,8 +184,15 @@ extension Node {
         } catch where error.code == .noSuchBlob {
             return false
         }
-        // Written straight from the tier-0 pages (page-aligned, so O_DIRECT takes them without a bounce buffer).
-        let stored = try await tier1.write(blob, from: mapping.bytes)
+        // Written straight from the tier-0 pages (page-aligned, so O_DIRECT takes them without a bounce buffer);
+        // a blob persisted to tier 1 at seal is there already.
+        let stored: Tier1Object
+        if let existing = tier1.object(blob) {
+            stored = existing
+        } else {
+            try await makeTier1Room(for: UInt64(mapping.count))
+            stored = try await tier1.write(blob, from: mapping.bytes)
+        }
         withExtendedLifetime(mapping) {}
         do {
             // The MDS keeps the checksum: a restarted node checks its tier-1 files against it.

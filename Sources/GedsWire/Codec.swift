@@ -163,11 +163,13 @@ enum WireDecodingError {
 private enum RequestTag: UInt8 {
     case registerNode = 1, heartbeat, listNodes, createBucket, deleteBucket, listBuckets, createObject,
          sealObject, abortObject, lookup, list, deleteObject, deletePrefix, rename, copy, setMetadata,
-         addLocation, removeLocation, readBlob, pullBlob, leave
+         addLocation, removeLocation, readBlob, pullBlob, leave,
+         setBucketStorage, bucketStorage, addS3Copy, s3Assignment, adoptS3Object, persistBlob, flush
 }
 
 private enum ReplyTag: UInt8 {
-    case ok = 1, failure, nodeRegistered, heartbeatAck, buckets, created, object, page, count, nodes, stream
+    case ok = 1, failure, nodeRegistered, heartbeatAck, buckets, created, object, page, count, nodes, stream,
+         s3Assignment, storage
 }
 
 extension Request {
@@ -262,6 +264,33 @@ extension Request {
             buffer.writeInteger(blob)
             buffer.writeInteger(size)
             buffer.writeLocation(source)
+        case .setBucketStorage(let bucket, let storage):
+            buffer.writeInteger(RequestTag.setBucketStorage.rawValue)
+            buffer.writeWireString(bucket)
+            buffer.writeOptionalBucketStorage(storage)
+        case .bucketStorage(let bucket):
+            buffer.writeInteger(RequestTag.bucketStorage.rawValue)
+            buffer.writeWireString(bucket)
+        case .addS3Copy(let blob):
+            buffer.writeInteger(RequestTag.addS3Copy.rawValue)
+            buffer.writeInteger(blob)
+        case .s3Assignment(let blob):
+            buffer.writeInteger(RequestTag.s3Assignment.rawValue)
+            buffer.writeInteger(blob)
+        case .adoptS3Object(let bucket, let key, let size):
+            buffer.writeInteger(RequestTag.adoptS3Object.rawValue)
+            buffer.writeWireString(bucket)
+            buffer.writeWireString(key)
+            buffer.writeInteger(size)
+        case .persistBlob(let blob, let persistency, let object):
+            buffer.writeInteger(RequestTag.persistBlob.rawValue)
+            buffer.writeInteger(blob)
+            buffer.writeInteger(persistency.rawValue)
+            buffer.writeBool(object != nil)
+            if let object { buffer.writeS3Object(object) }
+        case .flush(let timeout):
+            buffer.writeInteger(RequestTag.flush.rawValue)
+            buffer.writeInteger(timeout)
         }
     }
 
@@ -334,6 +363,24 @@ extension Request {
         case .pullBlob:
             request = .pullBlob(blob: try payload.readWireInteger("blob"), size: try payload.readWireInteger("size"),
                                 source: try payload.readLocation())
+        case .setBucketStorage:
+            request = .setBucketStorage(bucket: try payload.readWireString(), storage: try payload.readOptionalBucketStorage())
+        case .bucketStorage:
+            request = .bucketStorage(bucket: try payload.readWireString())
+        case .addS3Copy:
+            request = .addS3Copy(blob: try payload.readWireInteger("blob"))
+        case .s3Assignment:
+            request = .s3Assignment(blob: try payload.readWireInteger("blob"))
+        case .adoptS3Object:
+            request = .adoptS3Object(bucket: try payload.readWireString(), key: try payload.readWireString(),
+                                     size: try payload.readWireInteger("size"))
+        case .persistBlob:
+            let blob: BlobID = try payload.readWireInteger("blob")
+            let persistency = try payload.readPersistency()
+            request = .persistBlob(blob: blob, persistency: persistency,
+                                   object: try payload.readBool() ? try payload.readS3Object() : nil)
+        case .flush:
+            request = .flush(timeoutMilliseconds: try payload.readWireInteger("timeout"))
         }
         try payload.expectEnd()
         return request
@@ -406,6 +453,13 @@ extension Reply {
         case .stream(let length):
             buffer.writeInteger(ReplyTag.stream.rawValue)
             buffer.writeInteger(length)
+        case .s3Assignment(let assignment):
+            buffer.writeInteger(ReplyTag.s3Assignment.rawValue)
+            buffer.writeS3Object(assignment.object)
+            buffer.writeInteger(assignment.persistency.rawValue)
+        case .storage(let storage):
+            buffer.writeInteger(ReplyTag.storage.rawValue)
+            buffer.writeOptionalBucketStorage(storage)
         }
     }
 
@@ -484,6 +538,10 @@ extension Reply {
             reply = .nodes(nodes)
         case .stream:
             reply = .stream(length: try payload.readWireInteger("length"))
+        case .s3Assignment:
+            reply = .s3Assignment(S3Assignment(object: try payload.readS3Object(), persistency: try payload.readPersistency()))
+        case .storage:
+            reply = .storage(try payload.readOptionalBucketStorage())
         }
         try payload.expectEnd()
         return reply

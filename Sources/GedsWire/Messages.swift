@@ -70,6 +70,23 @@ public enum Request: Sendable, Equatable {
     case readBlob(blob: BlobID, offset: UInt64, length: UInt64)
     /// Asks a node to fetch a blob from `source` and become its owner (relocation).
     case pullBlob(blob: BlobID, size: UInt64, source: Location)
+    // S3 persistence.
+    /// Sets (or with nil removes) a bucket's S3 store; creates the bucket when it does not exist (MDS).
+    case setBucketStorage(bucket: String, storage: BucketStorage?)
+    /// A bucket's S3 store (MDS); answered `storage`.
+    case bucketStorage(bucket: String)
+    /// The blob's S3 copy is in place: it becomes a location (MDS).
+    case addS3Copy(blob: BlobID)
+    /// Where the blob's S3 copy goes (MDS); answered `s3Assignment`, or `invalidArgument` when its bucket has no S3 store.
+    case s3Assignment(blob: BlobID)
+    /// Binds a key that exists only in the bucket's S3 store to a new blob whose one copy is that S3 object,
+    /// unless the key exists meanwhile (MDS); answered `object`.
+    case adoptS3Object(bucket: String, key: String, size: UInt64)
+    /// Asks the node holding a just-sealed blob to make it durable as `persistency` says (node): answered once
+    /// done for `tier1` and `writeThrough`, once queued for `writeBack`.
+    case persistBlob(blob: BlobID, persistency: Persistency, object: S3ObjectReference?)
+    /// Answered once every write-back upload queued on the node is done, or `timedOut` after the time given (node).
+    case flush(timeoutMilliseconds: UInt64)
 }
 
 public enum Reply: Sendable, Equatable {
@@ -86,4 +103,7 @@ public enum Reply: Sendable, Equatable {
     case nodes([NodeInfo])
     /// `length` bytes follow in data frames with the same request id.
     case stream(length: UInt64)
+    /// A seal into a bucket with an S3 store, or an `s3Assignment` request: where the blob's S3 copy goes.
+    case s3Assignment(S3Assignment)
+    case storage(BucketStorage?)
 }

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import GedsCore
 import GedsS3
+import GedsTestSupport
 import Testing
 
 /// The client against a real `moto_server` process on loopback.

@@ -1,6 +1,7 @@
 import Foundation
 import GedsCore
 import GedsS3
+import GedsTestSupport
 import Testing
 
 /// Faults with real processes: a moto server killed and restarted, a server answering 5xx, wrong credentials.

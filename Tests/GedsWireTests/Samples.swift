@@ -76,7 +76,22 @@ enum Samples {
         .pullBlob(blob: 5, size: 100, source: locationPlain),
         .pullBlob(blob: .max, size: .max, source: locationRDMA),
         .pullBlob(blob: 0, size: 0, source: locationS3),
+        .setBucketStorage(bucket: "b", storage: storage),
+        .setBucketStorage(bucket: unicode, storage: nil),
+        .bucketStorage(bucket: "b"),
+        .addS3Copy(blob: .max),
+        .s3Assignment(blob: 0),
+        .adoptS3Object(bucket: "b", key: unicode, size: .max),
+        .persistBlob(blob: 7, persistency: .writeBack, object: s3Object),
+        .persistBlob(blob: .max, persistency: .tier1, object: nil),
+        .flush(timeoutMilliseconds: 0),
+        .flush(timeoutMilliseconds: .max),
     ]
+
+    static let s3Object = S3ObjectReference(endpoint: "http://127.0.0.1:4569", bucket: "s3-bucket", key: "run/" + unicode,
+                                            region: "eu-west-1")
+    static let storage = BucketStorage(endpoint: "https://s3.example", bucket: "b", prefix: longString, region: "",
+                                       persistency: .writeThrough)
 
     static let replies: [Reply] = {
         var replies: [Reply] = [
@@ -117,6 +132,9 @@ enum Samples {
                              rdma: Endpoint(host: "", port: 0), alive: false, blobs: 0, bytes: 0)]),
             .stream(length: 0),
             .stream(length: .max),
+            .s3Assignment(S3Assignment(object: s3Object, persistency: .ephemeral)),
+            .storage(nil),
+            .storage(storage),
         ]
         // Every error code crosses the wire unchanged.
         var code: UInt16 = 1
@@ -153,6 +171,13 @@ func caseName(_ request: Request) -> String {
     case .removeLocation: "removeLocation"
     case .readBlob: "readBlob"
     case .pullBlob: "pullBlob"
+    case .setBucketStorage: "setBucketStorage"
+    case .bucketStorage: "bucketStorage"
+    case .addS3Copy: "addS3Copy"
+    case .s3Assignment: "s3Assignment"
+    case .adoptS3Object: "adoptS3Object"
+    case .persistBlob: "persistBlob"
+    case .flush: "flush"
     }
 }
 
@@ -160,6 +185,7 @@ let allRequestCases: Set<String> = [
     "registerNode", "heartbeat", "leave", "listNodes", "createBucket", "deleteBucket", "listBuckets", "createObject",
     "sealObject", "abortObject", "lookup", "list", "deleteObject", "deletePrefix", "rename", "copy", "setMetadata",
     "addLocation", "removeLocation", "readBlob", "pullBlob",
+    "setBucketStorage", "bucketStorage", "addS3Copy", "s3Assignment", "adoptS3Object", "persistBlob", "flush",
 ]
 
 func caseName(_ reply: Reply) -> String {
@@ -175,9 +201,12 @@ func caseName(_ reply: Reply) -> String {
     case .count: "count"
     case .nodes: "nodes"
     case .stream: "stream"
+    case .s3Assignment: "s3Assignment"
+    case .storage: "storage"
     }
 }
 
 let allReplyCases: Set<String> = [
     "ok", "failure", "nodeRegistered", "heartbeatAck", "buckets", "created", "object", "page", "count", "nodes", "stream",
+    "s3Assignment", "storage",
 ]

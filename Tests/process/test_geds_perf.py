@@ -239,6 +239,30 @@ def test_spill_option_errors(args, message):
     assert run.rc != 0 and message in run.err and run.out == "", run.describe()
 
 
+def test_s3_read_through_beside_boto3(tmp_path):
+    """The s3 workload: GEDS read-through from a real moto_server beside boto3 reading the same object, in-process
+    (its own MDS and node), its tier-0 folder removed afterwards."""
+    pytest.importorskip("boto3")
+    pytest.importorskip("moto")
+    out = tmp_path / "out.json"
+    run = perf("--workloads", "s3", "--s3-size", "8MiB", "--repetitions", "1", "--json", str(out))
+    assert run.rc == 0, run.describe()
+    assert "cluster: started" not in run.err, "s3 runs in-process"
+    measurements = json.loads(out.read_text())["measurements"]
+    assert [m["workload"] for m in measurements] == ["s3"] * 4, measurements
+    references = ["get_object", "download_fileobj", "put_object", "upload_fileobj"]
+    assert all(name in m["reference"] for name, m in zip(references, measurements)), measurements
+    assert ["read-through" in m["note"] for m in measurements] == [True, True, False, False]
+    assert ["write-through" in m["note"] for m in measurements] == [False, False, True, True]
+    for m in measurements:
+        assert m["size_bytes"] == 8 << 20 and m["transport"] == "tcp" and m["samples"] == 1, m
+        assert m["gbit_per_s"] > 0 and m["reference_value"] > 0, m
+        assert m["ratio"] == pytest.approx(m["gbit_per_s"] / m["reference_value"]), m
+    assert not [name for name in os.listdir("/dev/shm") if name.startswith("geds-perf-s3-")]
+    run = perf("--workloads", "s3", "--s3-size", "0", timeout=30)
+    assert run.rc != 0 and "--s3-size" in run.err, run.describe()
+
+
 # MARK: outputs
 
 

@@ -29,7 +29,7 @@ struct GedsPerf: AsyncParsableCommand {
             help: "For rdma: OWNER,READER, addresses of two RDMA devices (two hosts); the owner gedsd serves on the first, this process reads from the second (default inside tools/rxe-vm --two-hosts: 10.10.1.2,10.10.1.1).")
     var rdmaAddresses: String?
 
-    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); spill reads from a gedsd while it spills to tier 1 (see --spill-*); mds-scale, node-scale, tier1 and spill run only when named.")
+    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); spill reads from a gedsd while it spills to tier 1 (see --spill-*); s3 is read-through from moto_server beside boto3; mds-scale, node-scale, tier1, spill and s3 run only when named.")
     var workloads: String = Workload.defaults.map(\.rawValue).joined(separator: ",")
 
     @Option(help: "Object sizes for read-bw and read-tier0, comma-separated; K, M, G mean KiB, MiB, GiB.")
@@ -73,6 +73,9 @@ struct GedsPerf: AsyncParsableCommand {
     @Option(name: .customLong("spill-baseline"), help: "Seconds the spill workload's reader reads alone before the writer starts.")
     var spillBaseline: Double = 5
 
+    @Option(name: .customLong("s3-size"), help: "Object size of the s3 workload (K, M, G mean KiB, MiB, GiB).")
+    var s3Size: String = "256MiB"
+
     @Option(help: "Folder of geds-mds and gedsd (default: next to this executable).")
     var bin: String?
 
@@ -97,6 +100,7 @@ struct GedsPerf: AsyncParsableCommand {
         _ = try parsedSizes()
         _ = try parsedTier1Size()
         _ = try parsedSpillSizes()
+        _ = try parsedS3Size()
         func requireWritableFolder(_ path: String, _ option: String) throws {
             var isFolder: ObjCBool = false
             guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue,
@@ -149,6 +153,13 @@ struct GedsPerf: AsyncParsableCommand {
             guard let size = Int(exactly: bytes) else { throw ValidationError("size '\(text)' is too large") }
             return size
         }.uniqued()
+    }
+
+    func parsedS3Size() throws -> Int {
+        guard let bytes = try? ByteCount.parse(s3Size), bytes > 0, let size = Int(exactly: bytes) else {
+            throw ValidationError("--s3-size: expected a positive size such as 256MiB, got '\(s3Size)'")
+        }
+        return size
     }
 
     func parsedTier1Size() throws -> Int {
@@ -217,6 +228,9 @@ struct GedsPerf: AsyncParsableCommand {
         }
         if selected.contains(.spill) {
             results += try await SpillBench.measure(binaries: binaries, parent: spillDir, sizes: try parsedSpillSizes())
+        }
+        if selected.contains(.s3) {
+            results += try await S3Bench.measure(size: try parsedS3Size(), repetitions: repetitions)
         }
         if selected.contains(where: \.needsCluster) {
             results += try await measureOnCluster(selected, transports: transports, binaries: binaries)
@@ -316,14 +330,15 @@ struct GedsPerf: AsyncParsableCommand {
 /// What geds-perf can measure. Data-plane workloads move object bytes and are measured per transport.
 enum Workload: String, CaseIterable {
     case readBandwidth = "read-bw", readIntoTier0 = "read-tier0", readManyMiB = "read-1mib", latency
-    case metadataOps = "mds-ops", local, write, mdsScale = "mds-scale", nodeScale = "node-scale", tier1, spill
+    case metadataOps = "mds-ops", local, write, mdsScale = "mds-scale", nodeScale = "node-scale", tier1, spill, s3
 
-    /// The scale workloads, tier1 and spill (gigabytes of disk I/O) are opt-in, to keep a default run short.
+    /// The scale workloads, tier1 and spill (gigabytes of disk I/O) and s3 (needs moto_server) are opt-in, to
+    /// keep a default run short.
     static let defaults: [Workload] = [.readBandwidth, .readIntoTier0, .readManyMiB, .latency, .metadataOps, .local, .write]
 
     var dataPlane: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .latency].contains(self) }
     /// Whether it runs on the shared cluster (spill starts its own, with a capped tier 0 and a tier 1).
-    var needsCluster: Bool { ![.mdsScale, .tier1, .spill].contains(self) }
+    var needsCluster: Bool { ![.mdsScale, .tier1, .spill, .s3].contains(self) }
     var measuresBandwidth: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .write].contains(self) }
 
     static func parse(_ list: String) throws -> [Workload] {

@@ -14,7 +14,7 @@ struct Geds: AsyncParsableCommand {
             --transport auto|rdma|tcp (also before the command) chooses the data plane; auto uses RDMA when this machine has a device.
             """,
         subcommands: [MakeBucket.self, RemoveBucket.self, List.self, Put.self, Get.self, Cat.self, Stat.self,
-                      Remove.self, Move.self, Copy.self, Where.self, Meta.self, Nodes.self])
+                      Remove.self, Move.self, Copy.self, Where.self, Meta.self, Nodes.self, BucketSettings.self, Flush.self])
 }
 
 struct Connection: ParsableArguments {
@@ -91,6 +91,7 @@ struct List: AsyncParsableCommand {
     @OptionGroup var connection: Connection
     @Argument var target: String?
     @Option(help: "Group keys by this delimiter (common prefixes are shown as PRE).") var delimiter: String = ""
+    @Option(name: .customLong("max-keys"), help: "Keys asked for per page (every page is shown).") var maxKeys: Int = 1000
 
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
@@ -101,7 +102,8 @@ struct List: AsyncParsableCommand {
             let (bucket, prefix) = splitBucket(target)
             var startAfter = ""
             repeat {
-                let page = try await store.list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter)
+                let page = try await store.list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter,
+                                                maxKeys: maxKeys)
                 var lines: [String] = page.commonPrefixes.map { "\(String(repeating: " ", count: 30))PRE \($0)" }
                 lines += page.objects.map { "\(formatDate($0.modified)) \(pad(String($0.size), 10)) \($0.key)" }
                 if !lines.isEmpty { printLine(lines.joined(separator: "\n")) }
@@ -120,6 +122,7 @@ struct Put: AsyncParsableCommand {
     @Argument(help: "BUCKET/KEY, or BUCKET/PREFIX/ with --recursive.") var destination: String
     @Option(help: "The gedsd that keeps the object (default: the least loaded one).") var to: String?
     @Flag(help: "Store every file under the folder, keyed by PREFIX plus its relative path.") var recursive = false
+    @Option(help: "ephemeral, tier1, write-through or write-back (default: the bucket's).") var persistency: String?
 
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
@@ -138,12 +141,13 @@ struct Put: AsyncParsableCommand {
     }
 
     private func upload(_ store: GEDS, path: String, bucket: String, key: String, target: NodeInfo) async throws(GedsError) {
+        let persistency = try persistency.map { (text) throws(GedsError) in try Persistency(parsing: text) }
         let input = path == "-" ? Int32(0) : Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard input >= 0 else { throw GedsError.io("cannot open \(path)", errno: errno) }
         defer { if input != 0 { close(input) } }
         var status = stat()
         let total = fstat(input, &status) == 0 && (status.st_mode & S_IFMT) == S_IFREG ? UInt64(status.st_size) : 0
-        let writer = try await store.create(bucket: bucket, key: key)
+        let writer = try await store.create(bucket: bucket, key: key, persistency: persistency)
         let progress = Progress(label: "\(bucket)/\(key)", total: total)
         let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
         defer { chunk.deallocate() }
@@ -193,7 +197,13 @@ struct Get: AsyncParsableCommand {
 
 /// Copies an object to a file or stdout from a zero-copy view of it.
 func download(_ store: GEDS, bucket: String, key: String, to destination: String) async throws(GedsError) {
-    let reader = try await store.open(bucket: bucket, key: key)
+    var reader = try await store.open(bucket: bucket, key: key)
+    if reader.info.locations.allSatisfy({ $0.tier == .s3 }), let target = try? await store.relocationTarget() {
+        // Only in S3: a gedsd caches it in its tier 0 (this process's goes with it), then it is read from there.
+        if (try? await store.relocate(bucket: bucket, key: key, to: target)) != nil {
+            reader = try await store.open(bucket: bucket, key: key)
+        }
+    }
     let view = try await reader.view()
     let output = destination == "-" ? Int32(1) : Glibc.open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     guard output >= 0 else { throw GedsError.io("cannot create \(destination)", errno: errno) }
@@ -235,7 +245,10 @@ struct Stat: AsyncParsableCommand {
             let info = try await store.stat(bucket: path.bucket.rawValue, key: path.key.rawValue)
             var lines = ["object: \(info.bucket)/\(info.key)", "size: \(info.size)", "sealed: \(info.sealed)",
                          "modified: \(formatDate(info.modified))", "blob: \(info.blob.fileName)", "copies: \(info.locations.count)"]
-            lines += info.locations.map { "  \($0.tier) on \($0.node) (host \($0.hostID), tcp \($0.tcp))" }
+            lines += info.locations.map { location in
+                location.tier == .s3 ? "  s3 on \(location.node)"
+                    : "  \(location.tier) on \(location.node) (host \(location.hostID), tcp \(location.tcp))"
+            }
             // Known once the bytes were written to tier 1; the same for every copy.
             if let checksum = info.locations.lazy.compactMap(\.checksum).first { lines.append("crc32c: \(hex32(checksum))") }
             lines += info.metadata.sorted { $0.key < $1.key }.map { "meta: \($0.key)=\($0.value)" }
@@ -313,7 +326,8 @@ struct Where: AsyncParsableCommand {
             let info = try await store.stat(bucket: path.bucket.rawValue, key: path.key.rawValue)
             if info.locations.isEmpty { throw GedsError(.objectLost, "object \(path) has no copy left") }
             printLine(info.locations.map { location in
-                "\(location.node) \(location.tier) host=\(location.hostID) transports=\(location.transportURLs.joined(separator: ","))"
+                location.tier == .s3 ? "\(location.node) s3 region=\(location.hostID)"
+                    : "\(location.node) \(location.tier) host=\(location.hostID) transports=\(location.transportURLs.joined(separator: ","))"
             }.joined(separator: "\n"))
         }
     }
@@ -357,6 +371,73 @@ struct Nodes: AsyncParsableCommand {
                 "\(node.name) \(node.alive ? "alive" : "dead") \(node.role == .daemon ? "gedsd" : "embedded") tcp=\(node.tcp)\(node.rdma.map { " rdma=\($0)" } ?? "") host=\(node.hostID) objects=\(node.blobs) bytes=\(node.bytes)"
             }
             if !lines.isEmpty { printLine(lines.joined(separator: "\n")) }
+        }
+    }
+}
+
+struct BucketSettings: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bucket",
+        abstract: "Show a bucket's S3 store, or set it with --s3 (creating the bucket when needed).",
+        discussion: """
+            Only the address, prefix, region and persistency are kept by the MDS. Each node signs S3 requests with \
+            its own credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, else ~/.aws/credentials \
+            (AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE).
+            """)
+    @OptionGroup var connection: Connection
+    @Argument var bucket: String
+    @Option(help: "The S3 bucket: http(s)://HOST[:PORT]/BUCKET[/PREFIX].") var s3: String?
+    @Option(help: "ephemeral, tier1, write-through or write-back (default: write-back).") var persistency: String?
+    @Option(help: "Prefix of the bucket's keys in S3 (default: the address's).") var prefix: String?
+    @Option(help: "The S3 region.") var region: String = "us-east-1"
+    @Flag(name: .customLong("no-s3"), help: "Take the bucket's S3 store away (its objects stay in S3).") var noS3 = false
+
+    func run() async throws {
+        try await withStore(connection) { (store) throws(GedsError) in
+            if noS3 {
+                try await store.setBucketStorage(bucket, nil)
+            } else if let s3 {
+                let persistency = try Persistency(parsing: persistency ?? "write-back")
+                try await store.setBucketStorage(bucket, try BucketStorage(address: s3, prefix: prefix, region: region,
+                                                                           persistency: persistency))
+                // Set all the same (the nodes sign with their own keys), but say so when it cannot be reached from here.
+                do throws(GedsError) {
+                    _ = try await store.list(bucket: bucket, maxKeys: 1)
+                } catch {
+                    printError("geds: warning: the S3 store of bucket \(bucket) cannot be listed from here: \(error.message)")
+                }
+            } else if persistency != nil || prefix != nil {
+                guard var storage = try await store.bucketStorage(bucket) else {
+                    throw GedsError(.invalidArgument, "bucket \(bucket) has no S3 store; give one with --s3 ENDPOINT/BUCKET")
+                }
+                if let persistency { storage.persistency = try Persistency(parsing: persistency) }
+                if let prefix { storage.prefix = prefix }
+                try await store.setBucketStorage(bucket, storage)
+            }
+            guard let storage = try await store.bucketStorage(bucket) else {
+                printLine("bucket: \(bucket)\ns3: none\npersistency: ephemeral")
+                return
+            }
+            printLine("""
+                bucket: \(bucket)
+                s3: \(storage.endpoint)/\(storage.bucket)
+                prefix: \(storage.prefix)
+                region: \(storage.region)
+                persistency: \(storage.persistency)
+                """)
+        }
+    }
+}
+
+struct Flush: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "flush", abstract: "Wait until every write-back upload of every live node is in S3.")
+    @OptionGroup var connection: Connection
+    @Option(help: "Give up after this many seconds.") var timeout: UInt64 = 300
+
+    func run() async throws {
+        try await withStore(connection) { (store) throws(GedsError) in
+            try await store.flush(timeoutMilliseconds: timeout * 1000)
         }
     }
 }

@@ -87,9 +87,28 @@ struct GedsDaemon: AsyncParsableCommand {
             printError("gedsd: \(GedsError.wrapping(error).message)")
             throw ExitCode(1)
         }
-        while true { try await Task.sleep(for: .seconds(3600)) }
-        _ = store
+        // SIGTERM or SIGINT: a clean shutdown (write-back uploads finish, then the node leaves the MDS).
+        let signal = await waitForTerminationSignal()
+        printLine("gedsd \(store.node.configuration.name): signal \(signal), flushing write-backs and leaving")
+        await store.close()
     }
+}
+
+/// Waits for SIGTERM or SIGINT (which no longer end the process by themselves) and returns its number.
+func waitForTerminationSignal() async -> Int32 {
+    let (signals, continuation) = AsyncStream<Int32>.makeStream()
+    var sources: [any DispatchSourceSignal] = []
+    for number in [SIGTERM, SIGINT] {
+        signal(number, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+        source.setEventHandler { continuation.yield(number) }
+        source.resume()
+        sources.append(source)
+    }
+    var iterator = signals.makeAsyncIterator()
+    let number = await iterator.next() ?? SIGTERM
+    for source in sources { source.cancel() }
+    return number
 }
 
 /// Mounts a huge-page tmpfs at `path` unless one is already mounted there (a restarted gedsd).

@@ -1,0 +1,25 @@
+import GedsCore
+import GedsNode
+import GedsWire
+
+extension GEDS {
+    // MARK: S3 persistence
+
+    /// Gives a bucket an S3 store (or with nil takes it away), creating the bucket when it does not exist.
+    /// Only the address, prefix, region and persistency go to the MDS: every node signs with its own credentials.
+    public func setBucketStorage(_ bucket: String, _ storage: BucketStorage?) async throws(GedsError) {
+        _ = try BucketName(bucket)
+        try await node.mds.expectOK(.setBucketStorage(bucket: bucket, storage: storage))
+    }
+
+    public func bucketStorage(_ bucket: String) async throws(GedsError) -> BucketStorage? {
+        _ = try BucketName(bucket)
+        return try await node.bucketStorage(bucket)
+    }
+
+    /// Waits until every write-back upload queued on any live node is in S3; `timedOut` naming the node and
+    /// its last error when one is still uploading after `timeoutMilliseconds`.
+    public func flush(timeoutMilliseconds: UInt64 = 300_000) async throws(GedsError) {
+        try await node.flushEverywhere(timeoutMilliseconds: timeoutMilliseconds)
+    }
+}

@@ -1,0 +1,430 @@
+import GedsCore
+import GedsS3
+import GedsTCP
+import GedsTier0
+import GedsTier1
+import GedsWire
+import Logging
+import NIOCore
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A node's side of S3 persistence: its S3 clients (credentials from its own environment or credentials file,
+/// never from the MDS) and the write-back queue.
+final class PersistenceState: Sendable {
+    /// One client per endpoint and region, made on first use.
+    let clients = Mutex<[String: S3Client]>([:])
+    let writeBack = Mutex<WriteBackQueue>(WriteBackQueue())
+}
+
+/// A node's write-back uploads still to do, in the order they are tried. Every step is O(1) (amortized), so
+/// a queue of many small objects costs no quadratic time.
+public struct WriteBackQueue: Sendable {
+    /// Blobs not in S3 yet, and where they go.
+    public private(set) var pending: [BlobID: S3ObjectReference] = [:]
+    /// The order uploads are tried in: as sealed, a failed one again at the back. Ids no longer pending are
+    /// skipped when their turn comes.
+    private var order: [BlobID] = []
+    private var head = 0
+    /// Blobs an uploader is working on.
+    private var uploading: Set<BlobID> = []
+    /// Uploader tasks running: at most `Node.maximumUploaders`, each while there is a blob nobody uploads yet.
+    public var uploaders = 0
+    /// Why the last attempt failed, for `flush`'s error.
+    public var lastError: String?
+
+    public init() {}
+
+    /// False when the blob is queued already.
+    public mutating func add(_ blob: BlobID, to object: S3ObjectReference) -> Bool {
+        guard pending[blob] == nil else { return false }
+        pending[blob] = object
+        order.append(blob)
+        return true
+    }
+
+    /// The next blob nobody uploads yet, now marked as being uploaded.
+    public mutating func take() -> (blob: BlobID, object: S3ObjectReference)? {
+        while head < order.count {
+            let blob = order[head]
+            head += 1
+            if head >= 4096, head * 2 >= order.count {
+                order.removeFirst(head)
+                head = 0
+            }
+            if let object = pending[blob], !uploading.contains(blob) {
+                uploading.insert(blob)
+                return (blob, object)
+            }
+        }
+        return nil
+    }
+
+    /// An upload ended: done (or moot), else tried again later.
+    public mutating func finish(_ blob: BlobID, done: Bool) {
+        uploading.remove(blob)
+        if done {
+            pending[blob] = nil
+        } else if pending[blob] != nil {
+            order.append(blob)
+        }
+    }
+
+    /// The blob reached S3 another way (spilled there from tier 1).
+    public mutating func forget(_ blob: BlobID) { pending[blob] = nil }
+}
+
+extension Node {
+    // MARK: S3 clients
+
+    func s3Client(for object: S3ObjectReference) throws(GedsError) -> S3Client {
+        let name = object.endpoint + " " + object.region
+        if let client = persistence.clients.withLock({ $0[name] }) { return client }
+        var configuration = try S3Configuration.fromEnvironment(endpoint: object.endpoint)
+        configuration.region = object.region
+        configuration.logger = logger
+        let client = try S3Client(configuration)
+        return persistence.clients.withLock { clients in
+            if let existing = clients[name] { return existing }
+            clients[name] = client
+            return client
+        }
+    }
+
+    // MARK: Seal
+
+    /// After a seal was published: makes the object as durable as its persistency says (`requested`, else its
+    /// bucket's). A hand-off target holds the bytes, so it is the one asked to. Write-through failures are
+    /// thrown, but the object stays published and is queued for upload, so it still reaches S3.
+    func persistSealed(_ blob: BlobID, sealReply: Reply, requested: Persistency?,
+                       holder target: NodeInfo?) async throws(GedsError) {
+        var assignment: S3Assignment?
+        if case .s3Assignment(let assigned) = sealReply { assignment = assigned }
+        let persistency = requested ?? assignment?.persistency ?? .ephemeral
+        guard persistency != .ephemeral else { return }
+        guard let target else {
+            return try await persist(blob, persistency, to: assignment?.object)
+        }
+        // The target uploads the whole object before it answers a write-through: allow for that.
+        try await ask(target, .persistBlob(blob: blob, persistency: persistency, object: assignment?.object),
+                      timeout: .seconds(3600))
+    }
+
+    /// Sends a request that another node answers `ok` once done.
+    private func ask(_ peer: NodeInfo, _ request: Request, timeout: TimeAmount) async throws(GedsError) {
+        let connection = try await peers.connection(to: peer.tcp, peerName: "node \(peer.name)")
+        let reply = try await connection.call(request, timeout: timeout)
+        switch reply {
+        case .ok: return
+        case .failure(let error): throw error
+        default: throw GedsError(.protocolViolation, "unexpected reply from node \(peer.name): \(reply)")
+        }
+    }
+
+    /// Makes a blob held here durable: tier 1 now, S3 now (write-through) or S3 soon (write-back).
+    func persist(_ blob: BlobID, _ persistency: Persistency, to object: S3ObjectReference?) async throws(GedsError) {
+        switch persistency {
+        case .ephemeral:
+            return
+        case .tier1:
+            try await copyToTier1(blob)
+        case .writeThrough, .writeBack:
+            guard let object else {
+                throw GedsError(.invalidArgument, "persistency \(persistency) needs an S3 store for the bucket (geds bucket BUCKET --s3 ENDPOINT/BUCKET)")
+            }
+            if persistency == .writeBack { return queueWriteBack(blob, to: object) }
+            do {
+                try await upload(blob, to: object)
+            } catch {
+                queueWriteBack(blob, to: object)
+                throw GedsError(error.code, "write-through to \(object.url) failed; the object is sealed and readable "
+                                + "in GEDS and queued for upload until S3 takes it: \(error.message)")
+            }
+        }
+    }
+
+    /// The tier-1 persistency: a copy in this node's tier 1 besides the tier-0 one (a later spill then only
+    /// drops the tier-0 file).
+    private func copyToTier1(_ blob: BlobID) async throws(GedsError) {
+        guard let tier1 else {
+            throw GedsError(.invalidArgument, "persistency tier1: node \(configuration.name) has no tier 1 (gedsd --tier1 DIR --tier1-capacity SIZE)")
+        }
+        guard tier1.object(blob) == nil else { return }
+        let mapping = try tier0.map(blob)
+        try await makeTier1Room(for: UInt64(mapping.count))
+        _ = try await tier1.write(blob, from: mapping.bytes)
+        withExtendedLifetime(mapping) {}
+    }
+
+    /// Puts the blob's bytes (from tier 0, else tier 1) in S3, then tells the MDS, which lists the S3 copy from
+    /// then on.
+    func upload(_ blob: BlobID, to object: S3ObjectReference) async throws(GedsError) {
+        let client = try s3Client(for: object)
+        let (descriptor, size) = tier0.contains(blob) ? try tier0.openForReading(blob) : try openTier1ForReading(blob)
+        defer { close(descriptor) }
+        try await client.upload(bucket: object.bucket, key: object.key, fileDescriptor: descriptor, length: size)
+        try await mds.expectOK(.addS3Copy(blob: blob))
+    }
+
+    // MARK: Write-back
+
+    func queueWriteBack(_ blob: BlobID, to object: S3ObjectReference) {
+        persistence.writeBack.withLock { queue in
+            guard queue.add(blob, to: object), queue.uploaders < Node.maximumUploaders else { return }
+            queue.uploaders += 1
+            Task { [self] in await drainWriteBack() }
+        }
+    }
+
+    /// Write-back uploads in flight at once per node (S3 answers each request after a round trip or more).
+    static let maximumUploaders = 4
+
+    /// One uploader: takes the first queued blob nobody uploads yet, until there is none; a failure puts the blob
+    /// at the back and waits (doubling from 100 ms up to 5 s), so an S3 outage costs retries, never an object.
+    private func drainWriteBack() async {
+        var delay = 100
+        while true {
+            let next = persistence.writeBack.withLock { queue -> (blob: BlobID, object: S3ObjectReference)? in
+                guard let entry = queue.take() else {
+                    queue.uploaders -= 1
+                    return nil
+                }
+                return entry
+            }
+            guard let (blob, object) = next else { return }
+            var done = true
+            do {
+                try await upload(blob, to: object)
+                delay = 100
+            } catch where error.code == .noSuchBlob {
+                logger.warning("write-back of \(object.url) dropped: the object was deleted, or this node no longer holds it")
+            } catch {
+                done = false
+                logger.warning("write-back of \(object.url) failed, retrying in \(delay) ms: \(error.message)")
+                persistence.writeBack.withLock { $0.lastError = error.message }
+            }
+            persistence.writeBack.withLock { queue in queue.finish(blob, done: done) }
+            if !done {
+                try? await Task.sleep(for: .milliseconds(delay))
+                delay = min(delay * 2, 5_000)
+            }
+        }
+    }
+
+    /// Waits until every queued write-back upload is done; `timedOut` (saying how many are left and why) after
+    /// `timeoutMilliseconds`.
+    public func flush(timeoutMilliseconds: UInt64) async throws(GedsError) {
+        let start = NIODeadline.now()
+        while true {
+            let (left, lastError) = persistence.writeBack.withLock { ($0.pending.count, $0.lastError) }
+            if left == 0 { return }
+            if NIODeadline.now() - start > .milliseconds(Int64(clamping: timeoutMilliseconds)) {
+                throw GedsError(.timedOut, "node \(configuration.name) still has \(left) write-back uploads pending after "
+                                + "\(timeoutMilliseconds) ms (last error: \(lastError ?? "none"))")
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// `flush` here and then on every other live node (each over its own port).
+    public func flushEverywhere(timeoutMilliseconds: UInt64) async throws(GedsError) {
+        try await flush(timeoutMilliseconds: timeoutMilliseconds)
+        for peer in try await mds.nodes() where peer.alive && peer.name != configuration.name {
+            try await ask(peer, .flush(timeoutMilliseconds: timeoutMilliseconds),
+                          timeout: .milliseconds(Int64(clamping: timeoutMilliseconds) + 10_000))
+        }
+    }
+
+    /// A clean shutdown: queued write-backs go first (for at most five minutes, then the rest is logged).
+    func flushBeforeLeaving() async {
+        do {
+            try await flush(timeoutMilliseconds: 300_000)
+        } catch {
+            logger.error("leaving with objects not in S3: \(error.message)")
+        }
+    }
+
+    /// Answers the node requests of persistence: `persistBlob` (from a node that handed a sealed object to this
+    /// one) and `flush`.
+    func respondToPersistence(_ request: Request, on eventLoop: any EventLoop) -> Response {
+        let promise = eventLoop.makePromise(of: Reply.self)
+        Task {
+            do throws(GedsError) {
+                switch request {
+                case .persistBlob(let blob, let persistency, let object):
+                    try await persist(blob, persistency, to: object)
+                case .flush(let timeout):
+                    try await flush(timeoutMilliseconds: timeout)
+                default:
+                    throw GedsError(.invalidArgument, "not a persistence request")
+                }
+                promise.succeed(.ok)
+            } catch {
+                promise.succeed(.failure(error))
+            }
+        }
+        return .deferred(promise.futureResult)
+    }
+
+    // MARK: Reading from S3
+
+    /// Reads a range of an S3 copy into `sink` (a caller buffer, or a tier-0 file being received).
+    func readFromS3(_ object: S3ObjectReference, offset: UInt64, length: UInt64, into sink: any ReadSink) async throws(GedsError) -> UInt64 {
+        let client = try s3Client(for: object)
+        let destination = UnsafeMutableRawBufferPointer(rebasing: sink.destination[..<Int(length)])
+        let got = try await client.getObject(bucket: object.bucket, key: object.key, range: offset..<(offset + length),
+                                             into: destination)
+        return UInt64(got)
+    }
+
+    /// The object under a key, read through from the bucket's S3 store when GEDS does not have it: the S3 object
+    /// becomes a GEDS object whose one copy is in S3 (a whole-object read then caches it in tier 0).
+    public func lookup(bucket: String, key: String) async throws(GedsError) -> ObjectInfo {
+        do {
+            return try await mds.lookup(bucket: bucket, key: key)
+        } catch where error.code == .noSuchObject {
+            guard let storage = try await bucketStorage(bucket) else { throw error }
+            let object = storage.object(forKey: key)
+            let size: UInt64
+            do {
+                size = try await s3Client(for: object).headObject(bucket: object.bucket, key: object.key).size
+            } catch where error.code == .noSuchObject {
+                throw GedsError.noSuchObject(bucket, key)
+            } catch {
+                throw GedsError(error.code, "no object \(bucket)/\(key) in GEDS, and its S3 store could not be asked: \(error.message)")
+            }
+            let reply = try await mds.call(.adoptS3Object(bucket: bucket, key: key, size: size))
+            guard case .object(let info) = reply else { throw MDSClient.unexpected(reply) }
+            return info
+        }
+    }
+
+    public func bucketStorage(_ bucket: String) async throws(GedsError) -> BucketStorage? {
+        let reply = try await mds.call(.bucketStorage(bucket: bucket))
+        guard case .storage(let storage) = reply else { throw MDSClient.unexpected(reply) }
+        return storage
+    }
+
+    // MARK: Listing
+
+    /// One page of a bucket's keys: GEDS's merged with its S3 store's (keys under the store's prefix, without it),
+    /// each side asked for a page after `startAfter` (see `ListingMerge`).
+    public func list(bucket: String, prefix: String, delimiter: String, startAfter: String,
+                     maxKeys: UInt32) async throws(GedsError) -> ListPage {
+        let page = try await mds.list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter,
+                                      maxKeys: maxKeys)
+        guard let storage = try await bucketStorage(bucket) else { return page }
+        let limit = Int(min(max(maxKeys, 1), WireLimits.maximumListKeys))
+        let any = S3ObjectReference(endpoint: storage.endpoint, bucket: storage.bucket, key: "", region: storage.region)
+        let s3: S3ListPage
+        do {
+            s3 = try await s3Client(for: any).listObjects(
+                bucket: storage.bucket, prefix: storage.prefix + prefix, delimiter: delimiter,
+                startAfter: startAfter.isEmpty ? nil : storage.prefix + startAfter, maxKeys: limit)
+        } catch {
+            throw GedsError(error.code, "bucket \(bucket) cannot be listed: its S3 store did not answer: \(error.message)")
+        }
+        var s3Objects: [ListEntry] = []
+        for object in s3.objects {
+            guard let key = storage.gedsKey(forS3Key: object.key) else { continue }
+            s3Objects.append(ListEntry(key: key, size: object.size, modified: parseS3Date(object.lastModified)))
+        }
+        return ListingMerge.merge(geds: page, s3Objects: s3Objects,
+                                  s3Prefixes: s3.commonPrefixes.compactMap { storage.gedsKey(forS3Key: $0) },
+                                  s3Truncated: s3.isTruncated, startAfter: startAfter, limit: limit)
+    }
+
+    // MARK: Spilling tier 1 to S3
+
+    /// Before `size` more bytes go into tier 1: when they would take it past its high-water mark (90 %), the
+    /// oldest tier-1 blobs whose bucket has an S3 store move there until it is under its low-water mark (75 %)
+    /// with them. Blobs without an S3 store stay; tier 1 then fills up and its writes fail as before.
+    func makeTier1Room(for size: UInt64) async throws(GedsError) {
+        guard let tier1 else { return }
+        let incoming = tier1.allocation(forSize: size)
+        guard tier1.usage.reserved + incoming > tier1.capacity / 10 * 9 else { return }
+        let target = tier1.capacity / 4 * 3
+        for victim in tier1OldestFirst() {
+            guard tier1.usage.reserved + incoming > target else { return }
+            // No S3 store for its bucket (or deleted meanwhile): it stays.
+            guard case .s3Assignment(let assignment)? = try? await mds.call(.s3Assignment(blob: victim)) else { continue }
+            do {
+                try await moveToS3(victim, to: assignment.object)
+            } catch {
+                // S3 refused or is down: the next blob would cost the same retries. The tier-1 write goes ahead
+                // and fails with out of space if there is still no room.
+                logger.warning("tier 1 of node \(configuration.name) cannot spill on to S3: \(error.message)")
+                return
+            }
+        }
+    }
+
+    /// Tier-1 blobs (not also in tier 0), oldest first: a tier-1 file is written when its blob is spilled and goes
+    /// when it is promoted, so its age is its time since last use.
+    private func tier1OldestFirst() -> [BlobID] {
+        guard let tier1 else { return [] }
+        var aged: [(blob: BlobID, seconds: Int, nanoseconds: Int)] = []
+        for object in tier1.objects where !tier0.contains(object.blob) {
+            var status = stat()
+            guard stat(tier1.path(of: object.blob), &status) == 0 else { continue }
+            aged.append((object.blob, status.st_mtim.tv_sec, status.st_mtim.tv_nsec))
+        }
+        return aged.sorted { ($0.seconds, $0.nanoseconds) < ($1.seconds, $1.nanoseconds) }.map(\.blob)
+    }
+
+    /// Moves one blob from tier 1 to S3: the upload and the MDS's S3 location first, then this node's tier-1
+    /// location is withdrawn, and only then does the file go. It runs as the blob's promotion entry, so a reader
+    /// promoting it meanwhile waits and then finds it gone (and looks it up again: S3).
+    private func moveToS3(_ blob: BlobID, to object: S3ObjectReference) async throws(GedsError) {
+        let task = tiers.withLock { (state) -> Task<GedsError?, Never>? in
+            guard state.promotions[blob] == nil, !tier0.contains(blob), tier1?.object(blob) != nil else { return nil }
+            let task = Task { [self] () -> GedsError? in
+                var failure: GedsError?
+                do throws(GedsError) {
+                    try await upload(blob, to: object)
+                    // In S3 now: a write-back still queued for it has nothing left to do.
+                    persistence.writeBack.withLock { queue in queue.forget(blob) }
+                    try await mds.expectOK(.removeLocation(blob: blob, node: index))
+                    _ = try? await tier1?.remove(blob)
+                    logger.debug("moved blob \(blob.fileName) from tier 1 to \(object.url)")
+                } catch {
+                    failure = error
+                }
+                tiers.withLock { state in state.promotions[blob] = nil }
+                return failure
+            }
+            state.promotions[blob] = task
+            return task
+        }
+        if let failure = await task?.value { throw failure }
+    }
+}
+
+/// An S3 `LastModified` (`2026-11-25T21:56:07.000Z`) as milliseconds since 1970; 0 when it does not parse.
+func parseS3Date(_ text: String) -> UInt64 {
+    let digits = text.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+    guard digits.count >= 6 else { return 0 }
+    var parts = tm()
+    parts.tm_year = Int32(digits[0] - 1900)
+    parts.tm_mon = Int32(digits[1] - 1)
+    parts.tm_mday = Int32(digits[2])
+    parts.tm_hour = Int32(digits[3])
+    parts.tm_min = Int32(digits[4])
+    parts.tm_sec = Int32(digits[5])
+    let seconds = timegm(&parts)
+    let milliseconds = digits.count > 6 ? UInt64(digits[6] % 1000) : 0
+    return seconds < 0 ? 0 : UInt64(seconds) * 1000 + milliseconds
+}
+
+extension BucketStorage {
+    /// A store at `address` (`http(s)://HOST[:PORT]/BUCKET[/PREFIX]`, as `geds bucket --s3` takes it); `prefix`,
+    /// when given, replaces the address's.
+    public init(address: String, prefix: String? = nil, region: String = "us-east-1",
+                persistency: Persistency) throws(GedsError) {
+        let parsed = try S3BucketAddress(parsing: address)
+        self.init(endpoint: parsed.endpoint, bucket: parsed.bucket, prefix: prefix ?? parsed.prefix, region: region,
+                  persistency: persistency)
+    }
+}

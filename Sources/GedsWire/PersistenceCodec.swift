@@ -1,0 +1,44 @@
+import GedsCore
+import NIOCore
+
+// The fields of the S3 persistence messages, in the same style as Codec.swift: fixed order, every string
+// length-checked.
+
+extension ByteBuffer {
+    mutating func writeS3Object(_ object: S3ObjectReference) {
+        writeWireString(object.endpoint)
+        writeWireString(object.bucket)
+        writeWireString(object.key)
+        writeWireString(object.region)
+    }
+
+    mutating func readS3Object() throws(GedsError) -> S3ObjectReference {
+        S3ObjectReference(endpoint: try readWireString(), bucket: try readWireString(), key: try readWireString(),
+                          region: try readWireString())
+    }
+
+    mutating func readPersistency() throws(GedsError) -> Persistency {
+        let raw = try readWireInteger("persistency", as: UInt8.self)
+        guard let persistency = Persistency(rawValue: raw) else {
+            throw GedsError(.protocolViolation, "malformed message: persistency \(raw)")
+        }
+        return persistency
+    }
+
+    /// A flag byte, then the storage when there is one.
+    mutating func writeOptionalBucketStorage(_ storage: BucketStorage?) {
+        writeBool(storage != nil)
+        guard let storage else { return }
+        writeWireString(storage.endpoint)
+        writeWireString(storage.bucket)
+        writeWireString(storage.prefix)
+        writeWireString(storage.region)
+        writeInteger(storage.persistency.rawValue)
+    }
+
+    mutating func readOptionalBucketStorage() throws(GedsError) -> BucketStorage? {
+        guard try readBool() else { return nil }
+        return BucketStorage(endpoint: try readWireString(), bucket: try readWireString(), prefix: try readWireString(),
+                             region: try readWireString(), persistency: try readPersistency())
+    }
+}
