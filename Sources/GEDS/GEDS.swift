@@ -49,7 +49,7 @@ public final class GEDS: Sendable {
     /// Deletes an empty bucket, or with `force` a bucket and all its objects.
     public func deleteBucket(_ name: String, force: Bool = false) async throws(GedsError) {
         _ = try BucketName(name)
-        try await node.mds.expectOK(.deleteBucket(name, force: force))
+        try await node.deleteBucket(name, force: force)
     }
 
     public func listBuckets() async throws(GedsError) -> [String] {
@@ -131,14 +131,14 @@ public final class GEDS: Sendable {
 
     public func delete(bucket: String, key: String) async throws(GedsError) {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
-        try await node.mds.expectOK(.deleteObject(bucket: bucket, key: key))
+        try await node.delete(bucket: bucket, key: key)
     }
 
     /// Deletes every object whose key starts with `prefix`; returns how many.
     @discardableResult
     public func delete(bucket: String, prefix: String) async throws(GedsError) -> UInt64 {
         _ = try BucketName(bucket)
-        return try await node.mds.count(.deletePrefix(bucket: bucket, prefix: prefix))
+        return try await node.delete(bucket: bucket, prefix: prefix)
     }
 
     /// Renames at the MDS in one step; no bytes move. An object at the destination is replaced.

@@ -137,6 +137,9 @@ extension Node {
             if persistency == .writeBack { return queueWriteBack(blob, to: object) }
             do {
                 try await upload(blob, to: object)
+            } catch where error.code == .noSuchBlob {
+                // Deleted since the seal: there is nothing left to make durable.
+                return
             } catch {
                 queueWriteBack(blob, to: object)
                 throw GedsError(error.code, "write-through to \(object.url) failed; the object is sealed and readable "
@@ -159,13 +162,34 @@ extension Node {
     }
 
     /// Puts the blob's bytes (from tier 0, else tier 1) in S3, then tells the MDS, which lists the S3 copy from
-    /// then on.
-    func upload(_ blob: BlobID, to object: S3ObjectReference) async throws(GedsError) {
+    /// then on. The MDS is asked first where the copy goes now (the blob's key may have been renamed since `object`
+    /// was assigned) and whether a deletion of that S3 object is under way: the upload waits for it, so that the
+    /// deletion, ordered for an older object under the same name, cannot remove these bytes.
+    func upload(_ blob: BlobID, to assigned: S3ObjectReference) async throws(GedsError) {
+        var object = assigned
+        while true {
+            do throws(GedsError) {
+                let reply = try await mds.call(.s3Assignment(blob: blob))
+                guard case .s3Assignment(let current) = reply else { throw MDSClient.unexpected(reply) }
+                object = current.object
+                break
+            } catch where error.code == .s3DeletionPending {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+        }
         let client = try s3Client(for: object)
         let (descriptor, size) = tier0.contains(blob) ? try tier0.openForReading(blob) : try openTier1ForReading(blob)
         defer { close(descriptor) }
         try await client.upload(bucket: object.bucket, key: object.key, fileDescriptor: descriptor, length: size)
-        try await mds.expectOK(.addS3Copy(blob: blob))
+        do {
+            try await mds.expectOK(.addS3Copy(blob: blob))
+        } catch where error.code == .noSuchBlob {
+            // Deleted while the bytes were on their way: they must not bring the key back.
+            let reply = try await mds.call(.abandonS3Upload(object))
+            guard case .s3Deletions(_, let objects) = reply else { throw MDSClient.unexpected(reply) }
+            try await deleteS3Objects(objects)
+            throw error
+        }
     }
 
     // MARK: Write-back
@@ -266,6 +290,91 @@ extension Node {
             }
         }
         return .deferred(promise.futureResult)
+    }
+
+    // MARK: Deleting
+
+    /// Deletes a key, and in a bucket with an S3 store its S3 object too (the MDS says which objects may go: not
+    /// one a newer object holds). A key only S3 has is deleted there; `noSuchObject` when neither has it.
+    public func delete(bucket: String, key: String) async throws(GedsError) {
+        let reply = try await mds.call(.deleteObject(bucket: bucket, key: key))
+        if case .ok = reply { return }
+        guard case .s3Deletions(let deleted, let objects) = reply else { throw MDSClient.unexpected(reply) }
+        var inS3 = false
+        if deleted == 0 {
+            for object in objects {
+                do {
+                    _ = try await s3Client(for: object).headObject(bucket: object.bucket, key: object.key)
+                    inS3 = true
+                } catch where error.code == .noSuchObject {
+                } catch {
+                    try? await mds.expectOK(.s3Deleted(objects))
+                    throw GedsError(error.code, "\(bucket)/\(key) is not in GEDS, and its S3 store could not be asked: \(error.message)")
+                }
+            }
+        }
+        try await deleteS3Objects(objects)
+        if deleted == 0, !inS3 { throw GedsError.noSuchObject(bucket, key) }
+    }
+
+    /// Deletes every key under `prefix` in GEDS and, in a bucket with an S3 store, every S3 object under it that no
+    /// object sealed meanwhile holds. Returns how many keys GEDS had.
+    public func delete(bucket: String, prefix: String) async throws(GedsError) -> UInt64 {
+        let deleted = try await mds.count(.deletePrefix(bucket: bucket, prefix: prefix))
+        guard let storage = try await bucketStorage(bucket) else { return deleted }
+        try await deleteS3Objects(of: bucket, storage, under: prefix)
+        return deleted
+    }
+
+    /// Deletes an empty bucket, or with `force` every object in it first, S3 objects under its store's prefix
+    /// included (the S3 bucket itself stays: it may hold other things).
+    public func deleteBucket(_ bucket: String, force: Bool) async throws(GedsError) {
+        if force, let storage = try await bucketStorage(bucket) {
+            _ = try await mds.count(.deletePrefix(bucket: bucket, prefix: ""))
+            try await deleteS3Objects(of: bucket, storage, under: "")
+        }
+        try await mds.expectOK(.deleteBucket(bucket, force: force))
+    }
+
+    /// The S3 side of deleting a prefix: page by page, the MDS claims the listed keys GEDS does not have (those it
+    /// just deleted and those only S3 had) and this node deletes them.
+    private func deleteS3Objects(of bucket: String, _ storage: BucketStorage, under prefix: String) async throws(GedsError) {
+        let any = S3ObjectReference(endpoint: storage.endpoint, bucket: storage.bucket, key: "", region: storage.region)
+        let client = try s3Client(for: any)
+        var startAfter: String?
+        while true {
+            let page: S3ListPage
+            do {
+                page = try await client.listObjects(bucket: storage.bucket, prefix: storage.prefix + prefix,
+                                                    startAfter: startAfter, maxKeys: Int(WireLimits.maximumListKeys))
+            } catch {
+                throw GedsError(error.code, "\(bucket)/\(prefix) was deleted in GEDS, but its S3 store could not be listed: \(error.message)")
+            }
+            let keys = page.objects.compactMap { storage.gedsKey(forS3Key: $0.key) }
+            if !keys.isEmpty {
+                let reply = try await mds.call(.claimS3Deletions(bucket: bucket, keys: keys))
+                guard case .s3Deletions(_, let objects) = reply else { throw MDSClient.unexpected(reply) }
+                try await deleteS3Objects(objects)
+            }
+            guard page.isTruncated, let last = page.objects.last?.key else { return }
+            startAfter = last
+        }
+    }
+
+    /// Deletes S3 objects the MDS ordered deleted, then tells it they are gone (also when one failed: this node will
+    /// not try again, so uploads to them need not wait any longer).
+    func deleteS3Objects(_ objects: [S3ObjectReference]) async throws(GedsError) {
+        guard !objects.isEmpty else { return }
+        var failure: GedsError?
+        for object in objects {
+            do {
+                try await s3Client(for: object).deleteObject(bucket: object.bucket, key: object.key)
+            } catch {
+                failure = GedsError(error.code, "deleted in GEDS, but \(object.url) could not be deleted from S3: \(error.message)")
+            }
+        }
+        try await mds.expectOK(.s3Deleted(objects))
+        if let failure { throw failure }
     }
 
     // MARK: Reading from S3

@@ -164,12 +164,13 @@ private enum RequestTag: UInt8 {
     case registerNode = 1, heartbeat, listNodes, createBucket, deleteBucket, listBuckets, createObject,
          sealObject, abortObject, lookup, list, deleteObject, deletePrefix, rename, copy, setMetadata,
          addLocation, removeLocation, readBlob, pullBlob, leave,
-         setBucketStorage, bucketStorage, addS3Copy, s3Assignment, adoptS3Object, persistBlob, flush
+         setBucketStorage, bucketStorage, addS3Copy, s3Assignment, adoptS3Object, persistBlob, flush,
+         claimS3Deletions, s3Deleted, abandonS3Upload
 }
 
 private enum ReplyTag: UInt8 {
     case ok = 1, failure, nodeRegistered, heartbeatAck, buckets, created, object, page, count, nodes, stream,
-         s3Assignment, storage
+         s3Assignment, storage, s3Deletions
 }
 
 extension Request {
@@ -291,6 +292,16 @@ extension Request {
         case .flush(let timeout):
             buffer.writeInteger(RequestTag.flush.rawValue)
             buffer.writeInteger(timeout)
+        case .claimS3Deletions(let bucket, let keys):
+            buffer.writeInteger(RequestTag.claimS3Deletions.rawValue)
+            buffer.writeWireString(bucket)
+            buffer.writeWireStrings(keys)
+        case .s3Deleted(let objects):
+            buffer.writeInteger(RequestTag.s3Deleted.rawValue)
+            buffer.writeS3Objects(objects)
+        case .abandonS3Upload(let object):
+            buffer.writeInteger(RequestTag.abandonS3Upload.rawValue)
+            buffer.writeS3Object(object)
         }
     }
 
@@ -381,6 +392,12 @@ extension Request {
                                    object: try payload.readBool() ? try payload.readS3Object() : nil)
         case .flush:
             request = .flush(timeoutMilliseconds: try payload.readWireInteger("timeout"))
+        case .claimS3Deletions:
+            request = .claimS3Deletions(bucket: try payload.readWireString(), keys: try payload.readWireStrings(what: "keys"))
+        case .s3Deleted:
+            request = .s3Deleted(try payload.readS3Objects())
+        case .abandonS3Upload:
+            request = .abandonS3Upload(try payload.readS3Object())
         }
         try payload.expectEnd()
         return request
@@ -460,6 +477,10 @@ extension Reply {
         case .storage(let storage):
             buffer.writeInteger(ReplyTag.storage.rawValue)
             buffer.writeOptionalBucketStorage(storage)
+        case .s3Deletions(let deleted, let objects):
+            buffer.writeInteger(ReplyTag.s3Deletions.rawValue)
+            buffer.writeInteger(deleted)
+            buffer.writeS3Objects(objects)
         }
     }
 
@@ -542,6 +563,8 @@ extension Reply {
             reply = .s3Assignment(S3Assignment(object: try payload.readS3Object(), persistency: try payload.readPersistency()))
         case .storage:
             reply = .storage(try payload.readOptionalBucketStorage())
+        case .s3Deletions:
+            reply = .s3Deletions(deleted: try payload.readWireInteger("deleted"), objects: try payload.readS3Objects())
         }
         try payload.expectEnd()
         return reply

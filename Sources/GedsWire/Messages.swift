@@ -87,6 +87,14 @@ public enum Request: Sendable, Equatable {
     case persistBlob(blob: BlobID, persistency: Persistency, object: S3ObjectReference?)
     /// Answered once every write-back upload queued on the node is done, or `timedOut` after the time given (node).
     case flush(timeoutMilliseconds: UInt64)
+    /// Orders the deletion of the S3 objects of these keys that only the bucket's S3 store has (MDS): answered
+    /// `s3Deletions` with the objects the caller must delete, then confirm with `s3Deleted`.
+    case claimS3Deletions(bucket: String, keys: [String])
+    /// The caller put a blob's bytes in this S3 object, and then the blob turned out deleted (MDS): answered
+    /// `s3Deletions` with the object when no newer blob holds it, for the caller to delete and confirm.
+    case abandonS3Upload(S3ObjectReference)
+    /// The caller deleted these S3 objects, as ordered by `s3Deletions`: uploads to them may go ahead (MDS).
+    case s3Deleted([S3ObjectReference])
 }
 
 public enum Reply: Sendable, Equatable {
@@ -106,4 +114,7 @@ public enum Reply: Sendable, Equatable {
     /// A seal into a bucket with an S3 store, or an `s3Assignment` request: where the blob's S3 copy goes.
     case s3Assignment(S3Assignment)
     case storage(BucketStorage?)
+    /// `deleteObject` in a bucket with an S3 store (`deleted`: keys removed from GEDS), or `claimS3Deletions`: S3
+    /// objects the caller must delete now and then confirm with `s3Deleted`.
+    case s3Deletions(deleted: UInt64, objects: [S3ObjectReference])
 }

@@ -26,11 +26,45 @@ import Testing
         #expect(try f.store.lookup(bucket: "data", key: "copy").locations.last?.s3Object == object)
         f.store.leave(node: f.n1)
         #expect(try f.store.lookup(bucket: "data", key: "moved").locations.map(\.tier) == [.s3])
-        #expect(try f.store.s3Assignment(blob: blob) == assignment)
-        // The last key gone, the blob's record goes (the S3 object itself stays in S3).
-        try f.store.delete(bucket: "data", key: "moved")
-        try f.store.delete(bucket: "data", key: "copy")
-        #expect(gedsError { _ = try f.store.s3Assignment(blob: blob) }?.code == .noSuchBlob)
+        #expect(try f.store.s3Assignment(blob: blob, now: 0) == assignment)
+        // The last key gone, the blob's record goes, and so does its S3 object.
+        let moved = try f.store.delete(bucket: "data", key: "moved", now: 0)
+        #expect(moved.inGEDS && moved.s3Objects?.map(\.key) == ["run/moved"])
+        let copy = try f.store.delete(bucket: "data", key: "copy", now: 0)
+        #expect(copy.inGEDS && copy.s3Objects == [object, S3ObjectReference(endpoint: "http://127.0.0.1:4569", bucket: "s3b",
+                                                                          key: "run/copy", region: "eu-west-1")])
+        #expect(gedsError { _ = try f.store.s3Assignment(blob: blob, now: 0) }?.code == .noSuchBlob)
+    }
+
+    /// Deleting a key orders the deletion of its S3 object only while its blob holds it: a newer object sealed
+    /// under the same name keeps it. No upload to an object being deleted starts until the deletion is confirmed
+    /// (or lapses), and a key only S3 has is claimed for deletion unless GEDS binds it.
+    @Test func deletionsSpareNewerObjectsAndHoldUploadsBack() throws {
+        var f = Fixture()
+        try f.store.setStorage(bucket: "data", storage)
+        let object = S3ObjectReference(endpoint: "http://127.0.0.1:4569", bucket: "s3b", key: "run/k", region: "eu-west-1")
+        _ = try f.put("data", "k", size: 1)
+        let newer = try f.store.createObject(bucket: "data", key: "k", node: f.n1)
+        let deletion = try f.store.delete(bucket: "data", key: "k", now: 10)
+        #expect(deletion.inGEDS && deletion.s3Objects == [object])
+        // Sealed after the deletion was ordered: its upload waits for the deletion.
+        try f.store.seal(blob: newer, size: 2, metadata: [:], placement: BlobPlacement(node: f.n1, tier: .tier0), now: 11)
+        #expect(gedsError { _ = try f.store.s3Assignment(blob: newer, now: 12) }?.code == .s3DeletionPending)
+        f.store.s3Deleted([object])
+        #expect(try f.store.s3Assignment(blob: newer, now: 13).object == object)
+        // An upload of the deleted blob that landed late is deleted, unless a newer blob holds the object.
+        #expect(f.store.abandonS3Upload(object, now: 14) == [])
+        try f.store.delete(bucket: "data", key: "k", now: 15)
+        f.store.s3Deleted([object])
+        #expect(f.store.abandonS3Upload(object, now: 16) == [object])
+        // An order lapses when its node never confirms.
+        let lapsing = try f.put("data", "k", size: 3)
+        #expect(try f.store.s3Assignment(blob: lapsing, now: 16 + MetadataStore.s3DeletionLapseMilliseconds).object == object)
+        // Keys only S3 has: claimed unless bound in GEDS.
+        let claimed = try f.store.claimS3Deletions(bucket: "data", keys: ["k", "s3-only"], now: 20)
+        #expect(claimed.map(\.key) == ["run/s3-only"])
+        let onlyInS3 = try f.store.delete(bucket: "data", key: "never", now: 21)
+        #expect(!onlyInS3.inGEDS && onlyInS3.s3Objects?.map(\.key) == ["run/never"])
     }
 
     @Test func bucketsWithoutAStoreAssignNothing() throws {
@@ -38,7 +72,7 @@ import Testing
         try f.store.createBucket("plain")
         let blob = try f.store.createObject(bucket: "plain", key: "k", node: f.n1)
         #expect(try f.store.seal(blob: blob, size: 1, metadata: [:], placement: BlobPlacement(node: f.n1, tier: .tier0), now: 1) == nil)
-        #expect(gedsError { _ = try f.store.s3Assignment(blob: blob) }?.code == .invalidArgument)
+        #expect(gedsError { _ = try f.store.s3Assignment(blob: blob, now: 0) }?.code == .invalidArgument)
         #expect(gedsError { _ = try f.store.adoptS3Object(bucket: "plain", key: "k2", size: 1, now: 1) }?.code == .invalidArgument)
         #expect(gedsError { _ = try f.store.storage(bucket: "nope") }?.code == .noSuchBucket)
     }

@@ -402,3 +402,81 @@ def test_tier1_full_with_s3_down_is_out_of_space_and_loses_nothing(s3_cluster, m
     assert moto.keys(s3_bucket)
     for key, digest in digests.items():
         assert sha256(s3_cluster.geds("cat", f"spill-down/{key}").ok().out) == digest, key
+
+
+def listed_keys(cluster: Cluster, bucket: str) -> list[str]:
+    return [line.split()[-1] for line in cluster.geds("ls", bucket).ok().lines if line.strip()]
+
+
+def test_rm_deletes_the_s3_object_and_a_key_only_in_s3(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "rm-s3", moto, s3_bucket, "write-through", "--prefix", "p/")
+    source = str(tmp_path / "in.bin")
+    write_random_file(source, 300_000)
+    s3_cluster.geds("put", source, "rm-s3/gone").ok()
+    s3_cluster.geds("put", source, "rm-s3/kept").ok()
+    moto.client().put_object(Bucket=s3_bucket, Key="p/only-in-s3", Body=b"s3 only")
+    assert sorted(moto.keys(s3_bucket)) == ["p/gone", "p/kept", "p/only-in-s3"]
+    s3_cluster.geds("rm", "rm-s3/gone").ok()
+    s3_cluster.geds("rm", "rm-s3/only-in-s3").ok()
+    assert moto.keys(s3_bucket) == ["p/kept"]
+    # Neither comes back through the merged listing or read-through.
+    assert "rm-s3/gone" not in " ".join(listed_keys(s3_cluster, "rm-s3"))
+    assert [key for key in listed_keys(s3_cluster, "rm-s3") if "only" in key or "gone" in key] == []
+    s3_cluster.geds("get", "rm-s3/gone", str(tmp_path / "out.bin")).fails("no such object")
+    s3_cluster.geds("get", "rm-s3/only-in-s3", str(tmp_path / "out.bin")).fails("no such object")
+    s3_cluster.geds("rm", "rm-s3/never-was").fails("no such object")
+    assert moto.keys(s3_bucket) == ["p/kept"]
+
+
+def test_rm_prefix_and_rb_force_delete_in_s3_too(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "rmp-s3", moto, s3_bucket, "write-through")
+    source = str(tmp_path / "in.bin")
+    write_random_file(source, 50_000)
+    for key in ("a/1", "a/2", "b/1"):
+        s3_cluster.geds("put", source, f"rmp-s3/{key}").ok()
+    for key in ("a/3", "a/deep/4", "c/1"):
+        moto.client().put_object(Bucket=s3_bucket, Key=key, Body=key.encode())
+    s3_cluster.geds("rm", "--prefix", "rmp-s3/a/").ok()
+    assert sorted(moto.keys(s3_bucket)) == ["b/1", "c/1"]
+    assert sorted(listed_keys(s3_cluster, "rmp-s3")) == ["b/1", "c/1"]
+    s3_cluster.geds("stat", "rmp-s3/a/3").fails("no such object")
+    s3_cluster.geds("rb", "--force", "rmp-s3").ok()
+    assert moto.keys(s3_bucket) == []
+
+
+def test_rm_of_a_write_back_object_leaves_nothing_in_s3(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "rm-wb", moto, s3_bucket, "write-back")
+    source = str(tmp_path / "in.bin")
+    write_random_file(source, 2 * MiB)
+    for index in range(4):
+        s3_cluster.geds("put", source, f"rm-wb/k{index}").ok()
+        s3_cluster.geds("rm", f"rm-wb/k{index}").ok()  # before or after its upload: either way it goes
+    s3_cluster.geds("flush", "--timeout", "60").ok()
+    assert moto.keys(s3_bucket) == []
+    assert listed_keys(s3_cluster, "rm-wb") == []
+
+
+def test_put_racing_rm_of_the_same_key_leaves_geds_and_s3_agreeing(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "race", moto, s3_bucket, "write-through")
+    old = str(tmp_path / "old.bin")
+    write_random_file(old, 200_000)
+    for round_ in range(6):
+        new = str(tmp_path / f"new{round_}.bin")
+        new_digest = write_random_file(new, 300_000 + round_)
+        s3_cluster.geds("put", old, "race/k").ok()
+        put = s3_cluster.popen("put", new, "race/k", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if round_ % 2:
+            time.sleep(0.05 * round_)
+        rm = s3_cluster.geds("rm", "race/k")
+        assert put.wait(timeout=90) == 0, put.stderr.read()
+        assert rm.rc == 0 or "no such object" in rm.err, rm.describe()
+        # Whatever the order, GEDS and S3 end the same: the new object in both, or in neither.
+        stat = s3_cluster.geds("stat", "race/k")
+        if stat.rc == 0:
+            target = str(tmp_path / "out.bin")
+            s3_cluster.geds("get", "race/k", target).ok()
+            assert sha256_file(target) == new_digest
+            assert moto.sha256(s3_bucket, "k") == new_digest
+        else:
+            assert "no such object" in stat.err, stat.describe()
+            assert moto.keys(s3_bucket) == []
