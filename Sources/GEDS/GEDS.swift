@@ -145,7 +145,7 @@ public final class GEDS: Sendable {
     public func rename(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
         _ = try ObjectPath(bucket: BucketName(toBucket), key: ObjectKey(toKey))
-        try await node.mds.expectOK(.rename(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey))
+        try await node.rename(bucket: bucket, key: key, toBucket: toBucket, toKey: toKey)
     }
 
     /// Copies an object; the copy shares the sealed (immutable) bytes, so nothing is duplicated.
@@ -162,7 +162,7 @@ public final class GEDS: Sendable {
     /// Replaces the object's user metadata.
     public func setMetadata(bucket: String, key: String, _ metadata: [String: String]) async throws(GedsError) {
         try UserMetadata.validate(metadata)
-        try await node.mds.expectOK(.setMetadata(bucket: bucket, key: key, metadata: metadata))
+        try await node.setMetadata(bucket: bucket, key: key, metadata)
     }
 
     // MARK: Nodes and placement

@@ -89,10 +89,13 @@ public struct BucketStorage: Sendable, Equatable, CustomStringConvertible {
 public struct S3Assignment: Sendable, Equatable {
     public var object: S3ObjectReference
     public var persistency: Persistency
+    /// The object's user metadata as it is now: uploaded as `x-amz-meta-*` headers.
+    public var metadata: [String: String]
 
-    public init(object: S3ObjectReference, persistency: Persistency) {
+    public init(object: S3ObjectReference, persistency: Persistency, metadata: [String: String] = [:]) {
         self.object = object
         self.persistency = persistency
+        self.metadata = metadata
     }
 }
 

@@ -90,10 +90,11 @@ public final class MetadataService: RequestService {
             return .count(try store.withLock { (store) throws(GedsError) in try store.delete(bucket: bucket, prefix: prefix) })
         case .rename(let fromBucket, let fromKey, let toBucket, let toKey):
             let now = MetadataService.wallClock()
-            try store.withLock { (store) throws(GedsError) in
+            let move = try store.withLock { (store) throws(GedsError) in
                 try store.rename(from: (fromBucket, fromKey), to: (toBucket, toKey), now: now)
             }
-            return .ok
+            guard let move else { return .ok }
+            return .s3Move(blob: move.blob, from: move.from, to: move.to, deleteSource: move.deleteSource)
         case .copy(let fromBucket, let fromKey, let toBucket, let toKey):
             let now = MetadataService.wallClock()
             try store.withLock { (store) throws(GedsError) in
@@ -132,10 +133,10 @@ public final class MetadataService: RequestService {
         case .s3Deleted(let objects):
             store.withLock { $0.s3Deleted(objects) }
             return .ok
-        case .adoptS3Object(let bucket, let key, let size):
+        case .adoptS3Object(let bucket, let key, let size, let metadata):
             let now = MetadataService.wallClock()
             return .object(try store.withLock { (store) throws(GedsError) in
-                try store.adoptS3Object(bucket: bucket, key: key, size: size, now: now)
+                try store.adoptS3Object(bucket: bucket, key: key, size: size, metadata: metadata, now: now)
             })
         case .readBlob, .pullBlob, .persistBlob, .flush:
             throw GedsError(.invalidArgument, "the MDS holds no object bytes; ask a node")

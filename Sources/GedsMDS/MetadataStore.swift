@@ -33,6 +33,8 @@ public struct MetadataStore: Sendable {
         /// The S3 service and bucket, by number in `s3Stores` (shared by all the blobs stored there).
         var store: UInt32
         var key: String
+        /// The GEDS bucket whose key named it: where its metadata is found at upload.
+        var bucket: String
         /// The bucket's persistency when the blob was sealed.
         var persistency: Persistency
         var stored: Bool
@@ -223,7 +225,7 @@ public struct MetadataStore: Sendable {
         if let storage = buckets[pending.bucket]?.storage {
             // Assigned before the key is bound, so the object it replaces no longer holds the S3 object.
             let object = storage.object(forKey: pending.key.string)
-            assignS3Copy(of: object, to: blob, persistency: storage.persistency, stored: false)
+            assignS3Copy(of: object, in: pending.bucket, to: blob, persistency: storage.persistency, stored: false)
             assignment = S3Assignment(object: object, persistency: storage.persistency)
         }
         bind(bucket: pending.bucket, key: pending.key.string, to: Entry(blob: blob, modified: now, metadata: metadata))
@@ -339,17 +341,50 @@ public struct MetadataStore: Sendable {
         return UInt64(doomed.count)
     }
 
-    /// Moves a key; an object already at the destination is replaced. No bytes move.
+    /// Where a renamed object's S3 copy must go: the caller copies `from` to `to` in S3 (server-side), reports the
+    /// copy with `addS3Copy`, deletes `from` when `deleteSource`, and confirms both with `s3Deleted`; no upload to
+    /// either starts meanwhile.
+    public struct S3Move: Sendable, Equatable {
+        public var blob: BlobID
+        public var from: S3ObjectReference
+        public var to: S3ObjectReference
+        public var deleteSource: Bool
+    }
+
+    /// Moves a key; an object already at the destination is replaced. No bytes move in GEDS. In a bucket with an
+    /// S3 store the blob's S3 copy follows the key: returned when it is in S3 already and must be moved there (one
+    /// not uploaded yet is simply uploaded to the new key).
+    @discardableResult
     public mutating func rename(from: (bucket: String, key: String), to: (bucket: String, key: String),
-                                now: UInt64) throws(GedsError) {
+                                now: UInt64) throws(GedsError) -> S3Move? {
         _ = try ObjectKey(to.key)
         guard buckets[from.bucket] != nil else { throw GedsError.noSuchBucket(from.bucket) }
         guard buckets[to.bucket] != nil else { throw GedsError.noSuchBucket(to.bucket) }
         guard buckets[from.bucket]!.index.find(from.key) != nil else { throw GedsError.noSuchObject(from.bucket, from.key) }
-        if from.bucket == to.bucket, Key(from.key) == Key(to.key) { return }
+        if from.bucket == to.bucket, Key(from.key) == Key(to.key) { return nil }
         var entry = unbind(bucket: from.bucket, key: from.key)!
         entry.modified = now
         bind(bucket: to.bucket, key: to.key, to: entry)
+        return moveS3Copy(of: entry.blob, to: to.key, in: to.bucket, now: now)
+    }
+
+    private mutating func moveS3Copy(of blob: BlobID, to key: String, in bucket: String, now: UInt64) -> S3Move? {
+        guard var copy = s3Copies[blob], let storage = buckets[bucket]?.storage else { return nil }
+        let old = S3Name(store: copy.store, key: copy.key)
+        let new = s3Name(of: storage.object(forKey: key))
+        guard old != new else { return nil }
+        let ownsOld = s3Holders[old] == blob
+        if ownsOld { s3Holders[old] = nil }
+        s3Holders[new] = blob
+        let stored = copy.stored
+        copy.store = new.store
+        copy.key = new.key
+        copy.bucket = bucket
+        copy.stored = false
+        s3Copies[blob] = copy
+        guard stored else { return nil }
+        _ = orderDeletions(ownsOld ? [old, new] : [new], now: now)
+        return S3Move(blob: blob, from: object(of: old), to: object(of: new), deleteSource: ownsOld)
     }
 
     /// Adds a key for the same sealed bytes (they are immutable, so sharing them is safe).
@@ -458,7 +493,7 @@ public struct MetadataStore: Sendable {
         if let lapse = s3Deletions[S3Name(store: copy.store, key: copy.key)], now < lapse {
             throw GedsError(.s3DeletionPending, "\(object.url) is being deleted; upload once that is done")
         }
-        return S3Assignment(object: object, persistency: copy.persistency)
+        return S3Assignment(object: object, persistency: copy.persistency, metadata: metadata(of: blob, copy))
     }
 
     /// Orders the deletion of the S3 objects of keys that only S3 has (listed by a node deleting a prefix): every
@@ -488,7 +523,7 @@ public struct MetadataStore: Sendable {
 
     private mutating func orderDeletions(_ names: [S3Name], now: UInt64) -> [S3ObjectReference] {
         for name in names { s3Deletions[name] = now + MetadataStore.s3DeletionLapseMilliseconds }
-        return names.map { object(of: S3Copy(store: $0.store, key: $0.key, persistency: .ephemeral, stored: false)) }
+        return names.map { object(of: $0) }
     }
 
     /// A node put the blob's S3 copy in place: from now on it is a location, and outlives every node.
@@ -500,9 +535,10 @@ public struct MetadataStore: Sendable {
     }
 
     /// Makes `blob` the holder of the S3 object: its S3 copy goes there.
-    private mutating func assignS3Copy(of object: S3ObjectReference, to blob: BlobID, persistency: Persistency, stored: Bool) {
+    private mutating func assignS3Copy(of object: S3ObjectReference, in bucket: String, to blob: BlobID,
+                                       persistency: Persistency, stored: Bool) {
         let name = s3Name(of: object)
-        s3Copies[blob] = S3Copy(store: name.store, key: name.key, persistency: persistency, stored: stored)
+        s3Copies[blob] = S3Copy(store: name.store, key: name.key, bucket: bucket, persistency: persistency, stored: stored)
         s3Holders[name] = blob
     }
 
@@ -516,24 +552,39 @@ public struct MetadataStore: Sendable {
         return S3Name(store: number, key: object.key)
     }
 
-    private func object(of copy: S3Copy) -> S3ObjectReference {
-        let store = s3Stores[Int(copy.store)]
-        return S3ObjectReference(endpoint: store.endpoint, bucket: store.bucket, key: copy.key, region: store.region)
+    private func object(of copy: S3Copy) -> S3ObjectReference { object(of: S3Name(store: copy.store, key: copy.key)) }
+
+    private func object(of name: S3Name) -> S3ObjectReference {
+        let store = s3Stores[Int(name.store)]
+        return S3ObjectReference(endpoint: store.endpoint, bucket: store.bucket, key: name.key, region: store.region)
+    }
+
+    /// The user metadata of the key whose S3 object the blob's copy is (none when no key of the bucket names it now).
+    private func metadata(of blob: BlobID, _ copy: S3Copy) -> [String: String] {
+        guard let state = buckets[copy.bucket], let key = state.storage?.gedsKey(forS3Key: copy.key),
+              let record = state.index.find(key), state.index[record].blob == blob else { return [:] }
+        return state.metadata[record] ?? [:]
     }
 
     /// Read-through: a key found only in the bucket's S3 store becomes an object whose one copy is there. A key
     /// bound meanwhile (by a seal or by another reader's adoption) is kept as it is.
-    public mutating func adoptS3Object(bucket: String, key: String, size: UInt64, now: UInt64) throws(GedsError) -> ObjectInfo {
+    public mutating func adoptS3Object(bucket: String, key: String, size: UInt64, metadata: [String: String] = [:],
+                                       now: UInt64) throws(GedsError) -> ObjectInfo {
         _ = try ObjectKey(key)
+        try UserMetadata.validate(metadata)
         guard let state = buckets[bucket] else { throw GedsError.noSuchBucket(bucket) }
         guard let storage = state.storage else {
             throw GedsError(.invalidArgument, "bucket \(bucket) has no S3 store")
         }
         if state.index.find(key) == nil {
+            // Deleted or renamed away a moment ago, and its S3 object not gone yet: it must not come back.
+            if let lapse = s3Deletions[s3Name(of: storage.object(forKey: key))], now < lapse {
+                throw GedsError.noSuchObject(bucket, key)
+            }
             nextBlob += 1
             blobs.insert(nextBlob, size: size, placements: [])
-            assignS3Copy(of: storage.object(forKey: key), to: nextBlob, persistency: storage.persistency, stored: true)
-            bind(bucket: bucket, key: key, to: Entry(blob: nextBlob, modified: now, metadata: [:]))
+            assignS3Copy(of: storage.object(forKey: key), in: bucket, to: nextBlob, persistency: storage.persistency, stored: true)
+            bind(bucket: bucket, key: key, to: Entry(blob: nextBlob, modified: now, metadata: metadata))
         }
         return try lookup(bucket: bucket, key: key)
     }

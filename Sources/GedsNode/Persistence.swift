@@ -167,11 +167,13 @@ extension Node {
     /// deletion, ordered for an older object under the same name, cannot remove these bytes.
     func upload(_ blob: BlobID, to assigned: S3ObjectReference) async throws(GedsError) {
         var object = assigned
+        var metadata: [String: String] = [:]
         while true {
             do throws(GedsError) {
                 let reply = try await mds.call(.s3Assignment(blob: blob))
                 guard case .s3Assignment(let current) = reply else { throw MDSClient.unexpected(reply) }
                 object = current.object
+                metadata = current.metadata
                 break
             } catch where error.code == .s3DeletionPending {
                 try? await Task.sleep(for: .milliseconds(20))
@@ -180,16 +182,81 @@ extension Node {
         let client = try s3Client(for: object)
         let (descriptor, size) = tier0.contains(blob) ? try tier0.openForReading(blob) : try openTier1ForReading(blob)
         defer { close(descriptor) }
-        try await client.upload(bucket: object.bucket, key: object.key, fileDescriptor: descriptor, length: size)
+        try await client.upload(bucket: object.bucket, key: object.key, fileDescriptor: descriptor, length: size,
+                                metadata: metadata)
         do {
             try await mds.expectOK(.addS3Copy(blob: blob))
         } catch where error.code == .noSuchBlob {
             // Deleted while the bytes were on their way: they must not bring the key back.
-            let reply = try await mds.call(.abandonS3Upload(object))
-            guard case .s3Deletions(_, let objects) = reply else { throw MDSClient.unexpected(reply) }
-            try await deleteS3Objects(objects)
+            try await abandon(object)
             throw error
         }
+        try await followRenameAndMetadata(of: blob, at: object, with: metadata)
+    }
+
+    /// Deletes an S3 object this node put there for a blob that no longer goes there, unless a newer blob holds it.
+    private func abandon(_ object: S3ObjectReference) async throws(GedsError) {
+        let reply = try await mds.call(.abandonS3Upload(object))
+        guard case .s3Deletions(_, let objects) = reply else { throw MDSClient.unexpected(reply) }
+        try await deleteS3Objects(objects)
+    }
+
+    /// The blob's bytes are at `object` with `metadata` (nil: not known): makes S3 follow what GEDS says now. A
+    /// rename since the upload started moves them (server-side copy, the old object abandoned), and metadata set
+    /// since is rewritten in place. A few rounds at most, each answering a change made during the one before.
+    func followRenameAndMetadata(of blob: BlobID, at object: S3ObjectReference,
+                                 with metadata: [String: String]?) async throws(GedsError) {
+        var object = object
+        var metadata = metadata
+        for _ in 0..<4 {
+            let current: S3Assignment
+            do throws(GedsError) {
+                let reply = try await mds.call(.s3Assignment(blob: blob))
+                guard case .s3Assignment(let assignment) = reply else { throw MDSClient.unexpected(reply) }
+                current = assignment
+            } catch where error.code == .noSuchBlob || error.code == .s3DeletionPending {
+                return  // deleted (its S3 object went with it), or renamed right now (that rename moves it)
+            }
+            if current.object == object, current.metadata == metadata { return }
+            try await s3Client(for: current.object).copyObject(fromBucket: object.bucket, fromKey: object.key,
+                                                               toBucket: current.object.bucket, toKey: current.object.key,
+                                                               metadata: current.metadata)
+            if current.object != object { try await abandon(object) }
+            object = current.object
+            metadata = current.metadata
+        }
+    }
+
+    // MARK: Renaming and metadata
+
+    /// Renames in GEDS; in a bucket with an S3 store the S3 object follows (a server-side copy, then the old one
+    /// is deleted), so S3 lists the new name only. An object not in S3 yet is uploaded to the new name.
+    public func rename(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
+        let reply = try await mds.call(.rename(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey))
+        if case .ok = reply { return }
+        guard case .s3Move(let blob, let from, let to, let deleteSource) = reply else { throw MDSClient.unexpected(reply) }
+        var failure: GedsError?
+        do throws(GedsError) {
+            try await s3Client(for: to).copyObject(fromBucket: from.bucket, fromKey: from.key, toBucket: to.bucket,
+                                                   toKey: to.key)
+            try await mds.expectOK(.addS3Copy(blob: blob))
+            if deleteSource { try await s3Client(for: from).deleteObject(bucket: from.bucket, key: from.key) }
+        } catch {
+            failure = GedsError(error.code, "\(bucket)/\(key) was renamed in GEDS, but its S3 object \(from.url) could not "
+                                + "be moved to \(to.url): \(error.message)")
+        }
+        try await mds.expectOK(.s3Deleted(deleteSource ? [from, to] : [to]))
+        if let failure { throw failure }
+    }
+
+    /// Replaces an object's user metadata; in S3 too when the object is there already (its `x-amz-meta-*`
+    /// rewritten in place by a server-side copy).
+    public func setMetadata(bucket: String, key: String, _ metadata: [String: String]) async throws(GedsError) {
+        try await mds.expectOK(.setMetadata(bucket: bucket, key: key, metadata: metadata))
+        guard try await bucketStorage(bucket) != nil else { return }
+        let info = try await mds.lookup(bucket: bucket, key: key)
+        guard let object = info.locations.first(where: { $0.tier == .s3 })?.s3Object else { return }
+        try await followRenameAndMetadata(of: info.blob, at: object, with: nil)
     }
 
     // MARK: Write-back
@@ -396,15 +463,16 @@ extension Node {
         } catch where error.code == .noSuchObject {
             guard let storage = try await bucketStorage(bucket) else { throw error }
             let object = storage.object(forKey: key)
-            let size: UInt64
+            let attributes: S3ObjectAttributes
             do {
-                size = try await s3Client(for: object).headObject(bucket: object.bucket, key: object.key).size
+                attributes = try await s3Client(for: object).headObject(bucket: object.bucket, key: object.key)
             } catch where error.code == .noSuchObject {
                 throw GedsError.noSuchObject(bucket, key)
             } catch {
                 throw GedsError(error.code, "no object \(bucket)/\(key) in GEDS, and its S3 store could not be asked: \(error.message)")
             }
-            let reply = try await mds.call(.adoptS3Object(bucket: bucket, key: key, size: size))
+            let reply = try await mds.call(.adoptS3Object(bucket: bucket, key: key, size: attributes.size,
+                                                          metadata: attributes.metadata))
             guard case .object(let info) = reply else { throw MDSClient.unexpected(reply) }
             return info
         }

@@ -170,7 +170,7 @@ private enum RequestTag: UInt8 {
 
 private enum ReplyTag: UInt8 {
     case ok = 1, failure, nodeRegistered, heartbeatAck, buckets, created, object, page, count, nodes, stream,
-         s3Assignment, storage, s3Deletions
+         s3Assignment, storage, s3Deletions, s3Move
 }
 
 extension Request {
@@ -278,11 +278,12 @@ extension Request {
         case .s3Assignment(let blob):
             buffer.writeInteger(RequestTag.s3Assignment.rawValue)
             buffer.writeInteger(blob)
-        case .adoptS3Object(let bucket, let key, let size):
+        case .adoptS3Object(let bucket, let key, let size, let metadata):
             buffer.writeInteger(RequestTag.adoptS3Object.rawValue)
             buffer.writeWireString(bucket)
             buffer.writeWireString(key)
             buffer.writeInteger(size)
+            buffer.writeMetadata(metadata)
         case .persistBlob(let blob, let persistency, let object):
             buffer.writeInteger(RequestTag.persistBlob.rawValue)
             buffer.writeInteger(blob)
@@ -384,7 +385,7 @@ extension Request {
             request = .s3Assignment(blob: try payload.readWireInteger("blob"))
         case .adoptS3Object:
             request = .adoptS3Object(bucket: try payload.readWireString(), key: try payload.readWireString(),
-                                     size: try payload.readWireInteger("size"))
+                                     size: try payload.readWireInteger("size"), metadata: try payload.readMetadata())
         case .persistBlob:
             let blob: BlobID = try payload.readWireInteger("blob")
             let persistency = try payload.readPersistency()
@@ -474,6 +475,7 @@ extension Reply {
             buffer.writeInteger(ReplyTag.s3Assignment.rawValue)
             buffer.writeS3Object(assignment.object)
             buffer.writeInteger(assignment.persistency.rawValue)
+            buffer.writeMetadata(assignment.metadata)
         case .storage(let storage):
             buffer.writeInteger(ReplyTag.storage.rawValue)
             buffer.writeOptionalBucketStorage(storage)
@@ -481,6 +483,12 @@ extension Reply {
             buffer.writeInteger(ReplyTag.s3Deletions.rawValue)
             buffer.writeInteger(deleted)
             buffer.writeS3Objects(objects)
+        case .s3Move(let blob, let from, let to, let deleteSource):
+            buffer.writeInteger(ReplyTag.s3Move.rawValue)
+            buffer.writeInteger(blob)
+            buffer.writeS3Object(from)
+            buffer.writeS3Object(to)
+            buffer.writeBool(deleteSource)
         }
     }
 
@@ -560,11 +568,15 @@ extension Reply {
         case .stream:
             reply = .stream(length: try payload.readWireInteger("length"))
         case .s3Assignment:
-            reply = .s3Assignment(S3Assignment(object: try payload.readS3Object(), persistency: try payload.readPersistency()))
+            reply = .s3Assignment(S3Assignment(object: try payload.readS3Object(), persistency: try payload.readPersistency(),
+                                               metadata: try payload.readMetadata()))
         case .storage:
             reply = .storage(try payload.readOptionalBucketStorage())
         case .s3Deletions:
             reply = .s3Deletions(deleted: try payload.readWireInteger("deleted"), objects: try payload.readS3Objects())
+        case .s3Move:
+            reply = .s3Move(blob: try payload.readWireInteger("blob"), from: try payload.readS3Object(),
+                            to: try payload.readS3Object(), deleteSource: try payload.readBool())
         }
         try payload.expectEnd()
         return reply

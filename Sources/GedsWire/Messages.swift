@@ -79,9 +79,9 @@ public enum Request: Sendable, Equatable {
     case addS3Copy(blob: BlobID)
     /// Where the blob's S3 copy goes (MDS); answered `s3Assignment`, or `invalidArgument` when its bucket has no S3 store.
     case s3Assignment(blob: BlobID)
-    /// Binds a key that exists only in the bucket's S3 store to a new blob whose one copy is that S3 object,
-    /// unless the key exists meanwhile (MDS); answered `object`.
-    case adoptS3Object(bucket: String, key: String, size: UInt64)
+    /// Binds a key that exists only in the bucket's S3 store to a new blob whose one copy is that S3 object, with
+    /// the S3 object's `x-amz-meta-*` as its metadata, unless the key exists meanwhile (MDS); answered `object`.
+    case adoptS3Object(bucket: String, key: String, size: UInt64, metadata: [String: String])
     /// Asks the node holding a just-sealed blob to make it durable as `persistency` says (node): answered once
     /// done for `tier1` and `writeThrough`, once queued for `writeBack`.
     case persistBlob(blob: BlobID, persistency: Persistency, object: S3ObjectReference?)
@@ -117,4 +117,7 @@ public enum Reply: Sendable, Equatable {
     /// `deleteObject` in a bucket with an S3 store (`deleted`: keys removed from GEDS), or `claimS3Deletions`: S3
     /// objects the caller must delete now and then confirm with `s3Deleted`.
     case s3Deletions(deleted: UInt64, objects: [S3ObjectReference])
+    /// A `rename` whose object is in S3 already: the caller copies `from` to `to` in S3, reports the copy
+    /// (`addS3Copy`), deletes `from` when `deleteSource`, and then confirms both with `s3Deleted`.
+    case s3Move(blob: BlobID, from: S3ObjectReference, to: S3ObjectReference, deleteSource: Bool)
 }

@@ -21,18 +21,25 @@ import Testing
         try f.store.addS3Copy(blob: blob)
         let s3 = try #require(try f.store.lookup(bucket: "data", key: "a/b").locations.last)
         #expect(s3.tier == .s3 && s3.node == "http://127.0.0.1:4569/s3b/run/a/b" && s3.s3Object == object)
-        try f.store.rename(from: ("data", "a/b"), to: ("data", "moved"), now: 2)
+        // A rename moves the S3 copy with the key: the node copies it in S3, reports it, deletes the old object.
+        let move = try #require(try f.store.rename(from: ("data", "a/b"), to: ("data", "moved"), now: 2))
+        let movedObject = S3ObjectReference(endpoint: "http://127.0.0.1:4569", bucket: "s3b", key: "run/moved", region: "eu-west-1")
+        #expect(move.blob == blob && move.from == object && move.to == movedObject && move.deleteSource)
+        #expect(gedsError { _ = try f.store.s3Assignment(blob: blob, now: 2) }?.code == .s3DeletionPending)
+        try f.store.addS3Copy(blob: blob)
+        f.store.s3Deleted([object, movedObject])
         try f.store.copy(from: ("data", "moved"), to: ("data", "copy"), now: 3)
-        #expect(try f.store.lookup(bucket: "data", key: "copy").locations.last?.s3Object == object)
+        #expect(try f.store.lookup(bucket: "data", key: "copy").locations.last?.s3Object == movedObject)
         f.store.leave(node: f.n1)
         #expect(try f.store.lookup(bucket: "data", key: "moved").locations.map(\.tier) == [.s3])
-        #expect(try f.store.s3Assignment(blob: blob, now: 0) == assignment)
-        // The last key gone, the blob's record goes, and so does its S3 object.
+        #expect(try f.store.s3Assignment(blob: blob, now: 3) == S3Assignment(object: movedObject, persistency: .writeThrough))
+        // The last key gone, the blob's record goes, and so does its S3 object; while another key shares the blob,
+        // the object it holds stays.
         let moved = try f.store.delete(bucket: "data", key: "moved", now: 0)
-        #expect(moved.inGEDS && moved.s3Objects?.map(\.key) == ["run/moved"])
+        #expect(moved.inGEDS && moved.s3Objects == [])
         let copy = try f.store.delete(bucket: "data", key: "copy", now: 0)
-        #expect(copy.inGEDS && copy.s3Objects == [object, S3ObjectReference(endpoint: "http://127.0.0.1:4569", bucket: "s3b",
-                                                                          key: "run/copy", region: "eu-west-1")])
+        #expect(copy.inGEDS && copy.s3Objects == [movedObject, S3ObjectReference(endpoint: "http://127.0.0.1:4569", bucket: "s3b",
+                                                                               key: "run/copy", region: "eu-west-1")])
         #expect(gedsError { _ = try f.store.s3Assignment(blob: blob, now: 0) }?.code == .noSuchBlob)
     }
 

@@ -81,7 +81,8 @@ enum Samples {
         .bucketStorage(bucket: "b"),
         .addS3Copy(blob: .max),
         .s3Assignment(blob: 0),
-        .adoptS3Object(bucket: "b", key: unicode, size: .max),
+        .adoptS3Object(bucket: "b", key: unicode, size: .max, metadata: [:]),
+        .adoptS3Object(bucket: unicode, key: "k", size: 0, metadata: ["color": "blue", "e": ""]),
         .persistBlob(blob: 7, persistency: .writeBack, object: s3Object),
         .persistBlob(blob: .max, persistency: .tier1, object: nil),
         .flush(timeoutMilliseconds: 0),
@@ -138,10 +139,13 @@ enum Samples {
             .stream(length: 0),
             .stream(length: .max),
             .s3Assignment(S3Assignment(object: s3Object, persistency: .ephemeral)),
+            .s3Assignment(S3Assignment(object: s3Object, persistency: .writeBack, metadata: ["content-type": "x/y"])),
             .storage(nil),
             .storage(storage),
             .s3Deletions(deleted: 0, objects: []),
             .s3Deletions(deleted: .max, objects: [s3Object]),
+            .s3Move(blob: .max, from: s3Object, to: s3Object, deleteSource: true),
+            .s3Move(blob: 0, from: s3Object, to: s3Object, deleteSource: false),
         ]
         // Every error code crosses the wire unchanged.
         var code: UInt16 = 1
@@ -215,10 +219,11 @@ func caseName(_ reply: Reply) -> String {
     case .s3Assignment: "s3Assignment"
     case .storage: "storage"
     case .s3Deletions: "s3Deletions"
+    case .s3Move: "s3Move"
     }
 }
 
 let allReplyCases: Set<String> = [
     "ok", "failure", "nodeRegistered", "heartbeatAck", "buckets", "created", "object", "page", "count", "nodes", "stream",
-    "s3Assignment", "storage", "s3Deletions",
+    "s3Assignment", "storage", "s3Deletions", "s3Move",
 ]

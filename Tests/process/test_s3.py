@@ -480,3 +480,56 @@ def test_put_racing_rm_of_the_same_key_leaves_geds_and_s3_agreeing(s3_cluster, m
         else:
             assert "no such object" in stat.err, stat.describe()
             assert moto.keys(s3_bucket) == []
+
+
+def test_metadata_goes_to_s3_as_x_amz_meta_and_comes_back_by_read_through(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "meta-s3", moto, s3_bucket, "write-back")
+    source = str(tmp_path / "in.bin")
+    digest = write_random_file(source, MiB)
+    moto.stop()
+    try:
+        s3_cluster.geds("put", "--to", "s3-a", source, "meta-s3/k").ok()
+        # Set while the upload waits for S3: the upload takes the metadata as it is then.
+        s3_cluster.geds("meta", "meta-s3/k", "color=blue", "run.id=7").ok()
+    finally:
+        moto.start()
+    moto.client().create_bucket(Bucket=s3_bucket)
+    s3_cluster.geds("flush", "--timeout", "60").ok()
+    head = moto.client().head_object(Bucket=s3_bucket, Key="k")
+    assert head["Metadata"] == {"color": "blue", "run.id": "7"}
+    assert moto.sha256(s3_bucket, "k") == digest
+    # The other way: an object put into S3 by someone else is read through with its x-amz-meta-* as metadata.
+    moto.client().put_object(Bucket=s3_bucket, Key="outside", Body=b"from boto3", Metadata={"origin": "boto3"})
+    assert s3_cluster.geds("meta", "meta-s3/outside").ok().lines == ["origin=boto3"]
+    assert s3_cluster.geds("cat", "meta-s3/outside").ok().out == b"from boto3"
+
+
+def test_mv_moves_the_s3_object_and_an_upload_not_done_yet_goes_to_the_new_key(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "mv-s3", moto, s3_bucket, "write-through", "--prefix", "p/")
+    source = str(tmp_path / "in.bin")
+    digest = write_random_file(source, 3 * MiB + 1)
+    s3_cluster.geds("put", "--to", "s3-a", source, "mv-s3/old").ok()
+    s3_cluster.geds("meta", "mv-s3/old", "kind=moved").ok()  # rewritten in S3 in place
+    assert moto.client().head_object(Bucket=s3_bucket, Key="p/old")["Metadata"] == {"kind": "moved"}
+    s3_cluster.geds("mv", "mv-s3/old", "mv-s3/new").ok()
+    assert moto.keys(s3_bucket) == ["p/new"]
+    assert moto.sha256(s3_bucket, "p/new") == digest
+    assert moto.client().head_object(Bucket=s3_bucket, Key="p/new")["Metadata"] == {"kind": "moved"}
+    assert listed_keys(s3_cluster, "mv-s3") == ["new"]
+    assert f"s3 on {moto.endpoint}/{s3_bucket}/p/new" in copies(s3_cluster, "mv-s3/new")
+    s3_cluster.geds("get", "mv-s3/old", str(tmp_path / "x")).fails("no such object")
+    target = str(tmp_path / "out.bin")
+    s3_cluster.geds("get", "mv-s3/new", target).ok()
+    assert sha256_file(target) == digest
+    # Write-back not uploaded yet (S3 down): the upload goes to the name the object has when it runs.
+    s3_cluster.geds("bucket", "mv-s3", "--persistency", "write-back").ok()
+    moto.stop()
+    try:
+        s3_cluster.geds("put", "--to", "s3-a", source, "mv-s3/pending").ok()
+        s3_cluster.geds("mv", "mv-s3/pending", "mv-s3/renamed").ok()
+    finally:
+        moto.start()
+    moto.client().create_bucket(Bucket=s3_bucket)
+    s3_cluster.geds("flush", "--timeout", "60").ok()
+    assert moto.keys(s3_bucket) == ["p/renamed"]
+    assert moto.sha256(s3_bucket, "p/renamed") == digest
