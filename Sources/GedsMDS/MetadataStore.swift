@@ -493,7 +493,8 @@ public struct MetadataStore: Sendable {
         if let lapse = s3Deletions[S3Name(store: copy.store, key: copy.key)], now < lapse {
             throw GedsError(.s3DeletionPending, "\(object.url) is being deleted; upload once that is done")
         }
-        return S3Assignment(object: object, persistency: copy.persistency, metadata: metadata(of: blob, copy))
+        return S3Assignment(object: object, persistency: copy.persistency, metadata: metadata(of: blob, copy),
+                            stored: copy.stored)
     }
 
     /// Orders the deletion of the S3 objects of keys that only S3 has (listed by a node deleting a prefix): every

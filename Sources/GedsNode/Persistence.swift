@@ -149,15 +149,21 @@ extension Node {
     }
 
     /// The tier-1 persistency: a copy in this node's tier 1 besides the tier-0 one (a later spill then only
-    /// drops the tier-0 file).
+    /// drops the tier-0 file, and a promotion keeps it).
     private func copyToTier1(_ blob: BlobID) async throws(GedsError) {
         guard let tier1 else {
             throw GedsError(.invalidArgument, "persistency tier1: node \(configuration.name) has no tier 1 (gedsd --tier1 DIR --tier1-capacity SIZE)")
         }
+        tiers.withLock { state in _ = state.persistedInTier1.insert(blob) }
         guard tier1.object(blob) == nil else { return }
         let mapping = try tier0.map(blob)
         try await makeTier1Room(for: UInt64(mapping.count))
-        _ = try await tier1.write(blob, from: mapping.bytes)
+        do {
+            _ = try await tier1.write(blob, from: mapping.bytes)
+        } catch {
+            forgetTier1Copy(of: blob)
+            throw error
+        }
         withExtendedLifetime(mapping) {}
     }
 
@@ -528,7 +534,7 @@ extension Node {
             // No S3 store for its bucket (or deleted meanwhile): it stays.
             guard case .s3Assignment(let assignment)? = try? await mds.call(.s3Assignment(blob: victim)) else { continue }
             do {
-                try await moveToS3(victim, to: assignment.object)
+                try await moveToS3(victim, to: assignment.object, alreadyThere: assignment.stored)
             } catch {
                 // S3 refused or is down: the next blob would cost the same retries. The tier-1 write goes ahead
                 // and fails with out of space if there is still no room.
@@ -554,16 +560,18 @@ extension Node {
     /// Moves one blob from tier 1 to S3: the upload and the MDS's S3 location first, then this node's tier-1
     /// location is withdrawn, and only then does the file go. It runs as the blob's promotion entry, so a reader
     /// promoting it meanwhile waits and then finds it gone (and looks it up again: S3).
-    private func moveToS3(_ blob: BlobID, to object: S3ObjectReference) async throws(GedsError) {
+    /// `alreadyThere`: a node put it in S3 already (write-through, write-back): no second upload.
+    private func moveToS3(_ blob: BlobID, to object: S3ObjectReference, alreadyThere: Bool) async throws(GedsError) {
         let task = tiers.withLock { (state) -> Task<GedsError?, Never>? in
             guard state.promotions[blob] == nil, !tier0.contains(blob), tier1?.object(blob) != nil else { return nil }
             let task = Task { [self] () -> GedsError? in
                 var failure: GedsError?
                 do throws(GedsError) {
-                    try await upload(blob, to: object)
+                    if !alreadyThere { try await upload(blob, to: object) }
                     // In S3 now: a write-back still queued for it has nothing left to do.
                     persistence.writeBack.withLock { queue in queue.forget(blob) }
                     try await mds.expectOK(.removeLocation(blob: blob, node: index))
+                    forgetTier1Copy(of: blob)
                     _ = try? await tier1?.remove(blob)
                     logger.debug("moved blob \(blob.fileName) from tier 1 to \(object.url)")
                 } catch {

@@ -476,6 +476,7 @@ extension Reply {
             buffer.writeS3Object(assignment.object)
             buffer.writeInteger(assignment.persistency.rawValue)
             buffer.writeMetadata(assignment.metadata)
+            buffer.writeBool(assignment.stored)
         case .storage(let storage):
             buffer.writeInteger(ReplyTag.storage.rawValue)
             buffer.writeOptionalBucketStorage(storage)
@@ -569,7 +570,7 @@ extension Reply {
             reply = .stream(length: try payload.readWireInteger("length"))
         case .s3Assignment:
             reply = .s3Assignment(S3Assignment(object: try payload.readS3Object(), persistency: try payload.readPersistency(),
-                                               metadata: try payload.readMetadata()))
+                                               metadata: try payload.readMetadata(), stored: try payload.readBool()))
         case .storage:
             reply = .storage(try payload.readOptionalBucketStorage())
         case .s3Deletions:

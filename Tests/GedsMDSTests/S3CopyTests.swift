@@ -32,7 +32,8 @@ import Testing
         #expect(try f.store.lookup(bucket: "data", key: "copy").locations.last?.s3Object == movedObject)
         f.store.leave(node: f.n1)
         #expect(try f.store.lookup(bucket: "data", key: "moved").locations.map(\.tier) == [.s3])
-        #expect(try f.store.s3Assignment(blob: blob, now: 3) == S3Assignment(object: movedObject, persistency: .writeThrough))
+        #expect(try f.store.s3Assignment(blob: blob, now: 3) == S3Assignment(object: movedObject, persistency: .writeThrough,
+                                                                             stored: true))
         // The last key gone, the blob's record goes, and so does its S3 object; while another key shares the blob,
         // the object it holds stays.
         let moved = try f.store.delete(bucket: "data", key: "moved", now: 0)

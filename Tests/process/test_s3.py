@@ -533,3 +533,45 @@ def test_mv_moves_the_s3_object_and_an_upload_not_done_yet_goes_to_the_new_key(s
     s3_cluster.geds("flush", "--timeout", "60").ok()
     assert moto.keys(s3_bucket) == ["p/renamed"]
     assert moto.sha256(s3_bucket, "p/renamed") == digest
+
+
+def test_tier1_persisted_copy_stays_through_promotion(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "t1-keep", moto, s3_bucket, "ephemeral")
+    tier1 = os.path.join(s3_cluster.root, "tier1-keep")
+    s3_cluster.start_node("s3-keep", "host-keep", extra_args=[
+        "--tier0-capacity", "8MiB", "--tier1", tier1, "--tier1-capacity", "64MiB"])
+    source = str(tmp_path / "in.bin")
+    digest = write_random_file(source, 3 * MiB)
+    s3_cluster.geds("put", "--to", "s3-keep", "--persistency", "tier1", source, "t1-keep/k").ok()
+    blob = re.search(r"blob: ([0-9a-f]{16})", s3_cluster.geds("stat", "t1-keep/k").ok().text).group(1)
+    filler = str(tmp_path / "filler.bin")
+    write_random_file(filler, 3 * MiB)
+    for index in range(3):  # past the high-water mark: k, the least recently used, spills
+        s3_cluster.geds("put", "--to", "s3-keep", filler, f"t1-keep/f{index}").ok()
+    deadline = time.monotonic() + 20
+    while not any(line.startswith("tier1 on s3-keep") for line in copies(s3_cluster, "t1-keep/k")):
+        assert time.monotonic() < deadline, copies(s3_cluster, "t1-keep/k")
+        time.sleep(0.1)
+    # Reading it promotes it back into tier 0; its tier-1 file, the persisted copy, stays.
+    assert sha256(s3_cluster.geds("cat", "t1-keep/k").ok().out) == digest
+    assert any(line.startswith("tier0 on s3-keep") for line in copies(s3_cluster, "t1-keep/k"))
+    assert sha256_file(os.path.join(tier1, blob)) == digest
+
+
+def test_spilling_on_to_s3_does_not_upload_again_what_is_there(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "no-twice", moto, s3_bucket, "write-through")
+    tier1 = os.path.join(s3_cluster.root, "tier1-no-twice")
+    s3_cluster.start_node("s3-twice", "host-twice", extra_args=[
+        "--tier0-capacity", "6MiB", "--tier1", tier1, "--tier1-capacity", "6MiB"])
+    folder = tmp_path / "objects"
+    digests = {f"o{index:02}": write_random_file(str(folder / f"o{index:02}"), MiB + index) for index in range(12)}
+    s3_cluster.geds("put", "--recursive", "--to", "s3-twice", str(folder), "no-twice/").ok()
+    tiers = {key: copies(s3_cluster, f"no-twice/{key}") for key in digests}
+    moved = [key for key, listed in tiers.items() if listed == [f"s3 on {moto.endpoint}/{s3_bucket}/{key}"]]
+    assert moved, tiers  # spilled through tier 1 on to S3
+    # moto's request log: each object was PUT once, at its write-through seal, and not again when it left tier 1.
+    log = open(moto.log).read()
+    for key in digests:
+        assert len(re.findall(rf'"PUT /{s3_bucket}/{key} HTTP', log)) == 1, key
+    for key, digest in digests.items():
+        assert sha256(s3_cluster.geds("cat", f"no-twice/{key}").ok().out) == digest, key
