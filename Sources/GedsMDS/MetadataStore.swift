@@ -362,6 +362,13 @@ public struct MetadataStore: Sendable {
         guard buckets[to.bucket] != nil else { throw GedsError.noSuchBucket(to.bucket) }
         guard buckets[from.bucket]!.index.find(from.key) != nil else { throw GedsError.noSuchObject(from.bucket, from.key) }
         if from.bucket == to.bucket, Key(from.key) == Key(to.key) { return nil }
+        // An S3 object being deleted (the destination key was deleted a moment ago) must be gone before the
+        // moved object is copied there, or the deletion could remove it: the caller tries again shortly.
+        let blob = buckets[from.bucket]!.index[buckets[from.bucket]!.index.find(from.key)!].blob
+        if s3Copies[blob]?.stored == true, let storage = buckets[to.bucket]!.storage,
+           let lapse = s3Deletions[s3Name(of: storage.object(forKey: to.key))], now < lapse {
+            throw GedsError(.s3DeletionPending, "\(storage.object(forKey: to.key).url) is being deleted; rename once that is done")
+        }
         var entry = unbind(bucket: from.bucket, key: from.key)!
         entry.modified = now
         bind(bucket: to.bucket, key: to.key, to: entry)

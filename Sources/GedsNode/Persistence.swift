@@ -136,7 +136,7 @@ extension Node {
             }
             if persistency == .writeBack { return queueWriteBack(blob, to: object) }
             do {
-                try await upload(blob, to: object)
+                try await upload(blob)
             } catch where error.code == .noSuchBlob {
                 // Deleted since the seal: there is nothing left to make durable.
                 return
@@ -168,23 +168,13 @@ extension Node {
     }
 
     /// Puts the blob's bytes (from tier 0, else tier 1) in S3, then tells the MDS, which lists the S3 copy from
-    /// then on. The MDS is asked first where the copy goes now (the blob's key may have been renamed since `object`
-    /// was assigned) and whether a deletion of that S3 object is under way: the upload waits for it, so that the
+    /// then on. The MDS is asked first where the copy goes now (the blob's key may have been renamed since it was
+    /// assigned) and whether a deletion of that S3 object is under way: the upload waits for it, so that the
     /// deletion, ordered for an older object under the same name, cannot remove these bytes.
-    func upload(_ blob: BlobID, to assigned: S3ObjectReference) async throws(GedsError) {
-        var object = assigned
-        var metadata: [String: String] = [:]
-        while true {
-            do throws(GedsError) {
-                let reply = try await mds.call(.s3Assignment(blob: blob))
-                guard case .s3Assignment(let current) = reply else { throw MDSClient.unexpected(reply) }
-                object = current.object
-                metadata = current.metadata
-                break
-            } catch where error.code == .s3DeletionPending {
-                try? await Task.sleep(for: .milliseconds(20))
-            }
-        }
+    func upload(_ blob: BlobID) async throws(GedsError) {
+        let reply = try await callOnceNoDeletionPending(.s3Assignment(blob: blob))
+        guard case .s3Assignment(let current) = reply else { throw MDSClient.unexpected(reply) }
+        let (object, metadata) = (current.object, current.metadata)
         let client = try s3Client(for: object)
         let (descriptor, size) = tier0.contains(blob) ? try tier0.openForReading(blob) : try openTier1ForReading(blob)
         defer { close(descriptor) }
@@ -198,6 +188,18 @@ extension Node {
             throw error
         }
         try await followRenameAndMetadata(of: blob, at: object, with: metadata)
+    }
+
+    /// Asks the MDS, again every 20 ms while it answers `s3DeletionPending` (an S3 object this request would write
+    /// is being deleted; the order lapses within a minute even when its node died).
+    private func callOnceNoDeletionPending(_ request: Request) async throws(GedsError) -> Reply {
+        while true {
+            do {
+                return try await mds.call(request)
+            } catch where error.code == .s3DeletionPending {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+        }
     }
 
     /// Deletes an S3 object this node put there for a blob that no longer goes there, unless a newer blob holds it.
@@ -238,14 +240,20 @@ extension Node {
     /// Renames in GEDS; in a bucket with an S3 store the S3 object follows (a server-side copy, then the old one
     /// is deleted), so S3 lists the new name only. An object not in S3 yet is uploaded to the new name.
     public func rename(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
-        let reply = try await mds.call(.rename(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey))
+        let reply = try await callOnceNoDeletionPending(.rename(fromBucket: bucket, fromKey: key, toBucket: toBucket,
+                                                                toKey: toKey))
         if case .ok = reply { return }
         guard case .s3Move(let blob, let from, let to, let deleteSource) = reply else { throw MDSClient.unexpected(reply) }
         var failure: GedsError?
         do throws(GedsError) {
             try await s3Client(for: to).copyObject(fromBucket: from.bucket, fromKey: from.key, toBucket: to.bucket,
                                                    toKey: to.key)
-            try await mds.expectOK(.addS3Copy(blob: blob))
+            do {
+                try await mds.expectOK(.addS3Copy(blob: blob))
+            } catch where error.code == .noSuchBlob {
+                // Deleted under its new name meanwhile: the copy must not bring that key back.
+                try await abandon(to)
+            }
             if deleteSource { try await s3Client(for: from).deleteObject(bucket: from.bucket, key: from.key) }
         } catch {
             failure = GedsError(error.code, "\(bucket)/\(key) was renamed in GEDS, but its S3 object \(from.url) could not "
@@ -293,7 +301,7 @@ extension Node {
             guard let (blob, object) = next else { return }
             var done = true
             do {
-                try await upload(blob, to: object)
+                try await upload(blob)
                 delay = 100
             } catch where error.code == .noSuchBlob {
                 logger.warning("write-back of \(object.url) dropped: the object was deleted, or this node no longer holds it")
@@ -567,7 +575,7 @@ extension Node {
             let task = Task { [self] () -> GedsError? in
                 var failure: GedsError?
                 do throws(GedsError) {
-                    if !alreadyThere { try await upload(blob, to: object) }
+                    if !alreadyThere { try await upload(blob) }
                     // In S3 now: a write-back still queued for it has nothing left to do.
                     persistence.writeBack.withLock { queue in queue.forget(blob) }
                     try await mds.expectOK(.removeLocation(blob: blob, node: index))

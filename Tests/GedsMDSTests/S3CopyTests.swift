@@ -75,6 +75,23 @@ import Testing
         #expect(!onlyInS3.inGEDS && onlyInS3.s3Objects?.map(\.key) == ["run/never"])
     }
 
+    /// A rename of an object in S3 onto a key whose S3 object is being deleted waits for that deletion, which
+    /// would otherwise remove the moved bytes; the old name is not read through while its deletion is under way.
+    @Test func renameWaitsForADeletionOfItsDestination() throws {
+        var f = Fixture()
+        try f.store.setStorage(bucket: "data", storage)
+        let moving = try f.put("data", "a", size: 1)
+        try f.store.addS3Copy(blob: moving)
+        _ = try f.put("data", "b", size: 2)
+        let deletion = try f.store.delete(bucket: "data", key: "b", now: 10)
+        #expect(gedsError { _ = try f.store.rename(from: ("data", "a"), to: ("data", "b"), now: 11) }?.code == .s3DeletionPending)
+        #expect(try f.keys("data") == ["a"])
+        f.store.s3Deleted(deletion.s3Objects ?? [])
+        let move = try #require(try f.store.rename(from: ("data", "a"), to: ("data", "b"), now: 12))
+        #expect(move.from.key == "run/a" && move.to.key == "run/b" && move.deleteSource)
+        #expect(gedsError { _ = try f.store.adoptS3Object(bucket: "data", key: "a", size: 1, now: 13) }?.code == .noSuchObject)
+    }
+
     @Test func bucketsWithoutAStoreAssignNothing() throws {
         var f = Fixture()
         try f.store.createBucket("plain")
