@@ -148,11 +148,12 @@ public final class GEDS: Sendable {
         try await node.rename(bucket: bucket, key: key, toBucket: toBucket, toKey: toKey)
     }
 
-    /// Copies an object; the copy shares the sealed (immutable) bytes, so nothing is duplicated.
+    /// Copies an object; the copy shares the sealed (immutable) bytes, so nothing is duplicated (into a bucket with
+    /// an S3 store, an object already in S3 is copied there server-side instead, so S3 has both names).
     public func copy(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
         _ = try ObjectPath(bucket: BucketName(toBucket), key: ObjectKey(toKey))
-        try await node.mds.expectOK(.copy(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey))
+        try await node.copy(bucket: bucket, key: key, toBucket: toBucket, toKey: toKey)
     }
 
     public func metadata(bucket: String, key: String) async throws(GedsError) -> [String: String] {

@@ -97,10 +97,11 @@ public final class MetadataService: RequestService {
             return .s3Move(blob: move.blob, from: move.from, to: move.to, deleteSource: move.deleteSource)
         case .copy(let fromBucket, let fromKey, let toBucket, let toKey):
             let now = MetadataService.wallClock()
-            try store.withLock { (store) throws(GedsError) in
+            let move = try store.withLock { (store) throws(GedsError) in
                 try store.copy(from: (fromBucket, fromKey), to: (toBucket, toKey), now: now)
             }
-            return .ok
+            guard let move else { return .ok }
+            return .s3Move(blob: move.blob, from: move.from, to: move.to, deleteSource: move.deleteSource)
         case .setMetadata(let bucket, let key, let metadata):
             try store.withLock { (store) throws(GedsError) in try store.setMetadata(bucket: bucket, key: key, metadata: metadata) }
             return .ok

@@ -394,18 +394,45 @@ public struct MetadataStore: Sendable {
         return S3Move(blob: blob, from: object(of: old), to: object(of: new), deleteSource: ownsOld)
     }
 
-    /// Adds a key for the same sealed bytes (they are immutable, so sharing them is safe).
+    /// Adds a key for the same sealed bytes (they are immutable, so sharing them is safe). Into a bucket with an S3
+    /// store, an object already in S3 is copied there instead (returned: the caller copies it server-side and
+    /// reports it), as a new blob whose one copy is the new S3 object: S3 then has both names, each deleted with
+    /// its own key.
+    @discardableResult
     public mutating func copy(from: (bucket: String, key: String), to: (bucket: String, key: String),
-                              now: UInt64) throws(GedsError) {
+                              now: UInt64) throws(GedsError) -> S3Move? {
         _ = try ObjectKey(to.key)
         guard buckets[from.bucket] != nil else { throw GedsError.noSuchBucket(from.bucket) }
         guard buckets[to.bucket] != nil else { throw GedsError.noSuchBucket(to.bucket) }
         guard let record = buckets[from.bucket]!.index.find(from.key) else { throw GedsError.noSuchObject(from.bucket, from.key) }
-        if from.bucket == to.bucket, Key(from.key) == Key(to.key) { return }
+        if from.bucket == to.bucket, Key(from.key) == Key(to.key) { return nil }
         let source = buckets[from.bucket]!
-        blobs.retain(source.index[record].blob)
-        bind(bucket: to.bucket, key: to.key,
-             to: Entry(blob: source.index[record].blob, modified: now, metadata: source.metadata[record] ?? [:]))
+        let blob = source.index[record].blob
+        let entry = Entry(blob: blob, modified: now, metadata: source.metadata[record] ?? [:])
+        if let copy = s3Copies[blob], copy.stored, let storage = buckets[to.bucket]!.storage {
+            return try copyInS3(copy, sizeOf: blob, as: entry, to: to, storage: storage, now: now)
+        }
+        blobs.retain(blob)
+        bind(bucket: to.bucket, key: to.key, to: entry)
+        return nil
+    }
+
+    private mutating func copyInS3(_ source: S3Copy, sizeOf blob: BlobID, as entry: Entry, to: (bucket: String, key: String),
+                                   storage: BucketStorage, now: UInt64) throws(GedsError) -> S3Move {
+        let target = storage.object(forKey: to.key)
+        let name = s3Name(of: target)
+        if let lapse = s3Deletions[name], now < lapse {
+            throw GedsError(.s3DeletionPending, "\(target.url) is being deleted; copy once that is done")
+        }
+        nextBlob += 1
+        blobs.insert(nextBlob, size: blobs.size(of: blob) ?? 0, placements: [])
+        // Held before the key is bound, so the object it replaces no longer holds the S3 object.
+        assignS3Copy(of: target, in: to.bucket, to: nextBlob, persistency: storage.persistency, stored: false)
+        var copied = entry
+        copied.blob = nextBlob
+        bind(bucket: to.bucket, key: to.key, to: copied)
+        _ = orderDeletions([name], now: now)
+        return S3Move(blob: nextBlob, from: object(of: source), to: target, deleteSource: false)
     }
 
     public mutating func setMetadata(bucket: String, key: String, metadata: [String: String]) throws(GedsError) {

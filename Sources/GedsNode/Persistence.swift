@@ -240,8 +240,21 @@ extension Node {
     /// Renames in GEDS; in a bucket with an S3 store the S3 object follows (a server-side copy, then the old one
     /// is deleted), so S3 lists the new name only. An object not in S3 yet is uploaded to the new name.
     public func rename(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
-        let reply = try await callOnceNoDeletionPending(.rename(fromBucket: bucket, fromKey: key, toBucket: toBucket,
-                                                                toKey: toKey))
+        try await followInS3(.rename(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey),
+                             "\(bucket)/\(key) was renamed")
+    }
+
+    /// Copies in GEDS; into a bucket with an S3 store, an object in S3 already is copied there server-side (a new
+    /// object whose copy is that S3 object), so S3 has both names. Otherwise the copy shares the sealed bytes.
+    public func copy(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
+        try await followInS3(.copy(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey),
+                             "\(bucket)/\(key) was copied")
+    }
+
+    /// A rename or copy at the MDS, then the S3 side it answers (`s3Move`): the server-side copy, its report, the
+    /// old object's deletion for a rename, and the confirmation that lets uploads to both names go ahead.
+    private func followInS3(_ request: Request, _ done: String) async throws(GedsError) {
+        let reply = try await callOnceNoDeletionPending(request)
         if case .ok = reply { return }
         guard case .s3Move(let blob, let from, let to, let deleteSource) = reply else { throw MDSClient.unexpected(reply) }
         var failure: GedsError?
@@ -256,8 +269,8 @@ extension Node {
             }
             if deleteSource { try await s3Client(for: from).deleteObject(bucket: from.bucket, key: from.key) }
         } catch {
-            failure = GedsError(error.code, "\(bucket)/\(key) was renamed in GEDS, but its S3 object \(from.url) could not "
-                                + "be moved to \(to.url): \(error.message)")
+            failure = GedsError(error.code, "\(done) in GEDS, but its S3 object \(from.url) could not be copied to "
+                                + "\(to.url): \(error.message)")
         }
         try await mds.expectOK(.s3Deleted(deleteSource ? [from, to] : [to]))
         if let failure { throw failure }

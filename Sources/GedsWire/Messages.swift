@@ -117,7 +117,7 @@ public enum Reply: Sendable, Equatable {
     /// `deleteObject` in a bucket with an S3 store (`deleted`: keys removed from GEDS), or `claimS3Deletions`: S3
     /// objects the caller must delete now and then confirm with `s3Deleted`.
     case s3Deletions(deleted: UInt64, objects: [S3ObjectReference])
-    /// A `rename` whose object is in S3 already: the caller copies `from` to `to` in S3, reports the copy
+    /// A `rename` or `copy` whose object is in S3 already: the caller copies `from` to `to` in S3, reports the copy
     /// (`addS3Copy`), deletes `from` when `deleteSource`, and then confirms both with `s3Deleted`.
     case s3Move(blob: BlobID, from: S3ObjectReference, to: S3ObjectReference, deleteSource: Bool)
 }

@@ -8,7 +8,7 @@ import Testing
                                 persistency: .writeThrough)
 
     /// A seal in a bucket with an S3 store assigns the blob's S3 key; it is a location only once a node put it
-    /// there, it stays when the node goes, and rename and copy share it (it is the blob's, not the key's).
+    /// there, it stays when the node goes; a rename moves it, a copy of an object in S3 is copied there.
     @Test func s3CopiesBelongToBlobsAndOutliveNodes() throws {
         var f = Fixture()
         try f.store.setStorage(bucket: "data", storage)  // creates the bucket
@@ -28,19 +28,22 @@ import Testing
         #expect(gedsError { _ = try f.store.s3Assignment(blob: blob, now: 2) }?.code == .s3DeletionPending)
         try f.store.addS3Copy(blob: blob)
         f.store.s3Deleted([object, movedObject])
-        try f.store.copy(from: ("data", "moved"), to: ("data", "copy"), now: 3)
-        #expect(try f.store.lookup(bucket: "data", key: "copy").locations.last?.s3Object == movedObject)
+        // A copy of an object in S3 is copied there: a new blob whose one copy is the new S3 object.
+        let copyMove = try #require(try f.store.copy(from: ("data", "moved"), to: ("data", "copy"), now: 3))
+        let copyObject = S3ObjectReference(endpoint: "http://127.0.0.1:4569", bucket: "s3b", key: "run/copy", region: "eu-west-1")
+        #expect(copyMove.blob != blob && copyMove.from == movedObject && copyMove.to == copyObject && !copyMove.deleteSource)
+        try f.store.addS3Copy(blob: copyMove.blob)
+        f.store.s3Deleted([copyObject])
+        #expect(try f.store.lookup(bucket: "data", key: "copy").locations.map(\.s3Object) == [copyObject])
         f.store.leave(node: f.n1)
         #expect(try f.store.lookup(bucket: "data", key: "moved").locations.map(\.tier) == [.s3])
         #expect(try f.store.s3Assignment(blob: blob, now: 3) == S3Assignment(object: movedObject, persistency: .writeThrough,
                                                                              stored: true))
-        // The last key gone, the blob's record goes, and so does its S3 object; while another key shares the blob,
-        // the object it holds stays.
+        // Each key's S3 object goes with it.
         let moved = try f.store.delete(bucket: "data", key: "moved", now: 0)
-        #expect(moved.inGEDS && moved.s3Objects == [])
+        #expect(moved.inGEDS && moved.s3Objects == [movedObject])
         let copy = try f.store.delete(bucket: "data", key: "copy", now: 0)
-        #expect(copy.inGEDS && copy.s3Objects == [movedObject, S3ObjectReference(endpoint: "http://127.0.0.1:4569", bucket: "s3b",
-                                                                               key: "run/copy", region: "eu-west-1")])
+        #expect(copy.inGEDS && copy.s3Objects == [copyObject])
         #expect(gedsError { _ = try f.store.s3Assignment(blob: blob, now: 0) }?.code == .noSuchBlob)
     }
 

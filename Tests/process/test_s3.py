@@ -575,3 +575,25 @@ def test_spilling_on_to_s3_does_not_upload_again_what_is_there(s3_cluster, moto,
         assert len(re.findall(rf'"PUT /{s3_bucket}/{key} HTTP', log)) == 1, key
     for key, digest in digests.items():
         assert sha256(s3_cluster.geds("cat", f"no-twice/{key}").ok().out) == digest, key
+
+
+def test_cp_copies_in_s3_and_each_name_is_deleted_with_its_key(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "cp-s3", moto, s3_bucket, "write-through")
+    source = str(tmp_path / "in.bin")
+    digest = write_random_file(source, 2 * MiB + 3)
+    s3_cluster.geds("put", "--to", "s3-a", source, "cp-s3/x").ok()
+    s3_cluster.geds("meta", "cp-s3/x", "kind=copied").ok()
+    s3_cluster.geds("cp", "cp-s3/x", "cp-s3/z").ok()
+    assert sorted(moto.keys(s3_bucket)) == ["x", "z"]
+    assert moto.sha256(s3_bucket, "z") == digest
+    assert moto.client().head_object(Bucket=s3_bucket, Key="z")["Metadata"] == {"kind": "copied"}
+    assert s3_cluster.geds("meta", "cp-s3/z").ok().lines == ["kind=copied"]
+    s3_cluster.geds("rm", "cp-s3/x").ok()
+    assert moto.keys(s3_bucket) == ["z"]
+    assert listed_keys(s3_cluster, "cp-s3") == ["z"]
+    s3_cluster.geds("get", "cp-s3/x", str(tmp_path / "x")).fails("no such object")
+    target = str(tmp_path / "out.bin")
+    s3_cluster.geds("get", "cp-s3/z", target).ok()
+    assert sha256_file(target) == digest
+    s3_cluster.geds("rm", "cp-s3/z").ok()
+    assert moto.keys(s3_bucket) == []
