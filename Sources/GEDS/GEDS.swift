@@ -49,7 +49,7 @@ public final class GEDS: Sendable {
     /// Deletes an empty bucket, or with `force` a bucket and all its objects.
     public func deleteBucket(_ name: String, force: Bool = false) async throws(GedsError) {
         _ = try BucketName(name)
-        try await node.mds.expectOK(.deleteBucket(name, force: force))
+        try await node.deleteBucket(name, force: force)
     }
 
     public func listBuckets() async throws(GedsError) -> [String] {
@@ -131,28 +131,29 @@ public final class GEDS: Sendable {
 
     public func delete(bucket: String, key: String) async throws(GedsError) {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
-        try await node.mds.expectOK(.deleteObject(bucket: bucket, key: key))
+        try await node.delete(bucket: bucket, key: key)
     }
 
     /// Deletes every object whose key starts with `prefix`; returns how many.
     @discardableResult
     public func delete(bucket: String, prefix: String) async throws(GedsError) -> UInt64 {
         _ = try BucketName(bucket)
-        return try await node.mds.count(.deletePrefix(bucket: bucket, prefix: prefix))
+        return try await node.delete(bucket: bucket, prefix: prefix)
     }
 
     /// Renames at the MDS in one step; no bytes move. An object at the destination is replaced.
     public func rename(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
         _ = try ObjectPath(bucket: BucketName(toBucket), key: ObjectKey(toKey))
-        try await node.mds.expectOK(.rename(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey))
+        try await node.rename(bucket: bucket, key: key, toBucket: toBucket, toKey: toKey)
     }
 
-    /// Copies an object; the copy shares the sealed (immutable) bytes, so nothing is duplicated.
+    /// Copies an object; the copy shares the sealed (immutable) bytes, so nothing is duplicated (into a bucket with
+    /// an S3 store, an object already in S3 is copied there server-side instead, so S3 has both names).
     public func copy(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
         _ = try ObjectPath(bucket: BucketName(toBucket), key: ObjectKey(toKey))
-        try await node.mds.expectOK(.copy(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey))
+        try await node.copy(bucket: bucket, key: key, toBucket: toBucket, toKey: toKey)
     }
 
     public func metadata(bucket: String, key: String) async throws(GedsError) -> [String: String] {
@@ -162,7 +163,7 @@ public final class GEDS: Sendable {
     /// Replaces the object's user metadata.
     public func setMetadata(bucket: String, key: String, _ metadata: [String: String]) async throws(GedsError) {
         try UserMetadata.validate(metadata)
-        try await node.mds.expectOK(.setMetadata(bucket: bucket, key: key, metadata: metadata))
+        try await node.setMetadata(bucket: bucket, key: key, metadata)
     }
 
     // MARK: Nodes and placement

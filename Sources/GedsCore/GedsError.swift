@@ -23,6 +23,9 @@ public struct GedsError: Error, Sendable, Equatable, CustomStringConvertible {
         case `internal`
         /// A copy's bytes do not match the CRC-32C recorded for them (a corrupt or truncated tier-1 file).
         case checksumMismatch
+        /// The S3 object a blob would be uploaded to is being deleted (the key was deleted just before); upload
+        /// once the deletion is done, so that it does not remove the new bytes.
+        case s3DeletionPending
     }
 
     public let code: Code

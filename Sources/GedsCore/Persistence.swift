@@ -89,10 +89,16 @@ public struct BucketStorage: Sendable, Equatable, CustomStringConvertible {
 public struct S3Assignment: Sendable, Equatable {
     public var object: S3ObjectReference
     public var persistency: Persistency
+    /// The object's user metadata as it is now: uploaded as `x-amz-meta-*` headers.
+    public var metadata: [String: String]
+    /// A node has put the blob there already (so spilling it there from tier 1 needs no upload).
+    public var stored: Bool
 
-    public init(object: S3ObjectReference, persistency: Persistency) {
+    public init(object: S3ObjectReference, persistency: Persistency, metadata: [String: String] = [:], stored: Bool = false) {
         self.object = object
         self.persistency = persistency
+        self.metadata = metadata
+        self.stored = stored
     }
 }
 

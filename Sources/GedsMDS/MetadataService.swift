@@ -80,22 +80,28 @@ public final class MetadataService: RequestService {
                 try store.list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter, maxKeys: maxKeys)
             })
         case .deleteObject(let bucket, let key):
-            try store.withLock { (store) throws(GedsError) in try store.delete(bucket: bucket, key: key) }
-            return .ok
+            let now = MetadataService.wallClock()
+            let (inGEDS, s3Objects) = try store.withLock { (store) throws(GedsError) in
+                try store.delete(bucket: bucket, key: key, now: now)
+            }
+            guard let s3Objects else { return .ok }
+            return .s3Deletions(deleted: inGEDS ? 1 : 0, objects: s3Objects)
         case .deletePrefix(let bucket, let prefix):
             return .count(try store.withLock { (store) throws(GedsError) in try store.delete(bucket: bucket, prefix: prefix) })
         case .rename(let fromBucket, let fromKey, let toBucket, let toKey):
             let now = MetadataService.wallClock()
-            try store.withLock { (store) throws(GedsError) in
+            let move = try store.withLock { (store) throws(GedsError) in
                 try store.rename(from: (fromBucket, fromKey), to: (toBucket, toKey), now: now)
             }
-            return .ok
+            guard let move else { return .ok }
+            return .s3Move(blob: move.blob, from: move.from, to: move.to, deleteSource: move.deleteSource)
         case .copy(let fromBucket, let fromKey, let toBucket, let toKey):
             let now = MetadataService.wallClock()
-            try store.withLock { (store) throws(GedsError) in
+            let move = try store.withLock { (store) throws(GedsError) in
                 try store.copy(from: (fromBucket, fromKey), to: (toBucket, toKey), now: now)
             }
-            return .ok
+            guard let move else { return .ok }
+            return .s3Move(blob: move.blob, from: move.from, to: move.to, deleteSource: move.deleteSource)
         case .setMetadata(let bucket, let key, let metadata):
             try store.withLock { (store) throws(GedsError) in try store.setMetadata(bucket: bucket, key: key, metadata: metadata) }
             return .ok
@@ -115,11 +121,23 @@ public final class MetadataService: RequestService {
             try store.withLock { (store) throws(GedsError) in try store.addS3Copy(blob: blob) }
             return .ok
         case .s3Assignment(let blob):
-            return .s3Assignment(try store.withLock { (store) throws(GedsError) in try store.s3Assignment(blob: blob) })
-        case .adoptS3Object(let bucket, let key, let size):
+            let now = MetadataService.wallClock()
+            return .s3Assignment(try store.withLock { (store) throws(GedsError) in try store.s3Assignment(blob: blob, now: now) })
+        case .claimS3Deletions(let bucket, let keys):
+            let now = MetadataService.wallClock()
+            return .s3Deletions(deleted: 0, objects: try store.withLock { (store) throws(GedsError) in
+                try store.claimS3Deletions(bucket: bucket, keys: keys, now: now)
+            })
+        case .abandonS3Upload(let object):
+            let now = MetadataService.wallClock()
+            return .s3Deletions(deleted: 0, objects: store.withLock { $0.abandonS3Upload(object, now: now) })
+        case .s3Deleted(let objects):
+            store.withLock { $0.s3Deleted(objects) }
+            return .ok
+        case .adoptS3Object(let bucket, let key, let size, let metadata):
             let now = MetadataService.wallClock()
             return .object(try store.withLock { (store) throws(GedsError) in
-                try store.adoptS3Object(bucket: bucket, key: key, size: size, now: now)
+                try store.adoptS3Object(bucket: bucket, key: key, size: size, metadata: metadata, now: now)
             })
         case .readBlob, .pullBlob, .persistBlob, .flush:
             throw GedsError(.invalidArgument, "the MDS holds no object bytes; ask a node")

@@ -33,9 +33,17 @@ public struct MetadataStore: Sendable {
         /// The S3 service and bucket, by number in `s3Stores` (shared by all the blobs stored there).
         var store: UInt32
         var key: String
+        /// The GEDS bucket whose key named it: where its metadata is found at upload.
+        var bucket: String
         /// The bucket's persistency when the blob was sealed.
         var persistency: Persistency
         var stored: Bool
+    }
+
+    /// An S3 object, by store number and key: what the holder and deletion tables are keyed by.
+    struct S3Name: Hashable {
+        var store: UInt32
+        var key: String
     }
 
     /// An S3 service and bucket that blobs have copies in.
@@ -71,6 +79,14 @@ public struct MetadataStore: Sendable {
     private var s3Copies: [BlobID: S3Copy] = [:]
     private var s3Stores: [S3Store] = []
     private var s3StoreNumbers: [S3Store: UInt32] = [:]
+    /// The blob whose bytes belong in each S3 object: the last one assigned it. Deleting a key deletes its blob's S3
+    /// object only while that blob is still the holder, so a newer object sealed under the same name keeps its bytes.
+    private var s3Holders: [S3Name: BlobID] = [:]
+    /// S3 objects a node was told to delete, until it says they are gone (or the order lapses, at this MDS time in
+    /// milliseconds, when that node died). No blob is uploaded to such an object meanwhile (`s3DeletionPending`), so
+    /// the deletion can never remove bytes sealed after it was ordered.
+    private var s3Deletions: [S3Name: UInt64] = [:]
+    public static let s3DeletionLapseMilliseconds: UInt64 = 60_000
     private var nextBlob: BlobID
 
     /// `epoch` goes into the high bits of blob ids, so ids from an earlier MDS run are never reused.
@@ -205,11 +221,15 @@ public struct MetadataStore: Sendable {
         pendingObjects[blob]?.placements = []
         abort(blob: blob)
         blobs.insert(blob, size: size, placements: pending.placements)
+        var assignment: S3Assignment?
+        if let storage = buckets[pending.bucket]?.storage {
+            // Assigned before the key is bound, so the object it replaces no longer holds the S3 object.
+            let object = storage.object(forKey: pending.key.string)
+            assignS3Copy(of: object, in: pending.bucket, to: blob, persistency: storage.persistency, stored: false)
+            assignment = S3Assignment(object: object, persistency: storage.persistency)
+        }
         bind(bucket: pending.bucket, key: pending.key.string, to: Entry(blob: blob, modified: now, metadata: metadata))
-        guard let storage = buckets[pending.bucket]?.storage else { return nil }
-        let object = storage.object(forKey: pending.key.string)
-        s3Copies[blob] = s3Copy(of: object, persistency: storage.persistency, stored: false)
-        return S3Assignment(object: object, persistency: storage.persistency)
+        return assignment
     }
 
     /// Forgets an unsealed object; nodes that took a copy of it ahead of the seal are told to drop it.
@@ -286,10 +306,24 @@ public struct MetadataStore: Sendable {
         return page
     }
 
-    public mutating func delete(bucket: String, key: String) throws(GedsError) {
-        guard buckets[bucket] != nil else { throw GedsError.noSuchBucket(bucket) }
-        guard let entry = unbind(bucket: bucket, key: key) else { throw GedsError.noSuchObject(bucket, key) }
-        release(blob: entry.blob)
+    /// Deletes a key. Returns the S3 objects the caller must now delete (and then confirm with `s3Deleted`): the
+    /// blob's, when this was its last key and no newer blob holds that S3 object, and the key's own in the bucket's
+    /// S3 store (a key only S3 has is deleted there); nil when the bucket has no S3 store. `inGEDS` is false when
+    /// GEDS had no such key; with no S3 store that is `noSuchObject`.
+    @discardableResult
+    public mutating func delete(bucket: String, key: String,
+                                now: UInt64) throws(GedsError) -> (inGEDS: Bool, s3Objects: [S3ObjectReference]?) {
+        let storage = try self.storage(bucket: bucket)
+        var doomed: [S3Name] = []
+        let entry = unbind(bucket: bucket, key: key)
+        if let entry, let name = release(blob: entry.blob) { doomed.append(name) }
+        if let storage {
+            let name = s3Name(of: storage.object(forKey: key))
+            if s3Holders[name] == nil, !doomed.contains(name) { doomed.append(name) }
+        } else if entry == nil {
+            throw GedsError.noSuchObject(bucket, key)
+        }
+        return (entry != nil, storage == nil ? nil : orderDeletions(doomed, now: now))
     }
 
     public mutating func delete(bucket: String, prefix: String) throws(GedsError) -> UInt64 {
@@ -307,31 +341,98 @@ public struct MetadataStore: Sendable {
         return UInt64(doomed.count)
     }
 
-    /// Moves a key; an object already at the destination is replaced. No bytes move.
+    /// Where a renamed object's S3 copy must go: the caller copies `from` to `to` in S3 (server-side), reports the
+    /// copy with `addS3Copy`, deletes `from` when `deleteSource`, and confirms both with `s3Deleted`; no upload to
+    /// either starts meanwhile.
+    public struct S3Move: Sendable, Equatable {
+        public var blob: BlobID
+        public var from: S3ObjectReference
+        public var to: S3ObjectReference
+        public var deleteSource: Bool
+    }
+
+    /// Moves a key; an object already at the destination is replaced. No bytes move in GEDS. In a bucket with an
+    /// S3 store the blob's S3 copy follows the key: returned when it is in S3 already and must be moved there (one
+    /// not uploaded yet is simply uploaded to the new key).
+    @discardableResult
     public mutating func rename(from: (bucket: String, key: String), to: (bucket: String, key: String),
-                                now: UInt64) throws(GedsError) {
+                                now: UInt64) throws(GedsError) -> S3Move? {
         _ = try ObjectKey(to.key)
         guard buckets[from.bucket] != nil else { throw GedsError.noSuchBucket(from.bucket) }
         guard buckets[to.bucket] != nil else { throw GedsError.noSuchBucket(to.bucket) }
         guard buckets[from.bucket]!.index.find(from.key) != nil else { throw GedsError.noSuchObject(from.bucket, from.key) }
-        if from.bucket == to.bucket, Key(from.key) == Key(to.key) { return }
+        if from.bucket == to.bucket, Key(from.key) == Key(to.key) { return nil }
+        // An S3 object being deleted (the destination key was deleted a moment ago) must be gone before the
+        // moved object is copied there, or the deletion could remove it: the caller tries again shortly.
+        let blob = buckets[from.bucket]!.index[buckets[from.bucket]!.index.find(from.key)!].blob
+        if s3Copies[blob]?.stored == true, let storage = buckets[to.bucket]!.storage,
+           let lapse = s3Deletions[s3Name(of: storage.object(forKey: to.key))], now < lapse {
+            throw GedsError(.s3DeletionPending, "\(storage.object(forKey: to.key).url) is being deleted; rename once that is done")
+        }
         var entry = unbind(bucket: from.bucket, key: from.key)!
         entry.modified = now
         bind(bucket: to.bucket, key: to.key, to: entry)
+        return moveS3Copy(of: entry.blob, to: to.key, in: to.bucket, now: now)
     }
 
-    /// Adds a key for the same sealed bytes (they are immutable, so sharing them is safe).
+    private mutating func moveS3Copy(of blob: BlobID, to key: String, in bucket: String, now: UInt64) -> S3Move? {
+        guard var copy = s3Copies[blob], let storage = buckets[bucket]?.storage else { return nil }
+        let old = S3Name(store: copy.store, key: copy.key)
+        let new = s3Name(of: storage.object(forKey: key))
+        guard old != new else { return nil }
+        let ownsOld = s3Holders[old] == blob
+        if ownsOld { s3Holders[old] = nil }
+        s3Holders[new] = blob
+        let stored = copy.stored
+        copy.store = new.store
+        copy.key = new.key
+        copy.bucket = bucket
+        copy.stored = false
+        s3Copies[blob] = copy
+        guard stored else { return nil }
+        _ = orderDeletions(ownsOld ? [old, new] : [new], now: now)
+        return S3Move(blob: blob, from: object(of: old), to: object(of: new), deleteSource: ownsOld)
+    }
+
+    /// Adds a key for the same sealed bytes (they are immutable, so sharing them is safe). Into a bucket with an S3
+    /// store, an object already in S3 is copied there instead (returned: the caller copies it server-side and
+    /// reports it), as a new blob whose one copy is the new S3 object: S3 then has both names, each deleted with
+    /// its own key.
+    @discardableResult
     public mutating func copy(from: (bucket: String, key: String), to: (bucket: String, key: String),
-                              now: UInt64) throws(GedsError) {
+                              now: UInt64) throws(GedsError) -> S3Move? {
         _ = try ObjectKey(to.key)
         guard buckets[from.bucket] != nil else { throw GedsError.noSuchBucket(from.bucket) }
         guard buckets[to.bucket] != nil else { throw GedsError.noSuchBucket(to.bucket) }
         guard let record = buckets[from.bucket]!.index.find(from.key) else { throw GedsError.noSuchObject(from.bucket, from.key) }
-        if from.bucket == to.bucket, Key(from.key) == Key(to.key) { return }
+        if from.bucket == to.bucket, Key(from.key) == Key(to.key) { return nil }
         let source = buckets[from.bucket]!
-        blobs.retain(source.index[record].blob)
-        bind(bucket: to.bucket, key: to.key,
-             to: Entry(blob: source.index[record].blob, modified: now, metadata: source.metadata[record] ?? [:]))
+        let blob = source.index[record].blob
+        let entry = Entry(blob: blob, modified: now, metadata: source.metadata[record] ?? [:])
+        if let copy = s3Copies[blob], copy.stored, let storage = buckets[to.bucket]!.storage {
+            return try copyInS3(copy, sizeOf: blob, as: entry, to: to, storage: storage, now: now)
+        }
+        blobs.retain(blob)
+        bind(bucket: to.bucket, key: to.key, to: entry)
+        return nil
+    }
+
+    private mutating func copyInS3(_ source: S3Copy, sizeOf blob: BlobID, as entry: Entry, to: (bucket: String, key: String),
+                                   storage: BucketStorage, now: UInt64) throws(GedsError) -> S3Move {
+        let target = storage.object(forKey: to.key)
+        let name = s3Name(of: target)
+        if let lapse = s3Deletions[name], now < lapse {
+            throw GedsError(.s3DeletionPending, "\(target.url) is being deleted; copy once that is done")
+        }
+        nextBlob += 1
+        blobs.insert(nextBlob, size: blobs.size(of: blob) ?? 0, placements: [])
+        // Held before the key is bound, so the object it replaces no longer holds the S3 object.
+        assignS3Copy(of: target, in: to.bucket, to: nextBlob, persistency: storage.persistency, stored: false)
+        var copied = entry
+        copied.blob = nextBlob
+        bind(bucket: to.bucket, key: to.key, to: copied)
+        _ = orderDeletions([name], now: now)
+        return S3Move(blob: nextBlob, from: object(of: source), to: target, deleteSource: false)
     }
 
     public mutating func setMetadata(bucket: String, key: String, metadata: [String: String]) throws(GedsError) {
@@ -387,11 +488,17 @@ public struct MetadataStore: Sendable {
 
     /// Drops one key's hold on a blob; the last one withdraws its copies and tells their nodes to delete
     /// them (withdrawn first, so an RDMA key is never handed out for memory that is about to go).
-    private mutating func release(blob: BlobID) {
-        guard let copies = blobs.release(blob) else { return }
-        // The S3 object stays: S3 is the durable store, and its keys show in the bucket's listing.
-        s3Copies[blob] = nil
+    /// Returns the blob's S3 object when the blob went and still held it: a deletion deletes it too, an overwrite
+    /// leaves it to the new blob's upload.
+    @discardableResult
+    private mutating func release(blob: BlobID) -> S3Name? {
+        guard let copies = blobs.release(blob) else { return nil }
         for placement in copies { nodes[placement.node]?.drop.append(blob) }
+        guard let copy = s3Copies.removeValue(forKey: blob) else { return nil }
+        let name = S3Name(store: copy.store, key: copy.key)
+        guard s3Holders[name] == blob else { return nil }
+        s3Holders[name] = nil
+        return name
     }
 
     // MARK: S3 persistence
@@ -409,13 +516,49 @@ public struct MetadataStore: Sendable {
         return state.storage
     }
 
-    /// Where the blob's S3 copy goes; an error when its bucket had no S3 store when it was sealed.
-    public func s3Assignment(blob: BlobID) throws(GedsError) -> S3Assignment {
+    /// Where the blob's S3 copy goes; an error when its bucket had no S3 store when it was sealed. A node asks this
+    /// right before every upload: `s3DeletionPending` while a deletion of that S3 object is still under way.
+    public func s3Assignment(blob: BlobID, now: UInt64) throws(GedsError) -> S3Assignment {
         guard blobs.contains(blob) else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) no longer exists") }
         guard let copy = s3Copies[blob] else {
             throw GedsError(.invalidArgument, "blob \(blob.fileName) has no S3 store (its bucket had none when it was sealed)")
         }
-        return S3Assignment(object: object(of: copy), persistency: copy.persistency)
+        let object = object(of: copy)
+        if let lapse = s3Deletions[S3Name(store: copy.store, key: copy.key)], now < lapse {
+            throw GedsError(.s3DeletionPending, "\(object.url) is being deleted; upload once that is done")
+        }
+        return S3Assignment(object: object, persistency: copy.persistency, metadata: metadata(of: blob, copy),
+                            stored: copy.stored)
+    }
+
+    /// Orders the deletion of the S3 objects of keys that only S3 has (listed by a node deleting a prefix): every
+    /// key neither bound in GEDS nor held by a blob. Returns the objects the caller must delete and confirm.
+    public mutating func claimS3Deletions(bucket: String, keys: [String], now: UInt64) throws(GedsError) -> [S3ObjectReference] {
+        guard let state = buckets[bucket] else { throw GedsError.noSuchBucket(bucket) }
+        guard let storage = state.storage else { return [] }
+        let names = keys.filter { state.index.find($0) == nil }.map { s3Name(of: storage.object(forKey: $0)) }
+        return orderDeletions(names.filter { s3Holders[$0] == nil }, now: now)
+    }
+
+    /// A node uploaded a blob that was deleted meanwhile: its S3 object is to be deleted unless a newer blob holds
+    /// it (whose own upload then puts the right bytes there).
+    public mutating func abandonS3Upload(_ object: S3ObjectReference, now: UInt64) -> [S3ObjectReference] {
+        let name = s3Name(of: object)
+        return s3Holders[name] == nil ? orderDeletions([name], now: now) : []
+    }
+
+    /// A node deleted these S3 objects: uploads to them may go ahead.
+    public mutating func s3Deleted(_ objects: [S3ObjectReference]) {
+        for object in objects {
+            let store = S3Store(endpoint: object.endpoint, bucket: object.bucket, region: object.region)
+            guard let number = s3StoreNumbers[store] else { continue }
+            s3Deletions[S3Name(store: number, key: object.key)] = nil
+        }
+    }
+
+    private mutating func orderDeletions(_ names: [S3Name], now: UInt64) -> [S3ObjectReference] {
+        for name in names { s3Deletions[name] = now + MetadataStore.s3DeletionLapseMilliseconds }
+        return names.map { object(of: $0) }
     }
 
     /// A node put the blob's S3 copy in place: from now on it is a location, and outlives every node.
@@ -426,34 +569,57 @@ public struct MetadataStore: Sendable {
         s3Copies[blob]!.stored = true
     }
 
-    private mutating func s3Copy(of object: S3ObjectReference, persistency: Persistency, stored: Bool) -> S3Copy {
+    /// Makes `blob` the holder of the S3 object: its S3 copy goes there.
+    private mutating func assignS3Copy(of object: S3ObjectReference, in bucket: String, to blob: BlobID,
+                                       persistency: Persistency, stored: Bool) {
+        let name = s3Name(of: object)
+        s3Copies[blob] = S3Copy(store: name.store, key: name.key, bucket: bucket, persistency: persistency, stored: stored)
+        s3Holders[name] = blob
+    }
+
+    private mutating func s3Name(of object: S3ObjectReference) -> S3Name {
         let store = S3Store(endpoint: object.endpoint, bucket: object.bucket, region: object.region)
         let number = s3StoreNumbers[store] ?? {
             s3Stores.append(store)
             s3StoreNumbers[store] = UInt32(s3Stores.count - 1)
             return UInt32(s3Stores.count - 1)
         }()
-        return S3Copy(store: number, key: object.key, persistency: persistency, stored: stored)
+        return S3Name(store: number, key: object.key)
     }
 
-    private func object(of copy: S3Copy) -> S3ObjectReference {
-        let store = s3Stores[Int(copy.store)]
-        return S3ObjectReference(endpoint: store.endpoint, bucket: store.bucket, key: copy.key, region: store.region)
+    private func object(of copy: S3Copy) -> S3ObjectReference { object(of: S3Name(store: copy.store, key: copy.key)) }
+
+    private func object(of name: S3Name) -> S3ObjectReference {
+        let store = s3Stores[Int(name.store)]
+        return S3ObjectReference(endpoint: store.endpoint, bucket: store.bucket, key: name.key, region: store.region)
+    }
+
+    /// The user metadata of the key whose S3 object the blob's copy is (none when no key of the bucket names it now).
+    private func metadata(of blob: BlobID, _ copy: S3Copy) -> [String: String] {
+        guard let state = buckets[copy.bucket], let key = state.storage?.gedsKey(forS3Key: copy.key),
+              let record = state.index.find(key), state.index[record].blob == blob else { return [:] }
+        return state.metadata[record] ?? [:]
     }
 
     /// Read-through: a key found only in the bucket's S3 store becomes an object whose one copy is there. A key
     /// bound meanwhile (by a seal or by another reader's adoption) is kept as it is.
-    public mutating func adoptS3Object(bucket: String, key: String, size: UInt64, now: UInt64) throws(GedsError) -> ObjectInfo {
+    public mutating func adoptS3Object(bucket: String, key: String, size: UInt64, metadata: [String: String] = [:],
+                                       now: UInt64) throws(GedsError) -> ObjectInfo {
         _ = try ObjectKey(key)
+        try UserMetadata.validate(metadata)
         guard let state = buckets[bucket] else { throw GedsError.noSuchBucket(bucket) }
         guard let storage = state.storage else {
             throw GedsError(.invalidArgument, "bucket \(bucket) has no S3 store")
         }
         if state.index.find(key) == nil {
+            // Deleted or renamed away a moment ago, and its S3 object not gone yet: it must not come back.
+            if let lapse = s3Deletions[s3Name(of: storage.object(forKey: key))], now < lapse {
+                throw GedsError.noSuchObject(bucket, key)
+            }
             nextBlob += 1
             blobs.insert(nextBlob, size: size, placements: [])
-            s3Copies[nextBlob] = s3Copy(of: storage.object(forKey: key), persistency: storage.persistency, stored: true)
-            bind(bucket: bucket, key: key, to: Entry(blob: nextBlob, modified: now, metadata: [:]))
+            assignS3Copy(of: storage.object(forKey: key), in: bucket, to: nextBlob, persistency: storage.persistency, stored: true)
+            bind(bucket: bucket, key: key, to: Entry(blob: nextBlob, modified: now, metadata: metadata))
         }
         return try lookup(bucket: bucket, key: key)
     }

@@ -136,7 +136,10 @@ extension Node {
             }
             if persistency == .writeBack { return queueWriteBack(blob, to: object) }
             do {
-                try await upload(blob, to: object)
+                try await upload(blob)
+            } catch where error.code == .noSuchBlob {
+                // Deleted since the seal: there is nothing left to make durable.
+                return
             } catch {
                 queueWriteBack(blob, to: object)
                 throw GedsError(error.code, "write-through to \(object.url) failed; the object is sealed and readable "
@@ -146,26 +149,141 @@ extension Node {
     }
 
     /// The tier-1 persistency: a copy in this node's tier 1 besides the tier-0 one (a later spill then only
-    /// drops the tier-0 file).
+    /// drops the tier-0 file, and a promotion keeps it).
     private func copyToTier1(_ blob: BlobID) async throws(GedsError) {
         guard let tier1 else {
             throw GedsError(.invalidArgument, "persistency tier1: node \(configuration.name) has no tier 1 (gedsd --tier1 DIR --tier1-capacity SIZE)")
         }
+        tiers.withLock { state in _ = state.persistedInTier1.insert(blob) }
         guard tier1.object(blob) == nil else { return }
         let mapping = try tier0.map(blob)
         try await makeTier1Room(for: UInt64(mapping.count))
-        _ = try await tier1.write(blob, from: mapping.bytes)
+        do {
+            _ = try await tier1.write(blob, from: mapping.bytes)
+        } catch {
+            forgetTier1Copy(of: blob)
+            throw error
+        }
         withExtendedLifetime(mapping) {}
     }
 
     /// Puts the blob's bytes (from tier 0, else tier 1) in S3, then tells the MDS, which lists the S3 copy from
-    /// then on.
-    func upload(_ blob: BlobID, to object: S3ObjectReference) async throws(GedsError) {
+    /// then on. The MDS is asked first where the copy goes now (the blob's key may have been renamed since it was
+    /// assigned) and whether a deletion of that S3 object is under way: the upload waits for it, so that the
+    /// deletion, ordered for an older object under the same name, cannot remove these bytes.
+    func upload(_ blob: BlobID) async throws(GedsError) {
+        let reply = try await callOnceNoDeletionPending(.s3Assignment(blob: blob))
+        guard case .s3Assignment(let current) = reply else { throw MDSClient.unexpected(reply) }
+        let (object, metadata) = (current.object, current.metadata)
         let client = try s3Client(for: object)
         let (descriptor, size) = tier0.contains(blob) ? try tier0.openForReading(blob) : try openTier1ForReading(blob)
         defer { close(descriptor) }
-        try await client.upload(bucket: object.bucket, key: object.key, fileDescriptor: descriptor, length: size)
-        try await mds.expectOK(.addS3Copy(blob: blob))
+        try await client.upload(bucket: object.bucket, key: object.key, fileDescriptor: descriptor, length: size,
+                                metadata: metadata)
+        do {
+            try await mds.expectOK(.addS3Copy(blob: blob))
+        } catch where error.code == .noSuchBlob {
+            // Deleted while the bytes were on their way: they must not bring the key back.
+            try await abandon(object)
+            throw error
+        }
+        try await followRenameAndMetadata(of: blob, at: object, with: metadata)
+    }
+
+    /// Asks the MDS, again every 20 ms while it answers `s3DeletionPending` (an S3 object this request would write
+    /// is being deleted; the order lapses within a minute even when its node died).
+    private func callOnceNoDeletionPending(_ request: Request) async throws(GedsError) -> Reply {
+        while true {
+            do {
+                return try await mds.call(request)
+            } catch where error.code == .s3DeletionPending {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+        }
+    }
+
+    /// Deletes an S3 object this node put there for a blob that no longer goes there, unless a newer blob holds it.
+    private func abandon(_ object: S3ObjectReference) async throws(GedsError) {
+        let reply = try await mds.call(.abandonS3Upload(object))
+        guard case .s3Deletions(_, let objects) = reply else { throw MDSClient.unexpected(reply) }
+        try await deleteS3Objects(objects)
+    }
+
+    /// The blob's bytes are at `object` with `metadata` (nil: not known): makes S3 follow what GEDS says now. A
+    /// rename since the upload started moves them (server-side copy, the old object abandoned), and metadata set
+    /// since is rewritten in place. A few rounds at most, each answering a change made during the one before.
+    func followRenameAndMetadata(of blob: BlobID, at object: S3ObjectReference,
+                                 with metadata: [String: String]?) async throws(GedsError) {
+        var object = object
+        var metadata = metadata
+        for _ in 0..<4 {
+            let current: S3Assignment
+            do throws(GedsError) {
+                let reply = try await mds.call(.s3Assignment(blob: blob))
+                guard case .s3Assignment(let assignment) = reply else { throw MDSClient.unexpected(reply) }
+                current = assignment
+            } catch where error.code == .noSuchBlob || error.code == .s3DeletionPending {
+                return  // deleted (its S3 object went with it), or renamed right now (that rename moves it)
+            }
+            if current.object == object, current.metadata == metadata { return }
+            try await s3Client(for: current.object).copyObject(fromBucket: object.bucket, fromKey: object.key,
+                                                               toBucket: current.object.bucket, toKey: current.object.key,
+                                                               metadata: current.metadata)
+            if current.object != object { try await abandon(object) }
+            object = current.object
+            metadata = current.metadata
+        }
+    }
+
+    // MARK: Renaming and metadata
+
+    /// Renames in GEDS; in a bucket with an S3 store the S3 object follows (a server-side copy, then the old one
+    /// is deleted), so S3 lists the new name only. An object not in S3 yet is uploaded to the new name.
+    public func rename(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
+        try await followInS3(.rename(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey),
+                             "\(bucket)/\(key) was renamed")
+    }
+
+    /// Copies in GEDS; into a bucket with an S3 store, an object in S3 already is copied there server-side (a new
+    /// object whose copy is that S3 object), so S3 has both names. Otherwise the copy shares the sealed bytes.
+    public func copy(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
+        try await followInS3(.copy(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey),
+                             "\(bucket)/\(key) was copied")
+    }
+
+    /// A rename or copy at the MDS, then the S3 side it answers (`s3Move`): the server-side copy, its report, the
+    /// old object's deletion for a rename, and the confirmation that lets uploads to both names go ahead.
+    private func followInS3(_ request: Request, _ done: String) async throws(GedsError) {
+        let reply = try await callOnceNoDeletionPending(request)
+        if case .ok = reply { return }
+        guard case .s3Move(let blob, let from, let to, let deleteSource) = reply else { throw MDSClient.unexpected(reply) }
+        var failure: GedsError?
+        do throws(GedsError) {
+            try await s3Client(for: to).copyObject(fromBucket: from.bucket, fromKey: from.key, toBucket: to.bucket,
+                                                   toKey: to.key)
+            do {
+                try await mds.expectOK(.addS3Copy(blob: blob))
+            } catch where error.code == .noSuchBlob {
+                // Deleted under its new name meanwhile: the copy must not bring that key back.
+                try await abandon(to)
+            }
+            if deleteSource { try await s3Client(for: from).deleteObject(bucket: from.bucket, key: from.key) }
+        } catch {
+            failure = GedsError(error.code, "\(done) in GEDS, but its S3 object \(from.url) could not be copied to "
+                                + "\(to.url): \(error.message)")
+        }
+        try await mds.expectOK(.s3Deleted(deleteSource ? [from, to] : [to]))
+        if let failure { throw failure }
+    }
+
+    /// Replaces an object's user metadata; in S3 too when the object is there already (its `x-amz-meta-*`
+    /// rewritten in place by a server-side copy).
+    public func setMetadata(bucket: String, key: String, _ metadata: [String: String]) async throws(GedsError) {
+        try await mds.expectOK(.setMetadata(bucket: bucket, key: key, metadata: metadata))
+        guard try await bucketStorage(bucket) != nil else { return }
+        let info = try await mds.lookup(bucket: bucket, key: key)
+        guard let object = info.locations.first(where: { $0.tier == .s3 })?.s3Object else { return }
+        try await followRenameAndMetadata(of: info.blob, at: object, with: nil)
     }
 
     // MARK: Write-back
@@ -196,7 +314,7 @@ extension Node {
             guard let (blob, object) = next else { return }
             var done = true
             do {
-                try await upload(blob, to: object)
+                try await upload(blob)
                 delay = 100
             } catch where error.code == .noSuchBlob {
                 logger.warning("write-back of \(object.url) dropped: the object was deleted, or this node no longer holds it")
@@ -268,6 +386,91 @@ extension Node {
         return .deferred(promise.futureResult)
     }
 
+    // MARK: Deleting
+
+    /// Deletes a key, and in a bucket with an S3 store its S3 object too (the MDS says which objects may go: not
+    /// one a newer object holds). A key only S3 has is deleted there; `noSuchObject` when neither has it.
+    public func delete(bucket: String, key: String) async throws(GedsError) {
+        let reply = try await mds.call(.deleteObject(bucket: bucket, key: key))
+        if case .ok = reply { return }
+        guard case .s3Deletions(let deleted, let objects) = reply else { throw MDSClient.unexpected(reply) }
+        var inS3 = false
+        if deleted == 0 {
+            for object in objects {
+                do {
+                    _ = try await s3Client(for: object).headObject(bucket: object.bucket, key: object.key)
+                    inS3 = true
+                } catch where error.code == .noSuchObject {
+                } catch {
+                    try? await mds.expectOK(.s3Deleted(objects))
+                    throw GedsError(error.code, "\(bucket)/\(key) is not in GEDS, and its S3 store could not be asked: \(error.message)")
+                }
+            }
+        }
+        try await deleteS3Objects(objects)
+        if deleted == 0, !inS3 { throw GedsError.noSuchObject(bucket, key) }
+    }
+
+    /// Deletes every key under `prefix` in GEDS and, in a bucket with an S3 store, every S3 object under it that no
+    /// object sealed meanwhile holds. Returns how many keys GEDS had.
+    public func delete(bucket: String, prefix: String) async throws(GedsError) -> UInt64 {
+        let deleted = try await mds.count(.deletePrefix(bucket: bucket, prefix: prefix))
+        guard let storage = try await bucketStorage(bucket) else { return deleted }
+        try await deleteS3Objects(of: bucket, storage, under: prefix)
+        return deleted
+    }
+
+    /// Deletes an empty bucket, or with `force` every object in it first, S3 objects under its store's prefix
+    /// included (the S3 bucket itself stays: it may hold other things).
+    public func deleteBucket(_ bucket: String, force: Bool) async throws(GedsError) {
+        if force, let storage = try await bucketStorage(bucket) {
+            _ = try await mds.count(.deletePrefix(bucket: bucket, prefix: ""))
+            try await deleteS3Objects(of: bucket, storage, under: "")
+        }
+        try await mds.expectOK(.deleteBucket(bucket, force: force))
+    }
+
+    /// The S3 side of deleting a prefix: page by page, the MDS claims the listed keys GEDS does not have (those it
+    /// just deleted and those only S3 had) and this node deletes them.
+    private func deleteS3Objects(of bucket: String, _ storage: BucketStorage, under prefix: String) async throws(GedsError) {
+        let any = S3ObjectReference(endpoint: storage.endpoint, bucket: storage.bucket, key: "", region: storage.region)
+        let client = try s3Client(for: any)
+        var startAfter: String?
+        while true {
+            let page: S3ListPage
+            do {
+                page = try await client.listObjects(bucket: storage.bucket, prefix: storage.prefix + prefix,
+                                                    startAfter: startAfter, maxKeys: Int(WireLimits.maximumListKeys))
+            } catch {
+                throw GedsError(error.code, "\(bucket)/\(prefix) was deleted in GEDS, but its S3 store could not be listed: \(error.message)")
+            }
+            let keys = page.objects.compactMap { storage.gedsKey(forS3Key: $0.key) }
+            if !keys.isEmpty {
+                let reply = try await mds.call(.claimS3Deletions(bucket: bucket, keys: keys))
+                guard case .s3Deletions(_, let objects) = reply else { throw MDSClient.unexpected(reply) }
+                try await deleteS3Objects(objects)
+            }
+            guard page.isTruncated, let last = page.objects.last?.key else { return }
+            startAfter = last
+        }
+    }
+
+    /// Deletes S3 objects the MDS ordered deleted, then tells it they are gone (also when one failed: this node will
+    /// not try again, so uploads to them need not wait any longer).
+    func deleteS3Objects(_ objects: [S3ObjectReference]) async throws(GedsError) {
+        guard !objects.isEmpty else { return }
+        var failure: GedsError?
+        for object in objects {
+            do {
+                try await s3Client(for: object).deleteObject(bucket: object.bucket, key: object.key)
+            } catch {
+                failure = GedsError(error.code, "deleted in GEDS, but \(object.url) could not be deleted from S3: \(error.message)")
+            }
+        }
+        try await mds.expectOK(.s3Deleted(objects))
+        if let failure { throw failure }
+    }
+
     // MARK: Reading from S3
 
     /// Reads a range of an S3 copy into `sink` (a caller buffer, or a tier-0 file being received).
@@ -287,15 +490,16 @@ extension Node {
         } catch where error.code == .noSuchObject {
             guard let storage = try await bucketStorage(bucket) else { throw error }
             let object = storage.object(forKey: key)
-            let size: UInt64
+            let attributes: S3ObjectAttributes
             do {
-                size = try await s3Client(for: object).headObject(bucket: object.bucket, key: object.key).size
+                attributes = try await s3Client(for: object).headObject(bucket: object.bucket, key: object.key)
             } catch where error.code == .noSuchObject {
                 throw GedsError.noSuchObject(bucket, key)
             } catch {
                 throw GedsError(error.code, "no object \(bucket)/\(key) in GEDS, and its S3 store could not be asked: \(error.message)")
             }
-            let reply = try await mds.call(.adoptS3Object(bucket: bucket, key: key, size: size))
+            let reply = try await mds.call(.adoptS3Object(bucket: bucket, key: key, size: attributes.size,
+                                                          metadata: attributes.metadata))
             guard case .object(let info) = reply else { throw MDSClient.unexpected(reply) }
             return info
         }
@@ -351,7 +555,7 @@ extension Node {
             // No S3 store for its bucket (or deleted meanwhile): it stays.
             guard case .s3Assignment(let assignment)? = try? await mds.call(.s3Assignment(blob: victim)) else { continue }
             do {
-                try await moveToS3(victim, to: assignment.object)
+                try await moveToS3(victim, to: assignment.object, alreadyThere: assignment.stored)
             } catch {
                 // S3 refused or is down: the next blob would cost the same retries. The tier-1 write goes ahead
                 // and fails with out of space if there is still no room.
@@ -377,16 +581,18 @@ extension Node {
     /// Moves one blob from tier 1 to S3: the upload and the MDS's S3 location first, then this node's tier-1
     /// location is withdrawn, and only then does the file go. It runs as the blob's promotion entry, so a reader
     /// promoting it meanwhile waits and then finds it gone (and looks it up again: S3).
-    private func moveToS3(_ blob: BlobID, to object: S3ObjectReference) async throws(GedsError) {
+    /// `alreadyThere`: a node put it in S3 already (write-through, write-back): no second upload.
+    private func moveToS3(_ blob: BlobID, to object: S3ObjectReference, alreadyThere: Bool) async throws(GedsError) {
         let task = tiers.withLock { (state) -> Task<GedsError?, Never>? in
             guard state.promotions[blob] == nil, !tier0.contains(blob), tier1?.object(blob) != nil else { return nil }
             let task = Task { [self] () -> GedsError? in
                 var failure: GedsError?
                 do throws(GedsError) {
-                    try await upload(blob, to: object)
+                    if !alreadyThere { try await upload(blob) }
                     // In S3 now: a write-back still queued for it has nothing left to do.
                     persistence.writeBack.withLock { queue in queue.forget(blob) }
                     try await mds.expectOK(.removeLocation(blob: blob, node: index))
+                    forgetTier1Copy(of: blob)
                     _ = try? await tier1?.remove(blob)
                     logger.debug("moved blob \(blob.fileName) from tier 1 to \(object.url)")
                 } catch {

@@ -18,6 +18,9 @@ struct TierState {
     /// Promotions in progress (their result: the error, if any): concurrent readers of one spilled blob wait
     /// for the same one.
     var promotions: [BlobID: Task<GedsError?, Never>] = [:]
+    /// Blobs persisted to this node's tier 1 (`tier1` persistency): their tier-1 file is the durable copy, so it
+    /// stays when they are promoted back into tier 0.
+    var persistedInTier1: Set<BlobID> = []
     /// Views of tier-0 blobs handed out here: a blob with a live one is open and not spilled (its memory would
     /// not be freed while the view maps it). Weak, since a view ends with its last reference, unannounced.
     var views: [BlobID: [WeakView]] = [:]
@@ -312,7 +315,7 @@ extension Node {
             discardTier0Copy(blob)
             throw error
         }
-        _ = try? await tier1.remove(blob)
+        if !tiers.withLock({ $0.persistedInTier1.contains(blob) }) { _ = try? await tier1.remove(blob) }
         admitted(blob)
     }
 
@@ -325,6 +328,7 @@ extension Node {
         } catch {
             logger.warning("could not withdraw the location of blob \(blob.fileName): \(error.message)")
         }
+        forgetTier1Copy(of: blob)
         _ = try? await tier1?.remove(blob)
     }
 
@@ -332,6 +336,12 @@ extension Node {
     func dropLocalCopies(of blob: BlobID) async {
         discardTier0Copy(blob)
         tiers.withLock { state in state.policy?.forget(blob) }
+        forgetTier1Copy(of: blob)
         _ = try? await tier1?.remove(blob)
+    }
+
+    /// The blob's tier-1 file is about to go: it is no longer the persisted copy.
+    func forgetTier1Copy(of blob: BlobID) {
+        tiers.withLock { state in _ = state.persistedInTier1.remove(blob) }
     }
 }

@@ -188,6 +188,20 @@ public final class S3Client: Sendable {
         _ = try await send(Operation(verb: "DeleteObject", bucket: bucket, key: key), method: "DELETE")
     }
 
+    /// A server-side copy (CopyObject: one request, for sources up to 5 GiB; no bytes pass through here). With
+    /// `metadata` the copy gets it instead of the source's, which also rewrites an object's own metadata in place.
+    public func copyObject(fromBucket: String, fromKey: String, toBucket: String, toKey: String,
+                           metadata: [String: String]? = nil) async throws(GedsError) {
+        let operation = Operation(verb: "CopyObject", bucket: toBucket, key: toKey)
+        var headers = [("x-amz-copy-source", "/" + fromBucket + "/" + uriEncode(fromKey, encodeSlash: false))]
+        if let metadata {
+            headers.append(("x-amz-metadata-directive", "REPLACE"))
+            headers += try metadataHeaders(operation, metadata, contentType: nil)
+        }
+        // A 200 whose body is an <Error> document (a copy that failed late) is a failure too: see `classify`.
+        _ = try await send(operation, method: "PUT", headers: headers)
+    }
+
     /// One page of ListObjectsV2.
     public func listObjects(bucket: String, prefix: String = "", delimiter: String? = nil,
                             continuationToken: String? = nil, startAfter: String? = nil,

@@ -164,12 +164,13 @@ private enum RequestTag: UInt8 {
     case registerNode = 1, heartbeat, listNodes, createBucket, deleteBucket, listBuckets, createObject,
          sealObject, abortObject, lookup, list, deleteObject, deletePrefix, rename, copy, setMetadata,
          addLocation, removeLocation, readBlob, pullBlob, leave,
-         setBucketStorage, bucketStorage, addS3Copy, s3Assignment, adoptS3Object, persistBlob, flush
+         setBucketStorage, bucketStorage, addS3Copy, s3Assignment, adoptS3Object, persistBlob, flush,
+         claimS3Deletions, s3Deleted, abandonS3Upload
 }
 
 private enum ReplyTag: UInt8 {
     case ok = 1, failure, nodeRegistered, heartbeatAck, buckets, created, object, page, count, nodes, stream,
-         s3Assignment, storage
+         s3Assignment, storage, s3Deletions, s3Move
 }
 
 extension Request {
@@ -277,11 +278,12 @@ extension Request {
         case .s3Assignment(let blob):
             buffer.writeInteger(RequestTag.s3Assignment.rawValue)
             buffer.writeInteger(blob)
-        case .adoptS3Object(let bucket, let key, let size):
+        case .adoptS3Object(let bucket, let key, let size, let metadata):
             buffer.writeInteger(RequestTag.adoptS3Object.rawValue)
             buffer.writeWireString(bucket)
             buffer.writeWireString(key)
             buffer.writeInteger(size)
+            buffer.writeMetadata(metadata)
         case .persistBlob(let blob, let persistency, let object):
             buffer.writeInteger(RequestTag.persistBlob.rawValue)
             buffer.writeInteger(blob)
@@ -291,6 +293,16 @@ extension Request {
         case .flush(let timeout):
             buffer.writeInteger(RequestTag.flush.rawValue)
             buffer.writeInteger(timeout)
+        case .claimS3Deletions(let bucket, let keys):
+            buffer.writeInteger(RequestTag.claimS3Deletions.rawValue)
+            buffer.writeWireString(bucket)
+            buffer.writeWireStrings(keys)
+        case .s3Deleted(let objects):
+            buffer.writeInteger(RequestTag.s3Deleted.rawValue)
+            buffer.writeS3Objects(objects)
+        case .abandonS3Upload(let object):
+            buffer.writeInteger(RequestTag.abandonS3Upload.rawValue)
+            buffer.writeS3Object(object)
         }
     }
 
@@ -373,7 +385,7 @@ extension Request {
             request = .s3Assignment(blob: try payload.readWireInteger("blob"))
         case .adoptS3Object:
             request = .adoptS3Object(bucket: try payload.readWireString(), key: try payload.readWireString(),
-                                     size: try payload.readWireInteger("size"))
+                                     size: try payload.readWireInteger("size"), metadata: try payload.readMetadata())
         case .persistBlob:
             let blob: BlobID = try payload.readWireInteger("blob")
             let persistency = try payload.readPersistency()
@@ -381,6 +393,12 @@ extension Request {
                                    object: try payload.readBool() ? try payload.readS3Object() : nil)
         case .flush:
             request = .flush(timeoutMilliseconds: try payload.readWireInteger("timeout"))
+        case .claimS3Deletions:
+            request = .claimS3Deletions(bucket: try payload.readWireString(), keys: try payload.readWireStrings(what: "keys"))
+        case .s3Deleted:
+            request = .s3Deleted(try payload.readS3Objects())
+        case .abandonS3Upload:
+            request = .abandonS3Upload(try payload.readS3Object())
         }
         try payload.expectEnd()
         return request
@@ -457,9 +475,21 @@ extension Reply {
             buffer.writeInteger(ReplyTag.s3Assignment.rawValue)
             buffer.writeS3Object(assignment.object)
             buffer.writeInteger(assignment.persistency.rawValue)
+            buffer.writeMetadata(assignment.metadata)
+            buffer.writeBool(assignment.stored)
         case .storage(let storage):
             buffer.writeInteger(ReplyTag.storage.rawValue)
             buffer.writeOptionalBucketStorage(storage)
+        case .s3Deletions(let deleted, let objects):
+            buffer.writeInteger(ReplyTag.s3Deletions.rawValue)
+            buffer.writeInteger(deleted)
+            buffer.writeS3Objects(objects)
+        case .s3Move(let blob, let from, let to, let deleteSource):
+            buffer.writeInteger(ReplyTag.s3Move.rawValue)
+            buffer.writeInteger(blob)
+            buffer.writeS3Object(from)
+            buffer.writeS3Object(to)
+            buffer.writeBool(deleteSource)
         }
     }
 
@@ -539,9 +569,15 @@ extension Reply {
         case .stream:
             reply = .stream(length: try payload.readWireInteger("length"))
         case .s3Assignment:
-            reply = .s3Assignment(S3Assignment(object: try payload.readS3Object(), persistency: try payload.readPersistency()))
+            reply = .s3Assignment(S3Assignment(object: try payload.readS3Object(), persistency: try payload.readPersistency(),
+                                               metadata: try payload.readMetadata(), stored: try payload.readBool()))
         case .storage:
             reply = .storage(try payload.readOptionalBucketStorage())
+        case .s3Deletions:
+            reply = .s3Deletions(deleted: try payload.readWireInteger("deleted"), objects: try payload.readS3Objects())
+        case .s3Move:
+            reply = .s3Move(blob: try payload.readWireInteger("blob"), from: try payload.readS3Object(),
+                            to: try payload.readS3Object(), deleteSource: try payload.readBool())
         }
         try payload.expectEnd()
         return reply

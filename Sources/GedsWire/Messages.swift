@@ -79,14 +79,22 @@ public enum Request: Sendable, Equatable {
     case addS3Copy(blob: BlobID)
     /// Where the blob's S3 copy goes (MDS); answered `s3Assignment`, or `invalidArgument` when its bucket has no S3 store.
     case s3Assignment(blob: BlobID)
-    /// Binds a key that exists only in the bucket's S3 store to a new blob whose one copy is that S3 object,
-    /// unless the key exists meanwhile (MDS); answered `object`.
-    case adoptS3Object(bucket: String, key: String, size: UInt64)
+    /// Binds a key that exists only in the bucket's S3 store to a new blob whose one copy is that S3 object, with
+    /// the S3 object's `x-amz-meta-*` as its metadata, unless the key exists meanwhile (MDS); answered `object`.
+    case adoptS3Object(bucket: String, key: String, size: UInt64, metadata: [String: String])
     /// Asks the node holding a just-sealed blob to make it durable as `persistency` says (node): answered once
     /// done for `tier1` and `writeThrough`, once queued for `writeBack`.
     case persistBlob(blob: BlobID, persistency: Persistency, object: S3ObjectReference?)
     /// Answered once every write-back upload queued on the node is done, or `timedOut` after the time given (node).
     case flush(timeoutMilliseconds: UInt64)
+    /// Orders the deletion of the S3 objects of these keys that only the bucket's S3 store has (MDS): answered
+    /// `s3Deletions` with the objects the caller must delete, then confirm with `s3Deleted`.
+    case claimS3Deletions(bucket: String, keys: [String])
+    /// The caller put a blob's bytes in this S3 object, and then the blob turned out deleted (MDS): answered
+    /// `s3Deletions` with the object when no newer blob holds it, for the caller to delete and confirm.
+    case abandonS3Upload(S3ObjectReference)
+    /// The caller deleted these S3 objects, as ordered by `s3Deletions`: uploads to them may go ahead (MDS).
+    case s3Deleted([S3ObjectReference])
 }
 
 public enum Reply: Sendable, Equatable {
@@ -106,4 +114,10 @@ public enum Reply: Sendable, Equatable {
     /// A seal into a bucket with an S3 store, or an `s3Assignment` request: where the blob's S3 copy goes.
     case s3Assignment(S3Assignment)
     case storage(BucketStorage?)
+    /// `deleteObject` in a bucket with an S3 store (`deleted`: keys removed from GEDS), or `claimS3Deletions`: S3
+    /// objects the caller must delete now and then confirm with `s3Deleted`.
+    case s3Deletions(deleted: UInt64, objects: [S3ObjectReference])
+    /// A `rename` or `copy` whose object is in S3 already: the caller copies `from` to `to` in S3, reports the copy
+    /// (`addS3Copy`), deletes `from` when `deleteSource`, and then confirms both with `s3Deleted`.
+    case s3Move(blob: BlobID, from: S3ObjectReference, to: S3ObjectReference, deleteSource: Bool)
 }

@@ -17,6 +17,30 @@ extension ByteBuffer {
                           region: try readWireString())
     }
 
+    mutating func writeS3Objects(_ objects: [S3ObjectReference]) {
+        writeInteger(UInt32(objects.count))
+        for object in objects { writeS3Object(object) }
+    }
+
+    mutating func readS3Objects() throws(GedsError) -> [S3ObjectReference] {
+        let count = try readList(what: "S3 objects")
+        var objects: [S3ObjectReference] = []
+        for _ in 0..<count { objects.append(try readS3Object()) }
+        return objects
+    }
+
+    mutating func writeWireStrings(_ strings: [String]) {
+        writeInteger(UInt32(strings.count))
+        for string in strings { writeWireString(string) }
+    }
+
+    mutating func readWireStrings(what: StaticString) throws(GedsError) -> [String] {
+        let count = try readList(what: what)
+        var strings: [String] = []
+        for _ in 0..<count { strings.append(try readWireString()) }
+        return strings
+    }
+
     mutating func readPersistency() throws(GedsError) -> Persistency {
         let raw = try readWireInteger("persistency", as: UInt8.self)
         guard let persistency = Persistency(rawValue: raw) else {

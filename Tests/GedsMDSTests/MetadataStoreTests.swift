@@ -74,7 +74,7 @@ import Testing
         #expect(try f.keys("bkt") == [])
         #expect(try f.store.list(bucket: "bkt", prefix: "", delimiter: "/", startAfter: "", maxKeys: 10).commonPrefixes == [])
         #expect(f.store.objectCount == 0)
-        #expect(gedsError { try f.store.delete(bucket: "bkt", key: "dir/k") }?.code == .noSuchObject)
+        #expect(gedsError { try f.store.delete(bucket: "bkt", key: "dir/k", now: 0) }?.code == .noSuchObject)
         #expect(gedsError { try f.store.rename(from: ("bkt", "dir/k"), to: ("bkt", "x"), now: 1) }?.code == .noSuchObject)
 
         try f.store.seal(blob: blob, size: 4097, metadata: ["m": "v"], placement: BlobPlacement(node: f.n1, tier: .tier0), now: 1234)
@@ -134,7 +134,7 @@ import Testing
         #expect(gedsError {
             try f.store.seal(blob: x, size: 1, metadata: [:], placement: BlobPlacement(node: f.n1, tier: .tier0), now: 1)
         }?.code == .noSuchObject)
-        try f.store.delete(bucket: "bkt", key: "k")
+        try f.store.delete(bucket: "bkt", key: "k", now: 0)
         try f.store.deleteBucket("bkt", force: false)
     }
 
@@ -202,14 +202,14 @@ import Testing
         try f.store.createBucket("bkt")
         let a = try f.put("bkt", "a")
         let b = try f.put("bkt", "b")
-        #expect(gedsError { try f.store.delete(bucket: "bkt", key: "c") }?.code == .noSuchObject)
-        #expect(gedsError { try f.store.delete(bucket: "nope", key: "a") }?.code == .noSuchBucket)
-        try f.store.delete(bucket: "bkt", key: "a")
+        #expect(gedsError { try f.store.delete(bucket: "bkt", key: "c", now: 0) }?.code == .noSuchObject)
+        #expect(gedsError { try f.store.delete(bucket: "nope", key: "a", now: 0) }?.code == .noSuchBucket)
+        try f.store.delete(bucket: "bkt", key: "a", now: 0)
         #expect(gedsError { _ = try f.store.lookup(bucket: "bkt", key: "a") }?.code == .noSuchObject)
-        #expect(gedsError { try f.store.delete(bucket: "bkt", key: "a") }?.code == .noSuchObject)
+        #expect(gedsError { try f.store.delete(bucket: "bkt", key: "a", now: 0) }?.code == .noSuchObject)
         #expect(try f.keys("bkt") == ["b"])
         #expect(try f.drops() == [a])
-        try f.store.delete(bucket: "bkt", key: "b")
+        try f.store.delete(bucket: "bkt", key: "b", now: 0)
         #expect(try f.drops() == [b])
         #expect(f.store.objectCount == 0)
         try f.store.deleteBucket("bkt", force: false)
@@ -314,10 +314,10 @@ import Testing
         #expect(f.store.objectCount == 2)
 
         // Either key can go first; the bytes stay until the other goes too.
-        try f.store.delete(bucket: "bkt", key: "orig")
+        try f.store.delete(bucket: "bkt", key: "orig", now: 0)
         #expect(try f.drops().isEmpty)
         #expect(try f.store.lookup(bucket: "ckt", key: "copy").blob == blob)
-        try f.store.delete(bucket: "ckt", key: "copy")
+        try f.store.delete(bucket: "ckt", key: "copy", now: 0)
         #expect(try f.drops() == [blob])
     }
 
@@ -336,11 +336,11 @@ import Testing
         #expect(try f.store.lookup(bucket: "bkt", key: "b").blob == blob)
         #expect(try f.store.lookup(bucket: "bkt", key: "a").blob == newer)
         #expect(try f.drops().isEmpty)
-        try f.store.delete(bucket: "bkt", key: "b")
+        try f.store.delete(bucket: "bkt", key: "b", now: 0)
         #expect(try f.drops().isEmpty)
-        try f.store.delete(bucket: "bkt", key: "d")
+        try f.store.delete(bucket: "bkt", key: "d", now: 0)
         #expect(try f.drops() == [blob])
-        try f.store.delete(bucket: "bkt", key: "a")
+        try f.store.delete(bucket: "bkt", key: "a", now: 0)
         #expect(try f.drops() == [newer])
     }
 
@@ -355,7 +355,7 @@ import Testing
         #expect(gedsError { try f.store.copy(from: ("bkt", "pending"), to: ("bkt", "x"), now: 1) }?.code == .noSuchObject)
         #expect(try f.keys("bkt") == ["a"])
         // A single delete of the only key drops the bytes: the failed copies took no reference.
-        try f.store.delete(bucket: "bkt", key: "a")
+        try f.store.delete(bucket: "bkt", key: "a", now: 0)
         #expect(try f.drops().count == 1)
     }
 
@@ -447,7 +447,7 @@ import Testing
         f.store.removeLocation(blob: 12345, node: f.n1)  // unknown blob too
 
         // Deleting the object tells the remaining holder to drop it, and only it.
-        try f.store.delete(bucket: "bkt", key: "k")
+        try f.store.delete(bucket: "bkt", key: "k", now: 0)
         #expect(try f.drops(n2) == [blob])
         #expect(try f.drops().isEmpty)
         #expect(gedsError { try f.store.addLocation(blob: blob, placement: BlobPlacement(node: n2, tier: .tier0)) }?.code == .noSuchBlob)
@@ -463,7 +463,7 @@ import Testing
         try f.store.addLocation(blob: blob, placement: BlobPlacement(node: n3, tier: .tier1))
         #expect(try f.store.lookup(bucket: "bkt", key: "k").locations.map(\.tier).sorted { $0.rawValue < $1.rawValue }
             == [.tier0, .tier0, .tier1])
-        try f.store.delete(bucket: "bkt", key: "k")
+        try f.store.delete(bucket: "bkt", key: "k", now: 0)
         #expect(try f.drops() == [blob])
         #expect(try f.drops(n2) == [blob])
         #expect(try f.drops(n3) == [blob])
@@ -501,7 +501,7 @@ import Testing
         #expect(try f.store.lookup(bucket: "bkt", key: "other").locations.map(\.checksum) == [7])
 
         // A deleted blob's checksum goes with it: its record number, when reused, starts without one.
-        try f.store.delete(bucket: "bkt", key: "k")
+        try f.store.delete(bucket: "bkt", key: "k", now: 0)
         let next = try f.put("bkt", "next", node: again)
         #expect(next != blob)
         #expect(try f.store.lookup(bucket: "bkt", key: "next").locations.map(\.checksum) == [nil])

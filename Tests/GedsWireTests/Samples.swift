@@ -81,11 +81,17 @@ enum Samples {
         .bucketStorage(bucket: "b"),
         .addS3Copy(blob: .max),
         .s3Assignment(blob: 0),
-        .adoptS3Object(bucket: "b", key: unicode, size: .max),
+        .adoptS3Object(bucket: "b", key: unicode, size: .max, metadata: [:]),
+        .adoptS3Object(bucket: unicode, key: "k", size: 0, metadata: ["color": "blue", "e": ""]),
         .persistBlob(blob: 7, persistency: .writeBack, object: s3Object),
         .persistBlob(blob: .max, persistency: .tier1, object: nil),
         .flush(timeoutMilliseconds: 0),
         .flush(timeoutMilliseconds: .max),
+        .claimS3Deletions(bucket: "b", keys: []),
+        .claimS3Deletions(bucket: unicode, keys: ["a", unicode, longString]),
+        .s3Deleted([]),
+        .s3Deleted([s3Object, s3Object]),
+        .abandonS3Upload(s3Object),
     ]
 
     static let s3Object = S3ObjectReference(endpoint: "http://127.0.0.1:4569", bucket: "s3-bucket", key: "run/" + unicode,
@@ -133,8 +139,14 @@ enum Samples {
             .stream(length: 0),
             .stream(length: .max),
             .s3Assignment(S3Assignment(object: s3Object, persistency: .ephemeral)),
+            .s3Assignment(S3Assignment(object: s3Object, persistency: .writeBack, metadata: ["content-type": "x/y"],
+                                       stored: true)),
             .storage(nil),
             .storage(storage),
+            .s3Deletions(deleted: 0, objects: []),
+            .s3Deletions(deleted: .max, objects: [s3Object]),
+            .s3Move(blob: .max, from: s3Object, to: s3Object, deleteSource: true),
+            .s3Move(blob: 0, from: s3Object, to: s3Object, deleteSource: false),
         ]
         // Every error code crosses the wire unchanged.
         var code: UInt16 = 1
@@ -178,6 +190,9 @@ func caseName(_ request: Request) -> String {
     case .adoptS3Object: "adoptS3Object"
     case .persistBlob: "persistBlob"
     case .flush: "flush"
+    case .claimS3Deletions: "claimS3Deletions"
+    case .s3Deleted: "s3Deleted"
+    case .abandonS3Upload: "abandonS3Upload"
     }
 }
 
@@ -186,6 +201,7 @@ let allRequestCases: Set<String> = [
     "sealObject", "abortObject", "lookup", "list", "deleteObject", "deletePrefix", "rename", "copy", "setMetadata",
     "addLocation", "removeLocation", "readBlob", "pullBlob",
     "setBucketStorage", "bucketStorage", "addS3Copy", "s3Assignment", "adoptS3Object", "persistBlob", "flush",
+    "claimS3Deletions", "s3Deleted", "abandonS3Upload",
 ]
 
 func caseName(_ reply: Reply) -> String {
@@ -203,10 +219,12 @@ func caseName(_ reply: Reply) -> String {
     case .stream: "stream"
     case .s3Assignment: "s3Assignment"
     case .storage: "storage"
+    case .s3Deletions: "s3Deletions"
+    case .s3Move: "s3Move"
     }
 }
 
 let allReplyCases: Set<String> = [
     "ok", "failure", "nodeRegistered", "heartbeatAck", "buckets", "created", "object", "page", "count", "nodes", "stream",
-    "s3Assignment", "storage",
+    "s3Assignment", "storage", "s3Deletions", "s3Move",
 ]

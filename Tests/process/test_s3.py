@@ -402,3 +402,198 @@ def test_tier1_full_with_s3_down_is_out_of_space_and_loses_nothing(s3_cluster, m
     assert moto.keys(s3_bucket)
     for key, digest in digests.items():
         assert sha256(s3_cluster.geds("cat", f"spill-down/{key}").ok().out) == digest, key
+
+
+def listed_keys(cluster: Cluster, bucket: str) -> list[str]:
+    return [line.split()[-1] for line in cluster.geds("ls", bucket).ok().lines if line.strip()]
+
+
+def test_rm_deletes_the_s3_object_and_a_key_only_in_s3(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "rm-s3", moto, s3_bucket, "write-through", "--prefix", "p/")
+    source = str(tmp_path / "in.bin")
+    write_random_file(source, 300_000)
+    s3_cluster.geds("put", source, "rm-s3/gone").ok()
+    s3_cluster.geds("put", source, "rm-s3/kept").ok()
+    moto.client().put_object(Bucket=s3_bucket, Key="p/only-in-s3", Body=b"s3 only")
+    assert sorted(moto.keys(s3_bucket)) == ["p/gone", "p/kept", "p/only-in-s3"]
+    s3_cluster.geds("rm", "rm-s3/gone").ok()
+    s3_cluster.geds("rm", "rm-s3/only-in-s3").ok()
+    assert moto.keys(s3_bucket) == ["p/kept"]
+    # Neither comes back through the merged listing or read-through.
+    assert "rm-s3/gone" not in " ".join(listed_keys(s3_cluster, "rm-s3"))
+    assert [key for key in listed_keys(s3_cluster, "rm-s3") if "only" in key or "gone" in key] == []
+    s3_cluster.geds("get", "rm-s3/gone", str(tmp_path / "out.bin")).fails("no such object")
+    s3_cluster.geds("get", "rm-s3/only-in-s3", str(tmp_path / "out.bin")).fails("no such object")
+    s3_cluster.geds("rm", "rm-s3/never-was").fails("no such object")
+    assert moto.keys(s3_bucket) == ["p/kept"]
+
+
+def test_rm_prefix_and_rb_force_delete_in_s3_too(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "rmp-s3", moto, s3_bucket, "write-through")
+    source = str(tmp_path / "in.bin")
+    write_random_file(source, 50_000)
+    for key in ("a/1", "a/2", "b/1"):
+        s3_cluster.geds("put", source, f"rmp-s3/{key}").ok()
+    for key in ("a/3", "a/deep/4", "c/1"):
+        moto.client().put_object(Bucket=s3_bucket, Key=key, Body=key.encode())
+    s3_cluster.geds("rm", "--prefix", "rmp-s3/a/").ok()
+    assert sorted(moto.keys(s3_bucket)) == ["b/1", "c/1"]
+    assert sorted(listed_keys(s3_cluster, "rmp-s3")) == ["b/1", "c/1"]
+    s3_cluster.geds("stat", "rmp-s3/a/3").fails("no such object")
+    s3_cluster.geds("rb", "--force", "rmp-s3").ok()
+    assert moto.keys(s3_bucket) == []
+
+
+def test_rm_of_a_write_back_object_leaves_nothing_in_s3(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "rm-wb", moto, s3_bucket, "write-back")
+    source = str(tmp_path / "in.bin")
+    write_random_file(source, 2 * MiB)
+    for index in range(4):
+        s3_cluster.geds("put", source, f"rm-wb/k{index}").ok()
+        s3_cluster.geds("rm", f"rm-wb/k{index}").ok()  # before or after its upload: either way it goes
+    s3_cluster.geds("flush", "--timeout", "60").ok()
+    assert moto.keys(s3_bucket) == []
+    assert listed_keys(s3_cluster, "rm-wb") == []
+
+
+def test_put_racing_rm_of_the_same_key_leaves_geds_and_s3_agreeing(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "race", moto, s3_bucket, "write-through")
+    old = str(tmp_path / "old.bin")
+    write_random_file(old, 200_000)
+    for round_ in range(6):
+        new = str(tmp_path / f"new{round_}.bin")
+        new_digest = write_random_file(new, 300_000 + round_)
+        s3_cluster.geds("put", old, "race/k").ok()
+        put = s3_cluster.popen("put", new, "race/k", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if round_ % 2:
+            time.sleep(0.05 * round_)
+        rm = s3_cluster.geds("rm", "race/k")
+        assert put.wait(timeout=90) == 0, put.stderr.read()
+        assert rm.rc == 0 or "no such object" in rm.err, rm.describe()
+        # Whatever the order, GEDS and S3 end the same: the new object in both, or in neither.
+        stat = s3_cluster.geds("stat", "race/k")
+        if stat.rc == 0:
+            target = str(tmp_path / "out.bin")
+            s3_cluster.geds("get", "race/k", target).ok()
+            assert sha256_file(target) == new_digest
+            assert moto.sha256(s3_bucket, "k") == new_digest
+        else:
+            assert "no such object" in stat.err, stat.describe()
+            assert moto.keys(s3_bucket) == []
+
+
+def test_metadata_goes_to_s3_as_x_amz_meta_and_comes_back_by_read_through(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "meta-s3", moto, s3_bucket, "write-back")
+    source = str(tmp_path / "in.bin")
+    digest = write_random_file(source, MiB)
+    moto.stop()
+    try:
+        s3_cluster.geds("put", "--to", "s3-a", source, "meta-s3/k").ok()
+        # Set while the upload waits for S3: the upload takes the metadata as it is then.
+        s3_cluster.geds("meta", "meta-s3/k", "color=blue", "run.id=7").ok()
+    finally:
+        moto.start()
+    moto.client().create_bucket(Bucket=s3_bucket)
+    s3_cluster.geds("flush", "--timeout", "60").ok()
+    head = moto.client().head_object(Bucket=s3_bucket, Key="k")
+    assert head["Metadata"] == {"color": "blue", "run.id": "7"}
+    assert moto.sha256(s3_bucket, "k") == digest
+    # The other way: an object put into S3 by someone else is read through with its x-amz-meta-* as metadata.
+    moto.client().put_object(Bucket=s3_bucket, Key="outside", Body=b"from boto3", Metadata={"origin": "boto3"})
+    assert s3_cluster.geds("meta", "meta-s3/outside").ok().lines == ["origin=boto3"]
+    assert s3_cluster.geds("cat", "meta-s3/outside").ok().out == b"from boto3"
+
+
+def test_mv_moves_the_s3_object_and_an_upload_not_done_yet_goes_to_the_new_key(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "mv-s3", moto, s3_bucket, "write-through", "--prefix", "p/")
+    source = str(tmp_path / "in.bin")
+    digest = write_random_file(source, 3 * MiB + 1)
+    s3_cluster.geds("put", "--to", "s3-a", source, "mv-s3/old").ok()
+    s3_cluster.geds("meta", "mv-s3/old", "kind=moved").ok()  # rewritten in S3 in place
+    assert moto.client().head_object(Bucket=s3_bucket, Key="p/old")["Metadata"] == {"kind": "moved"}
+    s3_cluster.geds("mv", "mv-s3/old", "mv-s3/new").ok()
+    assert moto.keys(s3_bucket) == ["p/new"]
+    assert moto.sha256(s3_bucket, "p/new") == digest
+    assert moto.client().head_object(Bucket=s3_bucket, Key="p/new")["Metadata"] == {"kind": "moved"}
+    assert listed_keys(s3_cluster, "mv-s3") == ["new"]
+    assert f"s3 on {moto.endpoint}/{s3_bucket}/p/new" in copies(s3_cluster, "mv-s3/new")
+    s3_cluster.geds("get", "mv-s3/old", str(tmp_path / "x")).fails("no such object")
+    target = str(tmp_path / "out.bin")
+    s3_cluster.geds("get", "mv-s3/new", target).ok()
+    assert sha256_file(target) == digest
+    # Write-back not uploaded yet (S3 down): the upload goes to the name the object has when it runs.
+    s3_cluster.geds("bucket", "mv-s3", "--persistency", "write-back").ok()
+    moto.stop()
+    try:
+        s3_cluster.geds("put", "--to", "s3-a", source, "mv-s3/pending").ok()
+        s3_cluster.geds("mv", "mv-s3/pending", "mv-s3/renamed").ok()
+    finally:
+        moto.start()
+    moto.client().create_bucket(Bucket=s3_bucket)
+    s3_cluster.geds("flush", "--timeout", "60").ok()
+    assert moto.keys(s3_bucket) == ["p/renamed"]
+    assert moto.sha256(s3_bucket, "p/renamed") == digest
+
+
+def test_tier1_persisted_copy_stays_through_promotion(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "t1-keep", moto, s3_bucket, "ephemeral")
+    tier1 = os.path.join(s3_cluster.root, "tier1-keep")
+    s3_cluster.start_node("s3-keep", "host-keep", extra_args=[
+        "--tier0-capacity", "8MiB", "--tier1", tier1, "--tier1-capacity", "64MiB"])
+    source = str(tmp_path / "in.bin")
+    digest = write_random_file(source, 3 * MiB)
+    s3_cluster.geds("put", "--to", "s3-keep", "--persistency", "tier1", source, "t1-keep/k").ok()
+    blob = re.search(r"blob: ([0-9a-f]{16})", s3_cluster.geds("stat", "t1-keep/k").ok().text).group(1)
+    filler = str(tmp_path / "filler.bin")
+    write_random_file(filler, 3 * MiB)
+    for index in range(3):  # past the high-water mark: k, the least recently used, spills
+        s3_cluster.geds("put", "--to", "s3-keep", filler, f"t1-keep/f{index}").ok()
+    deadline = time.monotonic() + 20
+    while not any(line.startswith("tier1 on s3-keep") for line in copies(s3_cluster, "t1-keep/k")):
+        assert time.monotonic() < deadline, copies(s3_cluster, "t1-keep/k")
+        time.sleep(0.1)
+    # Reading it promotes it back into tier 0; its tier-1 file, the persisted copy, stays.
+    assert sha256(s3_cluster.geds("cat", "t1-keep/k").ok().out) == digest
+    assert any(line.startswith("tier0 on s3-keep") for line in copies(s3_cluster, "t1-keep/k"))
+    assert sha256_file(os.path.join(tier1, blob)) == digest
+
+
+def test_spilling_on_to_s3_does_not_upload_again_what_is_there(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "no-twice", moto, s3_bucket, "write-through")
+    tier1 = os.path.join(s3_cluster.root, "tier1-no-twice")
+    s3_cluster.start_node("s3-twice", "host-twice", extra_args=[
+        "--tier0-capacity", "6MiB", "--tier1", tier1, "--tier1-capacity", "6MiB"])
+    folder = tmp_path / "objects"
+    digests = {f"o{index:02}": write_random_file(str(folder / f"o{index:02}"), MiB + index) for index in range(12)}
+    s3_cluster.geds("put", "--recursive", "--to", "s3-twice", str(folder), "no-twice/").ok()
+    tiers = {key: copies(s3_cluster, f"no-twice/{key}") for key in digests}
+    moved = [key for key, listed in tiers.items() if listed == [f"s3 on {moto.endpoint}/{s3_bucket}/{key}"]]
+    assert moved, tiers  # spilled through tier 1 on to S3
+    # moto's request log: each object was PUT once, at its write-through seal, and not again when it left tier 1.
+    log = open(moto.log).read()
+    for key in digests:
+        assert len(re.findall(rf'"PUT /{s3_bucket}/{key} HTTP', log)) == 1, key
+    for key, digest in digests.items():
+        assert sha256(s3_cluster.geds("cat", f"no-twice/{key}").ok().out) == digest, key
+
+
+def test_cp_copies_in_s3_and_each_name_is_deleted_with_its_key(s3_cluster, moto, s3_bucket, tmp_path):
+    configure(s3_cluster, "cp-s3", moto, s3_bucket, "write-through")
+    source = str(tmp_path / "in.bin")
+    digest = write_random_file(source, 2 * MiB + 3)
+    s3_cluster.geds("put", "--to", "s3-a", source, "cp-s3/x").ok()
+    s3_cluster.geds("meta", "cp-s3/x", "kind=copied").ok()
+    s3_cluster.geds("cp", "cp-s3/x", "cp-s3/z").ok()
+    assert sorted(moto.keys(s3_bucket)) == ["x", "z"]
+    assert moto.sha256(s3_bucket, "z") == digest
+    assert moto.client().head_object(Bucket=s3_bucket, Key="z")["Metadata"] == {"kind": "copied"}
+    assert s3_cluster.geds("meta", "cp-s3/z").ok().lines == ["kind=copied"]
+    s3_cluster.geds("rm", "cp-s3/x").ok()
+    assert moto.keys(s3_bucket) == ["z"]
+    assert listed_keys(s3_cluster, "cp-s3") == ["z"]
+    s3_cluster.geds("get", "cp-s3/x", str(tmp_path / "x")).fails("no such object")
+    target = str(tmp_path / "out.bin")
+    s3_cluster.geds("get", "cp-s3/z", target).ok()
+    assert sha256_file(target) == digest
+    s3_cluster.geds("rm", "cp-s3/z").ok()
+    assert moto.keys(s3_bucket) == []

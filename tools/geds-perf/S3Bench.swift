@@ -63,8 +63,9 @@ enum S3Bench {
                 let equal = view.withBytes { bytes in bytes.count == size && memcmp(bytes.baseAddress!, object.baseAddress!, size) == 0 }
                 guard equal else { throw GedsError(.internal, "s3: the bytes read through differ from those uploaded") }
                 if run > 0 { seconds.append(elapsed) }
-                // Forgotten by GEDS, so the next read goes to S3 again.
+                // Deleting removes it from GEDS and S3: put back into S3 only, so the next read goes to S3 again.
                 try await geds.delete(bucket: "perf", key: "object")
+                try await s3.upload(bucket: "geds-perf", key: "object", from: UnsafeRawBufferPointer(object))
             }
             progress("s3: \(samples) + 1 warm-up write-through puts of \(Report.formatSize(size))")
             for run in 0...samples {
