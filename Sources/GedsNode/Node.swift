@@ -117,8 +117,11 @@ public final class Node: Sendable {
     }
 
     /// Runs `body` on the event loop of this node's connections: its round trips then cost no thread
-    /// hand-offs on this side (one hop in and one out for the whole body).
+    /// hand-offs on this side (one hop in and one out for the whole body). A node that talks to the MDS
+    /// over RDMA runs `body` where it is: its round trips end on the RDMA poll thread, and the event loop
+    /// would only add hops (measured: about 600 µs per lookup + read under emulation).
     public func onLoop<Result: Sendable>(_ body: @Sendable () async throws(GedsError) -> Result) async throws(GedsError) -> Result {
+        if mds.rdma?.active == true { return try await body() }
         do {
             return try await withTaskExecutorPreference(executor) { try await body() }
         } catch {

@@ -86,11 +86,23 @@ struct Child {
         Cleanup.live.withLock { _ = $0.remove(pid) }
     }
 
-    /// Runs a command to completion; returns its stdout and whether it exited with status 0.
-    static func run(_ path: String, _ arguments: [String]) throws -> (output: String, succeeded: Bool) {
+    /// Runs a command to completion; returns its stdout and whether it exited with status 0. A command
+    /// still running after `timeoutSeconds` is killed (a reference tool that hangs, e.g. waiting for a
+    /// server that never answered, must not hang the whole run); it then counts as failed.
+    static func run(_ path: String, _ arguments: [String], timeoutSeconds: Int = 300) throws -> (output: String, succeeded: Bool) {
         let child = try spawn(path, arguments, captureOutput: true)
+        let finished = Finished()
+        DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(timeoutSeconds)) {
+            if !finished.state.withLock({ $0 }) { kill(child.pid, SIGKILL) }
+        }
         let output = child.read()
-        return (output, child.wait() == 0)
+        let status = child.wait()
+        finished.state.withLock { $0 = true }
+        return (output, status == 0)
+    }
+
+    private final class Finished: Sendable {
+        let state = Mutex(false)
     }
 }
 
