@@ -13,15 +13,26 @@ import Glibc
     static let accessKey = "AKIAGEDSUNITTEST0000"
     static let secretKey = "geds-unit-test-secret"
 
-    @Test func anObjectOnlyInS3IsReadByRangeIntoCallerMemoryAndCachedByAView() async throws {
+    /// A moto_server with one bucket, and this process's nodes signing with the test keys (each node signs
+    /// with its own environment's keys; the nodes of this process share these).
+    static func motoWithBucket(_ bucket: String) async throws -> (ServerProcess, S3Client) {
         let moto = try ServerProcess.moto()
+        setenv("AWS_ACCESS_KEY_ID", accessKey, 1)
+        setenv("AWS_SECRET_ACCESS_KEY", secretKey, 1)
+        do {
+            let s3 = try S3Client(S3Configuration(endpoint: moto.endpoint, credentials: S3Credentials(
+                accessKeyID: accessKey, secretAccessKey: secretKey)))
+            try await s3.createBucket(bucket)
+            return (moto, s3)
+        } catch {
+            moto.stop()
+            throw error
+        }
+    }
+
+    @Test func anObjectOnlyInS3IsReadByRangeIntoCallerMemoryAndCachedByAView() async throws {
+        let (moto, s3) = try await Self.motoWithBucket("unit")
         defer { moto.stop() }
-        // Each node signs with its own environment's keys; this process's nodes share these.
-        setenv("AWS_ACCESS_KEY_ID", S3PersistenceTests.accessKey, 1)
-        setenv("AWS_SECRET_ACCESS_KEY", S3PersistenceTests.secretKey, 1)
-        let s3 = try S3Client(S3Configuration(endpoint: moto.endpoint, credentials: S3Credentials(
-            accessKeyID: S3PersistenceTests.accessKey, secretAccessKey: S3PersistenceTests.secretKey)))
-        try await s3.createBucket("unit")
 
         let cluster = try await Cluster.start()
         let writer = try await cluster.handle("writer", hostID: "host-w")
@@ -65,13 +76,8 @@ import Glibc
     }
 
     @Test func writeBackUploadsInTheBackgroundAndFlushWaitsForIt() async throws {
-        let moto = try ServerProcess.moto()
+        let (moto, s3) = try await Self.motoWithBucket("later")
         defer { moto.stop() }
-        setenv("AWS_ACCESS_KEY_ID", S3PersistenceTests.accessKey, 1)
-        setenv("AWS_SECRET_ACCESS_KEY", S3PersistenceTests.secretKey, 1)
-        let s3 = try S3Client(S3Configuration(endpoint: moto.endpoint, credentials: S3Credentials(
-            accessKeyID: S3PersistenceTests.accessKey, secretAccessKey: S3PersistenceTests.secretKey)))
-        try await s3.createBucket("later")
         try await withCluster([("node", "host-n", .embedded)]) { _, handles in
             let geds = handles[0]
             try await geds.setBucketStorage("ephemeral", BucketStorage(endpoint: moto.endpoint, bucket: "later",

@@ -36,6 +36,7 @@ public func canConnect(port: Int) -> Bool {
 /// A Python helper process on loopback (`moto_server`, or a small fault-injecting HTTP server), started by the
 /// tests. Its standard input is a pipe from this process: when the test process ends, however it ends, the pipe
 /// closes and a watchdog thread in the helper exits it (deleting its log), so no server outlives the tests.
+// @unchecked: Process and Pipe are not Sendable; both are set once at init, and only stop() (one caller) uses them.
 public final class ServerProcess: @unchecked Sendable {
     public let port: Int
     public let logPath: String
