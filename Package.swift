@@ -73,7 +73,7 @@ let package = Package(
                           path: "tools/geds-perf", swiftSettings: strict),
         // Helpers shared by the test targets (deterministic random numbers, scratch folders, /proc/self/maps,
         // where RDMA tests can run, Python helper servers such as moto_server).
-        .target(name: "GedsTestSupport", dependencies: ["GedsVerbs"], path: "Tests/GedsTestSupport", swiftSettings: strict),
+        .target(name: "GedsTestSupport", dependencies: ["GedsCore", "GedsVerbs"], path: "Tests/GedsTestSupport", swiftSettings: strict),
         .testTarget(name: "GedsCoreTests", dependencies: ["GedsTestSupport", "GedsCore"], swiftSettings: strict),
         .testTarget(name: "GedsWireTests", dependencies: ["GedsTestSupport", "GedsWire"], swiftSettings: strict),
         .testTarget(name: "GedsTier0Tests", dependencies: ["GedsTestSupport", "GedsTier0"], swiftSettings: strict),
@@ -83,7 +83,7 @@ let package = Package(
                                                    .product(name: "Logging", package: "swift-log")],
                     swiftSettings: strict),
         .testTarget(name: "GedsNodeTests", dependencies: ["GedsTestSupport", "GedsNode"], swiftSettings: strict),
-        .testTarget(name: "GedsTier1Tests", dependencies: ["GedsTier1"], swiftSettings: strict),
+        .testTarget(name: "GedsTier1Tests", dependencies: ["GedsTestSupport", "GedsTier1"], swiftSettings: strict),
         .testTarget(name: "GEDSTests", dependencies: ["GedsTestSupport", "GEDS", "GedsMDS", "GedsS3",
                                .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
     ]

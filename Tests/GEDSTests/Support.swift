@@ -64,16 +64,6 @@ func withCluster(_ nodes: [(name: String, hostID: String, role: NodeRole)], leas
     await cluster.close(handles)
 }
 
-/// Runs `body` and returns the GedsError it threw (anything else comes back as `.internal`), or nil.
-func gedsError(_ body: () async throws -> Void) async -> GedsError? {
-    do {
-        try await body()
-        return nil
-    } catch {
-        return GedsError.wrapping(error)
-    }
-}
-
 
 /// Deterministic pseudo-random bytes (SplitMix64), fast enough for 64 MiB in a debug build.
 func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {

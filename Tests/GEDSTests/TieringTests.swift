@@ -1,3 +1,4 @@
+import GedsTestSupport
 import GEDS
 #if canImport(Glibc)
 import Glibc

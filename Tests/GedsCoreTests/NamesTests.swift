@@ -3,16 +3,6 @@ import Testing
 import GedsTestSupport
 
 /// Runs `body` and returns the GedsError it threw, or nil when it did not throw.
-/// (A thrown error of another type comes back as `.internal`, which no expectation here accepts.)
-func gedsError(_ body: () throws -> Void) -> GedsError? {
-    do {
-        try body()
-        return nil
-    } catch {
-        return GedsError.wrapping(error)
-    }
-}
-
 @Suite struct BucketNameTests {
     static let accepted: [String] = [
         "abc", "a1b", "123", "my-bucket", "my.bucket.name", "a-b-c", "a.b.c", "bucket1", "1bucket",

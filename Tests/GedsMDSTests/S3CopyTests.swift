@@ -1,4 +1,5 @@
 import GedsCore
+import GedsTestSupport
 import GedsMDS
 import GedsWire
 import Testing

@@ -4,16 +4,6 @@ import GedsWire
 import Testing
 import GedsTestSupport
 
-/// Runs `body` and returns the GedsError it threw (anything else comes back as `.internal`), or nil.
-func gedsError(_ body: () throws -> Void) -> GedsError? {
-    do {
-        try body()
-        return nil
-    } catch {
-        return GedsError.wrapping(error)
-    }
-}
-
 
 func registration(_ name: String, role: NodeRole = .embedded, port: Int = 4000) -> NodeRegistration {
     NodeRegistration(name: name, hostID: "host-of-\(name)", role: role, tcp: Endpoint(host: "10.0.0.1", port: port),

@@ -6,16 +6,6 @@ import Synchronization
 import Testing
 import GedsTestSupport
 
-/// Runs `body` and returns the GedsError it threw, or nil.
-func gedsError(_ body: () async throws -> Void) async -> GedsError? {
-    do {
-        try await body()
-        return nil
-    } catch {
-        return GedsError.wrapping(error)
-    }
-}
-
 extension ServerProcess {
     /// An HTTP server that answers the first `failures` requests with `status` (an S3 error document), then
     /// 200/204 with an empty body; it logs one line per request.

@@ -7,16 +7,6 @@ import Glibc
 import GedsTestSupport
 #endif
 
-/// Runs `body` and returns the GedsError it threw (anything else comes back as `.internal`), or nil.
-func gedsError(_ body: () throws -> Void) -> GedsError? {
-    do {
-        try body()
-        return nil
-    } catch {
-        return GedsError.wrapping(error)
-    }
-}
-
 /// A fresh tier-0 folder under /dev/shm; tests remove it with everything in it (`defer { folder.remove() }`).
 struct TempFolder {
     let path: String

@@ -1,5 +1,6 @@
 import Foundation
 import GedsCore
+import GedsTestSupport
 import GedsTier1
 import Synchronization
 
@@ -16,16 +17,6 @@ struct TestFolder {
     init(path: String) { self.path = path }
 
     func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
-
-/// Runs `body` and returns the GedsError it threw, or nil.
-func gedsError(_ body: () async throws -> Void) async -> GedsError? {
-    do {
-        try await body()
-        return nil
-    } catch {
-        return GedsError.wrapping(error)
-    }
 }
 
 /// Deterministic test bytes.

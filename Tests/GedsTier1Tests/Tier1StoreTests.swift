@@ -1,5 +1,6 @@
 import Foundation
 import GedsCore
+import GedsTestSupport
 @_spi(Testing) import GedsTier1
 import Testing
 
