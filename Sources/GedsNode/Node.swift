@@ -278,21 +278,22 @@ public final class Node: Sendable {
 
     /// Our tier-0 copy as a location for a peer to pull from (over RDMA when registered).
     func ownLocation(of blob: BlobID) -> Location {
-        let remote = rdma?.register(blob, path: tier0.path(of: blob))
-        return Location(node: configuration.name, hostID: configuration.hostID, tier: .tier0, tcp: endpoint,
-                        rdma: remote.map { RDMAAccess(endpoint: rdma!.responder.endpoint, address: $0.address, rkey: $0.rkey) },
-                        path: tier0.path(of: blob))
+        Location(node: configuration.name, hostID: configuration.hostID, tier: .tier0, tcp: endpoint,
+                 rdma: rdmaAccess(of: blob), path: tier0.path(of: blob))
     }
 
     /// The placement that publishes our tier-0 copy: registered for one-sided READs first when this node
     /// runs over RDMA, so the MDS hands out its address and rkey.
     func tier0Placement(of blob: BlobID) -> BlobPlacement {
-        var placement = BlobPlacement(node: index, tier: .tier0)
-        if let remote = rdma?.register(blob, path: tier0.path(of: blob)) {
-            placement.rdmaAddress = remote.address
-            placement.rkey = remote.rkey
-        }
-        return placement
+        let access = rdmaAccess(of: blob)
+        return BlobPlacement(node: index, tier: .tier0, rdmaAddress: access?.address ?? 0, rkey: access?.rkey ?? 0)
+    }
+
+    /// Our tier-0 copy registered for one-sided READs (once; later calls reuse the registration), nil when
+    /// this node runs over TCP or the copy could not be registered.
+    private func rdmaAccess(of blob: BlobID) -> RDMAAccess? {
+        guard let rdma, let remote = rdma.register(blob, path: tier0.path(of: blob)) else { return nil }
+        return RDMAAccess(endpoint: rdma.responder.endpoint, address: remote.address, rkey: remote.rkey)
     }
 
     /// Deletes our tier-0 copy once the MDS no longer hands it out (or never did), its RDMA registration first.
@@ -459,16 +460,12 @@ public final class Node: Sendable {
                 try await rdma.read(access, objectSize: objectSize, offset: offset, length: length, into: sink,
                                     peerName: "node \(location.node)", timeout: .milliseconds(configuration.timeoutMilliseconds))
                 return length
-            } catch {
-                guard case .failed(let failure) = error else { return try await transferOverTCP(blob, offset: offset, length: length, from: location, into: sink) }
+            } catch .failed(let failure) {
                 throw failure
+            } catch {
+                // No RDMA connection to this peer: the read goes over TCP below.
             }
         }
-        return try await transferOverTCP(blob, offset: offset, length: length, from: location, into: sink)
-    }
-
-    private func transferOverTCP(_ blob: BlobID, offset: UInt64, length: UInt64, from location: Location,
-                                 into sink: any ReadSink) async throws(GedsError) -> UInt64 {
         if length >= Node.bulkThreshold {
             return try await bulk.read(blob: blob, offset: offset, length: length, from: location.tcp,
                                        peerName: "node \(location.node)", into: sink,
