@@ -252,7 +252,7 @@ let twoHosts: [(name: String, hostID: String, role: NodeRole)] = [("a", "host-a"
             #expect(got == 100 && head == Array(bytes[24_950..<25_050]))
 
             try await writer.seal()
-            #expect(await gedsError { try writer.write([1], at: 0) }?.code == .objectSealed)
+            #expect(gedsError { try writer.write([1], at: 0) }?.code == .objectSealed)
             #expect(try await b.get(bucket: "pend", key: "k") == bytes)
 
             // Overwriting: readers keep getting the old object until the new one is sealed.

@@ -289,7 +289,7 @@ import Testing
         await store.shutdown()
 
         // Where direct I/O is required, a refusal is an error; where it is disabled, one line says so.
-        let required = await gedsError {
+        let required = gedsError {
             _ = try makeStore(folder) { $0.simulateDirectIORefusal = true; $0.directIO = .required }
         }
         #expect(required?.message.contains("refuses O_DIRECT") == true)
