@@ -51,7 +51,11 @@ def test_json_output_has_stable_keys(cluster, bucket, workdir):
     assert where["object"] == f"{bucket}/top.bin"
     assert [(c["node"], c["host"]) for c in where["copies"]] == [("node-b", "host-b")]
 
-    nodes = {n["name"]: n for n in json.loads(cluster.geds("nodes", "--json").ok().text)["nodes"]}
+    def nodes_once_counted():  # a node's counts reach the MDS with its next heartbeat
+        listed = {n["name"]: n for n in json.loads(cluster.geds("nodes", "--json").ok().text)["nodes"]}
+        return listed if listed.get("node-a", {}).get("objects") else None
+
+    nodes = cluster.wait_until(nodes_once_counted, timeout=10, what="node-a's objects in geds nodes --json")
     assert {"node-a", "node-b"} <= set(nodes)
     node_a = nodes["node-a"]
     assert set(node_a) == {"name", "alive", "role", "host", "tcp", "rdma", "objects", "bytes"}
