@@ -17,6 +17,7 @@ if ((${#missing[@]})); then
 fi
 python3 -c 'import pytest' 2>/dev/null || python3 -m pip install -q pytest
 python3 -c 'import moto.server, boto3' 2>/dev/null || python3 -m pip install -q 'moto[server]'
+python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q prometheus_client
 
 command -v swift >/dev/null || { echo "setup: swift is not on PATH (expected the toolchain in /opt/swift)" >&2; exit 1; }
 echo "setup: building (release)" >&2

@@ -18,6 +18,7 @@ public final class MetadataService: RequestService {
     }
 
     public var objectCount: Int { store.withLock { $0.objectCount } }
+    public var levels: (buckets: Int, objects: Int, liveNodes: Int) { store.withLock { $0.levels } }
 
     public func respond(to request: Request, on eventLoop: any EventLoop) -> Response {
         do {

@@ -97,6 +97,11 @@ public struct MetadataStore: Sendable {
 
     public var objectCount: Int { buckets.values.reduce(0) { $0 + $1.index.count } }
 
+    /// What `/metrics` reports of the namespace (read at scrape time).
+    public var levels: (buckets: Int, objects: Int, liveNodes: Int) {
+        (buckets.count, objectCount, nodes.values.lazy.filter(\.alive).count)
+    }
+
     // MARK: Nodes
 
     public mutating func register(_ registration: NodeRegistration, now: UInt64) -> UInt32 {

@@ -255,6 +255,7 @@ public final class Node: Sendable {
         try UserMetadata.validate(metadata)
         let blob = writable.blob
         let size = try writable.seal()
+        NodeMetrics.writtenLocal.increment(by: Int64(size))
         pin(blob)  // not spilled while pending at the MDS
         defer { unpin(blob) }
         let sealReply: Reply
@@ -373,6 +374,7 @@ public final class Node: Sendable {
         mapping.withBytes { bytes in
             sink.destination.baseAddress!.copyMemory(from: bytes.baseAddress!.advanced(by: Int(offset)), byteCount: length)
         }
+        NodeMetrics.readLocal.increment(by: Int64(length))
         return length
     }
 
@@ -455,11 +457,16 @@ public final class Node: Sendable {
     /// thread hand-off).
     func transfer(_ blob: BlobID, objectSize: UInt64, offset: UInt64, length: UInt64, from location: Location,
                   into sink: any ReadSink) async throws(GedsError) -> UInt64 {
-        if let object = location.s3Object { return try await readFromS3(object, offset: offset, length: length, into: sink) }
+        if let object = location.s3Object {
+            let got = try await readFromS3(object, offset: offset, length: length, into: sink)
+            NodeMetrics.readS3.increment(by: Int64(got))
+            return got
+        }
         if let rdma, let access = location.rdma, rdma.offersRDMA(access.endpoint) {
             do throws(RDMADataPlane.PeerFailure) {
                 try await rdma.read(access, objectSize: objectSize, offset: offset, length: length, into: sink,
                                     peerName: "node \(location.node)", timeout: .milliseconds(configuration.timeoutMilliseconds))
+                NodeMetrics.readRDMA.increment(by: Int64(length))
                 return length
             } catch .failed(let failure) {
                 throw failure
@@ -467,13 +474,17 @@ public final class Node: Sendable {
                 // No RDMA connection to this peer: the read goes over TCP below.
             }
         }
+        let got: UInt64
         if length >= Node.bulkThreshold {
-            return try await bulk.read(blob: blob, offset: offset, length: length, from: location.tcp,
-                                       peerName: "node \(location.node)", into: sink,
-                                       timeoutMilliseconds: configuration.timeoutMilliseconds)
+            got = try await bulk.read(blob: blob, offset: offset, length: length, from: location.tcp,
+                                      peerName: "node \(location.node)", into: sink,
+                                      timeoutMilliseconds: configuration.timeoutMilliseconds)
+        } else {
+            let connection = try await peers.connection(to: location.tcp, peerName: "node \(location.node)")
+            got = try await connection.read(blob: blob, offset: offset, length: length, into: sink, timeout: timeout)
         }
-        let connection = try await peers.connection(to: location.tcp, peerName: "node \(location.node)")
-        return try await connection.read(blob: blob, offset: offset, length: length, into: sink, timeout: timeout)
+        NodeMetrics.readTCP.increment(by: Int64(got))
+        return got
     }
 
     static let bulkThreshold: UInt64 = 256 << 10

@@ -180,6 +180,7 @@ extension Node {
         defer { close(descriptor) }
         try await client.upload(bucket: object.bucket, key: object.key, fileDescriptor: descriptor, length: size,
                                 metadata: metadata)
+        NodeMetrics.writtenS3.increment(by: Int64(size))
         do {
             try await mds.expectOK(.addS3Copy(blob: blob))
         } catch where error.code == .noSuchBlob {
@@ -322,6 +323,7 @@ extension Node {
                 done = false
                 logger.warning("write-back of \(object.url) failed, retrying in \(delay) ms: \(error.message)")
                 persistence.writeBack.withLock { $0.lastError = error.message }
+                NodeMetrics.s3UploadFailures.increment()
             }
             persistence.writeBack.withLock { queue in queue.finish(blob, done: done) }
             if !done {

@@ -211,6 +211,7 @@ extension Node {
         }
         discardTier0Copy(blob)
         tiers.withLock { state in state.policy?.forget(blob) }
+        NodeMetrics.spills.increment()
         return true
     }
 
@@ -264,6 +265,7 @@ extension Node {
                 var failure: GedsError?
                 do throws(GedsError) {
                     try await moveToTier0(blob)
+                    NodeMetrics.promotions.increment()
                 } catch where error.code == .checksumMismatch {
                     failure = error
                     await withdrawCorruptCopy(of: blob, error)

@@ -115,15 +115,17 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     }
 
     private func handle(_ request: Request, id: UInt64, context: ChannelHandlerContext) {
-        dispatch(service.respond(to: request, on: context.eventLoop), id: id, context: context)
+        let served = ServedRequest(kind: request.kindIndex, started: .now())
+        dispatch(service.respond(to: request, on: context.eventLoop), id: id, context: context, served: served)
     }
 
-    private func dispatch(_ response: Response, id: UInt64, context: ChannelHandlerContext) {
+    private func dispatch(_ response: Response, id: UInt64, context: ChannelHandlerContext, served: ServedRequest) {
         switch response {
         case .reply(let reply):
+            served.finished(ok: !reply.isFailure)
             send(reply, id: id, context: context)
         case .deferred(let future):
-            dispatch(.later(future.map { reply in .reply(reply) }), id: id, context: context)
+            dispatch(.later(future.map { reply in .reply(reply) }), id: id, context: context, served: served)
         case .later(let future):
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             future.hop(to: context.eventLoop).whenComplete { result in
@@ -134,8 +136,9 @@ final class ServerConnectionHandler: ChannelInboundHandler {
                         if case .file(let file) = response { close(file.descriptor) }
                         return
                     }
-                    handler.dispatch(response, id: id, context: context)
+                    handler.dispatch(response, id: id, context: context, served: served)
                 case .failure(let error):
+                    served.finished(ok: false)
                     guard handler.active else { return }
                     handler.send(.failure(GedsError.wrapping(error)), id: id, context: context)
                 }
@@ -149,9 +152,11 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             }
             close(file.descriptor)
             guard got == Int(file.length) else {
+                served.finished(ok: false)
                 send(.failure(GedsError(.io, "could not read \(file.length) bytes of the object")), id: id, context: context)
                 return
             }
+            served.finished(ok: true, bytes: file.length)
             send(.stream(length: file.length), id: id, context: context)
             if got > 0 {
                 context.write(wrapOutboundOut(.byteBuffer(FrameEncoder.dataHeader(id: id, length: UInt32(got),
@@ -160,6 +165,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
                 context.write(wrapOutboundOut(.byteBuffer(data)), promise: nil)
             }
         case .file(let file):
+            served.finished(ok: true, bytes: file.length)
             send(.stream(length: file.length), id: id, context: context)
             let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: file.descriptor)
             streams.append(ActiveStream(id: id, handle: handle, next: file.offset, end: file.offset + file.length))

@@ -160,7 +160,7 @@ enum WireDecodingError {
     }
 }
 
-private enum RequestTag: UInt8 {
+private enum RequestTag: UInt8, CaseIterable {
     case registerNode = 1, heartbeat, listNodes, createBucket, deleteBucket, listBuckets, createObject,
          sealObject, abortObject, lookup, list, deleteObject, deletePrefix, rename, copy, setMetadata,
          addLocation, removeLocation, readBlob, pullBlob, leave,
@@ -171,6 +171,56 @@ private enum RequestTag: UInt8 {
 private enum ReplyTag: UInt8 {
     case ok = 1, failure, nodeRegistered, heartbeatAck, buckets, created, object, page, count, nodes, stream,
          s3Assignment, storage, s3Deletions, s3Move
+}
+
+extension Request {
+    /// The request's name in metrics and logs: `lookup`, `readBlob`, …
+    public var kindName: String { String(describing: tag) }
+    /// A small number per kind of request, below `Request.kindCount`: an index for per-kind tables.
+    public var kindIndex: Int { Int(tag.rawValue) }
+    public static var kindCount: Int { Int(RequestTag.allCases.map(\.rawValue).max()!) + 1 }
+    /// The name of each kind index ("" for an index no request has).
+    public static var kindNames: [String] {
+        var names = [String](repeating: "", count: kindCount)
+        for tag in RequestTag.allCases { names[Int(tag.rawValue)] = String(describing: tag) }
+        return names
+    }
+
+    private var tag: RequestTag {
+        switch self {
+        case .registerNode: .registerNode
+        case .heartbeat: .heartbeat
+        case .leave: .leave
+        case .listNodes: .listNodes
+        case .createBucket: .createBucket
+        case .deleteBucket: .deleteBucket
+        case .listBuckets: .listBuckets
+        case .createObject: .createObject
+        case .sealObject: .sealObject
+        case .abortObject: .abortObject
+        case .lookup: .lookup
+        case .list: .list
+        case .deleteObject: .deleteObject
+        case .deletePrefix: .deletePrefix
+        case .rename: .rename
+        case .copy: .copy
+        case .setMetadata: .setMetadata
+        case .addLocation: .addLocation
+        case .removeLocation: .removeLocation
+        case .readBlob: .readBlob
+        case .pullBlob: .pullBlob
+        case .setBucketStorage: .setBucketStorage
+        case .bucketStorage: .bucketStorage
+        case .addS3Copy: .addS3Copy
+        case .s3Assignment: .s3Assignment
+        case .adoptS3Object: .adoptS3Object
+        case .persistBlob: .persistBlob
+        case .flush: .flush
+        case .claimS3Deletions: .claimS3Deletions
+        case .abandonS3Upload: .abandonS3Upload
+        case .s3Deleted: .s3Deleted
+        }
+    }
 }
 
 extension Request {

@@ -178,9 +178,9 @@ class Cluster:
         daemon.kill()
         raise RuntimeError(f"{kind} {name} did not start (rc={proc.poll()}):\n{daemon.log_tail()}")
 
-    def start_mds(self) -> Daemon:
+    def start_mds(self, extra_args: list[str] = ()) -> Daemon:
         self.mds = self._spawn("geds-mds", "mds", "",
-                               [binary("geds-mds"), "--listen", "127.0.0.1:0", "--lease-ms", str(self.lease_ms)])
+                               [binary("geds-mds"), "--listen", "127.0.0.1:0", "--lease-ms", str(self.lease_ms), *extra_args])
         return self.mds
 
     @property

@@ -1,7 +1,11 @@
 import ArgumentParser
 import GedsCore
 import GedsMDS
+import GedsMetrics
 import Logging
+import Metrics
+import NIOPosix
+import Synchronization
 
 @main
 struct GedsMDSCommand: AsyncParsableCommand {
@@ -22,6 +26,9 @@ struct GedsMDSCommand: AsyncParsableCommand {
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String = "info"
 
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics.")
+    var metrics: String?
+
     func run() async throws {
         var logger = Logger(label: "geds-mds")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
@@ -31,10 +38,19 @@ struct GedsMDSCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let server: MetadataServer
+        let levels = Mutex<MetadataService?>(nil)
         do {
+            if let metrics {
+                let endpoint = try await MetricsEndpoint.start(listen: try Endpoint(parsing: metrics),
+                                                               group: MultiThreadedEventLoopGroup.singleton) {
+                    if let service = levels.withLock({ $0 }) { NamespaceGauges.shared.record(service.levels) }
+                }
+                printLine("geds-mds metrics on http://\(endpoint.localAddress)/metrics")
+            }
             server = try await MetadataServer.start(listen: try Endpoint(parsing: listen),
                                                     rdmaListen: try rdmaListen.map { (text) throws(GedsError) in try Endpoint(parsing: text) },
                                                     leaseMilliseconds: leaseMilliseconds, logger: logger)
+            levels.withLock { $0 = server.service }
             printLine("geds-mds listening on \(server.localAddress)")
             if let rdma = server.rdma { printLine("geds-mds listening for RDMA on \(rdma.endpoint)") }
         } catch {
@@ -43,5 +59,18 @@ struct GedsMDSCommand: AsyncParsableCommand {
         }
         while true { try await Task.sleep(for: .seconds(3600)) }
         _ = server
+    }
+}
+
+/// The namespace's levels as Prometheus gauges, set at each scrape (made at the first, after the metrics
+/// backend is in place).
+final class NamespaceGauges: Sendable {
+    static let shared = NamespaceGauges()
+    let buckets = Gauge(label: "geds_buckets"), objects = Gauge(label: "geds_objects"), liveNodes = Gauge(label: "geds_live_nodes")
+
+    func record(_ levels: (buckets: Int, objects: Int, liveNodes: Int)) {
+        buckets.record(levels.buckets)
+        objects.record(levels.objects)
+        liveNodes.record(levels.liveNodes)
     }
 }

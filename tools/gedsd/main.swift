@@ -2,7 +2,12 @@ import ArgumentParser
 import Foundation
 import GEDS
 import GedsCore
+import GedsMetrics
+import GedsNode
 import Logging
+import Metrics
+import NIOPosix
+import Synchronization
 
 @main
 struct GedsDaemon: AsyncParsableCommand {
@@ -55,11 +60,22 @@ struct GedsDaemon: AsyncParsableCommand {
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String = "info"
 
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics.")
+    var metrics: String?
+
     func run() async throws {
         var logger = Logger(label: "gedsd")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let store: GEDS
+        let scraped = Mutex<Node?>(nil)
         do {
+            if let metrics {
+                let endpoint = try await MetricsEndpoint.start(listen: try Endpoint(parsing: metrics),
+                                                               group: MultiThreadedEventLoopGroup.singleton) {
+                    if let node = scraped.withLock({ $0 }) { TierGauges.shared.record(node.levels) }
+                }
+                printLine("gedsd metrics on http://\(endpoint.localAddress)/metrics")
+            }
             if hugePages { try mountHugePageTier0(tier0) }
             var configuration = NodeConfiguration(
                 mds: try Endpoint(parsing: mds), listen: try Endpoint(parsing: listen), advertisedHost: advertise,
@@ -81,6 +97,7 @@ struct GedsDaemon: AsyncParsableCommand {
                 throw GedsError(.invalidArgument, "--tier1-capacity needs --tier1 DIR")
             }
             store = try await GEDS.connect(configuration, logger: logger)
+            scraped.withLock { $0 = store.node }
             let tiers = [configuration.tier0Capacity.map { "tier 0: \(tier0), \($0) bytes" } ?? "tier 0: \(tier0)",
                          configuration.tier1.map { "tier 1: \($0.directory), \($0.capacity) bytes" }].compactMap { $0 }
             printLine("gedsd \(configuration.name) listening on \(store.node.endpoint) (\(tiers.joined(separator: "; ")))")
@@ -121,5 +138,26 @@ func mountHugePageTier0(_ path: String) throws(GedsError) {
     mkdir(path, 0o755)
     guard mount("tmpfs", path, "tmpfs", 0, "huge=within_size,mode=0755") == 0 else {
         throw GedsError.io("cannot mount a huge-page tmpfs at \(path) (--huge-pages needs root)", errno: errno)
+    }
+}
+
+/// The node's levels as Prometheus gauges, set at each scrape (made at the first, after the metrics backend is
+/// in place).
+final class TierGauges: Sendable {
+    static let shared = TierGauges()
+    let tier0Objects = Gauge(label: "geds_tier0_objects"), tier0Bytes = Gauge(label: "geds_tier0_bytes")
+    let tier0Capacity = Gauge(label: "geds_tier0_capacity_bytes")
+    let tier1Objects = Gauge(label: "geds_tier1_objects"), tier1Bytes = Gauge(label: "geds_tier1_bytes")
+    let tier1Capacity = Gauge(label: "geds_tier1_capacity_bytes")
+    let s3UploadsPending = Gauge(label: "geds_s3_uploads_pending")
+
+    func record(_ levels: Node.Levels) {
+        tier0Objects.record(levels.tier0Objects)
+        tier0Bytes.record(levels.tier0Bytes)
+        tier0Capacity.record(levels.tier0Capacity ?? 0)
+        tier1Objects.record(levels.tier1Objects)
+        tier1Bytes.record(levels.tier1Bytes)
+        tier1Capacity.record(levels.tier1Capacity)
+        s3UploadsPending.record(levels.s3UploadsPending)
     }
 }
