@@ -63,11 +63,15 @@ let package = Package(
         .target(name: "GEDS",
                 dependencies: ["GedsCore", "GedsNode", "GedsTier0", "GedsTier1", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
-        // The C ABI. Only the geds_* symbols are exported (geds.map), and the Swift runtime is linked in statically,
-        // so C programs need nothing but libc, libstdc++ and the system libraries GEDS uses.
+        // The C ABI. Only the geds_* symbols are exported (geds.map), and the Swift runtime (with Foundation, which
+        // dependencies import) is linked in statically, so C programs need nothing but libc, libstdc++ and the system
+        // libraries GEDS uses. lld, because it leaves hidden symbols out of the dynamic symbol table altogether.
         .target(name: "GedsC", dependencies: ["CGeds", "GEDS", .product(name: "Logging", package: "swift-log")],
                 exclude: ["geds.map"], swiftSettings: strict,
                 linkerSettings: [.unsafeFlags(["-static-stdlib", "-use-ld=lld",
+                                               // what the static Foundation (imported by dependencies) needs in turn
+                                               "-lCoreFoundation", "-l_FoundationICU", "-l_FoundationCShims",
+                                               "-l_FoundationCollections",
                                                "-Xlinker", "-soname=libgeds.so",
                                                "-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/GedsC/geds.map"])]),
         .executableTarget(name: "geds", dependencies: ["GEDS",

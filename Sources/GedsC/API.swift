@@ -218,15 +218,18 @@ public func gedsSeal(_ handle: OpaquePointer?) -> Int32 {
 public func gedsSealMetadata(_ handle: OpaquePointer?, _ names: UnsafePointer<CString?>?, _ values: UnsafePointer<CString?>?,
                              _ count: Int) -> Int32 {
     runBlocking { () throws(GedsError) in
-        let writer = try Handles.remove(handle, as: Writer.self).writer
         let metadata = try metadata(names, values, count)
+        let writer = try Handles.remove(handle, as: Writer.self).writer
         return { () async throws(GedsError) in try await writer.seal(metadata: metadata) }
     }
 }
 
 @_cdecl("geds_writer_discard")
 public func gedsWriterDiscard(_ handle: OpaquePointer?) {
-    _ = run { () throws(GedsError) in _ = try Handles.remove(handle, as: Writer.self) }
+    _ = runBlocking { () throws(GedsError) in
+        let writer = try Handles.remove(handle, as: Writer.self).writer
+        return { () async throws(GedsError) in try await writer.abort() }
+    }
 }
 
 // MARK: Reading
