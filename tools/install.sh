@@ -4,6 +4,7 @@
 # DIR/lib/libgeds.so (the C ABI, Swift runtime inside), DIR/include/geds.h, DIR/include/geds.f90 (the Fortran
 # module `geds`, plus geds.mod when gfortran is present), DIR/lib/pkgconfig/geds.pc, and DIR/bin/{geds, geds-mds,
 # gedsd, geds-perf, geds-launch}. Then: PKG_CONFIG_PATH=DIR/lib/pkgconfig cc app.c $(pkg-config --cflags --libs geds)
+# Binaries come from $GEDS_BIN when set, else the release build folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,7 @@ PRODUCTS=(GedsC geds geds-mds gedsd geds-perf)
 if ((build)); then
   for product in "${PRODUCTS[@]}"; do swift build -c release --product "$product"; done
 fi
-BIN=$(swift build -c release --show-bin-path)
+BIN=${GEDS_BIN:-$(swift build -c release --show-bin-path)}
 
 install -d "$prefix/bin" "$prefix/lib/pkgconfig" "$prefix/include"
 # The library's soname is libgeds.so (set at link time), so programs linked against the installed file find it.
