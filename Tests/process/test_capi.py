@@ -1,0 +1,165 @@
+"""libgeds, the C ABI: installed with tools/install.sh into a scratch prefix, used from a scratch folder through
+pkg-config only, by C, C++ and Fortran programs (the examples/ and Tests/capi/) run against the session's real
+MDS and gedsd, under `mpirun -np 4` for the MPI examples; then geds-launch starting a job's GEDS under mpirun.
+
+Needs mpicc, mpifort, gfortran, c++ and pkg-config (tools/setup.sh installs them)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from geds_harness import BIN, REPO
+
+HEADER = os.path.join(REPO, "CShims", "CGeds", "include", "geds.h")
+MPIRUN = ["mpirun", "--oversubscribe", "-np", "4"]
+
+
+def program_env(mds: str | None = None, **extra: str) -> dict:
+    """The environment of a user's program: no GEDS_* from the runner, no Swift toolchain on the library path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEDS_") and k != "LD_LIBRARY_PATH"}
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1",
+               SWIFT_BACKTRACE="enable=no")
+    if mds:
+        env["GEDS_MDS"] = mds
+    env.update(extra)
+    return env
+
+
+def run(args, env=None, cwd=None, timeout=180) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(map(str, args))} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def prefix(session_root):
+    path = os.path.join(session_root, "prefix")
+    run([os.path.join(REPO, "tools", "install.sh"), "--prefix", path, "--no-build"], env={**os.environ, "GEDS_BIN": BIN})
+    return path
+
+
+@pytest.fixture(scope="module")
+def built(prefix, session_root):
+    """The examples and C tests built in a scratch folder with nothing but pkg-config's flags."""
+    folder = os.path.join(session_root, "capi-build")
+    shutil.copytree(os.path.join(REPO, "examples"), folder)
+    for name in ("api_test.c", "threads_test.c"):
+        shutil.copy(os.path.join(REPO, "Tests", "capi", name), folder)
+    env = program_env(PKG_CONFIG_PATH=os.path.join(prefix, "lib", "pkgconfig"))
+    run(["make", "-j2"], env=env, cwd=folder)
+    flags = run(["pkg-config", "--cflags", "--libs", "geds"], env=env).stdout.split()
+    run(["cc", "-std=c99", "-Wall", "-Werror", "-o", "api_test", "api_test.c", *flags], env=env, cwd=folder)
+    run(["cc", "-std=c11", "-Wall", "-Werror", "-pthread", "-o", "threads_test", "threads_test.c", *flags], env=env,
+        cwd=folder)
+    return folder
+
+
+def declared_functions() -> set[str]:
+    with open(HEADER) as handle:
+        return set(re.findall(r"\b(geds_\w+)\(", handle.read()))
+
+
+def test_installed_tree(prefix):
+    for path in ("lib/libgeds.so", "include/geds.h", "include/geds.f90", "lib/pkgconfig/geds.pc", "bin/geds",
+                 "bin/geds-mds", "bin/gedsd", "bin/geds-perf", "bin/geds-launch"):
+        assert os.path.exists(os.path.join(prefix, path)), path
+    env = program_env(PKG_CONFIG_PATH=os.path.join(prefix, "lib", "pkgconfig"))
+    assert run(["pkg-config", "--variable=prefix", "geds"], env=env).stdout.strip() == prefix
+    assert run(["pkg-config", "--cflags", "geds"], env=env).stdout.split() == [f"-I{prefix}/include"]
+    assert f"-L{prefix}/lib" in run(["pkg-config", "--libs", "geds"], env=env).stdout.split()
+
+
+def test_only_the_api_is_exported(prefix):
+    out = run(["nm", "-D", "--defined-only", os.path.join(prefix, "lib", "libgeds.so")]).stdout
+    exported = {line.split()[-1] for line in out.splitlines() if line.strip()}
+    assert exported == declared_functions()
+
+
+def test_library_runs_without_the_swift_toolchain(prefix):
+    library = os.path.join(prefix, "lib", "libgeds.so")
+    dynamic = run(["readelf", "-d", library]).stdout
+    assert "libswift" not in dynamic and "/opt/swift" not in dynamic, dynamic
+    assert "Library soname: [libgeds.so]" in dynamic
+    resolved = run(["ldd", library], env=program_env()).stdout
+    assert "not found" not in resolved and "swift" not in resolved, resolved
+
+
+def test_header_compiles_as_c99_and_cpp17(tmp_path):
+    source = tmp_path / "use.c"
+    source.write_text("#include <geds.h>\nint use(void) { return GEDS_ABI_VERSION + GEDS_E_INTERNAL; }\n")
+    include = os.path.dirname(HEADER)
+    run(["cc", "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-I", include, "-c", str(source), "-o",
+         str(tmp_path / "c.o")])
+    run(["c++", "-std=c++17", "-pedantic", "-Wall", "-Wextra", "-Werror", "-x", "c++", "-I", include, "-c", str(source),
+         "-o", str(tmp_path / "cpp.o")])
+
+
+def test_every_function_with_good_and_bad_input(built, cluster):
+    result = run([os.path.join(built, "api_test"), "capi-every-function"], env=program_env(cluster.mds_address))
+    assert "api_test: 0 failures" in result.stdout
+
+
+def test_eight_threads_share_one_handle(built, cluster):
+    result = run([os.path.join(built, "threads_test"), "capi-threads"], env=program_env(cluster.mds_address))
+    assert "0 failures" in result.stdout
+
+
+@pytest.mark.parametrize("hosts", ["one host", "two simulated hosts"])
+def test_mpi_ranks_exchange_objects_in_c(built, cluster, hosts):
+    extra = ["--ranks-per-host", "2"] if hosts == "two simulated hosts" else []
+    result = run([*MPIRUN, os.path.join(built, "mpi_exchange"), "--size", str(3 << 20), "--bucket", "capi-mpi-c", *extra],
+                 env=program_env(cluster.mds_address))
+    assert ": OK" in result.stdout
+
+
+def test_mpi_ranks_exchange_objects_in_fortran(built, cluster):
+    result = run([*MPIRUN, os.path.join(built, "mpi_exchange_f")], env=program_env(cluster.mds_address))
+    assert "4 ranks: OK" in result.stdout
+
+
+def test_cpp_program(built, cluster):
+    result = run([os.path.join(built, "hello_cpp"), "capi-cpp"], env=program_env(cluster.mds_address))
+    assert "greetings/fr (17 bytes): bonjour, le monde" in result.stdout and "hello_cpp: OK" in result.stdout
+
+
+def test_producer_and_consumer_steps(built, cluster):
+    env = program_env(cluster.mds_address)
+    run([os.path.join(built, "producer"), "capi-steps", "run/", "6", "250000"], env=env)
+    where = cluster.geds("stat", "capi-steps/run/3").ok().text
+    assert "node-a" in where or "node-b" in where, where  # handed to a gedsd: outlives the producer
+    result = run([os.path.join(built, "consumer"), "capi-steps", "run/", "6", "250000"], env=env)
+    assert "6 of 6 objects intact" in result.stdout
+
+
+def test_geds_launch_under_mpirun(built, prefix, session_root):
+    """geds-launch starts an MDS and a gedsd per host (mpirun --map-by ppr:1:node) for a job, whose ranks find
+    them through the environment file; stop flushes and ends them."""
+    launch = os.path.join(prefix, "bin", "geds-launch")
+    state = os.path.join(session_root, "launch")
+    env = program_env()
+    common = ["--dir", state]
+    run([launch, "start", *common, "--launcher", "mpirun", "--address", "127.0.0.1", "--port", "0",
+         "--tier0", os.path.join(session_root, "launch-tier0")], env=env, timeout=120)
+    try:
+        with open(os.path.join(state, "geds.env")) as handle:
+            mds = re.fullmatch(r"export GEDS_MDS=(\S+)\n", handle.read()).group(1)
+        nodes = run([os.path.join(prefix, "bin", "geds"), "--mds", mds, "nodes"], env=env).stdout
+        assert re.search(r"^gedsd-\S+\s+alive", nodes, re.MULTILINE), nodes
+        job = program_env(mds)
+        result = run([*MPIRUN, os.path.join(built, "mpi_exchange"), "--bucket", "launched"], env=job)
+        assert ": OK" in result.stdout
+        run([os.path.join(built, "producer"), "launched", "step/", "3", "5000"], env=job)
+        assert "3 of 3" in run([os.path.join(built, "consumer"), "launched", "step/", "3", "5000"], env=job).stdout
+        with open(os.path.join(state, "pids")) as handle:
+            pids = [int(line.split()[1]) for line in handle if line.split()[0] in ("mds", "nodes")]
+    finally:
+        stopped = subprocess.run([launch, "stop", *common], env=env, capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not os.path.exists(os.path.join(state, "geds.env"))
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
