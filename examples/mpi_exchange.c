@@ -1,8 +1,9 @@
 /* Each MPI rank writes an object, all wait at a barrier, then each reads its neighbour's object and checks its
  * bytes. With --bench it also times the same exchange through MPI_Sendrecv in this run and prints the ratio.
  *
- *   mpirun -np 4 ./mpi_exchange [--size BYTES] [--ranks-per-host N] [--bench ROUNDS] [--bucket NAME]
+ *   mpirun -np 4 ./mpi_exchange [--size BYTES] [--ranks-per-host N] [--bench ROUNDS] [--bucket NAME] [--view 1]
  *
+ * --view 1 reads the neighbour's object through a zero-copy view (geds_view) instead of into a buffer.
  * The MDS is $GEDS_MDS. --ranks-per-host N gives ranks rank/N different host ids (simulated hosts: ranks on
  * different ones read over the network, ranks on one map each other's memory). */
 #include <geds.h>
@@ -34,13 +35,14 @@ int main(int argc, char **argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &ranks);
     size_t size = 1 << 20;
-    int per_host = 0, rounds = 0;
+    int per_host = 0, rounds = 0, use_view = 0;
     const char *bucket = "mpi-exchange";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--size") == 0) size = strtoull(argv[i + 1], NULL, 10);
         else if (strcmp(argv[i], "--ranks-per-host") == 0) per_host = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--bench") == 0) rounds = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--bucket") == 0) bucket = argv[i + 1];
+        else if (strcmp(argv[i], "--view") == 0) use_view = atoi(argv[i + 1]);
     }
 
     geds_config_t config;
@@ -76,12 +78,22 @@ int main(int argc, char **argv) {
         MPI_Barrier(MPI_COMM_WORLD);
         geds_reader_t *r;
         check(geds_open(g, bucket, other, &r), "geds_open", rank);
-        int64_t got = geds_read(r, theirs, size, 0);
-        check((int)(got < 0 ? got : 0), "geds_read", rank);
+        int64_t got;
+        geds_view_t *view = NULL;
+        const unsigned char *bytes = theirs;
+        if (use_view) {
+            uint64_t length = 0;
+            check(geds_view(r, &view, (const void **)&bytes, &length), "geds_view", rank);
+            got = (int64_t)length;
+        } else {
+            got = geds_read(r, theirs, size, 0);
+            check((int)(got < 0 ? got : 0), "geds_read", rank);
+        }
         geds_reader_close(r);
         MPI_Barrier(MPI_COMM_WORLD);
         if (round > 0) geds_seconds += MPI_Wtime() - start;
-        if ((size_t)got != size || memcmp(theirs, expected, size) != 0) failures++;
+        if ((size_t)got != size || memcmp(bytes, expected, size) != 0) failures++;
+        if (view) geds_view_release(view);
         MPI_Barrier(MPI_COMM_WORLD); /* the neighbour has read my object: now it may go */
         check(geds_delete(g, bucket, key), "geds_delete", rank);
     }
@@ -100,8 +112,9 @@ int main(int argc, char **argv) {
     int total = 0;
     MPI_Reduce(&failures, &total, 1, MPI_INT, MPI_SUM, 0, MPI_COMM_WORLD);
     if (rank == 0) {
-        printf("mpi_exchange: %d ranks, %zu bytes each, %s: %s\n", ranks, size,
-               per_host > 0 ? "simulated hosts" : "one host id", total == 0 ? "OK" : "BYTES DIFFER");
+        printf("mpi_exchange: %d ranks, %zu bytes each, %s, %s: %s\n", ranks, size,
+               per_host > 0 ? "simulated hosts" : "one host id", use_view ? "views" : "reads into a buffer",
+               total == 0 ? "OK" : "BYTES DIFFER");
         if (rounds > 0) {
             double gb = (double)size * ranks * rounds / 1e9;
             printf("exchange geds %.3f GB/s, MPI_Sendrecv %.3f GB/s, ratio geds/mpi %.2f (%d rounds)\n",

@@ -109,9 +109,9 @@ def test_eight_threads_share_one_handle(built, cluster):
     assert "0 failures" in result.stdout
 
 
-@pytest.mark.parametrize("hosts", ["one host", "two simulated hosts"])
+@pytest.mark.parametrize("hosts", ["one host", "two simulated hosts", "one host, views"])
 def test_mpi_ranks_exchange_objects_in_c(built, cluster, hosts):
-    extra = ["--ranks-per-host", "2"] if hosts == "two simulated hosts" else []
+    extra = {"one host": [], "two simulated hosts": ["--ranks-per-host", "2"], "one host, views": ["--view", "1"]}[hosts]
     result = run([*MPIRUN, os.path.join(built, "mpi_exchange"), "--size", str(3 << 20), "--bucket", "capi-mpi-c", *extra],
                  env=program_env(cluster.mds_address))
     assert ": OK" in result.stdout
