@@ -241,7 +241,9 @@ public func gedsOpen(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CStrin
         let geds = try Handles.find(handle, as: Store.self).geds
         let (bucket, key) = (try text(bucket, "bucket"), try text(key, "key"))
         _ = try output(out, "out")
-        return { () async throws(GedsError) in Reader(try await geds.open(bucket: bucket, key: key)) }
+        return { () async throws(GedsError) in
+            Reader(try await geds.open(bucket: bucket, key: key), executor: geds.node.loopExecutor)
+        }
     } then: { reader in
         out?.pointee = Handles.register(reader)
     }
@@ -258,10 +260,13 @@ public func gedsReaderSize(_ handle: OpaquePointer?, _ size: UnsafeMutablePointe
 @_cdecl("geds_read")
 public func gedsRead(_ handle: OpaquePointer?, _ bytes: UnsafeMutableRawPointer?, _ length: Int, _ offset: UInt64) -> Int64 {
     count { () throws(GedsError) in
-        let reader = try Handles.find(handle, as: Reader.self).reader
+        let handle = try Handles.find(handle, as: Reader.self)
+        let reader = handle.reader
         // The caller's buffer outlives this blocking call; only the read writes it meanwhile.
         nonisolated(unsafe) let destination = try buffer(bytes, length)
-        return try blocking { () async throws(GedsError) in try await reader.read(at: offset, into: destination) }.get()
+        return try blocking(on: handle.executor) { () async throws(GedsError) in
+            try await reader.read(at: offset, into: destination)
+        }.get()
     }
 }
 
@@ -277,7 +282,7 @@ public func gedsReadObject(_ handle: OpaquePointer?, _ bucket: CString?, _ key: 
         let geds = try Handles.find(handle, as: Store.self).geds
         let (bucket, key) = (try text(bucket, "bucket"), try text(key, "key"))
         nonisolated(unsafe) let destination = try buffer(bytes, length)
-        return try blocking { () async throws(GedsError) in
+        return try blocking(on: geds.node.loopExecutor) { () async throws(GedsError) in
             try await geds.read(bucket: bucket, key: key, at: offset, into: destination)
         }.get()
     }

@@ -6,10 +6,13 @@ import Glibc
 /// Runs an async operation for a C caller and blocks the caller's thread until it is done. The operation starts
 /// on the calling thread (`Task.immediate`), so a call that never suspends costs no thread hand-off; one that
 /// suspends continues on Swift's executors and the caller sleeps on a semaphore. C callers are never Swift
-/// executor threads, so blocking them cannot starve the event loops the operation needs.
-func blocking<Value: Sendable>(_ operation: sending @escaping () async throws(GedsError) -> Value) -> Result<Value, GedsError> {
+/// executor threads, so blocking them cannot starve the event loops the operation needs. With `executor` (a
+/// node's event loop, for reads), what follows the first suspension runs there, so the reply that completes the
+/// read also wakes the caller: as few thread hand-offs as a Swift caller's.
+func blocking<Value: Sendable>(on executor: (any TaskExecutor)? = nil,
+                               _ operation: sending @escaping () async throws(GedsError) -> Value) -> Result<Value, GedsError> {
     let rendezvous = Rendezvous<Value>()
-    Task.immediate {
+    Task.immediate(executorPreference: executor) {
         do throws(GedsError) {
             rendezvous.finish(.success(try await operation()))
         } catch {

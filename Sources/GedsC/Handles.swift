@@ -70,7 +70,13 @@ final class Writer: Handle {
 final class Reader: Handle {
     static let cName = "geds_reader_t"
     let reader: ObjectReader
-    init(_ reader: ObjectReader) { self.reader = reader }
+    /// The node's event loop, where reads run (see `blocking`).
+    let executor: (any TaskExecutor)?
+
+    init(_ reader: ObjectReader, executor: (any TaskExecutor)?) {
+        self.reader = reader
+        self.executor = executor
+    }
 }
 
 final class View: Handle {
