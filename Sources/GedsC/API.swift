@@ -17,6 +17,11 @@ func text(_ pointer: CString?, _ what: String) throws(GedsError) -> String {
     return value
 }
 
+/// The store and the object a call names.
+func object(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CString?) throws(GedsError) -> (GEDS, String, String) {
+    (try Handles.find(handle, as: Store.self).geds, try text(bucket, "bucket"), try text(key, "key"))
+}
+
 func optionalText(_ pointer: CString?, _ what: String) throws(GedsError) -> String? {
     guard pointer != nil else { return nil }
     return try text(pointer, what)
@@ -203,10 +208,7 @@ public func gedsTruncate(_ handle: OpaquePointer?, _ size: UInt64) -> Int32 {
 
 @_cdecl("geds_writer_size")
 public func gedsWriterSize(_ handle: OpaquePointer?, _ size: UnsafeMutablePointer<UInt64>?) -> Int32 {
-    run { () throws(GedsError) in
-        let writer = try Handles.find(handle, as: Writer.self).writer
-        try output(size, "size").pointee = writer.size
-    }
+    reportSize(handle, Writer.self, size) { $0.writer.size }
 }
 
 @_cdecl("geds_seal")
@@ -238,8 +240,7 @@ public func gedsWriterDiscard(_ handle: OpaquePointer?) {
 public func gedsOpen(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CString?,
                      _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     runBlocking { () throws(GedsError) in
-        let geds = try Handles.find(handle, as: Store.self).geds
-        let (bucket, key) = (try text(bucket, "bucket"), try text(key, "key"))
+        let (geds, bucket, key) = try object(handle, bucket, key)
         _ = try output(out, "out")
         return { () async throws(GedsError) in
             Reader(try await geds.open(bucket: bucket, key: key), executor: geds.node.loopExecutor)
@@ -251,9 +252,15 @@ public func gedsOpen(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CStrin
 
 @_cdecl("geds_reader_size")
 public func gedsReaderSize(_ handle: OpaquePointer?, _ size: UnsafeMutablePointer<UInt64>?) -> Int32 {
+    reportSize(handle, Reader.self, size) { $0.reader.size }
+}
+
+/// geds_writer_size and geds_reader_size.
+func reportSize<H: Handle>(_ handle: OpaquePointer?, _ type: H.Type, _ size: UnsafeMutablePointer<UInt64>?,
+                           _ sizeOf: (H) -> UInt64) -> Int32 {
     run { () throws(GedsError) in
-        let reader = try Handles.find(handle, as: Reader.self).reader
-        try output(size, "size").pointee = reader.size
+        let held = try Handles.find(handle, as: type)
+        try output(size, "size").pointee = sizeOf(held)
     }
 }
 
@@ -279,8 +286,7 @@ public func gedsReaderClose(_ handle: OpaquePointer?) {
 public func gedsReadObject(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CString?, _ bytes: UnsafeMutableRawPointer?,
                            _ length: Int, _ offset: UInt64) -> Int64 {
     count { () throws(GedsError) in
-        let geds = try Handles.find(handle, as: Store.self).geds
-        let (bucket, key) = (try text(bucket, "bucket"), try text(key, "key"))
+        let (geds, bucket, key) = try object(handle, bucket, key)
         nonisolated(unsafe) let destination = try buffer(bytes, length)
         return try blocking(on: geds.node.loopExecutor) { () async throws(GedsError) in
             try await geds.read(bucket: bucket, key: key, at: offset, into: destination)
@@ -312,8 +318,7 @@ public func gedsViewRelease(_ handle: OpaquePointer?) {
 @_cdecl("geds_stat")
 public func gedsStat(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CString?, _ out: UnsafeMutablePointer<geds_stat_t>?) -> Int32 {
     runBlocking { () throws(GedsError) in
-        let geds = try Handles.find(handle, as: Store.self).geds
-        let (bucket, key) = (try text(bucket, "bucket"), try text(key, "key"))
+        let (geds, bucket, key) = try object(handle, bucket, key)
         _ = try output(out, "out")
         return { () async throws(GedsError) in try await geds.stat(bucket: bucket, key: key) }
     } then: { info in
@@ -382,8 +387,7 @@ public func gedsIterClose(_ handle: OpaquePointer?) {
 @_cdecl("geds_delete")
 public func gedsDelete(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CString?) -> Int32 {
     runBlocking { () throws(GedsError) in
-        let geds = try Handles.find(handle, as: Store.self).geds
-        let (bucket, key) = (try text(bucket, "bucket"), try text(key, "key"))
+        let (geds, bucket, key) = try object(handle, bucket, key)
         return { () async throws(GedsError) in try await geds.delete(bucket: bucket, key: key) }
     }
 }
@@ -402,21 +406,26 @@ public func gedsDeletePrefix(_ handle: OpaquePointer?, _ bucket: CString?, _ pre
 
 @_cdecl("geds_rename")
 public func gedsRename(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CString?, _ toBucket: CString?, _ toKey: CString?) -> Int32 {
-    runBlocking { () throws(GedsError) in
-        let geds = try Handles.find(handle, as: Store.self).geds
-        let (bucket, key) = (try text(bucket, "bucket"), try text(key, "key"))
-        let (toBucket, toKey) = (try text(toBucket, "to_bucket"), try text(toKey, "to_key"))
-        return { () async throws(GedsError) in try await geds.rename(bucket: bucket, key: key, toBucket: toBucket, toKey: toKey) }
+    objectToObject(handle, bucket, key, toBucket, toKey) { (geds, from, to) async throws(GedsError) in
+        try await geds.rename(bucket: from.bucket, key: from.key, toBucket: to.bucket, toKey: to.key)
     }
 }
 
 @_cdecl("geds_copy")
 public func gedsCopy(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CString?, _ toBucket: CString?, _ toKey: CString?) -> Int32 {
+    objectToObject(handle, bucket, key, toBucket, toKey) { (geds, from, to) async throws(GedsError) in
+        try await geds.copy(bucket: from.bucket, key: from.key, toBucket: to.bucket, toKey: to.key)
+    }
+}
+
+/// Rename and copy: an operation from one object's name to another's.
+func objectToObject(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CString?, _ toBucket: CString?, _ toKey: CString?,
+                    _ operation: @escaping @Sendable (GEDS, _ from: (bucket: String, key: String), _ to: (bucket: String, key: String))
+                        async throws(GedsError) -> Void) -> Int32 {
     runBlocking { () throws(GedsError) in
-        let geds = try Handles.find(handle, as: Store.self).geds
-        let (bucket, key) = (try text(bucket, "bucket"), try text(key, "key"))
-        let (toBucket, toKey) = (try text(toBucket, "to_bucket"), try text(toKey, "to_key"))
-        return { () async throws(GedsError) in try await geds.copy(bucket: bucket, key: key, toBucket: toBucket, toKey: toKey) }
+        let (geds, bucket, key) = try object(handle, bucket, key)
+        let to = (bucket: try text(toBucket, "to_bucket"), key: try text(toKey, "to_key"))
+        return { () async throws(GedsError) in try await operation(geds, (bucket, key), to) }
     }
 }
 
@@ -426,8 +435,8 @@ public func gedsCopy(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CStrin
 public func gedsMetadataGet(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CString?, _ name: CString?,
                             _ value: UnsafeMutablePointer<CChar>?, _ capacity: Int) -> Int64 {
     count { () throws(GedsError) in
-        let geds = try Handles.find(handle, as: Store.self).geds
-        let (bucket, key, name) = (try text(bucket, "bucket"), try text(key, "key"), try text(name, "name"))
+        let (geds, bucket, key) = try object(handle, bucket, key)
+        let name = try text(name, "name")
         let destination = try buffer(UnsafeMutableRawPointer(value), capacity)
         let metadata = try blocking { () async throws(GedsError) in try await geds.metadata(bucket: bucket, key: key) }.get()
         guard let found = metadata[name] else {
@@ -447,8 +456,7 @@ public func gedsMetadataGet(_ handle: OpaquePointer?, _ bucket: CString?, _ key:
 public func gedsMetadataSet(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CString?, _ names: UnsafePointer<CString?>?,
                             _ values: UnsafePointer<CString?>?, _ count: Int) -> Int32 {
     runBlocking { () throws(GedsError) in
-        let geds = try Handles.find(handle, as: Store.self).geds
-        let (bucket, key) = (try text(bucket, "bucket"), try text(key, "key"))
+        let (geds, bucket, key) = try object(handle, bucket, key)
         let metadata = try metadata(names, values, count)
         return { () async throws(GedsError) in try await geds.setMetadata(bucket: bucket, key: key, metadata) }
     }
@@ -457,14 +465,20 @@ public func gedsMetadataSet(_ handle: OpaquePointer?, _ bucket: CString?, _ key:
 @_cdecl("geds_metadata_list")
 public func gedsMetadataList(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CString?,
                              _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    iterateObject(handle, bucket, key, out) { info in
+        info.metadata.sorted { $0.key < $1.key }.map { Entry(kind: Int32(GEDS_ENTRY_METADATA), name: $0.key, detail: $0.value) }
+    }
+}
+
+/// An iterator over what an object's record holds (its metadata, its locations).
+func iterateObject(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CString?, _ out: UnsafeMutablePointer<OpaquePointer?>?,
+                   _ entries: (ObjectInfo) -> [Entry]) -> Int32 {
     runBlocking { () throws(GedsError) in
-        let geds = try Handles.find(handle, as: Store.self).geds
-        let (bucket, key) = (try text(bucket, "bucket"), try text(key, "key"))
+        let (geds, bucket, key) = try object(handle, bucket, key)
         _ = try output(out, "out")
-        return { () async throws(GedsError) in try await geds.metadata(bucket: bucket, key: key) }
-    } then: { metadata in
-        let entries = metadata.sorted { $0.key < $1.key }.map { Entry(kind: Int32(GEDS_ENTRY_METADATA), name: $0.key, detail: $0.value) }
-        out?.pointee = Handles.register(Iterator(entries: entries))
+        return { () async throws(GedsError) in try await geds.stat(bucket: bucket, key: key) }
+    } then: { info in
+        out?.pointee = Handles.register(Iterator(entries: entries(info)))
     }
 }
 
@@ -473,26 +487,20 @@ public func gedsMetadataList(_ handle: OpaquePointer?, _ bucket: CString?, _ key
 @_cdecl("geds_locations")
 public func gedsLocations(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CString?,
                           _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
-    runBlocking { () throws(GedsError) in
-        let geds = try Handles.find(handle, as: Store.self).geds
-        let (bucket, key) = (try text(bucket, "bucket"), try text(key, "key"))
-        _ = try output(out, "out")
-        return { () async throws(GedsError) in try await geds.stat(bucket: bucket, key: key) }
-    } then: { info in
-        let entries = info.locations.map { location in
+    iterateObject(handle, bucket, key, out) { info in
+        info.locations.map { location in
             let rdma = location.rdma.map { " rdma://\($0.endpoint)" } ?? ""
             return Entry(kind: Int32(GEDS_ENTRY_LOCATION), name: location.node,
                          detail: "\(location.tier) tcp://\(location.tcp)\(rdma) host=\(location.hostID)")
         }
-        out?.pointee = Handles.register(Iterator(entries: entries))
     }
 }
 
 @_cdecl("geds_relocate")
 public func gedsRelocate(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CString?, _ node: CString?) -> Int32 {
     runBlocking { () throws(GedsError) in
-        let geds = try Handles.find(handle, as: Store.self).geds
-        let (bucket, key, node) = (try text(bucket, "bucket"), try text(key, "key"), try optionalText(node, "node"))
+        let (geds, bucket, key) = try object(handle, bucket, key)
+        let node = try optionalText(node, "node")
         return { () async throws(GedsError) in
             try await geds.relocate(bucket: bucket, key: key, to: try await geds.relocationTarget(named: node))
         }
