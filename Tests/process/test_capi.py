@@ -163,3 +163,94 @@ def test_geds_launch_under_mpirun(built, prefix, session_root):
     assert not os.path.exists(os.path.join(state, "geds.env"))
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+# MARK: one-host Slurm
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def slurm(session_root):
+    """A real one-host Slurm: slurmctld and slurmd (Debian's packages) on loopback, with a configuration of their
+    own (auth/none, no cgroups, no accounting), started here and stopped at the end of this module."""
+    if not (shutil.which("slurmctld") and shutil.which("slurmd") and shutil.which("salloc")):
+        pytest.skip("Slurm is not installed (tools/setup.sh installs slurmctld, slurmd and slurm-client)")
+    from geds_harness import _die_with_parent
+    folder = os.path.join(session_root, "slurm")
+    for sub in ("ctld", "d", "log"):
+        os.makedirs(os.path.join(folder, sub), exist_ok=True)
+    node = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    conf = os.path.join(folder, "slurm.conf")
+    with open(conf, "w") as handle:
+        handle.write(f"""ClusterName=geds
+SlurmctldHost={node}(127.0.0.1)
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/none
+CredType=cred/none
+StateSaveLocation={folder}/ctld
+SlurmdSpoolDir={folder}/d
+SlurmctldPidFile={folder}/slurmctld.pid
+SlurmdPidFile={folder}/slurmd.pid
+SlurmctldLogFile={folder}/log/slurmctld.log
+SlurmdLogFile={folder}/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+ReturnToService=2
+NodeName={node} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory=1000 State=UNKNOWN
+PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8
+""")
+    env = {**program_env(), "SLURM_CONF": conf}
+    daemons = [subprocess.Popen([daemon, "-D", "-f", conf], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent) for daemon in ("slurmctld", "slurmd")]
+    try:
+        import time
+        deadline = time.monotonic() + 30
+        while run(["sinfo", "-h", "-o", "%T"], env=env).stdout.strip() not in ("idle", "mixed"):
+            assert time.monotonic() < deadline, "Slurm did not come up:\n" + open(f"{folder}/log/slurmctld.log").read()[-2000:]
+            time.sleep(0.3)
+        yield env
+    finally:
+        for daemon in daemons:
+            daemon.terminate()
+        for daemon in daemons:
+            try:
+                daemon.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+
+
+def test_geds_launch_under_slurm(built, prefix, session_root, slurm):
+    """Inside a real allocation, geds-launch starts the MDS and one gedsd per node through srun --overlap; job
+    steps (srun) and an mpirun find them through the environment file; stop flushes and ends them."""
+    state = os.path.join(session_root, "slurm-job")
+    script = f"""set -euo pipefail
+{prefix}/bin/geds-launch start --dir {state} --address 127.0.0.1 --port 0
+source {state}/geds.env
+{prefix}/bin/geds nodes
+srun --ntasks=1 ./producer slurm-steps s/ 5 70000
+srun --ntasks=1 ./consumer slurm-steps s/ 5 70000
+mpirun --oversubscribe -np 4 ./mpi_exchange --bucket slurm-mpi
+{prefix}/bin/geds-launch stop --dir {state}
+test ! -e {state}/geds.env && echo stopped
+"""
+    result = run(["salloc", "--nodes=1", "--ntasks=4", "--overcommit", "bash", "-c", script], env=slurm, cwd=built,
+                 timeout=240)
+    assert re.search(r"^gedsd-\S+\s+alive", result.stdout, re.MULTILINE), result.stdout
+    assert "1 gedsd (slurm)" in result.stdout
+    assert "consumer: 5 of 5 objects intact" in result.stdout
+    assert "4 ranks" in result.stdout and ": OK" in result.stdout
+    assert result.stdout.rstrip().endswith("stopped")
