@@ -230,6 +230,22 @@ int main(int argc, char **argv) {
     EXPECT(GEDS_E_NO_SUCH_BUCKET, geds_delete_bucket(g, bucket, 0));
 
     geds_close(g);
+
+    /* A reader or writer that outlives its connection fails cleanly. */
+    config.name = "api-test-after-close";
+    CHECK(geds_connect_config(&config, &g) == 0);
+    EXPECT(0, geds_create_bucket(g, bucket));
+    CHECK(geds_create(g, bucket, "late", &w) == 0);
+    EXPECT(0, geds_write(w, data, 1000, 0));
+    EXPECT(0, geds_seal(w));
+    CHECK(geds_create(g, bucket, "unsealed", &w) == 0);
+    CHECK(geds_open(g, bucket, "late", &r) == 0);
+    geds_close(g);
+    CHECK(geds_read(r, back, 1000, 0) < 0);
+    CHECK(geds_write(w, data, 10, 0) <= 0);
+    CHECK(geds_seal(w) < 0);
+    geds_reader_close(r);
+
     free(data);
     free(back);
     printf("api_test: %d failures\n", failures);

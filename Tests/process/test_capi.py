@@ -89,6 +89,16 @@ def test_library_runs_without_the_swift_toolchain(prefix):
     assert "not found" not in resolved and "swift" not in resolved, resolved
 
 
+def test_programs_run_with_the_swift_toolchain_hidden(built, cluster):
+    """In a mount namespace where /opt/swift is an empty folder, a program linked with libgeds still runs."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or not os.path.isdir("/opt/swift"):
+        pytest.skip("needs root, unshare and /opt/swift to hide it")
+    result = run(["unshare", "--mount", "sh", "-c",
+                  f"mount -t tmpfs none /opt/swift && test ! -e /opt/swift/usr && exec {built}/hello_cpp capi-no-swift"],
+                 env=program_env(cluster.mds_address))
+    assert "hello_cpp: OK" in result.stdout
+
+
 def test_header_compiles_as_c99_and_cpp17(tmp_path):
     source = tmp_path / "use.c"
     source.write_text("#include <geds.h>\nint use(void) { return GEDS_ABI_VERSION + GEDS_E_INTERNAL; }\n")
