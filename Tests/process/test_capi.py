@@ -48,7 +48,7 @@ def built(prefix, session_root):
     """The examples and C tests built in a scratch folder with nothing but pkg-config's flags."""
     folder = os.path.join(session_root, "capi-build")
     shutil.copytree(os.path.join(REPO, "examples"), folder)
-    for name in ("api_test.c", "threads_test.c"):
+    for name in ("api_test.c", "threads_test.c", "fortran_test.f90"):
         shutil.copy(os.path.join(REPO, "Tests", "capi", name), folder)
     env = program_env(PKG_CONFIG_PATH=os.path.join(prefix, "lib", "pkgconfig"))
     run(["make", "-j2"], env=env, cwd=folder)
@@ -56,6 +56,8 @@ def built(prefix, session_root):
     run(["cc", "-std=c99", "-Wall", "-Werror", "-o", "api_test", "api_test.c", *flags], env=env, cwd=folder)
     run(["cc", "-std=c11", "-Wall", "-Werror", "-pthread", "-o", "threads_test", "threads_test.c", *flags], env=env,
         cwd=folder)
+    # geds.o: the installed Fortran module, compiled by make above
+    run(["gfortran", "-Wall", "-o", "fortran_test", "fortran_test.f90", "geds.o", *flags], env=env, cwd=folder)
     return folder
 
 
@@ -110,6 +112,9 @@ def test_header_compiles_as_c99_and_cpp17(tmp_path):
 
 
 def test_every_function_with_good_and_bad_input(built, cluster):
+    with open(os.path.join(REPO, "Tests", "capi", "api_test.c")) as handle:
+        called = set(re.findall(r"\b(geds_\w+)\(", handle.read()))
+    assert declared_functions() <= called, f"api_test.c does not call {sorted(declared_functions() - called)}"
     result = run([os.path.join(built, "api_test"), "capi-every-function"], env=program_env(cluster.mds_address))
     assert "api_test: 0 failures" in result.stdout
 
@@ -130,6 +135,11 @@ def test_mpi_ranks_exchange_objects_in_c(built, cluster, hosts):
 def test_mpi_ranks_exchange_objects_in_fortran(built, cluster):
     result = run([*MPIRUN, os.path.join(built, "mpi_exchange_f")], env=program_env(cluster.mds_address))
     assert "4 ranks: OK" in result.stdout
+
+
+def test_every_fortran_function(built, cluster):
+    result = run([os.path.join(built, "fortran_test")], env=program_env(cluster.mds_address))
+    assert "fortran_test: 0 failures" in result.stdout, result.stdout
 
 
 def test_cpp_program(built, cluster):
