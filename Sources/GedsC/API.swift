@@ -2,6 +2,7 @@
 // Swift API (blocking the caller for async calls, see `blocking`), and turns a GedsError into its code.
 import CGeds
 import GEDS
+import GedsNode
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -504,6 +505,21 @@ public func gedsRelocate(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CS
         return { () async throws(GedsError) in
             try await geds.relocate(bucket: bucket, key: key, to: try await geds.relocationTarget(named: node))
         }
+    }
+}
+
+@_cdecl("geds_set_bucket_storage")
+public func gedsSetBucketStorage(_ handle: OpaquePointer?, _ bucket: CString?, _ s3: CString?, _ prefix: CString?,
+                                 _ region: CString?, _ persistency: CString?) -> Int32 {
+    runBlocking { () throws(GedsError) in
+        let geds = try Handles.find(handle, as: Store.self).geds
+        let bucket = try text(bucket, "bucket")
+        let storage = try optionalText(s3, "s3").map { (address) throws(GedsError) in
+            try BucketStorage(address: address, prefix: try optionalText(prefix, "prefix"),
+                              region: try optionalText(region, "region") ?? "us-east-1",
+                              persistency: try Persistency(parsing: try optionalText(persistency, "persistency") ?? "write-back"))
+        }
+        return { () async throws(GedsError) in try await geds.setBucketStorage(bucket, storage) }
     }
 }
 

@@ -220,6 +220,11 @@ int main(int argc, char **argv) {
     EXPECT(GEDS_E_NO_SUCH_NODE, geds_relocate(g, bucket, "renamed", "no-such-node"));
     CHECK(geds_read_object(g, bucket, "renamed", back, 4096, 0) == 4096 && memcmp(back, data, 4096) == 0);
     EXPECT(0, geds_flush(g, 10000));
+    EXPECT(GEDS_E_INVALID_ARGUMENT, geds_set_bucket_storage(g, bucket, "http://127.0.0.1:1/s3bucket", NULL, NULL, "forever"));
+    EXPECT(GEDS_E_INVALID_ARGUMENT, geds_set_bucket_storage(g, bucket, "no scheme here", NULL, NULL, NULL));
+    EXPECT(GEDS_E_INVALID_NAME, geds_set_bucket_storage(g, "Bad_Bucket!", NULL, NULL, NULL, NULL));
+    EXPECT(0, geds_set_bucket_storage(g, bucket, "http://127.0.0.1:1/s3bucket/run", NULL, "eu-west-1", "ephemeral"));
+    EXPECT(0, geds_set_bucket_storage(g, bucket, NULL, NULL, NULL, NULL)); /* taken away again */
 
     EXPECT(GEDS_E_BUCKET_NOT_EMPTY, geds_delete_bucket(g, bucket, 0));
     uint64_t deleted = 0;

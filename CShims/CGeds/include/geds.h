@@ -158,6 +158,13 @@ int geds_locations(geds_t *g, const char *bucket, const char *key, geds_iter_t *
 int geds_relocate(geds_t *g, const char *bucket, const char *key, const char *node);
                                                              /* moves a sealed object to another node (NULL: the least
                                                                 loaded gedsd), so it outlives this process */
+int geds_set_bucket_storage(geds_t *g, const char *bucket, const char *s3, const char *prefix, const char *region,
+                            const char *persistency);
+                                                             /* gives a bucket (created if missing) an S3 store:
+                                                                s3 "http://HOST:PORT/S3BUCKET[/PREFIX]", prefix and
+                                                                region NULL: the address's and us-east-1, persistency
+                                                                NULL: "write-back"; s3 NULL takes the store away.
+                                                                Credentials: each process's AWS_* environment */
 int geds_flush(geds_t *g, uint64_t timeout_ms);              /* waits for every node's write-back uploads to S3;
                                                                 timeout 0: 300000 */
 
