@@ -3,7 +3,9 @@
 ! Handles are type(c_ptr). Functions taking names take Fortran strings (trailing blanks are trimmed, the NUL is
 ! added here); byte buffers are any contiguous array, with their length in bytes. Results are the C ones: 0 or a
 ! negative GEDS_E_* code (geds_read: bytes read); geds_last_error() is this thread's last message.
-! Iterators (listings, locations, metadata lists) and metadata calls are C-only for now.
+! Iterators: geds_list / geds_list_buckets / geds_locations / geds_metadata_list, then geds_next until it
+! returns 0, then geds_iter_close. Metadata: names and values as arrays of strings. The C geds_abi_version() has no
+! twin here (Fortran names ignore case, and GEDS_ABI_VERSION is this module's constant); geds_version() names it.
 module geds
   use, intrinsic :: iso_c_binding
   implicit none
@@ -18,12 +20,20 @@ module geds
     GEDS_E_NO_SUCH_BLOB = -18, GEDS_E_METADATA_TOO_LARGE = -19, GEDS_E_INTERNAL = -20, &
     GEDS_E_CHECKSUM_MISMATCH = -21, GEDS_E_S3_DELETION_PENDING = -22
 
-  ! geds_config_t
+  ! geds_config_t (geds_connect's optional arguments fill it in; its defaults are geds_config_init's)
   type, bind(C), public :: geds_config
     type(c_ptr) :: mds = c_null_ptr, transport = c_null_ptr, tier0_dir = c_null_ptr, host_id = c_null_ptr, &
                    name = c_null_ptr, persistency = c_null_ptr
     integer(c_int64_t) :: timeout_ms = 0
     integer(c_int64_t) :: tier0_capacity = 0
+  end type
+
+  ! Fortran strings as C strings for the calls that take arrays of them.
+  type :: c_strings
+    character(kind=c_char), allocatable :: chars(:)
+    type(c_ptr), allocatable :: pointers(:)
+  contains
+    procedure :: set => strings_set
   end type
 
   ! geds_stat_t
@@ -32,6 +42,26 @@ module geds
     integer(c_int32_t) :: locations, metadata_count
   end type
 
+  integer(c_int), parameter, public :: GEDS_ENTRY_OBJECT = 0, GEDS_ENTRY_PREFIX = 1, GEDS_ENTRY_BUCKET = 2, &
+    GEDS_ENTRY_LOCATION = 3, GEDS_ENTRY_METADATA = 4
+
+  ! geds_entry_t
+  type, bind(C) :: c_entry
+    integer(c_int) :: kind
+    type(c_ptr) :: name, detail
+    integer(c_int64_t) :: size, modified_ms
+  end type
+
+  ! One entry of an iterator, with Fortran strings.
+  type, public :: geds_entry
+    integer :: kind = 0
+    character(:), allocatable :: name, detail
+    integer(c_int64_t) :: size = 0, modified_ms = 0
+  end type
+
+  public :: geds_list, geds_list_buckets, geds_locations, geds_metadata_list, geds_next, geds_iter_close, &
+            geds_metadata_get, geds_metadata_set, geds_seal_metadata, geds_set_bucket_storage
+  public :: geds_writer_size
   public :: geds_connect, geds_close, geds_create_bucket, geds_delete_bucket, geds_create, geds_write, geds_truncate, &
             geds_seal, geds_writer_discard, geds_open, geds_reader_size, geds_read, geds_reader_close, &
             geds_read_object, geds_view, geds_view_release, geds_stat, geds_delete, geds_delete_prefix, geds_rename, &
@@ -58,6 +88,11 @@ module geds
     integer(c_int) function geds_seal(w) bind(C, name="geds_seal")
       import :: c_ptr, c_int
       type(c_ptr), value :: w
+    end function
+    integer(c_int) function geds_writer_size(w, size) bind(C, name="geds_writer_size")
+      import :: c_ptr, c_int, c_int64_t
+      type(c_ptr), value :: w
+      integer(c_int64_t), intent(out) :: size
     end function
     subroutine geds_writer_discard(w) bind(C, name="geds_writer_discard")
       import :: c_ptr
@@ -90,6 +125,15 @@ module geds
       import :: c_ptr
       type(c_ptr), value :: view
     end subroutine
+    subroutine geds_iter_close(it) bind(C, name="geds_iter_close")
+      import :: c_ptr
+      type(c_ptr), value :: it
+    end subroutine
+    integer(c_int) function geds_list_buckets(g, it) bind(C, name="geds_list_buckets")
+      import :: c_ptr, c_int
+      type(c_ptr), value :: g
+      type(c_ptr), intent(out) :: it
+    end function
     integer(c_int) function geds_flush(g, timeout_ms) bind(C, name="geds_flush")
       import :: c_ptr, c_int, c_int64_t
       type(c_ptr), value :: g
@@ -167,6 +211,56 @@ module geds
       type(c_ptr), value :: g
       character(kind=c_char), dimension(*), intent(in) :: bucket, key
       type(c_ptr), value :: node
+    end function
+    integer(c_int) function c_list(g, bucket, prefix, delimiter, it) bind(C, name="geds_list")
+      import :: c_ptr, c_int, c_char
+      type(c_ptr), value :: g
+      character(kind=c_char), dimension(*), intent(in) :: bucket, prefix, delimiter
+      type(c_ptr), intent(out) :: it
+    end function
+    integer(c_int) function c_locations(g, bucket, key, it) bind(C, name="geds_locations")
+      import :: c_ptr, c_int, c_char
+      type(c_ptr), value :: g
+      character(kind=c_char), dimension(*), intent(in) :: bucket, key
+      type(c_ptr), intent(out) :: it
+    end function
+    integer(c_int) function c_metadata_list(g, bucket, key, it) bind(C, name="geds_metadata_list")
+      import :: c_ptr, c_int, c_char
+      type(c_ptr), value :: g
+      character(kind=c_char), dimension(*), intent(in) :: bucket, key
+      type(c_ptr), intent(out) :: it
+    end function
+    integer(c_int) function c_next(it, entry) bind(C, name="geds_next")
+      import :: c_ptr, c_int, c_entry
+      type(c_ptr), value :: it
+      type(c_entry), intent(out) :: entry
+    end function
+    integer(c_int64_t) function c_metadata_get(g, bucket, key, name, value, capacity) bind(C, name="geds_metadata_get")
+      import :: c_ptr, c_char, c_size_t, c_int64_t
+      type(c_ptr), value :: g
+      character(kind=c_char), dimension(*), intent(in) :: bucket, key, name
+      type(c_ptr), value :: value
+      integer(c_size_t), value :: capacity
+    end function
+    integer(c_int) function c_metadata_set(g, bucket, key, names, values, count) bind(C, name="geds_metadata_set")
+      import :: c_ptr, c_int, c_char, c_size_t
+      type(c_ptr), value :: g
+      character(kind=c_char), dimension(*), intent(in) :: bucket, key
+      type(c_ptr), dimension(*), intent(in) :: names, values
+      integer(c_size_t), value :: count
+    end function
+    integer(c_int) function c_seal_metadata(w, names, values, count) bind(C, name="geds_seal_metadata")
+      import :: c_ptr, c_int, c_size_t
+      type(c_ptr), value :: w
+      type(c_ptr), dimension(*), intent(in) :: names, values
+      integer(c_size_t), value :: count
+    end function
+    integer(c_int) function c_set_bucket_storage(g, bucket, s3, prefix, region, persistency) &
+        bind(C, name="geds_set_bucket_storage")
+      import :: c_ptr, c_int, c_char
+      type(c_ptr), value :: g
+      character(kind=c_char), dimension(*), intent(in) :: bucket
+      type(c_ptr), value :: s3, prefix, region, persistency
     end function
     type(c_ptr) function c_strerror(code) bind(C, name="geds_strerror")
       import :: c_ptr, c_int
@@ -316,6 +410,142 @@ contains
       rc = c_relocate(g, c_str(bucket), c_str(key), c_null_ptr)
     end if
   end function
+
+  ! Objects (and common prefixes with a delimiter) under prefix; '' for none.
+  integer(c_int) function geds_list(g, bucket, prefix, delimiter, it) result(rc)
+    type(c_ptr), intent(in) :: g
+    character(*), intent(in) :: bucket, prefix, delimiter
+    type(c_ptr), intent(out) :: it
+    rc = c_list(g, c_str(bucket), c_str(prefix), c_str(delimiter), it)
+  end function
+
+  integer(c_int) function geds_locations(g, bucket, key, it) result(rc)
+    type(c_ptr), intent(in) :: g
+    character(*), intent(in) :: bucket, key
+    type(c_ptr), intent(out) :: it
+    rc = c_locations(g, c_str(bucket), c_str(key), it)
+  end function
+
+  integer(c_int) function geds_metadata_list(g, bucket, key, it) result(rc)
+    type(c_ptr), intent(in) :: g
+    character(*), intent(in) :: bucket, key
+    type(c_ptr), intent(out) :: it
+    rc = c_metadata_list(g, c_str(bucket), c_str(key), it)
+  end function
+
+  ! 1: entry filled, 0: the end, < 0: GEDS_E_*.
+  integer(c_int) function geds_next(it, entry) result(rc)
+    type(c_ptr), intent(in) :: it
+    type(geds_entry), intent(out) :: entry
+    type(c_entry) :: raw
+    rc = c_next(it, raw)
+    if (rc /= 1) return
+    entry%kind = raw%kind
+    entry%name = f_str(raw%name)
+    entry%detail = f_str(raw%detail)
+    entry%size = raw%size
+    entry%modified_ms = raw%modified_ms
+  end function
+
+  ! The value of one metadata entry (GEDS_E_INVALID_ARGUMENT in rc if the object has none by that name).
+  function geds_metadata_get(g, bucket, key, name, rc) result(value)
+    type(c_ptr), intent(in) :: g
+    character(*), intent(in) :: bucket, key, name
+    integer(c_int), intent(out) :: rc
+    character(:), allocatable :: value
+    character(kind=c_char), allocatable, target :: chars(:)
+    integer(c_int64_t) :: length
+    integer :: i
+    value = ''
+    length = c_metadata_get(g, c_str(bucket), c_str(key), c_str(name), c_null_ptr, 0_c_size_t)
+    rc = int(min(length, 0_c_int64_t), c_int)
+    if (length < 0) return
+    allocate(chars(length + 1))
+    length = c_metadata_get(g, c_str(bucket), c_str(key), c_str(name), c_loc(chars), int(size(chars), c_size_t))
+    rc = int(min(length, 0_c_int64_t), c_int)
+    if (length < 0) return
+    value = repeat(' ', int(length))
+    do i = 1, int(length)
+      value(i:i) = chars(i)
+    end do
+  end function
+
+  ! Replaces the object's user metadata with names(i) = values(i) (trailing blanks trimmed).
+  integer(c_int) function geds_metadata_set(g, bucket, key, names, values) result(rc)
+    type(c_ptr), intent(in) :: g
+    character(*), intent(in) :: bucket, key, names(:), values(:)
+    type(c_strings), target :: cn, cv
+    if (size(names) /= size(values)) then
+      rc = GEDS_E_INVALID_ARGUMENT
+      return
+    end if
+    call cn%set(names)
+    call cv%set(values)
+    rc = c_metadata_set(g, c_str(bucket), c_str(key), cn%pointers, cv%pointers, int(size(names), c_size_t))
+  end function
+
+  ! geds_seal with user metadata names(i) = values(i).
+  integer(c_int) function geds_seal_metadata(w, names, values) result(rc)
+    type(c_ptr), intent(in) :: w
+    character(*), intent(in) :: names(:), values(:)
+    type(c_strings), target :: cn, cv
+    if (size(names) /= size(values)) then
+      rc = GEDS_E_INVALID_ARGUMENT
+      return
+    end if
+    call cn%set(names)
+    call cv%set(values)
+    rc = c_seal_metadata(w, cn%pointers, cv%pointers, int(size(names), c_size_t))
+  end function
+
+  ! Gives a bucket an S3 store ("http://HOST:PORT/S3BUCKET"); absent s3: takes it away.
+  integer(c_int) function geds_set_bucket_storage(g, bucket, s3, prefix, region, persistency) result(rc)
+    type(c_ptr), intent(in) :: g
+    character(*), intent(in) :: bucket
+    character(*), intent(in), optional :: s3, prefix, region, persistency
+    type(c_strings), target :: texts
+    type(c_ptr) :: pointers(4)
+    call texts%set([character(len=max(len_or_0(s3), len_or_0(prefix), len_or_0(region), len_or_0(persistency))) :: &
+                    value_or_blank(s3), value_or_blank(prefix), value_or_blank(region), value_or_blank(persistency)])
+    pointers = texts%pointers
+    if (.not. present(s3)) pointers(1) = c_null_ptr
+    if (.not. present(prefix)) pointers(2) = c_null_ptr
+    if (.not. present(region)) pointers(3) = c_null_ptr
+    if (.not. present(persistency)) pointers(4) = c_null_ptr
+    rc = c_set_bucket_storage(g, c_str(bucket), pointers(1), pointers(2), pointers(3), pointers(4))
+  end function
+
+  pure integer function len_or_0(text)
+    character(*), intent(in), optional :: text
+    len_or_0 = 0
+    if (present(text)) len_or_0 = len(text)
+  end function
+
+  pure function value_or_blank(text) result(value)
+    character(*), intent(in), optional :: text
+    character(:), allocatable :: value
+    value = ''
+    if (present(text)) value = text
+  end function
+
+  ! Fortran strings as NUL-terminated C strings, alive as long as this object.
+  subroutine strings_set(self, texts)
+    class(c_strings), intent(inout), target :: self
+    character(*), intent(in) :: texts(:)
+    integer :: i, j, at, n
+    n = size(texts)
+    allocate(self%chars(sum([(len_trim(texts(i)) + 1, i = 1, n)]) + 1), self%pointers(max(n, 1)))
+    at = 1
+    do i = 1, n
+      self%pointers(i) = c_loc(self%chars(at))
+      do j = 1, len_trim(texts(i))
+        self%chars(at) = texts(i)(j:j)
+        at = at + 1
+      end do
+      self%chars(at) = c_null_char
+      at = at + 1
+    end do
+  end subroutine
 
   function geds_strerror(code) result(text)
     integer(c_int), intent(in) :: code

@@ -9,6 +9,11 @@ program fortran_test
   integer(c_int8_t), pointer :: viewed(:)
   type(c_ptr) :: g, w, r, view, data
   type(geds_stat_t) :: info
+  type(geds_entry) :: entry
+  type(c_ptr) :: it
+  integer(c_int) :: rc
+  character(:), allocatable :: value
+  integer :: listed
   integer(c_int64_t) :: size, deleted
   integer :: i, failures
   character(len=*), parameter :: bucket = 'fortran-test'
@@ -16,6 +21,7 @@ program fortran_test
   failures = 0
   bytes = [(int(mod(i * 7, 127), c_int8_t), i = 1, n)]
   call check(index(geds_version(), 'GEDS') == 1, 'geds_version')
+  call check(index(geds_version(), '(ABI 1)') > 0, 'the ABI version')
   call check(index(geds_strerror(GEDS_E_NO_SUCH_BUCKET), 'GEDS_E_NO_SUCH_BUCKET') == 1, 'geds_strerror')
 
   call check(geds_connect(g, mds='not an endpoint') == GEDS_E_INVALID_ARGUMENT, 'connect to a bad endpoint')
@@ -32,8 +38,48 @@ program fortran_test
   call check(geds_write(w, bytes, int(n / 2, c_size_t), 0_c_int64_t) == GEDS_OK, 'write 1st half')
   call check(geds_write(w, bytes, 10_c_size_t, int(n, c_int64_t)) == GEDS_OK, 'write past the end')
   call check(geds_truncate(w, int(n, c_int64_t)) == GEDS_OK, 'truncate')
+  call check(geds_writer_size(w, size) == GEDS_OK .and. size == n, 'writer_size')
   call check(geds_seal(w) == GEDS_OK, 'seal')
   call check(geds_seal(w) == GEDS_E_INVALID_ARGUMENT, 'seal twice')
+  call check(geds_create(g, bucket, 'dir/meta', w) == GEDS_OK, 'create with metadata')
+  call check(geds_write(w, bytes, 10_c_size_t, 0_c_int64_t) == GEDS_OK, 'write with metadata')
+  call check(geds_seal_metadata(w, [character(5) :: 'kind', 'owner'], [character(7) :: 'test', 'fortran']) == GEDS_OK, &
+             'seal_metadata')
+  value = geds_metadata_get(g, bucket, 'dir/meta', 'owner', rc)
+  call check(rc == GEDS_OK .and. value == 'fortran', 'metadata_get')
+  value = geds_metadata_get(g, bucket, 'dir/meta', 'absent', rc)
+  call check(rc == GEDS_E_INVALID_ARGUMENT, 'metadata_get of a missing name')
+  call check(geds_metadata_set(g, bucket, 'dir/meta', ['colour'], ['blue  ']) == GEDS_OK, 'metadata_set')
+  call check(geds_metadata_list(g, bucket, 'dir/meta', it) == GEDS_OK, 'metadata_list')
+  call check(geds_next(it, entry) == 1, 'metadata entry')
+  call check(entry%kind == GEDS_ENTRY_METADATA .and. entry%name == 'colour' .and. entry%detail == 'blue', 'metadata values')
+  call check(geds_next(it, entry) == 0, 'one metadata entry')
+  call geds_iter_close(it)
+  call check(geds_list(g, bucket, 'dir/', '/', it) == GEDS_OK, 'list')
+  listed = 0
+  do while (geds_next(it, entry) == 1)
+    listed = listed + 1
+    call check(entry%kind == GEDS_ENTRY_OBJECT .and. entry%name(1:4) == 'dir/', 'listed ' // entry%name)
+  end do
+  call geds_iter_close(it)
+  call check(listed == 2, 'two objects listed')
+  call check(geds_list(g, 'no-such-bucket-f', '', '', it) == GEDS_E_NO_SUCH_BUCKET, 'list a missing bucket')
+  call check(geds_list_buckets(g, it) == GEDS_OK, 'list_buckets')
+  listed = 0
+  do while (geds_next(it, entry) == 1)
+    if (entry%name == bucket) listed = listed + 1
+  end do
+  call geds_iter_close(it)
+  call check(listed == 1, 'the bucket is listed')
+  call check(geds_locations(g, bucket, 'dir/meta', it) == GEDS_OK, 'locations')
+  call check(geds_next(it, entry) == 1 .and. index(entry%detail, 'tier0') == 1, 'a tier-0 location')
+  call geds_iter_close(it)
+  call check(geds_delete(g, bucket, 'dir/meta') == GEDS_OK, 'delete with metadata')
+  call check(geds_set_bucket_storage(g, bucket, s3='http://127.0.0.1:1/s3b', persistency='ephemeral') == GEDS_OK, &
+             'set_bucket_storage')
+  call check(geds_set_bucket_storage(g, bucket, s3='http://127.0.0.1:1/s3b', persistency='never') &
+             == GEDS_E_INVALID_ARGUMENT, 'set_bucket_storage with a bad persistency')
+  call check(geds_set_bucket_storage(g, bucket) == GEDS_OK, 'set_bucket_storage: taken away')
 
   call check(geds_create(g, bucket, 'discarded', w) == GEDS_OK, 'create to discard')
   call geds_writer_discard(w)
