@@ -141,7 +141,33 @@ module geds
     end function
   end interface
 
-  ! Functions with names: wrapped below.
+  ! Functions with names: wrapped below. Signatures several calls share:
+  abstract interface
+    integer(c_int) function object_out(g, bucket, key, out) bind(C)  ! (geds_t *, bucket, key, T **out)
+      import :: c_ptr, c_int, c_char
+      type(c_ptr), value :: g
+      character(kind=c_char), dimension(*), intent(in) :: bucket, key
+      type(c_ptr), intent(out) :: out
+    end function
+    integer(c_int) function object_to_object(g, bucket, key, to_bucket, to_key) bind(C)
+      import :: c_ptr, c_int, c_char
+      type(c_ptr), value :: g
+      character(kind=c_char), dimension(*), intent(in) :: bucket, key, to_bucket, to_key
+    end function
+    integer(c_int) function object_only(g, bucket, key) bind(C)
+      import :: c_ptr, c_int, c_char
+      type(c_ptr), value :: g
+      character(kind=c_char), dimension(*), intent(in) :: bucket, key
+    end function
+  end interface
+  procedure(object_out), bind(C, name="geds_create") :: c_create
+  procedure(object_out), bind(C, name="geds_open") :: c_open
+  procedure(object_out), bind(C, name="geds_locations") :: c_locations
+  procedure(object_out), bind(C, name="geds_metadata_list") :: c_metadata_list
+  procedure(object_to_object), bind(C, name="geds_rename") :: c_rename
+  procedure(object_to_object), bind(C, name="geds_copy") :: c_copy
+  procedure(object_only), bind(C, name="geds_delete") :: c_delete
+
   interface
     integer(c_int) function c_connect_config(config, out) bind(C, name="geds_connect_config")
       import :: c_ptr, c_int, geds_config
@@ -159,18 +185,6 @@ module geds
       character(kind=c_char), dimension(*), intent(in) :: bucket
       integer(c_int), value :: force
     end function
-    integer(c_int) function c_create(g, bucket, key, out) bind(C, name="geds_create")
-      import :: c_ptr, c_int, c_char
-      type(c_ptr), value :: g
-      character(kind=c_char), dimension(*), intent(in) :: bucket, key
-      type(c_ptr), intent(out) :: out
-    end function
-    integer(c_int) function c_open(g, bucket, key, out) bind(C, name="geds_open")
-      import :: c_ptr, c_int, c_char
-      type(c_ptr), value :: g
-      character(kind=c_char), dimension(*), intent(in) :: bucket, key
-      type(c_ptr), intent(out) :: out
-    end function
     integer(c_int64_t) function c_read_object(g, bucket, key, buf, len, offset) bind(C, name="geds_read_object")
       import :: c_ptr, c_char, c_size_t, c_int64_t
       type(c_ptr), value :: g
@@ -185,26 +199,11 @@ module geds
       character(kind=c_char), dimension(*), intent(in) :: bucket, key
       type(geds_stat_t), intent(out) :: out
     end function
-    integer(c_int) function c_delete(g, bucket, key) bind(C, name="geds_delete")
-      import :: c_ptr, c_int, c_char
-      type(c_ptr), value :: g
-      character(kind=c_char), dimension(*), intent(in) :: bucket, key
-    end function
     integer(c_int) function c_delete_prefix(g, bucket, prefix, deleted) bind(C, name="geds_delete_prefix")
       import :: c_ptr, c_int, c_char, c_int64_t
       type(c_ptr), value :: g
       character(kind=c_char), dimension(*), intent(in) :: bucket, prefix
       integer(c_int64_t), intent(out) :: deleted
-    end function
-    integer(c_int) function c_rename(g, bucket, key, to_bucket, to_key) bind(C, name="geds_rename")
-      import :: c_ptr, c_int, c_char
-      type(c_ptr), value :: g
-      character(kind=c_char), dimension(*), intent(in) :: bucket, key, to_bucket, to_key
-    end function
-    integer(c_int) function c_copy(g, bucket, key, to_bucket, to_key) bind(C, name="geds_copy")
-      import :: c_ptr, c_int, c_char
-      type(c_ptr), value :: g
-      character(kind=c_char), dimension(*), intent(in) :: bucket, key, to_bucket, to_key
     end function
     integer(c_int) function c_relocate(g, bucket, key, node) bind(C, name="geds_relocate")
       import :: c_ptr, c_int, c_char
@@ -216,18 +215,6 @@ module geds
       import :: c_ptr, c_int, c_char
       type(c_ptr), value :: g
       character(kind=c_char), dimension(*), intent(in) :: bucket, prefix, delimiter
-      type(c_ptr), intent(out) :: it
-    end function
-    integer(c_int) function c_locations(g, bucket, key, it) bind(C, name="geds_locations")
-      import :: c_ptr, c_int, c_char
-      type(c_ptr), value :: g
-      character(kind=c_char), dimension(*), intent(in) :: bucket, key
-      type(c_ptr), intent(out) :: it
-    end function
-    integer(c_int) function c_metadata_list(g, bucket, key, it) bind(C, name="geds_metadata_list")
-      import :: c_ptr, c_int, c_char
-      type(c_ptr), value :: g
-      character(kind=c_char), dimension(*), intent(in) :: bucket, key
       type(c_ptr), intent(out) :: it
     end function
     integer(c_int) function c_next(it, entry) bind(C, name="geds_next")
