@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(libibverbs-dev librdmacm-dev libnuma-dev libcurl4-openssl-dev iperf3 redis-server redis-tools librsvg2-bin fio
-      openmpi-bin libopenmpi-dev gfortran pkg-config   # the C ABI: MPI and Fortran examples, pkg-config
+      openmpi-bin libopenmpi-dev gfortran pkg-config make g++   # the C ABI: MPI, Fortran and C++ examples, pkg-config
       slurmctld slurmd slurm-client)                   # geds-launch under a real one-host Slurm (test_capi.py)
 missing=()
 for p in "${DEBS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
