@@ -109,6 +109,9 @@ int main(int argc, char **argv) {
     EXPECT(0, geds_write(w, NULL, 0, 5));
     EXPECT(GEDS_E_INVALID_ARGUMENT, geds_write(w, NULL, 10, 0));
     EXPECT(GEDS_E_INVALID_ARGUMENT, geds_write(NULL, data, 10, 0));
+    CHECK(geds_write(w, data, 10, UINT64_MAX - 5) < 0);   /* past any file size: an error, not a crash */
+    CHECK(geds_truncate(w, UINT64_MAX) < 0);
+    CHECK(geds_write(w, data, SIZE_MAX, 0) < 0);
     uint64_t size = 0;
     CHECK(geds_writer_size(w, &size) == 0 && size == SIZE);
     EXPECT(0, geds_write(w, data, 10, SIZE + 50));
@@ -151,6 +154,8 @@ int main(int argc, char **argv) {
     CHECK(geds_read(r, back, 100, (uint64_t)SIZE * 10) == 0); /* past the end */
     EXPECT(GEDS_E_INVALID_ARGUMENT, geds_read(r, NULL, 100, 0));
     EXPECT(GEDS_E_INVALID_ARGUMENT, geds_read(NULL, back, 100, 0));
+    CHECK(geds_read(r, back, SIZE_MAX, 0) < 0);
+    CHECK(geds_read_object(g, bucket, "dir/a", back, 10, UINT64_MAX) == 0);
     CHECK(geds_read_object(g, bucket, "dir/a", back, 5000, 777) == 5000);
     CHECK(memcmp(back, data + 777, 5000) == 0);
     EXPECT(GEDS_E_NO_SUCH_OBJECT, geds_read_object(g, bucket, "missing", back, 10, 0));
