@@ -274,3 +274,33 @@ test ! -e {state}/geds.env && echo stopped
     assert "consumer: 5 of 5 objects intact" in result.stdout
     assert "4 ranks" in result.stdout and ": OK" in result.stdout
     assert result.stdout.rstrip().endswith("stopped")
+
+
+def test_geds_launch_stop_flushes_write_back(prefix, session_root):
+    """A job's objects in a write-back bucket are in S3 once geds-launch stop returns (here with the local
+    launcher: one gedsd on this host, no mpirun)."""
+    s3 = pytest.importorskip("test_s3")  # moto and boto3, as the S3 tests use them
+    from geds_harness import sha256
+    moto = s3.Moto(session_root, "capi-moto").start()
+    env = program_env(AWS_ACCESS_KEY_ID=s3.ACCESS_KEY, AWS_SECRET_ACCESS_KEY=s3.SECRET_KEY)
+    launch, geds = os.path.join(prefix, "bin", "geds-launch"), os.path.join(prefix, "bin", "geds")
+    state = os.path.join(session_root, "launch-s3")
+    try:
+        moto.client().create_bucket(Bucket="capi-launch")
+        run([launch, "start", "--dir", state, "--launcher", "local", "--address", "127.0.0.1", "--port", "0",
+             "--tier0", os.path.join(session_root, "launch-s3-tier0")], env=env)
+        with open(os.path.join(state, "geds.env")) as handle:
+            mds = re.fullmatch(r"export GEDS_MDS=(\S+)\n", handle.read()).group(1)
+        run([geds, "--mds", mds, "bucket", "launched-wb", "--s3", f"{moto.endpoint}/capi-launch",
+             "--persistency", "write-back"], env=env)
+        data = os.urandom(3 << 20)
+        source = os.path.join(session_root, "launch-s3.bin")
+        with open(source, "wb") as handle:
+            handle.write(data)
+        run([geds, "--mds", mds, "put", source, "launched-wb/result.bin"], env=env)
+        run([launch, "stop", "--dir", state], env=env)
+        assert moto.sha256("capi-launch", "result.bin") == sha256(data)
+    finally:
+        if os.path.exists(os.path.join(state, "pids")):
+            subprocess.run([launch, "stop", "--dir", state], env=env, capture_output=True, timeout=120)
+        moto.stop()
