@@ -2,7 +2,8 @@
 # Installs GEDS for C, C++ and Fortran programs and for shell use:
 #   tools/install.sh --prefix DIR [--no-build]
 # DIR/lib/libgeds.so (the C ABI, Swift runtime inside), DIR/include/geds.h, DIR/include/geds.f90 (the Fortran
-# module `geds`, plus geds.mod when gfortran is present), DIR/lib/pkgconfig/geds.pc, and DIR/bin/{geds, geds-mds,
+# module `geds`; with gfortran also geds.mod, lib/libgeds_fortran.a and pkg-config's geds-fortran),
+# DIR/lib/pkgconfig/geds.pc, and DIR/bin/{geds, geds-mds,
 # gedsd, geds-perf, geds-launch}. Then: PKG_CONFIG_PATH=DIR/lib/pkgconfig cc app.c $(pkg-config --cflags --libs geds)
 # Binaries come from $GEDS_BIN when set, else the release build folder.
 set -euo pipefail
@@ -36,7 +37,25 @@ for tool in geds geds-mds gedsd geds-perf; do install -m 755 "$BIN/$tool" "$pref
 install -m 755 tools/geds-launch "$prefix/bin/geds-launch"
 install -m 644 CShims/CGeds/include/geds.h fortran/geds.f90 "$prefix/include/"
 if command -v gfortran >/dev/null; then
-  (cd "$prefix/include" && gfortran -c -fsyntax-only geds.f90)
+  # The module compiled for this machine's gfortran: include/geds.mod and lib/libgeds_fortran.a (pkg-config
+  # geds-fortran); other compilers compile include/geds.f90 themselves.
+  scratch=$(mktemp -d)
+  (cd "$scratch" && gfortran -O2 -fPIC -c "$prefix/include/geds.f90" && ar rcs libgeds_fortran.a geds.o)
+  install -m 644 "$scratch/geds.mod" "$prefix/include/"
+  install -m 644 "$scratch/libgeds_fortran.a" "$prefix/lib/"
+  rm -rf "$scratch"
+  cat > "$prefix/lib/pkgconfig/geds-fortran.pc" <<PC
+prefix=$prefix
+libdir=\${prefix}/lib
+includedir=\${prefix}/include
+
+Name: geds-fortran
+Description: GEDS for Fortran: the module geds (use geds) over libgeds
+Version: 0.1.0
+Requires: geds
+Cflags: -I\${includedir}
+Libs: -L\${libdir} -lgeds_fortran
+PC
 fi
 
 cat > "$prefix/lib/pkgconfig/geds.pc" <<PC

@@ -56,7 +56,8 @@ def built(prefix, session_root):
     run(["cc", "-std=c99", "-Wall", "-Werror", "-o", "api_test", "api_test.c", *flags], env=env, cwd=folder)
     run(["cc", "-std=c11", "-Wall", "-Werror", "-pthread", "-o", "threads_test", "threads_test.c", *flags], env=env,
         cwd=folder)
-    # geds.o: the installed Fortran module, compiled by make above
+    # The Fortran module from its installed source, as a compiler other than the installer's gfortran would.
+    run(["gfortran", "-c", "-o", "geds.o", os.path.join(prefix, "include", "geds.f90")], env=env, cwd=folder)
     run(["gfortran", "-Wall", "-o", "fortran_test", "fortran_test.f90", "geds.o", *flags], env=env, cwd=folder)
     return folder
 
@@ -67,7 +68,8 @@ def declared_functions() -> set[str]:
 
 
 def test_installed_tree(prefix):
-    for path in ("lib/libgeds.so", "include/geds.h", "include/geds.f90", "lib/pkgconfig/geds.pc", "bin/geds",
+    for path in ("lib/libgeds.so", "include/geds.h", "include/geds.f90", "include/geds.mod", "lib/libgeds_fortran.a",
+                 "lib/pkgconfig/geds.pc", "lib/pkgconfig/geds-fortran.pc", "bin/geds",
                  "bin/geds-mds", "bin/gedsd", "bin/geds-perf", "bin/geds-launch"):
         assert os.path.exists(os.path.join(prefix, path)), path
     env = program_env(PKG_CONFIG_PATH=os.path.join(prefix, "lib", "pkgconfig"))
