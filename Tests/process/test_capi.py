@@ -306,3 +306,15 @@ def test_geds_launch_stop_flushes_write_back(prefix, session_root):
         if os.path.exists(os.path.join(state, "pids")):
             subprocess.run([launch, "stop", "--dir", state], env=env, capture_output=True, timeout=120)
         moto.stop()
+
+
+def test_the_example_sbatch_job(built, prefix, slurm):
+    """examples/job.sbatch, submitted as it is: geds-launch, two job steps and an mpirun inside one allocation."""
+    shutil.copy(os.path.join(REPO, "examples", "job.sbatch"), built)
+    output = os.path.join(built, "job.out")
+    run(["sbatch", "--wait", f"--output={output}", "job.sbatch"], env={**slurm, "GEDS_PREFIX": prefix}, cwd=built,
+        timeout=300)
+    with open(output) as handle:
+        text = handle.read()
+    assert "consumer: 16 of 16 objects intact" in text, text
+    assert re.search(r"mpi_exchange: 4 ranks.*: OK", text), text
