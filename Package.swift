@@ -17,6 +17,8 @@ let package = Package(
         // The C ABI (geds.h) for C, C++ and Fortran programs: libGedsC.so, whose soname is libgeds.so; tools/install.sh
         // installs it as lib/libgeds.so with pkg-config's geds.pc (a product named geds would clash with the CLI's).
         .library(name: "GedsC", type: .dynamic, targets: ["GedsC"]),
+        // The decoders' fuzz entry points, for the fuzzing package in Fuzz/ (tools/fuzz.sh).
+        .library(name: "GedsFuzzTargets", targets: ["GedsFuzzTargets"]),
         .executable(name: "geds", targets: ["geds"]),
         .executable(name: "geds-mds", targets: ["geds-mds"]),
         .executable(name: "gedsd", targets: ["gedsd"]),
@@ -74,6 +76,9 @@ let package = Package(
                                                "-l_FoundationCollections",
                                                "-Xlinker", "-soname=libgeds.so",
                                                "-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/GedsC/geds.map"])]),
+        .target(name: "GedsFuzzTargets",
+                dependencies: ["GedsCore", "GedsWire", "GedsTCP", "GedsVerbs", "GedsS3", .product(name: "NIOCore", package: "swift-nio")],
+                swiftSettings: strict),
         .executableTarget(name: "geds", dependencies: ["GEDS",
                                .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/geds", swiftSettings: strict),
@@ -99,6 +104,7 @@ let package = Package(
                                                    .product(name: "Logging", package: "swift-log")],
                     swiftSettings: strict),
         .testTarget(name: "GedsNodeTests", dependencies: ["GedsTestSupport", "GedsNode"], swiftSettings: strict),
+        .testTarget(name: "GedsFuzzTests", dependencies: ["GedsTestSupport", "GedsFuzzTargets", "GedsVerbs", "GedsWire"], swiftSettings: strict),
         .testTarget(name: "GedsTier1Tests", dependencies: ["GedsTestSupport", "GedsTier1"], swiftSettings: strict),
         .testTarget(name: "GEDSTests", dependencies: ["GedsTestSupport", "GEDS", "GedsMDS", "GedsS3",
                                .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
