@@ -35,7 +35,7 @@ func output<T>(_ pointer: UnsafeMutablePointer<T>?, _ what: String) throws(GedsE
 
 func metadata(_ names: UnsafePointer<CString?>?, _ values: UnsafePointer<CString?>?, _ count: Int) throws(GedsError) -> [String: String] {
     guard count > 0 else {
-        guard count == 0 else { throw GedsError(.invalidArgument, "negative metadata count \(count)") }
+        guard count == 0 else { throw GedsError(.invalidArgument, "metadata count \(UInt(bitPattern: count)) is too large") }
         return [:]
     }
     guard let names, let values else { throw GedsError(.invalidArgument, "metadata names or values are NULL") }
@@ -75,7 +75,8 @@ func count(_ body: () throws(GedsError) -> Int) -> Int64 {
 }
 
 func buffer(_ pointer: UnsafeMutableRawPointer?, _ length: Int) throws(GedsError) -> UnsafeMutableRawBufferPointer {
-    guard length >= 0 else { throw GedsError(.invalidArgument, "negative length \(length)") }
+    // size_t arrives as Int: above Int.max it turns negative.
+    guard length >= 0 else { throw GedsError(.invalidArgument, "length \(UInt(bitPattern: length)) is too large") }
     guard let pointer else {
         guard length == 0 else { throw GedsError(.invalidArgument, "buffer is NULL") }
         return UnsafeMutableRawBufferPointer(start: nil, count: 0)
