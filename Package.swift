@@ -14,6 +14,9 @@ let package = Package(
         .library(name: "GedsTier0", targets: ["GedsTier0"]),
         .library(name: "GedsTCP", targets: ["GedsTCP"]),
         .library(name: "GedsMDS", targets: ["GedsMDS"]),
+        // The C ABI (geds.h) for C, C++ and Fortran programs: libGedsC.so, whose soname is libgeds.so; tools/install.sh
+        // installs it as lib/libgeds.so with pkg-config's geds.pc (a product named geds would clash with the CLI's).
+        .library(name: "GedsC", type: .dynamic, targets: ["GedsC"]),
         // The decoders' fuzz entry points, for the fuzzing package in Fuzz/ (tools/fuzz.sh).
         .library(name: "GedsFuzzTargets", targets: ["GedsFuzzTargets"]),
         .executable(name: "geds", targets: ["geds"]),
@@ -35,6 +38,8 @@ let package = Package(
         .target(name: "CVerbs", path: "CShims/CVerbs", linkerSettings: [.linkedLibrary("ibverbs"), .linkedLibrary("rdmacm")]),
         .target(name: "CCurl", path: "CShims/CCurl", linkerSettings: [.linkedLibrary("curl")]),
         .target(name: "CLinux", path: "CShims/CLinux", cSettings: [.define("_GNU_SOURCE")]),
+        // geds.h, the public C header, as a module: Sources/GedsC implements it with its own types.
+        .target(name: "CGeds", path: "CShims/CGeds"),
         .target(name: "GedsVerbs", dependencies: ["GedsCore", "CVerbs"], swiftSettings: strict),
         .target(name: "GedsS3", dependencies: ["GedsCore", "CCurl", .product(name: "Crypto", package: "swift-crypto"),
                                                .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
@@ -72,6 +77,17 @@ let package = Package(
         .target(name: "GEDS",
                 dependencies: ["GedsCore", "GedsNode", "GedsTier0", "GedsTier1", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
+        // The C ABI. Only the geds_* symbols are exported (geds.map), and the Swift runtime (with Foundation, which
+        // dependencies import) is linked in statically, so C programs need nothing but libc, libstdc++ and the system
+        // libraries GEDS uses. lld, because it leaves hidden symbols out of the dynamic symbol table altogether.
+        .target(name: "GedsC", dependencies: ["CGeds", "GEDS", "GedsNode", .product(name: "Logging", package: "swift-log")],
+                exclude: ["geds.map"], swiftSettings: strict,
+                linkerSettings: [.unsafeFlags(["-static-stdlib", "-use-ld=lld",
+                                               // what the static Foundation (imported by dependencies) needs in turn
+                                               "-lCoreFoundation", "-l_FoundationICU", "-l_FoundationCShims",
+                                               "-l_FoundationCollections",
+                                               "-Xlinker", "-soname=libgeds.so",
+                                               "-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/GedsC/geds.map"])]),
         .target(name: "GedsFuzzTargets",
                 dependencies: ["GedsCore", "GedsWire", "GedsTCP", "GedsVerbs", "GedsS3", .product(name: "NIOCore", package: "swift-nio")],
                 swiftSettings: strict),

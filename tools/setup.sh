@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(libibverbs-dev librdmacm-dev libnuma-dev libcurl4-openssl-dev iperf3 redis-server redis-tools librsvg2-bin fio)
+DEBS=(libibverbs-dev librdmacm-dev libnuma-dev libcurl4-openssl-dev iperf3 redis-server redis-tools librsvg2-bin fio
+      openmpi-bin libopenmpi-dev gfortran pkg-config make g++   # the C ABI: MPI, Fortran and C++ examples, pkg-config
+      slurmctld slurmd slurm-client)                   # geds-launch under a real one-host Slurm (test_capi.py)
 missing=()
 for p in "${DEBS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -25,5 +27,6 @@ swift build -c release --product geds-mds
 swift build -c release --product gedsd
 swift build -c release --product geds
 swift build -c release --product geds-perf
+swift build -c release --product GedsC
 
 [[ ${1:-} == --no-demo ]] || exec tools/demo.sh

@@ -8,6 +8,7 @@ swift build -c release --product geds-mds
 swift build -c release --product gedsd
 swift build -c release --product geds
 swift build -c release --product geds-perf
+swift build -c release --product GedsC   # libgeds.so, for the C ABI tests (Tests/process/test_capi.py)
 swift test 2>&1 | tee /tmp/geds-swift-test.log
 # The RDMA suite on soft-RoCE inside a small VM (one boot; outside it these tests report themselves skipped).
 tools/test-rdma.sh --no-build

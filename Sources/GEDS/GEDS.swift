@@ -233,6 +233,12 @@ public final class ObjectWriter: Sendable {
         try blob.truncate(to: size)
     }
 
+    /// Gives the object up unsealed: nothing is published, an older object under the key stays as it was, and the
+    /// bytes written go when this writer does.
+    public func abort() async throws(GedsError) {
+        try await node.mds.expectOK(.abortObject(blob: blob.blob))
+    }
+
     /// Makes the object immutable and visible everywhere, replacing any older object under its key. With
     /// `handingOffTo`, that node takes the bytes before the object is published and becomes its owner (so
     /// the object outlives this process); if the hand-off fails, nothing is published. Then the object is made

@@ -129,6 +129,10 @@ public final class Node: Sendable {
         }
     }
 
+    /// Where `onLoop` runs bodies (nil over RDMA, see there), for callers that start their own task there: the C
+    /// ABI's blocking reads then end on the loop, which wakes the waiting C thread without a pass through the pool.
+    public var loopExecutor: (any TaskExecutor)? { mds.rdma?.active == true ? nil : executor }
+
     // MARK: Transports
 
     /// Starts the RDMA data plane on the device that owns the node's address. Under `auto` a node whose

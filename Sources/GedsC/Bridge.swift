@@ -1,0 +1,49 @@
+import GEDS
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs an async operation for a C caller and blocks the caller's thread until it is done. The operation starts
+/// on the calling thread (`Task.immediate`), so a call that never suspends costs no thread hand-off; one that
+/// suspends continues on Swift's executors and the caller sleeps on a semaphore. C callers are never Swift
+/// executor threads, so blocking them cannot starve the event loops the operation needs. With `executor` (a
+/// node's event loop, for reads), what follows the first suspension runs there, so the reply that completes the
+/// read also wakes the caller: as few thread hand-offs as a Swift caller's.
+func blocking<Value: Sendable>(on executor: (any TaskExecutor)? = nil,
+                               _ operation: sending @escaping () async throws(GedsError) -> Value) -> Result<Value, GedsError> {
+    let rendezvous = Rendezvous<Value>()
+    Task.immediate(executorPreference: executor) {
+        do throws(GedsError) {
+            rendezvous.finish(.success(try await operation()))
+        } catch {
+            rendezvous.finish(.failure(error))
+        }
+    }
+    return rendezvous.wait()
+}
+
+/// One result handed from a task to the thread waiting for it.
+// @unchecked: `result` is written once before `sem_post` and read only after `sem_wait` returns, which orders them.
+private final class Rendezvous<Value: Sendable>: @unchecked Sendable {
+    private let semaphore = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
+    private var result: Result<Value, GedsError>?
+
+    init() {
+        sem_init(semaphore, 0, 0)
+    }
+
+    deinit {
+        sem_destroy(semaphore)
+        semaphore.deallocate()
+    }
+
+    func finish(_ value: Result<Value, GedsError>) {
+        result = value
+        sem_post(semaphore)
+    }
+
+    func wait() -> Result<Value, GedsError> {
+        while sem_wait(semaphore) != 0 && errno == EINTR {}
+        return result ?? .failure(GedsError(.internal, "an operation ended without a result"))
+    }
+}
