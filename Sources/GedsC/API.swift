@@ -2,6 +2,7 @@
 // Swift API (blocking the caller for async calls, see `blocking`), and turns a GedsError into its code.
 import CGeds
 import GEDS
+import GedsCore
 import GedsNode
 import Logging
 #if canImport(Glibc)
@@ -86,8 +87,11 @@ func buffer(_ pointer: UnsafeMutableRawPointer?, _ length: Int) throws(GedsError
 
 // MARK: Library
 
+/// Made once and never freed or changed, so handing it out from any thread is safe.
+private nonisolated(unsafe) let versionText = UnsafePointer(strdup("GEDS \(GedsVersion.release) (ABI \(GEDS_ABI_VERSION))")!)
+
 @_cdecl("geds_version")
-public func gedsVersion() -> CString { cString("GEDS 0.1.0 (ABI 1)") }
+public func gedsVersion() -> CString { versionText }
 
 @_cdecl("geds_abi_version")
 public func gedsABIVersion() -> Int32 { Int32(GEDS_ABI_VERSION) }
