@@ -227,6 +227,25 @@ def test_spill_reader_before_and_during_a_spill(tmp_path, no_references):
     assert not list(tmp_path.glob("geds-perf-spill-*"))
 
 
+def test_soak_mixed_load_has_no_errors_and_bounded_processes(tmp_path, no_references):
+    """The soak workload, short: 16 clients for 5 s over its own MDS and two gedsd nodes; every read checked
+    against the written digest, every listing against the client's own keys. Memory and descriptors of the
+    four processes are reported (start/peak/end) and must stay within bounds."""
+    out = tmp_path / "out.json"
+    run = perf("--workloads", "soak", "--clients", "16", "--duration", "5", "--json", str(out), path=no_references)
+    assert run.rc == 0, run.describe()
+    summary, *operations = json.loads(out.read_text())["measurements"]
+    assert summary["workload"] == "soak" and summary["ops_per_s"] > 0, summary
+    assert ", 0 errors;" in summary["note"], summary["note"]
+    assert {m["note"].split(":")[0] for m in operations} == {f"soak {o}" for o in ("put", "get", "list", "rename", "delete")}
+    for m in operations:
+        assert m["samples"] >= 1 and m["p99_us"] >= m["p50_us"] > 0, m
+    for name, rss, fds in re.findall(r"(geds-mds|gedsd \S+|geds-perf) rss MiB ([\d/]+), fds ([\d/]+)", summary["note"]):
+        start, peak, end = map(int, rss.split("/"))
+        assert 0 < peak < 1024, (name, rss)
+        assert max(map(int, fds.split("/"))) < 200, (name, fds)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--spill-hot", "64MiB"], "--spill-hot plus one --spill-object must fit in --spill-tier0"),
     (["--spill-write", "16MiB"], "--spill-write must exceed --spill-tier0"),

@@ -14,6 +14,7 @@ final class Cluster {
     private var children: [Child] = []
     /// Holds the tier-0 folders of the owner and of the reader (this process).
     let scratch: String
+    private let binaries: String
     private var mounted = false
 
     /// `rdmaOwnerAddress`: the owner serves on that RDMA device's address, and the MDS listens for RDMA there too.
@@ -22,6 +23,7 @@ final class Cluster {
          ownerArguments: [String] = []) throws {
         mds = try existingMDS.map { try Endpoint(parsing: $0) } ?? Endpoint(host: "127.0.0.1", port: try Cluster.freePort())
         self.ownerName = existingMDS == nil ? "perf-owner" : ownerName ?? ""
+        self.binaries = binaries
         scratch = "/dev/shm/geds-perf-\(getpid())"
         do {
             try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
@@ -50,6 +52,16 @@ final class Cluster {
         progress(existingMDS == nil
             ? "cluster: started geds-mds at \(mds) and gedsd \(self.ownerName) (host perf-owner-host); this process reads as host perf-reader-host"
             : "cluster: the running MDS at \(mds), owner \(self.ownerName.isEmpty ? "any gedsd" : self.ownerName); this process reads as host perf-reader-host")
+    }
+
+    /// The MDS this cluster started (nil when it uses a running one).
+    var mdsPID: pid_t? { ownerPID == nil ? nil : children.first?.pid }
+
+    /// Starts one more gedsd on a (simulated) host of its own; returns its process id.
+    func startNode(name: String, hostID: String) throws -> pid_t {
+        try launch(binaries + "/gedsd", ["--mds", mds.description, "--listen", "127.0.0.1:0", "--tier0", scratch + "/" + name,
+                                         "--name", name, "--host-id", hostID, "--log-level", "warning"])
+        return children.last!.pid
     }
 
     private func launchOwner(_ binaries: String, listen: String, extra: [String]) throws -> pid_t {

@@ -30,7 +30,7 @@ struct GedsPerf: AsyncParsableCommand {
             help: "For rdma: OWNER,READER, addresses of two RDMA devices (two hosts); the owner gedsd serves on the first, this process reads from the second (default inside tools/rxe-vm --two-hosts: 10.10.1.2,10.10.1.1).")
     var rdmaAddresses: String?
 
-    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); spill reads from a gedsd while it spills to tier 1 (see --spill-*); s3 is read-through from moto_server beside boto3; mds-scale, node-scale, tier1, spill and s3 run only when named.")
+    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); spill reads from a gedsd while it spills to tier 1 (see --spill-*); s3 is read-through from moto_server beside boto3; soak is a mixed put/get/list/rename/delete load over two gedsd nodes (see --clients, --duration); mds-scale, node-scale, tier1, spill, s3 and soak run only when named.")
     var workloads: String = Workload.defaults.map(\.rawValue).joined(separator: ",")
 
     @Option(help: "Object sizes for read-bw and read-tier0, comma-separated; K, M, G mean KiB, MiB, GiB.")
@@ -42,8 +42,11 @@ struct GedsPerf: AsyncParsableCommand {
     @Option(name: .customLong("scale-objects"), help: "Objects for mds-scale (also run with 10,000 when larger).")
     var scaleObjects: Int = 1_000_000
 
-    @Option(help: "Concurrent clients for mds-ops.")
+    @Option(help: "Concurrent clients for mds-ops and soak.")
     var clients: Int = 16
+
+    @Option(help: "Seconds the soak workload runs.")
+    var duration: Int = 60
 
     @Option(name: .customLong("node-objects"), help: "Objects for node-scale (1 KiB each, on this process's node).")
     var nodeObjects: Int = 100_000
@@ -115,7 +118,7 @@ struct GedsPerf: AsyncParsableCommand {
             if mds != nil { throw ValidationError("the spill workload starts its own MDS and gedsd: it cannot use --mds") }
         }
         for (name, value) in [("--repetitions", repetitions), ("--clients", clients), ("--scale-objects", scaleObjects),
-                              ("--node-objects", nodeObjects)] where value < 1 {
+                              ("--node-objects", nodeObjects), ("--duration", duration)] where value < 1 {
             throw ValidationError("\(name) must be at least 1")
         }
         if owner != nil, mds == nil { throw ValidationError("--owner needs --mds") }
@@ -233,6 +236,9 @@ struct GedsPerf: AsyncParsableCommand {
         if selected.contains(.s3) {
             results += try await S3Bench.measure(size: try parsedS3Size(), repetitions: repetitions)
         }
+        if selected.contains(.soak) {
+            results += try await SoakBench.measure(binaries: binaries, clients: clients, seconds: duration)
+        }
         if selected.contains(where: \.needsCluster) {
             results += try await measureOnCluster(selected, transports: transports, binaries: binaries)
         }
@@ -331,7 +337,7 @@ struct GedsPerf: AsyncParsableCommand {
 /// What geds-perf can measure. Data-plane workloads move object bytes and are measured per transport.
 enum Workload: String, CaseIterable {
     case readBandwidth = "read-bw", readIntoTier0 = "read-tier0", readManyMiB = "read-1mib", latency
-    case metadataOps = "mds-ops", local, write, mdsScale = "mds-scale", nodeScale = "node-scale", tier1, spill, s3
+    case metadataOps = "mds-ops", local, write, mdsScale = "mds-scale", nodeScale = "node-scale", tier1, spill, s3, soak
 
     /// The scale workloads, tier1 and spill (gigabytes of disk I/O) and s3 (needs moto_server) are opt-in, to
     /// keep a default run short.
@@ -339,7 +345,7 @@ enum Workload: String, CaseIterable {
 
     var dataPlane: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .latency].contains(self) }
     /// Whether it runs on the shared cluster (spill starts its own, with a capped tier 0 and a tier 1).
-    var needsCluster: Bool { ![.mdsScale, .tier1, .spill, .s3].contains(self) }
+    var needsCluster: Bool { ![.mdsScale, .tier1, .spill, .s3, .soak].contains(self) }
     var measuresBandwidth: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .write].contains(self) }
 
     static func parse(_ list: String) throws -> [Workload] {
