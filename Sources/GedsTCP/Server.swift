@@ -216,8 +216,10 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         case .push(let source):
             // A pushed stream stops at a small backlog, so a subscriber that does not read is noticed early and its
             // events wait in the source's bounded queue, not in this connection's buffer.
+            // The kernel's share is bounded too (loopback would otherwise let megabytes sit in the socket).
             context.channel.setOption(ChannelOptions.writeBufferWaterMark,
                                       value: .init(low: 64 << 10, high: 256 << 10)).whenComplete { _ in }
+            context.channel.setOption(ChannelOptions.socketOption(.so_sndbuf), value: 256 << 10).whenComplete { _ in }
             push = source
             source.start(PushSink(channel: context.channel, id: id))
         case .file(let file):
