@@ -35,12 +35,17 @@ public final class MetadataService: RequestService {
         }
     }
 
-    /// Runs `body` in the store's critical section and publishes the events it recorded before leaving it, so
-    /// that subscribers receive every change in revision order.
+    /// Runs `body` in the store's critical section, queues the events it recorded before leaving it (so they queue
+    /// in revision order), and hands them to the subscribers after it.
     private func locked<Result: Sendable, Failure: Error>(_ body: (inout MetadataStore) throws(Failure) -> Result) throws(Failure) -> Result {
-        try store.withLock { (store) throws(Failure) -> Result in
+        var published = false
+        defer { if published { subscriptions.drain() } }
+        return try store.withLock { (store) throws(Failure) -> Result in
             let result = try body(&store)
-            if !store.events.unpublished.isEmpty { subscriptions.publish(store.takeUnpublishedEvents()) }
+            if !store.events.unpublished.isEmpty {
+                subscriptions.enqueue(store.takeUnpublishedEvents())
+                published = true
+            }
             return result
         }
     }
@@ -75,7 +80,8 @@ public final class MetadataService: RequestService {
 
     /// Tells idle subscriptions the current revision, so they can resume from it without a replay.
     func sendProgress() {
-        store.withLock { store in subscriptions.progress(revision: store.events.revision) }
+        store.withLock { store in subscriptions.enqueueProgress(store.events.revision) }
+        subscriptions.drain()
     }
 
     static func now() -> UInt64 { UInt64(NIODeadline.now().uptimeNanoseconds / 1_000_000) }

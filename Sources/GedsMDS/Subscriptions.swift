@@ -4,27 +4,78 @@ import GedsWire
 import NIOCore
 import Synchronization
 
-/// The MDS's live subscriptions, by bucket. `publish` and `progress` are called inside the store's critical
-/// section, so every subscriber's queue receives events in revision order; they only append to bounded queues
-/// and wake the subscribers' event loops, so no subscriber can hold up the MDS or the others.
+/// The MDS's live subscriptions, by bucket. The store's critical section only appends its events (and progress marks)
+/// to `pending`, in revision order; they are handed to the subscribers after it, by one thread at a time (whichever
+/// finds none draining), so the store's lock is never held while events fan out, and every subscriber still
+/// receives them in revision order. Fanning out only appends to bounded queues and wakes event loops, so no
+/// subscriber can hold up the MDS or the others.
 final class SubscriptionHub: Sendable {
-    private let subscribers = Mutex<[String: [ObjectIdentifier: Subscriber]]>([:])
+    private enum Item {
+        case events([NamespaceEvent])
+        case progress(UInt64)
+    }
 
+    private struct State {
+        var subscribers: [String: [ObjectIdentifier: Subscriber]] = [:]
+        var pending: [Item] = []
+        var draining = false
+    }
+
+    private let state = Mutex(State())
+
+    /// Call in the store's critical section, at the subscription's revision: events after it reach it.
     func add(_ subscriber: Subscriber) {
-        subscribers.withLock { $0[subscriber.scope.bucket, default: [:]][ObjectIdentifier(subscriber)] = subscriber }
+        state.withLock { $0.subscribers[subscriber.scope.bucket, default: [:]][ObjectIdentifier(subscriber)] = subscriber }
     }
 
     func remove(_ subscriber: Subscriber) {
-        subscribers.withLock { table in
-            table[subscriber.scope.bucket]?[ObjectIdentifier(subscriber)] = nil
-            if table[subscriber.scope.bucket]?.isEmpty == true { table[subscriber.scope.bucket] = nil }
+        state.withLock { state in
+            state.subscribers[subscriber.scope.bucket]?[ObjectIdentifier(subscriber)] = nil
+            if state.subscribers[subscriber.scope.bucket]?.isEmpty == true { state.subscribers[subscriber.scope.bucket] = nil }
         }
     }
 
-    var count: Int { subscribers.withLock { $0.values.reduce(0) { $0 + $1.count } } }
+    var count: Int { state.withLock { $0.subscribers.values.reduce(0) { $0 + $1.count } } }
 
-    /// Hands each subscriber the events in its scope (call in revision order).
-    func publish(_ events: [NamespaceEvent]) {
+    /// Queues committed events (call in the store's critical section, so they queue in revision order).
+    func enqueue(_ events: [NamespaceEvent]) {
+        state.withLock { $0.pending.append(.events(events)) }
+    }
+
+    /// Queues a progress mark: every idle subscriber will learn it has seen everything up to `revision`.
+    func enqueueProgress(_ revision: UInt64) {
+        state.withLock { $0.pending.append(.progress(revision)) }
+    }
+
+    /// Hands what is queued to the subscribers, unless another thread is doing so (it then takes this too).
+    func drain() {
+        var draining = false
+        while true {
+            let batch = state.withLock { state -> ([Item], [String: [ObjectIdentifier: Subscriber]])? in
+                if !draining, state.draining { return nil }
+                if state.pending.isEmpty {
+                    if draining { state.draining = false }
+                    return nil
+                }
+                state.draining = true
+                defer { state.pending = [] }
+                return (state.pending, state.subscribers)
+            }
+            draining = true
+            guard let (items, subscribers) = batch else { return }
+            for item in items {
+                switch item {
+                case .events(let events): publish(events, to: subscribers)
+                case .progress(let revision):
+                    for bucket in subscribers.values {
+                        for subscriber in bucket.values { subscriber.offerProgress(revision) }
+                    }
+                }
+            }
+        }
+    }
+
+    private func publish(_ events: [NamespaceEvent], to subscribers: [String: [ObjectIdentifier: Subscriber]]) {
         // The buckets the events touch (a rename touches its old name's bucket too), each once.
         var buckets: [String] = []
         for event in events {
@@ -32,21 +83,10 @@ final class SubscriptionHub: Sendable {
                 buckets.append(bucket)
             }
         }
-        subscribers.withLock { table in
-            for bucket in buckets {
-                for subscriber in (table[bucket] ?? [:]).values {
-                    let matching = events.filter { subscriber.scope.contains($0) }
-                    if !matching.isEmpty { subscriber.offer(matching) }
-                }
-            }
-        }
-    }
-
-    /// Tells every idle subscriber that it has seen everything up to `revision`.
-    func progress(revision: UInt64) {
-        subscribers.withLock { table in
-            for bucket in table.values {
-                for subscriber in bucket.values { subscriber.offerProgress(revision) }
+        for bucket in buckets {
+            for subscriber in (subscribers[bucket] ?? [:]).values {
+                let matching = events.filter { subscriber.scope.contains($0) }
+                if !matching.isEmpty { subscriber.offer(matching) }
             }
         }
     }
@@ -89,8 +129,10 @@ final class Subscriber: PushSource {
 
     func offer(_ events: [NamespaceEvent]) {
         let wake = queue.withLock { queue -> PushSink? in
-            guard queue.end == nil, !queue.stopped else { return nil }
-            queue.seen = events.last!.revision
+            guard queue.end == nil, !queue.stopped, let last = events.last, last.revision > queue.seen else { return nil }
+            // Events committed before the subscription began may still be on their way out: its replay has them.
+            let events = events.first!.revision > queue.seen ? events : events.filter { $0.revision > queue.seen }
+            queue.seen = last.revision
             if queue.events.count + events.count > limit {
                 queue.events = []
                 queue.end = .tooSlow(lastDelivered: queue.written)
