@@ -104,6 +104,17 @@ class Watcher:
         self.proc.wait(timeout=10)
 
 
+def put(cluster, target: str, data: bytes = b"x", mds: str = "") -> None:
+    """Seals `data` as BUCKET/KEY through the CLI (via a gedsd of that MDS)."""
+    source = f"/dev/shm/ps-put-{os.getpid()}-{threading.get_ident()}"
+    with open(source, "wb") as handle:
+        handle.write(data)
+    try:
+        cluster.geds("put", source, target, mds=mds).ok()
+    finally:
+        os.unlink(source)
+
+
 def revisions(lines: list[str]) -> list[int]:
     return [int(line.split()[0]) for line in lines]
 
@@ -132,22 +143,19 @@ def small_mds(cluster):
 # MARK: events of every kind, in order
 
 
-def test_every_kind_of_change_in_order(cluster, node_a, workdir, request):
+def test_every_kind_of_change_in_order(cluster, node_a, request):
     bucket = fresh_bucket(request, "kinds")
-    source = os.path.join(workdir, "f")
-    with open(source, "wb") as handle:
-        handle.write(b"x" * 1000)
     # Watching from revision 0 replays the (unique) bucket's history, so nothing can be missed at the start.
     watcher = Watcher(cluster, bucket, "--from", "0", "--count", "12")
     other = Watcher(cluster, f"{bucket}/dir/", "--from", "0", "--count", "5")
     cluster.geds("mb", bucket).ok()
-    cluster.geds("put", source, f"{bucket}/a").ok()
-    cluster.geds("put", source, f"{bucket}/a").ok()
+    put(cluster, f"{bucket}/a", b"x" * 1000)
+    put(cluster, f"{bucket}/a", b"y" * 1000)
     cluster.geds("meta", f"{bucket}/a", "stage=one").ok()
     cluster.geds("mv", f"{bucket}/a", f"{bucket}/b").ok()
     cluster.geds("cp", f"{bucket}/b", f"{bucket}/c").ok()
-    cluster.geds("put", source, f"{bucket}/dir/x").ok()
-    cluster.geds("put", source, f"{bucket}/dir/y").ok()
+    put(cluster, f"{bucket}/dir/x")
+    put(cluster, f"{bucket}/dir/y")
     cluster.geds("rm", "--prefix", f"{bucket}/dir/").ok()
     cluster.geds("rm", f"{bucket}/c").ok()
     cluster.geds("rb", "--force", bucket).ok()
@@ -166,17 +174,14 @@ def test_every_kind_of_change_in_order(cluster, node_a, workdir, request):
     assert other.proc.wait(timeout=10) == 0
 
 
-def test_live_lines_arrive_as_printed(cluster, node_a, workdir, request):
+def test_live_lines_arrive_as_printed(cluster, node_a, request):
     """Without --from the watch starts now; each line reaches a pipe while the watcher keeps running."""
     bucket = fresh_bucket(request, "live")
     cluster.geds("mb", bucket).ok()
-    source = os.path.join(workdir, "f")
-    with open(source, "wb") as handle:
-        handle.write(b"y" * 10)
     watcher = Watcher(cluster, bucket)
     time.sleep(1.0)  # let it subscribe (an event before that would not be "live")
     for index in range(3):
-        cluster.geds("put", source, f"{bucket}/k{index}").ok()
+        put(cluster, f"{bucket}/k{index}")
         assert watcher.read(index + 1)[-1].endswith(f"created {bucket}/k{index}")
     assert watcher.proc.poll() is None
     watcher.kill()
@@ -189,17 +194,13 @@ def test_killed_watcher_resumes_from_its_last_revision(cluster, node_a, request)
     bucket = fresh_bucket(request, "resume")
     cluster.geds("mb", bucket).ok()
     host, port = cluster.mds.host, cluster.mds.port
-    cluster.geds("meta", f"{bucket}/none").fails("no such object")  # no event for a failed change
+    cluster.geds("meta", f"{bucket}/none", "a=b").fails("no such object")  # a failed change: no event
     total = 2000
     first = Watcher(cluster, bucket, "--from", "0")
     writer = threading.Thread(target=lambda: [burst(host, port, [set_metadata(bucket, "k", f"{i}-{j}") for j in range(20)])
                                              for i in range(total // 20)])
-    # The key must exist for metadata changes: create it with a seal through the CLI.
-    source = f"/dev/shm/ps-resume-{os.getpid()}"
-    with open(source, "wb") as handle:
-        handle.write(b"z")
-    cluster.geds("put", source, f"{bucket}/k").ok()
-    os.unlink(source)
+    # The key must exist for metadata changes.
+    put(cluster, f"{bucket}/k")
     writer.start()
     seen = first.read(300)
     first.kill()  # kill -9 mid-stream
@@ -218,11 +219,7 @@ def test_subscription_survives_a_dropped_connection(cluster, node_a, request):
     """The library subscribes again after the last revision it received when its connection to the MDS breaks."""
     bucket = fresh_bucket(request, "drop")
     cluster.geds("mb", bucket).ok()
-    source = f"/dev/shm/ps-drop-{os.getpid()}"
-    with open(source, "wb") as handle:
-        handle.write(b"z")
-    cluster.geds("put", source, f"{bucket}/k").ok()
-    os.unlink(source)
+    put(cluster, f"{bucket}/k")
     proxy = Proxy(cluster.mds.host, cluster.mds.port)
     try:
         watcher = Watcher(cluster, bucket, "--from", "0", mds=f"127.0.0.1:{proxy.port}")
@@ -352,11 +349,7 @@ def test_slow_subscriber_is_cut_off_without_slowing_others(cluster, small_mds):
                           [binary("gedsd"), "--mds", mds.endpoint, "--listen", "127.0.0.1:0",
                            "--tier0", os.path.join(cluster.root, "tier0-slow"), "--name", "node-slow"])
     try:
-        source = f"/dev/shm/ps-slow-{os.getpid()}"
-        with open(source, "wb") as handle:
-            handle.write(b"s")
-        cluster.geds("put", source, f"slow/{long_key}", mds=mds.endpoint).ok()
-        os.unlink(source)
+        put(cluster, f"slow/{long_key}", mds=mds.endpoint)
         sleeper = socket.create_connection((mds.host, mds.port))
         sleeper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sleeper.sendall(frame(KIND_REQUEST, 9, subscribe(SCOPE_BUCKET, "slow")))
@@ -410,18 +403,15 @@ def test_progress_notifications(cluster, small_mds):
 # MARK: wait
 
 
-def test_wait(cluster, node_a, workdir, request):
+def test_wait(cluster, node_a, request):
     bucket = fresh_bucket(request, "wait")
     cluster.geds("mb", bucket).ok()
-    source = os.path.join(workdir, "f")
-    with open(source, "wb") as handle:
-        handle.write(b"w" * 100)
     result = cluster.geds("wait", f"{bucket}/late", "--timeout", "0.5")
     result.fails("did not appear")
     assert 0.5 <= result.elapsed < 10
     waiter = cluster.popen("wait", f"{bucket}/late", "--timeout", "30", stderr=subprocess.PIPE)
     time.sleep(0.5)
-    cluster.geds("put", source, f"{bucket}/late").ok()
+    put(cluster, f"{bucket}/late")
     assert waiter.wait(timeout=30) == 0
     cluster.geds("wait", f"{bucket}/late", "--timeout", "0").ok()  # exists: at once
     # A rename onto the name counts; a wait on a bucket that does not exist yet waits for it.

@@ -167,6 +167,11 @@ struct Bench {
         return seconds
     }
 
+    /// An MDS client on a connection of its own, as a separate task of a job would have (close its pool after use).
+    static func ownMDSClient(_ endpoint: Endpoint) -> MDSClient {
+        MDSClient(endpoint: endpoint, pool: ConnectionPool(group: MultiThreadedEventLoopGroup.singleton), timeout: .seconds(10))
+    }
+
     /// Gbit/s of moving `bytes` in each of `seconds`.
     static func rates(bytes: Int, _ seconds: [Double]) -> [Double] { seconds.map { Double(bytes) * 8 / $0 / 1e9 } }
 
@@ -368,8 +373,7 @@ struct Bench {
         let counts = try await withThrowingTaskGroup(of: Int.self) { group in
             for client in 0..<clients {
                 group.addTask {
-                    let mds = MDSClient(endpoint: mdsEndpoint, pool: ConnectionPool(group: MultiThreadedEventLoopGroup.singleton),
-                                        timeout: .seconds(10))
+                    let mds = Bench.ownMDSClient(mdsEndpoint)
                     defer { mds.pool.closeAll() }
                     var done = 0
                     func once() async throws {

@@ -2,8 +2,6 @@ import Foundation
 import GEDS
 import GedsCore
 import GedsNode
-import GedsTCP
-import NIOPosix
 
 /// The pubsub workload: seal-to-event latency beside Redis PUBLISH-to-subscriber latency, `wait` wake-up after a
 /// seal on another node (host), events delivered per second to 100 subscribers while 16 writers seal 4 KiB objects,
@@ -102,8 +100,7 @@ extension Bench {
                 }
                 for _ in 0..<clients {
                     group.addTask {
-                        let mds = MDSClient(endpoint: mdsEndpoint, pool: ConnectionPool(group: MultiThreadedEventLoopGroup.singleton),
-                                            timeout: .seconds(10))
+                        let mds = Bench.ownMDSClient(mdsEndpoint)
                         defer { mds.pool.closeAll() }
                         var count = 0
                         while DispatchTime.now().uptimeNanoseconds < stop {
