@@ -141,7 +141,7 @@ final class Subscriber: PushSource {
             }
             return Subscriber.schedule(&queue)
         }
-        if let wake { wake.eventLoop.execute { self.flush() } }
+        if let wake { wakeUp(wake) }
     }
 
     func offerProgress(_ revision: UInt64) {
@@ -151,7 +151,16 @@ final class Subscriber: PushSource {
             queue.progress = revision
             return Subscriber.schedule(&queue)
         }
-        if let wake { wake.eventLoop.execute { self.flush() } }
+        if let wake { wakeUp(wake) }
+    }
+
+    /// Flushes on the sink's event loop: at once when already there (one hand-off fewer), else queued to it.
+    private func wakeUp(_ sink: PushSink) {
+        if sink.eventLoop.inEventLoop {
+            flush()
+        } else {
+            sink.eventLoop.execute { self.flush() }
+        }
     }
 
     /// The sink to wake when a flush is not already on its way (nil before the stream started).
