@@ -121,8 +121,8 @@ extension Bench {
         }
 
         let without = try await phase("without-subscribers")
-        // Overlapping scopes: the whole phase, one writer's folder, a prefix of several writers' folders
-        // ("w1" holds w1, w10…w15), the whole bucket.
+        // Overlapping scopes: the whole phase, one writer's folder ("wN/"), a bare prefix ("wN"), the whole bucket;
+        // each seal reaches 50 or 56–57 of them.
         let scopes: [EventScope] = (0..<subscribers).map { index in
             switch index % 4 {
             case 0: .prefix("ps-tp/with-subscribers/", in: bucket)
