@@ -18,20 +18,18 @@ extension GEDS {
     }
 
     /// Returns once the object exists sealed: at once when it does, else when it is created (sealed, copied or
-    /// renamed to this name). The subscription is confirmed by the MDS before the lookup, so a seal between the
-    /// two is never missed. Throws `timedOut` when `timeout` passes first.
+    /// renamed to this name). When the first lookup does not find it, a subscription is confirmed by the MDS before
+    /// the next lookup, so a seal between the two is never missed. Throws `timedOut` when `timeout` passes first.
     public func wait(bucket: String, key: String, timeout: Duration? = nil) async throws(GedsError) -> ObjectInfo {
         _ = try ObjectKey(key)
+        if let info = try await lookupIfSealed(bucket: bucket, key: key) { return info }
         let deadline = timeout.map { ContinuousClock.now + $0 }
         let subscription = try await subscribe(.key(key, in: bucket))
         defer { subscription.cancel() }
+        let target = ObjectName(bucket: bucket, key: key)
         while true {
-            do {
-                return try await stat(bucket: bucket, key: key)
-            } catch where [.noSuchObject, .objectNotSealed, .noSuchBucket].contains(error.code) {
-                // Not there yet: wait for a change of this key (a deletion or a bucket event is no reason to look).
-            }
-            let target = ObjectName(bucket: bucket, key: key)
+            if let info = try await lookupIfSealed(bucket: bucket, key: key) { return info }
+            // Not there yet: wait for a change that makes it (a deletion or a bucket event is no reason to look).
             while true {
                 let remaining = deadline.map { $0 - ContinuousClock.now }
                 if let remaining, remaining <= .zero {
@@ -41,6 +39,15 @@ extension GEDS {
                 if let event = try await subscription.next(timeout: remaining), event.name == target,
                    [.created, .renamed, .copied].contains(event.kind) { break }
             }
+        }
+    }
+
+    /// The object's record, or nil while it does not exist (no bucket, no key, or not sealed yet).
+    private func lookupIfSealed(bucket: String, key: String) async throws(GedsError) -> ObjectInfo? {
+        do {
+            return try await stat(bucket: bucket, key: key)
+        } catch where [.noSuchObject, .objectNotSealed, .noSuchBucket].contains(error.code) {
+            return nil
         }
     }
 }
