@@ -46,6 +46,8 @@ final class PushClientHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
     private let peerName: String
+    /// `mdsUnreachable` or `peerUnreachable`, as for the multiplexed connections.
+    private let unreachable: GedsError.Code
     private let onReply: @Sendable (Reply) -> Void
     private let onClose: @Sendable (GedsError) -> Void
     private var reader = FrameReader()
@@ -53,6 +55,7 @@ final class PushClientHandler: ChannelInboundHandler {
 
     init(peerName: String, onReply: @escaping @Sendable (Reply) -> Void, onClose: @escaping @Sendable (GedsError) -> Void) {
         self.peerName = peerName
+        unreachable = peerName == "MDS" ? .mdsUnreachable : .peerUnreachable
         self.onReply = onReply
         self.onClose = onClose
     }
@@ -73,12 +76,12 @@ final class PushClientHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        onClose(closedError ?? GedsError(.mdsUnreachable, "\(peerName) closed the connection"))
+        onClose(closedError ?? GedsError(unreachable, "\(peerName) closed the connection"))
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        closedError = closedError ?? GedsError(.mdsUnreachable, "connection to \(peerName) failed: \(Connection.describe(error))")
+        closedError = closedError ?? GedsError(unreachable, "connection to \(peerName) failed: \(Connection.describe(error))")
         context.close(promise: nil)
     }
 }
