@@ -133,6 +133,7 @@ final class Subscriber: PushSource {
             // Events committed before the subscription began may still be on their way out: its replay has them.
             let events = events.first!.revision > queue.seen ? events : events.filter { $0.revision > queue.seen }
             queue.seen = last.revision
+            queue.progress = nil  // a progress mark not yet written is older than these events
             if queue.events.count + events.count > limit {
                 queue.events = []
                 queue.end = .tooSlow(lastDelivered: queue.written)
