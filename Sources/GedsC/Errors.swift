@@ -71,5 +71,7 @@ public func gedsStrerror(_ code: Int32) -> UnsafePointer<CChar> {
     case .internal: cString("GEDS_E_INTERNAL: internal error")
     case .checksumMismatch: cString("GEDS_E_CHECKSUM_MISMATCH: stored bytes do not match their checksum")
     case .s3DeletionPending: cString("GEDS_E_S3_DELETION_PENDING: the S3 object is being deleted")
+    case .compacted: cString("GEDS_E_COMPACTED: the events asked for are older than the MDS's event history")
+    case .subscriberTooSlow: cString("GEDS_E_SUBSCRIBER_TOO_SLOW: the subscription fell too far behind and was ended")
     }
 }

@@ -26,6 +26,10 @@ public struct GedsError: Error, Sendable, Equatable, CustomStringConvertible {
         /// The S3 object a blob would be uploaded to is being deleted (the key was deleted just before); upload
         /// once the deletion is done, so that it does not remove the new bytes.
         case s3DeletionPending
+        /// A subscription asked to resume from a revision older than the MDS's event history.
+        case compacted
+        /// The MDS ended a subscription whose events piled up unread.
+        case subscriberTooSlow
     }
 
     public let code: Code

@@ -11,21 +11,78 @@ import Synchronization
 public final class MetadataService: RequestService {
     private let store: Mutex<MetadataStore>
     private let logger: Logger
+    private let subscriptions = SubscriptionHub()
+    /// Events a subscription may have waiting while its peer does not read, before it is ended as too slow.
+    let subscriberQueueLimit: Int
 
-    public init(store: MetadataStore, logger: Logger) {
+    public init(store: MetadataStore, logger: Logger, subscriberQueueLimit: Int = MetadataService.defaultSubscriberQueueLimit) {
         self.store = Mutex(store)
         self.logger = logger
+        self.subscriberQueueLimit = max(1, subscriberQueueLimit)
     }
+
+    public static let defaultSubscriberQueueLimit = 10_000
 
     public var objectCount: Int { store.withLock { $0.objectCount } }
     public var levels: (buckets: Int, objects: Int, liveNodes: Int) { store.withLock { $0.levels } }
+    public var subscriptionCount: Int { subscriptions.count }
 
     public func respond(to request: Request, on eventLoop: any EventLoop) -> Response {
         do {
+            if case .subscribe(let scope, let after) = request { return .push(try subscribe(scope, after: after)) }
             return .reply(try answer(request))
         } catch {
             return .reply(.failure(error))
         }
+    }
+
+    /// Runs `body` in the store's critical section, queues the events it recorded before leaving it (so they queue
+    /// in revision order), and hands them to the subscribers after it.
+    private func locked<Result: Sendable, Failure: Error>(_ body: (inout MetadataStore) throws(Failure) -> Result) throws(Failure) -> Result {
+        var published = false
+        defer { if published { subscriptions.drain() } }
+        return try store.withLock { (store) throws(Failure) -> Result in
+            let result = try body(&store)
+            if !store.events.unpublished.isEmpty {
+                subscriptions.enqueue(store.takeUnpublishedEvents())
+                published = true
+            }
+            return result
+        }
+    }
+
+    /// A subscription registered in the same critical section that reads the history, so that no event falls
+    /// between its replay and its live part.
+    private func subscribe(_ scope: EventScope, after: UInt64?) throws(GedsError) -> Subscriber {
+        _ = try BucketName(scope.bucket)
+        let subscriptions = self.subscriptions
+        let limit = subscriberQueueLimit
+        let onStop: @Sendable (Subscriber) -> Void = { subscriptions.remove($0) }
+        return try locked { (store) throws(GedsError) -> Subscriber in
+            let revision = store.events.revision
+            guard let after else {
+                let subscriber = Subscriber(scope: scope, first: .subscribed(revision: revision), replay: [], after: revision,
+                                            revision: revision, limit: limit, onStop: onStop)
+                subscriptions.add(subscriber)
+                return subscriber
+            }
+            switch try store.events.events(after: after, in: scope) {
+            case .compacted(let oldest):
+                return Subscriber(scope: scope, first: nil, replay: [], after: after, revision: revision,
+                                  end: .compacted(oldest: oldest), limit: limit, onStop: onStop)
+            case .events(let replay):
+                let subscriber = Subscriber(scope: scope, first: .subscribed(revision: revision), replay: replay, after: after,
+                                            revision: revision, limit: limit, onStop: onStop)
+                subscriptions.add(subscriber)
+                return subscriber
+            }
+        }
+    }
+
+    /// Tells idle subscriptions the current revision, so they can resume from it without a replay.
+    func sendProgress() {
+        store.withLock { store in subscriptions.enqueueProgress(store.events.revision) }
+        subscriptions.drain()
     }
 
     static func now() -> UInt64 { UInt64(NIODeadline.now().uptimeNanoseconds / 1_000_000) }
@@ -39,109 +96,111 @@ public final class MetadataService: RequestService {
     func answer(_ request: Request) throws(GedsError) -> Reply {
         switch request {
         case .registerNode(let registration):
-            let (index, lease) = store.withLock { store in
+            let (index, lease) = locked { store in
                 (store.register(registration, now: MetadataService.now()), store.leaseMilliseconds)
             }
             logger.info("node \(registration.name) joined as \(index) (\(registration.tcp), host \(registration.hostID))")
             return .nodeRegistered(node: index, leaseMilliseconds: UInt32(lease))
         case .heartbeat(let node, let blobs, let bytes):
-            return .heartbeatAck(drop: try store.withLock { (store) throws(GedsError) in
+            return .heartbeatAck(drop: try locked { (store) throws(GedsError) in
                 try store.heartbeat(node: node, blobs: blobs, bytes: bytes, now: MetadataService.now())
             })
         case .leave(let node):
-            store.withLock { $0.leave(node: node) }
+            locked { $0.leave(node: node) }
             return .ok
         case .listNodes:
-            return .nodes(store.withLock { $0.listNodes() })
+            return .nodes(locked { $0.listNodes() })
         case .createBucket(let name):
-            try store.withLock { (store) throws(GedsError) in try store.createBucket(name) }
+            try locked { (store) throws(GedsError) in try store.createBucket(name) }
             return .ok
         case .deleteBucket(let name, let force):
-            try store.withLock { (store) throws(GedsError) in try store.deleteBucket(name, force: force) }
+            try locked { (store) throws(GedsError) in try store.deleteBucket(name, force: force) }
             return .ok
         case .listBuckets:
-            return .buckets(store.withLock { $0.listBuckets() })
+            return .buckets(locked { $0.listBuckets() })
         case .createObject(let bucket, let key, let node):
-            return .created(blob: try store.withLock { (store) throws(GedsError) in
+            return .created(blob: try locked { (store) throws(GedsError) in
                 try store.createObject(bucket: bucket, key: key, node: node)
             })
         case .sealObject(let blob, let size, let metadata, let placement):
             let now = MetadataService.wallClock()
-            let assignment = try store.withLock { (store) throws(GedsError) in
+            let assignment = try locked { (store) throws(GedsError) in
                 try store.seal(blob: blob, size: size, metadata: metadata, placement: placement, now: now)
             }
             return assignment.map { .s3Assignment($0) } ?? .ok
         case .abortObject(let blob):
-            store.withLock { $0.abort(blob: blob) }
+            locked { $0.abort(blob: blob) }
             return .ok
         case .lookup(let bucket, let key):
-            return .object(try store.withLock { (store) throws(GedsError) in try store.lookup(bucket: bucket, key: key) })
+            return .object(try locked { (store) throws(GedsError) in try store.lookup(bucket: bucket, key: key) })
         case .list(let bucket, let prefix, let delimiter, let startAfter, let maxKeys):
-            return .page(try store.withLock { (store) throws(GedsError) in
+            return .page(try locked { (store) throws(GedsError) in
                 try store.list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter, maxKeys: maxKeys)
             })
         case .deleteObject(let bucket, let key):
             let now = MetadataService.wallClock()
-            let (inGEDS, s3Objects) = try store.withLock { (store) throws(GedsError) in
+            let (inGEDS, s3Objects) = try locked { (store) throws(GedsError) in
                 try store.delete(bucket: bucket, key: key, now: now)
             }
             guard let s3Objects else { return .ok }
             return .s3Deletions(deleted: inGEDS ? 1 : 0, objects: s3Objects)
         case .deletePrefix(let bucket, let prefix):
-            return .count(try store.withLock { (store) throws(GedsError) in try store.delete(bucket: bucket, prefix: prefix) })
+            return .count(try locked { (store) throws(GedsError) in try store.delete(bucket: bucket, prefix: prefix) })
         case .rename(let fromBucket, let fromKey, let toBucket, let toKey):
             let now = MetadataService.wallClock()
-            let move = try store.withLock { (store) throws(GedsError) in
+            let move = try locked { (store) throws(GedsError) in
                 try store.rename(from: (fromBucket, fromKey), to: (toBucket, toKey), now: now)
             }
             guard let move else { return .ok }
             return .s3Move(blob: move.blob, from: move.from, to: move.to, deleteSource: move.deleteSource)
         case .copy(let fromBucket, let fromKey, let toBucket, let toKey):
             let now = MetadataService.wallClock()
-            let move = try store.withLock { (store) throws(GedsError) in
+            let move = try locked { (store) throws(GedsError) in
                 try store.copy(from: (fromBucket, fromKey), to: (toBucket, toKey), now: now)
             }
             guard let move else { return .ok }
             return .s3Move(blob: move.blob, from: move.from, to: move.to, deleteSource: move.deleteSource)
         case .setMetadata(let bucket, let key, let metadata):
-            try store.withLock { (store) throws(GedsError) in try store.setMetadata(bucket: bucket, key: key, metadata: metadata) }
+            try locked { (store) throws(GedsError) in try store.setMetadata(bucket: bucket, key: key, metadata: metadata) }
             return .ok
         case .addLocation(let blob, let placement):
-            try store.withLock { (store) throws(GedsError) in try store.addLocation(blob: blob, placement: placement) }
+            try locked { (store) throws(GedsError) in try store.addLocation(blob: blob, placement: placement) }
             return .ok
         case .removeLocation(let blob, let node):
-            store.withLock { $0.removeLocation(blob: blob, node: node) }
+            locked { $0.removeLocation(blob: blob, node: node) }
             return .ok
         case .setBucketStorage(let bucket, let storage):
-            try store.withLock { (store) throws(GedsError) in try store.setStorage(bucket: bucket, storage) }
+            try locked { (store) throws(GedsError) in try store.setStorage(bucket: bucket, storage) }
             logger.info("bucket \(bucket): \(storage.map { "\($0)" } ?? "no S3 store")")
             return .ok
         case .bucketStorage(let bucket):
-            return .storage(try store.withLock { (store) throws(GedsError) in try store.storage(bucket: bucket) })
+            return .storage(try locked { (store) throws(GedsError) in try store.storage(bucket: bucket) })
         case .addS3Copy(let blob):
-            try store.withLock { (store) throws(GedsError) in try store.addS3Copy(blob: blob) }
+            try locked { (store) throws(GedsError) in try store.addS3Copy(blob: blob) }
             return .ok
         case .s3Assignment(let blob):
             let now = MetadataService.wallClock()
-            return .s3Assignment(try store.withLock { (store) throws(GedsError) in try store.s3Assignment(blob: blob, now: now) })
+            return .s3Assignment(try locked { (store) throws(GedsError) in try store.s3Assignment(blob: blob, now: now) })
         case .claimS3Deletions(let bucket, let keys):
             let now = MetadataService.wallClock()
-            return .s3Deletions(deleted: 0, objects: try store.withLock { (store) throws(GedsError) in
+            return .s3Deletions(deleted: 0, objects: try locked { (store) throws(GedsError) in
                 try store.claimS3Deletions(bucket: bucket, keys: keys, now: now)
             })
         case .abandonS3Upload(let object):
             let now = MetadataService.wallClock()
-            return .s3Deletions(deleted: 0, objects: store.withLock { $0.abandonS3Upload(object, now: now) })
+            return .s3Deletions(deleted: 0, objects: locked { $0.abandonS3Upload(object, now: now) })
         case .s3Deleted(let objects):
-            store.withLock { $0.s3Deleted(objects) }
+            locked { $0.s3Deleted(objects) }
             return .ok
         case .adoptS3Object(let bucket, let key, let size, let metadata):
             let now = MetadataService.wallClock()
-            return .object(try store.withLock { (store) throws(GedsError) in
+            return .object(try locked { (store) throws(GedsError) in
                 try store.adoptS3Object(bucket: bucket, key: key, size: size, metadata: metadata, now: now)
             })
         case .readBlob, .pullBlob, .persistBlob, .flush:
             throw GedsError(.invalidArgument, "the MDS holds no object bytes; ask a node")
+        case .subscribe:
+            throw GedsError(.invalidArgument, "a subscription needs a connection of its own")
         }
     }
 
@@ -160,10 +219,15 @@ public final class MetadataServer: Sendable {
     /// The RDMA send/receive listener, when `rdmaListen` was given.
     public let rdma: RDMAMetadataListener?
     private let leaseTimer: RepeatedTask
+    private let progressTimer: RepeatedTask
 
-    public static func start(listen: Endpoint, rdmaListen: Endpoint? = nil, leaseMilliseconds: UInt64 = 5000, logger: Logger,
+    public static func start(listen: Endpoint, rdmaListen: Endpoint? = nil, leaseMilliseconds: UInt64 = 5000,
+                             eventHistory: Int = MetadataStore.defaultEventHistory,
+                             subscriberQueueLimit: Int = MetadataService.defaultSubscriberQueueLimit,
+                             progressInterval: TimeAmount = .seconds(1), logger: Logger,
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> MetadataServer {
-        let service = MetadataService(store: MetadataStore(leaseMilliseconds: leaseMilliseconds), logger: logger)
+        let service = MetadataService(store: MetadataStore(leaseMilliseconds: leaseMilliseconds, eventHistory: eventHistory),
+                                      logger: logger, subscriberQueueLimit: subscriberQueueLimit)
         let server = try await FrameServer.start(listen: listen, service: service, group: group, logger: logger)
         var rdma: RDMAMetadataListener?
         if let rdmaListen {
@@ -177,20 +241,26 @@ public final class MetadataServer: Sendable {
         }
         let period = TimeAmount.milliseconds(Int64(max(leaseMilliseconds / 4, 50)))
         let timer = group.next().scheduleRepeatedTask(initialDelay: period, delay: period) { _ in service.expireLeases() }
-        return MetadataServer(service: service, server: server, rdma: rdma, leaseTimer: timer)
+        let progress = group.next().scheduleRepeatedTask(initialDelay: progressInterval, delay: progressInterval) { _ in
+            service.sendProgress()
+        }
+        return MetadataServer(service: service, server: server, rdma: rdma, leaseTimer: timer, progressTimer: progress)
     }
 
-    private init(service: MetadataService, server: FrameServer, rdma: RDMAMetadataListener?, leaseTimer: RepeatedTask) {
+    private init(service: MetadataService, server: FrameServer, rdma: RDMAMetadataListener?, leaseTimer: RepeatedTask,
+                 progressTimer: RepeatedTask) {
         self.service = service
         self.server = server
         self.rdma = rdma
         self.leaseTimer = leaseTimer
+        self.progressTimer = progressTimer
     }
 
     public var localAddress: Endpoint { server.localAddress }
 
     public func close() async {
         leaseTimer.cancel()
+        progressTimer.cancel()
         await rdma?.close()
         await server.close()
     }

@@ -69,6 +69,7 @@ public struct MetadataStore: Sendable {
     }
 
     public static let maximumDropsPerHeartbeat = 65_536
+    public static let defaultEventHistory = 100_000
     public let leaseMilliseconds: UInt64
     private var nodes: [UInt32: Node] = [:]
     private var nodeByName: [String: UInt32] = [:]
@@ -88,10 +89,16 @@ public struct MetadataStore: Sendable {
     private var s3Deletions: [S3Name: UInt64] = [:]
     public static let s3DeletionLapseMilliseconds: UInt64 = 60_000
     private var nextBlob: BlobID
+    /// The revision and the recent changes of the namespace: every successful change records its event last,
+    /// once nothing can fail any more, so no event is ever published for a change that did not happen.
+    public private(set) var events: EventHistory
 
     /// `epoch` goes into the high bits of blob ids, so ids from an earlier MDS run are never reused.
-    public init(leaseMilliseconds: UInt64 = 5000, epoch: UInt32 = UInt32.random(in: 1...0xFFFFF)) {
+    /// `eventHistory` events are kept for subscriptions that resume.
+    public init(leaseMilliseconds: UInt64 = 5000, epoch: UInt32 = UInt32.random(in: 1...0xFFFFF),
+                eventHistory: Int = MetadataStore.defaultEventHistory) {
         self.leaseMilliseconds = leaseMilliseconds
+        events = EventHistory(capacity: eventHistory)
         nextBlob = BlobID(epoch & 0xFFFFF) << 44
     }
 
@@ -101,6 +108,9 @@ public struct MetadataStore: Sendable {
     public var levels: (buckets: Int, objects: Int, liveNodes: Int) {
         (buckets.count, objectCount, nodes.values.lazy.filter(\.alive).count)
     }
+
+    /// Hands the events recorded since the last call to the caller, who publishes them (in this order).
+    public mutating func takeUnpublishedEvents() -> [NamespaceEvent] { events.takeUnpublished() }
 
     // MARK: Nodes
 
@@ -173,6 +183,7 @@ public struct MetadataStore: Sendable {
         _ = try BucketName(name)
         guard buckets[name] == nil else { throw GedsError(.bucketExists, "bucket already exists: \(name)") }
         buckets[name] = Bucket()
+        events.record(.bucketCreated, bucket: name)
     }
 
     public mutating func deleteBucket(_ name: String, force: Bool) throws(GedsError) {
@@ -186,6 +197,7 @@ public struct MetadataStore: Sendable {
         }
         for (blob, pending) in pendingObjects where pending.bucket == name { abort(blob: blob) }
         buckets[name] = nil
+        events.record(.bucketDeleted, bucket: name)
     }
 
     public func listBuckets() -> [String] { buckets.keys.sorted() }
@@ -234,6 +246,7 @@ public struct MetadataStore: Sendable {
             assignment = S3Assignment(object: object, persistency: storage.persistency)
         }
         bind(bucket: pending.bucket, key: pending.key.string, to: Entry(blob: blob, modified: now, metadata: metadata))
+        events.record(.created, bucket: pending.bucket, key: pending.key.string)
         return assignment
     }
 
@@ -328,6 +341,7 @@ public struct MetadataStore: Sendable {
         } else if entry == nil {
             throw GedsError.noSuchObject(bucket, key)
         }
+        if entry != nil { events.record(.deleted, bucket: bucket, key: key) }
         return (entry != nil, storage == nil ? nil : orderDeletions(doomed, now: now))
     }
 
@@ -342,6 +356,7 @@ public struct MetadataStore: Sendable {
         }
         for key in doomed {
             if let entry = unbind(bucket: bucket, key: key) { release(blob: entry.blob) }
+            events.record(.deleted, bucket: bucket, key: key)
         }
         return UInt64(doomed.count)
     }
@@ -377,6 +392,7 @@ public struct MetadataStore: Sendable {
         var entry = unbind(bucket: from.bucket, key: from.key)!
         entry.modified = now
         bind(bucket: to.bucket, key: to.key, to: entry)
+        events.record(.renamed, bucket: to.bucket, key: to.key, source: ObjectName(bucket: from.bucket, key: from.key))
         return moveS3Copy(of: entry.blob, to: to.key, in: to.bucket, now: now)
     }
 
@@ -414,12 +430,15 @@ public struct MetadataStore: Sendable {
         let source = buckets[from.bucket]!
         let blob = source.index[record].blob
         let entry = Entry(blob: blob, modified: now, metadata: source.metadata[record] ?? [:])
+        var move: S3Move?
         if let copy = s3Copies[blob], copy.stored, let storage = buckets[to.bucket]!.storage {
-            return try copyInS3(copy, sizeOf: blob, as: entry, to: to, storage: storage, now: now)
+            move = try copyInS3(copy, sizeOf: blob, as: entry, to: to, storage: storage, now: now)
+        } else {
+            blobs.retain(blob)
+            bind(bucket: to.bucket, key: to.key, to: entry)
         }
-        blobs.retain(blob)
-        bind(bucket: to.bucket, key: to.key, to: entry)
-        return nil
+        events.record(.copied, bucket: to.bucket, key: to.key, source: ObjectName(bucket: from.bucket, key: from.key))
+        return move
     }
 
     private mutating func copyInS3(_ source: S3Copy, sizeOf blob: BlobID, as entry: Entry, to: (bucket: String, key: String),
@@ -446,6 +465,7 @@ public struct MetadataStore: Sendable {
         guard let record = buckets[bucket]!.index.find(key) else { throw GedsError.noSuchObject(bucket, key) }
         buckets[bucket]!.metadata[record] = metadata.isEmpty ? nil : metadata
         buckets[bucket]!.index[record].hasMetadata = !metadata.isEmpty
+        events.record(.metadata, bucket: bucket, key: key)
     }
 
     // MARK: Copies
@@ -512,7 +532,10 @@ public struct MetadataStore: Sendable {
     /// the S3 copies they were assigned.
     public mutating func setStorage(bucket: String, _ storage: BucketStorage?) throws(GedsError) {
         _ = try BucketName(bucket)
-        if buckets[bucket] == nil { buckets[bucket] = Bucket() }
+        if buckets[bucket] == nil {
+            buckets[bucket] = Bucket()
+            events.record(.bucketCreated, bucket: bucket)
+        }
         buckets[bucket]!.storage = storage
     }
 
@@ -625,6 +648,7 @@ public struct MetadataStore: Sendable {
             blobs.insert(nextBlob, size: size, placements: [])
             assignS3Copy(of: storage.object(forKey: key), in: bucket, to: nextBlob, persistency: storage.persistency, stored: true)
             bind(bucket: bucket, key: key, to: Entry(blob: nextBlob, modified: now, metadata: metadata))
+            events.record(.created, bucket: bucket, key: key)
         }
         return try lookup(bucket: bucket, key: key)
     }

@@ -106,6 +106,9 @@ public final class RDMAMetadataListener: Sendable {
             let reply: Reply
             switch service.respond(to: request, on: eventLoop) {
             case .reply(let answer): reply = answer
+            case .push(let subscription):
+                subscription.stop()
+                reply = .failure(GedsError(.invalidArgument, "subscriptions are served over TCP only (not yet over RDMA messages)"))
             case .deferred, .file, .later:
                 reply = .failure(GedsError(.invalidArgument, "this request cannot be answered over RDMA messages"))
             }

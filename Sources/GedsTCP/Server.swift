@@ -25,6 +25,54 @@ public enum Response: Sendable {
     case file(FileStream)
     /// Decided later (a node's file that must first come back from a lower tier), then sent as above.
     case later(EventLoopFuture<Response>)
+    /// Replies pushed by the source, all with the request's id, until it or the connection ends (a subscription).
+    /// The connection then carries nothing else.
+    case push(any PushSource)
+}
+
+/// What feeds a pushed stream of replies. Every call comes on the connection's event loop.
+public protocol PushSource: Sendable {
+    /// The stream begins: the source keeps `sink` and writes through it (on the sink's event loop).
+    func start(_ sink: PushSink)
+    /// The socket can take more after it could not (`sink.isWritable` was false).
+    func writable()
+    /// The connection closed.
+    func stop()
+}
+
+/// The write side of a pushed stream: replies framed with the id of the request that opened it. Use it only on
+/// its event loop.
+public struct PushSink: Sendable {
+    public let eventLoop: any EventLoop
+    private let channel: any Channel
+    private let id: UInt64
+
+    init(channel: any Channel, id: UInt64) {
+        self.eventLoop = channel.eventLoop
+        self.channel = channel
+        self.id = id
+    }
+
+    /// False while the peer does not read what was sent (the connection's buffer is above its high mark).
+    public var isWritable: Bool { channel.isWritable }
+
+    public func write(_ reply: Reply) {
+        channel.write(FrameEncoder.frame(reply, id: id, allocator: channel.allocator), promise: nil)
+    }
+
+    public func flush() { channel.flush() }
+
+    /// Sends what was written, then closes; after `grace` the connection is closed even if the peer never read it.
+    public func close(after grace: TimeAmount) {
+        let channel = self.channel
+        let promise = eventLoop.makePromise(of: Void.self)
+        channel.writeAndFlush(channel.allocator.buffer(capacity: 0), promise: promise)
+        let timeout = eventLoop.scheduleTask(in: grace) { channel.close(promise: nil) }
+        promise.futureResult.whenComplete { _ in
+            timeout.cancel()
+            channel.close(promise: nil)
+        }
+    }
 }
 
 /// What a server does with requests: the MDS and the node data server each implement it.
@@ -92,6 +140,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     private var reader = FrameReader()
     private var streams = CircularBuffer<ActiveStream>()
     private var active = true
+    private var push: (any PushSource)?
 
     init(service: any RequestService, logger: Logger) {
         self.service = service
@@ -115,6 +164,11 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     }
 
     private func handle(_ request: Request, id: UInt64, context: ChannelHandlerContext) {
+        guard push == nil else {
+            send(.failure(GedsError(.invalidArgument, "this connection carries a subscription; use another one")), id: id,
+                 context: context)
+            return
+        }
         let served = ServedRequest(kind: request.kindIndex, started: .now())
         dispatch(service.respond(to: request, on: context.eventLoop), id: id, context: context, served: served)
     }
@@ -164,6 +218,16 @@ final class ServerConnectionHandler: ChannelInboundHandler {
                               promise: nil)
                 context.write(wrapOutboundOut(.byteBuffer(data)), promise: nil)
             }
+        case .push(let source):
+            served.finished(ok: true)
+            // A pushed stream stops at a small backlog, so a subscriber that does not read is noticed early and its
+            // events wait in the source's bounded queue, not in this connection's buffer.
+            // The kernel's share is bounded too (loopback would otherwise let megabytes sit in the socket).
+            context.channel.setOption(ChannelOptions.writeBufferWaterMark,
+                                      value: .init(low: 64 << 10, high: 256 << 10)).whenComplete { _ in }
+            context.channel.setOption(ChannelOptions.socketOption(.so_sndbuf), value: 256 << 10).whenComplete { _ in }
+            push = source
+            source.start(PushSink(channel: context.channel, id: id))
         case .file(let file):
             served.finished(ok: true, bytes: file.length)
             send(.stream(length: file.length), id: id, context: context)
@@ -202,13 +266,18 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { pump(context: context) }
+        if context.channel.isWritable {
+            pump(context: context)
+            push?.writable()
+        }
         context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         active = false
         while let stream = streams.popFirst() { try? stream.handle.close() }
+        push?.stop()
+        push = nil
         context.fireChannelInactive()
     }
 

@@ -165,12 +165,12 @@ private enum RequestTag: UInt8, CaseIterable {
          sealObject, abortObject, lookup, list, deleteObject, deletePrefix, rename, copy, setMetadata,
          addLocation, removeLocation, readBlob, pullBlob, leave,
          setBucketStorage, bucketStorage, addS3Copy, s3Assignment, adoptS3Object, persistBlob, flush,
-         claimS3Deletions, s3Deleted, abandonS3Upload
+         claimS3Deletions, s3Deleted, abandonS3Upload, subscribe
 }
 
 private enum ReplyTag: UInt8 {
     case ok = 1, failure, nodeRegistered, heartbeatAck, buckets, created, object, page, count, nodes, stream,
-         s3Assignment, storage, s3Deletions, s3Move
+         s3Assignment, storage, s3Deletions, s3Move, subscribed, events, progress, subscriptionEnded
 }
 
 extension Request {
@@ -219,6 +219,7 @@ extension Request {
         case .claimS3Deletions: .claimS3Deletions
         case .abandonS3Upload: .abandonS3Upload
         case .s3Deleted: .s3Deleted
+        case .subscribe: .subscribe
         }
     }
 }
@@ -353,6 +354,11 @@ extension Request {
         case .abandonS3Upload(let object):
             buffer.writeInteger(RequestTag.abandonS3Upload.rawValue)
             buffer.writeS3Object(object)
+        case .subscribe(let scope, let after):
+            buffer.writeInteger(RequestTag.subscribe.rawValue)
+            buffer.writeEventScope(scope)
+            buffer.writeBool(after != nil)
+            if let after { buffer.writeInteger(after) }
         }
     }
 
@@ -449,6 +455,9 @@ extension Request {
             request = .s3Deleted(try payload.readS3Objects())
         case .abandonS3Upload:
             request = .abandonS3Upload(try payload.readS3Object())
+        case .subscribe:
+            let scope = try payload.readEventScope()
+            request = .subscribe(scope: scope, after: try payload.readBool() ? try payload.readWireInteger("revision") : nil)
         }
         try payload.expectEnd()
         return request
@@ -540,6 +549,26 @@ extension Reply {
             buffer.writeS3Object(from)
             buffer.writeS3Object(to)
             buffer.writeBool(deleteSource)
+        case .subscribed(let revision):
+            buffer.writeInteger(ReplyTag.subscribed.rawValue)
+            buffer.writeInteger(revision)
+        case .events(let events):
+            buffer.writeInteger(ReplyTag.events.rawValue)
+            buffer.writeInteger(UInt32(events.count))
+            for event in events { buffer.writeEvent(event) }
+        case .progress(let revision):
+            buffer.writeInteger(ReplyTag.progress.rawValue)
+            buffer.writeInteger(revision)
+        case .subscriptionEnded(let end):
+            buffer.writeInteger(ReplyTag.subscriptionEnded.rawValue)
+            switch end {
+            case .compacted(let oldest):
+                buffer.writeInteger(UInt8(1))
+                buffer.writeInteger(oldest)
+            case .tooSlow(let last):
+                buffer.writeInteger(UInt8(2))
+                buffer.writeInteger(last)
+            }
         }
     }
 
@@ -628,6 +657,24 @@ extension Reply {
         case .s3Move:
             reply = .s3Move(blob: try payload.readWireInteger("blob"), from: try payload.readS3Object(),
                             to: try payload.readS3Object(), deleteSource: try payload.readBool())
+        case .subscribed:
+            reply = .subscribed(revision: try payload.readWireInteger("revision"))
+        case .events:
+            let count = try payload.readList(what: "events")
+            var events: [NamespaceEvent] = []
+            events.reserveCapacity(count)
+            for _ in 0..<count { events.append(try payload.readEvent()) }
+            reply = .events(events)
+        case .progress:
+            reply = .progress(revision: try payload.readWireInteger("revision"))
+        case .subscriptionEnded:
+            let reason = try payload.readWireInteger("reason", as: UInt8.self)
+            let revision: UInt64 = try payload.readWireInteger("revision")
+            switch reason {
+            case 1: reply = .subscriptionEnded(.compacted(oldest: revision))
+            case 2: reply = .subscriptionEnded(.tooSlow(lastDelivered: revision))
+            default: throw GedsError(.protocolViolation, "malformed message: subscription end \(reason)")
+            }
         }
         try payload.expectEnd()
         return reply

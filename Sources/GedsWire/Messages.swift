@@ -95,6 +95,12 @@ public enum Request: Sendable, Equatable {
     case abandonS3Upload(S3ObjectReference)
     /// The caller deleted these S3 objects, as ordered by `s3Deletions`: uploads to them may go ahead (MDS).
     case s3Deleted([S3ObjectReference])
+    // Events (MDS).
+    /// Opens a subscription on this connection, which then carries only it: answered `subscribed` (the current
+    /// revision), then `events` in revision order (those after `after` from the history first, when given, then
+    /// live ones), `progress` when idle, until the connection closes or `subscriptionEnded`. All these replies
+    /// carry the id of this request.
+    case subscribe(scope: EventScope, after: UInt64?)
 }
 
 public enum Reply: Sendable, Equatable {
@@ -120,4 +126,12 @@ public enum Reply: Sendable, Equatable {
     /// A `rename` or `copy` whose object is in S3 already: the caller copies `from` to `to` in S3, reports the copy
     /// (`addS3Copy`), deletes `from` when `deleteSource`, and then confirms both with `s3Deleted`.
     case s3Move(blob: BlobID, from: S3ObjectReference, to: S3ObjectReference, deleteSource: Bool)
+    /// A subscription is open; `revision` is the namespace's revision when it began.
+    case subscribed(revision: UInt64)
+    /// Events of a subscription, in revision order (one frame may carry several).
+    case events([NamespaceEvent])
+    /// The subscription has seen every change up to `revision` (sent while it is idle), so it can resume from there.
+    case progress(revision: UInt64)
+    /// The MDS ended the subscription (the connection closes after this).
+    case subscriptionEnded(SubscriptionEnd)
 }

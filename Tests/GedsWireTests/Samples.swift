@@ -92,6 +92,9 @@ enum Samples {
         .s3Deleted([]),
         .s3Deleted([s3Object, s3Object]),
         .abandonS3Upload(s3Object),
+        .subscribe(scope: .bucket("my-bucket"), after: nil),
+        .subscribe(scope: .prefix(unicode, in: "b"), after: 0),
+        .subscribe(scope: .key(longString, in: longString), after: .max),
     ]
 
     static let s3Object = S3ObjectReference(endpoint: "http://127.0.0.1:4569", bucket: "s3-bucket", key: "run/" + unicode,
@@ -147,6 +150,16 @@ enum Samples {
             .s3Deletions(deleted: .max, objects: [s3Object]),
             .s3Move(blob: .max, from: s3Object, to: s3Object, deleteSource: true),
             .s3Move(blob: 0, from: s3Object, to: s3Object, deleteSource: false),
+            .subscribed(revision: 0),
+            .subscribed(revision: .max),
+            .events([]),
+            .events(NamespaceEvent.Kind.allCases.map { kind in
+                NamespaceEvent(revision: UInt64(kind.rawValue), kind: kind, bucket: "bucket", key: kind == .bucketCreated ? "" : unicode,
+                               source: kind == .renamed || kind == .copied ? ObjectName(bucket: longString, key: "") : nil)
+            }),
+            .progress(revision: 42),
+            .subscriptionEnded(.compacted(oldest: 1)),
+            .subscriptionEnded(.tooSlow(lastDelivered: .max)),
         ]
         // Every error code crosses the wire unchanged.
         var code: UInt16 = 1
@@ -193,6 +206,7 @@ func caseName(_ request: Request) -> String {
     case .claimS3Deletions: "claimS3Deletions"
     case .s3Deleted: "s3Deleted"
     case .abandonS3Upload: "abandonS3Upload"
+    case .subscribe: "subscribe"
     }
 }
 
@@ -201,7 +215,7 @@ let allRequestCases: Set<String> = [
     "sealObject", "abortObject", "lookup", "list", "deleteObject", "deletePrefix", "rename", "copy", "setMetadata",
     "addLocation", "removeLocation", "readBlob", "pullBlob",
     "setBucketStorage", "bucketStorage", "addS3Copy", "s3Assignment", "adoptS3Object", "persistBlob", "flush",
-    "claimS3Deletions", "s3Deleted", "abandonS3Upload",
+    "claimS3Deletions", "s3Deleted", "abandonS3Upload", "subscribe",
 ]
 
 func caseName(_ reply: Reply) -> String {
@@ -221,10 +235,14 @@ func caseName(_ reply: Reply) -> String {
     case .storage: "storage"
     case .s3Deletions: "s3Deletions"
     case .s3Move: "s3Move"
+    case .subscribed: "subscribed"
+    case .events: "events"
+    case .progress: "progress"
+    case .subscriptionEnded: "subscriptionEnded"
     }
 }
 
 let allReplyCases: Set<String> = [
     "ok", "failure", "nodeRegistered", "heartbeatAck", "buckets", "created", "object", "page", "count", "nodes", "stream",
-    "s3Assignment", "storage", "s3Deletions", "s3Move",
+    "s3Assignment", "storage", "s3Deletions", "s3Move", "subscribed", "events", "progress", "subscriptionEnded",
 ]

@@ -23,11 +23,27 @@ struct GedsMDSCommand: AsyncParsableCommand {
     @Option(name: .customLong("lease-ms"), help: "A node that sends no heartbeat for this long is declared dead.")
     var leaseMilliseconds: UInt64 = 5000
 
+    @Option(name: .customLong("event-history"),
+            help: "Events kept for subscriptions that resume from a revision (older ones answer 'compacted').")
+    var eventHistory: Int = MetadataStore.defaultEventHistory
+
+    @Option(name: .customLong("subscriber-queue"),
+            help: "Events a subscription may have waiting unread before it is ended as too slow.")
+    var subscriberQueue: Int = MetadataService.defaultSubscriberQueueLimit
+
+    @Option(name: .customLong("progress-ms"), help: "How often idle subscriptions are told the current revision.")
+    var progressMilliseconds: Int64 = 1000
+
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String = "info"
 
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics.")
     var metrics: String?
+
+    func validate() throws {
+        guard eventHistory >= 0 else { throw ValidationError("--event-history must be 0 or more") }
+        guard subscriberQueue >= 1 else { throw ValidationError("--subscriber-queue must be 1 or more") }
+    }
 
     func run() async throws {
         var logger = Logger(label: "geds-mds")
@@ -43,13 +59,15 @@ struct GedsMDSCommand: AsyncParsableCommand {
             if let metrics {
                 let endpoint = try await MetricsEndpoint.start(listen: try Endpoint(parsing: metrics),
                                                                group: MultiThreadedEventLoopGroup.singleton) {
-                    if let service = levels.withLock({ $0 }) { NamespaceGauges.shared.record(service.levels) }
+                    if let service = levels.withLock({ $0 }) { NamespaceGauges.shared.record(service) }
                 }
                 printLine("geds-mds metrics on http://\(endpoint.localAddress)/metrics")
             }
             server = try await MetadataServer.start(listen: try Endpoint(parsing: listen),
                                                     rdmaListen: try rdmaListen.map { (text) throws(GedsError) in try Endpoint(parsing: text) },
-                                                    leaseMilliseconds: leaseMilliseconds, logger: logger)
+                                                    leaseMilliseconds: leaseMilliseconds, eventHistory: eventHistory,
+                                                    subscriberQueueLimit: subscriberQueue,
+                                                    progressInterval: .milliseconds(max(progressMilliseconds, 10)), logger: logger)
             levels.withLock { $0 = server.service }
             printLine("geds-mds listening on \(server.localAddress)")
             if let rdma = server.rdma { printLine("geds-mds listening for RDMA on \(rdma.endpoint)") }
@@ -67,10 +85,13 @@ struct GedsMDSCommand: AsyncParsableCommand {
 final class NamespaceGauges: Sendable {
     static let shared = NamespaceGauges()
     let buckets = Gauge(label: "geds_buckets"), objects = Gauge(label: "geds_objects"), liveNodes = Gauge(label: "geds_live_nodes")
+    let subscriptions = Gauge(label: "geds_subscriptions")
 
-    func record(_ levels: (buckets: Int, objects: Int, liveNodes: Int)) {
+    func record(_ service: MetadataService) {
+        let levels = service.levels
         buckets.record(levels.buckets)
         objects.record(levels.objects)
         liveNodes.record(levels.liveNodes)
+        subscriptions.record(service.subscriptionCount)
     }
 }

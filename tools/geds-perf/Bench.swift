@@ -148,6 +148,7 @@ struct Bench {
         case .local: try await localRead()
         case .write: try await write()
         case .nodeScale: try await NodeScale.measure(geds: geds, bucket: bucket, count: parameters.nodeObjects)
+        case .pubsub: try await pubsub(clients: parameters.clients)
         case .mdsScale, .tier1, .spill, .s3, .soak: []  // run on their own: MetadataScale, Tier1Bench, SpillBench, S3Bench, SoakBench
         }
     }
@@ -164,6 +165,11 @@ struct Bench {
             seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         }
         return seconds
+    }
+
+    /// An MDS client on a connection of its own, as a separate task of a job would have (close its pool after use).
+    static func ownMDSClient(_ endpoint: Endpoint) -> MDSClient {
+        MDSClient(endpoint: endpoint, pool: ConnectionPool(group: MultiThreadedEventLoopGroup.singleton), timeout: .seconds(10))
     }
 
     /// Gbit/s of moving `bytes` in each of `seconds`.
@@ -367,8 +373,7 @@ struct Bench {
         let counts = try await withThrowingTaskGroup(of: Int.self) { group in
             for client in 0..<clients {
                 group.addTask {
-                    let mds = MDSClient(endpoint: mdsEndpoint, pool: ConnectionPool(group: MultiThreadedEventLoopGroup.singleton),
-                                        timeout: .seconds(10))
+                    let mds = Bench.ownMDSClient(mdsEndpoint)
                     defer { mds.pool.closeAll() }
                     var done = 0
                     func once() async throws {

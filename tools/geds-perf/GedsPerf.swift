@@ -30,7 +30,7 @@ struct GedsPerf: AsyncParsableCommand {
             help: "For rdma: OWNER,READER, addresses of two RDMA devices (two hosts); the owner gedsd serves on the first, this process reads from the second (default inside tools/rxe-vm --two-hosts: 10.10.1.2,10.10.1.1).")
     var rdmaAddresses: String?
 
-    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); spill reads from a gedsd while it spills to tier 1 (see --spill-*); s3 is read-through from moto_server beside boto3; soak is a mixed put/get/list/rename/delete load over two gedsd nodes (see --clients, --duration); mds-scale, node-scale, tier1, spill, s3 and soak run only when named.")
+    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); spill reads from a gedsd while it spills to tier 1 (see --spill-*); s3 is read-through from moto_server beside boto3; pubsub is seal-to-event and wait latency beside redis pub/sub, events/s to 100 subscribers and lookups/s with them; soak is a mixed put/get/list/rename/delete load over two gedsd nodes (see --clients, --duration); mds-scale, node-scale, tier1, spill, s3, pubsub and soak run only when named.")
     var workloads: String = Workload.defaults.map(\.rawValue).joined(separator: ",")
 
     @Option(help: "Object sizes for read-bw and read-tier0, comma-separated; K, M, G mean KiB, MiB, GiB.")
@@ -337,10 +337,10 @@ struct GedsPerf: AsyncParsableCommand {
 /// What geds-perf can measure. Data-plane workloads move object bytes and are measured per transport.
 enum Workload: String, CaseIterable {
     case readBandwidth = "read-bw", readIntoTier0 = "read-tier0", readManyMiB = "read-1mib", latency
-    case metadataOps = "mds-ops", local, write, mdsScale = "mds-scale", nodeScale = "node-scale", tier1, spill, s3, soak
+    case metadataOps = "mds-ops", local, write, mdsScale = "mds-scale", nodeScale = "node-scale", tier1, spill, s3, pubsub, soak
 
-    /// The scale workloads, tier1 and spill (gigabytes of disk I/O) and s3 (needs moto_server) are opt-in, to
-    /// keep a default run short.
+    /// The scale workloads, tier1 and spill (gigabytes of disk I/O), s3 (needs moto_server) and pubsub are opt-in,
+    /// to keep a default run short.
     static let defaults: [Workload] = [.readBandwidth, .readIntoTier0, .readManyMiB, .latency, .metadataOps, .local, .write]
 
     var dataPlane: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .latency].contains(self) }

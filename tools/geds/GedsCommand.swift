@@ -16,7 +16,8 @@ struct Geds: AsyncParsableCommand {
             """,
         version: "geds \(GedsVersion.release)",
         subcommands: [MakeBucket.self, RemoveBucket.self, List.self, Put.self, Get.self, Cat.self, Stat.self,
-                      Remove.self, Move.self, Copy.self, Where.self, Meta.self, Nodes.self, BucketSettings.self, Flush.self])
+                      Remove.self, Move.self, Copy.self, Where.self, Meta.self, Nodes.self, BucketSettings.self, Flush.self,
+                      Watch.self, Wait.self])
 }
 
 struct Connection: ParsableArguments {

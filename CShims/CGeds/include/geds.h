@@ -50,7 +50,9 @@ enum {
     GEDS_E_METADATA_TOO_LARGE = -19,
     GEDS_E_INTERNAL = -20,
     GEDS_E_CHECKSUM_MISMATCH = -21,   /* stored bytes do not match their CRC-32C */
-    GEDS_E_S3_DELETION_PENDING = -22
+    GEDS_E_S3_DELETION_PENDING = -22,
+    GEDS_E_COMPACTED = -23,           /* a resume from an event revision older than the MDS's history */
+    GEDS_E_SUBSCRIBER_TOO_SLOW = -24  /* a subscription fell too far behind and was ended */
 };
 
 typedef struct geds geds_t;                 /* a connection: this process's node in the store */

@@ -1,0 +1,53 @@
+import GedsCore
+import GedsNode
+
+@_exported import struct GedsCore.NamespaceEvent
+@_exported import struct GedsCore.EventScope
+@_exported import struct GedsCore.ObjectName
+@_exported import enum GedsCore.SubscriptionEnd
+@_exported import class GedsNode.EventSubscription
+
+extension GEDS {
+    /// Subscribes to the changes in `scope` (a bucket, a key prefix, one key): every event after `revision`, from
+    /// the MDS's history, then live; without `revision`, the changes from now on. Iterate the result
+    /// (`for try await event in subscription`) or call `next(timeout:)`; `cancel()` ends it. It resumes by itself
+    /// after a lost connection; it throws `compacted` when the history no longer reaches back to `revision`.
+    public func subscribe(_ scope: EventScope, after revision: UInt64? = nil) async throws(GedsError) -> EventSubscription {
+        _ = try BucketName(scope.bucket)
+        return try await node.subscribe(scope, after: revision)
+    }
+
+    /// Returns once the object exists sealed: at once when it does, else when it is created (sealed, copied or
+    /// renamed to this name). When the first lookup does not find it, a subscription is confirmed by the MDS before
+    /// the next lookup, so a seal between the two is never missed. Throws `timedOut` when `timeout` passes first.
+    public func wait(bucket: String, key: String, timeout: Duration? = nil) async throws(GedsError) -> ObjectInfo {
+        _ = try ObjectKey(key)
+        if let info = try await lookupIfSealed(bucket: bucket, key: key) { return info }
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        let subscription = try await subscribe(.key(key, in: bucket))
+        defer { subscription.cancel() }
+        let target = ObjectName(bucket: bucket, key: key)
+        while true {
+            if let info = try await lookupIfSealed(bucket: bucket, key: key) { return info }
+            // Not there yet: wait for a change that makes it (a deletion or a bucket event is no reason to look).
+            while true {
+                let remaining = deadline.map { $0 - ContinuousClock.now }
+                if let remaining, remaining <= .zero {
+                    throw GedsError(.timedOut, "\(target) did not appear within \(timeout!)")
+                }
+                if Task.isCancelled { throw GedsError(.timedOut, "waiting for \(target) was cancelled") }
+                if let event = try await subscription.next(timeout: remaining), event.name == target,
+                   [.created, .renamed, .copied].contains(event.kind) { break }
+            }
+        }
+    }
+
+    /// The object's record, or nil while it does not exist (no bucket, no key, or not sealed yet).
+    private func lookupIfSealed(bucket: String, key: String) async throws(GedsError) -> ObjectInfo? {
+        do {
+            return try await stat(bucket: bucket, key: key)
+        } catch where [.noSuchObject, .objectNotSealed, .noSuchBucket].contains(error.code) {
+            return nil
+        }
+    }
+}

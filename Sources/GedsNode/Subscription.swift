@@ -1,0 +1,281 @@
+import GedsCore
+import GedsTCP
+import GedsWire
+import NIOCore
+import Synchronization
+
+/// A subscription to the MDS's events: an `AsyncSequence` of the namespace changes in its scope, in revision order,
+/// each once. It survives a lost connection to the MDS (and an MDS that ended it as too slow): it subscribes again
+/// after the last revision it received, so nothing is lost or repeated. It ends with an error when the MDS no
+/// longer has the history to resume from (`compacted`), and returns nil once cancelled.
+public final class EventSubscription: AsyncSequence, Sendable {
+    public typealias Element = NamespaceEvent
+
+    public let scope: EventScope
+    private let mds: Endpoint
+    private let group: any EventLoopGroup
+    private let state = Mutex<State>(State())
+
+    /// Events received and not taken by the application yet, at most this many; beyond, the subscription fails
+    /// (`subscriberTooSlow`), as the MDS would.
+    public static let bufferLimit = 1_000_000
+
+    private struct State {
+        var buffer = CircularBuffer<NamespaceEvent>()
+        /// The revision everything in scope up to which has been received (events, progress); the revision asked
+        /// to resume after, or (from now) the one the MDS confirmed.
+        var seen: UInt64 = 0
+        var subscribed = false
+        var failure: GedsError?
+        var cancelled = false
+        var connection: PushConnection?
+        var ready: CheckedContinuation<Void, any Error>?
+        var waiter: (id: UInt64, continuation: CheckedContinuation<NamespaceEvent?, any Error>)?
+        var nextWaiter: UInt64 = 0
+        /// The MDS ended the subscription as too slow: subscribe again at once.
+        var resumeNow = false
+        var notify: (@Sendable () -> Void)?
+    }
+
+    init(scope: EventScope, mds: Endpoint, group: any EventLoopGroup) {
+        self.scope = scope
+        self.mds = mds
+        self.group = group
+    }
+
+    /// Subscribes, after `after` (replayed from the MDS's history) or from now; returns once the MDS confirmed.
+    static func open(_ scope: EventScope, after: UInt64?, mds: Endpoint, group: any EventLoopGroup) async throws(GedsError) -> EventSubscription {
+        let subscription = EventSubscription(scope: scope, mds: mds, group: group)
+        if let after {
+            subscription.state.withLock { state in
+                state.seen = after
+                state.subscribed = true
+            }
+        }
+        do {
+            try await withCheckedThrowingContinuation { (ready: CheckedContinuation<Void, any Error>) in
+                subscription.state.withLock { $0.ready = ready }
+                Task { await subscription.connect(after: after) }
+            }
+        } catch {
+            subscription.cancel()
+            throw GedsError.wrapping(error)
+        }
+        return subscription
+    }
+
+    /// The revision up to which every event in scope has been handed to the application: resume from it.
+    public var revision: UInt64 {
+        state.withLock { state in state.buffer.first.map { $0.revision - 1 } ?? state.seen }
+    }
+
+    /// Called (on some thread) whenever an event arrives or the subscription fails: lets a caller that cannot
+    /// await (a C program polling a file descriptor) learn that `next` has something.
+    public func setNotifier(_ notify: (@Sendable () -> Void)?) {
+        state.withLock { $0.notify = notify }
+    }
+
+    /// The next event; nil when `timeout` passes first or the subscription was cancelled. Throws when the
+    /// subscription failed (`compacted`, or an error the MDS gave). One caller at a time.
+    public func next(timeout: Duration? = nil) async throws(GedsError) -> NamespaceEvent? {
+        enum Taken { case event(NamespaceEvent?), failed(GedsError), wait }
+        let taken: Taken = state.withLock { state in
+            if let event = state.buffer.popFirst() { return .event(event) }
+            if let failure = state.failure { return .failed(failure) }
+            if state.cancelled { return .event(nil) }
+            return state.waiter == nil ? .wait : .failed(GedsError(.invalidArgument, "a subscription has one reader at a time"))
+        }
+        switch taken {
+        case .event(let event): return event
+        case .failed(let error): throw error
+        case .wait: break
+        }
+        let id = state.withLock { state in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        let timer = timeout.map { timeout in
+            Task { [weak self] in
+                try await Task.sleep(for: timeout)
+                self?.resumeWaiter(id, with: .success(nil))
+            }
+        }
+        defer { timer?.cancel() }
+        do {
+            return try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<NamespaceEvent?, any Error>) in
+                    let immediate: Result<NamespaceEvent?, GedsError>? = state.withLock { state in
+                        if let event = state.buffer.popFirst() { return .success(event) }
+                        if let failure = state.failure { return .failure(failure) }
+                        if state.cancelled { return .success(nil) }
+                        state.waiter = (id, continuation)
+                        return nil
+                    }
+                    if let immediate { continuation.resume(with: immediate) }
+                }
+            } onCancel: {
+                resumeWaiter(id, with: .success(nil))
+            }
+        } catch {
+            throw GedsError.wrapping(error)
+        }
+    }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let subscription: EventSubscription
+        public mutating func next() async throws -> NamespaceEvent? { try await subscription.next() }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(subscription: self) }
+
+    /// Ends the subscription: its connection closes and `next` returns nil.
+    public func cancel() {
+        let connection = state.withLock { state -> PushConnection? in
+            state.cancelled = true
+            defer { state.connection = nil }
+            return state.connection
+        }
+        connection?.close()
+        resumeWaiter(nil, with: .success(nil))
+    }
+
+    // MARK: The connection to the MDS
+
+    private func connect(after: UInt64?) async {
+        var delay = Duration.milliseconds(50)
+        while !state.withLock({ $0.cancelled }) {
+            do {
+                let connection = try await PushConnection.open(
+                    to: mds, peerName: "MDS", request: .subscribe(scope: scope, after: after), group: group,
+                    onReply: { [weak self] reply in self?.received(reply) },
+                    onClose: { [weak self] error in self?.closed(error) })
+                let cancelled = state.withLock { state in
+                    if !state.cancelled { state.connection = connection }
+                    return state.cancelled
+                }
+                if cancelled { connection.close() }
+                return
+            } catch {
+                // The first subscription reports the failure; a resumed one keeps trying while the MDS is away.
+                let ready = state.withLock { state in
+                    defer { state.ready = nil }
+                    return state.ready
+                }
+                if let ready {
+                    ready.resume(throwing: error)
+                    return
+                }
+                try? await Task.sleep(for: delay)
+                delay = Swift.min(delay * 2, .seconds(1))
+            }
+        }
+    }
+
+    private func received(_ reply: Reply) {
+        var ready: CheckedContinuation<Void, any Error>?
+        var failure: GedsError?
+        switch reply {
+        case .subscribed(let revision):
+            ready = state.withLock { state in
+                // Live from now: the MDS says where now is. A resume keeps its own revision (its replay follows).
+                if !state.subscribed { state.seen = revision }
+                state.subscribed = true
+                defer { state.ready = nil }
+                return state.ready
+            }
+        case .events(let events):
+            let overflow = state.withLock { state -> Bool in
+                guard state.buffer.count + events.count <= EventSubscription.bufferLimit else { return true }
+                // A resumed stream starts after `seen`; anything at or before it was delivered already.
+                for event in events where event.revision > state.seen { state.buffer.append(event) }
+                if let last = events.last { state.seen = Swift.max(state.seen, last.revision) }
+                return false
+            }
+            if overflow {
+                failure = GedsError(.subscriberTooSlow, "subscriber too slow: \(EventSubscription.bufferLimit) events were not taken; "
+                                    + "resume from \(revision)")
+            } else {
+                resumeWaiterWithNext()
+            }
+        case .progress(let revision):
+            state.withLock { $0.seen = Swift.max($0.seen, revision) }
+        case .subscriptionEnded(.tooSlow):
+            state.withLock { $0.resumeNow = true }
+        case .subscriptionEnded(let end):
+            failure = end.error
+        case .failure(let error):
+            failure = error
+        default:
+            failure = GedsError(.protocolViolation, "unexpected reply on a subscription: \(reply)")
+        }
+        ready?.resume()
+        if let failure { fail(failure) }
+    }
+
+    private func fail(_ error: GedsError) {
+        let (ready, connection) = state.withLock { state in
+            if state.failure == nil { state.failure = error }
+            defer {
+                state.ready = nil
+                state.connection = nil
+            }
+            return (state.ready, state.connection)
+        }
+        ready?.resume(throwing: error)
+        connection?.close()
+        resumeWaiter(nil, with: .failure(error))
+    }
+
+    private func closed(_ error: GedsError) {
+        let (ended, ready, now, seen) = state.withLock { state in
+            state.connection = nil
+            defer {
+                state.ready = nil
+                state.resumeNow = false
+            }
+            return (state.cancelled || state.failure != nil, state.ready, state.resumeNow, state.seen)
+        }
+        if ended { return }
+        if let ready {
+            ready.resume(throwing: error)
+            return
+        }
+        Task {
+            if !now { try? await Task.sleep(for: .milliseconds(50)) }
+            await connect(after: seen)
+        }
+    }
+
+    private func resumeWaiterWithNext() {
+        let (continuation, event, notify) = state.withLock { state in
+            let notify = state.notify
+            guard let waiter = state.waiter, let event = state.buffer.popFirst() else {
+                return (nil as CheckedContinuation<NamespaceEvent?, any Error>?, nil as NamespaceEvent?, notify)
+            }
+            state.waiter = nil
+            return (waiter.continuation, event, notify)
+        }
+        continuation?.resume(returning: event)
+        notify?()
+    }
+
+    /// Resumes the waiting `next` (the one with `id`, or any when nil).
+    private func resumeWaiter(_ id: UInt64?, with result: Result<NamespaceEvent?, GedsError>) {
+        let (continuation, notify) = state.withLock { state in
+            guard let waiter = state.waiter, id == nil || waiter.id == id else {
+                return (nil as CheckedContinuation<NamespaceEvent?, any Error>?, state.notify)
+            }
+            state.waiter = nil
+            return (waiter.continuation, state.notify)
+        }
+        continuation?.resume(with: result.mapError { $0 as any Error })
+        if case .failure = result { notify?() }
+    }
+}
+
+extension Node {
+    /// Subscribes to the MDS's events in `scope`: those after `after` (from its history), or from now on.
+    public func subscribe(_ scope: EventScope, after: UInt64? = nil) async throws(GedsError) -> EventSubscription {
+        try await EventSubscription.open(scope, after: after, mds: configuration.mds, group: group)
+    }
+}

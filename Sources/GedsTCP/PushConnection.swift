@@ -1,0 +1,87 @@
+import GedsCore
+import GedsWire
+import NIOCore
+import NIOPosix
+
+/// A connection that carries one request and then the replies pushed for it (a subscription): each reply is
+/// handed to `onReply` on the connection's event loop, in order; `onClose` is called once, when the connection
+/// ends for any reason (with why).
+public final class PushConnection: Sendable {
+    private let channel: any Channel
+
+    private init(channel: any Channel) {
+        self.channel = channel
+    }
+
+    public static func open(to peer: Endpoint, peerName: String, request: Request, group: any EventLoopGroup,
+                            timeout: TimeAmount = .seconds(5),
+                            onReply: @escaping @Sendable (Reply) -> Void,
+                            onClose: @escaping @Sendable (GedsError) -> Void) async throws(GedsError) -> PushConnection {
+        let bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(timeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        PushClientHandler(peerName: peerName, onReply: onReply, onClose: onClose))
+                }
+            }
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.connect(host: peer.host, port: peer.port).get()
+        } catch {
+            throw GedsError(peerName == "MDS" ? .mdsUnreachable : .peerUnreachable,
+                            "\(peerName) unreachable at \(peer): \(Connection.describe(error))")
+        }
+        channel.writeAndFlush(FrameEncoder.frame(request, id: 1, allocator: channel.allocator), promise: nil)
+        return PushConnection(channel: channel)
+    }
+
+    public func close() {
+        channel.close(promise: nil)
+    }
+}
+
+final class PushClientHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let peerName: String
+    /// `mdsUnreachable` or `peerUnreachable`, as for the multiplexed connections.
+    private let unreachable: GedsError.Code
+    private let onReply: @Sendable (Reply) -> Void
+    private let onClose: @Sendable (GedsError) -> Void
+    private var reader = FrameReader()
+    private var closedError: GedsError?
+
+    init(peerName: String, onReply: @escaping @Sendable (Reply) -> Void, onClose: @escaping @Sendable (GedsError) -> Void) {
+        self.peerName = peerName
+        unreachable = peerName == "MDS" ? .mdsUnreachable : .peerUnreachable
+        self.onReply = onReply
+        self.onClose = onClose
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard closedError == nil else { return }
+        do {
+            try reader.consume(unwrapInboundIn(data)) { (frame) throws(GedsError) in
+                guard case .reply(_, let reply) = frame else {
+                    throw GedsError(.protocolViolation, "\(peerName) sent something other than replies on a subscription")
+                }
+                onReply(reply)
+            }
+        } catch {
+            closedError = error
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        onClose(closedError ?? GedsError(unreachable, "\(peerName) closed the connection"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        closedError = closedError ?? GedsError(unreachable, "connection to \(peerName) failed: \(Connection.describe(error))")
+        context.close(promise: nil)
+    }
+}

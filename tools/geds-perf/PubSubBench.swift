@@ -1,0 +1,248 @@
+import Foundation
+import GEDS
+import GedsCore
+import GedsNode
+
+/// The pubsub workload: seal-to-event latency beside Redis PUBLISH-to-subscriber latency, `wait` wake-up after a
+/// seal on another node (host), events delivered per second to 100 subscribers while 16 writers seal 4 KiB objects,
+/// and MDS lookups per second with those subscriptions open versus without.
+extension Bench {
+    func pubsub(clients: Int) async throws -> [Measurement] {
+        var results: [Measurement] = []
+        let redis = References.redisPubSubLatency(samples: 5000)
+        let reference = Reference("redis PUBLISH to a subscribed client p50", redis)
+
+        // Seal-to-event: one subscriber, objects of 4 KiB sealed by this node, the event awaited on its own connection.
+        progress("pubsub: seal-to-event latency, 2000 seals after 200 warm-up")
+        let payload = [UInt8](repeating: 0x5A, count: 4096)
+        let subscription = try await geds.subscribe(.prefix("ps-lat/", in: bucket))
+        var sample = 0
+        let sealToEvent = try await Bench.timedFrom(warmups: 200, samples: 2000) { () async throws -> (UInt64, UInt64) in
+            sample += 1
+            let key = "ps-lat/\(sample)"
+            let writer = try await geds.create(bucket: bucket, key: key)
+            try writer.write(payload, at: 0)
+            let start = DispatchTime.now().uptimeNanoseconds
+            async let sealed: Void = writer.seal()
+            guard let event = try await subscription.next(timeout: .seconds(10)), event.key == key else {
+                throw GedsError(.internal, "no event for \(key)")
+            }
+            let end = DispatchTime.now().uptimeNanoseconds
+            try await sealed
+            return (start, end)
+        }
+        subscription.cancel()
+        results.append(.latency(.pubsub, transport: .tcp, size: 4096, microseconds: sealToEvent.map { $0 * 1e6 }, reference: reference,
+                                note: "seal (4 KiB object) to its event at a subscriber of the prefix, one subscriber"))
+
+        // wait() on this node, seal by a second node of another host.
+        progress("pubsub: wait wake-up after a seal on another node, 300 samples")
+        let writerNode = try await GEDS.connect(NodeConfiguration(
+            mds: geds.node.configuration.mds, tier0Directory: geds.node.configuration.tier0Directory + "-pubsub-writer",
+            name: "perf-pubsub-writer-\(getpid())", hostID: "perf-pubsub-writer-host", publishCachedCopies: false, transport: .tcp))
+        var wakeUps: [Double] = []
+        do {
+            for index in 0..<330 {
+                let key = "ps-wait/\(index)"
+                let bucket = self.bucket
+                let geds = self.geds
+                let waiter = Task { () async throws -> UInt64 in
+                    _ = try await geds.wait(bucket: bucket, key: key, timeout: .seconds(10))
+                    return DispatchTime.now().uptimeNanoseconds
+                }
+                let writer = try await writerNode.create(bucket: bucket, key: key)
+                try writer.write(payload, at: 0)
+                try await Task.sleep(for: .milliseconds(15))  // the waiter has subscribed and looked by now
+                let start = DispatchTime.now().uptimeNanoseconds
+                try await writer.seal()
+                let woke = try await waiter.value
+                if index >= 30 { wakeUps.append(Double(woke - start) / 1e3) }
+            }
+        } catch {
+            await writerNode.close()
+            throw error
+        }
+        await writerNode.close()
+        results.append(.latency(.pubsub, transport: .tcp, size: 4096, microseconds: wakeUps, reference: reference,
+                                note: "wait() wake-up: seal on another node (host) to wait returning here (event + lookup)"))
+
+        results += try await pubsubThroughput(clients: clients)
+        _ = try await geds.delete(bucket: bucket, prefix: "ps-")
+        return results
+    }
+
+    /// 16 writers seal 4 KiB objects for `seconds`, first without subscribers, then with 100 on overlapping prefixes;
+    /// `clients` lookup clients run in both phases.
+    private func pubsubThroughput(clients: Int, seconds: Double = 4) async throws -> [Measurement] {
+        let writers = 16
+        let subscribers = 100
+        let payload = [UInt8](repeating: 0xA5, count: 4096)
+        let bucket = self.bucket
+        let geds = self.geds
+        let lookupKey = "ps-lookup"
+        try await geds.put(bucket: bucket, key: lookupKey, bytes: [1])
+
+        /// Lookups per second and objects written while the writers write for `seconds`.
+        func phase(_ name: String) async throws -> (lookups: Double, written: Int) {
+            progress("pubsub: \(writers) writers sealing 4 KiB objects and \(clients) lookup clients for \(Int(seconds)) s, \(name)")
+            let stop = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
+            let mdsEndpoint = geds.node.configuration.mds
+            return try await withThrowingTaskGroup(of: (Int, Int).self) { group in
+                for writer in 0..<writers {
+                    group.addTask {
+                        var count = 0
+                        while DispatchTime.now().uptimeNanoseconds < stop {
+                            try await geds.put(bucket: bucket, key: "ps-tp/\(name)/w\(writer)/\(count)", bytes: payload)
+                            count += 1
+                        }
+                        return (0, count)
+                    }
+                }
+                for _ in 0..<clients {
+                    group.addTask {
+                        let mds = Bench.ownMDSClient(mdsEndpoint)
+                        defer { mds.pool.closeAll() }
+                        var count = 0
+                        while DispatchTime.now().uptimeNanoseconds < stop {
+                            _ = try await mds.lookup(bucket: bucket, key: lookupKey)
+                            count += 1
+                        }
+                        return (count, 0)
+                    }
+                }
+                var lookups = 0
+                var written = 0
+                for try await (looked, wrote) in group {
+                    lookups += looked
+                    written += wrote
+                }
+                return (Double(lookups) / seconds, written)
+            }
+        }
+
+        let without = try await phase("without-subscribers")
+        // Overlapping scopes: the whole phase, one writer's folder ("wN/"), a bare prefix ("wN"), the whole bucket;
+        // each seal reaches 50 or 56–57 of them.
+        let scopes: [EventScope] = (0..<subscribers).map { index in
+            switch index % 4 {
+            case 0: .prefix("ps-tp/with-subscribers/", in: bucket)
+            case 1: .prefix("ps-tp/with-subscribers/w\(index % writers)/", in: bucket)
+            case 2: .prefix("ps-tp/with-subscribers/w\(index % writers)", in: bucket)
+            default: .bucket(bucket)
+            }
+        }
+        var subscriptions: [EventSubscription] = []
+        for scope in scopes { subscriptions.append(try await geds.subscribe(scope)) }
+        let start = DispatchTime.now().uptimeNanoseconds
+        let counting = subscriptions.map { subscription in
+            Task { () -> Int in
+                var count = 0
+                while let event = try? await subscription.next(), event.key != "ps-tp/end" { count += 1 }
+                return count
+            }
+        }
+        let with = try await phase("with-subscribers")
+        try await geds.put(bucket: bucket, key: "ps-tp/end", bytes: [0])  // only the bucket-wide ones see it: end them all
+        for (subscription, scope) in zip(subscriptions, scopes) where scope.kind != .bucket { subscription.cancel() }
+        var delivered = 0
+        for task in counting { delivered += await task.value }
+        let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        for subscription in subscriptions { subscription.cancel() }
+
+        var events = Measurement(workload: Workload.pubsub.rawValue, transport: Transport.tcp.rawValue, size_bytes: 4096,
+                                 ops_per_s: Double(delivered) / elapsed,
+                                 note: "events delivered per second to \(subscribers) subscribers on overlapping prefixes while "
+                                     + "\(writers) writers sealed \(with.written) objects of 4 KiB in \(Int(seconds)) s (\(delivered) events; no reference)")
+        events.samples = delivered
+        var lookups = Measurement(workload: Workload.pubsub.rawValue, transport: Transport.tcp.rawValue, size_bytes: 0,
+                                  ops_per_s: with.lookups,
+                                  note: "MDS lookups/s, \(clients) clients, with \(subscribers) subscriptions open and \(writers) writers sealing; "
+                                      + "reference: the same without subscriptions (goal: ratio ≥ 0.8)")
+        lookups.compare(with: Reference("MDS lookups/s without subscriptions", .success(without.lookups)), higherIsBetter: true,
+                        value: with.lookups)
+        return [events, lookups]
+    }
+
+    /// Like `timed`, but the body returns its own start and end (monotonic nanoseconds): the part it times.
+    static func timedFrom(warmups: Int, samples: Int, _ body: () async throws -> (UInt64, UInt64)) async throws -> [Double] {
+        for _ in 0..<warmups { _ = try await body() }
+        var seconds: [Double] = []
+        for _ in 0..<samples {
+            let (start, end) = try await body()
+            seconds.append(Double(end - start) / 1e9)
+        }
+        return seconds
+    }
+}
+
+extension References {
+    /// The p50 in µs from a PUBLISH sent on one connection to the message read on another, subscribed, connection
+    /// of a redis-server started here on loopback; one message in flight at a time, as the GEDS figure.
+    static func redisPubSubLatency(samples: Int) -> Result<Double, Missing> {
+        Result {
+            let server = try find("redis-server").get()
+            progress("reference: redis PUBLISH to a subscribed client, \(samples) messages")
+            let port = try Cluster.freePort()
+            let process = try Child.spawn(server, ["--port", String(port), "--bind", "127.0.0.1", "--save", "",
+                                                   "--appendonly", "no"], captureOutput: false)
+            defer { process.terminate() }
+            usleep(300_000)
+            let subscriber = try RESPConnection(port: port)
+            let publisher = try RESPConnection(port: port)
+            try subscriber.send("SUBSCRIBE geds-perf\r\n")
+            try subscriber.receive(exactly: "*3\r\n$9\r\nsubscribe\r\n$9\r\ngeds-perf\r\n:1\r\n".utf8.count)
+            let message = "*3\r\n$7\r\nmessage\r\n$9\r\ngeds-perf\r\n$4\r\nseal\r\n".utf8.count
+            var latencies: [Double] = []
+            for index in 0..<(samples + 500) {
+                let start = DispatchTime.now().uptimeNanoseconds
+                try publisher.send("PUBLISH geds-perf seal\r\n")
+                try subscriber.receive(exactly: message)
+                let end = DispatchTime.now().uptimeNanoseconds
+                try publisher.receive(exactly: ":1\r\n".utf8.count)
+                if index >= 500 { latencies.append(Double(end - start) / 1e3) }
+            }
+            return Statistics.percentile(latencies.sorted(), 0.5)
+        }.mapError { $0 as? Missing ?? Missing(reason: "\($0)") }
+    }
+}
+
+/// A blocking TCP connection to a local redis-server speaking just enough RESP for the pub/sub reference.
+final class RESPConnection {
+    private let descriptor: Int32
+
+    init(port: Int) throws {
+        descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        var one: Int32 = 1
+        setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard connected == 0 else {
+            close(descriptor)
+            throw GedsError.io("cannot connect to redis-server on port \(port)", errno: errno)
+        }
+    }
+
+    deinit { close(descriptor) }
+
+    func send(_ command: String) throws {
+        var text = command
+        let sent = text.withUTF8 { Glibc.send(descriptor, $0.baseAddress, $0.count, 0) }
+        guard sent == command.utf8.count else { throw GedsError.io("send to redis-server", errno: errno) }
+    }
+
+    /// Reads exactly `count` bytes (a reply of known length).
+    func receive(exactly count: Int) throws {
+        var buffer = [UInt8](repeating: 0, count: count)
+        var got = 0
+        while got < count {
+            let received = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress! + got, count - got, 0) }
+            guard received > 0 else { throw GedsError.io("receive from redis-server", errno: errno) }
+            got += received
+        }
+    }
+}
