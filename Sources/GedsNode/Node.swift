@@ -193,7 +193,9 @@ public final class Node: Sendable {
     }
 
     private func startHeartbeats() {
-        let task = Task { [weak self] in
+        // On the node's event loop, not the cooperative pool: an application whose tasks keep the pool's threads
+        // busy (the soak workload once did) must not make the node miss its lease.
+        let task = Task(executorPreference: executor) { [weak self] in
             // Four beats per lease, so one lost heartbeat never costs the lease.
             while !Task.isCancelled {
                 guard let lease = self?.session.withLock({ $0.leaseMilliseconds }) else { return }
