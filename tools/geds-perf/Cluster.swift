@@ -1,6 +1,7 @@
 import Foundation
 import GEDS
 import GedsCore
+import Logging
 
 /// The processes a measurement needs (an MDS and an owner node), started here unless --mds names a
 /// running MDS, and stopped when the run ends.
@@ -56,6 +57,15 @@ final class Cluster {
 
     /// The MDS this cluster started (nil when it uses a running one).
     var mdsPID: pid_t? { ownerPID == nil ? nil : children.first?.pid }
+
+    /// This process's own node, on the reader's (simulated) host, over TCP, logging warnings only.
+    func connectReader(named name: String) async throws -> GEDS {
+        var logger = Logger(label: "geds-perf")
+        logger.logLevel = .warning
+        return try await GEDS.connect(NodeConfiguration(
+            mds: mds, tier0Directory: scratch + "/" + name, name: "\(name)-\(getpid())", hostID: "perf-reader-host",
+            publishCachedCopies: false), logger: logger)
+    }
 
     /// Starts one more gedsd on a (simulated) host of its own; returns its process id.
     func startNode(name: String, hostID: String) throws -> pid_t {

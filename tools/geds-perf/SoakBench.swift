@@ -2,7 +2,6 @@ import Crypto
 import Foundation
 import GEDS
 import GedsCore
-import Logging
 
 /// A soak: an MDS and two gedsd nodes, and `clients` tasks in this process doing a random mix of put (handed
 /// off to one of the two nodes), get (bytes checked against their SHA-256), list, rename and delete for
@@ -14,11 +13,7 @@ enum SoakBench {
         let cluster = try Cluster(existingMDS: nil, binaries: binaries, ownerName: nil, hugePages: false)
         defer { cluster.stop() }
         let second = try cluster.startNode(name: "perf-soak-b", hostID: "perf-soak-b-host")
-        var logger = Logger(label: "geds-perf")
-        logger.logLevel = .warning
-        let geds = try await GEDS.connect(NodeConfiguration(
-            mds: cluster.mds, tier0Directory: cluster.scratch + "/soak-client", name: "perf-soak-client-\(getpid())",
-            hostID: "perf-reader-host", publishCachedCopies: false), logger: logger)
+        let geds = try await cluster.connectReader(named: "perf-soak-client")
         do {
             let processes = [("geds-mds", cluster.mdsPID), ("gedsd \(cluster.ownerName)", cluster.ownerPID),
                              ("gedsd perf-soak-b", second), ("geds-perf", getpid())].compactMap { name, pid in pid.map { (name, $0) } }

@@ -36,11 +36,7 @@ enum SpillBench {
                                   ownerArguments: ["--tier0-capacity", "\(sizes.tier0)", "--tier1", folder,
                                                    "--tier1-capacity", "\(tier1Capacity)"])
         defer { cluster.stop() }
-        var logger = Logger(label: "geds-perf")
-        logger.logLevel = .warning
-        let geds = try await GEDS.connect(NodeConfiguration(
-            mds: cluster.mds, tier0Directory: cluster.scratch + "/reader", name: "perf-spill-reader-\(getpid())",
-            hostID: "perf-reader-host", publishCachedCopies: false), logger: logger)
+        let geds = try await cluster.connectReader(named: "perf-spill-reader")
         do {
             let results = try await run(geds: geds, ownerName: cluster.ownerName, folder: folder, sizes: sizes)
             await geds.close()

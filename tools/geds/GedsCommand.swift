@@ -394,7 +394,7 @@ struct Nodes: AsyncParsableCommand {
             if json {
                 return try JSONOutput.print(JSONOutput.Nodes(nodes: nodes.map { node in
                     .init(name: node.name, alive: node.alive, role: node.role == .daemon ? "gedsd" : "embedded", host: node.hostID,
-                          tcp: "\(node.tcp)", rdma: node.rdma.map { "\($0)" }, objects: node.blobs, bytes: node.bytes)
+                          tcp: "\(node.tcp)", rdma: .init(node.rdma.map { "\($0)" }), objects: node.blobs, bytes: node.bytes)
                 }))
             }
             let lines = nodes.map { node in

@@ -27,34 +27,19 @@ enum JSONOutput {
         let node: String
         let tier: String
         /// The host id of a node's copy; nil for an S3 copy.
-        let host: String?
+        let host: Nullable<String>
         /// For an S3 copy: its region.
-        let region: String?
+        let region: Nullable<String>
         let transports: [String]
 
-        enum CodingKeys: CodingKey { case node, tier, host, region, transports }
-
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(node, forKey: .node)
-            try container.encode(tier, forKey: .tier)
-            try container.encode(host, forKey: .host)
-            try container.encode(region, forKey: .region)
-            try container.encode(transports, forKey: .transports)
-        }
 
         init(_ location: Location) {
             node = location.node
             tier = "\(location.tier)"
-            if location.tier == .s3 {
-                host = nil
-                region = location.hostID
-                transports = []
-            } else {
-                host = location.hostID
-                region = nil
-                transports = location.transportURLs
-            }
+            let inS3 = location.tier == .s3
+            host = Nullable(inS3 ? nil : location.hostID)
+            region = Nullable(inS3 ? location.hostID : nil)
+            transports = inS3 ? [] : location.transportURLs
         }
     }
 
@@ -65,24 +50,10 @@ enum JSONOutput {
         let sealed: Bool
         let modified: String
         let blob: String
-        let crc32c: String?
+        let crc32c: Nullable<String>
         let copies: [Copy]
         let metadata: [String: String]
 
-        enum CodingKeys: CodingKey { case bucket, key, size, sealed, modified, blob, crc32c, copies, metadata }
-
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(bucket, forKey: .bucket)
-            try container.encode(key, forKey: .key)
-            try container.encode(size, forKey: .size)
-            try container.encode(sealed, forKey: .sealed)
-            try container.encode(modified, forKey: .modified)
-            try container.encode(blob, forKey: .blob)
-            try container.encode(crc32c, forKey: .crc32c)
-            try container.encode(copies, forKey: .copies)
-            try container.encode(metadata, forKey: .metadata)
-        }
 
         init(_ info: ObjectInfo) {
             bucket = info.bucket
@@ -91,7 +62,7 @@ enum JSONOutput {
             sealed = info.sealed
             modified = JSONOutput.timestamp(info.modified)
             blob = info.blob.fileName
-            crc32c = info.locations.lazy.compactMap(\.checksum).first.map(hex32)
+            crc32c = Nullable(info.locations.lazy.compactMap(\.checksum).first.map(hex32))
             copies = info.locations.map(Copy.init)
             metadata = info.metadata
         }
@@ -109,26 +80,26 @@ enum JSONOutput {
             let role: String
             let host: String
             let tcp: String
-            let rdma: String?
+            let rdma: Nullable<String>
             let objects: UInt64
             let bytes: UInt64
-
-            enum CodingKeys: CodingKey { case name, alive, role, host, tcp, rdma, objects, bytes }
-
-            func encode(to encoder: any Encoder) throws {
-                var container = encoder.container(keyedBy: CodingKeys.self)
-                try container.encode(name, forKey: .name)
-                try container.encode(alive, forKey: .alive)
-                try container.encode(role, forKey: .role)
-                try container.encode(host, forKey: .host)
-                try container.encode(tcp, forKey: .tcp)
-                try container.encode(rdma, forKey: .rdma)
-                try container.encode(objects, forKey: .objects)
-                try container.encode(bytes, forKey: .bytes)
-            }
         }
 
         let nodes: [Node]
+    }
+
+    /// An optional that is written as `null` instead of being left out.
+    struct Nullable<Value: Encodable>: Encodable {
+        let value: Value?
+
+        init(_ value: Value?) {
+            self.value = value
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            if let value { try container.encode(value) } else { try container.encodeNil() }
+        }
     }
 
     static func print(_ value: some Encodable) throws(GedsError) {
