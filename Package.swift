@@ -50,7 +50,7 @@ let package = Package(
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .target(name: "GedsNode",
-                dependencies: ["GedsCore", "GedsWire", "GedsTier0", "GedsTier1", "GedsTCP", "GedsVerbs", "GedsS3",
+                dependencies: ["GedsCore", "GedsWire", "GedsTier0", "GedsTier1", "GedsTCP", "GedsVerbs", "GedsS3", "CLinux",
                                // for RDMAMetadataClient: the MDS's RDMA send/receive protocol, both sides in one place
                                "GedsMDS",
                                .product(name: "Logging", package: "swift-log")],
