@@ -51,21 +51,26 @@ final class Attachment: Sendable {
             if let variable = getenv("GEDS_NODE"), variable.pointee != 0 {
                 return try attach(path: String(cString: variable), mds: mds, logger: logger, reason: "GEDS_NODE")
             }
+            // Only a gedsd of the same host id: a process that says it is on another host (GEDS_HOST_ID) is not attached.
             let folder = LocalEndpoint.defaultDirectory
             for socket in socketFiles(in: folder) {
-                if let attachment = try? attach(path: folder + "/" + socket, mds: mds, logger: logger, reason: "found in \(folder)") {
-                    return attachment
+                guard let attachment = try? attach(path: folder + "/" + socket, mds: mds) else { continue }
+                if attachment.gedsd.hostID == configuration.hostID {
+                    return attachment.logged(logger, reason: "found in \(folder)")
                 }
             }
-            logger.info("no gedsd for MDS \(mds) on this host (GEDS_NODE unset, none in \(folder)): this process runs its own node")
+            logger.info("no gedsd of host \(configuration.hostID) for MDS \(mds) in \(folder) (and GEDS_NODE unset): this process runs its own node")
             return nil
         }
     }
 
     private static func attach(path: String, mds: String, logger: Logger, reason: String) throws(GedsError) -> Attachment {
-        let attachment = try attach(path: path, mds: mds)
-        logger.info("attached to gedsd \(attachment.gedsd.name) at \(path) (\(reason)): its tier 0 and MDS session serve this process")
-        return attachment
+        try attach(path: path, mds: mds).logged(logger, reason: reason)
+    }
+
+    private func logged(_ logger: Logger, reason: String) -> Attachment {
+        logger.info("attached to gedsd \(gedsd.name) at \(path) (\(reason)): its tier 0 and MDS session serve this process")
+        return self
     }
 
     private static func socketFiles(in folder: String) -> [String] {

@@ -32,13 +32,25 @@ public final class LocalEndpoint: Sendable {
 
     public static func defaultPath(nodeName: String) -> String { defaultDirectory + "/" + nodeName + ".sock" }
 
+    /// Listens at `defaultPath(nodeName:)`, or, when a live gedsd of the same name (of another MDS) holds it,
+    /// at NAME-PID.sock beside it: clients pick among the sockets there by MDS and host id.
+    public static func startAtDefaultPath(node: Node, mode: UInt32, logger: Logger) throws(GedsError) -> LocalEndpoint {
+        let name = node.configuration.name
+        var path = defaultPath(nodeName: name)
+        if let probe = try? LocalSocket.connect(to: path) {
+            probe.close()
+            path = defaultPath(nodeName: "\(name)-\(getpid())")
+        }
+        return try start(node: node, path: path, mode: mode, logger: logger)
+    }
+
     /// Listens at `path` with the socket file's permissions `mode` (0600: this user only). A stale socket
     /// file (no one answering) is replaced; a live one is an error.
     public static func start(node: Node, path: String, mode: UInt32, logger: Logger) throws(GedsError) -> LocalEndpoint {
         var address = try LocalSocket.socketAddress(path)
         if let probe = try? LocalSocket.connect(to: path) {
             probe.close()
-            throw GedsError(.invalidArgument, "another gedsd listens on \(path) already")
+            throw GedsError(.invalidArgument, "another gedsd listens on \(path) already (gedsd --socket PATH)")
         }
         unlink(path)
         if let slash = path.lastIndex(of: "/"), slash != path.startIndex {

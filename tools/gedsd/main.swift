@@ -92,8 +92,8 @@ struct GedsDaemon: AsyncParsableCommand {
             }
             store = try await GEDS.connect(configuration, logger: logger)
             do {
-                local = try LocalEndpoint.start(node: store.node, path: socket ?? LocalEndpoint.defaultPath(nodeName: configuration.name),
-                                                mode: mode, logger: logger)
+                local = try socket.map { (path) throws(GedsError) in try LocalEndpoint.start(node: store.node, path: path, mode: mode, logger: logger) }
+                    ?? LocalEndpoint.startAtDefaultPath(node: store.node, mode: mode, logger: logger)
             } catch {
                 await store.close()
                 throw error
