@@ -17,6 +17,8 @@ final class Attachment: Sendable {
     let path: String
     /// The MDS the process expects the gedsd to serve ("" for any).
     let mds: String
+    /// How long a gedsd may take to greet a new connection.
+    let helloMilliseconds: Int64
     private let state: Mutex<State>
 
     private struct State {
@@ -25,17 +27,21 @@ final class Attachment: Sendable {
         var gedsd: NodeInfo
     }
 
-    private init(path: String, mds: String, first: LocalConnection, gedsd: NodeInfo) {
+    private init(path: String, mds: String, helloMilliseconds: Int64, first: LocalConnection, gedsd: NodeInfo) {
         self.path = path
         self.mds = mds
+        self.helloMilliseconds = helloMilliseconds
         state = Mutex(State(pid: getpid(), idle: [first], gedsd: gedsd))
     }
 
     /// Connects to the gedsd at `path` and greets it.
-    static func attach(path: String, mds: String) throws(GedsError) -> Attachment {
-        let (connection, gedsd) = try LocalConnection.open(path: path, mds: mds)
-        return Attachment(path: path, mds: mds, first: connection, gedsd: gedsd)
+    static func attach(path: String, mds: String, helloMilliseconds: Int64) throws(GedsError) -> Attachment {
+        let (connection, gedsd) = try LocalConnection.open(path: path, mds: mds, helloMilliseconds: helloMilliseconds)
+        return Attachment(path: path, mds: mds, helloMilliseconds: helloMilliseconds, first: connection, gedsd: gedsd)
     }
+
+    /// A gedsd found by looking (not named by the user) that does not greet within this is passed over.
+    static let discoveryMilliseconds: Int64 = 500
 
     /// Which gedsd a process with `configuration` attaches to, if any: `.path` must attach; `.auto` attaches to
     /// `GEDS_NODE` (which must answer), else to the first socket in the default folder whose gedsd serves the same
@@ -46,15 +52,19 @@ final class Attachment: Sendable {
         case .never:
             return nil
         case .path(let path):
-            return try attach(path: path, mds: mds, logger: logger, reason: "as configured")
+            return try attach(path: path, mds: mds, helloMilliseconds: configuration.timeoutMilliseconds, logger: logger,
+                              reason: "as configured")
         case .auto:
             if let variable = getenv("GEDS_NODE"), variable.pointee != 0 {
-                return try attach(path: String(cString: variable), mds: mds, logger: logger, reason: "GEDS_NODE")
+                return try attach(path: String(cString: variable), mds: mds, helloMilliseconds: configuration.timeoutMilliseconds,
+                                  logger: logger, reason: "GEDS_NODE")
             }
             // Only a gedsd of the same host id: a process that says it is on another host (GEDS_HOST_ID) is not attached.
             let folder = LocalEndpoint.defaultDirectory
             for socket in socketFiles(in: folder) {
-                guard let attachment = try? attach(path: folder + "/" + socket, mds: mds) else { continue }
+                guard let attachment = try? attach(path: folder + "/" + socket, mds: mds, helloMilliseconds: discoveryMilliseconds) else {
+                    continue
+                }
                 if attachment.gedsd.hostID == configuration.hostID {
                     return attachment.logged(logger, reason: "found in \(folder)")
                 }
@@ -64,8 +74,9 @@ final class Attachment: Sendable {
         }
     }
 
-    private static func attach(path: String, mds: String, logger: Logger, reason: String) throws(GedsError) -> Attachment {
-        try attach(path: path, mds: mds).logged(logger, reason: reason)
+    private static func attach(path: String, mds: String, helloMilliseconds: Int64, logger: Logger,
+                               reason: String) throws(GedsError) -> Attachment {
+        try attach(path: path, mds: mds, helloMilliseconds: helloMilliseconds).logged(logger, reason: reason)
     }
 
     private func logged(_ logger: Logger, reason: String) -> Attachment {
@@ -101,7 +112,7 @@ final class Attachment: Sendable {
         }
         if let idle { return idle }
         do {
-            let (connection, gedsd) = try LocalConnection.open(path: path, mds: mds)
+            let (connection, gedsd) = try LocalConnection.open(path: path, mds: mds, helloMilliseconds: helloMilliseconds)
             state.withLock { $0.gedsd = gedsd }
             return connection
         } catch {
@@ -237,10 +248,18 @@ final class LocalConnection: Sendable {
 
     deinit { close() }
 
-    static func open(path: String, mds: String) throws(GedsError) -> (LocalConnection, NodeInfo) {
+    /// Connects and greets; a gedsd that does not answer within `helloMilliseconds` (a stopped one) is an error.
+    static func open(path: String, mds: String, helloMilliseconds: Int64) throws(GedsError) -> (LocalConnection, NodeInfo) {
         let connection = LocalConnection(socket: try LocalSocket.connect(to: path))
-        let (reply, descriptor) = try connection.roundTrip(.hello(pid: getpid(), mds: mds))
+        connection.socket.setReceiveTimeout(milliseconds: helloMilliseconds)
+        let (reply, descriptor): (Reply, Int32)
+        do {
+            (reply, descriptor) = try connection.roundTrip(.hello(pid: getpid(), mds: mds))
+        } catch where error.code == .timedOut {
+            throw GedsError(.timedOut, "the gedsd at \(path) did not answer within \(helloMilliseconds) ms")
+        }
         if descriptor >= 0 { Glibc.close(descriptor) }
+        connection.socket.setReceiveTimeout(milliseconds: 0)
         switch reply {
         case .nodes(let nodes) where nodes.count == 1:
             return (connection, nodes[0])

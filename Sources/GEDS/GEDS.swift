@@ -39,9 +39,9 @@ public final class GEDS: Sendable {
     }
 
     /// Attaches to the gedsd listening at `socketPath` (`gedsd --socket`); `mds` ("HOST:PORT"), when given,
-    /// must be the one it serves.
-    public static func attach(socketPath: String, mds: String = "") throws(GedsError) -> GEDS {
-        GEDS(attachment: try Attachment.attach(path: socketPath, mds: mds))
+    /// must be the one it serves. A gedsd that does not greet within `timeoutMilliseconds` is an error.
+    public static func attach(socketPath: String, mds: String = "", timeoutMilliseconds: Int64 = 10_000) throws(GedsError) -> GEDS {
+        GEDS(attachment: try Attachment.attach(path: socketPath, mds: mds, helloMilliseconds: timeoutMilliseconds))
     }
 
     private init(node: Node) {
@@ -241,7 +241,7 @@ public final class GEDS: Sendable {
 
     /// The node a relocation goes to: the named live node, else the least loaded live daemon.
     public func relocationTarget(named nodeName: String? = nil) async throws(GedsError) -> NodeInfo {
-        let candidates = try await nodes().filter { $0.alive && $0.name != nodeName }
+        let candidates = try await nodes().filter { $0.alive && $0.name != self.nodeName }
         if let nodeName {
             guard let named = candidates.first(where: { $0.name == nodeName }) else {
                 throw GedsError(.noSuchNode, "no live node named '\(nodeName)'")

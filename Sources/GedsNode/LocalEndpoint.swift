@@ -19,7 +19,8 @@ public final class LocalEndpoint: Sendable {
     private let listener: Int32
     private let node: Node
     private let logger: Logger
-    private let connections = Mutex(0)
+    /// The open connections' descriptors, shut down by `close` so that no client talks to a stopped node.
+    private let connections = Mutex<Set<Int32>>([])
     /// Connections beyond this are refused with a clear error (each costs a thread and a descriptor).
     public static let maximumConnections = 4096
 
@@ -67,7 +68,11 @@ public final class LocalEndpoint: Sendable {
             throw GedsError.io("cannot listen on \(path)", errno: code)
         }
         let endpoint = LocalEndpoint(path: path, mode: mode, listener: fd, node: node, logger: logger)
-        startThread { endpoint.acceptLoop() }
+        guard startThread({ endpoint.acceptLoop() }) else {
+            endpoint.close()
+            Glibc.close(fd)
+            throw GedsError(.internal, "cannot start the local endpoint's thread")
+        }
         return endpoint
     }
 
@@ -79,10 +84,14 @@ public final class LocalEndpoint: Sendable {
         self.logger = logger
     }
 
-    /// Stops accepting and removes the socket file; open connections end when their clients close them.
+    /// Stops accepting, removes the socket file and ends every connection (their clients' calls fail).
     public func close() {
         shutdown(listener, Int32(SHUT_RDWR))
         unlink(path)
+        // Under the lock: a connection's thread takes its descriptor out before closing it, so none is reused here.
+        connections.withLock { open in
+            for descriptor in open { shutdown(descriptor, Int32(SHUT_RDWR)) }
+        }
     }
 
     private func acceptLoop() {
@@ -94,22 +103,22 @@ public final class LocalEndpoint: Sendable {
                 Glibc.close(listener)
                 return
             }
-            startThread { self.serve(LocalSocket(descriptor: fd)) }
+            if !startThread({ self.serve(LocalSocket(descriptor: fd)) }) { Glibc.close(fd) }
         }
     }
 
     // MARK: One connection
 
     private func serve(_ socket: LocalSocket) {
-        let admitted = connections.withLock { count -> Bool in
-            guard count < LocalEndpoint.maximumConnections else { return false }
-            count += 1
+        let admitted = connections.withLock { open -> Bool in
+            guard open.count < LocalEndpoint.maximumConnections else { return false }
+            open.insert(socket.descriptor)
             return true
         }
         let session = LocalSession(node: node)
         defer {
+            if admitted { connections.withLock { _ = $0.remove(socket.descriptor) } }
             socket.close()
-            if admitted { connections.withLock { $0 -= 1 } }
             let abandoned = session.abandonAll()
             if abandoned > 0 { logger.info("local client went away: \(abandoned) unsealed objects reclaimed") }
         }
@@ -315,8 +324,9 @@ final class LocalSession: Sendable {
     }
 }
 
-/// Runs `body` on a thread of its own (the local endpoint's blocking accept and connection loops).
-private func startThread(_ body: @escaping @Sendable () -> Void) {
+/// Runs `body` on a thread of its own (the local endpoint's blocking accept and connection loops); false
+/// when no thread could be made.
+private func startThread(_ body: @escaping @Sendable () -> Void) -> Bool {
     final class Body: Sendable {
         let run: @Sendable () -> Void
         init(_ run: @escaping @Sendable () -> Void) { self.run = run }
@@ -327,11 +337,12 @@ private func startThread(_ body: @escaping @Sendable () -> Void) {
         Unmanaged<Body>.fromOpaque(raw!).takeRetainedValue().run()
         return nil
     }, context)
-    if created == 0 {
-        pthread_detach(thread)
-    } else {
-        Unmanaged<Body>.fromOpaque(context).takeRetainedValue().run()
+    guard created == 0 else {
+        Unmanaged<Body>.fromOpaque(context).release()
+        return false
     }
+    pthread_detach(thread)
+    return true
 }
 
 extension Node {

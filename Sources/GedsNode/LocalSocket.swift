@@ -46,6 +46,12 @@ public struct LocalSocket: Sendable {
 
     public func close() { _ = Glibc.close(descriptor) }
 
+    /// How long a receive may wait before it fails with `timedOut` (0: for ever).
+    public func setReceiveTimeout(milliseconds: Int64) {
+        var limit = timeval(tv_sec: Int(milliseconds / 1000), tv_usec: Int(milliseconds % 1000) * 1000)
+        _ = setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+    }
+
     /// Sends `bytes`, with `passing` (a descriptor, not closed here) beside the first of them.
     public func send(_ bytes: [UInt8], passing: Int32 = -1) throws(GedsError) {
         var done = 0
@@ -103,6 +109,9 @@ public struct LocalSocket: Sendable {
             }
             if got < 0 {
                 if errno == EINTR { continue }
+                if errno == EAGAIN || errno == EWOULDBLOCK {
+                    throw GedsError(.timedOut, "no answer on the local socket within its time limit")
+                }
                 throw GedsError.io("local socket", errno: errno)
             }
             if got == 0 {
