@@ -46,9 +46,10 @@ struct AttachTests {
 
             // Ranged reads into caller memory, and a read of a whole object in one call.
             try await attached.put(bucket: "attach", key: "small", bytes: Array(bytes[..<4096]))
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            let got = try await buffer.withUnsafeMutableBytes { try await attached.read(bucket: "attach", key: "small", into: $0) }
-            #expect(got == 4096 && buffer == Array(bytes[..<4096]))
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
+            defer { buffer.deallocate() }
+            let got = try await attached.read(bucket: "attach", key: "small", into: buffer)
+            #expect(got == 4096 && Array(buffer) == Array(bytes[..<4096]))
             #expect(try await attached.open(bucket: "attach", key: "small").read(at: 100, length: 50) == Array(bytes[100..<150]))
             let missing = await gedsError { _ = try await attached.get(bucket: "attach", key: "none") }
             #expect(missing?.code == .noSuchObject)
