@@ -71,20 +71,20 @@ public final class GEDS: Sendable {
 
     public func createBucket(_ name: String) async throws(GedsError) {
         _ = try BucketName(name)
-        if let attachment { return try attachment.expectOK(.createBucket(name)) }
+        if let attachment { return try attachment.expectOK(.call(.createBucket(name))) }
         try await node.mds.expectOK(.createBucket(name))
     }
 
     /// Deletes an empty bucket, or with `force` a bucket and all its objects.
     public func deleteBucket(_ name: String, force: Bool = false) async throws(GedsError) {
         _ = try BucketName(name)
-        if let attachment { return try attachment.expectOK(.deleteBucket(name, force: force)) }
+        if let attachment { return try attachment.expectOK(.call(.deleteBucket(name, force: force))) }
         try await node.deleteBucket(name, force: force)
     }
 
     public func listBuckets() async throws(GedsError) -> [String] {
         if let attachment {
-            let reply = try attachment.call(.listBuckets)
+            let reply = try attachment.call(.call(.listBuckets))
             guard case .buckets(let names) = reply else { throw Attachment.unexpected(reply) }
             return names
         }
@@ -148,7 +148,7 @@ public final class GEDS: Sendable {
 
     private func lookup(bucket: String, key: String) async throws(GedsError) -> ObjectInfo {
         if let attachment {
-            let reply = try attachment.call(.lookup(bucket: bucket, key: key))
+            let reply = try attachment.call(.call(.lookup(bucket: bucket, key: key)))
             guard case .object(let info) = reply else { throw Attachment.unexpected(reply) }
             return info
         }
@@ -160,8 +160,8 @@ public final class GEDS: Sendable {
                      maxKeys: Int = 1000) async throws(GedsError) -> ListPage {
         _ = try BucketName(bucket)
         if let attachment {
-            let reply = try attachment.call(.list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter,
-                                                  maxKeys: UInt32(clamping: maxKeys)))
+            let reply = try attachment.call(.call(.list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter,
+                                                  maxKeys: UInt32(clamping: maxKeys))))
             guard case .page(let page) = reply else { throw Attachment.unexpected(reply) }
             return page
         }
@@ -184,7 +184,7 @@ public final class GEDS: Sendable {
 
     public func delete(bucket: String, key: String) async throws(GedsError) {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
-        if let attachment { return try attachment.expectOK(.deleteObject(bucket: bucket, key: key)) }
+        if let attachment { return try attachment.expectOK(.call(.deleteObject(bucket: bucket, key: key))) }
         try await node.delete(bucket: bucket, key: key)
     }
 
@@ -193,7 +193,7 @@ public final class GEDS: Sendable {
     public func delete(bucket: String, prefix: String) async throws(GedsError) -> UInt64 {
         _ = try BucketName(bucket)
         if let attachment {
-            let reply = try attachment.call(.deletePrefix(bucket: bucket, prefix: prefix))
+            let reply = try attachment.call(.call(.deletePrefix(bucket: bucket, prefix: prefix)))
             guard case .count(let count) = reply else { throw Attachment.unexpected(reply) }
             return count
         }
@@ -204,7 +204,7 @@ public final class GEDS: Sendable {
     public func rename(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
         _ = try ObjectPath(bucket: BucketName(toBucket), key: ObjectKey(toKey))
-        if let attachment { return try attachment.expectOK(.rename(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey)) }
+        if let attachment { return try attachment.expectOK(.call(.rename(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey))) }
         try await node.rename(bucket: bucket, key: key, toBucket: toBucket, toKey: toKey)
     }
 
@@ -213,7 +213,7 @@ public final class GEDS: Sendable {
     public func copy(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
         _ = try ObjectPath(bucket: BucketName(toBucket), key: ObjectKey(toKey))
-        if let attachment { return try attachment.expectOK(.copy(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey)) }
+        if let attachment { return try attachment.expectOK(.call(.copy(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey))) }
         try await node.copy(bucket: bucket, key: key, toBucket: toBucket, toKey: toKey)
     }
 
@@ -224,7 +224,7 @@ public final class GEDS: Sendable {
     /// Replaces the object's user metadata.
     public func setMetadata(bucket: String, key: String, _ metadata: [String: String]) async throws(GedsError) {
         try UserMetadata.validate(metadata)
-        if let attachment { return try attachment.expectOK(.setMetadata(bucket: bucket, key: key, metadata: metadata)) }
+        if let attachment { return try attachment.expectOK(.call(.setMetadata(bucket: bucket, key: key, metadata: metadata))) }
         try await node.setMetadata(bucket: bucket, key: key, metadata)
     }
 
@@ -232,7 +232,7 @@ public final class GEDS: Sendable {
 
     public func nodes() async throws(GedsError) -> [NodeInfo] {
         if let attachment {
-            let reply = try attachment.call(.listNodes)
+            let reply = try attachment.call(.call(.listNodes))
             guard case .nodes(let nodes) = reply else { throw Attachment.unexpected(reply) }
             return nodes
         }

@@ -284,6 +284,20 @@ final class LocalSession: Sendable {
             let target = handOffTo.isEmpty ? nil : try await node.liveNode(named: handOffTo)
             try await node.seal(object.writable, metadata: metadata, handingOffTo: target, persistency: object.persistency)
             return .ok
+        case .relocate(let bucket, let key, let toNode):
+            let info = try await node.lookup(bucket: bucket, key: key)
+            try await node.relocate(info, to: try await node.liveNode(named: toNode))
+            return .ok
+        case .call(let call):
+            return try await answer(call)
+        case .hello, .create, .view, .read:
+            throw GedsError(.protocolViolation, "unexpected local request \(request)")
+        }
+    }
+
+    /// A metadata call of the API, run as the node's own (the `GEDS` methods of an embedded node do the same).
+    private func answer(_ call: Request) async throws(GedsError) -> Reply {
+        switch call {
         case .createBucket(let bucket):
             try await node.mds.expectOK(.createBucket(bucket))
         case .deleteBucket(let bucket, let force):
@@ -314,11 +328,8 @@ final class LocalSession: Sendable {
             return .nodes(try await node.mds.nodes())
         case .flush(let timeout):
             try await node.flushEverywhere(timeoutMilliseconds: timeout)
-        case .relocate(let bucket, let key, let toNode):
-            let info = try await node.lookup(bucket: bucket, key: key)
-            try await node.relocate(info, to: try await node.liveNode(named: toNode))
-        case .hello, .create, .view, .read:
-            throw GedsError(.protocolViolation, "unexpected local request \(request)")
+        default:
+            throw GedsError(.protocolViolation, "\(call) is not a call of the local endpoint")
         }
         return .ok
     }

@@ -9,38 +9,29 @@ public enum LocalRequest: Sendable, Equatable {
     /// First on every connection: the client's process id and the MDS it expects ("" for any); answered
     /// `nodes([the gedsd])`, or a failure when the gedsd refuses the peer or serves another MDS.
     case hello(pid: Int32, mds: String)
-    case createBucket(String)
-    case deleteBucket(String, force: Bool)
-    case listBuckets
-    case setBucketStorage(bucket: String, storage: BucketStorage?)
-    case bucketStorage(bucket: String)
     /// A new object in the gedsd's tier 0, owned by this connection until sealed: answered `created(blob)`
     /// with the file's descriptor. A connection that closes first takes its unsealed objects with it.
     case create(bucket: String, key: String, persistency: Persistency?)
     /// The client wrote `size` bytes into the file: the gedsd seals and publishes it (handing it off to the
     /// named node first when `handOffTo` is not empty).
     case seal(blob: BlobID, size: UInt64, metadata: [String: String], handOffTo: String)
-    case lookup(bucket: String, key: String)
     /// The sealed tier-0 file of the object, fetched into the gedsd's tier 0 first when it lives elsewhere:
     /// answered `count(size)` with a read-only descriptor.
     case view(ObjectInfo)
     /// Up to `length` bytes (at most `WireLimits.maximumDataPayload`) at `offset`: answered `stream(n)` and
     /// one data frame of n bytes. With an `info`, of that object; else of whatever `bucket/key` names now.
     case read(info: ObjectInfo?, bucket: String, key: String, offset: UInt64, length: UInt32)
-    case list(bucket: String, prefix: String, delimiter: String, startAfter: String, maxKeys: UInt32)
-    case deleteObject(bucket: String, key: String)
-    case deletePrefix(bucket: String, prefix: String)
-    case rename(fromBucket: String, fromKey: String, toBucket: String, toKey: String)
-    case copy(fromBucket: String, fromKey: String, toBucket: String, toKey: String)
-    case setMetadata(bucket: String, key: String, metadata: [String: String])
-    case listNodes
-    case flush(timeoutMilliseconds: UInt64)
+    /// Moves the object to the named node (`GEDS.relocate`).
     case relocate(bucket: String, key: String, toNode: String)
+    /// One of the API's metadata calls, in the MDS's own message (`createBucket`, `deleteBucket`, `listBuckets`,
+    /// `setBucketStorage`, `bucketStorage`, `lookup`, `list`, `deleteObject`, `deletePrefix`, `rename`, `copy`,
+    /// `setMetadata`, `listNodes`, `flush`): run as the gedsd's own API call (S3 follow-ups, read-through and
+    /// merged listings included; `flush` waits for every node) and answered as that call.
+    case call(Request)
 }
 
 private enum LocalRequestTag: UInt8 {
-    case hello = 1, createBucket, deleteBucket, listBuckets, setBucketStorage, bucketStorage, create, seal, lookup,
-         view, read, list, deleteObject, deletePrefix, rename, copy, setMetadata, listNodes, flush, relocate
+    case hello = 1, create, seal, view, read, relocate, call
 }
 
 extension LocalRequest {
@@ -50,22 +41,6 @@ extension LocalRequest {
             buffer.writeInteger(LocalRequestTag.hello.rawValue)
             buffer.writeInteger(pid)
             buffer.writeWireString(mds)
-        case .createBucket(let bucket):
-            buffer.writeInteger(LocalRequestTag.createBucket.rawValue)
-            buffer.writeWireString(bucket)
-        case .deleteBucket(let bucket, let force):
-            buffer.writeInteger(LocalRequestTag.deleteBucket.rawValue)
-            buffer.writeWireString(bucket)
-            buffer.writeBool(force)
-        case .listBuckets:
-            buffer.writeInteger(LocalRequestTag.listBuckets.rawValue)
-        case .setBucketStorage(let bucket, let storage):
-            buffer.writeInteger(LocalRequestTag.setBucketStorage.rawValue)
-            buffer.writeWireString(bucket)
-            buffer.writeOptionalBucketStorage(storage)
-        case .bucketStorage(let bucket):
-            buffer.writeInteger(LocalRequestTag.bucketStorage.rawValue)
-            buffer.writeWireString(bucket)
         case .create(let bucket, let key, let persistency):
             buffer.writeInteger(LocalRequestTag.create.rawValue)
             buffer.writeWireStrings([bucket, key])
@@ -77,9 +52,6 @@ extension LocalRequest {
             buffer.writeInteger(size)
             buffer.writeMetadata(metadata)
             buffer.writeWireString(handOffTo)
-        case .lookup(let bucket, let key):
-            buffer.writeInteger(LocalRequestTag.lookup.rawValue)
-            buffer.writeWireStrings([bucket, key])
         case .view(let info):
             buffer.writeInteger(LocalRequestTag.view.rawValue)
             buffer.writeObjectInfo(info)
@@ -90,34 +62,12 @@ extension LocalRequest {
             buffer.writeInteger(length)
             buffer.writeBool(info != nil)
             if let info { buffer.writeObjectInfo(info) }
-        case .list(let bucket, let prefix, let delimiter, let startAfter, let maxKeys):
-            buffer.writeInteger(LocalRequestTag.list.rawValue)
-            buffer.writeWireStrings([bucket, prefix, delimiter, startAfter])
-            buffer.writeInteger(maxKeys)
-        case .deleteObject(let bucket, let key):
-            buffer.writeInteger(LocalRequestTag.deleteObject.rawValue)
-            buffer.writeWireStrings([bucket, key])
-        case .deletePrefix(let bucket, let prefix):
-            buffer.writeInteger(LocalRequestTag.deletePrefix.rawValue)
-            buffer.writeWireStrings([bucket, prefix])
-        case .rename(let fromBucket, let fromKey, let toBucket, let toKey):
-            buffer.writeInteger(LocalRequestTag.rename.rawValue)
-            buffer.writeWireStrings([fromBucket, fromKey, toBucket, toKey])
-        case .copy(let fromBucket, let fromKey, let toBucket, let toKey):
-            buffer.writeInteger(LocalRequestTag.copy.rawValue)
-            buffer.writeWireStrings([fromBucket, fromKey, toBucket, toKey])
-        case .setMetadata(let bucket, let key, let metadata):
-            buffer.writeInteger(LocalRequestTag.setMetadata.rawValue)
-            buffer.writeWireStrings([bucket, key])
-            buffer.writeMetadata(metadata)
-        case .listNodes:
-            buffer.writeInteger(LocalRequestTag.listNodes.rawValue)
-        case .flush(let timeout):
-            buffer.writeInteger(LocalRequestTag.flush.rawValue)
-            buffer.writeInteger(timeout)
         case .relocate(let bucket, let key, let node):
             buffer.writeInteger(LocalRequestTag.relocate.rawValue)
             buffer.writeWireStrings([bucket, key, node])
+        case .call(let request):
+            buffer.writeInteger(LocalRequestTag.call.rawValue)
+            request.encode(into: &buffer)
         }
     }
 
@@ -130,25 +80,12 @@ extension LocalRequest {
         switch tag {
         case .hello:
             request = .hello(pid: try payload.readWireInteger("pid"), mds: try payload.readWireString())
-        case .createBucket:
-            request = .createBucket(try payload.readWireString())
-        case .deleteBucket:
-            request = .deleteBucket(try payload.readWireString(), force: try payload.readBool())
-        case .listBuckets:
-            request = .listBuckets
-        case .setBucketStorage:
-            request = .setBucketStorage(bucket: try payload.readWireString(), storage: try payload.readOptionalBucketStorage())
-        case .bucketStorage:
-            request = .bucketStorage(bucket: try payload.readWireString())
         case .create:
             let names = try payload.readNames(2)
             request = .create(bucket: names[0], key: names[1], persistency: try payload.readBool() ? try payload.readPersistency() : nil)
         case .seal:
             request = .seal(blob: try payload.readWireInteger("blob"), size: try payload.readWireInteger("size"),
                             metadata: try payload.readMetadata(), handOffTo: try payload.readWireString())
-        case .lookup:
-            let names = try payload.readNames(2)
-            request = .lookup(bucket: names[0], key: names[1])
         case .view:
             request = .view(try payload.readObjectInfo())
         case .read:
@@ -157,32 +94,12 @@ extension LocalRequest {
             let length: UInt32 = try payload.readWireInteger("length")
             let info = try payload.readBool() ? try payload.readObjectInfo() : nil
             request = .read(info: info, bucket: names[0], key: names[1], offset: offset, length: length)
-        case .list:
-            let names = try payload.readNames(4)
-            request = .list(bucket: names[0], prefix: names[1], delimiter: names[2], startAfter: names[3],
-                            maxKeys: try payload.readWireInteger("maxKeys"))
-        case .deleteObject:
-            let names = try payload.readNames(2)
-            request = .deleteObject(bucket: names[0], key: names[1])
-        case .deletePrefix:
-            let names = try payload.readNames(2)
-            request = .deletePrefix(bucket: names[0], prefix: names[1])
-        case .rename:
-            let names = try payload.readNames(4)
-            request = .rename(fromBucket: names[0], fromKey: names[1], toBucket: names[2], toKey: names[3])
-        case .copy:
-            let names = try payload.readNames(4)
-            request = .copy(fromBucket: names[0], fromKey: names[1], toBucket: names[2], toKey: names[3])
-        case .setMetadata:
-            let names = try payload.readNames(2)
-            request = .setMetadata(bucket: names[0], key: names[1], metadata: try payload.readMetadata())
-        case .listNodes:
-            request = .listNodes
-        case .flush:
-            request = .flush(timeoutMilliseconds: try payload.readWireInteger("timeout"))
         case .relocate:
             let names = try payload.readNames(3)
             request = .relocate(bucket: names[0], key: names[1], toNode: names[2])
+        case .call:
+            // The MDS message takes the rest of the payload (its decoder checks that it ends there).
+            return .call(try Request.decode(from: &payload))
         }
         try payload.expectEnd()
         return request

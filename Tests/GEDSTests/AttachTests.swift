@@ -102,7 +102,7 @@ struct AttachTests {
                 // The child: only this thread exists, so it uses the attachment's blocking calls directly.
                 var status: Int32 = 1
                 do throws(GedsError) {
-                    guard case .object(let info) = try attachment.call(.lookup(bucket: "attach", key: "parent")) else { _exit(2) }
+                    guard case .object(let info) = try attachment.call(.call(.lookup(bucket: "attach", key: "parent"))) else { _exit(2) }
                     let view = try attachment.view(info)
                     let (connection, writable) = try attachment.create(bucket: "attach", key: "child", persistency: nil)
                     try writable.write(view.bytes, at: 0)
