@@ -176,7 +176,7 @@ public final class LocalEndpoint: Sendable {
         switch request {
         case .view(let info):
             // The node's view keeps the file mapped (and so present) until the descriptor is on its way.
-            let outcome = LocalEndpoint.wait { () throws(GedsError) -> (MappedBytes, Int32) in
+            let outcome = wait { () throws(GedsError) -> (MappedBytes, Int32) in
                 let view = try await self.node.view(of: info)
                 return (view, try self.node.descriptor(ofViewed: info))
             }
@@ -195,7 +195,7 @@ public final class LocalEndpoint: Sendable {
             defer { buffer.deallocate() }
             // Only this thread and the awaited read touch the buffer, one after the other.
             nonisolated(unsafe) let destination = UnsafeMutableRawBufferPointer(rebasing: buffer[..<count])
-            let outcome = LocalEndpoint.wait { () throws(GedsError) -> Int in
+            let outcome = wait { () throws(GedsError) -> Int in
                 var object = info
                 if object == nil { object = try await self.node.lookup(bucket: bucket, key: key) }
                 return try await self.node.read(object!, at: offset, into: destination)
@@ -208,7 +208,7 @@ public final class LocalEndpoint: Sendable {
                 try socket.send(LocalFrame.bytes(.failure(error), id: id))
             }
         case .create(let bucket, let key, let persistency):
-            switch LocalEndpoint.wait({ () throws(GedsError) in try await session.create(bucket: bucket, key: key, persistency: persistency) }) {
+            switch wait({ () throws(GedsError) in try await session.create(bucket: bucket, key: key, persistency: persistency) }) {
             case .success(let writable):
                 let sent: Result<Void, GedsError> = writable.withDescriptor { descriptor in
                     Result { () throws(GedsError) in try socket.send(LocalFrame.bytes(.created(blob: writable.blob), id: id), passing: descriptor) }
@@ -219,7 +219,7 @@ public final class LocalEndpoint: Sendable {
             }
         default:
             let reply: Reply
-            switch LocalEndpoint.wait({ () throws(GedsError) in try await session.handle(request) }) {
+            switch wait({ () throws(GedsError) in try await session.handle(request) }) {
             case .success(let value): reply = value
             case .failure(let error): reply = .failure(error)
             }
@@ -227,11 +227,12 @@ public final class LocalEndpoint: Sendable {
         }
     }
 
-    /// Runs `body` on the concurrency pool and waits for it on this (connection) thread.
-    private static func wait<Value: Sendable>(_ body: @escaping @Sendable () async throws(GedsError) -> Value) -> Result<Value, GedsError> {
+    /// Runs `body` and waits for it on this (connection) thread. It runs on the event loop of the node's
+    /// connections (as `Node.onLoop`): its MDS round trips then cost no further thread hand-offs.
+    private func wait<Value: Sendable>(_ body: @escaping @Sendable () async throws(GedsError) -> Value) -> Result<Value, GedsError> {
         let done = DispatchSemaphore(value: 0)
         let result = Mutex<Result<Value, GedsError>?>(nil)
-        Task {
+        Task(executorPreference: node.mds.rdma?.active == true ? nil : node.executor) {
             let outcome: Result<Value, GedsError>
             do throws(GedsError) { outcome = .success(try await body()) } catch { outcome = .failure(error) }
             result.withLock { $0 = outcome }

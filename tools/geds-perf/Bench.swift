@@ -148,7 +148,7 @@ struct Bench {
         case .local: try await localRead()
         case .write: try await write()
         case .nodeScale: try await NodeScale.measure(geds: geds, bucket: bucket, count: parameters.nodeObjects)
-        case .mdsScale, .tier1, .spill, .s3: []  // run on their own, see MetadataScale, Tier1Bench, SpillBench and S3Bench
+        case .mdsScale, .tier1, .spill, .s3, .attach: []  // run on their own, see MetadataScale, Tier1Bench, SpillBench, S3Bench and AttachBench
         }
     }
 

@@ -29,7 +29,7 @@ struct GedsPerf: AsyncParsableCommand {
             help: "For rdma: OWNER,READER, addresses of two RDMA devices (two hosts); the owner gedsd serves on the first, this process reads from the second (default inside tools/rxe-vm --two-hosts: 10.10.1.2,10.10.1.1).")
     var rdmaAddresses: String?
 
-    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); spill reads from a gedsd while it spills to tier 1 (see --spill-*); s3 is read-through from moto_server beside boto3; mds-scale, node-scale, tier1, spill and s3 run only when named.")
+    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); spill reads from a gedsd while it spills to tier 1 (see --spill-*); s3 is read-through from moto_server beside boto3; attach measures a process attached to a gedsd's local socket beside redis-benchmark -s; mds-scale, node-scale, tier1, spill, s3 and attach run only when named.")
     var workloads: String = Workload.defaults.map(\.rawValue).joined(separator: ",")
 
     @Option(help: "Object sizes for read-bw and read-tier0, comma-separated; K, M, G mean KiB, MiB, GiB.")
@@ -229,6 +229,10 @@ struct GedsPerf: AsyncParsableCommand {
         if selected.contains(.spill) {
             results += try await SpillBench.measure(binaries: binaries, parent: spillDir, sizes: try parsedSpillSizes())
         }
+        if selected.contains(.attach) {
+            if mds != nil { throw ValidationError("the attach workload starts its own MDS and gedsd: it cannot use --mds") }
+            results += try await AttachBench.measure(binaries: binaries, clients: clients)
+        }
         if selected.contains(.s3) {
             results += try await S3Bench.measure(size: try parsedS3Size(), repetitions: repetitions)
         }
@@ -331,6 +335,7 @@ struct GedsPerf: AsyncParsableCommand {
 enum Workload: String, CaseIterable {
     case readBandwidth = "read-bw", readIntoTier0 = "read-tier0", readManyMiB = "read-1mib", latency
     case metadataOps = "mds-ops", local, write, mdsScale = "mds-scale", nodeScale = "node-scale", tier1, spill, s3
+    case attach
 
     /// The scale workloads, tier1 and spill (gigabytes of disk I/O) and s3 (needs moto_server) are opt-in, to
     /// keep a default run short.
@@ -338,7 +343,7 @@ enum Workload: String, CaseIterable {
 
     var dataPlane: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .latency].contains(self) }
     /// Whether it runs on the shared cluster (spill starts its own, with a capped tier 0 and a tier 1).
-    var needsCluster: Bool { ![.mdsScale, .tier1, .spill, .s3].contains(self) }
+    var needsCluster: Bool { ![.mdsScale, .tier1, .spill, .s3, .attach].contains(self) }
     var measuresBandwidth: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .write].contains(self) }
 
     static func parse(_ list: String) throws -> [Workload] {
