@@ -115,12 +115,13 @@ public final class LocalEndpoint: Sendable {
             open.insert(socket.descriptor)
             return true
         }
-        let session = LocalSession(node: node)
+        var session: LocalSession?
         defer {
             if admitted { connections.withLock { _ = $0.remove(socket.descriptor) } }
             socket.close()
-            let abandoned = session.abandonAll()
-            if abandoned > 0 { logger.info("local client went away: \(abandoned) unsealed objects reclaimed") }
+            if let abandoned = session?.abandonAll(), abandoned > 0 {
+                logger.info("local client went away: \(abandoned) unsealed objects reclaimed")
+            }
         }
         do throws(GedsError) {
             // The first frame must be a hello, answered only once the peer is let in.
@@ -129,11 +130,19 @@ public final class LocalEndpoint: Sendable {
             guard first.header.kind == .request, case .hello(let pid, let mds) = try LocalFrame.request(from: first.payload) else {
                 throw GedsError(.protocolViolation, "a local connection must begin with hello")
             }
-            if let refusal = refusal(socket, admitted: admitted, mds: mds) {
+            var peerPID: Int32 = 0
+            var uid: UInt32 = 0
+            var gid: UInt32 = 0
+            guard clinux_peer_credentials(socket.descriptor, &peerPID, &uid, &gid) == 0 else {
+                throw GedsError.io("cannot read the credentials of local client \(pid)", errno: errno)
+            }
+            if let refusal = refusal(uid: uid, gid: gid, admitted: admitted, mds: mds) {
                 logger.notice("local endpoint refused pid \(pid): \(refusal.message)")
                 try socket.send(LocalFrame.bytes(.failure(refusal), id: first.header.requestID))
                 return
             }
+            let current = LocalSession(node: node, trusted: uid == getuid() || uid == 0)
+            session = current
             try socket.send(LocalFrame.bytes(.nodes([node.ownInfo]), id: first.header.requestID))
             while let frame = try socket.receiveFrame() {
                 if frame.descriptor >= 0 { Glibc.close(frame.descriptor) }
@@ -141,7 +150,7 @@ public final class LocalEndpoint: Sendable {
                     throw GedsError(.protocolViolation, "expected a request frame, got a \(frame.header.kind) frame")
                 }
                 let request = try LocalFrame.request(from: frame.payload)
-                try answer(request, id: frame.header.requestID, session: session, on: socket)
+                try answer(request, id: frame.header.requestID, session: current, on: socket)
             }
         } catch {
             logger.debug("local connection ended: \(error.message)")
@@ -150,13 +159,7 @@ public final class LocalEndpoint: Sendable {
 
     /// Why a peer may not attach, nil when it may: its user (SO_PEERCRED) against the socket's mode, the
     /// connection limit, and the MDS it expects.
-    private func refusal(_ socket: LocalSocket, admitted: Bool, mds: String) -> GedsError? {
-        var pid: Int32 = 0
-        var uid: UInt32 = 0
-        var gid: UInt32 = 0
-        guard clinux_peer_credentials(socket.descriptor, &pid, &uid, &gid) == 0 else {
-            return GedsError.io("cannot read the peer's credentials", errno: errno)
-        }
+    private func refusal(uid: UInt32, gid: UInt32, admitted: Bool, mds: String) -> GedsError? {
         let allowed = uid == getuid() || uid == 0 || mode & 0o007 != 0 || (mode & 0o070 != 0 && gid == getgid())
         guard allowed else {
             return GedsError(.invalidArgument, "gedsd \(node.configuration.name) refuses user \(uid): its socket \(path) "
@@ -177,8 +180,9 @@ public final class LocalEndpoint: Sendable {
         case .view(let info):
             // The node's view keeps the file mapped (and so present) until the descriptor is on its way.
             let outcome = wait { () throws(GedsError) -> (MappedBytes, Int32) in
-                let view = try await self.node.view(of: info)
-                return (view, try self.node.descriptor(ofViewed: info))
+                let object = try await session.checked(info)
+                let view = try await self.node.view(of: object)
+                return (view, try self.node.descriptor(ofViewed: object))
             }
             switch outcome {
             case .success(let (view, descriptor)):
@@ -196,9 +200,8 @@ public final class LocalEndpoint: Sendable {
             // Only this thread and the awaited read touch the buffer, one after the other.
             nonisolated(unsafe) let destination = UnsafeMutableRawBufferPointer(rebasing: buffer[..<count])
             let outcome = wait { () throws(GedsError) -> Int in
-                var object = info
-                if object == nil { object = try await self.node.lookup(bucket: bucket, key: key) }
-                return try await self.node.read(object!, at: offset, into: destination)
+                let object = if let info { try await session.checked(info) } else { try await self.node.lookup(bucket: bucket, key: key) }
+                return try await self.node.read(object, at: offset, into: destination)
             }
             switch outcome {
             case .success(let got):
@@ -247,10 +250,25 @@ public final class LocalEndpoint: Sendable {
 /// exited or was killed), they are abandoned, so nothing half-written is published or keeps tier-0 space.
 final class LocalSession: Sendable {
     private let node: Node
+    /// The client runs as the gedsd's user or as root: it could open the tier-0 files itself anyway.
+    private let trusted: Bool
     private let unsealed = Mutex<[BlobID: (writable: WritableBlob, persistency: Persistency?)]>([:])
 
-    init(node: Node) {
+    init(node: Node, trusted: Bool) {
         self.node = node
+        self.trusted = trusted
+    }
+
+    /// The object record a client sent back (its paths are opened here), taken as it is from a trusted
+    /// client; for another user's, the MDS's record of the same blob, so that no path of the client's
+    /// choosing is opened with the gedsd's rights.
+    func checked(_ info: ObjectInfo) async throws(GedsError) -> ObjectInfo {
+        if trusted { return info }
+        let current = try await node.lookup(bucket: info.bucket, key: info.key)
+        guard current.blob == info.blob else {
+            throw GedsError(.noSuchBlob, "\(info.bucket)/\(info.key) was replaced or deleted since it was opened; open it again")
+        }
+        return current
     }
 
     func create(bucket: String, key: String, persistency: Persistency?) async throws(GedsError) -> WritableBlob {
