@@ -1,6 +1,7 @@
 import Foundation
 import GEDS
 import GedsCore
+import Logging
 
 /// Attach mode: this process attaches to a gedsd through its local socket, as every process on a gedsd's host
 /// does, and is measured beside redis-benchmark over a Unix socket in the same run: 4 KiB put (create + write +
@@ -16,6 +17,7 @@ enum AttachBench {
         let geds = try GEDS.attach(socketPath: socket, mds: "\(cluster.mds)")
         try await geds.createBucket("perf-attach")
         var results = try await smallObjects(geds, clients: clients, socket: socket)
+        results.append(try await metadataPath(geds, cluster: cluster))
         results.append(try await localView(geds, binaries: binaries, cluster: cluster, socket: socket))
         if let pid = cluster.ownerPID { results.append(try connectionCost(pid: pid, socket: socket)) }
         return results
@@ -65,6 +67,29 @@ enum AttachBench {
             results.append(measurement)
         }
         return results
+    }
+
+    /// A lookup (`stat`) through the gedsd's MDS session against one straight to the MDS, from a node embedded
+    /// in this process (its own MDS session): the two ways an attached process could make metadata calls.
+    private static func metadataPath(_ geds: GEDS, cluster: Cluster) async throws -> Measurement {
+        var configuration = NodeConfiguration(mds: cluster.mds, tier0Directory: cluster.scratch + "/embedded",
+                                              name: "perf-embedded-\(getpid())", hostID: "perf-owner-host")
+        configuration.attach = .never
+        let embedded = try await GEDS.connect(configuration, logger: Logger(label: "geds-perf", factory: { _ in SwiftLogNoOpLogHandler() }))
+        progress("attach: stat through the gedsd vs straight to the MDS, 3000 each after 300 warm-up")
+        let direct: [Double]
+        do {
+            direct = try await Bench.timed(warmups: 300, samples: 3000) { _ = try await embedded.stat(bucket: "perf-attach", key: "small") }
+        } catch {
+            await embedded.close()
+            throw error
+        }
+        await embedded.close()
+        let through = try await Bench.timed(warmups: 300, samples: 3000) { _ = try await geds.stat(bucket: "perf-attach", key: "small") }
+        let directP50 = Statistics.percentile(direct.sorted(), 0.5) * 1e6
+        return .latency(.attach, transport: nil, size: 0, microseconds: through.map { $0 * 1e6 },
+                        reference: Reference("stat straight to the MDS p50 (µs)", .success(directP50)),
+                        note: "stat (MDS lookup) through the gedsd's MDS session, against the same from a node of this process's own")
     }
 
     /// Operations per second of `clients` tasks each calling `operation` in a loop for `seconds`.
