@@ -37,6 +37,7 @@ public final class LocalEndpoint: Sendable {
     /// at NAME-PID.sock beside it: clients pick among the sockets there by MDS and host id.
     public static func startAtDefaultPath(node: Node, mode: UInt32, logger: Logger) throws(GedsError) -> LocalEndpoint {
         let name = node.configuration.name
+        removeStaleSockets(in: defaultDirectory)
         var path = defaultPath(nodeName: name)
         if let probe = try? LocalSocket.connect(to: path) {
             probe.close()
@@ -74,6 +75,26 @@ public final class LocalEndpoint: Sendable {
             throw GedsError(.internal, "cannot start the local endpoint's thread")
         }
         return endpoint
+    }
+
+    /// Removes the socket files of gedsds that died without removing theirs (nobody answers there), so
+    /// that looking for a gedsd does not try them again and again. Files younger than a minute are left: a
+    /// gedsd may be between `bind` and `listen`.
+    static func removeStaleSockets(in folder: String) {
+        guard let directory = opendir(folder) else { return }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name.hasSuffix(".sock") { names.append(name) }
+        }
+        closedir(directory)
+        for name in names {
+            let path = folder + "/" + name
+            var status = stat()
+            guard lstat(path, &status) == 0, (status.st_mode & S_IFMT) == S_IFSOCK, status.st_uid == getuid(),
+                  time(nil) - status.st_mtim.tv_sec > 60 else { continue }
+            if LocalSocket.isAbandoned(path) { unlink(path) }
+        }
     }
 
     private init(path: String, mode: UInt32, listener: Int32, node: Node, logger: Logger) {

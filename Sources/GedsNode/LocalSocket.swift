@@ -16,18 +16,40 @@ public struct LocalSocket: Sendable {
 
     /// Connects to the socket at `path`.
     public static func connect(to path: String) throws(GedsError) -> LocalSocket {
+        switch try attemptConnection(to: path) {
+        case .success(let socket): return socket
+        case .failure(let failure): throw GedsError.io("cannot connect to gedsd at \(path)", errno: failure.code)
+        }
+    }
+
+    /// Whether a socket file is left by a process that died: nobody listens on it (ECONNREFUSED).
+    public static func isAbandoned(_ path: String) -> Bool {
+        guard let attempt = try? attemptConnection(to: path) else { return false }
+        switch attempt {
+        case .success(let socket):
+            socket.close()
+            return false
+        case .failure(let failure):
+            return failure.code == ECONNREFUSED
+        }
+    }
+
+    private struct ConnectFailure: Error { let code: Int32 }
+
+    /// Thrown: the path or the socket call is at fault; returned as a failure: `connect`'s errno.
+    private static func attemptConnection(to path: String) throws(GedsError) -> Result<LocalSocket, ConnectFailure> {
+        var address = try socketAddress(path)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw GedsError.io("cannot make a Unix socket", errno: errno) }
-        var address = try socketAddress(path)
         let result = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard result == 0 else {
             let code = errno
             Glibc.close(fd)
-            throw GedsError.io("cannot connect to gedsd at \(path)", errno: code)
+            return .failure(ConnectFailure(code: code))
         }
-        return LocalSocket(descriptor: fd)
+        return .success(LocalSocket(descriptor: fd))
     }
 
     static func socketAddress(_ path: String) throws(GedsError) -> sockaddr_un {
