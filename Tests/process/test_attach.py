@@ -7,13 +7,16 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import stat
+import struct
 import subprocess
 import time
 
 import pytest
 
-from geds_harness import binary, parse_ls, parse_stat, sha256, sha256_file, write_random_file
+from geds_harness import (HEADER, KIND_REQUEST, MAGIC, MAX_MESSAGE, VERSION, binary, parse_ls, parse_stat, sha256,
+                          sha256_file, write_random_file)
 
 HOST = "host-attach"
 MiB = 1 << 20
@@ -127,16 +130,20 @@ def test_32_attached_processes_write_and_read_at_once(cluster, bucket, workdir, 
     for writer in writers:
         _, err = writer.communicate(timeout=120)
         assert writer.returncode == 0, err
+    # Then 32 readers of those and 32 more writers, all at once.
     readers = [cluster.popen(*args("get", f"{bucket}/o{index}", os.path.join(workdir, f"out{index}")), host_id=HOST,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for index in range(count)]
-    for reader in readers:
-        _, err = reader.communicate(timeout=120)
-        assert reader.returncode == 0, err
+    writers = [cluster.popen(*args("put", os.path.join(workdir, f"in{index}"), f"{bucket}/again{index}"), host_id=HOST,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for index in range(count)]
+    for process in readers + writers:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
     for index in range(count):
         assert sha256_file(os.path.join(workdir, f"out{index}")) == digests[index]
+        assert sha256(run(cluster, socket_path, "cat", f"{bucket}/again{index}").ok().out) == digests[index]
     objects, _ = parse_ls(run(cluster, socket_path, "ls", bucket).ok().text)
-    assert len(objects) == count
-    assert len(os.listdir(daemon.tier0)) == count
+    assert len(objects) == 2 * count
+    assert len(os.listdir(daemon.tier0)) == 2 * count
 
 
 def test_another_user_is_refused(cluster, bucket, attached):
@@ -207,3 +214,42 @@ def test_attached_commands_behave_as_embedded(cluster, bucket, workdir, attached
     run(cluster, socket_path, "rm", f"{bucket}/b/copy").ok()
     objects, _ = parse_ls(run(cluster, socket_path, "ls", bucket).ok().text)
     assert set(objects) == {"a/one", "b/moved"}
+
+
+def frame(kind: int, payload: bytes, length: int | None = None, magic: int = MAGIC) -> bytes:
+    return HEADER.pack(magic, VERSION, kind, 1, len(payload) if length is None else length) + payload
+
+
+def hello(pid: int = 1, mds: str = "") -> bytes:
+    encoded = mds.encode()
+    return frame(KIND_REQUEST, bytes([1]) + struct.pack(">i", pid) + struct.pack(">I", len(encoded)) + encoded)
+
+
+def closed_after(socket_path: str, *messages: bytes) -> bytes:
+    """Sends the messages and reads until the gedsd closes the connection; returns what it sent."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+        connection.settimeout(10)
+        connection.connect(socket_path)
+        for message in messages:
+            connection.sendall(message)
+        connection.shutdown(socket.SHUT_WR)  # a frame cut short ends there
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+        return received
+
+
+def test_malformed_local_frames_close_only_that_connection(cluster, bucket, attached):
+    daemon, socket_path = attached
+    run(cluster, socket_path, "put", "-", f"{bucket}/kept", input=b"kept").ok()
+    assert closed_after(socket_path, b"\x00" * 16) == b"", "bad magic"
+    assert closed_after(socket_path, frame(KIND_REQUEST, b"", length=MAX_MESSAGE + 1)) == b"", "oversized frame"
+    assert closed_after(socket_path, frame(KIND_REQUEST, bytes([7]) + b"\x00" * 4)) == b"", "a call before hello"
+    assert closed_after(socket_path, hello(), frame(KIND_REQUEST, bytes([99]))) != b"", "unknown request after hello"
+    assert closed_after(socket_path, hello(), frame(KIND_REQUEST, bytes([2, 0, 0]))) != b"", "truncated create"
+    assert closed_after(socket_path, hello(), b"\x47\x45\x01") != b"", "a header cut short"
+    refused = closed_after(socket_path, hello(mds="10.0.0.1:1"))
+    assert b"serves the MDS at" in refused, refused
+    # The gedsd serves attached processes as before, and nothing stored was lost.
+    assert run(cluster, socket_path, "cat", f"{bucket}/kept").ok().out == b"kept"
+    assert daemon.proc.poll() is None
