@@ -226,6 +226,7 @@ public final class Node: Sendable {
         peers.closeAll()
         await bulk.shutdown()
         await tier1?.shutdown()
+        for client in persistence.clients.withLock({ Array($0.values) }) { await client.shutdown() }
         if configuration.removeTier0OnShutdown {
             for blob in tier0.inventory.keys { discardTier0Copy(blob) }
             rmdir(configuration.tier0Directory)

@@ -321,8 +321,10 @@ final class BlockingWorkers: Sendable {
         }
     }
 
-    /// Lets the threads finish the queued work and exit.
-    func shutdown() { queue.stop() }
+    /// Lets the threads finish the queued work, and returns once every one of them has exited, its curl handle
+    /// cleaned up: a process may then exit without its exit handlers (OpenSSL's cleanup among them) racing a
+    /// worker's last libcurl calls.
+    func shutdown() async { await queue.stopAndWait() }
 
     deinit { queue.stop() }
 }
@@ -330,8 +332,8 @@ final class BlockingWorkers: Sendable {
 /// Jobs under a pthread mutex and condition variable.
 ///
 /// `@unchecked Sendable`: the mutex and condition are allocated once, kept in `let`s and freed only in `deinit`
-/// (after every thread, each holding a reference, has exited); `jobs` and `stopping` are touched only with the
-/// mutex held.
+/// (after every thread, each holding a reference, has exited); `jobs`, `stopping`, `running` and `exitWaiters`
+/// are touched only with the mutex held.
 private final class JobQueue: @unchecked Sendable {
     typealias Job = @Sendable (CurlEasy?) -> Void
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
@@ -339,6 +341,9 @@ private final class JobQueue: @unchecked Sendable {
     private var jobs: [Job] = []
     private var head = 0
     private var stopping = false
+    /// Threads started and not yet exited.
+    private var running = 0
+    private var exitWaiters: [CheckedContinuation<Void, Never>] = []
 
     init() {
         mutex = .allocate(capacity: 1)
@@ -357,6 +362,9 @@ private final class JobQueue: @unchecked Sendable {
     func startThread() {
         let context = Unmanaged.passRetained(self).toOpaque()
         var thread = pthread_t()
+        pthread_mutex_lock(mutex)
+        running += 1
+        pthread_mutex_unlock(mutex)
         let result = pthread_create(&thread, nil, { context in
             let queue = Unmanaged<JobQueue>.fromOpaque(context!).takeRetainedValue()
             queue.work()
@@ -366,6 +374,7 @@ private final class JobQueue: @unchecked Sendable {
             pthread_detach(thread)
         } else {
             Unmanaged<JobQueue>.fromOpaque(context).release()
+            threadExited()
         }
     }
 
@@ -388,6 +397,31 @@ private final class JobQueue: @unchecked Sendable {
         pthread_mutex_unlock(mutex)
     }
 
+    /// `stop`, then waits until every thread has exited.
+    func stopAndWait() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            pthread_mutex_lock(mutex)
+            stopping = true
+            pthread_cond_broadcast(condition)
+            if running == 0 {
+                pthread_mutex_unlock(mutex)
+                continuation.resume()
+            } else {
+                exitWaiters.append(continuation)
+                pthread_mutex_unlock(mutex)
+            }
+        }
+    }
+
+    private func threadExited() {
+        pthread_mutex_lock(mutex)
+        running -= 1
+        let waiters = running == 0 ? exitWaiters : []
+        if running == 0 { exitWaiters = [] }
+        pthread_mutex_unlock(mutex)
+        for waiter in waiters { waiter.resume() }
+    }
+
     private func next() -> Job? {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
@@ -403,7 +437,10 @@ private final class JobQueue: @unchecked Sendable {
     }
 
     private func work() {
-        let easy = CurlEasy()
-        while let job = next() { job(easy) }
+        do {
+            let easy = CurlEasy()
+            while let job = next() { job(easy) }
+        }  // the handle is cleaned up here, before the thread counts as exited
+        threadExited()
     }
 }

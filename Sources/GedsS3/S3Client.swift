@@ -76,8 +76,6 @@ public final class S3Client: Sendable {
                                 stallTimeoutSeconds: configuration.stallTimeoutSeconds)
     }
 
-    deinit { workers.shutdown() }
-
     // MARK: Buckets
 
     public func createBucket(_ bucket: String) async throws(GedsError) {
@@ -214,21 +212,7 @@ public final class S3Client: Sendable {
         if let maxKeys { query.append(("max-keys", String(maxKeys))) }
         let operation = Operation(verb: "ListObjectsV2", bucket: bucket, key: prefix.isEmpty ? nil : prefix + "*")
         let response = try await send(operation, method: "GET", query: query, sink: .collect(limit: 64 << 20))
-        let root = try parseXML(operation, response.body)
-        guard root.name == "ListBucketResult" else {
-            throw GedsError(.protocolViolation, "\(operation): expected ListBucketResult, got <\(root.name)>")
-        }
-        let objects = root.children("Contents").map { entry in
-            S3ObjectSummary(key: entry["Key"] ?? "", size: UInt64(entry["Size"] ?? "") ?? 0,
-                            etag: entry["ETag"] ?? "", lastModified: entry["LastModified"] ?? "")
-        }
-        let prefixes = root.children("CommonPrefixes").compactMap { $0["Prefix"] }
-        let truncated = root["IsTruncated"] == "true"
-        let token = root["NextContinuationToken"].flatMap { $0.isEmpty ? nil : $0 }
-        if truncated && token == nil {
-            throw GedsError(.protocolViolation, "\(operation): a truncated listing without NextContinuationToken")
-        }
-        return S3ListPage(objects: objects, commonPrefixes: prefixes, isTruncated: truncated, nextContinuationToken: token)
+        return try S3ListPage(listBucketResult: parseXML(operation, response.body), operation: "\(operation)")
     }
 
     /// Every page of a listing, concatenated.
@@ -325,8 +309,9 @@ public final class S3Client: Sendable {
         return size
     }
 
-    /// Stops the client's threads once queued work is done; later calls fail at once.
-    public func shutdown() { workers.shutdown() }
+    /// Stops the client's threads once queued work is done and returns when they have exited; later calls fail
+    /// at once. Call it before the process exits.
+    public func shutdown() async { await workers.shutdown() }
 
     // MARK: Internals
 
@@ -634,6 +619,26 @@ public final class S3Client: Sendable {
     }
 
     private func redact(_ text: String) -> String { configuration.credentials.redacting(text) }
+}
+
+extension S3ListPage {
+    /// Reads a ListObjectsV2 answer; `operation` names the request in errors.
+    @_spi(Testing) public init(listBucketResult root: XMLTree, operation: String) throws(GedsError) {
+        guard root.name == "ListBucketResult" else {
+            throw GedsError(.protocolViolation, "\(operation): expected ListBucketResult, got <\(root.name)>")
+        }
+        let objects = root.children("Contents").map { entry in
+            S3ObjectSummary(key: entry["Key"] ?? "", size: UInt64(entry["Size"] ?? "") ?? 0,
+                            etag: entry["ETag"] ?? "", lastModified: entry["LastModified"] ?? "")
+        }
+        let prefixes = root.children("CommonPrefixes").compactMap { $0["Prefix"] }
+        let truncated = root["IsTruncated"] == "true"
+        let token = root["NextContinuationToken"].flatMap { $0.isEmpty ? nil : $0 }
+        if truncated && token == nil {
+            throw GedsError(.protocolViolation, "\(operation): a truncated listing without NextContinuationToken")
+        }
+        self.init(objects: objects, commonPrefixes: prefixes, isTruncated: truncated, nextContinuationToken: token)
+    }
 }
 
 /// The `<Error>` document S3 sends with a failure.

@@ -3,7 +3,7 @@ import GedsWire
 import NIOCore
 
 /// What arrives on a GEDS connection, one frame (or one slice of a data frame) at a time.
-enum InboundFrame {
+@_spi(Fuzzing) public enum InboundFrame {
     case request(id: UInt64, Request)
     case reply(id: UInt64, Reply)
     /// Part of a data frame, handed on as it arrives so that object bytes go straight to their destination
@@ -13,12 +13,14 @@ enum InboundFrame {
 
 /// Cuts the byte stream into frames. Headers are validated (magic, version, kind, length bound) before any
 /// payload is buffered; a violation is thrown and the connection is closed by the caller.
-struct FrameReader {
+@_spi(Fuzzing) public struct FrameReader {
     private var pending: ByteBuffer?
     private var header: FrameHeader?
     private var dataRemaining = 0
 
-    mutating func consume(_ incoming: ByteBuffer, _ emit: (InboundFrame) throws(GedsError) -> Void) throws(GedsError) {
+    public init() {}
+
+    public mutating func consume(_ incoming: ByteBuffer, _ emit: (InboundFrame) throws(GedsError) -> Void) throws(GedsError) {
         var buffer: ByteBuffer
         if var pending = self.pending {
             var incoming = incoming

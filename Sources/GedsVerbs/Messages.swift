@@ -34,6 +34,74 @@ enum Fragment {
     static let controlBuffers = 4
 }
 
+/// A received fragment's header as the peer wrote it (not yet checked against anything).
+@_spi(Fuzzing) public struct FragmentHeader: Sendable, Equatable {
+    public let kind: UInt8
+    public let flags: UInt8
+    public let returnedControl: Int
+    public let returnedData: Int
+    /// The whole message's length, announced in each of its fragments.
+    public let total: Int
+
+    /// Nil when the fragment is shorter than a header.
+    public init?(_ fragment: UnsafeRawBufferPointer) {
+        guard fragment.count >= Fragment.headerSize else { return nil }
+        kind = fragment[0]
+        flags = fragment[1]
+        returnedControl = Int(UInt16(bigEndian: fragment.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
+        returnedData = Int(UInt32(bigEndian: fragment.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+        total = Int(UInt32(bigEndian: fragment.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
+    }
+}
+
+/// Joins data fragments into messages and enforces the fragment rules: a message starts with a `first`
+/// fragment, stays within the announced length and the size limit, and ends exactly at it with `last`.
+/// Pure, so the decoder can be fuzzed without a device.
+@_spi(Fuzzing) public struct MessageAssembler: Sendable {
+    public let maxMessageSize: Int
+    private var assembly: [UInt8]?
+    private var expected = 0
+
+    public init(maxMessageSize: Int) {
+        self.maxMessageSize = maxMessageSize
+    }
+
+    /// Adds one data fragment's payload; returns the message it completes, if any. A violation describes
+    /// what the peer did wrong and leaves the assembler empty.
+    public mutating func append(flags: UInt8, total: Int, payload: UnsafeRawBufferPointer) throws(RDMAError) -> [UInt8]? {
+        if flags & Fragment.first != 0 {
+            guard assembly == nil else { throw violation("a new message began inside another") }
+            guard total <= maxMessageSize else {
+                throw violation("a message of \(total) bytes exceeds the limit of \(maxMessageSize)")
+            }
+            assembly = []
+            assembly!.reserveCapacity(total)
+            expected = total
+        } else if assembly == nil {
+            throw violation("a continuation fragment without a message")
+        }
+        guard assembly!.count + payload.count <= expected else {
+            throw violation("a message is longer than its announced \(expected) bytes")
+        }
+        assembly!.append(contentsOf: payload)
+        guard flags & Fragment.last != 0 else { return nil }
+        guard assembly!.count == expected else {
+            throw violation("a message ended after \(assembly!.count) of \(expected) bytes")
+        }
+        defer { assembly = nil }
+        return assembly
+    }
+
+    public mutating func reset() {
+        assembly = nil
+    }
+
+    private mutating func violation(_ what: String) -> RDMAError {
+        assembly = nil
+        return RDMAError(.protocolViolation, what)
+    }
+}
+
 /// One message connection's flow control, buffers and queues. Poll-thread only.
 ///
 /// Credits: each side posts `receiveBuffers` receives for data fragments plus `Fragment.controlBuffers` for
@@ -98,8 +166,7 @@ final class MessageState {
     let controlThreshold = max(1, Fragment.controlBuffers / 2)
     var pending: [Pending] = []
     var pendingHead = 0
-    var assembly: [UInt8]?
-    var expected = 0
+    var assembler: MessageAssembler
     var ready: [UInt8]?
     var receiveWaiters: [(deadline: UInt64, reply: Reply<[UInt8]>)] = []
     var sendQueue: [Outgoing] = []
@@ -127,6 +194,7 @@ final class MessageState {
         sendMemory = AlignedBuffer(count: sendSlots * bufferSize)
         sendRegion = try MemoryRegion(protectionDomain, memory: sendMemory, access: [])
         freeSlots = Array((0..<sendSlots).reversed())
+        assembler = MessageAssembler(maxMessageSize: options.maxMessageSize)
     }
 
     /// Our hello: the buffers we post.
@@ -321,23 +389,17 @@ extension EngineLoop {
     /// A fragment arrived in receive buffer `buffer`.
     func received(_ state: MessageState, buffer: Int, byteCount: Int) {
         guard let link = state.link else { return }
-        let base = UnsafeRawPointer(state.receiveBuffer(buffer))
-        guard byteCount >= Fragment.headerSize else {
+        guard let header = FragmentHeader(UnsafeRawBufferPointer(start: state.receiveBuffer(buffer), count: byteCount)) else {
             fail(link, RDMAError(.protocolViolation, "RDMA message fragment of \(byteCount) bytes from \(state.peer)"))
             return
         }
-        let kind = base.load(fromByteOffset: 0, as: UInt8.self)
-        let flags = base.load(fromByteOffset: 1, as: UInt8.self)
-        let returnedControl = Int(UInt16(bigEndian: base.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
-        let returnedData = Int(UInt32(bigEndian: base.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
-        let total = Int(UInt32(bigEndian: base.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
-        state.dataCredits += returnedData
-        state.controlCredits += returnedControl
+        state.dataCredits += header.returnedData
+        state.controlCredits += header.returnedControl
         guard state.dataCredits <= state.peerDataBuffers, state.controlCredits <= state.peerControlBuffers else {
             fail(link, RDMAError(.protocolViolation, "RDMA message peer \(state.peer) returned more credits than it has buffers"))
             return
         }
-        switch kind {
+        switch header.kind {
         case Fragment.credit:
             do throws(RDMAError) {
                 try postReceive(state, link: link, buffer: buffer)
@@ -347,10 +409,11 @@ extension EngineLoop {
             }
             state.owedControl += 1
         case Fragment.data:
-            state.pending.append(MessageState.Pending(buffer: buffer, count: byteCount - Fragment.headerSize, flags: flags, total: total))
+            state.pending.append(MessageState.Pending(buffer: buffer, count: byteCount - Fragment.headerSize, flags: header.flags,
+                                                      total: header.total))
             state.maxReceivedInFlight = max(state.maxReceivedInFlight, state.pending.count - state.pendingHead)
         default:
-            fail(link, RDMAError(.protocolViolation, "RDMA message fragment of unknown kind \(kind) from \(state.peer)"))
+            fail(link, RDMAError(.protocolViolation, "RDMA message fragment of unknown kind \(header.kind) from \(state.peer)"))
             return
         }
         consume(state)
@@ -368,22 +431,14 @@ extension EngineLoop {
             }
             guard state.ready == nil, state.pendingHead < state.pending.count else { break }
             let fragment = state.pending[state.pendingHead]
-            if fragment.flags & Fragment.first != 0 {
-                guard state.assembly == nil else { return violation(state, link, "a new message began inside another") }
-                guard fragment.total <= state.options.maxMessageSize else {
-                    return violation(state, link, "a message of \(fragment.total) bytes exceeds the limit of \(state.options.maxMessageSize)")
-                }
-                state.assembly = []
-                state.assembly!.reserveCapacity(fragment.total)
-                state.expected = fragment.total
-            } else if state.assembly == nil {
-                return violation(state, link, "a continuation fragment without a message")
+            let completed: [UInt8]?
+            do throws(RDMAError) {
+                completed = try state.assembler.append(
+                    flags: fragment.flags, total: fragment.total,
+                    payload: UnsafeRawBufferPointer(start: state.receiveBuffer(fragment.buffer) + Fragment.headerSize, count: fragment.count))
+            } catch {
+                return violation(state, link, error.message)
             }
-            guard state.assembly!.count + fragment.count <= state.expected else {
-                return violation(state, link, "a message is longer than its announced \(state.expected) bytes")
-            }
-            state.assembly!.append(contentsOf: UnsafeRawBufferPointer(start: state.receiveBuffer(fragment.buffer) + Fragment.headerSize,
-                                                                      count: fragment.count))
             state.pendingHead += 1
             if state.pendingHead == state.pending.count {
                 state.pending.removeAll(keepingCapacity: true)
@@ -397,13 +452,7 @@ extension EngineLoop {
                 }
                 state.owedData += 1
             }
-            if fragment.flags & Fragment.last != 0 {
-                guard state.assembly!.count == state.expected else {
-                    return violation(state, link, "a message ended after \(state.assembly!.count) of \(state.expected) bytes")
-                }
-                state.ready = state.assembly
-                state.assembly = nil
-            }
+            if let completed { state.ready = completed }
         }
         // Closed, and nothing complete is left: what is still pending can never complete.
         if state.ready == nil, let error = state.closedError {
@@ -417,7 +466,7 @@ extension EngineLoop {
         let error = RDMAError(.protocolViolation, "RDMA messages from \(state.peer): \(what)")
         state.pending.removeAll()
         state.pendingHead = 0
-        state.assembly = nil
+        state.assembler.reset()
         if state.closedError == nil { state.closedError = error }
         if let link { fail(link, error) }
         if state.ready == nil {

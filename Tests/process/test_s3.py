@@ -597,3 +597,20 @@ def test_cp_copies_in_s3_and_each_name_is_deleted_with_its_key(s3_cluster, moto,
     assert sha256_file(target) == digest
     s3_cluster.geds("rm", "cp-s3/z").ok()
     assert moto.keys(s3_bucket) == []
+
+
+def test_setting_an_s3_store_500_times_never_crashes_at_exit(s3_cluster, moto, s3_bucket):
+    """`geds bucket … --s3` lists the store through an S3 client whose curl threads used to race the process's
+    exit (OpenSSL's exit handler against a worker's last libcurl calls: SIGSEGV about once in 1,000 runs). The
+    node now waits for those threads before it returns."""
+    import concurrent.futures
+
+    def set_store(index: int):
+        return s3_cluster.geds("bucket", f"exit-loop-{index % 5}", "--s3", f"{moto.endpoint}/{s3_bucket}",
+                               "--persistency", "ephemeral")
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(set_store, range(500)))
+    failed = [result for result in results if result.rc != 0]
+    assert not failed, f"{len(failed)} of 500 failed; first: rc={failed[0].rc} {failed[0].err[-3000:]}"
+    assert all("persistency: ephemeral" in result.text for result in results)

@@ -6,7 +6,8 @@ import Logging
 @main
 struct GedsMDSCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "geds-mds", abstract: "The GEDS metadata service: buckets, objects, locations and node leases.")
+        commandName: "geds-mds", abstract: "The GEDS metadata service: buckets, objects, locations and node leases.",
+        version: "geds-mds \(GedsVersion.release)")
 
     @Option(help: "Address to listen on, HOST:PORT.")
     var listen: String = "127.0.0.1:4381"

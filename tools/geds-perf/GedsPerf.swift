@@ -14,7 +14,8 @@ struct GedsPerf: AsyncParsableCommand {
             Starts an MDS and an owner gedsd on loopback (unless --mds names a running MDS); this process is \
             the reader, on a host of its own, so remote reads cross the network. Results go to a table on \
             stdout (and --json, --csv, --plot); progress goes to stderr.
-            """)
+            """,
+        version: "geds-perf \(GedsVersion.release)")
 
     @Option(help: "Use a running MDS (HOST:PORT) instead of starting an MDS and an owner node here.")
     var mds: String?

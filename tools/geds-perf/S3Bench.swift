@@ -29,7 +29,6 @@ enum S3Bench {
         quiet.logLevel = .critical
         let s3 = try S3Client(S3Configuration(endpoint: endpoint, credentials: S3Credentials(accessKeyID: accessKey, secretAccessKey: secretKey),
                                               logger: quiet))
-        defer { s3.shutdown() }
         var started = false
         for _ in 0..<300 where !started {
             started = (try? await s3.createBucket("geds-perf")) != nil

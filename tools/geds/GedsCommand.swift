@@ -12,7 +12,9 @@ struct Geds: AsyncParsableCommand {
         discussion: """
             The MDS is --mds HOST:PORT before the command, else $GEDS_MDS, else 127.0.0.1:4381. \
             --transport auto|rdma|tcp (also before the command) chooses the data plane; auto uses RDMA when this machine has a device.
+            Shell completion: geds --generate-completion-script bash|zsh|fish.
             """,
+        version: "geds \(GedsVersion.release)",
         subcommands: [MakeBucket.self, RemoveBucket.self, List.self, Put.self, Get.self, Cat.self, Stat.self,
                       Remove.self, Move.self, Copy.self, Where.self, Meta.self, Nodes.self, BucketSettings.self, Flush.self])
 }
@@ -96,23 +98,38 @@ struct List: AsyncParsableCommand {
     @Argument var target: String?
     @Option(help: "Group keys by this delimiter (common prefixes are shown as PRE).") var delimiter: String = ""
     @Option(name: .customLong("max-keys"), help: "Keys asked for per page (every page is shown).") var maxKeys: Int = 1000
+    @Flag(help: "One JSON document: {buckets}, or {bucket, prefix, delimiter, objects: [{key, size, modified}], common_prefixes}.")
+    var json = false
 
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
             guard let target else {
-                for bucket in try await store.listBuckets() { printLine(bucket) }
+                let buckets = try await store.listBuckets()
+                if json { return try JSONOutput.print(JSONOutput.Buckets(buckets: buckets)) }
+                for bucket in buckets { printLine(bucket) }
                 return
             }
             let (bucket, prefix) = splitBucket(target)
+            var objects: [JSONOutput.Listing.Object] = []
+            var commonPrefixes: [String] = []
             var startAfter = ""
             repeat {
                 let page = try await store.list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter,
                                                 maxKeys: maxKeys)
+                startAfter = page.nextStartAfter ?? ""
+                if json {
+                    objects += page.objects.map { .init(key: $0.key, size: $0.size, modified: JSONOutput.timestamp($0.modified)) }
+                    commonPrefixes += page.commonPrefixes
+                    continue
+                }
                 var lines: [String] = page.commonPrefixes.map { "\(String(repeating: " ", count: 30))PRE \($0)" }
                 lines += page.objects.map { "\(formatDate($0.modified)) \(pad(String($0.size), 10)) \($0.key)" }
                 if !lines.isEmpty { printLine(lines.joined(separator: "\n")) }
-                startAfter = page.nextStartAfter ?? ""
             } while !startAfter.isEmpty
+            if json {
+                try JSONOutput.print(JSONOutput.Listing(bucket: bucket, prefix: prefix, delimiter: delimiter, objects: objects,
+                                                        commonPrefixes: commonPrefixes))
+            }
         }
     }
 }
@@ -244,11 +261,13 @@ struct Stat: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "stat", abstract: "Show an object's size, state, copies and metadata.")
     @OptionGroup var connection: Connection
     @Argument var object: String
+    @Flag(help: "One JSON document: bucket, key, size, sealed, modified, blob, crc32c, copies, metadata.") var json = false
 
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
             let path = try ObjectPath(parsing: object)
             let info = try await store.stat(bucket: path.bucket.rawValue, key: path.key.rawValue)
+            if json { return try JSONOutput.print(JSONOutput.Stat(info)) }
             var lines = ["object: \(info.bucket)/\(info.key)", "size: \(info.size)", "sealed: \(info.sealed)",
                          "modified: \(formatDate(info.modified))", "blob: \(info.blob.fileName)", "copies: \(info.locations.count)"]
             lines += info.locations.map { location in
@@ -325,12 +344,14 @@ struct Where: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "where", abstract: "Show where an object's copies are.")
     @OptionGroup var connection: Connection
     @Argument var object: String
+    @Flag(help: "One JSON document: {object, copies: [{node, tier, host, region, transports}]}.") var json = false
 
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
             let path = try ObjectPath(parsing: object)
             let info = try await store.stat(bucket: path.bucket.rawValue, key: path.key.rawValue)
             if info.locations.isEmpty { throw GedsError(.objectLost, "object \(path) has no copy left") }
+            if json { return try JSONOutput.print(JSONOutput.Copies(object: "\(path)", copies: info.locations.map(JSONOutput.Copy.init))) }
             printLine(info.locations.map { location in
                 location.tier == .s3 ? "\(location.node) s3 region=\(location.hostID)"
                     : "\(location.node) \(location.tier) host=\(location.hostID) transports=\(location.transportURLs.joined(separator: ","))"
@@ -370,10 +391,18 @@ struct Meta: AsyncParsableCommand {
 struct Nodes: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "nodes", abstract: "List the nodes the MDS knows.")
     @OptionGroup var connection: Connection
+    @Flag(help: "One JSON document: {nodes: [{name, alive, role, host, tcp, rdma, objects, bytes}]}.") var json = false
 
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
-            let lines = try await store.nodes().filter { $0.name != store.node?.configuration.name }.map { node in
+            let nodes = try await store.nodes().filter { $0.name != store.node?.configuration.name }
+            if json {
+                return try JSONOutput.print(JSONOutput.Nodes(nodes: nodes.map { node in
+                    .init(name: node.name, alive: node.alive, role: node.role == .daemon ? "gedsd" : "embedded", host: node.hostID,
+                          tcp: "\(node.tcp)", rdma: node.rdma.map { "\($0)" }, objects: node.blobs, bytes: node.bytes)
+                }))
+            }
+            let lines = nodes.map { node in
                 "\(node.name) \(node.alive ? "alive" : "dead") \(node.role == .daemon ? "gedsd" : "embedded") tcp=\(node.tcp)\(node.rdma.map { " rdma=\($0)" } ?? "") host=\(node.hostID) objects=\(node.blobs) bytes=\(node.bytes)"
             }
             if !lines.isEmpty { printLine(lines.joined(separator: "\n")) }

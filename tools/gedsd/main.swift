@@ -7,7 +7,8 @@ import Logging
 @main
 struct GedsDaemon: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "gedsd", abstract: "A long-lived GEDS node: holds objects in its tier 0 and serves them to peers.")
+        commandName: "gedsd", abstract: "A long-lived GEDS node: holds objects in its tier 0 and serves them to peers.",
+        version: "gedsd \(GedsVersion.release)")
 
     @Option(help: "The MDS, HOST:PORT.")
     var mds: String
