@@ -197,6 +197,18 @@ def test_gedsd_restart_fails_attached_calls_clearly(cluster, bucket, attached):
     run(cluster, socket_path, "ls", bucket).fails("cannot connect to gedsd at " + socket_path)
 
 
+def test_attached_put_to_another_gedsd_hands_the_object_over(cluster, bucket, node_b, attached):
+    daemon, socket_path = attached
+    data = os.urandom(2 * MiB + 5)
+    run(cluster, socket_path, "put", "-", f"{bucket}/handed", "--to", "node-b", input=data).ok()
+    info = parse_stat(run(cluster, socket_path, "stat", f"{bucket}/handed").ok().text)
+    assert [location.split()[2] for location in info["locations"]] == ["node-b"]
+    assert os.listdir(daemon.tier0) == [], "the attached gedsd kept no copy after the hand-off"
+    # Reading it attached fetches it into the gedsd's tier 0 (a cached copy) and maps it from there.
+    assert sha256(run(cluster, socket_path, "cat", f"{bucket}/handed").ok().out) == sha256(data)
+    assert [os.path.getsize(os.path.join(daemon.tier0, name)) for name in os.listdir(daemon.tier0)] == [len(data)]
+
+
 def test_attached_commands_behave_as_embedded(cluster, bucket, workdir, attached):
     daemon, socket_path = attached
     run(cluster, socket_path, "put", "-", f"{bucket}/a/one", input=b"one").ok()
