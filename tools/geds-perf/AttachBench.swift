@@ -49,8 +49,19 @@ enum AttachBench {
                                 note: "attached get: lookup + read into caller memory in one round trip, one client"),
         ]
         for (name, reference) in [("put", manySet), ("get", manyGet)] {
-            progress("attach: 4 KiB \(name) with \(clients) concurrent clients (connections) for 3 s")
-            let rate = try await throughput(clients: clients, seconds: 3) { (index) throws(GedsError) in
+            func rate(_ value: Double, _ note: String) -> Measurement {
+                var measurement = Measurement(workload: Workload.attach.rawValue, transport: "none", size_bytes: size,
+                                              ops_per_s: value, note: "attached \(name), \(note)")
+                measurement.compare(with: Reference("redis-benchmark -s \(name == "put" ? "SET" : "GET") -c \(clients) ops/s",
+                                                    reference.map(\.requestsPerSecond)),
+                                    higherIsBetter: true, value: value)
+                return measurement
+            }
+            progress("attach: 4 KiB \(name) by \(clients) attached processes for 3 s each")
+            results.append(rate(try processesRate(clients: clients, socket: socket, operation: name),
+                                "\(clients) processes (geds-perf clients), each attached on its own"))
+            progress("attach: 4 KiB \(name) by \(clients) tasks of this process for 3 s")
+            let inProcess = try await throughput(clients: clients, seconds: 3) { (index) throws(GedsError) in
                 if name == "put" {
                     try await geds.put(bucket: "perf-attach", key: "c\(index)", bytes: bytes)
                 } else {
@@ -59,12 +70,8 @@ enum AttachBench {
                     _ = try await geds.read(bucket: "perf-attach", key: "small", into: local)
                 }
             }
-            var measurement = Measurement(workload: Workload.attach.rawValue, transport: "none", size_bytes: size, ops_per_s: rate,
-                                          note: "attached \(name), \(clients) clients in this process (one connection each)")
-            measurement.compare(with: Reference("redis-benchmark -s \(name.uppercased()) -c \(clients) ops/s",
-                                                reference.map(\.requestsPerSecond)),
-                                higherIsBetter: true, value: rate)
-            results.append(measurement)
+            results.append(rate(inProcess, "\(clients) tasks in this one process (one connection each; blocking calls: "
+                                + "as many in flight as the cooperative pool has threads)"))
         }
         return results
     }
@@ -90,6 +97,45 @@ enum AttachBench {
         return .latency(.attach, transport: nil, size: 0, microseconds: through.map { $0 * 1e6 },
                         reference: Reference("stat straight to the MDS p50 (µs)", .success(directP50)),
                         note: "stat (MDS lookup) through the gedsd's MDS session, against the same from a node of this process's own")
+    }
+
+    /// The summed rates of `clients` processes, each attached and calling `operation` for 3 s.
+    private static func processesRate(clients: Int, socket: String, operation: String) throws -> Double {
+        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
+        let children = try (0..<clients).map { index in
+            try Child.spawn(executable, ["--attach-client", "\(socket),\(operation),3,\(index)"], captureOutput: true)
+        }
+        var total = 0.0
+        for child in children {
+            let output = child.read()
+            guard child.wait() == 0, let rate = Double(output.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+                throw GedsError(.internal, "an attached client process failed: \(output)")
+            }
+            total += rate
+        }
+        return total
+    }
+
+    /// The client process: `SOCKET,put|get,SECONDS,INDEX`; prints its operations per second on stdout.
+    static func client(_ specification: String) async throws {
+        let parts = specification.split(separator: ",").map(String.init)
+        guard parts.count == 4, let seconds = Double(parts[2]) else { throw GedsError(.invalidArgument, "--attach-client \(specification)") }
+        let geds = try GEDS.attach(socketPath: parts[0])
+        let bytes = [UInt8](repeating: 7, count: 4096)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
+        defer { buffer.deallocate() }
+        let start = DispatchTime.now().uptimeNanoseconds
+        let end = start + UInt64(seconds * 1e9)
+        var done = 0
+        while DispatchTime.now().uptimeNanoseconds < end {
+            if parts[1] == "put" {
+                try await geds.put(bucket: "perf-attach", key: "p\(parts[3])", bytes: bytes)
+            } else {
+                _ = try await geds.read(bucket: "perf-attach", key: "small", into: buffer)
+            }
+            done += 1
+        }
+        printLine(String(Double(done) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)))
     }
 
     /// Operations per second of `clients` tasks each calling `operation` in a loop for `seconds`.

@@ -84,6 +84,9 @@ struct GedsPerf: AsyncParsableCommand {
             help: "Tier-0 folders on /dev/shm as it is ('small' pages) or on a tmpfs mounted with huge pages ('huge', needs root).")
     var tier0Pages: String = "small"
 
+    @Option(name: .customLong("attach-client"), help: .hidden)
+    var attachClient: String?
+
     @Option(help: "Write the run (machine, units, measurements) as JSON to this file.")
     var json: String?
 
@@ -200,6 +203,8 @@ struct GedsPerf: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // One of the attach workload's client processes: SOCKET,put|get,SECONDS; prints its operations per second.
+        if let attachClient { return try await AttachBench.client(attachClient) }
         Cleanup.installSignalHandlers()
         let selected = try Workload.parse(workloads)
         // A PNG needs a converter: find out now rather than after minutes of measuring.
