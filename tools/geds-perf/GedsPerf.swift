@@ -117,6 +117,9 @@ struct GedsPerf: AsyncParsableCommand {
             try requireWritableFolder(spillDir, "--spill-dir")
             if mds != nil { throw ValidationError("the spill workload starts its own MDS and gedsd: it cannot use --mds") }
         }
+        if try Workload.parse(workloads).contains(.attach), mds != nil {
+            throw ValidationError("the attach workload starts its own MDS and gedsd: it cannot use --mds")
+        }
         for (name, value) in [("--repetitions", repetitions), ("--clients", clients), ("--scale-objects", scaleObjects),
                               ("--node-objects", nodeObjects)] where value < 1 {
             throw ValidationError("\(name) must be at least 1")
@@ -236,7 +239,6 @@ struct GedsPerf: AsyncParsableCommand {
             results += try await SpillBench.measure(binaries: binaries, parent: spillDir, sizes: try parsedSpillSizes())
         }
         if selected.contains(.attach) {
-            if mds != nil { throw ValidationError("the attach workload starts its own MDS and gedsd: it cannot use --mds") }
             results += try await AttachBench.measure(binaries: binaries, clients: clients)
         }
         if selected.contains(.s3) {
