@@ -295,15 +295,19 @@ struct GedsPerf: AsyncParsableCommand {
         // The reader is this process's own node on its own (simulated) host, so that every remote read
         // crosses the network from the owner instead of mapping the owner's file. Over TCP it runs without
         // RDMA; over RDMA a second reader node reads from the other device, its MDS calls over RDMA too.
-        let geds = try await GEDS.connect(NodeConfiguration(
+        // Always a node of its own, never attached to a gedsd: the reader's node is what is measured.
+        var readerConfiguration = NodeConfiguration(
             mds: cluster.mds, tier0Directory: cluster.scratch + "/reader", name: "perf-reader-\(getpid())",
-            hostID: "perf-reader-host", publishCachedCopies: false, transport: .tcp), logger: logger)
+            hostID: "perf-reader-host", publishCachedCopies: false, transport: .tcp)
+        readerConfiguration.attach = .never
+        let geds = try await GEDS.connect(readerConfiguration, logger: logger)
         var rdmaGeds: GEDS?
         if let rdma {
             var configuration = NodeConfiguration(
                 mds: cluster.mds, listen: Endpoint(host: rdma.reader, port: 0), tier0Directory: cluster.scratch + "/reader-rdma",
                 name: "perf-reader-rdma-\(getpid())", hostID: "perf-reader-host", publishCachedCopies: false, transport: .rdma)
             configuration.mdsRDMA = cluster.mdsRDMA
+            configuration.attach = .never
             do {
                 rdmaGeds = try await GEDS.connect(configuration, logger: logger)
             } catch {
