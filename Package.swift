@@ -69,10 +69,11 @@ let package = Package(
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .target(name: "GedsNode",
-                dependencies: ["GedsCore", "GedsWire", "GedsTier0", "GedsTier1", "GedsTCP", "GedsVerbs", "GedsS3",
+                dependencies: ["GedsCore", "GedsWire", "GedsTier0", "GedsTier1", "GedsTCP", "GedsVerbs", "GedsS3", "CLinux",
                                // for RDMAMetadataClient: the MDS's RDMA send/receive protocol, both sides in one place
                                "GedsMDS",
-                               .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics")],
+                               .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
+                               .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
                 swiftSettings: strict),
         .target(name: "GEDS",
                 dependencies: ["GedsCore", "GedsNode", "GedsTier0", "GedsTier1", .product(name: "Logging", package: "swift-log")],

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes one of GEDS's decoders with libFuzzer (swiftc -sanitize=fuzzer, plus AddressSanitizer).
-#   tools/fuzz.sh TARGET SECONDS [libFuzzer flags...]   TARGET: frame codec rdma-message s3-xml names
+#   tools/fuzz.sh TARGET SECONDS [libFuzzer flags...]   TARGET: frame codec rdma-message s3-xml names local
 #   tools/fuzz.sh --list
 # The working corpus lives in .build-fuzz/corpus/TARGET (started from the target's seeds). A crashing input is
 # copied into Tests/FuzzCorpus/TARGET/, where GedsFuzzTests replays it in every `swift test`: commit it with
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-targets=(frame codec rdma-message s3-xml names)
+targets=(frame codec rdma-message s3-xml names local)
 if [[ ${1:-} == --list ]]; then printf '%s\n' "${targets[@]}"; exit 0; fi
 [[ $# -ge 2 ]] || { echo "usage: tools/fuzz.sh TARGET SECONDS [libFuzzer flags...]  (tools/fuzz.sh --list)" >&2; exit 2; }
 target=$1 seconds=$2

@@ -14,6 +14,7 @@ extension GEDS {
     /// after a lost connection; it throws `compacted` when the history no longer reaches back to `revision`.
     public func subscribe(_ scope: EventScope, after revision: UInt64? = nil) async throws(GedsError) -> EventSubscription {
         _ = try BucketName(scope.bucket)
+        if let attachment { return try await EventSubscription.open(scope, after: revision, mds: Endpoint(parsing: attachment.mds)) }
         return try await node.subscribe(scope, after: revision)
     }
 

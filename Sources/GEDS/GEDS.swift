@@ -17,25 +17,53 @@ import Logging
 @_exported import enum GedsCore.Persistency
 @_exported import struct GedsCore.BucketStorage
 @_exported import struct GedsNode.NodeConfiguration
+@_exported import class GedsNode.LocalEndpoint
 @_exported import class GedsTier0.MappedBytes
 @_exported import struct GedsTier1.Tier1Configuration
 
-/// A handle to the store: one namespace of buckets and objects shared by every node. Opening it starts the
-/// node embedded in this process, which holds the objects it writes and serves them to the others.
+/// A handle to the store: one namespace of buckets and objects shared by every node. Opening it either
+/// attaches to the `gedsd` of this host (attach mode: its tier 0 holds what this process writes, and the
+/// objects outlive the process), or starts a node embedded in this process, which holds the objects it
+/// writes and serves them to the others (see `NodeConfiguration.attach`).
 public final class GEDS: Sendable {
-    public let node: Node
+    /// The node embedded in this process; nil when attached to the host's gedsd.
+    public let node: Node!
+    let attachment: Attachment?
 
+    /// Attaches to this host's gedsd when `configuration.attach` finds one, else starts a node here. The
+    /// choice is logged (info).
     public static func connect(_ configuration: NodeConfiguration,
                                logger: Logger = Logger(label: "geds")) async throws(GedsError) -> GEDS {
-        GEDS(node: try await Node.start(configuration, logger: logger))
+        if let attachment = try Attachment.choose(configuration, logger: logger) { return GEDS(attachment: attachment) }
+        return GEDS(node: try await Node.start(configuration, logger: logger))
+    }
+
+    /// Attaches to the gedsd listening at `socketPath` (`gedsd --socket`); `mds` ("HOST:PORT"), when given,
+    /// must be the one it serves. A gedsd that does not greet within `timeoutMilliseconds` is an error.
+    public static func attach(socketPath: String, mds: String = "", timeoutMilliseconds: Int64 = 10_000) throws(GedsError) -> GEDS {
+        GEDS(attachment: try Attachment.attach(path: socketPath, mds: mds, helloMilliseconds: timeoutMilliseconds))
     }
 
     private init(node: Node) {
         self.node = node
+        attachment = nil
     }
 
-    /// Stops serving; objects held only by this node are gone for the others once its lease ends.
+    private init(attachment: Attachment) {
+        node = nil
+        self.attachment = attachment
+    }
+
+    /// The gedsd this process is attached to; nil when it runs its own node.
+    public var attachedNode: NodeInfo? { attachment?.gedsd }
+
+    /// The node that holds what this handle writes: the embedded node's name, or the attached gedsd's.
+    public var nodeName: String { attachment?.gedsd.name ?? node.configuration.name }
+
+    /// Stops serving; objects held only by this node are gone for the others once its lease ends. Attached,
+    /// only this process's connections close: what it sealed stays in the gedsd.
     public func close() async {
+        if attachment != nil { return }
         await node.shutdown()
     }
 
@@ -43,17 +71,24 @@ public final class GEDS: Sendable {
 
     public func createBucket(_ name: String) async throws(GedsError) {
         _ = try BucketName(name)
+        if let attachment { return try attachment.expectOK(.call(.createBucket(name))) }
         try await node.mds.expectOK(.createBucket(name))
     }
 
     /// Deletes an empty bucket, or with `force` a bucket and all its objects.
     public func deleteBucket(_ name: String, force: Bool = false) async throws(GedsError) {
         _ = try BucketName(name)
+        if let attachment { return try attachment.expectOK(.call(.deleteBucket(name, force: force))) }
         try await node.deleteBucket(name, force: force)
     }
 
     public func listBuckets() async throws(GedsError) -> [String] {
-        try await node.mds.buckets()
+        if let attachment {
+            let reply = try attachment.call(.call(.listBuckets))
+            guard case .buckets(let names) = reply else { throw Attachment.unexpected(reply) }
+            return names
+        }
+        return try await node.mds.buckets()
     }
 
     // MARK: Objects
@@ -63,11 +98,13 @@ public final class GEDS: Sendable {
     /// bucket's (see `setBucketStorage`) for this object.
     public func create(bucket: String, key: String, persistency: Persistency? = nil) async throws(GedsError) -> ObjectWriter {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
-        if let persistency, persistency.uploadsToS3, try await node.bucketStorage(bucket) == nil {
-            throw GedsError(.invalidArgument, "persistency \(persistency) needs an S3 store, and bucket \(bucket) has none "
-                            + "(geds bucket \(bucket) --s3 ENDPOINT/BUCKET)")
+        if let attachment {
+            let (connection, blob) = try attachment.create(bucket: bucket, key: key, persistency: persistency)
+            return ObjectWriter(sealer: .attached(attachment, connection), blob: blob, bucket: bucket, key: key,
+                                persistency: persistency)
         }
-        return ObjectWriter(node: node, blob: try await node.create(bucket: bucket, key: key), bucket: bucket, key: key,
+        try await node.checkPersistency(persistency, bucket: bucket)
+        return ObjectWriter(sealer: .node(node), blob: try await node.create(bucket: bucket, key: key), bucket: bucket, key: key,
                             persistency: persistency)
     }
 
@@ -80,7 +117,7 @@ public final class GEDS: Sendable {
 
     public func open(bucket: String, key: String) async throws(GedsError) -> ObjectReader {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
-        return ObjectReader(node: node, info: try await node.lookup(bucket: bucket, key: key))
+        return ObjectReader(node: node, attachment: attachment, info: try await lookup(bucket: bucket, key: key))
     }
 
     /// Looks an object up and reads from it into caller memory in one call, on the node's event loop so that
@@ -89,9 +126,10 @@ public final class GEDS: Sendable {
     public func read(bucket: String, key: String, at offset: UInt64 = 0,
                      into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
+        if let attachment { return try attachment.read(nil, bucket: bucket, key: key, at: offset, into: buffer) }
         // The caller's buffer outlives this awaited call; only the read writes it meanwhile.
         nonisolated(unsafe) let destination = buffer
-        let node = self.node
+        let node: Node = self.node
         return try await node.onLoop { () throws(GedsError) -> Int in
             let info = try await node.lookup(bucket: bucket, key: key)
             return try await node.read(info, at: offset, into: destination)
@@ -105,6 +143,15 @@ public final class GEDS: Sendable {
 
     public func stat(bucket: String, key: String) async throws(GedsError) -> ObjectInfo {
         _ = try BucketName(bucket)
+        return try await lookup(bucket: bucket, key: key)
+    }
+
+    private func lookup(bucket: String, key: String) async throws(GedsError) -> ObjectInfo {
+        if let attachment {
+            let reply = try attachment.call(.call(.lookup(bucket: bucket, key: key)))
+            guard case .object(let info) = reply else { throw Attachment.unexpected(reply) }
+            return info
+        }
         return try await node.lookup(bucket: bucket, key: key)
     }
 
@@ -112,6 +159,12 @@ public final class GEDS: Sendable {
     public func list(bucket: String, prefix: String = "", delimiter: String = "", startAfter: String = "",
                      maxKeys: Int = 1000) async throws(GedsError) -> ListPage {
         _ = try BucketName(bucket)
+        if let attachment {
+            let reply = try attachment.call(.call(.list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter,
+                                                  maxKeys: UInt32(clamping: maxKeys))))
+            guard case .page(let page) = reply else { throw Attachment.unexpected(reply) }
+            return page
+        }
         return try await node.list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter,
                                    maxKeys: UInt32(clamping: maxKeys))
     }
@@ -131,6 +184,7 @@ public final class GEDS: Sendable {
 
     public func delete(bucket: String, key: String) async throws(GedsError) {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
+        if let attachment { return try attachment.expectOK(.call(.deleteObject(bucket: bucket, key: key))) }
         try await node.delete(bucket: bucket, key: key)
     }
 
@@ -138,6 +192,11 @@ public final class GEDS: Sendable {
     @discardableResult
     public func delete(bucket: String, prefix: String) async throws(GedsError) -> UInt64 {
         _ = try BucketName(bucket)
+        if let attachment {
+            let reply = try attachment.call(.call(.deletePrefix(bucket: bucket, prefix: prefix)))
+            guard case .count(let count) = reply else { throw Attachment.unexpected(reply) }
+            return count
+        }
         return try await node.delete(bucket: bucket, prefix: prefix)
     }
 
@@ -145,6 +204,7 @@ public final class GEDS: Sendable {
     public func rename(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
         _ = try ObjectPath(bucket: BucketName(toBucket), key: ObjectKey(toKey))
+        if let attachment { return try attachment.expectOK(.call(.rename(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey))) }
         try await node.rename(bucket: bucket, key: key, toBucket: toBucket, toKey: toKey)
     }
 
@@ -153,6 +213,7 @@ public final class GEDS: Sendable {
     public func copy(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
         _ = try ObjectPath(bucket: BucketName(toBucket), key: ObjectKey(toKey))
+        if let attachment { return try attachment.expectOK(.call(.copy(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey))) }
         try await node.copy(bucket: bucket, key: key, toBucket: toBucket, toKey: toKey)
     }
 
@@ -163,18 +224,24 @@ public final class GEDS: Sendable {
     /// Replaces the object's user metadata.
     public func setMetadata(bucket: String, key: String, _ metadata: [String: String]) async throws(GedsError) {
         try UserMetadata.validate(metadata)
+        if let attachment { return try attachment.expectOK(.call(.setMetadata(bucket: bucket, key: key, metadata: metadata))) }
         try await node.setMetadata(bucket: bucket, key: key, metadata)
     }
 
     // MARK: Nodes and placement
 
     public func nodes() async throws(GedsError) -> [NodeInfo] {
-        try await node.mds.nodes()
+        if let attachment {
+            let reply = try attachment.call(.call(.listNodes))
+            guard case .nodes(let nodes) = reply else { throw Attachment.unexpected(reply) }
+            return nodes
+        }
+        return try await node.mds.nodes()
     }
 
     /// The node a relocation goes to: the named live node, else the least loaded live daemon.
     public func relocationTarget(named nodeName: String? = nil) async throws(GedsError) -> NodeInfo {
-        let candidates = try await nodes().filter { $0.alive && $0.name != node.configuration.name }
+        let candidates = try await nodes().filter { $0.alive && $0.name != self.nodeName }
         if let nodeName {
             guard let named = candidates.first(where: { $0.name == nodeName }) else {
                 throw GedsError(.noSuchNode, "no live node named '\(nodeName)'")
@@ -182,7 +249,7 @@ public final class GEDS: Sendable {
             return named
         }
         guard let daemon = candidates.filter({ $0.role == .daemon }).min(by: { $0.bytes < $1.bytes }) else {
-            throw GedsError(.noSuchNode, "no live gedsd to hold the object; start one with: gedsd --mds \(node.configuration.mds) ...")
+            throw GedsError(.noSuchNode, "no live gedsd to hold the object; start one with: gedsd --mds \(attachment?.mds ?? "\(node.configuration.mds)") ...")
         }
         return daemon
     }
@@ -190,6 +257,7 @@ public final class GEDS: Sendable {
     /// Moves a sealed object to another node, which becomes its owner; this is how objects outlive the
     /// task that wrote them.
     public func relocate(bucket: String, key: String, to target: NodeInfo) async throws(GedsError) {
+        if let attachment { return try attachment.expectOK(.relocate(bucket: bucket, key: key, toNode: target.name)) }
         try await node.relocate(try await stat(bucket: bucket, key: key), to: target)
     }
 }
@@ -200,11 +268,18 @@ public final class ObjectWriter: Sendable {
     public let key: String
     /// Overrides the bucket's persistency at seal (nil: the bucket's).
     public let persistency: Persistency?
-    let node: Node
+    let sealer: Sealer
     let blob: WritableBlob
 
-    init(node: Node, blob: WritableBlob, bucket: String, key: String, persistency: Persistency? = nil) {
-        self.node = node
+    /// Who publishes the object: the embedded node, or the gedsd whose file this is, through the connection
+    /// that created it (closing it unsealed gives the file back).
+    enum Sealer: Sendable {
+        case node(Node)
+        case attached(Attachment, LocalConnection)
+    }
+
+    init(sealer: Sealer, blob: WritableBlob, bucket: String, key: String, persistency: Persistency? = nil) {
+        self.sealer = sealer
         self.blob = blob
         self.bucket = bucket
         self.key = key
@@ -236,7 +311,12 @@ public final class ObjectWriter: Sendable {
     /// Gives the object up unsealed: nothing is published, an older object under the key stays as it was, and the
     /// bytes written go when this writer does.
     public func abort() async throws(GedsError) {
-        try await node.mds.expectOK(.abortObject(blob: blob.blob))
+        switch sealer {
+        case .node(let node):
+            try await node.mds.expectOK(.abortObject(blob: blob.blob))
+        case .attached(let attachment, let connection):
+            try attachment.abort(blob, on: connection)
+        }
     }
 
     /// Makes the object immutable and visible everywhere, replacing any older object under its key. With
@@ -245,17 +325,24 @@ public final class ObjectWriter: Sendable {
     /// durable as its persistency says: for write-through the call returns once it is in S3, and if S3 fails
     /// it throws, while the object stays published (readable from tier 0) and queued for upload.
     public func seal(metadata: [String: String] = [:], handingOffTo target: NodeInfo? = nil) async throws(GedsError) {
-        try await node.seal(blob, metadata: metadata, handingOffTo: target, persistency: persistency)
+        switch sealer {
+        case .node(let node):
+            try await node.seal(blob, metadata: metadata, handingOffTo: target, persistency: persistency)
+        case .attached(let attachment, let connection):
+            try attachment.seal(blob, on: connection, metadata: metadata, handingOffTo: target)
+        }
     }
 }
 
 /// A sealed object opened for reading.
 public final class ObjectReader: Sendable {
     public let info: ObjectInfo
-    let node: Node
+    let node: Node?
+    let attachment: Attachment?
 
-    init(node: Node, info: ObjectInfo) {
+    init(node: Node?, attachment: Attachment?, info: ObjectInfo) {
         self.node = node
+        self.attachment = attachment
         self.info = info
     }
 
@@ -264,12 +351,19 @@ public final class ObjectReader: Sendable {
     /// The whole object without copies: a view of its tier-0 mapping, fetched into this node's tier 0 first
     /// when it lives on another host. The view stays valid even if the object is deleted meanwhile.
     public func view() async throws(GedsError) -> MappedBytes {
-        try await node.view(of: info)
+        if let attachment { return try attachment.view(info) }
+        return try await node!.view(of: info)
     }
 
     /// Reads up to `buffer.count` bytes at `offset` into caller memory; returns how many were read.
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
-        try await node.read(info, at: offset, into: buffer)
+        if let attachment {
+            guard offset < info.size else { return 0 }
+            let count = Int(min(UInt64(buffer.count), info.size - offset))
+            return try attachment.read(info, bucket: info.bucket, key: info.key, at: offset,
+                                       into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<count]))
+        }
+        return try await node!.read(info, at: offset, into: buffer)
     }
 
     public func read(at offset: UInt64, length: Int) async throws(GedsError) -> [UInt8] {
@@ -278,7 +372,7 @@ public final class ObjectReader: Sendable {
         let count = Int(min(UInt64(length), info.size - offset))
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 16)
         defer { buffer.deallocate() }
-        let got = try await node.read(info, at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<count]))
+        let got = try await read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<count]))
         return Array(buffer[..<got])
     }
 }

@@ -9,17 +9,24 @@ extension GEDS {
     /// Only the address, prefix, region and persistency go to the MDS: every node signs with its own credentials.
     public func setBucketStorage(_ bucket: String, _ storage: BucketStorage?) async throws(GedsError) {
         _ = try BucketName(bucket)
+        if let attachment { return try attachment.expectOK(.call(.setBucketStorage(bucket: bucket, storage: storage))) }
         try await node.mds.expectOK(.setBucketStorage(bucket: bucket, storage: storage))
     }
 
     public func bucketStorage(_ bucket: String) async throws(GedsError) -> BucketStorage? {
         _ = try BucketName(bucket)
+        if let attachment {
+            let reply = try attachment.call(.call(.bucketStorage(bucket: bucket)))
+            guard case .storage(let storage) = reply else { throw Attachment.unexpected(reply) }
+            return storage
+        }
         return try await node.bucketStorage(bucket)
     }
 
     /// Waits until every write-back upload queued on any live node is in S3; `timedOut` naming the node and
     /// its last error when one is still uploading after `timeoutMilliseconds`.
     public func flush(timeoutMilliseconds: UInt64 = 300_000) async throws(GedsError) {
+        if let attachment { return try attachment.expectOK(.call(.flush(timeoutMilliseconds: timeoutMilliseconds))) }
         try await node.flushEverywhere(timeoutMilliseconds: timeoutMilliseconds)
     }
 }

@@ -20,6 +20,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case s3XML = "s3-xml"
     /// Bucket names, object keys, `bucket/key` paths and metadata names.
     case names
+    /// A request payload on a gedsd's local socket (`LocalRequest`, attach mode).
+    case local
 
     public func run(_ input: UnsafeRawBufferPointer) {
         switch self {
@@ -28,6 +30,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .rdmaMessage: Self.fragments(input)
         case .s3XML: Self.s3Answers(Array(input))
         case .names: Self.names(String(decoding: input, as: UTF8.self))
+        case .local: Self.localRequest(Array(input))
         }
     }
 
@@ -54,6 +57,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
              Array("<InitiateMultipartUploadResult><UploadId>u-1</UploadId></InitiateMultipartUploadResult>".utf8)]
         case .names:
             ["bucket-1/some/key.txt", "my.bucket/ü/ñ", "192.168.1.1/k", "xn--abc/k", "Name-1=value"].map { Array($0.utf8) }
+        case .local:
+            Self.sampleLocalRequests.map { Array(LocalFrame.bytes($0, id: 1).dropFirst(FrameHeader.size)) }
         }
     }
 
@@ -110,6 +115,12 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
                 precondition(error.kind == .protocolViolation, "\(error)")
             }
         }
+    }
+
+    private static func localRequest(_ payload: [UInt8]) {
+        guard let request = try? LocalFrame.request(from: payload) else { return }
+        let again = try? LocalFrame.request(from: Array(LocalFrame.bytes(request, id: 1).dropFirst(FrameHeader.size)))
+        precondition(again == request, "local request \(request) does not survive encoding")
     }
 
     private static func s3Answers(_ body: [UInt8]) {
@@ -180,6 +191,15 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         .claimS3Deletions(bucket: "bucket", keys: ["x", "y"]),
         .readBlob(blob: 5, offset: 0, length: 1 << 20),
     ]
+
+    private static let sampleLocalRequests: [LocalRequest] = [
+        .hello(pid: 42, mds: "127.0.0.1:4381"),
+        .create(bucket: "bucket", key: "a/b", persistency: .writeThrough),
+        .seal(blob: 77, size: 4096, metadata: ["k": "v"], handOffTo: "node-b"),
+        .view(ObjectInfo(bucket: "bucket", key: "a", blob: 5, size: 10, sealed: true, modified: 1, metadata: [:], locations: [])),
+        .read(info: nil, bucket: "bucket", key: "a", offset: 3, length: 4096),
+        .relocate(bucket: "bucket", key: "a", toNode: "node-a"),
+    ] + sampleRequests.map { .call($0) }
 
     private static let sampleReplies: [Reply] = [
         .ok,

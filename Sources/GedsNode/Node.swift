@@ -403,7 +403,7 @@ public final class Node: Sendable {
 
     /// Whether a location's file can be mapped from here: a tier-0 copy on this host. Tier-1 files are
     /// read through their owner, which promotes them (and keeps the move order: MDS first, then the file).
-    private func isMappable(_ location: Location) -> Bool {
+    func isMappable(_ location: Location) -> Bool {
         location.tier == .tier0 && location.hostID == configuration.hostID
     }
 

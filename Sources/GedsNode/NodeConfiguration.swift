@@ -38,6 +38,19 @@ public struct NodeConfiguration: Sendable {
     /// The MDS's RDMA send/receive listener (`geds-mds --rdma-listen`); when set and this node runs over
     /// RDMA, its MDS calls go there instead of TCP.
     public var mdsRDMA: Endpoint?
+    /// Whether `GEDS.connect` attaches to this host's `gedsd` instead of starting a node in this process.
+    public var attach: Attach = .auto
+
+    /// How a process finds the `gedsd` of its host to attach to (see `GEDS.connect`).
+    public enum Attach: Sendable, Equatable {
+        /// `GEDS_NODE=PATH` when set (it must answer), else a socket in `LocalEndpoint.defaultDirectory` whose
+        /// gedsd serves the same MDS; with none, this process runs its own node.
+        case auto
+        /// The gedsd listening at this socket path, or fail.
+        case path(String)
+        /// Always run a node in this process (`gedsd` itself, benchmarks that measure a node).
+        case never
+    }
 
     /// `--transport` of `gedsd` and `geds`.
     public enum Transport: String, Sendable, CaseIterable {

@@ -2,6 +2,7 @@ import GedsCore
 import GedsTCP
 import GedsWire
 import NIOCore
+import NIOPosix
 import Synchronization
 
 /// A subscription to the MDS's events: an `AsyncSequence` of the namespace changes in its scope, in revision order,
@@ -277,5 +278,13 @@ extension Node {
     /// Subscribes to the MDS's events in `scope`: those after `after` (from its history), or from now on.
     public func subscribe(_ scope: EventScope, after: UInt64? = nil) async throws(GedsError) -> EventSubscription {
         try await EventSubscription.open(scope, after: after, mds: configuration.mds, group: group)
+    }
+}
+
+extension EventSubscription {
+    /// For a process without a node of its own (attached to a gedsd): subscribes straight at the MDS, on NIO's
+    /// shared event loops.
+    public static func open(_ scope: EventScope, after: UInt64?, mds: Endpoint) async throws(GedsError) -> EventSubscription {
+        try await open(scope, after: after, mds: mds, group: MultiThreadedEventLoopGroup.singleton)
     }
 }

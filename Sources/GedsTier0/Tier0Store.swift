@@ -129,12 +129,13 @@ public final class Tier0Store: Sendable {
         sealed.withLock { $0.set(blob, size) }
     }
 
-    static func makeDirectories(_ path: String) throws(GedsError) {
+    /// Creates `path` and its missing parents (mode 0755); `what` names it in the error.
+    public static func makeDirectories(_ path: String, what: String = "tier 0 folder") throws(GedsError) {
         var prefix = path.hasPrefix("/") ? "" : "."
         for part in path.split(separator: "/") {
             prefix += "/" + part
             if mkdir(prefix, 0o755) != 0, errno != EEXIST {
-                throw GedsError.io("cannot create tier 0 folder \(path)", errno: errno)
+                throw GedsError.io("cannot create \(what) \(path)", errno: errno)
             }
         }
     }
@@ -144,7 +145,8 @@ public final class Tier0Store: Sendable {
 /// Writes go through `pwrite`, so a full memory folder returns ENOSPC instead of faulting in a mapping.
 public final class WritableBlob: Sendable {
     public let blob: BlobID
-    private let store: Tier0Store
+    /// Nil for a file handed over by another process's tier 0 (an attached client's end of a `gedsd`'s file).
+    private let store: Tier0Store?
     private let state: Mutex<State>
 
     struct State {
@@ -159,15 +161,29 @@ public final class WritableBlob: Sendable {
         state = Mutex(State(descriptor: descriptor, size: 0))
     }
 
+    /// The writable end of a blob file that another process's tier 0 handed over (its descriptor, owned from
+    /// now on): writes land in that file, and `seal` only closes it (the owner publishes it).
+    public init(handedOver descriptor: Int32, blob: BlobID) {
+        store = nil
+        self.blob = blob
+        state = Mutex(State(descriptor: descriptor, size: 0))
+    }
+
     deinit {
         state.withLock { state in
             if state.descriptor >= 0 { close(state.descriptor) }
-            if !state.sealed { unlink(store.path(of: blob)) }
+            if !state.sealed, let store { unlink(store.path(of: blob)) }
         }
     }
 
     public var size: UInt64 { state.withLock { $0.size } }
-    public var path: String { store.path(of: blob) }
+    public var path: String { store?.path(of: blob) ?? "" }
+    private var folder: String { store?.directory ?? "the gedsd's tier 0" }
+
+    /// Calls `body` with the open descriptor (-1 once sealed), e.g. to hand it to an attached process.
+    public func withDescriptor<Result>(_ body: (Int32) -> Result) -> Result {
+        state.withLock { body($0.descriptor) }
+    }
 
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(GedsError) {
         try WritableBlob.checkRange(offset, UInt64(bytes.count))
@@ -181,7 +197,7 @@ public final class WritableBlob: Sendable {
                     let code = errno
                     // Give back what a partial write allocated beyond the old end.
                     _ = ftruncate(state.descriptor, off_t(state.size))
-                    throw GedsError.io("cannot write to tier 0 folder \(store.directory)", errno: code)
+                    throw GedsError.io("cannot write to tier 0 folder \(folder)", errno: code)
                 }
                 done += written
             }
@@ -235,7 +251,7 @@ public final class WritableBlob: Sendable {
             state.descriptor = -1
             return state.size
         }
-        store.markSealed(blob, size: size)
+        store?.markSealed(blob, size: size)
         return size
     }
 }
@@ -277,7 +293,8 @@ public final class MappedBytes: @unchecked Sendable {
     public let base: UnsafeMutableRawPointer?
     public let count: Int
 
-    init(descriptor: Int32, size: Int, writable: Bool) throws(GedsError) {
+    /// Maps `size` bytes of the open file `descriptor` (which may be closed afterwards).
+    public init(descriptor: Int32, size: Int, writable: Bool) throws(GedsError) {
         count = size
         guard size > 0 else {
             base = nil

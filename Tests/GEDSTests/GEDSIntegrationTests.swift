@@ -289,7 +289,7 @@ let twoHosts: [(name: String, hostID: String, role: NodeRole)] = [("a", "host-a"
             #expect(after.locations.map(\.node) == [daemon.node.configuration.name])
             #expect(!a.node.tier0.contains(before.blob))
             #expect(daemon.node.tier0.contains(before.blob))
-            #expect(sha256(try await daemon.node.tier0.map(before.blob)) == sha256(bytes))
+            #expect(sha256(try daemon.node.tier0.map(before.blob)) == sha256(bytes))
 
             // The object outlives its writer.
             await a.close()

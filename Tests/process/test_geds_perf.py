@@ -419,3 +419,22 @@ def test_pubsub_workload(tmp_path):
     assert "seal" in seal["note"] and "wait" in wake["note"]
     assert events["ops_per_s"] > 0 and "100 subscribers" in events["note"], events
     assert lookups["reference"] == "MDS lookups/s without subscriptions" and lookups["ratio"] > 0, lookups
+
+
+def test_attach_workload(tmp_path, no_references):
+    """An attached process beside redis-benchmark -s (here hidden, so reported missing): every figure is there,
+    and the view of the object another process wrote lies in the gedsd's tier-0 mapping."""
+    out = tmp_path / "attach.json"
+    run = perf("--workloads", "attach", "--clients", "2", "--json", str(out), path=no_references, timeout=300)
+    assert run.rc == 0, run.describe()
+    records = [m for m in json.loads(out.read_text())["measurements"] if m["workload"] == "attach"]
+    notes = " | ".join(m["note"] for m in records)
+    assert "attached put: create + write + seal" in notes and "attached get: lookup + read" in notes
+    assert "2 processes (geds-perf clients)" in notes and "2 tasks in this one process" in notes
+    view = next(m for m in records if m["size_bytes"] == 256 << 20)
+    assert "the view lies in the mapping of the gedsd's tier-0 file" in view["note"] and view["p50_us"] > 0
+    assert all(m["ops_per_s"] > 0 for m in records if "processes" in m["note"] or "tasks" in m["note"])
+    assert any("redis-benchmark" in (m["reference"] or "") and "missing" in m["reference"] for m in records)
+    assert "gedsd cost of 64 attached connections" in notes
+    run = perf("--workloads", "attach", "--mds", "127.0.0.1:1", timeout=30)
+    assert run.rc != 0 and "cannot use --mds" in run.err, run.describe()

@@ -149,7 +149,7 @@ struct Bench {
         case .write: try await write()
         case .nodeScale: try await NodeScale.measure(geds: geds, bucket: bucket, count: parameters.nodeObjects)
         case .pubsub: try await pubsub(clients: parameters.clients)
-        case .mdsScale, .tier1, .spill, .s3, .soak: []  // run on their own: MetadataScale, Tier1Bench, SpillBench, S3Bench, SoakBench
+        case .mdsScale, .tier1, .spill, .s3, .soak, .attach: []  // run on their own: MetadataScale, Tier1Bench, SpillBench, S3Bench, SoakBench, AttachBench
         }
     }
 

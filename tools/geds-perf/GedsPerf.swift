@@ -30,7 +30,7 @@ struct GedsPerf: AsyncParsableCommand {
             help: "For rdma: OWNER,READER, addresses of two RDMA devices (two hosts); the owner gedsd serves on the first, this process reads from the second (default inside tools/rxe-vm --two-hosts: 10.10.1.2,10.10.1.1).")
     var rdmaAddresses: String?
 
-    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); spill reads from a gedsd while it spills to tier 1 (see --spill-*); s3 is read-through from moto_server beside boto3; pubsub is seal-to-event and wait latency beside redis pub/sub, events/s to 100 subscribers and lookups/s with them; soak is a mixed put/get/list/rename/delete load over two gedsd nodes (see --clients, --duration); mds-scale, node-scale, tier1, spill, s3, pubsub and soak run only when named.")
+    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); spill reads from a gedsd while it spills to tier 1 (see --spill-*); s3 is read-through from moto_server beside boto3; pubsub is seal-to-event and wait latency beside redis pub/sub, events/s to 100 subscribers and lookups/s with them; attach measures a process attached to a gedsd's local socket beside redis-benchmark -s; soak is a mixed put/get/list/rename/delete load over two gedsd nodes (see --clients, --duration); mds-scale, node-scale, tier1, spill, s3, pubsub, soak and attach run only when named.")
     var workloads: String = Workload.defaults.map(\.rawValue).joined(separator: ",")
 
     @Option(help: "Object sizes for read-bw and read-tier0, comma-separated; K, M, G mean KiB, MiB, GiB.")
@@ -87,6 +87,9 @@ struct GedsPerf: AsyncParsableCommand {
             help: "Tier-0 folders on /dev/shm as it is ('small' pages) or on a tmpfs mounted with huge pages ('huge', needs root).")
     var tier0Pages: String = "small"
 
+    @Option(name: .customLong("attach-client"), help: .hidden)
+    var attachClient: String?
+
     @Option(help: "Write the run (machine, units, measurements) as JSON to this file.")
     var json: String?
 
@@ -116,6 +119,9 @@ struct GedsPerf: AsyncParsableCommand {
         if try Workload.parse(workloads).contains(.spill) {
             try requireWritableFolder(spillDir, "--spill-dir")
             if mds != nil { throw ValidationError("the spill workload starts its own MDS and gedsd: it cannot use --mds") }
+        }
+        if try Workload.parse(workloads).contains(.attach), mds != nil {
+            throw ValidationError("the attach workload starts its own MDS and gedsd: it cannot use --mds")
         }
         for (name, value) in [("--repetitions", repetitions), ("--clients", clients), ("--scale-objects", scaleObjects),
                               ("--node-objects", nodeObjects), ("--duration", duration)] where value < 1 {
@@ -203,6 +209,8 @@ struct GedsPerf: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // One of the attach workload's client processes: SOCKET,put|get,SECONDS; prints its operations per second.
+        if let attachClient { return try await AttachBench.client(attachClient) }
         Cleanup.installSignalHandlers()
         let selected = try Workload.parse(workloads)
         // A PNG needs a converter: find out now rather than after minutes of measuring.
@@ -232,6 +240,9 @@ struct GedsPerf: AsyncParsableCommand {
         }
         if selected.contains(.spill) {
             results += try await SpillBench.measure(binaries: binaries, parent: spillDir, sizes: try parsedSpillSizes())
+        }
+        if selected.contains(.attach) {
+            results += try await AttachBench.measure(binaries: binaries, clients: clients)
         }
         if selected.contains(.s3) {
             results += try await S3Bench.measure(size: try parsedS3Size(), repetitions: repetitions)
@@ -290,15 +301,19 @@ struct GedsPerf: AsyncParsableCommand {
         // The reader is this process's own node on its own (simulated) host, so that every remote read
         // crosses the network from the owner instead of mapping the owner's file. Over TCP it runs without
         // RDMA; over RDMA a second reader node reads from the other device, its MDS calls over RDMA too.
-        let geds = try await GEDS.connect(NodeConfiguration(
+        // Always a node of its own, never attached to a gedsd: the reader's node is what is measured.
+        var readerConfiguration = NodeConfiguration(
             mds: cluster.mds, tier0Directory: cluster.scratch + "/reader", name: "perf-reader-\(getpid())",
-            hostID: "perf-reader-host", publishCachedCopies: false, transport: .tcp), logger: logger)
+            hostID: "perf-reader-host", publishCachedCopies: false, transport: .tcp)
+        readerConfiguration.attach = .never
+        let geds = try await GEDS.connect(readerConfiguration, logger: logger)
         var rdmaGeds: GEDS?
         if let rdma {
             var configuration = NodeConfiguration(
                 mds: cluster.mds, listen: Endpoint(host: rdma.reader, port: 0), tier0Directory: cluster.scratch + "/reader-rdma",
                 name: "perf-reader-rdma-\(getpid())", hostID: "perf-reader-host", publishCachedCopies: false, transport: .rdma)
             configuration.mdsRDMA = cluster.mdsRDMA
+            configuration.attach = .never
             do {
                 rdmaGeds = try await GEDS.connect(configuration, logger: logger)
             } catch {
@@ -337,7 +352,7 @@ struct GedsPerf: AsyncParsableCommand {
 /// What geds-perf can measure. Data-plane workloads move object bytes and are measured per transport.
 enum Workload: String, CaseIterable {
     case readBandwidth = "read-bw", readIntoTier0 = "read-tier0", readManyMiB = "read-1mib", latency
-    case metadataOps = "mds-ops", local, write, mdsScale = "mds-scale", nodeScale = "node-scale", tier1, spill, s3, pubsub, soak
+    case metadataOps = "mds-ops", local, write, mdsScale = "mds-scale", nodeScale = "node-scale", tier1, spill, s3, pubsub, soak, attach
 
     /// The scale workloads, tier1 and spill (gigabytes of disk I/O), s3 (needs moto_server) and pubsub are opt-in,
     /// to keep a default run short.
@@ -345,7 +360,7 @@ enum Workload: String, CaseIterable {
 
     var dataPlane: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .latency].contains(self) }
     /// Whether it runs on the shared cluster (spill starts its own, with a capped tier 0 and a tier 1).
-    var needsCluster: Bool { ![.mdsScale, .tier1, .spill, .s3, .soak].contains(self) }
+    var needsCluster: Bool { ![.mdsScale, .tier1, .spill, .s3, .soak, .attach].contains(self) }
     var measuresBandwidth: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .write].contains(self) }
 
     static func parse(_ list: String) throws -> [Workload] {

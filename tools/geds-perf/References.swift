@@ -82,18 +82,23 @@ enum References {
         redis("GET", size: size, clients: clients, requests: requests)
     }
 
-    /// redis-benchmark's figures for one command ("GET" or "SET") against a redis-server started here.
-    static func redis(_ command: String, size: Int, clients: Int, requests: Int) -> Result<RedisFigures, Missing> {
+    /// redis-benchmark's figures for one command ("GET" or "SET") against a redis-server started here, on
+    /// loopback TCP or, with `unixSocket`, on a Unix socket at that path (`redis-benchmark -s`).
+    static func redis(_ command: String, size: Int, clients: Int, requests: Int,
+                      unixSocket: String? = nil) -> Result<RedisFigures, Missing> {
         Result {
             let server = try find("redis-server").get()
             let benchmark = try find("redis-benchmark").get()
-            progress("reference: redis-benchmark \(command) of \(size) B values, \(clients) client\(clients == 1 ? "" : "s")")
-            let port = try Cluster.freePort()
-            let process = try Child.spawn(server, ["--port", String(port), "--bind", "127.0.0.1", "--save", "",
-                                                   "--appendonly", "no"], captureOutput: false)
+            progress("reference: redis-benchmark \(command) of \(size) B values, \(clients) client\(clients == 1 ? "" : "s")"
+                     + (unixSocket == nil ? "" : " over a Unix socket"))
+            let port = unixSocket == nil ? try Cluster.freePort() : 0
+            let listen = unixSocket.map { ["--unixsocket", $0] } ?? ["--bind", "127.0.0.1"]
+            let process = try Child.spawn(server, ["--port", String(port)] + listen + ["--save", "", "--appendonly", "no"],
+                                          captureOutput: false)
             defer { process.terminate() }
             usleep(300_000)
-            let common = ["-h", "127.0.0.1", "-p", String(port), "-d", String(size), "-c", String(clients), "--csv"]
+            let address = unixSocket.map { ["-s", $0] } ?? ["-h", "127.0.0.1", "-p", String(port)]
+            let common = address + ["-d", String(size), "-c", String(clients), "--csv"]
             _ = try Child.run(benchmark, common + ["-t", "set", "-n", "1000"])
             let csv = try Child.run(benchmark, common + ["-t", command.lowercased(), "-n", String(requests)]).output
             // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"

@@ -36,6 +36,9 @@ struct Connection: ParsableArguments {
     @Option(name: .customLong("mds-rdma"), help: "The MDS's RDMA listener, HOST:PORT: MDS calls go over RDMA send/receive.")
     var mdsRDMA: String?
 
+    @Option(help: "Attach to the gedsd listening at this local socket (default: $GEDS_NODE, else a gedsd of the same MDS found in $XDG_RUNTIME_DIR/geds or /run/geds; with none, this command runs a node of its own).")
+    var node: String?
+
     @Flag(help: "Log which transports are used (to stderr).")
     var verbose = false
 
@@ -50,6 +53,7 @@ struct Connection: ParsableArguments {
             publishCachedCopies: false, transport: try NodeConfiguration.Transport(parsing: transport))
         // Without an RDMA address the CLI's node listens on loopback, which has no RDMA device: TCP.
         configuration.rdmaAddress = rdmaAddress
+        configuration.attach = node.map { .path($0) } ?? .auto
         configuration.mdsRDMA = try mdsRDMA.map { (text) throws(GedsError) in try Endpoint(parsing: text) }
         return try await GEDS.connect(configuration, logger: logger)
     }
@@ -144,7 +148,9 @@ struct Put: AsyncParsableCommand {
 
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
-            let target = try await store.relocationTarget(named: to)
+            // Attached, the object is written into the gedsd's tier 0 already: handed off only to another one.
+            let target = store.attachedNode != nil && (to == nil || to == store.nodeName) ? nil
+                : try await store.relocationTarget(named: to)
             if recursive {
                 let (bucket, prefix) = splitBucket(destination)
                 for file in try filesUnder(source) {
@@ -158,7 +164,7 @@ struct Put: AsyncParsableCommand {
         }
     }
 
-    private func upload(_ store: GEDS, path: String, bucket: String, key: String, target: NodeInfo) async throws(GedsError) {
+    private func upload(_ store: GEDS, path: String, bucket: String, key: String, target: NodeInfo?) async throws(GedsError) {
         let persistency = try persistency.map { (text) throws(GedsError) in try Persistency(parsing: text) }
         let input = path == "-" ? Int32(0) : Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard input >= 0 else { throw GedsError.io("cannot open \(path)", errno: errno) }
@@ -216,7 +222,7 @@ struct Get: AsyncParsableCommand {
 /// Copies an object to a file or stdout from a zero-copy view of it.
 func download(_ store: GEDS, bucket: String, key: String, to destination: String) async throws(GedsError) {
     var reader = try await store.open(bucket: bucket, key: key)
-    if reader.info.locations.allSatisfy({ $0.tier == .s3 }), let target = try? await store.relocationTarget() {
+    if store.attachedNode == nil, reader.info.locations.allSatisfy({ $0.tier == .s3 }), let target = try? await store.relocationTarget() {
         // Only in S3: a gedsd caches it in its tier 0 (this process's goes with it), then it is read from there.
         if (try? await store.relocate(bucket: bucket, key: key, to: target)) != nil {
             reader = try await store.open(bucket: bucket, key: key)
@@ -390,7 +396,7 @@ struct Nodes: AsyncParsableCommand {
 
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
-            let nodes = try await store.nodes().filter { $0.name != store.node.configuration.name }
+            let nodes = try await store.nodes().filter { $0.name != store.node?.configuration.name }
             if json {
                 return try JSONOutput.print(JSONOutput.Nodes(nodes: nodes.map { node in
                     .init(name: node.name, alive: node.alive, role: node.role == .daemon ? "gedsd" : "embedded", host: node.hostID,
@@ -561,7 +567,7 @@ final class Progress {
 // `geds --mds HOST:PORT COMMAND …`: the global options may come before the command; they are handed to it.
 @main
 enum Main {
-    static let globalOptions = ["--mds", "--timeout-ms", "--transport", "--rdma-address", "--mds-rdma", "--verbose"]
+    static let globalOptions = ["--mds", "--node", "--timeout-ms", "--transport", "--rdma-address", "--mds-rdma", "--verbose"]
     static let globalFlags: Set = ["--verbose"]
 
     static func main() async {

@@ -57,6 +57,12 @@ struct GedsDaemon: AsyncParsableCommand {
           help: "Mount a tmpfs with transparent huge pages (huge=within_size) at --tier0 first (needs root): objects of 2 MiB and more then cost far less to allocate, map, send and free.")
     var hugePages = false
 
+    @Option(help: "The local socket through which this host's processes attach (default: $XDG_RUNTIME_DIR/geds/NAME.sock, else /run/geds/NAME.sock).")
+    var socket: String?
+
+    @Option(name: .customLong("socket-mode"), help: "Permissions of the local socket, octal: 600 lets this user attach, 660 its group too, 666 everyone.")
+    var socketMode: String = "600"
+
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String = "info"
 
@@ -68,7 +74,11 @@ struct GedsDaemon: AsyncParsableCommand {
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let store: GEDS
         let scraped = Mutex<Node?>(nil)
+        let local: LocalEndpoint
         do {
+            guard let mode = UInt32(socketMode, radix: 8), mode <= 0o777 else {
+                throw GedsError(.invalidArgument, "--socket-mode: expected octal permissions such as 600 or 660, got '\(socketMode)'")
+            }
             if let metrics {
                 let endpoint = try await MetricsEndpoint.start(listen: try Endpoint(parsing: metrics),
                                                                group: MultiThreadedEventLoopGroup.singleton) {
@@ -81,6 +91,7 @@ struct GedsDaemon: AsyncParsableCommand {
                 mds: try Endpoint(parsing: mds), listen: try Endpoint(parsing: listen), advertisedHost: advertise,
                 tier0Directory: tier0, removeTier0OnShutdown: false, name: name, hostID: hostID, role: .daemon,
                 transport: try NodeConfiguration.Transport(parsing: transport))
+            configuration.attach = .never
             configuration.rdmaAddress = rdmaAddress
             configuration.mdsRDMA = try mdsRDMA.map { (text) throws(GedsError) in try Endpoint(parsing: text) }
             configuration.tier0Capacity = try tier0Capacity.map { (text) throws(GedsError) in try ByteCount.parse(text) }
@@ -98,9 +109,16 @@ struct GedsDaemon: AsyncParsableCommand {
             }
             store = try await GEDS.connect(configuration, logger: logger)
             scraped.withLock { $0 = store.node }
+            do {
+                local = try socket.map { (path) throws(GedsError) in try LocalEndpoint.start(node: store.node, path: path, mode: mode, logger: logger) }
+                    ?? LocalEndpoint.startAtDefaultPath(node: store.node, mode: mode, logger: logger)
+            } catch {
+                await store.close()
+                throw error
+            }
             let tiers = [configuration.tier0Capacity.map { "tier 0: \(tier0), \($0) bytes" } ?? "tier 0: \(tier0)",
                          configuration.tier1.map { "tier 1: \($0.directory), \($0.capacity) bytes" }].compactMap { $0 }
-            printLine("gedsd \(configuration.name) listening on \(store.node.endpoint) (\(tiers.joined(separator: "; ")))")
+            printLine("gedsd \(configuration.name) listening on \(store.node.endpoint), local socket \(local.path) (\(tiers.joined(separator: "; ")))")
         } catch {
             printError("gedsd: \(GedsError.wrapping(error).message)")
             throw ExitCode(1)
@@ -108,6 +126,7 @@ struct GedsDaemon: AsyncParsableCommand {
         // SIGTERM or SIGINT: a clean shutdown (write-back uploads finish, then the node leaves the MDS).
         let signal = await waitForTerminationSignal()
         printLine("gedsd \(store.node.configuration.name): signal \(signal), flushing write-backs and leaving")
+        local.close()
         await store.close()
     }
 }

@@ -26,3 +26,14 @@ int clinux_crc32c_hardware(void);
 /// CRC32C (Castagnoli) with the hardware instruction; call only when clinux_crc32c_hardware() is 1.
 /// `crc` is the running value as seen from outside (start with 0); the result is the value to pass next.
 uint32_t clinux_crc32c_update(uint32_t crc, const void *data, size_t length);
+
+/// Sends `length` bytes on a Unix stream socket in one sendmsg, with `fd` attached (SCM_RIGHTS) when it is
+/// not -1 (MSG_NOSIGNAL: a closed peer is EPIPE, not a signal). Returns what sendmsg returns.
+ssize_t clinux_send_with_fd(int socket, const void *bytes, size_t length, int fd);
+
+/// Receives up to `length` bytes with recvmsg; a descriptor that came along (SCM_RIGHTS, close-on-exec) is
+/// stored in `*fd`, else `*fd` is -1 (extra descriptors are closed). Returns what recvmsg returns.
+ssize_t clinux_receive_with_fd(int socket, void *bytes, size_t length, int *fd);
+
+/// The process id, user id and group id of a Unix socket's peer (SO_PEERCRED). Returns 0, or -1 with errno.
+int clinux_peer_credentials(int socket, int32_t *pid, uint32_t *uid, uint32_t *gid);

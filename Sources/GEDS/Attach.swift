@@ -1,0 +1,337 @@
+import GedsCore
+import GedsNode
+import GedsTier0
+import GedsWire
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A process attached to its host's `gedsd` (attach mode): no node of its own; every call goes over the
+/// gedsd's local socket (see ARCHITECTURE.md, "The local endpoint"). Calls are blocking round trips of a few
+/// microseconds on idle connections kept here (one per concurrent call; a writer keeps one until it seals).
+/// After a `fork`, the child opens connections of its own (the parent's are recognised by the process id);
+/// after the gedsd restarts, the failing call says so and the next call connects again.
+final class Attachment: Sendable {
+    let path: String
+    /// The MDS the process expects the gedsd to serve ("" for any).
+    let mds: String
+    /// How long a gedsd may take to greet a new connection.
+    let helloMilliseconds: Int64
+    private let state: Mutex<State>
+
+    private struct State {
+        var pid: Int32
+        var idle: [LocalConnection] = []
+        var gedsd: NodeInfo
+    }
+
+    private init(path: String, mds: String, helloMilliseconds: Int64, first: LocalConnection, gedsd: NodeInfo) {
+        self.path = path
+        self.mds = mds
+        self.helloMilliseconds = helloMilliseconds
+        state = Mutex(State(pid: getpid(), idle: [first], gedsd: gedsd))
+    }
+
+    /// Connects to the gedsd at `path` and greets it.
+    static func attach(path: String, mds: String, helloMilliseconds: Int64) throws(GedsError) -> Attachment {
+        let (connection, gedsd) = try LocalConnection.open(path: path, mds: mds, helloMilliseconds: helloMilliseconds)
+        return Attachment(path: path, mds: mds, helloMilliseconds: helloMilliseconds, first: connection, gedsd: gedsd)
+    }
+
+    /// A gedsd found by looking (not named by the user) that does not greet within this is passed over.
+    static let discoveryMilliseconds: Int64 = 500
+
+    /// Which gedsd a process with `configuration` attaches to, if any: `.path` must attach; `.auto` attaches to
+    /// `GEDS_NODE` (which must answer), else to the first socket in the default folder whose gedsd serves the same
+    /// MDS; `.never` does not. Logs the choice.
+    static func choose(_ configuration: NodeConfiguration, logger: Logger) throws(GedsError) -> Attachment? {
+        let mds = "\(configuration.mds)"
+        switch configuration.attach {
+        case .never:
+            return nil
+        case .path(let path):
+            return try attach(path: path, mds: mds, helloMilliseconds: configuration.timeoutMilliseconds, logger: logger,
+                              reason: "as configured")
+        case .auto:
+            if let variable = getenv("GEDS_NODE"), variable.pointee != 0 {
+                return try attach(path: String(cString: variable), mds: mds, helloMilliseconds: configuration.timeoutMilliseconds,
+                                  logger: logger, reason: "GEDS_NODE")
+            }
+            // Only a gedsd of the same host id: a process that says it is on another host (GEDS_HOST_ID) is not attached.
+            let folder = LocalEndpoint.defaultDirectory
+            for socket in socketFiles(in: folder) {
+                guard let attachment = try? attach(path: folder + "/" + socket, mds: mds, helloMilliseconds: discoveryMilliseconds) else {
+                    continue
+                }
+                if attachment.gedsd.hostID == configuration.hostID {
+                    return attachment.logged(logger, reason: "found in \(folder)")
+                }
+            }
+            logger.info("no gedsd of host \(configuration.hostID) for MDS \(mds) in \(folder) (and GEDS_NODE unset): this process runs its own node")
+            return nil
+        }
+    }
+
+    private static func attach(path: String, mds: String, helloMilliseconds: Int64, logger: Logger,
+                               reason: String) throws(GedsError) -> Attachment {
+        try attach(path: path, mds: mds, helloMilliseconds: helloMilliseconds).logged(logger, reason: reason)
+    }
+
+    private func logged(_ logger: Logger, reason: String) -> Attachment {
+        logger.info("attached to gedsd \(gedsd.name) at \(path) (\(reason)): its tier 0 and MDS session serve this process")
+        return self
+    }
+
+    private static func socketFiles(in folder: String) -> [String] {
+        guard let directory = opendir(folder) else { return [] }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name.hasSuffix(".sock") { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// The gedsd this process is attached to (as it said at the last connection).
+    var gedsd: NodeInfo { state.withLock { $0.gedsd } }
+
+    /// An idle connection, or a new one. In a child after `fork`, the parent's are left to the parent.
+    func lease() throws(GedsError) -> LocalConnection {
+        let pid = getpid()
+        let idle = state.withLock { state -> LocalConnection? in
+            if state.pid != pid {
+                state.pid = pid
+                // The parent's connections: closing the child's descriptors leaves them open for the parent.
+                state.idle.forEach { $0.close() }
+                state.idle.removeAll()
+            }
+            return state.idle.popLast()
+        }
+        if let idle { return idle }
+        do {
+            let (connection, gedsd) = try LocalConnection.open(path: path, mds: mds, helloMilliseconds: helloMilliseconds)
+            state.withLock { $0.gedsd = gedsd }
+            return connection
+        } catch {
+            throw GedsError(.peerUnreachable, "attached to the gedsd at \(path), which does not answer: \(error.message)")
+        }
+    }
+
+    func giveBack(_ connection: LocalConnection) {
+        state.withLock { state in
+            if state.pid == connection.pid { state.idle.append(connection) }
+        }
+    }
+
+    /// The connection failed: it and every idle one (the gedsd is probably gone) are closed; the next call
+    /// connects again.
+    func failed(_ connection: LocalConnection, _ error: GedsError) -> GedsError {
+        connection.close()
+        let idle = state.withLock { state in
+            defer { state.idle.removeAll() }
+            return state.idle
+        }
+        idle.forEach { $0.close() }
+        if error.code == .peerUnreachable { return error }
+        return GedsError(.peerUnreachable, "the gedsd at \(path) went away (\(error.message)); this call failed, the next one attaches again")
+    }
+
+    /// One request on `connection` (leased by the caller): the reply and the descriptor beside it (-1 for none).
+    func roundTrip(_ request: LocalRequest, on connection: LocalConnection) throws(GedsError) -> (Reply, Int32) {
+        do {
+            return try connection.roundTrip(request)
+        } catch {
+            throw failed(connection, error)
+        }
+    }
+
+    /// One request on an idle connection; a failure reply is thrown.
+    func call(_ request: LocalRequest) throws(GedsError) -> Reply {
+        let connection = try lease()
+        let (reply, descriptor) = try roundTrip(request, on: connection)
+        if descriptor >= 0 { close(descriptor) }
+        giveBack(connection)
+        if case .failure(let error) = reply { throw error }
+        return reply
+    }
+
+    func expectOK(_ request: LocalRequest) throws(GedsError) {
+        let reply = try call(request)
+        guard case .ok = reply else { throw Attachment.unexpected(reply) }
+    }
+
+    static func unexpected(_ reply: Reply) -> GedsError {
+        GedsError(.protocolViolation, "unexpected answer from gedsd: \(reply)")
+    }
+
+    // MARK: Objects
+
+    func create(bucket: String, key: String, persistency: Persistency?) throws(GedsError) -> (LocalConnection, WritableBlob) {
+        let connection = try lease()
+        let (reply, descriptor) = try roundTrip(.create(bucket: bucket, key: key, persistency: persistency), on: connection)
+        switch reply {
+        case .created(let blob) where descriptor >= 0:
+            return (connection, WritableBlob(handedOver: descriptor, blob: blob))
+        case .failure(let error):
+            giveBack(connection)
+            throw error
+        default:
+            if descriptor >= 0 { close(descriptor) }
+            throw failed(connection, Attachment.unexpected(reply))
+        }
+    }
+
+    /// Seals a handed-over file on the connection that created it; the connection is idle again afterwards.
+    func seal(_ writable: WritableBlob, on connection: LocalConnection, metadata: [String: String], handingOffTo target: NodeInfo?) throws(GedsError) {
+        let size = try writable.seal()
+        let (reply, descriptor) = try roundTrip(.seal(blob: writable.blob, size: size, metadata: metadata, handOffTo: target?.name ?? ""),
+                                                on: connection)
+        if descriptor >= 0 { close(descriptor) }
+        giveBack(connection)
+        if case .failure(let error) = reply { throw error }
+        guard case .ok = reply else { throw Attachment.unexpected(reply) }
+    }
+
+    /// Gives up a handed-over file on the connection that created it: the gedsd forgets the blob and its file.
+    func abort(_ writable: WritableBlob, on connection: LocalConnection) throws(GedsError) {
+        let (reply, descriptor) = try roundTrip(.call(.abortObject(blob: writable.blob)), on: connection)
+        if descriptor >= 0 { close(descriptor) }
+        giveBack(connection)
+        if case .failure(let error) = reply { throw error }
+        guard case .ok = reply else { throw Attachment.unexpected(reply) }
+    }
+
+    /// The gedsd's tier-0 file of the object, mapped here: no copy, and the mapping outlives a delete.
+    func view(_ info: ObjectInfo) throws(GedsError) -> MappedBytes {
+        let connection = try lease()
+        let (reply, descriptor) = try roundTrip(.view(info), on: connection)
+        giveBack(connection)
+        defer { if descriptor >= 0 { close(descriptor) } }
+        switch reply {
+        case .count(let size) where descriptor >= 0 && size <= UInt64(Int.max):
+            return try MappedBytes(descriptor: descriptor, size: Int(size), writable: false)
+        case .failure(let error):
+            throw error
+        default:
+            throw Attachment.unexpected(reply)
+        }
+    }
+
+    /// Reads into caller memory through the gedsd, in frames of up to `WireLimits.maximumDataPayload`.
+    func read(_ info: ObjectInfo?, bucket: String, key: String, at offset: UInt64,
+              into buffer: UnsafeMutableRawBufferPointer) throws(GedsError) -> Int {
+        var done = 0
+        while done < buffer.count {
+            let length = UInt32(min(buffer.count - done, Int(WireLimits.maximumDataPayload)))
+            let connection = try lease()
+            let outcome: Result<Int, GedsError>
+            do {
+                outcome = try connection.read(.read(info: info, bucket: bucket, key: key, offset: offset + UInt64(done), length: length),
+                                              into: UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + Int(length))]))
+            } catch {
+                throw failed(connection, error)
+            }
+            giveBack(connection)
+            let got = try outcome.get()
+            done += got
+            if got < Int(length) { break }
+        }
+        return done
+    }
+}
+
+/// One greeted connection to the gedsd, used by one caller at a time; closed when the last reference goes.
+final class LocalConnection: Sendable {
+    let socket: LocalSocket
+    /// The process that opened it: after a fork, only that process may use it.
+    let pid: Int32
+    private let open = Mutex(true)
+
+    private init(socket: LocalSocket) {
+        self.socket = socket
+        pid = getpid()
+    }
+
+    deinit { close() }
+
+    /// Connects and greets; a gedsd that does not answer within `helloMilliseconds` (a stopped one) is an error.
+    static func open(path: String, mds: String, helloMilliseconds: Int64) throws(GedsError) -> (LocalConnection, NodeInfo) {
+        let connection = LocalConnection(socket: try LocalSocket.connect(to: path))
+        connection.socket.setReceiveTimeout(milliseconds: helloMilliseconds)
+        let (reply, descriptor): (Reply, Int32)
+        do {
+            (reply, descriptor) = try connection.roundTrip(.hello(pid: getpid(), mds: mds))
+        } catch where error.code == .timedOut {
+            throw GedsError(.timedOut, "the gedsd at \(path) did not answer within \(helloMilliseconds) ms")
+        }
+        if descriptor >= 0 { Glibc.close(descriptor) }
+        connection.socket.setReceiveTimeout(milliseconds: 0)
+        switch reply {
+        case .nodes(let nodes) where nodes.count == 1:
+            return (connection, nodes[0])
+        case .failure(let error):
+            throw error
+        default:
+            throw Attachment.unexpected(reply)
+        }
+    }
+
+    func close() {
+        let wasOpen = open.withLock { isOpen in
+            defer { isOpen = false }
+            return isOpen
+        }
+        if wasOpen { socket.close() }
+    }
+
+    func roundTrip(_ request: LocalRequest) throws(GedsError) -> (Reply, Int32) {
+        guard getpid() == pid else {
+            throw GedsError(.invalidArgument, "an object writer made by process \(pid) before a fork cannot be used in process \(getpid())")
+        }
+        try socket.send(LocalFrame.bytes(request, id: 1))
+        guard let frame = try socket.receiveFrame() else {
+            throw GedsError(.peerUnreachable, "the gedsd closed the connection")
+        }
+        guard frame.header.kind == .reply, frame.header.requestID == 1 else {
+            if frame.descriptor >= 0 { Glibc.close(frame.descriptor) }
+            throw GedsError(.protocolViolation, "expected a reply frame, got a \(frame.header.kind) frame")
+        }
+        do {
+            return (try LocalFrame.reply(from: frame.payload), frame.descriptor)
+        } catch {
+            if frame.descriptor >= 0 { Glibc.close(frame.descriptor) }
+            throw error
+        }
+    }
+
+    /// A `read` request: the bytes land in `buffer` straight from the socket. Thrown: the connection failed;
+    /// returned as a failure: the gedsd's answer.
+    func read(_ request: LocalRequest, into buffer: UnsafeMutableRawBufferPointer) throws(GedsError) -> Result<Int, GedsError> {
+        let (reply, descriptor) = try roundTrip(request)
+        if descriptor >= 0 { Glibc.close(descriptor) }
+        switch reply {
+        case .stream(let length) where length <= UInt64(buffer.count):
+            var head = [UInt8](repeating: 0, count: FrameHeader.size)
+            var ignored: Int32 = -1
+            guard try socket.receive(into: &head, descriptor: &ignored) else {
+                throw GedsError(.peerUnreachable, "the gedsd closed the connection")
+            }
+            let header = try LocalFrame.header(head)
+            guard header.kind == .data, UInt64(header.length) == length else {
+                throw GedsError(.protocolViolation, "expected \(length) bytes of data, got a \(header.kind) frame of \(header.length)")
+            }
+            if length > 0 {
+                _ = try socket.receive(into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<Int(length)]), descriptor: &ignored)
+            }
+            if ignored >= 0 { Glibc.close(ignored) }
+            return .success(Int(length))
+        case .failure(let error):
+            return .failure(error)
+        default:
+            throw Attachment.unexpected(reply)
+        }
+    }
+}

@@ -1,0 +1,147 @@
+import CLinux
+import GedsCore
+import GedsWire
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One end of a connection on a `gedsd`'s local socket (a blocking Unix stream socket): whole frames, each
+/// with at most one file descriptor beside it (`SCM_RIGHTS`). Used by one thread at a time; the owner closes it.
+public struct LocalSocket: Sendable {
+    public let descriptor: Int32
+
+    public init(descriptor: Int32) {
+        self.descriptor = descriptor
+    }
+
+    /// Connects to the socket at `path`.
+    public static func connect(to path: String) throws(GedsError) -> LocalSocket {
+        switch try attemptConnection(to: path) {
+        case .success(let socket): return socket
+        case .failure(let failure): throw GedsError.io("cannot connect to gedsd at \(path)", errno: failure.code)
+        }
+    }
+
+    /// Whether a socket file is left by a process that died: nobody listens on it (ECONNREFUSED).
+    public static func isAbandoned(_ path: String) -> Bool {
+        guard let attempt = try? attemptConnection(to: path) else { return false }
+        switch attempt {
+        case .success(let socket):
+            socket.close()
+            return false
+        case .failure(let failure):
+            return failure.code == ECONNREFUSED
+        }
+    }
+
+    private struct ConnectFailure: Error { let code: Int32 }
+
+    /// Thrown: the path or the socket call is at fault; returned as a failure: `connect`'s errno.
+    private static func attemptConnection(to path: String) throws(GedsError) -> Result<LocalSocket, ConnectFailure> {
+        var address = try socketAddress(path)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw GedsError.io("cannot make a Unix socket", errno: errno) }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard result == 0 else {
+            let code = errno
+            Glibc.close(fd)
+            return .failure(ConnectFailure(code: code))
+        }
+        return .success(LocalSocket(descriptor: fd))
+    }
+
+    static func socketAddress(_ path: String) throws(GedsError) -> sockaddr_un {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard path.utf8.count < capacity else {
+            throw GedsError(.invalidArgument, "socket path \(path) is longer than \(capacity - 1) bytes")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: path.utf8)
+            raw[path.utf8.count] = 0
+        }
+        return address
+    }
+
+    public func close() { _ = Glibc.close(descriptor) }
+
+    /// How long a receive may wait before it fails with `timedOut` (0: for ever).
+    public func setReceiveTimeout(milliseconds: Int64) {
+        var limit = timeval(tv_sec: Int(milliseconds / 1000), tv_usec: Int(milliseconds % 1000) * 1000)
+        _ = setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// Sends `bytes`, with `passing` (a descriptor, not closed here) beside the first of them.
+    public func send(_ bytes: [UInt8], passing: Int32 = -1) throws(GedsError) {
+        var done = 0
+        var attached = passing
+        while done < bytes.count {
+            let sent = bytes.withUnsafeBytes { clinux_send_with_fd(descriptor, $0.baseAddress! + done, $0.count - done, attached) }
+            if sent < 0 {
+                if errno == EINTR { continue }
+                throw GedsError.io("local socket", errno: errno)
+            }
+            attached = -1
+            done += sent
+        }
+    }
+
+    /// The next frame: its header, its payload, and the descriptor that came with it (-1 for none; the caller
+    /// owns it). Nil when the peer closed the connection between frames.
+    public func receiveFrame() throws(GedsError) -> (header: FrameHeader, payload: [UInt8], descriptor: Int32)? {
+        var descriptor: Int32 = -1
+        var head = [UInt8](repeating: 0, count: FrameHeader.size)
+        do throws(GedsError) {
+            guard try receive(into: &head, descriptor: &descriptor) else {
+                return nil
+            }
+            let header = try LocalFrame.header(head)
+            var payload = [UInt8](repeating: 0, count: Int(header.length))
+            guard try receive(into: &payload, descriptor: &descriptor) else {
+                throw GedsError(.protocolViolation, "the local socket closed in the middle of a frame")
+            }
+            return (header, payload, descriptor)
+        } catch {
+            if descriptor >= 0 { Glibc.close(descriptor) }
+            throw error
+        }
+    }
+
+    /// Fills `bytes`, as `receive(into:descriptor:)` below.
+    public func receive(into bytes: inout [UInt8], descriptor: inout Int32) throws(GedsError) -> Bool {
+        do {
+            return try bytes.withUnsafeMutableBytes { try receive(into: $0, descriptor: &descriptor) }
+        } catch {
+            throw GedsError.wrapping(error)
+        }
+    }
+
+    /// Fills `buffer`; false when the peer closed before the first byte. A descriptor arriving meanwhile is
+    /// kept in `descriptor` (only the first).
+    public func receive(into buffer: UnsafeMutableRawBufferPointer, descriptor: inout Int32) throws(GedsError) -> Bool {
+        var done = 0
+        while done < buffer.count {
+            var passed: Int32 = -1
+            let got = clinux_receive_with_fd(self.descriptor, buffer.baseAddress! + done, buffer.count - done, &passed)
+            if passed >= 0 {
+                if descriptor < 0 { descriptor = passed } else { Glibc.close(passed) }
+            }
+            if got < 0 {
+                if errno == EINTR { continue }
+                if errno == EAGAIN || errno == EWOULDBLOCK {
+                    throw GedsError(.timedOut, "no answer on the local socket within its time limit")
+                }
+                throw GedsError.io("local socket", errno: errno)
+            }
+            if got == 0 {
+                if done == 0 { return false }
+                throw GedsError(.protocolViolation, "the local socket closed in the middle of a frame")
+            }
+            done += got
+        }
+        return true
+    }
+}

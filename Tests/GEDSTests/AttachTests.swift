@@ -1,0 +1,135 @@
+@testable import GEDS
+import GedsWire
+import Testing
+#if canImport(Glibc)
+import Glibc
+import GedsTestSupport
+#endif
+
+/// Attach mode in one test process: a daemon node with its local endpoint, and handles attached to it.
+@Suite(.serialized)
+struct AttachTests {
+    /// Starts an MDS and a daemon node listening on a local socket, runs `body`, and closes everything.
+    func withDaemon(_ body: (Cluster, GEDS, LocalEndpoint) async throws -> Void) async throws {
+        let cluster = try await Cluster.start(folderPrefix: "geds-attach")
+        let daemon = try await cluster.handle("daemon", hostID: "h", role: .daemon) { $0.attach = .never }
+        let endpoint = try LocalEndpoint.start(node: daemon.node, path: "/tmp/\(cluster.run).sock", mode: 0o600, logger: quiet)
+        do {
+            try await body(cluster, daemon, endpoint)
+        } catch {
+            endpoint.close()
+            await cluster.close([daemon])
+            throw error
+        }
+        endpoint.close()
+        await cluster.close([daemon])
+    }
+
+    @Test func attachedWritesLandInTheDaemonsTier0AndViewsMapIt() async throws {
+        try await withDaemon { cluster, daemon, endpoint in
+            let attached = try GEDS.attach(socketPath: endpoint.path, mds: "\(cluster.mds.localAddress)")
+            #expect(attached.node == nil && attached.attachedNode?.name == daemon.nodeName)
+            try await attached.createBucket("attach")
+            let bytes = randomBytes(3 << 20, seed: 7)
+            let writer = try await attached.create(bucket: "attach", key: "k")
+            try writer.write(Array(bytes[..<(1 << 20)]), at: 0)
+            try writer.write(Array(bytes[(1 << 20)...]), at: 1 << 20)
+            try await writer.seal(metadata: ["m": "v"])
+            let info = try await daemon.stat(bucket: "attach", key: "k")
+            #expect(info.locations.map(\.node) == [daemon.nodeName] && info.metadata == ["m": "v"])
+
+            let view = try await attached.open(bucket: "attach", key: "k").view()
+            #expect(sha256(view) == sha256(bytes))
+            #expect(mappedFile(of: view) == daemon.node.tier0.path(of: info.blob), "the view maps the daemon's tier-0 file")
+            try await attached.delete(bucket: "attach", key: "k")
+            #expect(sha256(view) == sha256(bytes), "a view outlives the delete")
+
+            // Ranged reads into caller memory, and a read of a whole object in one call.
+            try await attached.put(bucket: "attach", key: "small", bytes: Array(bytes[..<4096]))
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
+            defer { buffer.deallocate() }
+            let got = try await attached.read(bucket: "attach", key: "small", into: buffer)
+            #expect(got == 4096 && Array(buffer) == Array(bytes[..<4096]))
+            #expect(try await attached.open(bucket: "attach", key: "small").read(at: 100, length: 50) == Array(bytes[100..<150]))
+            let missing = await gedsError { _ = try await attached.get(bucket: "attach", key: "none") }
+            #expect(missing?.code == .noSuchObject)
+        }
+    }
+
+    @Test func unsealedWriterThatGoesAwayLeavesNothing() async throws {
+        try await withDaemon { cluster, daemon, endpoint in
+            let attached = try GEDS.attach(socketPath: endpoint.path)
+            try await attached.createBucket("attach")
+            var writer: ObjectWriter? = try await attached.create(bucket: "attach", key: "dropped")
+            try writer?.write(randomBytes(1 << 20, seed: 1), at: 0)
+            let folder = daemon.node.configuration.tier0Directory
+            #expect(try listDirectory(folder).count == 1)
+            writer = nil
+            #expect(await eventually { (try? listDirectory(folder))?.isEmpty == true }, "the daemon reclaimed the file")
+            let error = await gedsError { _ = try await attached.stat(bucket: "attach", key: "dropped") }
+            #expect(error?.code == .noSuchObject)
+        }
+    }
+
+    @Test func daemonRestartFailsOneCallAndTheNextAttachesAgain() async throws {
+        let cluster = try await Cluster.start(folderPrefix: "geds-attach")
+        let path = "/tmp/\(cluster.run).sock"
+        var daemon = try await cluster.handle("daemon", hostID: "h", role: .daemon) { $0.attach = .never }
+        var endpoint = try LocalEndpoint.start(node: daemon.node, path: path, mode: 0o600, logger: quiet)
+        let attached = try GEDS.attach(socketPath: path)
+        try await attached.createBucket("attach")
+        endpoint.close()
+        await daemon.close()
+        daemon = try await cluster.handle("daemon2", hostID: "h", role: .daemon) { $0.attach = .never }
+        endpoint = try LocalEndpoint.start(node: daemon.node, path: path, mode: 0o600, logger: quiet)
+        let failure = await gedsError { try await attached.put(bucket: "attach", key: "k", bytes: [1, 2, 3]) }
+        #expect(failure?.code == .peerUnreachable && failure?.message.contains("went away") == true, "\(String(describing: failure))")
+        try await attached.put(bucket: "attach", key: "k", bytes: [1, 2, 3])
+        #expect(try await attached.get(bucket: "attach", key: "k") == [1, 2, 3])
+        #expect(attached.attachedNode?.name == daemon.nodeName)
+        endpoint.close()
+        await cluster.close([daemon])
+    }
+
+    @Test func forkedChildAttachesAgainAndWrites() async throws {
+        try await withDaemon { cluster, daemon, endpoint in
+            let attached = try GEDS.attach(socketPath: endpoint.path)
+            try await attached.createBucket("attach")
+            try await attached.put(bucket: "attach", key: "parent", bytes: randomBytes(10_000, seed: 3))
+            let attachment = try #require(attached.attachment)
+            let pid = fork()
+            if pid == 0 {
+                // The child: only this thread exists, so it uses the attachment's blocking calls directly.
+                var status: Int32 = 1
+                do throws(GedsError) {
+                    guard case .object(let info) = try attachment.call(.call(.lookup(bucket: "attach", key: "parent"))) else { _exit(2) }
+                    let view = try attachment.view(info)
+                    let (connection, writable) = try attachment.create(bucket: "attach", key: "child", persistency: nil)
+                    try writable.write(view.bytes, at: 0)
+                    try attachment.seal(writable, on: connection, metadata: [:], handingOffTo: nil)
+                    status = 0
+                } catch {
+                    status = 3
+                }
+                _exit(status)
+            }
+            var status: Int32 = 0
+            #expect(waitpid(pid, &status, 0) == pid)
+            #expect(status == 0, "the child's exit status")
+            #expect(try await attached.get(bucket: "attach", key: "child") == randomBytes(10_000, seed: 3))
+            // The parent's connections were not disturbed by the child's.
+            #expect(try await attached.get(bucket: "attach", key: "parent") == randomBytes(10_000, seed: 3))
+        }
+    }
+}
+
+func listDirectory(_ path: String) throws -> [String] {
+    guard let directory = opendir(path) else { throw GedsError.io("cannot list \(path)", errno: errno) }
+    defer { closedir(directory) }
+    var names: [String] = []
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names
+}
