@@ -109,6 +109,10 @@ class Client:
         check(lib.geds_connect_config(config, out))
         self._handle, self._pid = out[0], os.getpid()
         _runtime_pid = self._pid
+        with _shared_lock:
+            current = _shared.get(_shared_key(self._options))
+            if current is None or current.closed:
+                _shared[_shared_key(self._options)] = self
 
     @property
     def handle(self):
@@ -309,18 +313,19 @@ class Client:
 
 
 _shared: dict[tuple, Client] = {}
-_shared_lock = threading.Lock()
+_shared_lock = threading.RLock()
+
+
+def _shared_key(options: dict) -> tuple:
+    return (os.getpid(), tuple(sorted((k, v) for k, v in options.items() if v is not None)))
 
 
 def _rebuild(options: dict) -> Client:
     """An unpickled Client: this process's open client for the same options, else a new one. A worker that
     receives many tasks carrying a Client thus connects once."""
-    key = (os.getpid(), tuple(sorted((k, v) for k, v in options.items() if v is not None)))
     with _shared_lock:
-        client = _shared.get(key)
-        if client is None or client.closed:
-            client = _shared[key] = Client(**options)
-        return client
+        client = _shared.get(_shared_key(options))
+        return client if client is not None and not client.closed else Client(**options)
 
 
 def connect(mds: str | None = None, **config) -> Client:
