@@ -123,6 +123,7 @@ class Client:
                     if self._closed:
                         raise GedsError("this GEDS client is closed")
                     # The parent's handle is the parent's: it is neither used nor closed here.
+                    self._options = _for_another_process(self._options)
                     self._connect()
         if self._closed:
             raise GedsError("this GEDS client is closed")
@@ -153,7 +154,7 @@ class Client:
         self.close()
 
     def __reduce__(self):
-        return (_rebuild, (self._options,))
+        return (_rebuild, (_for_another_process(self._options),))
 
     @staticmethod
     def option_names() -> tuple[str, ...]:
@@ -318,6 +319,11 @@ _shared_lock = threading.RLock()
 
 def _shared_key(options: dict) -> tuple:
     return (os.getpid(), tuple(sorted((k, v) for k, v in options.items() if v is not None)))
+
+
+def _for_another_process(options: dict) -> dict:
+    """A node name belongs to one process: another process connecting with the same options takes its own."""
+    return {k: v for k, v in options.items() if k != "name"}
 
 
 def _rebuild(options: dict) -> Client:
