@@ -31,6 +31,9 @@ def _runtime_usable() -> None:
                         "multiprocessing Pool first) or use the 'spawn' or 'forkserver' start method")
 
 
+# Objects below this size are read by get() with one geds_read_object call (no separate open).
+_SMALL_OBJECT = 64 * 1024
+
 _CONFIG_FIELDS = ("mds", "transport", "tier0_dir", "host_id", "name", "persistency", "timeout_ms", "tier0_capacity")
 
 
@@ -207,7 +210,12 @@ class Client:
         return Writer(self, out[0], bucket, key)
 
     def get(self, bucket: str, key: str) -> bytes:
-        """The whole object as bytes, read straight into the result (no intermediate copy)."""
+        """The whole object as bytes. A small object costs one call (lookup and read together); a larger one is
+        read straight into the result (no intermediate copy)."""
+        small = bytearray(_SMALL_OBJECT)
+        count = self.read_into(bucket, key, small)
+        if count < _SMALL_OBJECT:
+            return bytes(memoryview(small)[:count])
         with self.reader(bucket, key) as reader:
             return reader.read_all()
 
