@@ -33,6 +33,7 @@ def cluster():
         os.environ.setdefault("SWIFT_BACKTRACE", "enable=no")
         yield cluster
     finally:
+        geds.client.close_all()  # before the MDS goes: clients left open by fixtures (filesystems, pickles)
         cluster.close()
         shutil.rmtree(root, ignore_errors=True)
 

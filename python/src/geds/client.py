@@ -9,9 +9,11 @@ Client rebuilt by spawn) notices the pid change and connects again with the same
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
@@ -112,6 +114,7 @@ class Client:
         check(lib.geds_connect_config(config, out))
         self._handle, self._pid = out[0], os.getpid()
         _runtime_pid = self._pid
+        _open_clients.add(self)
         with _shared_lock:
             current = _shared.get(_shared_key(self._options))
             if current is None or current.closed:
@@ -327,6 +330,19 @@ _shared_lock = threading.RLock()
 
 def _shared_key(options: dict) -> tuple:
     return (os.getpid(), tuple(sorted((k, v) for k, v in options.items() if v is not None)))
+
+
+# Every open client, so that interpreter exit closes them: an embedded node's tier-0 folder is removed at
+# geds_close, and the MDS learns at once that the node is gone instead of waiting for its lease to expire.
+_open_clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
+
+
+@atexit.register
+def close_all() -> None:
+    """Closes every client this process opened (also run at interpreter exit)."""
+    for client in list(_open_clients):
+        if client._pid == os.getpid():
+            client.close()
 
 
 def _for_another_process(options: dict) -> dict:
