@@ -80,3 +80,19 @@ def test_a_fork_child_of_a_connected_process_gets_a_clear_error(client, bucket):
     os.waitpid(pid, 0)
     assert "spawn" in message and "fork" in message, message
     assert client.get(bucket, "before-fork") == b"x"  # the parent's handle is untouched
+
+
+def _cat(fs, path: str) -> str:
+    return hashlib.sha256(fs.cat_file(path)).hexdigest()
+
+
+def test_a_filesystem_travels_to_spawned_workers(mds, bucket):
+    from geds.fs import GedsFileSystem
+
+    fs = GedsFileSystem(mds=mds)
+    data = {f"{bucket}/part-{i}": os.urandom(100_000 + i) for i in range(4)}
+    for path, value in data.items():
+        fs.pipe_file(path, value)
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        digests = pool.starmap(_cat, [(fs, path) for path in data])
+    assert digests == [hashlib.sha256(value).hexdigest() for value in data.values()]
