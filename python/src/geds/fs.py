@@ -42,10 +42,10 @@ class GedsFileSystem(AbstractFileSystem):
     def client(self) -> Client:
         pid = os.getpid()
         client = self._clients.get(pid)
-        if client is None:
+        if client is None or client.closed:
             with self._lock:
                 client = self._clients.get(pid)
-                if client is None:
+                if client is None or client.closed:  # closed: by its owner, e.g. geds.client.close_all()
                     client = Client.shared(**self._config)
                     self._clients = {pid: client}
         return client
