@@ -56,6 +56,9 @@ def version() -> str:
 
 @dataclass(frozen=True)
 class ObjectInfo:
+    """What stat reports about a sealed object: `modified_ms` is when it was sealed; `locations` counts its
+    copies (tier 0, tier 1, S3) and `metadata_count` its user metadata entries."""
+
     bucket: str
     key: str
     size: int
@@ -76,6 +79,8 @@ class Entry:
 
 @dataclass(frozen=True)
 class Location:
+    """One copy of an object: the node holding it and "TIER ENDPOINT host=ID" (e.g. "tier0 tcp://H:P host=h")."""
+
     node: str
     detail: str
 
