@@ -122,3 +122,23 @@ def test_pandas_csv_through_a_geds_url(mds, bucket):
     frame.to_csv(url, index=False, storage_options={"mds": mds})
     back = pandas.read_csv(url, storage_options={"mds": mds})
     pandas.testing.assert_frame_equal(back, frame)
+
+
+def test_bad_input(fs, bucket):
+    import geds
+
+    with pytest.raises(geds.InvalidName):
+        fs.pipe_file("Bad_Bucket/key", b"x")
+    with pytest.raises(FileNotFoundError):
+        fs.cat_file(f"{bucket}/missing")
+    with pytest.raises(FileNotFoundError):
+        fs.open(f"{bucket}/missing", "rb")
+    with pytest.raises(FileNotFoundError):
+        fs.pipe_file("no-such-bucket-at-all/key", b"x")
+    with pytest.raises(ValueError):
+        fs.open(f"{bucket}/appended", "ab")  # a sealed object never changes
+    handle = fs.open(f"{bucket}/twice", "wb")
+    handle.write(b"data")
+    handle.close()
+    handle.close()  # closing twice is harmless and seals once
+    assert fs.cat_file(f"{bucket}/twice") == b"data"

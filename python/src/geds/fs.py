@@ -206,6 +206,9 @@ class GedsFileSystem(AbstractFileSystem):
 
     def _open(self, path, mode="rb", block_size=None, autocommit=True, cache_options=None, **kwargs):
         bucket, key = self.split_path(path)
+        if mode not in ("rb", "wb", "xb"):
+            raise ValueError(f"geds: mode {mode!r} is not supported: a sealed object never changes, so objects are "
+                             "read ('rb') or written whole ('wb', 'xb')")
         if mode == "xb" and self.client.exists(bucket, key):
             raise ObjectExists(f"object {bucket}/{key} exists")
         return GedsFile(self, path, mode, block_size=block_size or "default", autocommit=autocommit,
