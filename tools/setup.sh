@@ -20,6 +20,11 @@ fi
 python3 -c 'import pytest' 2>/dev/null || python3 -m pip install -q pytest
 python3 -c 'import moto.server, boto3' 2>/dev/null || python3 -m pip install -q 'moto[server]'
 python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q prometheus_client
+# The Python package (python/): its build (cffi, setuptools, wheel) and what its tests and benchmarks use.
+PIP=(cffi setuptools wheel fsspec smart_open pandas numpy redis s3fs)
+missing=()
+for p in "${PIP[@]}"; do python3 -c "import $p" 2>/dev/null || missing+=("$p"); done
+((${#missing[@]} == 0)) || python3 -m pip install -q "${missing[@]}"
 
 command -v swift >/dev/null || { echo "setup: swift is not on PATH (expected the toolchain in /opt/swift)" >&2; exit 1; }
 echo "setup: building (release)" >&2
@@ -28,5 +33,6 @@ swift build -c release --product gedsd
 swift build -c release --product geds
 swift build -c release --product geds-perf
 swift build -c release --product GedsC
+tools/python-install.sh   # libgeds into .build/geds-prefix, then `pip install ./python` against it
 
 [[ ${1:-} == --no-demo ]] || exec tools/demo.sh

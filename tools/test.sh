@@ -14,3 +14,6 @@ swift test 2>&1 | tee /tmp/geds-swift-test.log
 tools/test-rdma.sh --no-build
 export GEDS_BIN=$PWD/.build/release
 python3 -m pytest Tests/process -q -p no:cacheprovider
+# The Python package against this tree's libgeds: our suite, fsspec's abstract suite, smart_open, pandas, pools.
+tools/python-install.sh
+python3 -m pytest python/tests -q -p no:cacheprovider

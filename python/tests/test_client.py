@@ -1,0 +1,230 @@
+"""The geds package against a real MDS and gedsd: bytes round trips (digests), the Pythonic API, errors as
+Python exceptions carrying libgeds' messages, zero-copy views that outlive a delete, and write-through to moto."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import io
+import os
+import pickle
+import threading
+import uuid
+
+import numpy
+import pytest
+
+import geds
+
+MiB = 1 << 20
+
+
+def digest(data) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_connect_is_a_context_manager_and_closing_twice_is_harmless(mds, bucket):
+    with geds.connect(mds) as client:
+        client.put(bucket, "ctx", b"x" * 10)
+        assert client.get(bucket, "ctx") == b"x" * 10
+    assert client.closed
+    client.close()
+    with pytest.raises(geds.GedsError, match="closed"):
+        client.get(bucket, "ctx")
+
+
+def test_put_get_sizes_and_metadata(client, bucket):
+    for size in (0, 1, 2, 4096, 3 * MiB + 7):
+        data = os.urandom(size)
+        client.put(bucket, f"obj/{size}", data, metadata={"size": str(size), "kind": "random"})
+        got = client.get(bucket, f"obj/{size}")
+        assert type(got) is bytes and digest(got) == digest(data)
+        assert client.stat(bucket, f"obj/{size}").size == size
+        assert client.metadata(bucket, f"obj/{size}") == {"size": str(size), "kind": "random"}
+    # put takes any bytes-like object without copying it
+    array = numpy.arange(1000, dtype=numpy.int64)
+    client.put(bucket, "numpy", array)
+    assert numpy.array_equal(numpy.frombuffer(client.get(bucket, "numpy"), dtype=numpy.int64), array)
+    client.set_metadata(bucket, "numpy", {"dtype": "int64"})
+    assert client.metadata(bucket, "numpy") == {"dtype": "int64"}
+
+
+def test_ranged_reads(client, bucket):
+    data = os.urandom(1 * MiB)
+    client.put(bucket, "ranged", data)
+    assert client.read(bucket, "ranged", 1000, 5000) == data[1000:6000]
+    assert client.read(bucket, "ranged", len(data) - 10, 100) == data[-10:]
+    assert client.read(bucket, "ranged", 500) == data[500:]
+    buffer = bytearray(4096)
+    assert client.read_into(bucket, "ranged", buffer, 4096) == 4096 and buffer == data[4096:8192]
+
+
+def test_open_is_a_raw_file(client, bucket):
+    with client.open(bucket, "file.bin", "wb") as handle:
+        assert isinstance(handle, io.RawIOBase) and handle.writable()
+        handle.write(b"hello ")
+        handle.write(memoryview(b"world"))
+    with client.open(bucket, "file.bin", "rb") as handle:
+        assert handle.readable() and handle.seekable()
+        assert handle.read(5) == b"hello"
+        assert handle.seek(-5, io.SEEK_END) == 6 and handle.read() == b"world"
+        handle.seek(0)
+        buffer = bytearray(20)
+        assert handle.readinto(buffer) == 11 and buffer[:11] == b"hello world"
+        assert handle.read() == b""
+    buffered = io.BufferedReader(client.open(bucket, "file.bin", "rb"))
+    assert buffered.read() == b"hello world"
+    buffered.close()
+    with pytest.raises(FileExistsError):
+        client.open(bucket, "file.bin", "xb")
+
+
+def test_a_failed_write_publishes_nothing(client, bucket):
+    with pytest.raises(RuntimeError):
+        with client.open(bucket, "aborted", "wb") as handle:
+            handle.write(b"partial")
+            raise RuntimeError("the producer failed")
+    assert not client.exists(bucket, "aborted")
+
+
+def test_list_delete_rename_copy(client, bucket):
+    for key in ("a/1", "a/2", "a/b/3", "c"):
+        client.put(bucket, key, key.encode())
+    assert [e.name for e in client.list(bucket)] == ["a/1", "a/2", "a/b/3", "c"]
+    top = client.list(bucket, delimiter="/")
+    assert [(e.name, e.is_prefix) for e in top] == [("a/", True), ("c", False)]
+    assert [e.name for e in client.list(bucket, "a/", "/")] == ["a/1", "a/2", "a/b/"]
+    client.rename(bucket, "c", bucket, "d")
+    assert not client.exists(bucket, "c") and client.get(bucket, "d") == b"c"
+    client.copy(bucket, "d", bucket, "e")
+    assert client.get(bucket, "e") == b"c" and client.get(bucket, "d") == b"c"
+    assert client.delete_prefix(bucket, "a/") == 3
+    client.delete(bucket, "d")
+    assert [e.name for e in client.list(bucket)] == ["e"]
+    assert bucket in client.buckets()
+    locations = client.locations(bucket, "e")
+    assert locations and all("tier0" in location.detail for location in locations)
+
+
+def test_errors_are_python_exceptions_with_the_library_message(client, bucket):
+    with pytest.raises(FileNotFoundError) as missing:
+        client.get(bucket, "no/such/key")
+    assert isinstance(missing.value, geds.NoSuchObject) and isinstance(missing.value, geds.GedsError)
+    assert "no/such/key" in str(missing.value) and missing.value.code == -4
+    with pytest.raises(geds.NoSuchBucket):
+        client.stat("no-such-bucket-here", "k")
+    with pytest.raises(geds.InvalidName, match="bucket name"):
+        client.create_bucket("Bad_Bucket")
+    with pytest.raises(ValueError):
+        client.put(bucket, "", b"empty key")
+    with pytest.raises(geds.BucketNotEmpty):
+        client.put(bucket, "keep", b"1")
+        client.delete_bucket(bucket)
+    with pytest.raises(TypeError):
+        client.put(bucket, 42, b"not a str key")
+    with pytest.raises(TypeError, match="unknown GEDS option"):
+        geds.connect(colour="blue")
+
+
+def test_writing_to_a_sealed_object_is_refused(client, bucket):
+    writer = client.create(bucket, "sealed")
+    writer.write_at(b"abc", 0)
+    writer.seal()
+    with pytest.raises(ValueError, match="sealed"):
+        writer.write_at(b"more", 3)
+    with pytest.raises(ValueError, match="sealed"):
+        writer.seal()
+    handle = client.open(bucket, "sealed", "rb")
+    with pytest.raises(io.UnsupportedOperation):
+        handle.write(b"x")
+    handle.close()
+    handle.close()  # closing twice is harmless
+    with pytest.raises(ValueError, match="closed"):
+        handle.read()
+    assert client.get(bucket, "sealed") == b"abc"
+
+
+def test_unreachable_mds_is_a_connection_error():
+    with pytest.raises(ConnectionError) as error:
+        geds.connect("127.0.0.1:1", timeout_ms=2000)
+    assert isinstance(error.value, geds.GedsError) and "127.0.0.1:1" in str(error.value)
+
+
+def test_view_is_zero_copy_and_outlives_a_delete(client, bucket):
+    data = os.urandom(8 * MiB)
+    client.put(bucket, "viewed", data)
+    view = client.view(bucket, "viewed")
+    assert view.readonly and len(view) == len(data)
+    array = numpy.frombuffer(view, dtype=numpy.uint8)
+    assert not array.flags.owndata and not array.flags.writeable
+    with pytest.raises(TypeError):
+        view[0] = 1
+    del view
+    client.delete(bucket, "viewed")
+    assert not client.exists(bucket, "viewed")
+    gc.collect()
+    assert digest(array) == digest(data)  # the lease keeps the mapping while numpy still points into it
+    slice_ = memoryview(array)[100:200]
+    del array
+    gc.collect()
+    assert bytes(slice_) == data[100:200]
+    client.put(bucket, "empty", b"")
+    assert len(client.view(bucket, "empty")) == 0
+
+
+def test_views_of_a_remote_object_through_another_node(mds, client, bucket):
+    data = os.urandom(2 * MiB)
+    client.put(bucket, "remote", data)
+    with geds.connect(mds, host_id="host-elsewhere") as other:
+        view = other.view(bucket, "remote")
+        assert digest(view) == digest(data)
+        assert other.get(bucket, "remote") == data
+
+
+def test_threads_share_a_client(client, bucket):
+    payloads = {i: os.urandom(64 * 1024 + i) for i in range(8)}
+    failures = []
+
+    def work(i):
+        try:
+            for round_ in range(10):
+                client.put(bucket, f"t{i}/{round_}", payloads[i])
+                assert client.get(bucket, f"t{i}/{round_}") == payloads[i]
+        except BaseException as error:  # reported below
+            failures.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    assert len(client.list(bucket)) == 80
+
+
+def test_a_client_pickles_to_its_options(client):
+    clone = pickle.loads(pickle.dumps(client))
+    assert clone is client  # the same process reuses the open client for the same options
+    assert clone.options == client.options
+
+
+def test_write_through_to_s3(client, tmp_path):
+    from test_s3 import ACCESS_KEY, SECRET_KEY, Moto
+
+    os.environ.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+    moto = Moto(str(tmp_path), "moto-python").start()
+    try:
+        s3_bucket = "py-s3-" + uuid.uuid4().hex[:8]
+        moto.client().create_bucket(Bucket=s3_bucket)
+        bucket = "py-wt-" + uuid.uuid4().hex[:8]
+        # Credentials reach a process through its environment: this client writes through itself.
+        with geds.connect(client.options["mds"], host_id="host-s3") as writer:
+            writer.set_bucket_storage(bucket, f"{moto.endpoint}/{s3_bucket}", persistency="write-through")
+            data = os.urandom(3 * MiB)
+            writer.put(bucket, "dir/object.bin", data)
+            writer.flush()
+            assert moto.sha256(s3_bucket, "dir/object.bin") == digest(data)
+            assert any("s3" in location.detail for location in writer.locations(bucket, "dir/object.bin"))
+        assert client.get(bucket, "dir/object.bin") == data
+    finally:
+        moto.stop()
