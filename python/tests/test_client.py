@@ -225,6 +225,9 @@ def test_write_through_to_s3(client, tmp_path):
             writer.flush()
             assert moto.sha256(s3_bucket, "dir/object.bin") == digest(data)
             assert any("s3" in location.detail for location in writer.locations(bucket, "dir/object.bin"))
-        assert client.get(bucket, "dir/object.bin") == data
+        # Read back by a process with the credentials: the `client` fixture is attached to the host's gedsd,
+        # which reads through S3 with its own environment, and that gedsd was started without credentials.
+        with geds.connect(client.options["mds"], host_id="host-s3-reader") as reader:
+            assert reader.get(bucket, "dir/object.bin") == data
     finally:
         moto.stop()
