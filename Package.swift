@@ -81,7 +81,7 @@ let package = Package(
         // The C ABI. Only the geds_* symbols are exported (geds.map), and the Swift runtime (with Foundation, which
         // dependencies import) is linked in statically, so C programs need nothing but libc, libstdc++ and the system
         // libraries GEDS uses. lld, because it leaves hidden symbols out of the dynamic symbol table altogether.
-        .target(name: "GedsC", dependencies: ["CGeds", "GEDS", "GedsCore", "GedsNode", .product(name: "Logging", package: "swift-log")],
+        .target(name: "GedsC", dependencies: ["CGeds", "CLinux", "GEDS", "GedsCore", "GedsNode", .product(name: "Logging", package: "swift-log")],
                 exclude: ["geds.map"], swiftSettings: strict,
                 linkerSettings: [.unsafeFlags(["-static-stdlib", "-use-ld=lld",
                                                // what the static Foundation (imported by dependencies) needs in turn

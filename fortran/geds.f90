@@ -66,7 +66,7 @@ module geds
   public :: geds_connect, geds_close, geds_create_bucket, geds_delete_bucket, geds_create, geds_write, geds_truncate, &
             geds_seal, geds_writer_discard, geds_open, geds_reader_size, geds_read, geds_reader_close, &
             geds_read_object, geds_view, geds_view_release, geds_stat, geds_delete, geds_delete_prefix, geds_rename, &
-            geds_copy, geds_relocate, geds_flush, geds_strerror, geds_last_error, geds_version
+            geds_copy, geds_relocate, geds_flush, geds_strerror, geds_last_error, geds_version, geds_wait
 
   ! Functions without names: called directly.
   interface
@@ -174,6 +174,12 @@ module geds
       import :: c_ptr, c_int, geds_config
       type(geds_config), intent(in) :: config
       type(c_ptr), intent(out) :: out
+    end function
+    integer(c_int) function c_wait(g, bucket, key, timeout_ms) bind(C, name="geds_wait")
+      import :: c_ptr, c_int, c_char, c_int64_t
+      type(c_ptr), value :: g
+      character(kind=c_char), dimension(*), intent(in) :: bucket, key
+      integer(c_int64_t), value :: timeout_ms
     end function
     integer(c_int) function c_create_bucket(g, bucket) bind(C, name="geds_create_bucket")
       import :: c_ptr, c_int, c_char
@@ -364,6 +370,14 @@ contains
     type(c_ptr), intent(in) :: g
     character(*), intent(in) :: bucket, key
     rc = c_delete(g, c_str(bucket), c_str(key))
+  end function
+
+  ! Returns GEDS_OK once the object exists sealed; GEDS_E_TIMED_OUT after timeout_ms (negative: no limit).
+  integer(c_int) function geds_wait(g, bucket, key, timeout_ms) result(rc)
+    type(c_ptr), intent(in) :: g
+    character(*), intent(in) :: bucket, key
+    integer(c_int64_t), intent(in) :: timeout_ms
+    rc = c_wait(g, c_str(bucket), c_str(key), timeout_ms)
   end function
 
   integer(c_int) function geds_delete_prefix(g, bucket, prefix, deleted) result(rc)

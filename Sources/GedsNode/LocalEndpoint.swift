@@ -333,7 +333,8 @@ final class LocalSession: Sendable {
             guard let object = unsealed.withLock({ $0.removeValue(forKey: blob) }) else {
                 throw GedsError(.objectSealed, "object \(blob.fileName) is not being written on this connection")
             }
-            node.abandon(object.writable)
+            // Answered once the MDS forgot the blob, as an embedded writer's abort is; the file goes with `object`.
+            try await node.mds.expectOK(.abortObject(blob: object.writable.blob))
             return .ok
         case .call(let call):
             return try await answer(call)

@@ -1,8 +1,10 @@
 /* Calls every function of geds.h with good and bad input against a real MDS and gedsd ($GEDS_MDS):
  *   api_test BUCKET
  * Prints one line per failed check and exits with the number of failures. */
+#define _POSIX_C_SOURCE 200809L /* poll() under -std=c99 */
 #include <geds.h>
 
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,6 +233,49 @@ int main(int argc, char **argv) {
     EXPECT(GEDS_E_INVALID_NAME, geds_set_bucket_storage(g, "Bad_Bucket!", NULL, NULL, NULL, NULL));
     EXPECT(0, geds_set_bucket_storage(g, bucket, "http://127.0.0.1:1/s3bucket/run", NULL, "eu-west-1", "ephemeral"));
     EXPECT(0, geds_set_bucket_storage(g, bucket, NULL, NULL, NULL, NULL)); /* taken away again */
+
+    /* Pub/sub: the changes under a prefix in order, the descriptor for poll, resuming after a revision, wait. */
+    geds_subscription_t *sub = NULL;
+    geds_event_t event;
+    EXPECT(GEDS_E_INVALID_ARGUMENT, geds_subscribe(g, 9, bucket, NULL, NULL, &sub));
+    EXPECT(GEDS_E_INVALID_ARGUMENT, geds_subscribe(g, GEDS_SCOPE_KEY, bucket, NULL, NULL, &sub));
+    EXPECT(GEDS_E_INVALID_ARGUMENT, geds_subscribe(NULL, GEDS_SCOPE_BUCKET, bucket, NULL, NULL, &sub));
+    EXPECT(GEDS_E_INVALID_ARGUMENT, geds_subscribe(g, GEDS_SCOPE_BUCKET, bucket, NULL, NULL, NULL));
+    EXPECT(GEDS_E_INVALID_NAME, geds_subscribe(g, GEDS_SCOPE_BUCKET, "Bad_Bucket!", NULL, NULL, &sub));
+    EXPECT(0, geds_subscribe(g, GEDS_SCOPE_PREFIX, bucket, "events/", NULL, &sub));
+    int fd = geds_subscription_fd(sub);
+    CHECK(fd >= 0);
+    EXPECT(0, geds_next_event(sub, 0, &event)); /* nothing yet */
+    EXPECT(GEDS_E_TIMED_OUT, geds_wait(g, bucket, "events/one", 200));
+    EXPECT(GEDS_E_INVALID_NAME, geds_wait(g, bucket, "", 200));
+    CHECK(geds_create(g, bucket, "events/one", &w) == 0);
+    EXPECT(0, geds_write(w, data, 100, 0));
+    EXPECT(0, geds_seal(w));
+    struct pollfd readable = { fd, POLLIN, 0 };
+    CHECK(poll(&readable, 1, 10000) == 1);
+    CHECK(geds_next_event(sub, 10000, &event) == 1);
+    CHECK(event.kind == GEDS_EVENT_CREATED && strcmp(event.bucket, bucket) == 0 && strcmp(event.key, "events/one") == 0);
+    CHECK(strcmp(event.source_key, "") == 0);
+    uint64_t created = event.revision;
+    EXPECT(0, geds_wait(g, bucket, "events/one", 1000)); /* it exists: at once */
+    EXPECT(0, geds_rename(g, bucket, "events/one", bucket, "events/two"));
+    CHECK(geds_next_event(sub, 10000, &event) == 1);
+    CHECK(event.kind == GEDS_EVENT_RENAMED && strcmp(event.key, "events/two") == 0);
+    CHECK(strcmp(event.source_bucket, bucket) == 0 && strcmp(event.source_key, "events/one") == 0);
+    CHECK(event.revision > created);
+    uint64_t revision = 0;
+    EXPECT(0, geds_subscription_revision(sub, &revision));
+    CHECK(revision == event.revision);
+    EXPECT(GEDS_E_INVALID_ARGUMENT, geds_subscription_revision(sub, NULL));
+    EXPECT(GEDS_E_INVALID_ARGUMENT, geds_next_event(sub, 0, NULL));
+    geds_subscription_close(sub);
+    geds_subscription_close(sub); /* second close: only an error message */
+    EXPECT(GEDS_E_INVALID_ARGUMENT, geds_next_event(sub, 0, &event));
+    EXPECT(GEDS_E_INVALID_ARGUMENT, geds_subscription_fd(sub));
+    EXPECT(0, geds_subscribe(g, GEDS_SCOPE_KEY, bucket, "events/two", &created, &sub)); /* replayed from history */
+    CHECK(geds_next_event(sub, 10000, &event) == 1 && event.kind == GEDS_EVENT_RENAMED && event.revision == revision);
+    geds_subscription_close(sub);
+    EXPECT(0, geds_delete(g, bucket, "events/two"));
 
     EXPECT(GEDS_E_BUCKET_NOT_EMPTY, geds_delete_bucket(g, bucket, 0));
     uint64_t deleted = 0;

@@ -111,6 +111,8 @@ program fortran_test
   call check(geds_flush(g, 10000_c_int64_t) == GEDS_OK, 'flush')
   call check(geds_delete(g, bucket, 'three') == GEDS_OK, 'delete')
   call check(geds_delete(g, bucket, 'three') == GEDS_E_NO_SUCH_OBJECT, 'delete twice')
+  call check(geds_wait(g, bucket, 'three', 200_c_int64_t) == GEDS_E_TIMED_OUT, 'wait for a missing object times out')
+  call check(geds_wait(g, bucket, 'dir/one', 1000_c_int64_t) == GEDS_OK, 'wait for an object that exists returns at once')
   call check(geds_delete_bucket(g, bucket, .false.) == GEDS_E_BUCKET_NOT_EMPTY, 'delete a bucket with objects')
   call check(geds_delete_prefix(g, bucket, 'dir/', deleted) == GEDS_OK .and. deleted == 1, 'delete_prefix')
   call check(geds_delete_bucket(g, bucket, .false.) == GEDS_OK, 'delete_bucket')

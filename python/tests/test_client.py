@@ -231,3 +231,29 @@ def test_write_through_to_s3(client, tmp_path):
             assert reader.get(bucket, "dir/object.bin") == data
     finally:
         moto.stop()
+
+
+def test_wait_and_subscribe(client, bucket):
+    """wait returns once the object exists; a subscription yields the changes under its prefix in order, can be
+    polled through its file descriptor, and resumes after a revision from the MDS's history."""
+    import selectors
+
+    with pytest.raises(geds.TimedOut):
+        client.wait(bucket, "events/one", timeout=0.2)
+    with client.subscribe(bucket, prefix="events/") as subscription:
+        assert subscription.next(timeout=0) is None
+        client.put(bucket, "events/one", b"x" * 100)
+        client.wait(bucket, "events/one", timeout=5)  # exists: at once
+        with selectors.DefaultSelector() as selector:
+            selector.register(subscription, selectors.EVENT_READ)
+            assert selector.select(timeout=10)
+        created = subscription.next(timeout=10)
+        assert (created.kind, created.bucket, created.key, created.source) == ("created", bucket, "events/one", None)
+        client.rename(bucket, "events/one", bucket, "events/two")
+        renamed = subscription.next(timeout=10)
+        assert (renamed.kind, renamed.key, renamed.source) == ("renamed", "events/two", (bucket, "events/one"))
+        assert renamed.revision > created.revision and subscription.revision == renamed.revision
+    with client.subscribe(bucket, key="events/two", after=created.revision) as again:
+        assert next(iter(again)) == renamed
+    with pytest.raises(ValueError):
+        client.subscribe(bucket, prefix="a", key="b")

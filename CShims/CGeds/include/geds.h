@@ -173,7 +173,40 @@ int geds_set_bucket_storage(geds_t *g, const char *bucket, const char *s3, const
 int geds_flush(geds_t *g, uint64_t timeout_ms);              /* waits for every node's write-back uploads to S3;
                                                                 timeout 0: 300000 */
 
-/* ---- pub/sub: reserved for geds_subscribe / geds_wait (issue 13), not in this ABI version ---- */
+/* ---- pub/sub: ordered, resumable events of the namespace (see geds watch) ---- */
+typedef struct geds_subscription geds_subscription_t;  /* a subscription's events, in revision order, each once */
+enum { GEDS_SCOPE_BUCKET = 1, GEDS_SCOPE_PREFIX = 2, GEDS_SCOPE_KEY = 3 };
+enum { GEDS_EVENT_CREATED = 1, GEDS_EVENT_DELETED = 2, GEDS_EVENT_RENAMED = 3, GEDS_EVENT_COPIED = 4,
+       GEDS_EVENT_METADATA = 5, GEDS_EVENT_BUCKET_CREATED = 6, GEDS_EVENT_BUCKET_DELETED = 7 };
+/* One change; the strings stay valid until the next geds_next_event or geds_subscription_close on it. */
+typedef struct geds_event {
+    uint64_t revision;        /* the MDS's revision of this change: resume after it */
+    int kind;                 /* GEDS_EVENT_* */
+    const char *bucket;
+    const char *key;          /* "" for bucket events */
+    const char *source_bucket; /* renamed: the old name, copied: the source; else "" */
+    const char *source_key;
+} geds_event_t;
+
+int geds_wait(geds_t *g, const char *bucket, const char *key, int64_t timeout_ms);
+                                                             /* returns 0 once the object exists sealed (at once if
+                                                                it does); GEDS_E_TIMED_OUT after timeout_ms (< 0: no
+                                                                limit). A seal during the call is never missed */
+int geds_subscribe(geds_t *g, int scope, const char *bucket, const char *name, const uint64_t *after,
+                   geds_subscription_t **out);
+                                                             /* scope GEDS_SCOPE_*: name is the prefix or key (NULL for
+                                                                a bucket); after NULL: changes from now, else every change
+                                                                after that revision (GEDS_E_COMPACTED when the MDS's history
+                                                                no longer reaches back); resumes by itself after a lost
+                                                                connection */
+int geds_next_event(geds_subscription_t *s, int64_t timeout_ms, geds_event_t *event);
+                                                             /* 1: an event, 0: none within timeout_ms (0: do not wait,
+                                                                < 0: no limit), < 0: GEDS_E_* (the subscription is over) */
+int geds_subscription_fd(geds_subscription_t *s);            /* readable when an event may be waiting (for poll/epoll);
+                                                                drained by geds_next_event; owned by the subscription */
+int geds_subscription_revision(geds_subscription_t *s, uint64_t *revision);
+                                                             /* everything up to it was delivered: resume after it */
+void geds_subscription_close(geds_subscription_t *s);        /* ends the subscription */
 
 #ifdef __cplusplus
 }

@@ -37,3 +37,6 @@ ssize_t clinux_receive_with_fd(int socket, void *bytes, size_t length, int *fd);
 
 /// The process id, user id and group id of a Unix socket's peer (SO_PEERCRED). Returns 0, or -1 with errno.
 int clinux_peer_credentials(int socket, int32_t *pid, uint32_t *uid, uint32_t *gid);
+
+/// A non-blocking, close-on-exec eventfd (its header is not visible from Swift); -1 with errno on failure.
+int clinux_eventfd(void);

@@ -1,12 +1,14 @@
 """GEDS, a Generic Ephemeral Data Store, from Python: `geds.connect()`, buckets and objects, zero-copy views,
 an fsspec filesystem (`geds://bucket/key`, in geds.fs) and a smart_open transport (geds.smart_open_transport)."""
 
-from .client import Client, Entry, Location, ObjectFile, ObjectInfo, Reader, Writer, connect, version
-from .errors import (BucketExists, BucketNotEmpty, GedsError, InvalidArgument, InvalidName, IOFailure, NoSuchBucket,
-                     NoSuchObject, ObjectExists, ObjectLost, ObjectSealed, OutOfSpace, PeerUnreachable, TimedOut,
-                     Unreachable)
+from .client import (Client, Entry, Event, Location, ObjectFile, ObjectInfo, Reader, Subscription, Writer, connect,
+                     version)
+from .errors import (BucketExists, BucketNotEmpty, Compacted, GedsError, InvalidArgument, InvalidName, IOFailure,
+                     NoSuchBucket, NoSuchObject, ObjectExists, ObjectLost, ObjectSealed, OutOfSpace, PeerUnreachable,
+                     SubscriberTooSlow, TimedOut, Unreachable)
 
-__all__ = ["Client", "Entry", "Location", "ObjectFile", "ObjectInfo", "Reader", "Writer", "connect", "version",
+__all__ = ["Client", "Entry", "Event", "Location", "ObjectFile", "ObjectInfo", "Reader", "Subscription", "Writer",
+           "connect", "version", "Compacted", "SubscriberTooSlow",
            "GedsError", "BucketExists", "BucketNotEmpty", "InvalidArgument", "InvalidName", "IOFailure", "NoSuchBucket",
            "NoSuchObject", "ObjectExists", "ObjectLost", "ObjectSealed", "OutOfSpace", "PeerUnreachable", "TimedOut",
            "Unreachable"]

@@ -328,6 +328,85 @@ class Client:
         """Waits for every node's write-back uploads to S3."""
         check(lib.geds_flush(self.handle, timeout_ms))
 
+    def wait(self, bucket: str, key: str, timeout: float | None = None) -> None:
+        """Returns once the object exists sealed (at once if it does); TimeoutError after `timeout` seconds."""
+        check(lib.geds_wait(self.handle, _c(bucket), _c(key), -1 if timeout is None else int(timeout * 1000)))
+
+    def subscribe(self, bucket: str, prefix: str | None = None, key: str | None = None,
+                  after: int | None = None) -> "Subscription":
+        """The changes of a bucket, of the keys under `prefix`, or of one `key`, in revision order, each once:
+        every change after revision `after` (from the MDS's history), else from now."""
+        if prefix is not None and key is not None:
+            raise ValueError("subscribe to a prefix or to a key, not both")
+        scope, name = ((lib.GEDS_SCOPE_KEY, key) if key is not None else
+                       (lib.GEDS_SCOPE_PREFIX, prefix) if prefix else (lib.GEDS_SCOPE_BUCKET, None))
+        out = ffi.new("geds_subscription_t **")
+        revision = ffi.new("uint64_t *", after) if after is not None else ffi.NULL
+        check(lib.geds_subscribe(self.handle, scope, _c(bucket), _opt(name), revision, out))
+        return Subscription(out[0])
+
+
+@dataclass(frozen=True)
+class Event:
+    """One change of the namespace; `kind` is what `geds watch` prints (created, deleted, renamed, copied, metadata,
+    bucket-created, bucket-deleted); `source` is the old name of a rename or the source of a copy."""
+    revision: int
+    kind: str
+    bucket: str
+    key: str
+    source: tuple[str, str] | None
+
+
+_EVENT_KINDS = {1: "created", 2: "deleted", 3: "renamed", 4: "copied", 5: "metadata", 6: "bucket-created",
+                7: "bucket-deleted"}
+
+
+class Subscription:
+    """Events in revision order (iterate it, or call `next(timeout)`); `fileno()` is readable when one may be
+    waiting (for select/selectors); `revision` is where to resume; close() ends it."""
+
+    def __init__(self, handle):
+        self._handle = ffi.gc(handle, lib.geds_subscription_close)
+
+    def next(self, timeout: float | None = None) -> Event | None:
+        """The next event, or None when `timeout` seconds pass first (0: do not wait)."""
+        event = ffi.new("geds_event_t *")
+        got = check(lib.geds_next_event(self._live(), -1 if timeout is None else int(timeout * 1000), event))
+        if got == 0:
+            return None
+        source = (_s(event.source_bucket), _s(event.source_key)) if event.kind in (3, 4) else None
+        return Event(event.revision, _EVENT_KINDS.get(event.kind, str(event.kind)), _s(event.bucket), _s(event.key),
+                     source)
+
+    def __iter__(self) -> Iterator[Event]:
+        while (event := self.next()) is not None:
+            yield event
+
+    def fileno(self) -> int:
+        return check(lib.geds_subscription_fd(self._live()))
+
+    @property
+    def revision(self) -> int:
+        revision = ffi.new("uint64_t *")
+        check(lib.geds_subscription_revision(self._live(), revision))
+        return revision[0]
+
+    def close(self) -> None:
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
+            ffi.release(handle)
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _live(self):
+        if self._handle is None:
+            raise ValueError("the subscription is closed")
+        return self._handle
+
 
 _shared: dict[tuple, Client] = {}
 _shared_lock = threading.RLock()

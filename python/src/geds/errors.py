@@ -94,9 +94,19 @@ class IOFailure(_OSGedsError):
     code, os_errno = lib.GEDS_E_IO, _errno.EIO
 
 
+class Compacted(GedsError):
+    """A subscription asked for events older than the MDS's history: list again, then subscribe from now."""
+    code = lib.GEDS_E_COMPACTED
+
+
+class SubscriberTooSlow(GedsError):
+    """A subscription fell too far behind and was ended; subscribe again after its `revision`."""
+    code = lib.GEDS_E_SUBSCRIBER_TOO_SLOW
+
+
 _BY_CODE = {cls.code: cls for cls in (NoSuchObject, NoSuchBucket, BucketExists, ObjectSealed, BucketNotEmpty,
                                       InvalidName, InvalidArgument, Unreachable, PeerUnreachable, TimedOut,
-                                      OutOfSpace, ObjectLost, IOFailure)}
+                                      OutOfSpace, ObjectLost, IOFailure, Compacted, SubscriberTooSlow)}
 
 
 def error_for(code: int) -> GedsError:
