@@ -102,9 +102,11 @@ const char *geds_last_error(void);               /* this thread's last failure, 
 
 /* ---- connecting ---- */
 int geds_connect(const char *mds, geds_t **out);            /* mds NULL: $GEDS_MDS; attaches to the host's gedsd if any */
-                                                             /* (with the host attach mode of GEDS.connect; without it,
-                                                                this process embeds a node: what it alone holds goes
-                                                                at geds_close, so geds_relocate what must outlive it) */
+                                                             /* ($GEDS_NODE, else a gedsd of the same host id and MDS
+                                                                in the default socket folder: its objects outlive this
+                                                                process; without one, this process embeds a node: what
+                                                                it alone holds goes at geds_close, so geds_relocate
+                                                                what must outlive it) */
 void geds_config_init(geds_config_t *config);                /* all defaults */
 int geds_connect_config(const geds_config_t *config, geds_t **out);  /* connect with options */
 void geds_close(geds_t *g);                                  /* stops this process's node; objects it alone holds go */
