@@ -20,6 +20,9 @@ shift 2
 sanitize=${GEDS_FUZZ_SANITIZE:-fuzzer,address}
 scratch=$PWD/.build-fuzz
 build=$scratch/${sanitize//,/-}
+# SwiftPM keeps its build plan across runs and does not notice new source files in the path dependency (the
+# main package): dropping the plan makes it look again; what is compiled stays cached.
+rm -f "$build/release.yaml"
 swift build -c release --package-path Fuzz --scratch-path "$build" \
   -Xswiftc -sanitize="$sanitize" -Xswiftc -parse-as-library >&2
 binary=$build/release/geds-fuzz
