@@ -186,6 +186,7 @@ extension Request {
         return names
     }
 
+    /// The tag that starts the request on the wire (`encode` writes it) and names it in metrics.
     private var tag: RequestTag {
         switch self {
         case .registerNode: .registerNode
@@ -226,9 +227,9 @@ extension Request {
 
 extension Request {
     public func encode(into buffer: inout ByteBuffer) {
+        buffer.writeInteger(tag.rawValue)
         switch self {
         case .registerNode(let registration):
-            buffer.writeInteger(RequestTag.registerNode.rawValue)
             buffer.writeWireString(registration.name)
             buffer.writeWireString(registration.hostID)
             buffer.writeInteger(registration.role.rawValue)
@@ -236,126 +237,97 @@ extension Request {
             buffer.writeWireString(registration.tier0Directory)
             buffer.writeOptionalEndpoint(registration.rdma)
         case .heartbeat(let node, let blobs, let bytes):
-            buffer.writeInteger(RequestTag.heartbeat.rawValue)
             buffer.writeInteger(node)
             buffer.writeInteger(blobs)
             buffer.writeInteger(bytes)
         case .leave(let node):
-            buffer.writeInteger(RequestTag.leave.rawValue)
             buffer.writeInteger(node)
         case .listNodes:
-            buffer.writeInteger(RequestTag.listNodes.rawValue)
+            break
         case .createBucket(let bucket):
-            buffer.writeInteger(RequestTag.createBucket.rawValue)
             buffer.writeWireString(bucket)
         case .deleteBucket(let bucket, let force):
-            buffer.writeInteger(RequestTag.deleteBucket.rawValue)
             buffer.writeWireString(bucket)
             buffer.writeBool(force)
         case .listBuckets:
-            buffer.writeInteger(RequestTag.listBuckets.rawValue)
+            break
         case .createObject(let bucket, let key, let node):
-            buffer.writeInteger(RequestTag.createObject.rawValue)
             buffer.writeWireString(bucket)
             buffer.writeWireString(key)
             buffer.writeInteger(node)
         case .sealObject(let blob, let size, let metadata, let placement):
-            buffer.writeInteger(RequestTag.sealObject.rawValue)
             buffer.writeInteger(blob)
             buffer.writeInteger(size)
             buffer.writeMetadata(metadata)
             buffer.writePlacement(placement)
         case .abortObject(let blob):
-            buffer.writeInteger(RequestTag.abortObject.rawValue)
             buffer.writeInteger(blob)
         case .lookup(let bucket, let key):
-            buffer.writeInteger(RequestTag.lookup.rawValue)
             buffer.writeWireString(bucket)
             buffer.writeWireString(key)
         case .list(let bucket, let prefix, let delimiter, let startAfter, let maxKeys):
-            buffer.writeInteger(RequestTag.list.rawValue)
             buffer.writeWireString(bucket)
             buffer.writeWireString(prefix)
             buffer.writeWireString(delimiter)
             buffer.writeWireString(startAfter)
             buffer.writeInteger(maxKeys)
         case .deleteObject(let bucket, let key):
-            buffer.writeInteger(RequestTag.deleteObject.rawValue)
             buffer.writeWireString(bucket)
             buffer.writeWireString(key)
         case .deletePrefix(let bucket, let prefix):
-            buffer.writeInteger(RequestTag.deletePrefix.rawValue)
             buffer.writeWireString(bucket)
             buffer.writeWireString(prefix)
         case .rename(let fromBucket, let fromKey, let toBucket, let toKey):
-            buffer.writeInteger(RequestTag.rename.rawValue)
             for part in [fromBucket, fromKey, toBucket, toKey] { buffer.writeWireString(part) }
         case .copy(let fromBucket, let fromKey, let toBucket, let toKey):
-            buffer.writeInteger(RequestTag.copy.rawValue)
             for part in [fromBucket, fromKey, toBucket, toKey] { buffer.writeWireString(part) }
         case .setMetadata(let bucket, let key, let metadata):
-            buffer.writeInteger(RequestTag.setMetadata.rawValue)
             buffer.writeWireString(bucket)
             buffer.writeWireString(key)
             buffer.writeMetadata(metadata)
         case .addLocation(let blob, let placement):
-            buffer.writeInteger(RequestTag.addLocation.rawValue)
             buffer.writeInteger(blob)
             buffer.writePlacement(placement)
         case .removeLocation(let blob, let node):
-            buffer.writeInteger(RequestTag.removeLocation.rawValue)
             buffer.writeInteger(blob)
             buffer.writeInteger(node)
         case .readBlob(let blob, let offset, let length):
-            buffer.writeInteger(RequestTag.readBlob.rawValue)
             buffer.writeInteger(blob)
             buffer.writeInteger(offset)
             buffer.writeInteger(length)
         case .pullBlob(let blob, let size, let source):
-            buffer.writeInteger(RequestTag.pullBlob.rawValue)
             buffer.writeInteger(blob)
             buffer.writeInteger(size)
             buffer.writeLocation(source)
         case .setBucketStorage(let bucket, let storage):
-            buffer.writeInteger(RequestTag.setBucketStorage.rawValue)
             buffer.writeWireString(bucket)
             buffer.writeOptionalBucketStorage(storage)
         case .bucketStorage(let bucket):
-            buffer.writeInteger(RequestTag.bucketStorage.rawValue)
             buffer.writeWireString(bucket)
         case .addS3Copy(let blob):
-            buffer.writeInteger(RequestTag.addS3Copy.rawValue)
             buffer.writeInteger(blob)
         case .s3Assignment(let blob):
-            buffer.writeInteger(RequestTag.s3Assignment.rawValue)
             buffer.writeInteger(blob)
         case .adoptS3Object(let bucket, let key, let size, let metadata):
-            buffer.writeInteger(RequestTag.adoptS3Object.rawValue)
             buffer.writeWireString(bucket)
             buffer.writeWireString(key)
             buffer.writeInteger(size)
             buffer.writeMetadata(metadata)
         case .persistBlob(let blob, let persistency, let object):
-            buffer.writeInteger(RequestTag.persistBlob.rawValue)
             buffer.writeInteger(blob)
             buffer.writeInteger(persistency.rawValue)
             buffer.writeBool(object != nil)
             if let object { buffer.writeS3Object(object) }
         case .flush(let timeout):
-            buffer.writeInteger(RequestTag.flush.rawValue)
             buffer.writeInteger(timeout)
         case .claimS3Deletions(let bucket, let keys):
-            buffer.writeInteger(RequestTag.claimS3Deletions.rawValue)
             buffer.writeWireString(bucket)
             buffer.writeWireStrings(keys)
         case .s3Deleted(let objects):
-            buffer.writeInteger(RequestTag.s3Deleted.rawValue)
             buffer.writeS3Objects(objects)
         case .abandonS3Upload(let object):
-            buffer.writeInteger(RequestTag.abandonS3Upload.rawValue)
             buffer.writeS3Object(object)
         case .subscribe(let scope, let after):
-            buffer.writeInteger(RequestTag.subscribe.rawValue)
             buffer.writeEventScope(scope)
             buffer.writeBool(after != nil)
             if let after { buffer.writeInteger(after) }
