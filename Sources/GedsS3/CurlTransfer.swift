@@ -399,10 +399,9 @@ private final class JobQueue: @unchecked Sendable {
 
     /// `stop`, then waits until every thread has exited.
     func stopAndWait() async {
+        stop()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             pthread_mutex_lock(mutex)
-            stopping = true
-            pthread_cond_broadcast(condition)
             if running == 0 {
                 pthread_mutex_unlock(mutex)
                 continuation.resume()
