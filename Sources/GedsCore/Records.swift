@@ -51,6 +51,29 @@ public struct RDMAAccess: Hashable, Sendable {
     }
 }
 
+/// Where a small blob's tier-0 copy sits when it is packed into a slab file with others: the slab (a file named
+/// `fileName` in the node's tier-0 folder) and the offset of its slot there. The slot starts with a header
+/// naming the blob (GedsTier0's `SlotHeader`); its bytes follow.
+public struct SlabSlot: Hashable, Sendable {
+    public var slab: UInt32
+    public var offset: UInt64
+
+    public init(slab: UInt32, offset: UInt64) {
+        self.slab = slab
+        self.offset = offset
+    }
+
+    public var fileName: String {
+        let hex = String(slab, radix: 16)
+        return "slab-" + String(repeating: "0", count: 8 - hex.count) + hex
+    }
+
+    public init?(fileName: String) {
+        guard fileName.hasPrefix("slab-"), fileName.utf8.count == 13, let slab = UInt32(fileName.dropFirst(5), radix: 16) else { return nil }
+        self.init(slab: slab, offset: 0)
+    }
+}
+
 /// One copy of an object, as the MDS hands it out.
 public struct Location: Hashable, Sendable {
     public var node: String
@@ -60,17 +83,21 @@ public struct Location: Hashable, Sendable {
     public var rdma: RDMAAccess?
     /// The copy's file, for readers on the same host, which map it instead of using the network.
     public var path: String
+    /// Set when the copy is packed into the slab file at `path`: its slot's offset there (see `SlabSlot`).
+    /// Readers check the slot's header, which names the blob (a stale location finds another one).
+    public var offset: UInt64?
     /// The CRC-32C of the blob's bytes, known once a copy of it was written to tier 1 (nil before).
     public var checksum: UInt32?
 
     public init(node: String, hostID: String, tier: Tier, tcp: Endpoint, rdma: RDMAAccess?, path: String,
-                checksum: UInt32? = nil) {
+                offset: UInt64? = nil, checksum: UInt32? = nil) {
         self.node = node
         self.hostID = hostID
         self.tier = tier
         self.tcp = tcp
         self.rdma = rdma
         self.path = path
+        self.offset = offset
         self.checksum = checksum
     }
 }

@@ -95,7 +95,7 @@ struct BlobTable {
             checksums[number] = checksum
             placement.checksum = nil  // kept once per blob, above
         }
-        if records[Int(number)].node == 0, placement.rdmaAddress == 0, placement.rkey == 0 {
+        if records[Int(number)].node == 0, placement.rdmaAddress == 0, placement.rkey == 0, placement.slot == nil {
             records[Int(number)].node = placement.node
             records[Int(number)].tier = placement.tier
         } else {

@@ -283,7 +283,8 @@ public struct MetadataStore: Sendable {
         }
         return Location(node: registration.name, hostID: registration.hostID, tier: placement.tier,
                         tcp: registration.tcp, rdma: rdma,
-                        path: registration.tier0Directory + "/" + blob.fileName, checksum: blobs.checksum(of: blob))
+                        path: registration.tier0Directory + "/" + (placement.slot?.fileName ?? blob.fileName),
+                        offset: placement.slot?.offset, checksum: blobs.checksum(of: blob))
     }
 
     public func list(bucket: String, prefix: String, delimiter: String, startAfter: String,

@@ -203,7 +203,7 @@ public final class LocalEndpoint: Sendable {
             let outcome = wait { () throws(GedsError) -> (MappedBytes, Int32) in
                 let object = try await session.checked(info)
                 let view = try await self.node.view(of: object)
-                return (view, try self.node.descriptor(ofViewed: object))
+                return (view, try self.node.descriptor(ofViewed: object, view))
             }
             switch outcome {
             case .success(let (view, descriptor)):
@@ -435,11 +435,13 @@ extension Node {
         return named
     }
 
-    /// A read-only descriptor of the file a view of `info` maps on this host (after `view(of:)`): our tier-0
-    /// copy, else a same-host node's tier-0 file.
-    func descriptor(ofViewed info: ObjectInfo) throws(GedsError) -> Int32 {
-        if let own = try? tier0.openForReading(info.blob) { return own.descriptor }
+    /// A descriptor of the file a view of `info` maps on this host (after `view(of:)`): our tier-0 copy's, else
+    /// a same-host node's tier-0 file; for a packed copy (whose slot is not ours to lend) an unnamed file holding
+    /// the view's bytes.
+    func descriptor(ofViewed info: ObjectInfo, _ view: MappedBytes) throws(GedsError) -> Int32 {
+        if tier0.contains(info.blob), let own = try? tier0.openForSharing(info.blob) { return own }
         for location in info.locations where isMappable(location) {
+            if location.offset != nil { return try tier0.unnamedFile(holding: view) }
             let fd = open(location.path, O_RDONLY | O_CLOEXEC)
             if fd >= 0 { return fd }
         }

@@ -50,7 +50,9 @@ public final class Node: Sendable {
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws(GedsError) -> Node {
         // First, so that a node demanding RDMA on a machine without it fails before it touches anything.
         var transport = try TransportSelection(configuration.transport, rdmaUnavailableReason: RDMA.unavailableReason)
-        let tier0 = try Tier0Store(directory: configuration.tier0Directory)
+        // A freed slab slot waits out the node's timeout: reads of it that started before have ended by then.
+        let tier0 = try Tier0Store(directory: configuration.tier0Directory,
+                                   quarantine: .milliseconds(configuration.timeoutMilliseconds))
         var tier1: Tier1Store?
         if let tier1Configuration = configuration.tier1 {
             guard configuration.tier0Capacity != nil else {
@@ -235,6 +237,7 @@ public final class Node: Sendable {
         for client in persistence.clients.withLock({ Array($0.values) }) { await client.shutdown() }
         if configuration.removeTier0OnShutdown {
             for blob in tier0.inventory.keys { discardTier0Copy(blob) }
+            tier0.removeSlabFiles()
             rmdir(configuration.tier0Directory)
         }
     }
@@ -286,22 +289,24 @@ public final class Node: Sendable {
 
     /// Our tier-0 copy as a location for a peer to pull from (over RDMA when registered).
     func ownLocation(of blob: BlobID) -> Location {
-        Location(node: configuration.name, hostID: configuration.hostID, tier: .tier0, tcp: endpoint,
-                 rdma: rdmaAccess(of: blob), path: tier0.path(of: blob))
+        let (path, slot) = tier0.place(of: blob)
+        return Location(node: configuration.name, hostID: configuration.hostID, tier: .tier0, tcp: endpoint,
+                        rdma: rdmaAccess(of: blob, path: path, slot: slot), path: path, offset: slot?.offset)
     }
 
     /// The placement that publishes our tier-0 copy: registered for one-sided READs first when this node
     /// runs over RDMA, so the MDS hands out its address and rkey.
     func tier0Placement(of blob: BlobID) -> BlobPlacement {
-        let access = rdmaAccess(of: blob)
-        return BlobPlacement(node: index, tier: .tier0, rdmaAddress: access?.address ?? 0, rkey: access?.rkey ?? 0)
+        let (path, slot) = tier0.place(of: blob)
+        let access = rdmaAccess(of: blob, path: path, slot: slot)
+        return BlobPlacement(node: index, tier: .tier0, rdmaAddress: access?.address ?? 0, rkey: access?.rkey ?? 0, slot: slot)
     }
 
-    /// Our tier-0 copy registered for one-sided READs (once; later calls reuse the registration), nil when
-    /// this node runs over TCP or the copy could not be registered.
-    private func rdmaAccess(of blob: BlobID) -> RDMAAccess? {
-        guard let rdma, let remote = rdma.register(blob, path: tier0.path(of: blob)) else { return nil }
-        return RDMAAccess(endpoint: rdma.responder.endpoint, address: remote.address, rkey: remote.rkey)
+    /// Our tier-0 copy registered for one-sided READs (once; later calls reuse the registration; a packed copy's
+    /// is its slab's), nil when this node runs over TCP or the copy could not be registered.
+    private func rdmaAccess(of blob: BlobID, path: String, slot: SlabSlot?) -> RDMAAccess? {
+        guard let rdma, let remote = rdma.register(slot.map { .slab($0.slab) } ?? .blob(blob), path: path) else { return nil }
+        return RDMAAccess(endpoint: rdma.responder.endpoint, address: remote.address + (slot?.offset ?? 0), rkey: remote.rkey)
     }
 
     /// Deletes our tier-0 copy once the MDS no longer hands it out (or never did), its RDMA registration first.
@@ -327,7 +332,7 @@ public final class Node: Sendable {
             }
             for location in ordered(info.locations) where isMappable(location) {
                 do throws(GedsError) {
-                    return try Tier0Store.map(path: location.path)
+                    return try Tier0Store.map(location, of: info.blob, size: info.size)
                 } catch {
                     failures.append((location.node, error))
                 }
@@ -360,7 +365,7 @@ public final class Node: Sendable {
             for location in ordered(info.locations) where location.node != configuration.name {
                 do throws(GedsError) {
                     if isMappable(location) {
-                        return try copy(from: try Tier0Store.map(path: location.path), at: offset, into: destination)
+                        return try copy(from: try Tier0Store.map(location, of: info.blob, size: info.size), at: offset, into: destination)
                     }
                     let got = try await transfer(info.blob, objectSize: info.size, offset: offset, length: length, from: location,
                                                  into: destination)
@@ -471,7 +476,8 @@ public final class Node: Sendable {
         if let rdma, let access = location.rdma, rdma.offersRDMA(access.endpoint) {
             do throws(RDMADataPlane.PeerFailure) {
                 try await rdma.read(access, objectSize: objectSize, offset: offset, length: length, into: sink,
-                                    peerName: "node \(location.node)", timeout: .milliseconds(configuration.timeoutMilliseconds))
+                                    packed: location.offset == nil ? nil : blob, peerName: "node \(location.node)",
+                                    timeout: .milliseconds(configuration.timeoutMilliseconds))
                 NodeMetrics.readRDMA.increment(by: Int64(length))
                 return length
             } catch .failed(let failure) {
@@ -610,13 +616,13 @@ final class NodeService: RequestService {
     /// Sends a range of a tier-0 (or, when it cannot be promoted, tier-1) blob with sendfile.
     private func serve(_ blob: BlobID, offset: UInt64, length: UInt64, from node: Node, tier1: Bool = false) -> Response {
         do {
-            let (descriptor, size) = tier1 ? try node.openTier1ForReading(blob) : try node.tier0.openForReading(blob)
+            let (descriptor, start, size) = tier1 ? try node.openTier1ForReading(blob) : try node.tier0.openForReading(blob)
             guard offset <= size, length <= size - offset else {
                 close(descriptor)
                 return .reply(.failure(GedsError(.invalidArgument, "range \(offset)+\(length) is outside blob \(blob.fileName) of \(size) bytes")))
             }
             node.touched(blob)
-            return .file(FileStream(descriptor: descriptor, offset: offset, length: length))
+            return .file(FileStream(descriptor: descriptor, offset: start + offset, length: length))
         } catch {
             return .reply(.failure(error))
         }

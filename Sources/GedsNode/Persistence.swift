@@ -176,9 +176,9 @@ extension Node {
         guard case .s3Assignment(let current) = reply else { throw MDSClient.unexpected(reply) }
         let (object, metadata) = (current.object, current.metadata)
         let client = try s3Client(for: object)
-        let (descriptor, size) = tier0.contains(blob) ? try tier0.openForReading(blob) : try openTier1ForReading(blob)
+        let (descriptor, offset, size) = tier0.contains(blob) ? try tier0.openForReading(blob) : try openTier1ForReading(blob)
         defer { close(descriptor) }
-        try await client.upload(bucket: object.bucket, key: object.key, fileDescriptor: descriptor, length: size,
+        try await client.upload(bucket: object.bucket, key: object.key, fileDescriptor: descriptor, offset: offset, length: size,
                                 metadata: metadata)
         NodeMetrics.writtenS3.increment(by: Int64(size))
         do {

@@ -288,13 +288,13 @@ extension Node {
 
     /// Opens a tier-1 file for reading in place (through the page cache): for when it cannot be promoted
     /// because both tiers are full. Only its size is checked then, as for any ranged tier-1 read.
-    func openTier1ForReading(_ blob: BlobID) throws(GedsError) -> (descriptor: Int32, size: UInt64) {
+    func openTier1ForReading(_ blob: BlobID) throws(GedsError) -> (descriptor: Int32, offset: UInt64, size: UInt64) {
         guard let tier1, let object = tier1.object(blob) else {
             throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here")
         }
         let fd = open(tier1.path(of: blob), O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here") }
-        return (fd, object.size)
+        return (fd, 0, object.size)
     }
 
     private func moveToTier0(_ blob: BlobID) async throws(GedsError) {

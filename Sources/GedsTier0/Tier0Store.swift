@@ -4,44 +4,72 @@ import Synchronization
 import Glibc
 #endif
 
-/// Tier 0: one file per blob in a memory folder (tmpfs), named by blob id.
+/// Tier 0: a memory folder (tmpfs). A blob is written into a file of its own, named by blob id; at seal (or, for a
+/// copy arriving from elsewhere, from the start) a blob of up to `packLimit` bytes goes into a slot of a slab
+/// file shared with others of its size instead (see Slabs.swift), and its own file goes.
 ///
-/// No file descriptor or mapping is kept for a blob beyond its use, so the number of objects is bounded by
-/// memory, not by the process's file or mapping limits.
+/// No file descriptor or mapping is kept for a blob beyond its use (a slab's mapping serves all its slots), so
+/// the number of objects is bounded by memory, not by the process's file or mapping limits.
 public final class Tier0Store: Sendable {
     public let directory: String
     private let sealed = Mutex(Sealed())
+    private let slabs: SlabAllocator
 
-    /// Sealed blobs and their sizes, with the sum kept alongside: capacity checks read it on every admission.
+    /// Blobs at most this big are packed into slab slots by default: above it a file of its own wastes at most
+    /// 1/16 of a blob's bytes on its last page, and views of it in other processes are zero-copy.
+    public static let defaultPackLimit = 64 << 10
+
+    /// Sealed blobs and their sizes, the slots of the packed ones, and the memory they take (a packed blob's
+    /// slot, another's size), kept alongside: capacity checks read it on every admission.
     private struct Sealed {
         var sizes: [BlobID: UInt64] = [:]
+        var slots: [BlobID: PackedSlot] = [:]
         var bytes: UInt64 = 0
 
-        mutating func set(_ blob: BlobID, _ size: UInt64?) {
-            if let old = sizes[blob] { bytes -= old }
+        /// Records (or, with nil, forgets) a blob; returns the slot it had (to be let go outside the lock) and
+        /// whether it had a file of its own.
+        mutating func set(_ blob: BlobID, _ size: UInt64?, slot: PackedSlot? = nil) -> (slot: PackedSlot?, hadFile: Bool) {
+            let oldSlot = slots[blob]
+            if let old = sizes[blob] { bytes -= oldSlot.map { UInt64($0.slab.slotSize) } ?? old }
+            let hadFile = sizes[blob] != nil && oldSlot == nil
             sizes[blob] = size
-            if let size { bytes += size }
+            slots[blob] = size == nil ? nil : slot
+            if let size { bytes += slot.map { UInt64($0.slab.slotSize) } ?? size }
+            return (oldSlot, hadFile)
         }
     }
 
-    /// Opens (and creates) the folder. Blob files left there by an earlier process are removed: their
+    /// Opens (and creates) the folder. Blob and slab files left there by an earlier process are removed: their
     /// locations were withdrawn at the MDS when that process's lease ended, so nobody can reach them.
-    public init(directory: String) throws(GedsError) {
+    /// `quarantine`: how long a freed slot waits before it is used again (longer than any read of it takes).
+    public init(directory: String, packLimit: Int = Tier0Store.defaultPackLimit,
+                quarantine: Duration = .seconds(5)) throws(GedsError) {
         self.directory = directory
+        slabs = SlabAllocator(directory: directory, packLimit: packLimit, quarantine: quarantine)
         try Tier0Store.makeDirectories(directory)
-        if let dir = opendir(directory) {
-            defer { closedir(dir) }
-            while let entry = readdir(dir) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-                if BlobID(fileName: name) != nil || name.hasSuffix(".partial") { unlink(directory + "/" + name) }
-            }
+        removeFiles { BlobID(fileName: $0) != nil || SlabSlot(fileName: $0) != nil || $0.hasSuffix(".partial") }
+    }
+
+    private func removeFiles(named matching: (String) -> Bool) {
+        guard let dir = opendir(directory) else { return }
+        defer { closedir(dir) }
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if matching(name) { unlink(directory + "/" + name) }
         }
     }
 
     public func path(of blob: BlobID) -> String { directory + "/" + blob.fileName }
 
+    /// Where a sealed blob's copy is: its own file, or the slab file and slot it is packed into.
+    public func place(of blob: BlobID) -> (path: String, slot: SlabSlot?) {
+        guard let slot = sealed.withLock({ $0.slots[blob] })?.place else { return (path(of: blob), nil) }
+        return (directory + "/" + slot.fileName, slot)
+    }
+
     /// Blobs sealed here and their sizes.
     public var inventory: [BlobID: UInt64] { sealed.withLock { $0.sizes } }
+    /// Sealed blobs and the tier-0 memory they take (a packed blob counts its whole slot).
     public var usage: (blobs: UInt64, bytes: UInt64) {
         sealed.withLock { (UInt64($0.sizes.count), $0.bytes) }
     }
@@ -51,17 +79,23 @@ public final class Tier0Store: Sendable {
 
     /// A new, empty, writable blob.
     public func create(_ blob: BlobID) throws(GedsError) -> WritableBlob {
+        // A packed blob has no file of its own to collide with.
+        guard !contains(blob) else { throw GedsError.io("cannot create \(path(of: blob)) in tier 0", errno: EEXIST) }
         let fd = open(path(of: blob), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw GedsError.io("cannot create \(path(of: blob)) in tier 0", errno: errno) }
         return WritableBlob(store: self, blob: blob, descriptor: fd)
     }
 
     /// A writable mapping of exactly `size` bytes, reserved up front so that a full folder is an error here
-    /// and not a SIGBUS later; used to receive a copy from a peer straight into its final place.
-    /// The bytes land in a file of their own, renamed into place at seal, so concurrent fetches of the
+    /// and not a SIGBUS later; used to receive a copy from a peer straight into its final place: a slot of its
+    /// own when it is small, else a file of its own, renamed into place at seal, so concurrent fetches of the
     /// same blob never truncate each other's mapping.
     public func receive(_ blob: BlobID, size: UInt64) throws(GedsError) -> ReceivingBlob {
         guard size <= UInt64(Int.max) else { throw GedsError(.invalidArgument, "object size \(size) is too large") }
+        if slabs.packs(size) {
+            let slot = try slabs.allocate(size: size)
+            return ReceivingBlob(store: self, blob: blob, destination: .slot(slot), mapping: slot.view(size: Int(size)))
+        }
         let path = path(of: blob) + ".\(UInt32.random(in: 0...UInt32.max)).partial"
         let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw GedsError.io("cannot create \(path) in tier 0", errno: errno) }
@@ -74,7 +108,7 @@ public final class Tier0Store: Sendable {
             }
         }
         do {
-            return ReceivingBlob(store: self, blob: blob, partialPath: path,
+            return ReceivingBlob(store: self, blob: blob, destination: .file(partialPath: path),
                                  mapping: try MappedBytes(descriptor: fd, size: Int(size), writable: true))
         } catch {
             unlink(path)
@@ -83,50 +117,137 @@ public final class Tier0Store: Sendable {
     }
 
     /// Takes a sealed file from another tier-0 folder on this host without copying (a hard link), falling
-    /// back to nothing when the folders are on different file systems.
+    /// back to nothing when the folders are on different file systems or the source is not the blob's own
+    /// file (a packed copy's slab).
     public func adopt(_ blob: BlobID, linkingFrom source: String) -> Bool {
-        guard link(source, path(of: blob)) == 0 else { return false }
+        guard source.hasSuffix("/" + blob.fileName), link(source, path(of: blob)) == 0 else { return false }
         var status = stat()
         guard stat(path(of: blob), &status) == 0 else { return false }
         markSealed(blob, size: UInt64(status.st_size))
         return true
     }
 
-    /// A read-only, zero-copy view of a sealed blob.
+    /// A read-only, zero-copy view of a sealed blob (a packed one's view keeps its slot from reuse).
     public func map(_ blob: BlobID) throws(GedsError) -> MappedBytes {
-        try Tier0Store.map(path: path(of: blob))
+        if let (slot, size) = sealed.withLock({ state in state.slots[blob].map { ($0, state.sizes[blob]!) } }) {
+            return slot.view(size: Int(size))
+        }
+        return try Tier0Store.map(path: path(of: blob))
     }
 
     /// Maps any sealed tier-0 file, also another node's on the same host.
     public static func map(path: String) throws(GedsError) -> MappedBytes {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            let code = errno
-            if code == ENOENT { throw GedsError(.noSuchBlob, "copy \(path) is gone") }
-            throw GedsError.io("cannot open \(path)", errno: code)
-        }
+        let fd = try openSealed(path)
         defer { close(fd) }
         var status = stat()
         guard fstat(fd, &status) == 0 else { throw GedsError.io("cannot stat \(path)", errno: errno) }
         return try MappedBytes(descriptor: fd, size: Int(status.st_size), writable: false)
     }
 
-    /// Opens a sealed blob for sending (the caller closes the descriptor).
-    public func openForReading(_ blob: BlobID) throws(GedsError) -> (descriptor: Int32, size: UInt64) {
+    /// A private copy of a blob packed into a slab file on this host (another process's slot can be reused once
+    /// that process lets go of it, so its bytes are copied, not mapped): `noSuchBlob` unless the slot at
+    /// `offset` names `blob` of `size` bytes before and after the copy.
+    public static func copy(_ blob: BlobID, size: UInt64, packedIn path: String, at offset: UInt64) throws(GedsError) -> MappedBytes {
+        guard size <= UInt64(Int.max - SlotHeader.size) else { throw GedsError(.noSuchBlob, "copy \(path) is gone") }
+        let fd = try openSealed(path)
+        defer { close(fd) }
+        let copy = try MappedBytes(privateSize: SlotHeader.size + Int(size))
+        var header = (UInt64(0), UInt64(0))
+        let complete = withUnsafeMutableBytes(of: &header) { header in
+            pread(fd, copy.base, copy.count, off_t(offset)) == copy.count
+                && SlotHeader.names(blob, size: size, at: copy.base!)
+                && pread(fd, header.baseAddress, SlotHeader.size, off_t(offset)) == SlotHeader.size
+                && SlotHeader.names(blob, size: size, at: header.baseAddress!)
+        }
+        guard complete else { throw GedsError(.noSuchBlob, "copy of blob \(blob.fileName) in \(path) is gone") }
+        return MappedBytes(slice: copy.base! + SlotHeader.size, count: Int(size), keeping: copy)
+    }
+
+    /// The bytes of a tier-0 copy on this host that `location` names (another node's, or our own): its file
+    /// mapped, or a checked copy of its slot when it is packed.
+    public static func map(_ location: Location, of blob: BlobID, size: UInt64) throws(GedsError) -> MappedBytes {
+        guard let offset = location.offset else { return try map(path: location.path) }
+        return try copy(blob, size: size, packedIn: location.path, at: offset)
+    }
+
+    /// A descriptor of a file holding exactly the blob's bytes, for another process to map: the blob's own file,
+    /// or for a packed blob an unnamed file with a copy (its slot is not ours to lend: it is reused once we let go).
+    public func openForSharing(_ blob: BlobID) throws(GedsError) -> Int32 {
+        guard place(of: blob).slot != nil else { return try Tier0Store.openSealed(path(of: blob)) }
+        return try unnamedFile(holding: try map(blob))
+    }
+
+    /// A new file in this folder, already unlinked (it goes with its last descriptor or mapping), holding a copy
+    /// of `bytes`.
+    public func unnamedFile(holding bytes: MappedBytes) throws(GedsError) -> Int32 {
+        let path = directory + "/.\(UInt64.random(in: 0...UInt64.max)).partial"
+        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw GedsError.io("cannot create \(path) in tier 0", errno: errno) }
+        unlink(path)
+        let written = bytes.withBytes { bytes in bytes.isEmpty ? 0 : pwrite(fd, bytes.baseAddress, bytes.count, 0) }
+        guard written == bytes.count else {
+            let code = written < 0 ? errno : ENOSPC
+            close(fd)
+            throw GedsError.io("cannot copy \(bytes.count) bytes into tier 0 folder \(directory)", errno: code)
+        }
+        return fd
+    }
+
+    private static func openSealed(_ path: String) throws(GedsError) -> Int32 {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let code = errno
+            if code == ENOENT { throw GedsError(.noSuchBlob, "copy \(path) is gone") }
+            throw GedsError.io("cannot open \(path)", errno: code)
+        }
+        return fd
+    }
+
+    /// Opens a sealed blob for sending (the caller closes the descriptor): its bytes are `size` bytes from `offset`
+    /// (a packed blob's slab file is opened; no other blob is put into its slot meanwhile for the quarantine).
+    public func openForReading(_ blob: BlobID) throws(GedsError) -> (descriptor: Int32, offset: UInt64, size: UInt64) {
+        let (path, slot) = place(of: blob)
         guard let size = size(of: blob) else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here") }
-        let fd = open(path(of: blob), O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here") }
-        return (fd, size)
+        return (fd, slot.map { $0.offset + UInt64(SlotHeader.size) } ?? 0, size)
     }
 
     public func remove(_ blob: BlobID) {
-        sealed.withLock { $0.set(blob, nil) }
-        unlink(path(of: blob))
+        let slot = sealed.withLock { $0.set(blob, nil).slot }
+        withExtendedLifetime(slot) {}  // let go of outside the lock
+        if slot == nil { unlink(path(of: blob)) }
+    }
+
+    /// Removes the slab files (at shutdown: the blobs in them were removed, and mappings outlive the files).
+    public func removeSlabFiles() {
+        removeFiles { SlabSlot(fileName: $0) != nil }
     }
 
     func markSealed(_ blob: BlobID, size: UInt64) {
         fchmodat(AT_FDCWD, path(of: blob), 0o444, 0)
-        sealed.withLock { $0.set(blob, size) }
+        let old = sealed.withLock { $0.set(blob, size) }
+        withExtendedLifetime(old) {}
+    }
+
+    /// A blob written here was sealed: a small one is copied from its file (`descriptor`) into a slot and the
+    /// file goes; it stays a file when no slot can be had.
+    func sealWritten(_ blob: BlobID, size: UInt64, descriptor: Int32) {
+        guard slabs.packs(size), let slot = try? slabs.allocate(size: size),
+              pread(descriptor, slot.header + SlotHeader.size, Int(size), 0) == Int(size) else {
+            markSealed(blob, size: size)
+            return
+        }
+        packed(blob, size: size, into: slot)
+        unlink(path(of: blob))
+    }
+
+    /// A slot now holds all of `blob`'s bytes: its header names the blob, and readers find it from here on.
+    func packed(_ blob: BlobID, size: UInt64, into slot: PackedSlot) {
+        SlotHeader.write(blob, size: size, at: slot.header)
+        let (old, hadFile) = sealed.withLock { $0.set(blob, size, slot: slot) }
+        withExtendedLifetime(old) {}
+        if hadFile { unlink(path(of: blob)) }
     }
 
     /// Creates `path` and its missing parents (mode 0755); `what` names it in the error.
@@ -242,16 +363,16 @@ public final class WritableBlob: Sendable {
         }
     }
 
-    /// Makes the file immutable and closes it; returns its size.
+    /// Makes the blob immutable (a small one moves into a slab slot) and closes its file; returns its size.
     public func seal() throws(GedsError) -> UInt64 {
-        let size = try state.withLock { (state) throws(GedsError) -> UInt64 in
+        let (size, descriptor) = try state.withLock { (state) throws(GedsError) -> (UInt64, Int32) in
             guard !state.sealed else { throw GedsError(.objectSealed, "object is already sealed") }
             state.sealed = true
-            close(state.descriptor)
-            state.descriptor = -1
-            return state.size
+            defer { state.descriptor = -1 }
+            return (state.size, state.descriptor)
         }
-        store?.markSealed(blob, size: size)
+        defer { close(descriptor) }
+        store?.sealWritten(blob, size: size, descriptor: descriptor)
         return size
     }
 }
@@ -261,41 +382,58 @@ public final class ReceivingBlob: Sendable {
     public let blob: BlobID
     public let mapping: MappedBytes
     private let store: Tier0Store
-    private let partialPath: String
+    private let destination: Destination
     private let finished = Mutex(false)
 
-    init(store: Tier0Store, blob: BlobID, partialPath: String, mapping: MappedBytes) {
+    enum Destination {
+        /// A file of its own, renamed into place at seal.
+        case file(partialPath: String)
+        /// A slab slot (free again if the copy is never sealed).
+        case slot(PackedSlot)
+    }
+
+    init(store: Tier0Store, blob: BlobID, destination: Destination, mapping: MappedBytes) {
         self.store = store
         self.blob = blob
-        self.partialPath = partialPath
+        self.destination = destination
         self.mapping = mapping
     }
 
     deinit {
-        if !finished.withLock({ $0 }) { unlink(partialPath) }
+        if case .file(let partialPath) = destination, !finished.withLock({ $0 }) { unlink(partialPath) }
     }
 
-    /// Moves the complete copy into place (atomically replacing a copy another fetch finished first).
+    /// Puts the complete copy into place (atomically replacing a copy another fetch finished first).
     public func seal() throws(GedsError) {
-        guard rename(partialPath, store.path(of: blob)) == 0 else {
-            throw GedsError.io("cannot move a received copy into place in \(store.directory)", errno: errno)
+        switch destination {
+        case .file(let partialPath):
+            guard rename(partialPath, store.path(of: blob)) == 0 else {
+                throw GedsError.io("cannot move a received copy into place in \(store.directory)", errno: errno)
+            }
+            finished.withLock { $0 = true }
+            store.markSealed(blob, size: UInt64(mapping.count))
+        case .slot(let slot):
+            store.packed(blob, size: UInt64(mapping.count), into: slot)
         }
-        finished.withLock { $0 = true }
-        store.markSealed(blob, size: UInt64(mapping.count))
     }
 }
 
 /// A mapping of a file, unmapped when the last reference goes. Views handed out keep it alive, so a view
 /// stays valid even if the blob is deleted meanwhile (the memory file system frees the pages after unmap).
+/// A view of a packed blob is a slice of its slab's mapping that keeps the slot (see Slabs.swift).
 // @unchecked: the pointer is set once at init and unmapped only in deinit; concurrent access is to the
 // mapped bytes, whose ownership rules (read-only once sealed; disjoint ranges while receiving) callers keep.
 public final class MappedBytes: @unchecked Sendable {
     public let base: UnsafeMutableRawPointer?
     public let count: Int
+    /// What keeps `base` valid when this is a slice of another mapping (nil: this owns its mapping).
+    private let keeping: (any AnyObject & Sendable)?
 
-    /// Maps `size` bytes of the open file `descriptor` (which may be closed afterwards).
-    public init(descriptor: Int32, size: Int, writable: Bool) throws(GedsError) {
+    /// Maps `size` bytes of the open file `descriptor` (which may be closed afterwards). A writable mapping is
+    /// populated up front unless `populate` is false.
+    public init(descriptor: Int32, size: Int, writable: Bool, populate: Bool = true) throws(GedsError) {
         count = size
+        keeping = nil
         guard size > 0 else {
             base = nil
             return
@@ -303,14 +441,34 @@ public final class MappedBytes: @unchecked Sendable {
         let protection = writable ? (PROT_READ | PROT_WRITE) : PROT_READ
         // A copy being received is written whole: map its (already reserved) pages up front rather than
         // take one fault per page while the bytes arrive.
-        let flags = writable ? (MAP_SHARED | MAP_POPULATE) : MAP_SHARED
+        let flags = writable && populate ? (MAP_SHARED | MAP_POPULATE) : MAP_SHARED
         let address = mmap(nil, size, protection, flags, descriptor, 0)
         guard let address, address != MAP_FAILED else { throw GedsError.io("cannot map tier 0 file", errno: errno) }
         base = address
     }
 
+    /// Private, zeroed memory of `size` bytes (a copy of a packed blob made for a reader in another process).
+    init(privateSize size: Int) throws(GedsError) {
+        count = size
+        keeping = nil
+        guard size > 0 else {
+            base = nil
+            return
+        }
+        let address = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        guard let address, address != MAP_FAILED else { throw GedsError.io("cannot map \(size) bytes", errno: errno) }
+        base = address
+    }
+
+    /// `count` bytes at `base` inside a mapping that `keeping` keeps alive.
+    init(slice base: UnsafeMutableRawPointer, count: Int, keeping: any AnyObject & Sendable) {
+        self.base = base
+        self.count = count
+        self.keeping = keeping
+    }
+
     deinit {
-        if let base { munmap(base, count) }
+        if keeping == nil, let base { munmap(base, count) }
     }
 
     /// The mapped bytes. Valid only while this object is alive: use `withBytes`, or keep a reference.

@@ -86,12 +86,18 @@ extension ByteBuffer {
         writeInteger(placement.rdmaAddress)
         writeInteger(placement.rkey)
         writeOptionalChecksum(placement.checksum)
+        writeBool(placement.slot != nil)
+        if let slot = placement.slot {
+            writeInteger(slot.slab)
+            writeInteger(slot.offset)
+        }
     }
 
     mutating func readPlacement() throws(GedsError) -> BlobPlacement {
         BlobPlacement(node: try readWireInteger("node"), tier: try readTier(),
                       rdmaAddress: try readWireInteger("address"), rkey: try readWireInteger("rkey"),
-                      checksum: try readOptionalChecksum())
+                      checksum: try readOptionalChecksum(),
+                      slot: try readBool() ? SlabSlot(slab: try readWireInteger("slab"), offset: try readWireInteger("slot offset")) : nil)
     }
 
     /// A flag byte, then the CRC-32C when there is one.
@@ -118,6 +124,8 @@ extension ByteBuffer {
             writeInteger(UInt8(0))
         }
         writeWireString(location.path)
+        writeBool(location.offset != nil)
+        if let offset = location.offset { writeInteger(offset) }
         writeOptionalChecksum(location.checksum)
     }
 
@@ -132,7 +140,7 @@ extension ByteBuffer {
                               rkey: try readWireInteger("rkey"))
         }
         return Location(node: node, hostID: hostID, tier: tier, tcp: tcp, rdma: rdma, path: try readWireString(),
-                        checksum: try readOptionalChecksum())
+                        offset: try readBool() ? try readWireInteger("slot offset") : nil, checksum: try readOptionalChecksum())
     }
 
     mutating func writeBool(_ value: Bool) { writeInteger(UInt8(value ? 1 : 0)) }

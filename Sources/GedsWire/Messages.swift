@@ -32,13 +32,17 @@ public struct BlobPlacement: Sendable, Equatable {
     /// The CRC-32C of the blob's bytes, as the node computed it writing a tier-1 copy (nil for other copies):
     /// the MDS keeps it, so a tier-1 file can be checked against it after the node restarts.
     public var checksum: UInt32?
+    /// Set for a tier-0 copy packed into a slab file: the MDS names that file and offset in the location.
+    public var slot: SlabSlot?
 
-    public init(node: UInt32, tier: Tier, rdmaAddress: UInt64 = 0, rkey: UInt32 = 0, checksum: UInt32? = nil) {
+    public init(node: UInt32, tier: Tier, rdmaAddress: UInt64 = 0, rkey: UInt32 = 0, checksum: UInt32? = nil,
+                slot: SlabSlot? = nil) {
         self.node = node
         self.tier = tier
         self.rdmaAddress = rdmaAddress
         self.rkey = rkey
         self.checksum = checksum
+        self.slot = slot
     }
 }
 

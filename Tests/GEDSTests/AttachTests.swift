@@ -51,6 +51,11 @@ struct AttachTests {
             let got = try await attached.read(bucket: "attach", key: "small", into: buffer)
             #expect(got == 4096 && Array(buffer) == Array(bytes[..<4096]))
             #expect(try await attached.open(bucket: "attach", key: "small").read(at: 100, length: 50) == Array(bytes[100..<150]))
+            // A small object sits in a slot of a daemon's slab: the attached view is a copy of its own, kept after a delete.
+            let smallView = try await attached.open(bucket: "attach", key: "small").view()
+            #expect(sha256(smallView) == sha256(Array(bytes[..<4096])))
+            try await attached.delete(bucket: "attach", key: "small")
+            #expect(sha256(smallView) == sha256(Array(bytes[..<4096])), "a view outlives the delete")
             let missing = await gedsError { _ = try await attached.get(bucket: "attach", key: "none") }
             #expect(missing?.code == .noSuchObject)
         }

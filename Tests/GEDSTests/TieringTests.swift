@@ -115,6 +115,33 @@ import Testing
         }
     }
 
+    /// Small objects live in slab slots: they count their slots against the capacity, spill from their slot to a
+    /// tier-1 file and come back into a slot, and every reader gets their bytes throughout.
+    @Test func packedObjectsSpillAndComeBack() async throws {
+        try await withTieredOwner { owner, reader, elsewhere in
+            try await owner.createBucket("tiers")
+            let count = 800  // of 16 KiB: 12.5 MiB of slots into 8 MiB
+            func bytes(_ index: Int) -> [UInt8] { randomBytes(16 << 10, seed: 7000 + UInt64(index)) }
+            for index in 0..<count {
+                try await owner.put(bucket: "tiers", key: "p\(index)", bytes: bytes(index))
+                #expect(owner.node.tier0.usage.bytes <= 8 << 20)
+            }
+            try await settle(owner)
+            #expect(try await tiers(owner, "p0") == [.tier1])
+            #expect(try await tiers(owner, "p\(count - 1)") == [.tier0])
+            let packed = try await owner.stat(bucket: "tiers", key: "p\(count - 1)").locations[0]
+            #expect(packed.offset != nil, "a tier-0 copy in a slot")
+            for index in stride(from: 0, to: count, by: 7) {
+                #expect(try await owner.get(bucket: "tiers", key: "p\(index)") == bytes(index), "p\(index) on its owner")
+                #expect(try await reader.get(bucket: "tiers", key: "p\(index)") == bytes(index), "p\(index) on the same host")
+                #expect(try await elsewhere.open(bucket: "tiers", key: "p\(index)").read(at: 100, length: 1000)
+                        == Array(bytes(index)[100..<1100]), "p\(index) on another host")
+            }
+            #expect(try await tiers(owner, "p0") == [.tier0], "promoted back (into a slot)")
+            #expect(try await owner.stat(bucket: "tiers", key: "p0").locations[0].offset != nil)
+        }
+    }
+
     @Test func capacityWithoutTier1IsAHardLimit() async throws {
         try await withTieredOwner(tier1: false) { owner, _, _ in
             try await owner.createBucket("tiers")

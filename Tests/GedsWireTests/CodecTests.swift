@@ -318,7 +318,7 @@ func tag(of reply: Reply) -> UInt8 { bytes(encoded(reply))[0] }
     @Test func badEnumerationValuesAreRefused() {
         // A tier that does not exist, in a placement.
         var add = bytes(encoded(Request.addLocation(blob: 5, placement: BlobPlacement(node: 2, tier: .tier0))))
-        #expect(add.count == 1 + 8 + 4 + 1 + 8 + 4 + 1)  // ends with the checksum flag (none)
+        #expect(add.count == 1 + 8 + 4 + 1 + 8 + 4 + 1 + 1)  // ends with the checksum and slot flags (none)
         for tier: UInt8 in [3, 4, 0x7F, 0xFF] {
             add[13] = tier
             #expect(decodeRequest(add).error?.code == .protocolViolation, "tier \(tier)")
