@@ -136,6 +136,9 @@ struct Bench {
         let sizes: [Int]
         let clients: Int
         let nodeObjects: Int
+        /// For tier0-memory: how many objects, and the tier-0 folder of this process's node (`geds`).
+        let objects: Int
+        let tier0Folder: String
     }
 
     func run(_ workload: Workload, _ parameters: Parameters) async throws -> [Measurement] {
@@ -148,6 +151,8 @@ struct Bench {
         case .local: try await localRead()
         case .write: try await write()
         case .nodeScale: try await NodeScale.measure(geds: geds, bucket: bucket, count: parameters.nodeObjects)
+        case .tier0Memory: try await Tier0Memory.measure(geds: geds, bucket: bucket, folder: parameters.tier0Folder,
+                                                         count: parameters.objects)
         case .pubsub: try await pubsub(clients: parameters.clients)
         case .mdsScale, .tier1, .spill, .s3, .soak, .attach: []  // run on their own: MetadataScale, Tier1Bench, SpillBench, S3Bench, SoakBench, AttachBench
         }

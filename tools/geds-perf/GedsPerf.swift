@@ -30,7 +30,7 @@ struct GedsPerf: AsyncParsableCommand {
             help: "For rdma: OWNER,READER, addresses of two RDMA devices (two hosts); the owner gedsd serves on the first, this process reads from the second (default inside tools/rxe-vm --two-hosts: 10.10.1.2,10.10.1.1).")
     var rdmaAddresses: String?
 
-    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); spill reads from a gedsd while it spills to tier 1 (see --spill-*); s3 is read-through from moto_server beside boto3; pubsub is seal-to-event and wait latency beside redis pub/sub, events/s to 100 subscribers and lookups/s with them; attach measures a process attached to a gedsd's local socket beside redis-benchmark -s; soak is a mixed put/get/list/rename/delete load over two gedsd nodes (see --clients, --duration); mds-scale, node-scale, tier1, spill, s3, pubsub, soak and attach run only when named.")
+    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); spill reads from a gedsd while it spills to tier 1 (see --spill-*); s3 is read-through from moto_server beside boto3; pubsub is seal-to-event and wait latency beside redis pub/sub, events/s to 100 subscribers and lookups/s with them; attach measures a process attached to a gedsd's local socket beside redis-benchmark -s; soak is a mixed put/get/list/rename/delete load over two gedsd nodes (see --clients, --duration); tier0-memory is the tier-0 memory of --objects objects of 1 KiB beside redis used_memory; mds-scale, node-scale, tier0-memory, tier1, spill, s3, pubsub, soak and attach run only when named.")
     var workloads: String = Workload.defaults.map(\.rawValue).joined(separator: ",")
 
     @Option(help: "Object sizes for read-bw and read-tier0, comma-separated; K, M, G mean KiB, MiB, GiB.")
@@ -50,6 +50,9 @@ struct GedsPerf: AsyncParsableCommand {
 
     @Option(name: .customLong("node-objects"), help: "Objects for node-scale (1 KiB each, on this process's node).")
     var nodeObjects: Int = 100_000
+
+    @Option(help: "Objects for tier0-memory (1 KiB each, on this process's node, and as many values in a redis-server).")
+    var objects: Int = 1_000_000
 
     @Option(name: .customLong("tier1-dir"),
             help: "Folder for the tier1 workload (and its fio reference); a subfolder geds-perf-tier1-PID is made there and removed afterwards (default: the --bin folder, else that of this executable, e.g. .build/release).")
@@ -124,7 +127,7 @@ struct GedsPerf: AsyncParsableCommand {
             throw ValidationError("the attach workload starts its own MDS and gedsd: it cannot use --mds")
         }
         for (name, value) in [("--repetitions", repetitions), ("--clients", clients), ("--scale-objects", scaleObjects),
-                              ("--node-objects", nodeObjects), ("--duration", duration)] where value < 1 {
+                              ("--node-objects", nodeObjects), ("--objects", objects), ("--duration", duration)] where value < 1 {
             throw ValidationError("\(name) must be at least 1")
         }
         if owner != nil, mds == nil { throw ValidationError("--owner needs --mds") }
@@ -322,7 +325,8 @@ struct GedsPerf: AsyncParsableCommand {
             }
         }
         var results: [Measurement] = []
-        let parameters = Bench.Parameters(sizes: try parsedSizes(), clients: clients, nodeObjects: nodeObjects)
+        let parameters = Bench.Parameters(sizes: try parsedSizes(), clients: clients, nodeObjects: nodeObjects, objects: objects,
+                                          tier0Folder: readerConfiguration.tier0Directory)
         do {
             let setup = try await Bench.Setup(geds: geds, rdmaGeds: rdmaGeds, rdma: rdma, ownerName: cluster.ownerName,
                                               ownerPID: cluster.ownerPID, repetitions: repetitions)
@@ -353,6 +357,7 @@ struct GedsPerf: AsyncParsableCommand {
 enum Workload: String, CaseIterable {
     case readBandwidth = "read-bw", readIntoTier0 = "read-tier0", readManyMiB = "read-1mib", latency
     case metadataOps = "mds-ops", local, write, mdsScale = "mds-scale", nodeScale = "node-scale", tier1, spill, s3, pubsub, soak, attach
+    case tier0Memory = "tier0-memory"
 
     /// The scale workloads, tier1 and spill (gigabytes of disk I/O), s3 (needs moto_server) and pubsub are opt-in,
     /// to keep a default run short.

@@ -13,24 +13,29 @@ enum NodeScale {
         ((try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8)) ?? "").split(separator: "\n").count
     }
 
-    static func measure(geds: GEDS, bucket: String, count: Int, size: Int = 1024, writers: Int = 16) async throws -> [Measurement] {
-        progress("node-scale: \(count) objects of \(size) bytes on one node, \(writers) writers")
-        let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
-        let filesBefore = openFiles()
-        let mappingsBefore = mappings()
-        let start = DispatchTime.now().uptimeNanoseconds
+    /// Puts `count` objects of `payload` under `prefix` followed by their index, from `writers` tasks at once.
+    static func put(_ count: Int, of payload: [UInt8], geds: GEDS, bucket: String, prefix: String, writers: Int = 16) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for writer in 0..<writers {
                 group.addTask {
                     var index = writer
                     while index < count {
-                        try await geds.put(bucket: bucket, key: "scale/\(index)", bytes: payload)
+                        try await geds.put(bucket: bucket, key: prefix + String(index), bytes: payload)
                         index += writers
                     }
                 }
             }
             try await group.waitForAll()
         }
+    }
+
+    static func measure(geds: GEDS, bucket: String, count: Int, size: Int = 1024, writers: Int = 16) async throws -> [Measurement] {
+        progress("node-scale: \(count) objects of \(size) bytes on one node, \(writers) writers")
+        let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+        let filesBefore = openFiles()
+        let mappingsBefore = mappings()
+        let start = DispatchTime.now().uptimeNanoseconds
+        try await put(count, of: payload, geds: geds, bucket: bucket, prefix: "scale/", writers: writers)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         let held = geds.node.tier0.usage.blobs
         // Read a sample back, every byte compared.

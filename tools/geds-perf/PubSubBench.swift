@@ -206,7 +206,7 @@ extension References {
     }
 }
 
-/// A blocking TCP connection to a local redis-server speaking just enough RESP for the pub/sub reference.
+/// A blocking TCP connection to a local redis-server speaking just enough RESP for the pub/sub and memory references.
 final class RESPConnection {
     private let descriptor: Int32
 
@@ -236,7 +236,8 @@ final class RESPConnection {
     }
 
     /// Reads exactly `count` bytes (a reply of known length).
-    func receive(exactly count: Int) throws {
+    @discardableResult
+    func receive(exactly count: Int) throws -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: count)
         var got = 0
         while got < count {
@@ -244,5 +245,17 @@ final class RESPConnection {
             guard received > 0 else { throw GedsError.io("receive from redis-server", errno: errno) }
             got += received
         }
+        return buffer
+    }
+
+    /// Reads a bulk-string reply: `$LENGTH`, CRLF, the bytes, CRLF.
+    func receiveBulkString() throws -> String {
+        var header: [UInt8] = []
+        while header.suffix(2) != [13, 10] { header += try receive(exactly: 1) }
+        guard header.first == UInt8(ascii: "$"), let length = Int(String(decoding: header.dropFirst().dropLast(2), as: UTF8.self)),
+              length >= 0 else {
+            throw GedsError(.protocolViolation, "redis-server: expected a bulk string, got \(String(decoding: header, as: UTF8.self))")
+        }
+        return String(decoding: try receive(exactly: length + 2).dropLast(2), as: UTF8.self)
     }
 }
