@@ -2,8 +2,8 @@ import GedsCore
 import GedsWire
 
 /// Blobs (the immutable bytes of sealed objects): size, how many keys point at them, and their copies.
-/// Records sit in one array; the common single copy without RDMA details is kept inline, anything more
-/// in a side table, so a blob costs a few dozen bytes. The CRC-32C of a blob that was ever written to
+/// Records sit in one array; the common single copy without RDMA details (in a file, or a tier-0 slab slot) is
+/// kept inline, anything more in a side table, so a blob costs a few dozen bytes. The CRC-32C of a blob that was ever written to
 /// tier 1 sits in another side table: it belongs to the bytes, not to a copy, so it outlives the copy's
 /// withdrawal (a node that died and restarts checks its tier-1 files against it).
 struct BlobTable {
@@ -13,6 +13,11 @@ struct BlobTable {
         /// The inline copy's node (0: none inline).
         var node: UInt32
         var tier: Tier
+        /// The inline copy's slab slot when it is packed (slab 0: not packed); slots lie within 4 GiB of a slab.
+        var slab: UInt32 = 0
+        var slotOffset: UInt32 = 0
+
+        var slot: SlabSlot? { slab == 0 ? nil : SlabSlot(slab: slab, offset: UInt64(slotOffset)) }
     }
 
     private var records: [Record] = []
@@ -34,7 +39,7 @@ struct BlobTable {
         guard let number = recordOf[blob] else { return [] }
         let record = records[Int(number)]
         var result = extraPlacements[number] ?? []
-        if record.node != 0 { result.insert(BlobPlacement(node: record.node, tier: record.tier), at: 0) }
+        if record.node != 0 { result.insert(BlobPlacement(node: record.node, tier: record.tier, slot: record.slot), at: 0) }
         return result
     }
 
@@ -95,9 +100,12 @@ struct BlobTable {
             checksums[number] = checksum
             placement.checksum = nil  // kept once per blob, above
         }
-        if records[Int(number)].node == 0, placement.rdmaAddress == 0, placement.rkey == 0, placement.slot == nil {
+        if records[Int(number)].node == 0, placement.rdmaAddress == 0, placement.rkey == 0,
+           let slotOffset = UInt32(exactly: placement.slot?.offset ?? 0) {
             records[Int(number)].node = placement.node
             records[Int(number)].tier = placement.tier
+            records[Int(number)].slab = placement.slot?.slab ?? 0
+            records[Int(number)].slotOffset = slotOffset
         } else {
             extraPlacements[number, default: []].append(placement)
         }

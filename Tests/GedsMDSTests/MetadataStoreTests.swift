@@ -93,6 +93,25 @@ import Testing
         #expect(try f.store.lookup(bucket: "bkt", key: "dir/k").size == 4097)
     }
 
+    /// A tier-0 copy packed into a slab: its location names the slab file and the slot's offset; a second copy, with
+    /// RDMA details, and one in a slot beyond what fits inline, come back as given too.
+    @Test func packedCopiesNameTheirSlabAndSlot() throws {
+        var f = Fixture()
+        try f.store.createBucket("bkt")
+        let n2 = f.store.register(registration("n2", port: 4001), now: 0)
+        let blob = try f.store.createObject(bucket: "bkt", key: "k", node: f.n1)
+        try f.store.seal(blob: blob, size: 1024, metadata: [:],
+                         placement: BlobPlacement(node: f.n1, tier: .tier0, slot: SlabSlot(slab: 3, offset: 1040 * 7)), now: 1)
+        try f.store.addLocation(blob: blob, placement: BlobPlacement(node: n2, tier: .tier0, rdmaAddress: 0x7000, rkey: 9,
+                                                                     slot: SlabSlot(slab: 1, offset: 1 << 40)))
+        let locations = try f.store.lookup(bucket: "bkt", key: "k").locations
+        #expect(locations.map(\.path) == ["/dev/shm/geds-n1/slab-00000003", "/dev/shm/geds-n2/slab-00000001"])
+        #expect(locations.map(\.offset) == [1040 * 7, 1 << 40])
+        try f.store.addLocation(blob: blob, placement: BlobPlacement(node: f.n1, tier: .tier1))
+        let moved = try f.store.lookup(bucket: "bkt", key: "k").locations.first { $0.node == "n1" }
+        #expect(moved?.offset == nil && moved?.path == "/dev/shm/geds-n1/" + blob.fileName, "spilled: a file again")
+    }
+
     @Test func overwriteKeepsOldObjectReadableUntilSealed() throws {
         var f = Fixture()
         try f.store.createBucket("bkt")
