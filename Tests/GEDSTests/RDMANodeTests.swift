@@ -75,15 +75,20 @@ struct RDMANodeTests {
         }
     }
 
-    @Test func aStaleLocationFailsCleanlyAndNeverYieldsAnotherObjectsBytes() async throws {
+    /// Of a blob in a file of its own (its registration ends), and of one packed into a slab slot (the slab stays
+    /// registered: the slot header, read with the bytes, no longer names the blob).
+    @Test(arguments: [1 << 20, 1000])
+    func aStaleLocationFailsCleanlyAndNeverYieldsAnotherObjectsBytes(size: Int) async throws {
         try await Self.withSetup { setup in
             try await setup.owner.createBucket("rdma-test")
-            let size = 1 << 20
             try await setup.owner.put(bucket: "rdma-test", key: "old", bytes: randomBytes(size, seed: 1))
             let stale = try await setup.reader.stat(bucket: "rdma-test", key: "old")
+            #expect(stale.locations.count == 1 && stale.locations[0].rdma != nil)
+            #expect((stale.locations[0].offset != nil) == (size <= 64 << 10), "small blobs are packed")
             try await setup.owner.delete(bucket: "rdma-test", key: "old")
             let ownerPlane = try #require(setup.owner.node.rdma)
-            #expect(await eventually { ownerPlane.registeredCopies == 0 }, "deregistered once the MDS withdrew it")
+            #expect(await eventually { ownerPlane.registeredCopies == 0 && !setup.owner.node.tier0.contains(stale.blob) },
+                    "deregistered (or its slot freed) once the MDS withdrew it")
             // Same size, same pages likely: the old rkey and address must still never reach them.
             let newer = randomBytes(size, seed: 2)
             try await setup.owner.put(bucket: "rdma-test", key: "new", bytes: newer)
