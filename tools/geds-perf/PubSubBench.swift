@@ -229,6 +229,18 @@ final class RESPConnection {
 
     deinit { close(descriptor) }
 
+    /// A connection to a redis-server just started, retried for up to 10 s while it comes up.
+    static func waitingForServer(port: Int) throws -> RESPConnection {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while true {
+            do {
+                return try RESPConnection(port: port)
+            } catch where ContinuousClock.now < deadline {
+                usleep(50_000)
+            }
+        }
+    }
+
     func send(_ command: String) throws {
         var text = command
         let sent = text.withUTF8 { Glibc.send(descriptor, $0.baseAddress, $0.count, 0) }
