@@ -438,3 +438,19 @@ def test_attach_workload(tmp_path, no_references):
     assert "gedsd cost of 64 attached connections" in notes
     run = perf("--workloads", "attach", "--mds", "127.0.0.1:1", timeout=30)
     assert run.rc != 0 and "cannot use --mds" in run.err, run.describe()
+
+
+def test_tier0_memory_beside_redis(tmp_path):
+    """tier0-memory: small objects' tier-0 memory, packed into slabs, beside redis used_memory for the same values."""
+    out = tmp_path / "out.json"
+    run = perf("--workloads", "tier0-memory", "--objects", "3000", "--json", str(out))
+    assert run.rc == 0, run.describe()
+    [figure] = json.loads(out.read_text())["measurements"]
+    assert figure["workload"] == "tier0-memory" and figure["objects"] == 3000 and figure["size_bytes"] == 1024, figure
+    assert 1024 <= figure["bytes_per_object"] <= 1.25 * 1024, figure
+    assert figure["ops_per_s"] > 0, figure
+    if shutil.which("redis-server"):
+        assert figure["reference_value"] > 1024 and figure["ratio"] > 0, figure
+    else:
+        assert "missing" in figure["reference"], figure
+    assert "goal ≤ 1.25×, met" in run.out, run.describe()
