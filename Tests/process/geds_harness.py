@@ -492,3 +492,25 @@ def tcp_connections_to(port: int) -> list[tuple[int, int, int]]:
 
 
 TCP_ESTABLISHED = 1
+
+
+def resting_bytes(tier0: str, blob: str, size: int) -> bytes | None:
+    """A blob's bytes at rest in a tier-0 folder: its own file, or (up to 64 KiB) its slot in a slab file, found
+    by the slot's header: the blob id and the size, little-endian, at an 8-byte boundary. None when it is in
+    neither (a freed slot names no blob)."""
+    own = os.path.join(tier0, blob)
+    if os.path.exists(own):
+        with open(own, "rb") as handle:
+            return handle.read()
+    header = struct.pack("<QQ", int(blob, 16), size)
+    for name in sorted(os.listdir(tier0)):
+        if not name.startswith("slab-"):
+            continue
+        with open(os.path.join(tier0, name), "rb") as handle:
+            data = handle.read()
+        at = data.find(header)
+        while at >= 0 and at % 8:
+            at = data.find(header, at + 1)
+        if at >= 0:
+            return data[at + len(header):at + len(header) + size]
+    return None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
-from geds_harness import parse_ls, parse_stat, sha256
+import pytest
+
+from geds_harness import parse_ls, parse_stat, resting_bytes, sha256
 
 
 def put_bytes(cluster, path: str, data: bytes, node: str = "node-a", host_id: str = "host-cli") -> None:
@@ -145,14 +147,16 @@ def test_rm_and_rm_prefix(cluster, bucket, workdir):
     cluster.geds("rb", bucket).ok()
 
 
-def test_rm_frees_the_owners_copy(cluster, node_b, bucket):
-    put_bytes(cluster, f"{bucket}/doomed", os.urandom(10_000), node="node-b")
+@pytest.mark.parametrize("size", [10_000, 100_000], ids=["packed-in-a-slab", "own-file"])
+def test_rm_frees_the_owners_copy(cluster, node_b, bucket, size):
+    data = os.urandom(size)
+    put_bytes(cluster, f"{bucket}/doomed", data, node="node-b")
     blob = parse_stat(cluster.geds("stat", f"{bucket}/doomed").ok().text)["blob"]
-    resting = os.path.join(node_b.tier0, blob)
-    assert os.path.exists(resting)
+    assert resting_bytes(node_b.tier0, blob, size) == data
     cluster.geds("rm", f"{bucket}/doomed").ok()
-    # The owner drops the file on a heartbeat (a quarter of the 2 s lease).
-    cluster.wait_until(lambda: not os.path.exists(resting), 5, f"node-b to delete {resting}")
+    # The owner drops the file (or frees the slot, whose header then names no blob) on a heartbeat (a quarter of
+    # the 2 s lease).
+    cluster.wait_until(lambda: resting_bytes(node_b.tier0, blob, size) is None, 5, f"node-b to delete blob {blob}")
 
 
 def test_rb_requires_empty_unless_forced(cluster, bucket):

@@ -3,35 +3,14 @@
 from __future__ import annotations
 
 import os
-import struct
 
 import pytest
 
-from geds_harness import MiB, parse_ls, parse_stat, sha256, sha256_file, write_random_file
+from geds_harness import MiB, parse_ls, parse_stat, resting_bytes, sha256, sha256_file, write_random_file
 
 SIZES = [0, 1, 4095, 4097, MiB + 1, 64 * MiB + 3]
 PACK_LIMIT = 64 * 1024
 
-
-def resting_bytes(tier0: str, blob: str, size: int) -> bytes:
-    """A blob's bytes at rest in a tier-0 folder: its own file, or (up to 64 KiB) its slot in a slab file, found
-    by the slot's header: the blob id and the size, little-endian, at an 8-byte boundary."""
-    own = os.path.join(tier0, blob)
-    if os.path.exists(own):
-        with open(own, "rb") as handle:
-            return handle.read()
-    header = struct.pack("<QQ", int(blob, 16), size)
-    for name in sorted(os.listdir(tier0)):
-        if not name.startswith("slab-"):
-            continue
-        with open(os.path.join(tier0, name), "rb") as handle:
-            data = handle.read()
-        at = data.find(header)
-        while at >= 0 and at % 8:
-            at = data.find(header, at + 1)
-        if at >= 0:
-            return data[at + len(header):at + len(header) + size]
-    raise AssertionError(f"blob {blob} is in no file of {tier0}")
 
 
 @pytest.mark.parametrize("size", SIZES, ids=[f"size-{s}" for s in SIZES])
@@ -50,7 +29,7 @@ def test_object_round_trip(cluster, node_a, bucket, workdir, size):
     assert info["locations"][0].startswith("tier0 on node-a (host host-a"), info
     # The bytes at rest in node-a's tier 0 are the bytes written; small ones packed into a slab.
     resting = resting_bytes(node_a.tier0, info["blob"], size)
-    assert len(resting) == size and sha256(resting) == digest
+    assert resting is not None and len(resting) == size and sha256(resting) == digest
     assert os.path.exists(os.path.join(node_a.tier0, info["blob"])) == (size == 0 or size > PACK_LIMIT)
 
     # A reader on another host: a TCP transfer from node-a.
