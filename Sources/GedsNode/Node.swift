@@ -40,6 +40,8 @@ public final class Node: Sendable {
         var index: UInt32 = 0
         var advertised = Endpoint(host: "", port: 0)
         var leaseMilliseconds: UInt32 = 5000
+        /// Objects up to this size bring their bytes with their seal, for the MDS to keep inline.
+        var inlineLimit: UInt32 = 0
     }
 
     public var index: UInt32 { session.withLock { $0.index } }
@@ -178,8 +180,10 @@ public final class Node: Sendable {
         let reply = try await mds.call(.registerNode(NodeRegistration(
             name: configuration.name, hostID: configuration.hostID, role: configuration.role,
             tcp: advertised, tier0Directory: configuration.tier0Directory, rdma: rdma?.responder.endpoint)))
-        guard case .nodeRegistered(let index, let lease) = reply else { throw MDSClient.unexpected(reply) }
-        session.withLock { $0 = Session(index: index, advertised: advertised, leaseMilliseconds: lease) }
+        guard case .nodeRegistered(let index, let lease, let inlineLimit) = reply else { throw MDSClient.unexpected(reply) }
+        session.withLock {
+            $0 = Session(index: index, advertised: advertised, leaseMilliseconds: lease, inlineLimit: inlineLimit)
+        }
         logger.info("registered with the MDS at \(configuration.mds) as node \(index) (lease \(lease) ms)")
         // After a lost lease the MDS withdrew our copies; offer back those it still knows.
         for blob in tier0.inventory.keys {
@@ -260,6 +264,7 @@ public final class Node: Sendable {
                      persistency: Persistency? = nil) async throws(GedsError) {
         try UserMetadata.validate(metadata)
         let blob = writable.blob
+        let contents = inlineContents(of: writable)
         let size = try writable.seal()
         NodeMetrics.writtenLocal.increment(by: Int64(size))
         pin(blob)  // not spilled while pending at the MDS
@@ -274,7 +279,8 @@ public final class Node: Sendable {
                 try await checkTier0Capacity(sealing: blob, size: size)
                 placement = tier0Placement(of: blob)
             }
-            sealReply = try await mds.call(.sealObject(blob: blob, size: size, metadata: metadata, placement: placement))
+            sealReply = try await mds.call(.sealObject(blob: blob, size: size, metadata: metadata, placement: placement,
+                                                       contents: contents?.count == Int(size) ? contents : nil))
         } catch {
             discardTier0Copy(blob)
             try? await mds.expectOK(.abortObject(blob: blob))
@@ -282,6 +288,17 @@ public final class Node: Sendable {
         }
         if target != nil { discardTier0Copy(blob) } else { admitted(blob) }
         try await persistSealed(blob, sealReply: sealReply, requested: persistency, holder: target)
+    }
+
+    /// The bytes of an object about to be sealed, when it is small enough for the MDS to keep them inline.
+    /// Nil when it cannot be read back (the seal then goes without: the node's copy serves reads).
+    private func inlineContents(of writable: WritableBlob) -> [UInt8]? {
+        let size = writable.size
+        guard size > 0, size <= UInt64(session.withLock({ $0.inlineLimit })) else { return nil }
+        let bytes = [UInt8](unsafeUninitializedCapacity: Int(size)) { buffer, count in
+            count = (try? writable.read(into: UnsafeMutableRawBufferPointer(buffer), at: 0)) ?? 0
+        }
+        return bytes.count == Int(size) ? bytes : nil
     }
 
     /// Our tier-0 copy as a location for a peer to pull from (over RDMA when registered).
@@ -349,6 +366,11 @@ public final class Node: Sendable {
     public func read(_ info: ObjectInfo, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
         guard offset < info.size, buffer.count > 0 else { return 0 }
         let length = min(UInt64(buffer.count), info.size - offset)
+        if let contents = info.contents, contents.count == Int(info.size) {
+            contents.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + Int(offset), byteCount: Int(length)) }
+            NodeMetrics.readInline.increment(by: Int64(length))
+            return Int(length)
+        }
         let destination = CallerBufferSink(destination: UnsafeMutableRawBufferPointer(rebasing: buffer[..<Int(length)]))
         return try await followingMoves(info) { (info) throws(GedsError) -> Int in
             var failures: [(node: String, error: GedsError)] = []
