@@ -113,6 +113,16 @@ public struct ObjectInfo: Sendable, Equatable {
         self.locations = locations
         self.contents = contents
     }
+
+    /// Copies bytes from `offset` (up to `buffer.count`, clipped to the object) out of the inline contents; nil
+    /// when the object's bytes did not come with it.
+    public func copyContents(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Int? {
+        guard let contents, contents.count == Int(size) else { return nil }
+        guard offset < size, buffer.count > 0 else { return 0 }
+        let count = min(buffer.count, Int(size - offset))
+        contents.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + Int(offset), byteCount: count) }
+        return count
+    }
 }
 
 /// Small objects' bytes kept by the MDS beside their metadata, so that one lookup answers a get (one round trip

@@ -35,6 +35,8 @@ public final class Node: Sendable {
     private let heartbeat = Mutex<Task<Void, Never>?>(nil)
     /// S3 clients and the write-back queue (see Persistence.swift).
     let persistence = PersistenceState()
+    /// Lookups on callers' own threads (see `lookupOnCallerThread`).
+    let direct: DirectCalls
 
     struct Session {
         var index: UInt32 = 0
@@ -114,6 +116,7 @@ public final class Node: Sendable {
         self.logger = logger
         self.transport = transport
         self.rdma = rdma
+        direct = DirectCalls(endpoint: configuration.mds, timeoutMilliseconds: configuration.timeoutMilliseconds)
         mds = MDSClient(endpoint: configuration.mds, pool: pool,
                         timeout: .milliseconds(configuration.timeoutMilliseconds), rdma: mdsOverRDMA)
     }
@@ -301,6 +304,18 @@ public final class Node: Sendable {
         return bytes.count == Int(size) ? bytes : nil
     }
 
+    /// Looks an object up on the caller's thread (see `DirectCalls`): nil when this node reaches the MDS over RDMA, or
+    /// when the object is not in GEDS (its bucket's S3 store may have it: the event loop's `lookup` adopts it).
+    public func lookupOnCallerThread(bucket: String, key: String) throws(GedsError) -> ObjectInfo? {
+        guard mds.rdma?.active != true else { return nil }
+        switch try direct.call(.lookup(bucket: bucket, key: key)) {
+        case .object(let info): return info
+        case .failure(let error) where error.code == .noSuchObject: return nil
+        case .failure(let error): throw error
+        case let reply: throw MDSClient.unexpected(reply)
+        }
+    }
+
     /// Our tier-0 copy as a location for a peer to pull from (over RDMA when registered).
     func ownLocation(of blob: BlobID) -> Location {
         Location(node: configuration.name, hostID: configuration.hostID, tier: .tier0, tcp: endpoint,
@@ -366,10 +381,9 @@ public final class Node: Sendable {
     public func read(_ info: ObjectInfo, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
         guard offset < info.size, buffer.count > 0 else { return 0 }
         let length = min(UInt64(buffer.count), info.size - offset)
-        if let contents = info.contents, contents.count == Int(info.size) {
-            contents.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + Int(offset), byteCount: Int(length)) }
-            NodeMetrics.readInline.increment(by: Int64(length))
-            return Int(length)
+        if let copied = info.copyContents(at: offset, into: buffer) {
+            NodeMetrics.readInline.increment(by: Int64(copied))
+            return copied
         }
         let destination = CallerBufferSink(destination: UnsafeMutableRawBufferPointer(rebasing: buffer[..<Int(length)]))
         return try await followingMoves(info) { (info) throws(GedsError) -> Int in

@@ -347,7 +347,13 @@ let twoHosts: [(name: String, hostID: String, role: NodeRole)] = [("a", "host-a"
                 defer { buffer.deallocate() }
                 let got = try await b.read(bucket: "small", key: "k\(size)", into: buffer)
                 #expect(got == size && sha256(UnsafeRawBufferPointer(rebasing: buffer[..<size])) == sha256(bytes))
+                // Looked up on this thread (the C ABI's and Python's path): the same object, the same bytes.
+                let direct = try #require(try b.openOnCallerThread(bucket: "small", key: "k\(size)"))
+                #expect(direct.info.blob == info.blob && direct.info.contents == info.contents)
+                #expect(sha256(try await direct.read(at: 0, length: size + 1)) == sha256(bytes))
             }
+            #expect(try b.openOnCallerThread(bucket: "small", key: "absent") == nil)
+            #expect(gedsError { _ = try b.openOnCallerThread(bucket: "no-such-bucket", key: "k") }?.code == .noSuchBucket)
             // Overwritten: the lookup brings the new bytes, never the old ones.
             try await a.put(bucket: "small", key: "k1", bytes: [42])
             #expect(try await b.get(bucket: "small", key: "k1") == [42])
