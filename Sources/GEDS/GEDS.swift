@@ -369,8 +369,8 @@ public final class ObjectReader: Sendable {
 
     /// Reads up to `buffer.count` bytes at `offset` into caller memory; returns how many were read.
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
-        if let copied = info.copyContents(at: offset, into: buffer) { return copied }
         if let attachment {
+            if let copied = info.copyContents(at: offset, into: buffer) { return copied }
             guard offset < info.size else { return 0 }
             let count = Int(min(UInt64(buffer.count), info.size - offset))
             return try attachment.read(info, bucket: info.bucket, key: info.key, at: offset,

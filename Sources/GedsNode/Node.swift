@@ -37,6 +37,8 @@ public final class Node: Sendable {
     let persistence = PersistenceState()
     /// Lookups on callers' own threads (see `lookupOnCallerThread`).
     let direct: DirectCalls
+    /// Set by `shutdown`: reads fail from then on, also of objects whose bytes a reader holds already.
+    private let stopped = Atomic<Bool>(false)
 
     struct Session {
         var index: UInt32 = 0
@@ -230,6 +232,7 @@ public final class Node: Sendable {
     }
 
     public func shutdown() async {
+        stopped.store(true, ordering: .releasing)
         await flushBeforeLeaving()  // still heartbeating: the copies being uploaded stay published meanwhile
         heartbeat.withLock { $0?.cancel() }
         try? await mds.expectOK(.leave(node: index))
@@ -307,12 +310,19 @@ public final class Node: Sendable {
     /// Looks an object up on the caller's thread (see `DirectCalls`): nil when this node reaches the MDS over RDMA, or
     /// when the object is not in GEDS (its bucket's S3 store may have it: the event loop's `lookup` adopts it).
     public func lookupOnCallerThread(bucket: String, key: String) throws(GedsError) -> ObjectInfo? {
+        try checkRunning()
         guard mds.rdma?.active != true else { return nil }
         switch try direct.call(.lookup(bucket: bucket, key: key)) {
         case .object(let info): return info
         case .failure(let error) where error.code == .noSuchObject: return nil
         case .failure(let error): throw error
         case let reply: throw MDSClient.unexpected(reply)
+        }
+    }
+
+    private func checkRunning() throws(GedsError) {
+        if stopped.load(ordering: .acquiring) {
+            throw GedsError(.invalidArgument, "the GEDS handle of this node is closed")
         }
     }
 
@@ -347,7 +357,8 @@ public final class Node: Sendable {
     /// A zero-copy view of the whole object: our own copy (promoted from tier 1 when spilled), a same-host
     /// owner's tier-0 file, or a copy fetched from a peer into our tier 0 (and published as another location).
     public func view(of info: ObjectInfo) async throws(GedsError) -> MappedBytes {
-        try await followingMoves(info) { (info) throws(GedsError) -> MappedBytes in
+        try checkRunning()
+        return try await followingMoves(info) { (info) throws(GedsError) -> MappedBytes in
             var failures: [(node: String, error: GedsError)] = []
             do throws(GedsError) {
                 if let own = try await ownCopy(info.blob) {
@@ -379,6 +390,7 @@ public final class Node: Sendable {
 
     /// Reads a range into caller memory (`buffer.count` bytes from `offset`, clipped to the object's size).
     public func read(_ info: ObjectInfo, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
+        try checkRunning()
         guard offset < info.size, buffer.count > 0 else { return 0 }
         let length = min(UInt64(buffer.count), info.size - offset)
         if let copied = info.copyContents(at: offset, into: buffer) {
