@@ -119,10 +119,10 @@ let package = Package(
         .testTarget(name: "GedsS3Tests", dependencies: ["GedsTestSupport", "GedsS3", .product(name: "Crypto", package: "swift-crypto"),
                                                    .product(name: "Logging", package: "swift-log")],
                     swiftSettings: strict),
-        .testTarget(name: "GedsNodeTests", dependencies: ["GedsTestSupport", "GedsNode"], swiftSettings: strict),
+        .testTarget(name: "GedsNodeTests", dependencies: ["GedsTestSupport", "GedsCore", "GedsNode"], swiftSettings: strict),
         .testTarget(name: "GedsFuzzTests", dependencies: ["GedsTestSupport", "GedsFuzzTargets", "GedsVerbs", "GedsWire"], swiftSettings: strict),
         .testTarget(name: "GedsTier1Tests", dependencies: ["GedsTestSupport", "GedsTier1"], swiftSettings: strict),
-        .testTarget(name: "GEDSTests", dependencies: ["GedsTestSupport", "GEDS", "GedsMDS", "GedsS3",
+        .testTarget(name: "GEDSTests", dependencies: ["GedsTestSupport", "GEDS", "GedsCore", "GedsMDS", "GedsS3",
                                .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
     ]
 )

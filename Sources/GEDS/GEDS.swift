@@ -120,6 +120,16 @@ public final class GEDS: Sendable {
         return ObjectReader(node: node, attachment: attachment, info: try await lookup(bucket: bucket, key: key))
     }
 
+    /// `open` for callers on threads of their own (the C ABI, Python), which block until it is done anyway: the
+    /// lookup runs on this thread over a blocking connection to the MDS, without hand-offs to the event loop and
+    /// back; a reader of an object whose bytes came with the lookup then reads without any. Nil when this path
+    /// does not apply (attached to a gedsd, the MDS over RDMA, an object only in S3 so far): use `open`.
+    public func openOnCallerThread(bucket: String, key: String) throws(GedsError) -> ObjectReader? {
+        _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
+        guard attachment == nil, let info = try node.lookupOnCallerThread(bucket: bucket, key: key) else { return nil }
+        return ObjectReader(node: node, attachment: nil, info: info)
+    }
+
     /// Looks an object up and reads from it into caller memory in one call, on the node's event loop so that
     /// both round trips (MDS, then owner) cost no thread hand-offs: the fastest way to fetch small objects.
     /// Returns how many bytes were read (up to `buffer.count`, from `offset`).
@@ -138,7 +148,9 @@ public final class GEDS: Sendable {
 
     /// The whole object's bytes as an array (a copy; use `open(...).view()` for zero copies).
     public func get(bucket: String, key: String) async throws(GedsError) -> [UInt8] {
-        try await open(bucket: bucket, key: key).view().withBytes { Array($0) }
+        let reader = try await open(bucket: bucket, key: key)
+        if let contents = reader.info.contents, contents.count == Int(reader.size) { return contents }
+        return try await reader.view().withBytes { Array($0) }
     }
 
     public func stat(bucket: String, key: String) async throws(GedsError) -> ObjectInfo {
@@ -358,6 +370,7 @@ public final class ObjectReader: Sendable {
     /// Reads up to `buffer.count` bytes at `offset` into caller memory; returns how many were read.
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
         if let attachment {
+            if let copied = info.copyContents(at: offset, into: buffer) { return copied }
             guard offset < info.size else { return 0 }
             let count = Int(min(UInt64(buffer.count), info.size - offset))
             return try attachment.read(info, bucket: info.bucket, key: info.key, at: offset,

@@ -245,14 +245,18 @@ public func gedsWriterDiscard(_ handle: OpaquePointer?) {
 @_cdecl("geds_open")
 public func gedsOpen(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CString?,
                      _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
-    runBlocking { () throws(GedsError) in
+    run { () throws(GedsError) in
         let (geds, bucket, key) = try object(handle, bucket, key)
         _ = try output(out, "out")
-        return { () async throws(GedsError) in
-            Reader(try await geds.open(bucket: bucket, key: key), executor: geds.node?.loopExecutor ?? nil)
+        let executor = geds.node?.loopExecutor ?? nil
+        // The lookup on this thread when it can be (no hand-off to the event loop and back), else on the loop.
+        let reader: ObjectReader
+        if let direct = try geds.openOnCallerThread(bucket: bucket, key: key) {
+            reader = direct
+        } else {
+            reader = try blocking { () async throws(GedsError) in try await geds.open(bucket: bucket, key: key) }.get()
         }
-    } then: { reader in
-        out?.pointee = Handles.register(reader)
+        out?.pointee = Handles.register(Reader(reader, executor: executor))
     }
 }
 
@@ -294,7 +298,15 @@ public func gedsReadObject(_ handle: OpaquePointer?, _ bucket: CString?, _ key: 
     count { () throws(GedsError) in
         let (geds, bucket, key) = try object(handle, bucket, key)
         nonisolated(unsafe) let destination = try buffer(bytes, length)
-        return try blocking(on: geds.node?.loopExecutor ?? nil) { () async throws(GedsError) in
+        let executor = geds.node?.loopExecutor ?? nil
+        // Looked up on this thread when it can be: an object whose bytes came with the lookup is then read with
+        // no hand-off at all (the read below does not suspend); else lookup and read both run on the loop.
+        if let reader = try geds.openOnCallerThread(bucket: bucket, key: key) {
+            return try blocking(on: executor) { () async throws(GedsError) in
+                try await reader.read(at: offset, into: destination)
+            }.get()
+        }
+        return try blocking(on: executor) { () async throws(GedsError) in
             try await geds.read(bucket: bucket, key: key, at: offset, into: destination)
         }.get()
     }

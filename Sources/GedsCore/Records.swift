@@ -124,9 +124,12 @@ public struct ObjectInfo: Sendable, Equatable {
     public var modified: UInt64  // milliseconds since 1970
     public var metadata: [String: String]
     public var locations: [Location]
+    /// The bytes themselves, for a small object the MDS keeps inline (see `InlineContents`): a lookup then
+    /// answers a read without a second round trip. Nil for larger objects, or when the MDS keeps none.
+    public var contents: [UInt8]?
 
     public init(bucket: String, key: String, blob: BlobID, size: UInt64, sealed: Bool, modified: UInt64,
-                metadata: [String: String], locations: [Location]) {
+                metadata: [String: String], locations: [Location], contents: [UInt8]? = nil) {
         self.bucket = bucket
         self.key = key
         self.blob = blob
@@ -135,7 +138,30 @@ public struct ObjectInfo: Sendable, Equatable {
         self.modified = modified
         self.metadata = metadata
         self.locations = locations
+        self.contents = contents
     }
+
+    /// Copies bytes from `offset` (up to `buffer.count`, clipped to the object) out of the inline contents; nil
+    /// when the object's bytes did not come with it.
+    public func copyContents(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Int? {
+        guard let contents, contents.count == Int(size) else { return nil }
+        guard offset < size, buffer.count > 0 else { return 0 }
+        let count = min(buffer.count, Int(size - offset))
+        contents.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + Int(offset), byteCount: count) }
+        return count
+    }
+}
+
+/// Small objects' bytes kept by the MDS beside their metadata, so that one lookup answers a get (one round trip
+/// where a node copy costs two). A node sends a sealed object's bytes with its seal when the object is at most
+/// the limit the MDS announced at registration; the MDS keeps them while its budget lasts.
+public enum InlineContents {
+    /// The MDS's default: objects up to 64 KiB.
+    public static let defaultLimit: UInt32 = 64 << 10
+    /// The largest limit an MDS may set (what a seal or a lookup may carry).
+    public static let maximumLimit: UInt32 = 1 << 20
+    /// The MDS's default budget for all inline bytes together.
+    public static let defaultBudget: UInt64 = 1 << 30
 }
 
 public struct ListEntry: Sendable, Equatable {

@@ -5,7 +5,8 @@ import GedsWire
 /// Records sit in one array; the common single copy without RDMA details (in a file, or a tier-0 slab slot) is
 /// kept inline, anything more in a side table, so a blob costs a few dozen bytes. The CRC-32C of a blob that was ever written to
 /// tier 1 sits in another side table: it belongs to the bytes, not to a copy, so it outlives the copy's
-/// withdrawal (a node that died and restarts checks its tier-1 files against it).
+/// withdrawal (a node that died and restarts checks its tier-1 files against it). Small blobs' bytes sit in a
+/// side table too (`InlineContents`), within a budget, so a lookup can answer a read by itself.
 struct BlobTable {
     private struct Record {
         var size: UInt64
@@ -25,6 +26,14 @@ struct BlobTable {
     private var recordOf: [BlobID: UInt32] = [:]
     private var extraPlacements: [UInt32: [BlobPlacement]] = [:]
     private var checksums: [UInt32: UInt32] = [:]
+    private var contents: [UInt32: [UInt8]] = [:]
+    /// The bytes of all inline contents together, and how many may be kept.
+    private(set) var contentBytes: UInt64 = 0
+    let contentBudget: UInt64
+
+    init(contentBudget: UInt64 = InlineContents.defaultBudget) {
+        self.contentBudget = contentBudget
+    }
 
     var count: Int { recordOf.count }
 
@@ -35,6 +44,9 @@ struct BlobTable {
     /// The CRC-32C of the blob's bytes, once a tier-1 copy reported it.
     func checksum(of blob: BlobID) -> UInt32? { recordOf[blob].flatMap { checksums[$0] } }
 
+    /// The blob's bytes, when they are kept inline.
+    func contents(of blob: BlobID) -> [UInt8]? { recordOf[blob].flatMap { contents[$0] } }
+
     func placements(of blob: BlobID) -> [BlobPlacement] {
         guard let number = recordOf[blob] else { return [] }
         let record = records[Int(number)]
@@ -43,7 +55,8 @@ struct BlobTable {
         return result
     }
 
-    mutating func insert(_ blob: BlobID, size: UInt64, placements: [BlobPlacement]) {
+    /// `bytes`: the blob's contents, kept inline when they fit the budget (dropped otherwise: the copies serve them).
+    mutating func insert(_ blob: BlobID, size: UInt64, placements: [BlobPlacement], bytes: [UInt8]? = nil) {
         let number: UInt32
         let record = Record(size: size, references: 1, node: 0, tier: .tier0)
         if let reused = freeRecords.popLast() {
@@ -55,6 +68,10 @@ struct BlobTable {
         }
         recordOf[blob] = number
         for placement in placements { add(placement, number: number) }
+        if let bytes, UInt64(bytes.count) == size, contentBytes + size <= contentBudget {
+            contents[number] = bytes
+            contentBytes += size
+        }
     }
 
     mutating func retain(_ blob: BlobID) {
@@ -70,6 +87,7 @@ struct BlobTable {
         recordOf[blob] = nil
         extraPlacements[number] = nil
         checksums[number] = nil
+        if let bytes = contents.removeValue(forKey: number) { contentBytes -= UInt64(bytes.count) }
         freeRecords.append(number)
         return copies
     }

@@ -96,11 +96,11 @@ public final class MetadataService: RequestService {
     func answer(_ request: Request) throws(GedsError) -> Reply {
         switch request {
         case .registerNode(let registration):
-            let (index, lease) = locked { store in
-                (store.register(registration, now: MetadataService.now()), store.leaseMilliseconds)
+            let (index, lease, inlineLimit) = locked { store in
+                (store.register(registration, now: MetadataService.now()), store.leaseMilliseconds, store.inlineLimit)
             }
             logger.info("node \(registration.name) joined as \(index) (\(registration.tcp), host \(registration.hostID))")
-            return .nodeRegistered(node: index, leaseMilliseconds: UInt32(lease))
+            return .nodeRegistered(node: index, leaseMilliseconds: UInt32(lease), inlineLimit: inlineLimit)
         case .heartbeat(let node, let blobs, let bytes):
             return .heartbeatAck(drop: try locked { (store) throws(GedsError) in
                 try store.heartbeat(node: node, blobs: blobs, bytes: bytes, now: MetadataService.now())
@@ -122,10 +122,10 @@ public final class MetadataService: RequestService {
             return .created(blob: try locked { (store) throws(GedsError) in
                 try store.createObject(bucket: bucket, key: key, node: node)
             })
-        case .sealObject(let blob, let size, let metadata, let placement):
+        case .sealObject(let blob, let size, let metadata, let placement, let contents):
             let now = MetadataService.wallClock()
             let assignment = try locked { (store) throws(GedsError) in
-                try store.seal(blob: blob, size: size, metadata: metadata, placement: placement, now: now)
+                try store.seal(blob: blob, size: size, metadata: metadata, placement: placement, contents: contents, now: now)
             }
             return assignment.map { .s3Assignment($0) } ?? .ok
         case .abortObject(let blob):
@@ -223,10 +223,12 @@ public final class MetadataServer: Sendable {
 
     public static func start(listen: Endpoint, rdmaListen: Endpoint? = nil, leaseMilliseconds: UInt64 = 5000,
                              eventHistory: Int = MetadataStore.defaultEventHistory,
+                             inlineLimit: UInt32 = InlineContents.defaultLimit, inlineBudget: UInt64 = InlineContents.defaultBudget,
                              subscriberQueueLimit: Int = MetadataService.defaultSubscriberQueueLimit,
                              progressInterval: TimeAmount = .seconds(1), logger: Logger,
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> MetadataServer {
-        let service = MetadataService(store: MetadataStore(leaseMilliseconds: leaseMilliseconds, eventHistory: eventHistory),
+        let service = MetadataService(store: MetadataStore(leaseMilliseconds: leaseMilliseconds, eventHistory: eventHistory,
+                                                                   inlineLimit: inlineLimit, inlineBudget: inlineBudget),
                                       logger: logger, subscriberQueueLimit: subscriberQueueLimit)
         let server = try await FrameServer.start(listen: listen, service: service, group: group, logger: logger)
         var rdma: RDMAMetadataListener?

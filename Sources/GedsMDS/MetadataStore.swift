@@ -75,7 +75,9 @@ public struct MetadataStore: Sendable {
     private var nodeByName: [String: UInt32] = [:]
     private var nextNode: UInt32 = 1
     private var buckets: [String: Bucket] = [:]
-    private var blobs = BlobTable()
+    private var blobs: BlobTable
+    /// The largest object whose bytes a seal may bring to be kept inline (0: none; see `InlineContents`).
+    public let inlineLimit: UInt32
     private var pendingObjects: [BlobID: PendingObject] = [:]
     private var s3Copies: [BlobID: S3Copy] = [:]
     private var s3Stores: [S3Store] = []
@@ -94,10 +96,14 @@ public struct MetadataStore: Sendable {
     public private(set) var events: EventHistory
 
     /// `epoch` goes into the high bits of blob ids, so ids from an earlier MDS run are never reused.
-    /// `eventHistory` events are kept for subscriptions that resume.
+    /// `eventHistory` events are kept for subscriptions that resume. Objects up to `inlineLimit` bytes keep their
+    /// bytes here, `inlineBudget` bytes in all.
     public init(leaseMilliseconds: UInt64 = 5000, epoch: UInt32 = UInt32.random(in: 1...0xFFFFF),
-                eventHistory: Int = MetadataStore.defaultEventHistory) {
+                eventHistory: Int = MetadataStore.defaultEventHistory, inlineLimit: UInt32 = InlineContents.defaultLimit,
+                inlineBudget: UInt64 = InlineContents.defaultBudget) {
         self.leaseMilliseconds = leaseMilliseconds
+        self.inlineLimit = min(inlineLimit, InlineContents.maximumLimit)
+        blobs = BlobTable(contentBudget: inlineBudget)
         events = EventHistory(capacity: eventHistory)
         nextBlob = BlobID(epoch & 0xFFFFF) << 44
     }
@@ -220,7 +226,7 @@ public struct MetadataStore: Sendable {
     /// Returns where the blob's S3 copy goes when its bucket has an S3 store.
     @discardableResult
     public mutating func seal(blob: BlobID, size: UInt64, metadata: [String: String], placement: BlobPlacement,
-                              now: UInt64) throws(GedsError) -> S3Assignment? {
+                              contents: [UInt8]? = nil, now: UInt64) throws(GedsError) -> S3Assignment? {
         try UserMetadata.validate(metadata)
         guard var pending = pendingObjects[blob] else {
             throw GedsError(.noSuchObject, "object being sealed is unknown (deleted, or its bucket was removed)")
@@ -237,7 +243,7 @@ public struct MetadataStore: Sendable {
         }
         pendingObjects[blob]?.placements = []
         abort(blob: blob)
-        blobs.insert(blob, size: size, placements: pending.placements)
+        blobs.insert(blob, size: size, placements: pending.placements, bytes: size <= UInt64(inlineLimit) ? contents : nil)
         var assignment: S3Assignment?
         if let storage = buckets[pending.bucket]?.storage {
             // Assigned before the key is bound, so the object it replaces no longer holds the S3 object.
@@ -271,7 +277,9 @@ public struct MetadataStore: Sendable {
         var locations = blobs.placements(of: entry.blob).compactMap { location(of: $0, blob: entry.blob) }
         if let s3 = s3Copies[entry.blob], s3.stored { locations.append(Location(s3: object(of: s3))) }
         return ObjectInfo(bucket: bucket, key: key, blob: entry.blob, size: blobs.size(of: entry.blob) ?? 0, sealed: true,
-                          modified: entry.modified, metadata: bucketState.metadata[record] ?? [:], locations: locations)
+                          modified: entry.modified, metadata: bucketState.metadata[record] ?? [:], locations: locations,
+                          // A cache of the copies, not a copy: an object whose copies are all gone is lost, as before.
+                          contents: locations.isEmpty ? nil : blobs.contents(of: entry.blob))
     }
 
     private func location(of placement: BlobPlacement, blob: BlobID) -> Location? {
@@ -450,7 +458,7 @@ public struct MetadataStore: Sendable {
             throw GedsError(.s3DeletionPending, "\(target.url) is being deleted; copy once that is done")
         }
         nextBlob += 1
-        blobs.insert(nextBlob, size: blobs.size(of: blob) ?? 0, placements: [])
+        blobs.insert(nextBlob, size: blobs.size(of: blob) ?? 0, placements: [], bytes: blobs.contents(of: blob))
         // Held before the key is bound, so the object it replaces no longer holds the S3 object.
         assignS3Copy(of: target, in: to.bucket, to: nextBlob, persistency: storage.persistency, stored: false)
         var copied = entry

@@ -35,11 +35,17 @@ public final class Node: Sendable {
     private let heartbeat = Mutex<Task<Void, Never>?>(nil)
     /// S3 clients and the write-back queue (see Persistence.swift).
     let persistence = PersistenceState()
+    /// Lookups on callers' own threads (see `lookupOnCallerThread`).
+    let direct: DirectCalls
+    /// Set by `shutdown`: reads fail from then on, also of objects whose bytes a reader holds already.
+    private let stopped = Atomic<Bool>(false)
 
     struct Session {
         var index: UInt32 = 0
         var advertised = Endpoint(host: "", port: 0)
         var leaseMilliseconds: UInt32 = 5000
+        /// Objects up to this size bring their bytes with their seal, for the MDS to keep inline.
+        var inlineLimit: UInt32 = 0
     }
 
     public var index: UInt32 { session.withLock { $0.index } }
@@ -114,6 +120,7 @@ public final class Node: Sendable {
         self.logger = logger
         self.transport = transport
         self.rdma = rdma
+        direct = DirectCalls(endpoint: configuration.mds, timeoutMilliseconds: configuration.timeoutMilliseconds)
         mds = MDSClient(endpoint: configuration.mds, pool: pool,
                         timeout: .milliseconds(configuration.timeoutMilliseconds), rdma: mdsOverRDMA)
     }
@@ -180,8 +187,10 @@ public final class Node: Sendable {
         let reply = try await mds.call(.registerNode(NodeRegistration(
             name: configuration.name, hostID: configuration.hostID, role: configuration.role,
             tcp: advertised, tier0Directory: configuration.tier0Directory, rdma: rdma?.responder.endpoint)))
-        guard case .nodeRegistered(let index, let lease) = reply else { throw MDSClient.unexpected(reply) }
-        session.withLock { $0 = Session(index: index, advertised: advertised, leaseMilliseconds: lease) }
+        guard case .nodeRegistered(let index, let lease, let inlineLimit) = reply else { throw MDSClient.unexpected(reply) }
+        session.withLock {
+            $0 = Session(index: index, advertised: advertised, leaseMilliseconds: lease, inlineLimit: inlineLimit)
+        }
         logger.info("registered with the MDS at \(configuration.mds) as node \(index) (lease \(lease) ms)")
         // After a lost lease the MDS withdrew our copies; offer back those it still knows.
         for blob in tier0.inventory.keys {
@@ -225,6 +234,7 @@ public final class Node: Sendable {
     }
 
     public func shutdown() async {
+        stopped.store(true, ordering: .releasing)
         await flushBeforeLeaving()  // still heartbeating: the copies being uploaded stay published meanwhile
         heartbeat.withLock { $0?.cancel() }
         try? await mds.expectOK(.leave(node: index))
@@ -263,6 +273,7 @@ public final class Node: Sendable {
                      persistency: Persistency? = nil) async throws(GedsError) {
         try UserMetadata.validate(metadata)
         let blob = writable.blob
+        let contents = inlineContents(of: writable)
         let size = try writable.seal()
         NodeMetrics.writtenLocal.increment(by: Int64(size))
         pin(blob)  // not spilled while pending at the MDS
@@ -277,7 +288,8 @@ public final class Node: Sendable {
                 try await checkTier0Capacity(sealing: blob, size: size)
                 placement = tier0Placement(of: blob)
             }
-            sealReply = try await mds.call(.sealObject(blob: blob, size: size, metadata: metadata, placement: placement))
+            sealReply = try await mds.call(.sealObject(blob: blob, size: size, metadata: metadata, placement: placement,
+                                                       contents: contents?.count == Int(size) ? contents : nil))
         } catch {
             discardTier0Copy(blob)
             try? await mds.expectOK(.abortObject(blob: blob))
@@ -285,6 +297,36 @@ public final class Node: Sendable {
         }
         if target != nil { discardTier0Copy(blob) } else { admitted(blob) }
         try await persistSealed(blob, sealReply: sealReply, requested: persistency, holder: target)
+    }
+
+    /// The bytes of an object about to be sealed, when it is small enough for the MDS to keep them inline.
+    /// Nil when it cannot be read back (the seal then goes without: the node's copy serves reads).
+    private func inlineContents(of writable: WritableBlob) -> [UInt8]? {
+        let size = writable.size
+        guard size > 0, size <= UInt64(session.withLock({ $0.inlineLimit })) else { return nil }
+        let bytes = [UInt8](unsafeUninitializedCapacity: Int(size)) { buffer, count in
+            count = (try? writable.read(into: UnsafeMutableRawBufferPointer(buffer), at: 0)) ?? 0
+        }
+        return bytes.count == Int(size) ? bytes : nil
+    }
+
+    /// Looks an object up on the caller's thread (see `DirectCalls`): nil when this node reaches the MDS over RDMA, or
+    /// when the object is not in GEDS (its bucket's S3 store may have it: the event loop's `lookup` adopts it).
+    public func lookupOnCallerThread(bucket: String, key: String) throws(GedsError) -> ObjectInfo? {
+        try checkRunning()
+        guard mds.rdma?.active != true else { return nil }
+        switch try direct.call(.lookup(bucket: bucket, key: key)) {
+        case .object(let info): return info
+        case .failure(let error) where error.code == .noSuchObject: return nil
+        case .failure(let error): throw error
+        case let reply: throw MDSClient.unexpected(reply)
+        }
+    }
+
+    private func checkRunning() throws(GedsError) {
+        if stopped.load(ordering: .acquiring) {
+            throw GedsError(.invalidArgument, "the GEDS handle of this node is closed")
+        }
     }
 
     /// Our tier-0 copy as a location for a peer to pull from (over RDMA when registered).
@@ -320,7 +362,8 @@ public final class Node: Sendable {
     /// A zero-copy view of the whole object: our own copy (promoted from tier 1 when spilled), a same-host
     /// owner's tier-0 file, or a copy fetched from a peer into our tier 0 (and published as another location).
     public func view(of info: ObjectInfo) async throws(GedsError) -> MappedBytes {
-        try await followingMoves(info) { (info) throws(GedsError) -> MappedBytes in
+        try checkRunning()
+        return try await followingMoves(info) { (info) throws(GedsError) -> MappedBytes in
             var failures: [(node: String, error: GedsError)] = []
             do throws(GedsError) {
                 if let own = try await ownCopy(info.blob) {
@@ -352,8 +395,13 @@ public final class Node: Sendable {
 
     /// Reads a range into caller memory (`buffer.count` bytes from `offset`, clipped to the object's size).
     public func read(_ info: ObjectInfo, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
+        try checkRunning()
         guard offset < info.size, buffer.count > 0 else { return 0 }
         let length = min(UInt64(buffer.count), info.size - offset)
+        if let copied = info.copyContents(at: offset, into: buffer) {
+            NodeMetrics.readInline.increment(by: Int64(copied))
+            return copied
+        }
         let destination = CallerBufferSink(destination: UnsafeMutableRawBufferPointer(rebasing: buffer[..<Int(length)]))
         return try await followingMoves(info) { (info) throws(GedsError) -> Int in
             var failures: [(node: String, error: GedsError)] = []

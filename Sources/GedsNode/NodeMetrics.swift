@@ -10,6 +10,8 @@ enum NodeMetrics {
     static let readTCP = Counter(label: "geds_read_bytes_total", dimensions: [("carrier", "tcp")])
     static let readLocal = Counter(label: "geds_read_bytes_total", dimensions: [("carrier", "local")])
     static let readS3 = Counter(label: "geds_read_bytes_total", dimensions: [("carrier", "s3")])
+    /// Bytes that came with the lookup (kept inline by the MDS).
+    static let readInline = Counter(label: "geds_read_bytes_total", dimensions: [("carrier", "inline")])
     /// Object bytes written: sealed here (local), uploaded to S3.
     static let writtenLocal = Counter(label: "geds_written_bytes_total", dimensions: [("carrier", "local")])
     static let writtenS3 = Counter(label: "geds_written_bytes_total", dimensions: [("carrier", "s3")])

@@ -50,6 +50,20 @@ extension ByteBuffer {
         try readBool() ? try readEndpoint() : nil
     }
 
+    /// A flag byte, then the bytes with their length (an object's inline contents).
+    mutating func writeOptionalBytes(_ bytes: [UInt8]?) {
+        writeBool(bytes != nil)
+        guard let bytes else { return }
+        writeInteger(UInt32(bytes.count))
+        writeBytes(bytes)
+    }
+
+    mutating func readOptionalBytes() throws(GedsError) -> [UInt8]? {
+        guard try readBool() else { return nil }
+        let count = try readCount(limit: Int(InlineContents.maximumLimit), what: "contents")
+        return readBytes(length: count)
+    }
+
     mutating func writeMetadata(_ metadata: [String: String]) {
         writeInteger(UInt32(metadata.count))
         for (name, value) in metadata.sorted(by: { $0.key < $1.key }) {
@@ -263,11 +277,12 @@ extension Request {
             buffer.writeWireString(bucket)
             buffer.writeWireString(key)
             buffer.writeInteger(node)
-        case .sealObject(let blob, let size, let metadata, let placement):
+        case .sealObject(let blob, let size, let metadata, let placement, let contents):
             buffer.writeInteger(blob)
             buffer.writeInteger(size)
             buffer.writeMetadata(metadata)
             buffer.writePlacement(placement)
+            buffer.writeOptionalBytes(contents)
         case .abortObject(let blob):
             buffer.writeInteger(blob)
         case .lookup(let bucket, let key):
@@ -379,7 +394,8 @@ extension Request {
                                     node: try payload.readWireInteger("node"))
         case .sealObject:
             request = .sealObject(blob: try payload.readWireInteger("blob"), size: try payload.readWireInteger("size"),
-                                  metadata: try payload.readMetadata(), placement: try payload.readPlacement())
+                                  metadata: try payload.readMetadata(), placement: try payload.readPlacement(),
+                                  contents: try payload.readOptionalBytes())
         case .abortObject:
             request = .abortObject(blob: try payload.readWireInteger("blob"))
         case .lookup:
@@ -453,10 +469,11 @@ extension Reply {
             buffer.writeInteger(ReplyTag.failure.rawValue)
             buffer.writeInteger(error.code.rawValue)
             buffer.writeWireString(error.message.truncatedToUTF8(WireLimits.maximumString))
-        case .nodeRegistered(let node, let lease):
+        case .nodeRegistered(let node, let lease, let inlineLimit):
             buffer.writeInteger(ReplyTag.nodeRegistered.rawValue)
             buffer.writeInteger(node)
             buffer.writeInteger(lease)
+            buffer.writeInteger(inlineLimit)
         case .heartbeatAck(let drop):
             buffer.writeInteger(ReplyTag.heartbeatAck.rawValue)
             buffer.writeInteger(UInt32(drop.count))
@@ -479,6 +496,7 @@ extension Reply {
             buffer.writeMetadata(info.metadata)
             buffer.writeInteger(UInt32(info.locations.count))
             for location in info.locations { buffer.writeLocation(location) }
+            buffer.writeOptionalBytes(info.contents)
         case .page(let page):
             buffer.writeInteger(ReplyTag.page.rawValue)
             buffer.writeInteger(UInt32(page.objects.count))
@@ -567,7 +585,8 @@ extension Reply {
             reply = .failure(GedsError(GedsError.Code(rawValue: rawCode) ?? .internal, message))
         case .nodeRegistered:
             reply = .nodeRegistered(node: try payload.readWireInteger("node"),
-                                    leaseMilliseconds: try payload.readWireInteger("lease"))
+                                    leaseMilliseconds: try payload.readWireInteger("lease"),
+                                    inlineLimit: try payload.readWireInteger("inline limit"))
         case .heartbeatAck:
             let count = try payload.readList(what: "blobs")
             var drop: [BlobID] = []
@@ -592,8 +611,12 @@ extension Reply {
             let count = try payload.readList(what: "locations")
             var locations: [Location] = []
             for _ in 0..<count { locations.append(try payload.readLocation()) }
+            let contents = try payload.readOptionalBytes()
+            guard contents == nil || contents?.count == Int(size) else {
+                throw GedsError(.protocolViolation, "malformed message: \(contents?.count ?? 0) inline bytes of an object of \(size)")
+            }
             reply = .object(ObjectInfo(bucket: bucket, key: key, blob: blob, size: size, sealed: sealed,
-                                       modified: modified, metadata: metadata, locations: locations))
+                                       modified: modified, metadata: metadata, locations: locations, contents: contents))
         case .page:
             let objectCount = try payload.readList(what: "objects")
             var objects: [ListEntry] = []

@@ -59,7 +59,8 @@ public enum Request: Sendable, Equatable {
     case listBuckets
     // Objects (MDS).
     case createObject(bucket: String, key: String, node: UInt32)
-    case sealObject(blob: BlobID, size: UInt64, metadata: [String: String], placement: BlobPlacement)
+    /// `contents`: the object's bytes for the MDS to keep inline (only when `size` is within the announced limit).
+    case sealObject(blob: BlobID, size: UInt64, metadata: [String: String], placement: BlobPlacement, contents: [UInt8]? = nil)
     case abortObject(blob: BlobID)
     case lookup(bucket: String, key: String)
     case list(bucket: String, prefix: String, delimiter: String, startAfter: String, maxKeys: UInt32)
@@ -110,7 +111,8 @@ public enum Request: Sendable, Equatable {
 public enum Reply: Sendable, Equatable {
     case ok
     case failure(GedsError)
-    case nodeRegistered(node: UInt32, leaseMilliseconds: UInt32)
+    /// `inlineLimit`: the largest object whose bytes the MDS takes with its seal (0: none).
+    case nodeRegistered(node: UInt32, leaseMilliseconds: UInt32, inlineLimit: UInt32)
     /// Blobs the MDS no longer knows and the node must drop (after their locations were withdrawn).
     case heartbeatAck(drop: [BlobID])
     case buckets([String])

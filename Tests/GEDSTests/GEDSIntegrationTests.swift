@@ -1,6 +1,7 @@
 import GedsTestSupport
 import Crypto
 import GEDS
+import GedsCore
 import GedsMDS
 import Testing
 
@@ -9,8 +10,9 @@ let twoHosts: [(name: String, hostID: String, role: NodeRole)] = [("a", "host-a"
 @Suite(.serialized) struct GEDSIntegrationTests {
     /// Objects written on one host read on another: whole (a copy fetched into the reader's tier 0, then
     /// mapped) and in ranges (straight into caller memory over TCP), compared by SHA-256 and byte by byte.
+    /// Small objects' bytes stay off the MDS here, so that they cross the data plane too.
     @Test func bytesCrossHostsIntact() async throws {
-        try await withCluster(twoHosts) { _, handles in
+        try await withCluster(twoHosts, inlineLimit: 0) { _, handles in
             try await GEDSIntegrationTests.crossHosts(a: handles[0], b: handles[1])
         }
     }
@@ -323,6 +325,38 @@ let twoHosts: [(name: String, hostID: String, role: NodeRole)] = [("a", "host-a"
             let range = try await b.open(bucket: "local", key: "k").read(at: 12345, length: 5000)
             #expect(range == Array(bytes[12345..<17345]))
             #expect(try await a.stat(bucket: "local", key: "k").locations.count == 1)
+        }
+    }
+
+    /// Objects up to the MDS's inline limit come with their lookup: every read of them (whole, ranges, through an
+    /// open reader) is answered from those bytes; larger ones are not carried. Bytes compared by SHA-256.
+    @Test func smallObjectsComeWithTheirLookup() async throws {
+        try await withCluster(twoHosts) { _, handles in
+            let (a, b) = (handles[0], handles[1])
+            try await a.createBucket("small")
+            let limit = Int(InlineContents.defaultLimit)
+            for (index, size) in [1, 4096, limit, limit + 1].enumerated() {
+                let bytes = randomBytes(size, seed: UInt64(100 + index))
+                try await a.put(bucket: "small", key: "k\(size)", bytes: bytes)
+                let info = try await b.stat(bucket: "small", key: "k\(size)")
+                #expect(info.contents.map { sha256($0) } == (size <= limit ? sha256(bytes) : nil), "size \(size)")
+                #expect(sha256(try await b.get(bucket: "small", key: "k\(size)")) == sha256(bytes))
+                let reader = try await b.open(bucket: "small", key: "k\(size)")
+                #expect(try await reader.read(at: UInt64(size / 2), length: 100) == Array(bytes[(size / 2)..<min(size / 2 + 100, size)]))
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size + 10, alignment: 8)
+                defer { buffer.deallocate() }
+                let got = try await b.read(bucket: "small", key: "k\(size)", into: buffer)
+                #expect(got == size && sha256(UnsafeRawBufferPointer(rebasing: buffer[..<size])) == sha256(bytes))
+                // Looked up on this thread (the C ABI's and Python's path): the same object, the same bytes.
+                let direct = try #require(try b.openOnCallerThread(bucket: "small", key: "k\(size)"))
+                #expect(direct.info.blob == info.blob && direct.info.contents == info.contents)
+                #expect(sha256(try await direct.read(at: 0, length: size + 1)) == sha256(bytes))
+            }
+            #expect(try b.openOnCallerThread(bucket: "small", key: "absent") == nil)
+            #expect(gedsError { _ = try b.openOnCallerThread(bucket: "no-such-bucket", key: "k") }?.code == .noSuchBucket)
+            // Overwritten: the lookup brings the new bytes, never the old ones.
+            try await a.put(bucket: "small", key: "k1", bytes: [42])
+            #expect(try await b.get(bucket: "small", key: "k1") == [42])
         }
     }
 

@@ -25,7 +25,7 @@ struct RDMANodeTests {
     static func withSetup(readerAddress: String? = nil, ownerTransport: NodeConfiguration.Transport = .rdma,
                           _ body: (Setup) async throws -> Void) async throws {
         let pair = try #require(TestRDMA.pair)
-        let cluster = try await Cluster.start(rdmaListen: Endpoint(host: pair.owner, port: 0), folderPrefix: "geds-rdma")
+        let cluster = try await Cluster.start(rdmaListen: Endpoint(host: pair.owner, port: 0), inlineLimit: 0, folderPrefix: "geds-rdma")
         var handles: [GEDS] = []
         do {
             let owner = try await cluster.handle("owner", hostID: "host-owner") { configuration in
@@ -152,7 +152,7 @@ struct RDMANodeTests {
     }
 
     @Test func demandingRDMAOnAnAddressWithoutADeviceFailsClearly() async throws {
-        let cluster = try await Cluster.start(folderPrefix: "geds-rdma")
+        let cluster = try await Cluster.start(inlineLimit: 0, folderPrefix: "geds-rdma")
         let error = await gedsError {
             _ = try await cluster.handle("loopback", hostID: "h") { configuration in
                 configuration.transport = .rdma

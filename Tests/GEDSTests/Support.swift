@@ -1,5 +1,6 @@
 import Crypto
 import GEDS
+import GedsCore
 import GedsMDS
 import Logging
 import Testing
@@ -21,10 +22,11 @@ final class Cluster: Sendable {
         run = "\(folderPrefix)-\(UInt64.random(in: 0...UInt64.max))"
     }
 
-    static func start(leaseMilliseconds: UInt64 = 5000, rdmaListen: Endpoint? = nil,
+    /// `inlineLimit` 0 keeps small objects' bytes off the MDS, so that their reads take the data plane.
+    static func start(leaseMilliseconds: UInt64 = 5000, rdmaListen: Endpoint? = nil, inlineLimit: UInt32 = InlineContents.defaultLimit,
                       folderPrefix: String = "geds-unit") async throws -> Cluster {
         Cluster(mds: try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), rdmaListen: rdmaListen,
-                                                    leaseMilliseconds: leaseMilliseconds, logger: quiet),
+                                                    leaseMilliseconds: leaseMilliseconds, inlineLimit: inlineLimit, logger: quiet),
                 folderPrefix: folderPrefix)
     }
 
@@ -51,8 +53,9 @@ final class Cluster: Sendable {
 
 /// Starts an MDS and a handle per (name, host id), runs `body`, and closes everything whatever happens.
 func withCluster(_ nodes: [(name: String, hostID: String, role: NodeRole)], leaseMilliseconds: UInt64 = 5000,
-                 folderPrefix: String = "geds-unit", _ body: (Cluster, [GEDS]) async throws -> Void) async throws {
-    let cluster = try await Cluster.start(leaseMilliseconds: leaseMilliseconds, folderPrefix: folderPrefix)
+                 inlineLimit: UInt32 = InlineContents.defaultLimit, folderPrefix: String = "geds-unit",
+                 _ body: (Cluster, [GEDS]) async throws -> Void) async throws {
+    let cluster = try await Cluster.start(leaseMilliseconds: leaseMilliseconds, inlineLimit: inlineLimit, folderPrefix: folderPrefix)
     var handles: [GEDS] = []
     do {
         for node in nodes { handles.append(try await cluster.handle(node.name, hostID: node.hostID, role: node.role)) }

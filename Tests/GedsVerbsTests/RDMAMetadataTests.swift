@@ -125,7 +125,7 @@ func isFailure(_ reply: Reply, _ code: GedsError.Code) -> Bool {
 func putObjects(_ call: MDSCall, name: String, count: Int) async throws {
     let registration = NodeRegistration(name: name, hostID: "host-\(name)", role: .daemon, tcp: Endpoint(host: "127.0.0.1", port: 9),
                                         tier0Directory: "/dev/shm/\(name)")
-    guard case .nodeRegistered(let node, _) = try await call(.registerNode(registration)) else {
+    guard case .nodeRegistered(let node, _, _) = try await call(.registerNode(registration)) else {
         Issue.record("\(name): registration refused")
         return
     }

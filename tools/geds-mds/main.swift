@@ -34,6 +34,13 @@ struct GedsMDSCommand: AsyncParsableCommand {
     @Option(name: .customLong("progress-ms"), help: "How often idle subscriptions are told the current revision.")
     var progressMilliseconds: Int64 = 1000
 
+    @Option(name: .customLong("inline-limit"),
+            help: "Objects up to this size (K, M suffixes; 0: none) have their bytes kept here with their metadata, so one lookup answers a get.")
+    var inlineLimit: String = "64K"
+
+    @Option(name: .customLong("inline-budget"), help: "Memory for inline object bytes in all (K, M, G suffixes); larger sets keep the rest on their nodes only.")
+    var inlineBudget: String = "1G"
+
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String = "info"
 
@@ -43,6 +50,19 @@ struct GedsMDSCommand: AsyncParsableCommand {
     func validate() throws {
         guard eventHistory >= 0 else { throw ValidationError("--event-history must be 0 or more") }
         guard subscriberQueue >= 1 else { throw ValidationError("--subscriber-queue must be 1 or more") }
+        let limit = try parsedInlineLimit()
+        guard limit <= UInt64(InlineContents.maximumLimit) else {
+            throw ValidationError("--inline-limit must be at most \(InlineContents.maximumLimit) bytes")
+        }
+        _ = try parsedInlineBudget()
+    }
+
+    private func parsedInlineLimit() throws -> UInt64 {
+        do { return try ByteCount.parse(inlineLimit) } catch { throw ValidationError("--inline-limit: \(error.message)") }
+    }
+
+    private func parsedInlineBudget() throws -> UInt64 {
+        do { return try ByteCount.parse(inlineBudget) } catch { throw ValidationError("--inline-budget: \(error.message)") }
     }
 
     func run() async throws {
@@ -66,6 +86,7 @@ struct GedsMDSCommand: AsyncParsableCommand {
             server = try await MetadataServer.start(listen: try Endpoint(parsing: listen),
                                                     rdmaListen: try rdmaListen.map { (text) throws(GedsError) in try Endpoint(parsing: text) },
                                                     leaseMilliseconds: leaseMilliseconds, eventHistory: eventHistory,
+                                                    inlineLimit: UInt32(try parsedInlineLimit()), inlineBudget: try parsedInlineBudget(),
                                                     subscriberQueueLimit: subscriberQueue,
                                                     progressInterval: .milliseconds(max(progressMilliseconds, 10)), logger: logger)
             levels.withLock { $0 = server.service }

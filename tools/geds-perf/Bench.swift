@@ -6,6 +6,7 @@ import GedsTCP
 import GedsWire
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// The workloads over one transport. Every remote read crosses that transport from the owner `gedsd`,
 /// as a read from another machine would.
@@ -172,6 +173,29 @@ struct Bench {
         return seconds
     }
 
+    /// `timed` for synchronous bodies on a thread of their own (not one of Swift's executors), as C callers run.
+    static func timedOnThread(warmups: Int, samples: Int, _ body: @escaping @Sendable () throws -> Void) throws -> [Double] {
+        let outcome = Mutex<Result<[Double], any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            let result = Result { () throws -> [Double] in
+                for _ in 0..<warmups { try body() }
+                var seconds: [Double] = []
+                seconds.reserveCapacity(samples)
+                for _ in 0..<samples {
+                    let start = DispatchTime.now().uptimeNanoseconds
+                    try body()
+                    seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                }
+                return seconds
+            }
+            outcome.withLock { $0 = result }
+            done.signal()
+        }.start()
+        done.wait()
+        return try outcome.withLock { $0! }.get()
+    }
+
     /// An MDS client on a connection of its own, as a separate task of a job would have (close its pool after use).
     static func ownMDSClient(_ endpoint: Endpoint) -> MDSClient {
         MDSClient(endpoint: endpoint, pool: ConnectionPool(group: MultiThreadedEventLoopGroup.singleton), timeout: .seconds(10))
@@ -298,7 +322,21 @@ struct Bench {
                 .latency, transport: transport, size: size, microseconds: seconds.map { $0 * 1e6 },
                 reference: try await withLookup(reference, key: info.key),
                 note: "open (MDS lookup) + remote read, one client; ratio = reference p50 / GEDS p50"))
-            // The location looked up once: what remains is the data plane's round trip.
+            let inline = info.contents != nil
+            if inline {
+                // As the C ABI and Python get it: the lookup on the caller's own thread, the bytes with it.
+                let key = info.key
+                // Used by the measuring thread only, while this task waits for it.
+                nonisolated(unsafe) let buffer = buffer
+                let onThread = try Bench.timedOnThread(warmups: 300, samples: 3000) { [geds, bucket] in
+                    guard let reader = try geds.openOnCallerThread(bucket: bucket, key: key),
+                          reader.info.copyContents(at: 0, into: buffer) == size else { preconditionFailure("not inline") }
+                }
+                results.append(.latency(
+                    .latency, transport: transport, size: size, microseconds: onThread.map { $0 * 1e6 }, reference: reference,
+                    note: "get on a thread of its own (lookup on the caller's thread, bytes inline: the C ABI's and Python's path); ratio = reference p50 / GEDS p50"))
+            }
+            // The location looked up once: what remains is the data plane's round trip (or none, for bytes inline).
             let reader = try await geds.open(bucket: bucket, key: info.key)
             let cached = try await Bench.timed(warmups: 300, samples: 3000) {
                 let got = try await reader.read(at: 0, into: buffer)
@@ -307,7 +345,8 @@ struct Bench {
             results.append(.latency(
                 .latency, transport: transport, size: size, microseconds: cached.map { $0 * 1e6 },
                 reference: reference,
-                note: "remote read with a cached location (open once), one client; ratio = reference p50 / GEDS p50"))
+                note: inline ? "read of an open object whose bytes came with its lookup (no data-plane round trip; see --inline-limit 0)"
+                             : "remote read with a cached location (open once), one client; ratio = reference p50 / GEDS p50"))
             try await geds.delete(bucket: bucket, key: info.key)
         }
         return results

@@ -19,9 +19,10 @@ final class Cluster {
     private var mounted = false
 
     /// `rdmaOwnerAddress`: the owner serves on that RDMA device's address, and the MDS listens for RDMA there too.
-    /// `ownerArguments`: more gedsd options for the owner (tier capacities, a tier-1 folder).
+    /// `ownerArguments`: more gedsd options for the owner (tier capacities, a tier-1 folder); `mdsArguments`: more
+    /// geds-mds options (its inline limit).
     init(existingMDS: String?, binaries: String, ownerName: String?, hugePages: Bool, rdmaOwnerAddress: String? = nil,
-         ownerArguments: [String] = []) throws {
+         ownerArguments: [String] = [], mdsArguments: [String] = []) throws {
         mds = try existingMDS.map { try Endpoint(parsing: $0) } ?? Endpoint(host: "127.0.0.1", port: try Cluster.freePort())
         self.ownerName = existingMDS == nil ? "perf-owner" : ownerName ?? ""
         self.binaries = binaries
@@ -39,7 +40,7 @@ final class Cluster {
             }
             if existingMDS == nil {
                 let rdmaListen = rdmaOwnerAddress.map { ["--rdma-listen", "\($0):0"] } ?? []
-                let mdsOutput = try launch(binaries + "/geds-mds", ["--listen", mds.description, "--log-level", "warning"] + rdmaListen,
+                let mdsOutput = try launch(binaries + "/geds-mds", ["--listen", mds.description, "--log-level", "warning"] + rdmaListen + mdsArguments,
                                            until: rdmaOwnerAddress == nil ? "listening" : "listening for RDMA on ")
                 if rdmaOwnerAddress != nil, let line = mdsOutput.split(separator: "\n").first(where: { $0.contains("listening for RDMA on ") }) {
                     mdsRDMA = try Endpoint(parsing: String(line.split(separator: " ").last ?? ""))

@@ -90,6 +90,10 @@ struct GedsPerf: AsyncParsableCommand {
             help: "Tier-0 folders on /dev/shm as it is ('small' pages) or on a tmpfs mounted with huge pages ('huge', needs root).")
     var tier0Pages: String = "small"
 
+    @Option(name: .customLong("inline-limit"),
+            help: "The started MDS's --inline-limit (objects whose bytes come with their lookup; 0: none, so small reads take the data plane). Default: geds-mds's.")
+    var inlineLimit: String?
+
     @Option(name: .customLong("attach-client"), help: .hidden)
     var attachClient: String?
 
@@ -297,7 +301,7 @@ struct GedsPerf: AsyncParsableCommand {
     func measureOnCluster(_ selected: [Workload], transports: [Transport], binaries: String) async throws -> [Measurement] {
         let rdma = transports.contains(.rdma) ? rdmaPair : nil
         let cluster = try Cluster(existingMDS: mds, binaries: binaries, ownerName: owner, hugePages: tier0Pages == "huge",
-                                  rdmaOwnerAddress: rdma?.owner)
+                                  rdmaOwnerAddress: rdma?.owner, mdsArguments: inlineLimit.map { ["--inline-limit", $0] } ?? [])
         defer { cluster.stop() }
         var logger = Logger(label: "geds-perf")
         logger.logLevel = .warning

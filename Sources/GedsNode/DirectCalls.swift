@@ -1,0 +1,98 @@
+import GedsCore
+import GedsWire
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Calls to a TCP frame server (the MDS) made on the caller's own thread, over blocking connections. For callers
+/// that block anyway (the C ABI, Python), a call then costs its round trip and one wake-up, the caller's, where
+/// the event loop's path adds a hand-off to the loop and one back (measured in docs/PERFORMANCE.md). A connection
+/// serves one call at a time; idle ones wait in a pool, so concurrent callers each get their own.
+public final class DirectCalls: Sendable {
+    public let endpoint: Endpoint
+    private let timeoutMilliseconds: Int64
+    private let idle = Mutex<[LocalSocket]>([])
+    private let nextID = Atomic<UInt64>(1)
+    /// Idle connections kept beyond this many are closed.
+    private static let keptIdle = 64
+
+    public init(endpoint: Endpoint, timeoutMilliseconds: Int64) {
+        self.endpoint = endpoint
+        self.timeoutMilliseconds = timeoutMilliseconds
+    }
+
+    deinit {
+        for socket in idle.withLock({ $0 }) { socket.close() }
+    }
+
+    /// Sends `request` and waits on this thread for its reply (failures answered by the server come back as
+    /// `.failure`, as from the other transports). Only for requests that may be sent twice (lookups, listings): a
+    /// pooled connection the server closed meanwhile (a restart, an idle timeout) fails, and the call is made once
+    /// more on a new one. A connection that fails is closed, never reused.
+    public func call(_ request: Request) throws(GedsError) -> Reply {
+        if let pooled = idle.withLock({ $0.popLast() }), let reply = try? exchange(request, on: pooled) {
+            return reply
+        }
+        return try exchange(request, on: try LocalSocket.connect(tcp: endpoint, timeoutMilliseconds: timeoutMilliseconds))
+    }
+
+    private func exchange(_ request: Request, on socket: LocalSocket) throws(GedsError) -> Reply {
+        let id = nextID.add(1, ordering: .relaxed).oldValue
+        let reply: Reply
+        do throws(GedsError) {
+            try socket.send(LocalFrame.bytes(request, id: id))
+            guard let frame = try socket.receiveFrame() else {
+                throw GedsError(.mdsUnreachable, "\(endpoint) closed the connection")
+            }
+            if frame.descriptor >= 0 { Glibc.close(frame.descriptor) }
+            guard frame.header.kind == .reply, frame.header.requestID == id else {
+                throw GedsError(.protocolViolation, "\(endpoint) answered request \(id) with a \(frame.header.kind) frame for \(frame.header.requestID)")
+            }
+            reply = try LocalFrame.reply(from: frame.payload)
+        } catch {
+            socket.close()
+            throw error.code == .io ? GedsError(.mdsUnreachable, "\(endpoint): \(error.message)") : error
+        }
+        let surplus = idle.withLock { sockets -> LocalSocket? in
+            guard sockets.count < DirectCalls.keptIdle else { return socket }
+            sockets.append(socket)
+            return nil
+        }
+        surplus?.close()
+        return reply
+    }
+}
+
+extension LocalSocket {
+    /// A blocking TCP connection (no Nagle delay; receives fail with `timedOut` after `timeoutMilliseconds`).
+    static func connect(tcp endpoint: Endpoint, timeoutMilliseconds: Int64) throws(GedsError) -> LocalSocket {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var found: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(endpoint.host, String(endpoint.port), &hints, &found)
+        guard status == 0, let first = found else {
+            throw GedsError(.mdsUnreachable, "cannot resolve \(endpoint.host): \(String(cString: gai_strerror(status)))")
+        }
+        defer { freeaddrinfo(found) }
+        var lastError: Int32 = 0
+        for entry in sequence(first: first, next: { $0.pointee.ai_next }) {
+            let fd = socket(entry.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else {
+                lastError = errno
+                continue
+            }
+            if Glibc.connect(fd, entry.pointee.ai_addr, entry.pointee.ai_addrlen) == 0 {
+                var on: Int32 = 1
+                _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
+                let socket = LocalSocket(descriptor: fd)
+                socket.setReceiveTimeout(milliseconds: timeoutMilliseconds)
+                return socket
+            }
+            lastError = errno
+            Glibc.close(fd)
+        }
+        throw GedsError(.mdsUnreachable, "cannot connect to \(endpoint): \(String(cString: strerror(lastError)))")
+    }
+}
