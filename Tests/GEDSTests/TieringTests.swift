@@ -1,5 +1,6 @@
 import GedsTestSupport
 import GEDS
+import GedsCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,9 +12,9 @@ import Testing
 
     /// Objects of 2 MiB into a tier 0 of 8 MiB (spills above 7.2 MiB, down to 6 MiB); readers on the owner's host
     /// and on another one (which publishes the copies it fetches).
-    func withTieredOwner(tier1: Bool = true,
+    func withTieredOwner(tier1: Bool = true, inlineLimit: UInt32 = InlineContents.defaultLimit,
                          _ body: (_ owner: GEDS, _ sameHostReader: GEDS, _ otherHostReader: GEDS) async throws -> Void) async throws {
-        let cluster = try await Cluster.start(folderPrefix: "geds-tiering")
+        let cluster = try await Cluster.start(inlineLimit: inlineLimit, folderPrefix: "geds-tiering")
         // The repository's file system takes O_DIRECT (tmpfs may not): .build/tmp, beside the sources.
         let repository = "/" + #filePath.split(separator: "/").dropLast(3).joined(separator: "/")
         var handles: [GEDS] = []
@@ -118,7 +119,7 @@ import Testing
     /// Small objects live in slab slots: they count their slots against the capacity, spill from their slot to a
     /// tier-1 file and come back into a slot, and every reader gets their bytes throughout.
     @Test func packedObjectsSpillAndComeBack() async throws {
-        try await withTieredOwner { owner, reader, elsewhere in
+        try await withTieredOwner(inlineLimit: 0) { owner, reader, elsewhere in  // reads take the tiers, not the MDS
             try await owner.createBucket("tiers")
             let count = 800  // of 16 KiB: 12.5 MiB of slots into 8 MiB
             func bytes(_ index: Int) -> [UInt8] { randomBytes(16 << 10, seed: 7000 + UInt64(index)) }
