@@ -185,9 +185,8 @@ extension Tier1Store {
             let count = Int(min(UInt64(chunkSize), length - done))
             var filled = 0
             while filled < count {
-                let result = pread(source, buffer + filled, count - filled, off_t(offset + done) + off_t(filled))
+                let result = retryingOnInterrupt { pread(source, buffer + filled, count - filled, off_t(offset + done) + off_t(filled)) }
                 if result < 0 {
-                    if errno == EINTR { continue }
                     throw GedsError.io("cannot read the source of blob \(blob.fileName)", errno: errno)
                 }
                 if result == 0 {
@@ -207,9 +206,8 @@ extension Tier1Store {
     func pwriteAll(_ fd: Int32, _ pointer: UnsafeRawPointer, _ count: Int, offset: Int, blob: BlobID) throws(GedsError) {
         var written = 0
         while written < count {
-            let result = pwrite(fd, pointer + written, count - written, off_t(offset + written))
+            let result = retryingOnInterrupt { pwrite(fd, pointer + written, count - written, off_t(offset + written)) }
             if result < 0 {
-                if errno == EINTR { continue }
                 throw GedsError.io("cannot write blob \(blob.fileName) to tier 1 folder \(directory)", errno: errno)
             }
             written += result
@@ -241,9 +239,8 @@ extension Tier1Store {
                              object: Tier1Object) throws(GedsError) -> Int {
         var done = 0
         while done < count {
-            let result = pread(fd, pointer + done, count - done, off_t(offset) + off_t(done))
+            let result = retryingOnInterrupt { pread(fd, pointer + done, count - done, off_t(offset) + off_t(done)) }
             if result < 0 {
-                if errno == EINTR { continue }
                 throw GedsError.io("cannot read tier-1 file \(path(of: object.blob))", errno: errno)
             }
             if result == 0 { break }
@@ -316,9 +313,8 @@ extension Tier1Store {
             crc = CRC32C.update(crc, UnsafeRawBufferPointer(start: buffer, count: expected))
             var written = 0
             while let target, written < expected {
-                let result = pwrite(target, buffer + written, expected - written, off_t(targetOffset + offset) + off_t(written))
+                let result = retryingOnInterrupt { pwrite(target, buffer + written, expected - written, off_t(targetOffset + offset) + off_t(written)) }
                 if result < 0 {
-                    if errno == EINTR { continue }
                     throw GedsError.io("cannot write blob \(object.blob.fileName) out of tier 1", errno: errno)
                 }
                 written += result
