@@ -1,7 +1,7 @@
 // The functions of geds.h (CShims/CGeds/include/geds.h), in its order. Each checks its arguments, runs the
 // Swift API (blocking the caller for async calls, see `blocking`), and turns a GedsError into its code.
 import CGeds
-import GEDS
+@_spi(CABI) import GEDS
 import GedsCore
 import GedsNode
 import Logging
@@ -249,7 +249,7 @@ public func gedsOpen(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CStrin
         let (geds, bucket, key) = try object(handle, bucket, key)
         _ = try output(out, "out")
         return { () async throws(GedsError) in
-            Reader(try await geds.open(bucket: bucket, key: key), executor: geds.node?.loopExecutor ?? nil)
+            Reader(try await geds.open(bucket: bucket, key: key), executor: geds.readExecutor)
         }
     } then: { reader in
         out?.pointee = Handles.register(reader)
@@ -294,7 +294,7 @@ public func gedsReadObject(_ handle: OpaquePointer?, _ bucket: CString?, _ key: 
     count { () throws(GedsError) in
         let (geds, bucket, key) = try object(handle, bucket, key)
         nonisolated(unsafe) let destination = try buffer(bytes, length)
-        return try blocking(on: geds.node?.loopExecutor ?? nil) { () async throws(GedsError) in
+        return try blocking(on: geds.readExecutor) { () async throws(GedsError) in
             try await geds.read(bucket: bucket, key: key, at: offset, into: destination)
         }.get()
     }
