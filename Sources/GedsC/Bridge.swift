@@ -1,4 +1,5 @@
 import GEDS
+import GedsCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -43,7 +44,7 @@ private final class Rendezvous<Value: Sendable>: @unchecked Sendable {
     }
 
     func wait() -> Result<Value, GedsError> {
-        while sem_wait(semaphore) != 0 && errno == EINTR {}
+        _ = retryingOnInterrupt { sem_wait(semaphore) }
         return result ?? .failure(GedsError(.internal, "an operation ended without a result"))
     }
 }

@@ -1,5 +1,5 @@
 import GedsTestSupport
-import GEDS
+@testable import GEDS
 #if canImport(Glibc)
 import Glibc
 #endif

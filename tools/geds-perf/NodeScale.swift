@@ -1,5 +1,5 @@
 import Foundation
-import GEDS
+@_spi(Benchmarks) import GEDS
 import GedsCore
 
 /// One node holding many small objects: how fast they are created and sealed, and proof that the node
@@ -32,7 +32,7 @@ enum NodeScale {
             try await group.waitForAll()
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        let held = geds.node.tier0.usage.blobs
+        let held = geds.tier0BlobCount
         // Read a sample back, every byte compared.
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
         defer { buffer.deallocate() }
