@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "GedsCore", targets: ["GedsCore"]),
         .library(name: "GedsWire", targets: ["GedsWire"]),
         .library(name: "GedsTier0", targets: ["GedsTier0"]),
+        .library(name: "GedsCarrier", targets: ["GedsCarrier"]),
         .library(name: "GedsTCP", targets: ["GedsTCP"]),
         .library(name: "GedsMDS", targets: ["GedsMDS"]),
         // The C ABI (geds.h) for C, C++ and Fortran programs: libGedsC.so, whose soname is libgeds.so; tools/install.sh
@@ -48,6 +49,8 @@ let package = Package(
         .target(name: "GedsWire", dependencies: ["GedsCore", .product(name: "NIOCore", package: "swift-nio")],
                 swiftSettings: strict),
         .target(name: "GedsTier0", dependencies: ["GedsCore"], swiftSettings: strict),
+        // The carriers' contracts (request services, read sinks, copy readers), free of any transport's types.
+        .target(name: "GedsCarrier", dependencies: ["GedsCore", "GedsWire"], swiftSettings: strict),
         // /metrics in Prometheus text format for geds-mds and gedsd (--metrics HOST:PORT); the layers below only
         // count through swift-metrics, which costs nothing until a process bootstraps it.
         .target(name: "GedsMetrics",
@@ -59,17 +62,17 @@ let package = Package(
                                .product(name: "NIOHTTP1", package: "swift-nio")],
                 swiftSettings: strict),
         .target(name: "GedsTCP",
-                dependencies: ["GedsCore", "GedsWire", .product(name: "Metrics", package: "swift-metrics"),
+                dependencies: ["GedsCore", "GedsWire", "GedsCarrier", .product(name: "Metrics", package: "swift-metrics"),
                                .product(name: "NIOCore", package: "swift-nio"),
                                .product(name: "NIOPosix", package: "swift-nio"),
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .target(name: "GedsMDS",
-                dependencies: ["GedsCore", "GedsWire", "GedsTCP", "GedsVerbs",
+                dependencies: ["GedsCore", "GedsWire", "GedsCarrier", "GedsTCP", "GedsVerbs",
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .target(name: "GedsNode",
-                dependencies: ["GedsCore", "GedsWire", "GedsTier0", "GedsTier1", "GedsTCP", "GedsVerbs", "GedsS3", "CLinux",
+                dependencies: ["GedsCore", "GedsWire", "GedsCarrier", "GedsTier0", "GedsTier1", "GedsTCP", "GedsVerbs", "GedsS3", "CLinux",
                                // for RDMAMetadataClient: the MDS's RDMA send/receive protocol, both sides in one place
                                "GedsMDS",
                                .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),

@@ -1,3 +1,4 @@
+import GedsCarrier
 import GedsCore
 import GedsMDS
 import GedsTCP
@@ -568,7 +569,7 @@ public final class Node: Sendable {
 final class NodeService: RequestService {
     let node = Mutex<Node?>(nil)
 
-    func respond(to request: Request, on eventLoop: any EventLoop) -> Response {
+    func respond(to request: Request) -> Response {
         guard let node = node.withLock({ $0 }) else {
             return .reply(.failure(GedsError(.internal, "node is starting")))
         }
@@ -576,32 +577,28 @@ final class NodeService: RequestService {
         case .readBlob(let blob, let offset, let length):
             guard node.holdsInTier1(blob) else { return serve(blob, offset: offset, length: length, from: node) }
             // Spilled: promoted back into tier 0 first (off the event loop), then sent from there.
-            let promise = eventLoop.makePromise(of: Response.self)
-            Task {
+            return .later { [self] () async -> Response in
                 do throws(GedsError) {
                     try await node.promote(blob)
-                    promise.succeed(serve(blob, offset: offset, length: length, from: node))
+                    return serve(blob, offset: offset, length: length, from: node)
                 } catch where error.code == .outOfSpace {
                     // Both tiers full: send from the tier-1 file where it is rather than fail the read.
-                    promise.succeed(serve(blob, offset: offset, length: length, from: node, tier1: true))
+                    return serve(blob, offset: offset, length: length, from: node, tier1: true)
                 } catch {
-                    promise.succeed(.reply(.failure(error)))
+                    return .reply(.failure(error))
                 }
             }
-            return .later(promise.futureResult)
         case .pullBlob(let blob, let size, let source):
-            let promise = eventLoop.makePromise(of: Reply.self)
-            Task {
+            return .deferred { () async -> Reply in
                 do throws(GedsError) {
                     try await node.pull(blob, size: size, from: source)
-                    promise.succeed(.ok)
+                    return .ok
                 } catch {
-                    promise.succeed(.failure(error))
+                    return .failure(error)
                 }
             }
-            return .deferred(promise.futureResult)
         case .persistBlob, .flush:
-            return node.respondToPersistence(request, on: eventLoop)
+            return node.respondToPersistence(request)
         default:
             return .reply(.failure(GedsError(.invalidArgument, "a node serves only object bytes; ask the MDS")))
         }

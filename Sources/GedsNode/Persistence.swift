@@ -1,3 +1,4 @@
+import GedsCarrier
 import GedsCore
 import GedsS3
 import GedsTCP
@@ -368,9 +369,8 @@ extension Node {
 
     /// Answers the node requests of persistence: `persistBlob` (from a node that handed a sealed object to this
     /// one) and `flush`.
-    func respondToPersistence(_ request: Request, on eventLoop: any EventLoop) -> Response {
-        let promise = eventLoop.makePromise(of: Reply.self)
-        Task {
+    func respondToPersistence(_ request: Request) -> Response {
+        .deferred { [self] () async -> Reply in
             do throws(GedsError) {
                 switch request {
                 case .persistBlob(let blob, let persistency, let object):
@@ -380,12 +380,11 @@ extension Node {
                 default:
                     throw GedsError(.invalidArgument, "not a persistence request")
                 }
-                promise.succeed(.ok)
+                return .ok
             } catch {
-                promise.succeed(.failure(error))
+                return .failure(error)
             }
         }
-        return .deferred(promise.futureResult)
     }
 
     // MARK: Deleting
