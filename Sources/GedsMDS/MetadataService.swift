@@ -1,5 +1,6 @@
 import GedsCarrier
 import GedsCore
+import GedsMetadataRDMA
 import GedsTCP
 import GedsWire
 import Logging

@@ -1,5 +1,5 @@
 import GedsCore
-import GedsMDS
+import GedsMetadataRDMA
 import GedsTCP
 import GedsWire
 import Logging

@@ -1,6 +1,6 @@
 import GedsCarrier
 import GedsCore
-import GedsMDS
+import GedsMetadataRDMA
 import GedsTCP
 import GedsTier0
 import GedsTier1
