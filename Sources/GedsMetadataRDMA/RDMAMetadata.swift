@@ -264,3 +264,5 @@ final class Turns: Sendable {
         next?.resume()
     }
 }
+
+extension RDMAMetadataClient: MetadataCarrier {}
