@@ -32,22 +32,15 @@ public final class Node: Sendable {
     let bulk: BulkReader
     let server: FrameServer
     let group: any EventLoopGroup
-    /// This node's registration and heartbeats (see Session/Session.swift).
-    let session = Mutex<Session>(Session())
-    let heartbeat = Mutex<Task<Void, Never>?>(nil)
+    /// This node's registration and heartbeats.
+    let session: MDSSession
     /// S3 clients and the write-back queue (see Persistence.swift).
     let persistence: PersistenceState
     /// The carriers this node reads copies over.
     let carriers: CopyCarriers
 
-    struct Session {
-        var index: UInt32 = 0
-        var advertised = Endpoint(host: "", port: 0)
-        var leaseMilliseconds: UInt32 = 5000
-    }
-
-    public var index: UInt32 { session.withLock { $0.index } }
-    public var endpoint: Endpoint { session.withLock { $0.advertised } }
+    public var index: UInt32 { session.index }
+    public var endpoint: Endpoint { session.advertised }
     var timeout: TimeAmount { .milliseconds(configuration.timeoutMilliseconds) }
 
     public static func start(_ configuration: NodeConfiguration, logger: Logger,
@@ -96,7 +89,9 @@ public final class Node: Sendable {
             await node.shutdown()
             throw error
         }
-        node.startHeartbeats()
+        node.session.startHeartbeats(on: executor, usage: { [weak node] in node?.tier0.usage ?? (0, 0) },
+                                     drop: { [weak node] blob in await node?.dropLocalCopies(of: blob) },
+                                     registerAgain: { [weak node] in try? await node?.register() })
         return node
     }
 
@@ -124,6 +119,7 @@ public final class Node: Sendable {
                                 timeoutMilliseconds: configuration.timeoutMilliseconds)
         mds = MDSClient(endpoint: configuration.mds, pool: pool,
                         timeout: .milliseconds(configuration.timeoutMilliseconds), rdma: mdsOverRDMA, logger: logger)
+        session = MDSSession(mds: mds, logger: logger)
     }
 
     /// Runs `body` on the event loop of this node's connections: its round trips then cost no thread
@@ -179,8 +175,8 @@ public final class Node: Sendable {
 
     public func shutdown() async {
         await flushBeforeLeaving()  // still heartbeating: the copies being uploaded stay published meanwhile
-        heartbeat.withLock { $0?.cancel() }
-        try? await mds.expectOK(.leave(node: index))
+        session.stopHeartbeats()
+        await session.leave()
         await server.close()
         await mds.rdma?.close()
         await rdma?.shutdown()
