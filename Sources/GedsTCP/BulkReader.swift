@@ -1,3 +1,4 @@
+import GedsCarrier
 import GedsCore
 import GedsWire
 import NIOCore

@@ -1,5 +1,5 @@
 import GedsCore
-import GedsTCP
+import GedsCarrier
 import GedsVerbs
 import Logging
 import Synchronization
