@@ -105,7 +105,7 @@ public struct MetadataStore: Sendable {
         self.inlineLimit = min(inlineLimit, InlineContents.maximumLimit)
         blobs = BlobTable(contentBudget: inlineBudget)
         events = EventHistory(capacity: eventHistory)
-        nextBlob = BlobID(epoch & 0xFFFFF) << 44
+        nextBlob = BlobID(UInt64(epoch & 0xFFFFF) << 44)
     }
 
     public var objectCount: Int { buckets.values.reduce(0) { $0 + $1.index.count } }
@@ -214,7 +214,7 @@ public struct MetadataStore: Sendable {
         _ = try ObjectKey(key)
         guard buckets[bucket] != nil else { throw GedsError.noSuchBucket(bucket) }
         guard nodes[node]?.alive == true else { throw GedsError(.noSuchNode, "node \(node) is not registered") }
-        nextBlob += 1
+        nextBlob = nextBlob.next
         pendingObjects[nextBlob] = PendingObject(bucket: bucket, key: Key(key), node: node)
         buckets[bucket]!.pending[Key(key), default: 0] += 1
         return nextBlob
@@ -456,7 +456,7 @@ public struct MetadataStore: Sendable {
         if let lapse = s3Deletions[name], now < lapse {
             throw GedsError(.s3DeletionPending, "\(target.url) is being deleted; copy once that is done")
         }
-        nextBlob += 1
+        nextBlob = nextBlob.next
         blobs.insert(nextBlob, size: blobs.size(of: blob) ?? 0, placements: [], bytes: blobs.contents(of: blob))
         // Held before the key is bound, so the object it replaces no longer holds the S3 object.
         assignS3Copy(of: target, in: to.bucket, to: nextBlob, persistency: storage.persistency, stored: false)
@@ -652,7 +652,7 @@ public struct MetadataStore: Sendable {
             if let lapse = s3Deletions[s3Name(of: storage.object(forKey: key))], now < lapse {
                 throw GedsError.noSuchObject(bucket, key)
             }
-            nextBlob += 1
+            nextBlob = nextBlob.next
             blobs.insert(nextBlob, size: size, placements: [])
             assignS3Copy(of: storage.object(forKey: key), in: bucket, to: nextBlob, persistency: storage.persistency, stored: true)
             bind(bucket: bucket, key: key, to: Entry(blob: nextBlob, modified: now, metadata: metadata))
