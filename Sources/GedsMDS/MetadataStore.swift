@@ -79,6 +79,8 @@ public struct MetadataStore: Sendable {
     /// The largest object whose bytes a seal may bring to be kept inline (0: none; see `InlineContents`).
     public let inlineLimit: UInt32
     private var pendingObjects: [BlobID: PendingObject] = [:]
+    /// One per blob with an S3 copy, since `copy` shares blobs: about 45 bytes (plus a key's bytes beyond 15), and
+    /// about 30 more in `s3Holders`.
     private var s3Copies: [BlobID: S3Copy] = [:]
     private var s3Stores: [S3Store] = []
     private var s3StoreNumbers: [S3Store: UInt32] = [:]

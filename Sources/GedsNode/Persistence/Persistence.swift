@@ -13,6 +13,13 @@ import Glibc
 #endif
 
 /// A node's side of S3 persistence: its S3 clients and the write-back queue.
+///
+/// Not yet: a bucket's S3 store changing the S3 copies already assigned; `copy` of an object whose write-back is
+/// still pending shares the blob, so only the source's name reaches S3; a rename into a bucket without an S3
+/// store, or to another S3 service, leaves the S3 object where it was (`CopyObject` works within one service);
+/// while a server-side copy (rename or copy of an object only S3 holds) runs, that object has no readable copy; an
+/// abandoned upload landing after a newer object's upload to the same S3 key can overwrite it (one `PUT` long);
+/// a blob relocated away before its write-back upload ran is dropped from the queue (logged).
 final class PersistenceState: Sendable {
     let s3Clients: S3Clients
     let writeBack = Mutex<WriteBackQueue>(WriteBackQueue())

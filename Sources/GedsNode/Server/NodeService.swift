@@ -50,7 +50,8 @@ final class NodeService: RequestService {
         }
     }
 
-    /// Sends a range of a tier-0 (or, when it cannot be promoted, tier-1) blob with sendfile.
+    /// Sends a range of a tier-0 (or, when it cannot be promoted, tier-1) blob with sendfile. Not a view: the blob
+    /// may be spilled or deleted meanwhile, and the open descriptor keeps sending its bytes.
     private func serve(_ blob: BlobID, offset: UInt64, length: UInt64, from node: Node, tier1: Bool = false) -> Response {
         do {
             let (descriptor, size) = tier1 ? try node.openTier1ForReading(blob) : try node.tier0.openForReading(blob)
