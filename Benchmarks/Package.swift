@@ -40,7 +40,7 @@ let package = Package(
         suite("Names", [.product(name: "GedsCore", package: geds)]),
         suite("MetadataLookup", ["BenchmarkSupport", .product(name: "GedsMDS", package: geds)]),
         suite("Tier0Read", [.product(name: "GedsTier0", package: geds), .product(name: "GedsCore", package: geds)]),
-        suite("TCPRoundTrip", ["BenchmarkSupport", .product(name: "GedsTCP", package: geds), .product(name: "GedsWire", package: geds),
+        suite("TCPRoundTrip", ["BenchmarkSupport", .product(name: "GedsCarrier", package: geds), .product(name: "GedsTCP", package: geds), .product(name: "GedsWire", package: geds),
                                .product(name: "GedsMDS", package: geds), .product(name: "GedsCore", package: geds),
                                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                                .product(name: "Logging", package: "swift-log")]),

@@ -26,8 +26,9 @@ import Logging
 /// objects outlive the process), or starts a node embedded in this process, which holds the objects it
 /// writes and serves them to the others (see `NodeConfiguration.attach`).
 public final class GEDS: Sendable {
-    /// The node embedded in this process; nil when attached to the host's gedsd.
-    public let node: Node!
+    /// The node embedded in this process; nil when attached to the host's gedsd. Internal: programs use the
+    /// handle's API below (and geds-perf the `Benchmarks` SPI).
+    let node: Node!
     let attachment: Attachment?
 
     /// Attaches to this host's gedsd when `configuration.attach` finds one, else starts a node here. The
@@ -59,6 +60,27 @@ public final class GEDS: Sendable {
 
     /// The node that holds what this handle writes: the embedded node's name, or the attached gedsd's.
     public var nodeName: String { attachment?.gedsd.name ?? node.configuration.name }
+
+    /// The embedded node's configuration (its name, MDS, tier-0 folder, ...); nil when attached to a gedsd.
+    public var nodeConfiguration: NodeConfiguration? { node?.configuration }
+
+    /// Where the embedded node serves its objects to the others (as advertised to the MDS); nil when attached.
+    public var endpoint: Endpoint? { node?.endpoint }
+
+    /// The embedded node's tier levels (bytes and objects held, pending uploads), for `/metrics`; nil when attached.
+    public var levels: Node.Levels? { node?.levels }
+
+    /// Lets processes of this host attach to the embedded node (what gedsd does): a local socket at `path`, or at
+    /// the default path for the node's MDS when nil. Fails when this handle is itself attached.
+    public func serveLocalSocket(at path: String?, mode: UInt32, logger: Logger) throws(GedsError) -> LocalEndpoint {
+        guard let node else { throw GedsError(.invalidArgument, "an attached process has no node to serve on a local socket") }
+        if let path { return try LocalEndpoint.start(node: node, path: path, mode: mode, logger: logger) }
+        return try LocalEndpoint.startAtDefaultPath(node: node, mode: mode, logger: logger)
+    }
+
+    /// The event loop a blocked caller's read should continue on (as few thread hand-offs as a Swift caller's):
+    /// the embedded node's; nil when attached or when its reads are RDMA.
+    @_spi(CABI) public var readExecutor: (any TaskExecutor)? { node?.loopExecutor ?? nil }
 
     /// Stops serving; objects held only by this node are gone for the others once its lease ends. Attached,
     /// only this process's connections close: what it sealed stays in the gedsd.

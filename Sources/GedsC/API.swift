@@ -1,7 +1,7 @@
 // The functions of geds.h (CShims/CGeds/include/geds.h), in its order. Each checks its arguments, runs the
 // Swift API (blocking the caller for async calls, see `blocking`), and turns a GedsError into its code.
 import CGeds
-import GEDS
+@_spi(CABI) import GEDS
 import GedsCore
 import GedsNode
 import Logging
@@ -248,7 +248,7 @@ public func gedsOpen(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CStrin
     run { () throws(GedsError) in
         let (geds, bucket, key) = try object(handle, bucket, key)
         _ = try output(out, "out")
-        let executor = geds.node?.loopExecutor ?? nil
+        let executor = geds.readExecutor
         // The lookup on this thread when it can be (no hand-off to the event loop and back), else on the loop.
         let reader: ObjectReader
         if let direct = try geds.openOnCallerThread(bucket: bucket, key: key) {
@@ -298,7 +298,7 @@ public func gedsReadObject(_ handle: OpaquePointer?, _ bucket: CString?, _ key: 
     count { () throws(GedsError) in
         let (geds, bucket, key) = try object(handle, bucket, key)
         nonisolated(unsafe) let destination = try buffer(bytes, length)
-        let executor = geds.node?.loopExecutor ?? nil
+        let executor = geds.readExecutor
         // Looked up on this thread when it can be: an object whose bytes came with the lookup is then read with
         // no hand-off at all (the read below does not suspend); else lookup and read both run on the loop.
         if let reader = try geds.openOnCallerThread(bucket: bucket, key: key) {

@@ -1,4 +1,5 @@
 import GEDS
+import GedsCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -8,7 +9,8 @@ import Glibc
 /// suspends continues on Swift's executors and the caller sleeps on a semaphore. C callers are never Swift
 /// executor threads, so blocking them cannot starve the event loops the operation needs. With `executor` (a
 /// node's event loop, for reads), what follows the first suspension runs there, so the reply that completes the
-/// read also wakes the caller: as few thread hand-offs as a Swift caller's.
+/// read also wakes the caller: as few thread hand-offs as a Swift caller's. Not for callers inside a Swift task or on
+/// an event loop: blocking that thread could starve what the operation waits for.
 func blocking<Value: Sendable>(on executor: (any TaskExecutor)? = nil,
                                _ operation: sending @escaping () async throws(GedsError) -> Value) -> Result<Value, GedsError> {
     let rendezvous = Rendezvous<Value>()
@@ -43,7 +45,7 @@ private final class Rendezvous<Value: Sendable>: @unchecked Sendable {
     }
 
     func wait() -> Result<Value, GedsError> {
-        while sem_wait(semaphore) != 0 && errno == EINTR {}
+        _ = retryingOnInterrupt { sem_wait(semaphore) }
         return result ?? .failure(GedsError(.internal, "an operation ended without a result"))
     }
 }

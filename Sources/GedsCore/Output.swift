@@ -6,9 +6,8 @@ import Glibc
 public func writeAll(_ descriptor: Int32, _ bytes: UnsafeRawBufferPointer) throws(GedsError) {
     var done = 0
     while done < bytes.count {
-        let written = write(descriptor, bytes.baseAddress! + done, bytes.count - done)
+        let written = retryingOnInterrupt { write(descriptor, bytes.baseAddress! + done, bytes.count - done) }
         if written < 0 {
-            if errno == EINTR { continue }
             throw GedsError.io("write failed", errno: errno)
         }
         done += written

@@ -112,8 +112,25 @@ extension Location {
 
 /// Identifies the immutable bytes of one sealed object. Keys point at blobs: rename moves a key, copy adds a
 /// key for the same blob, overwriting binds the key to a new blob. A blob id is never reused, so a stale
-/// location can never yield another object's bytes.
-public typealias BlobID = UInt64
+/// location can never yield another object's bytes. On the wire and in files it is its 64-bit `rawValue`.
+public struct BlobID: Hashable, Comparable, Sendable, ExpressibleByIntegerLiteral, CustomStringConvertible {
+    public let rawValue: UInt64
+
+    public init(_ rawValue: UInt64) {
+        self.rawValue = rawValue
+    }
+
+    public init(integerLiteral value: UInt64) {
+        rawValue = value
+    }
+
+    public static func < (lhs: BlobID, rhs: BlobID) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    /// The next id an MDS hands out.
+    public var next: BlobID { BlobID(rawValue + 1) }
+
+    public var description: String { fileName }
+}
 
 public struct ObjectInfo: Sendable, Equatable {
     public var bucket: String
@@ -224,7 +241,7 @@ public struct NodeInfo: Sendable, Equatable {
 extension BlobID {
     /// The blob's file name in any tier folder: 16 hex digits, so names sort and never collide.
     public var fileName: String {
-        let hex = String(self, radix: 16)
+        let hex = String(rawValue, radix: 16)
         return String(repeating: "0", count: 16 - hex.count) + hex
     }
 
@@ -232,6 +249,6 @@ extension BlobID {
         guard fileName.utf8.count == 16,
               fileName.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }),
               let value = UInt64(fileName, radix: 16) else { return nil }
-        self = value
+        rawValue = value
     }
 }

@@ -1,3 +1,5 @@
+import GedsCore
+
 /// The keys of one bucket, compact enough for tens of millions of objects per MDS.
 ///
 /// Key bytes live back to back in one arena; a record per key holds where its bytes are and what it points
@@ -9,7 +11,7 @@ struct BucketIndex {
         var keyOffset: UInt32
         var keyLength: UInt16
         var hasMetadata: Bool
-        var blob: UInt64
+        var blob: BlobID
         var modified: UInt64
     }
 
@@ -50,7 +52,7 @@ struct BucketIndex {
     // MARK: Changing
 
     /// Adds a key that is not present; returns its record number.
-    mutating func insert(_ key: String, blob: UInt64, modified: UInt64, hasMetadata: Bool) -> UInt32 {
+    mutating func insert(_ key: String, blob: BlobID, modified: UInt64, hasMetadata: Bool) -> UInt32 {
         var key = key
         let length = key.utf8.count
         if arena.count + length > Int(UInt32.max) { compactArena() }

@@ -3,6 +3,8 @@ import NIOCore
 
 /// The namespace's revision and the last `capacity` events, which serve resumes. Every committed change gets the
 /// next revision, so the history holds consecutive revisions and a resume point is found by arithmetic.
+/// In memory only: a restarted MDS starts again at revision 0 with an empty history, so a resume from beyond its
+/// revision is refused with an error naming it.
 public struct EventHistory: Sendable {
     public let capacity: Int
     /// The revision of the last change (0 before the first).

@@ -1,4 +1,6 @@
+import GedsCarrier
 import GedsCore
+import GedsMetadataRDMA
 import GedsTCP
 import GedsWire
 import Logging
@@ -27,7 +29,7 @@ public final class MetadataService: RequestService {
     public var levels: (buckets: Int, objects: Int, liveNodes: Int) { store.withLock { $0.levels } }
     public var subscriptionCount: Int { subscriptions.count }
 
-    public func respond(to request: Request, on eventLoop: any EventLoop) -> Response {
+    public func respond(to request: Request) -> Response {
         do {
             if case .subscribe(let scope, let after) = request { return .push(try subscribe(scope, after: after)) }
             return .reply(try answer(request))
@@ -234,8 +236,7 @@ public final class MetadataServer: Sendable {
         var rdma: RDMAMetadataListener?
         if let rdmaListen {
             do {
-                rdma = try await RDMAMetadataListener.start(listen: rdmaListen, service: service, eventLoop: group.next(),
-                                                            logger: logger)
+                rdma = try await RDMAMetadataListener.start(listen: rdmaListen, service: service, logger: logger)
             } catch {
                 await server.close()
                 throw error

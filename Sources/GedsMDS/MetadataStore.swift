@@ -79,6 +79,8 @@ public struct MetadataStore: Sendable {
     /// The largest object whose bytes a seal may bring to be kept inline (0: none; see `InlineContents`).
     public let inlineLimit: UInt32
     private var pendingObjects: [BlobID: PendingObject] = [:]
+    /// One per blob with an S3 copy, since `copy` shares blobs: about 45 bytes (plus a key's bytes beyond 15), and
+    /// about 30 more in `s3Holders`.
     private var s3Copies: [BlobID: S3Copy] = [:]
     private var s3Stores: [S3Store] = []
     private var s3StoreNumbers: [S3Store: UInt32] = [:]
@@ -105,7 +107,7 @@ public struct MetadataStore: Sendable {
         self.inlineLimit = min(inlineLimit, InlineContents.maximumLimit)
         blobs = BlobTable(contentBudget: inlineBudget)
         events = EventHistory(capacity: eventHistory)
-        nextBlob = BlobID(epoch & 0xFFFFF) << 44
+        nextBlob = BlobID(UInt64(epoch & 0xFFFFF) << 44)
     }
 
     public var objectCount: Int { buckets.values.reduce(0) { $0 + $1.index.count } }
@@ -214,7 +216,7 @@ public struct MetadataStore: Sendable {
         _ = try ObjectKey(key)
         guard buckets[bucket] != nil else { throw GedsError.noSuchBucket(bucket) }
         guard nodes[node]?.alive == true else { throw GedsError(.noSuchNode, "node \(node) is not registered") }
-        nextBlob += 1
+        nextBlob = nextBlob.next
         pendingObjects[nextBlob] = PendingObject(bucket: bucket, key: Key(key), node: node)
         buckets[bucket]!.pending[Key(key), default: 0] += 1
         return nextBlob
@@ -457,7 +459,7 @@ public struct MetadataStore: Sendable {
         if let lapse = s3Deletions[name], now < lapse {
             throw GedsError(.s3DeletionPending, "\(target.url) is being deleted; copy once that is done")
         }
-        nextBlob += 1
+        nextBlob = nextBlob.next
         blobs.insert(nextBlob, size: blobs.size(of: blob) ?? 0, placements: [], bytes: blobs.contents(of: blob))
         // Held before the key is bound, so the object it replaces no longer holds the S3 object.
         assignS3Copy(of: target, in: to.bucket, to: nextBlob, persistency: storage.persistency, stored: false)
@@ -653,7 +655,7 @@ public struct MetadataStore: Sendable {
             if let lapse = s3Deletions[s3Name(of: storage.object(forKey: key))], now < lapse {
                 throw GedsError.noSuchObject(bucket, key)
             }
-            nextBlob += 1
+            nextBlob = nextBlob.next
             blobs.insert(nextBlob, size: size, placements: [])
             assignS3Copy(of: storage.object(forKey: key), in: bucket, to: nextBlob, persistency: storage.persistency, stored: true)
             bind(bucket: bucket, key: key, to: Entry(blob: nextBlob, modified: now, metadata: metadata))

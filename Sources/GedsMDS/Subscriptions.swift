@@ -1,7 +1,6 @@
 import GedsCore
-import GedsTCP
+import GedsCarrier
 import GedsWire
-import NIOCore
 import Synchronization
 
 /// The MDS's live subscriptions, by bucket. The store's critical section only appends its events (and progress marks)
@@ -92,12 +91,12 @@ final class SubscriptionHub: Sendable {
     }
 }
 
-/// One subscription on one connection: events waiting to be written, bounded; written on the connection's event
-/// loop while its socket takes them. When the queue overflows (the peer stopped reading), the subscription ends
+/// One subscription on one connection: events waiting to be written, bounded; written on the connection's thread
+/// while it takes them. When the queue overflows (the peer stopped reading), the subscription ends
 /// with `tooSlow` and the revision of the last event written, which the peer resumes from.
 final class Subscriber: PushSource {
     struct Queue {
-        var sink: PushSink?
+        var sink: (any PushSink)?
         var first: Reply?
         var events: [NamespaceEvent] = []
         /// The highest revision the subscriber will have seen once the queue is written (events or progress).
@@ -128,7 +127,7 @@ final class Subscriber: PushSource {
     }
 
     func offer(_ events: [NamespaceEvent]) {
-        let wake = queue.withLock { queue -> PushSink? in
+        let wake = queue.withLock { queue -> (any PushSink)? in
             guard queue.end == nil, !queue.stopped, let last = events.last, last.revision > queue.seen else { return nil }
             // Events committed before the subscription began may still be on their way out: its replay has them.
             let events = events.first!.revision > queue.seen ? events : events.filter { $0.revision > queue.seen }
@@ -146,7 +145,7 @@ final class Subscriber: PushSource {
     }
 
     func offerProgress(_ revision: UInt64) {
-        let wake = queue.withLock { queue -> PushSink? in
+        let wake = queue.withLock { queue -> (any PushSink)? in
             guard queue.end == nil, !queue.stopped, queue.events.isEmpty, queue.seen < revision else { return nil }
             queue.seen = revision
             queue.progress = revision
@@ -155,23 +154,19 @@ final class Subscriber: PushSource {
         if let wake { wakeUp(wake) }
     }
 
-    /// Flushes on the sink's event loop: at once when already there (one hand-off fewer), else queued to it.
-    private func wakeUp(_ sink: PushSink) {
-        if sink.eventLoop.inEventLoop {
-            flush()
-        } else {
-            sink.eventLoop.execute { self.flush() }
-        }
+    /// Flushes on the sink's thread: at once when already there (one hand-off fewer), else queued to it.
+    private func wakeUp(_ sink: any PushSink) {
+        sink.execute { self.flush() }
     }
 
     /// The sink to wake when a flush is not already on its way (nil before the stream started).
-    private static func schedule(_ queue: inout Queue) -> PushSink? {
+    private static func schedule(_ queue: inout Queue) -> (any PushSink)? {
         guard let sink = queue.sink, !queue.flushScheduled else { return nil }
         queue.flushScheduled = true
         return sink
     }
 
-    func start(_ sink: PushSink) {
+    func start(_ sink: any PushSink) {
         queue.withLock { $0.sink = sink }
         flush()
     }
@@ -183,12 +178,12 @@ final class Subscriber: PushSource {
         onStop(self)
     }
 
-    /// Writes what is queued while the socket takes it (on the sink's event loop).
+    /// Writes what is queued while the socket takes it (on the sink's thread).
     private func flush() {
         let (sink, first, events, progress, end) = queue.withLock { queue in
             queue.flushScheduled = false
             guard let sink = queue.sink, !queue.stopped else {
-                return (nil as PushSink?, nil as Reply?, [NamespaceEvent](), nil as UInt64?, nil as SubscriptionEnd?)
+                return (nil as (any PushSink)?, nil as Reply?, [NamespaceEvent](), nil as UInt64?, nil as SubscriptionEnd?)
             }
             // An ending subscription sends what it has at once; otherwise wait while the peer is not reading.
             guard sink.isWritable || queue.end != nil || queue.first != nil else { return (nil, nil, [], nil, nil) }

@@ -1,5 +1,6 @@
+import GedsCarrier
 import GedsCore
-import GedsMDS
+import GedsMetadataRDMA
 import GedsTCP
 import GedsTier0
 import GedsTier1
@@ -28,28 +29,22 @@ public final class Node: Sendable {
     let peers: ConnectionPool
     /// The event loop of all this node's client connections, as a task executor (see `onLoop`).
     let executor: EventLoopTaskExecutor
-    let bulk = BulkReader()
+    let bulk: BulkReader
     let server: FrameServer
     let group: any EventLoopGroup
-    private let session = Mutex<Session>(Session())
-    private let heartbeat = Mutex<Task<Void, Never>?>(nil)
+    /// This node's registration and heartbeats.
+    let session: MDSSession
     /// S3 clients and the write-back queue (see Persistence.swift).
-    let persistence = PersistenceState()
+    let persistence: PersistenceState
+    /// The carriers this node reads copies over.
+    let carriers: CopyCarriers
     /// Lookups on callers' own threads (see `lookupOnCallerThread`).
     let direct: DirectCalls
     /// Set by `shutdown`: reads fail from then on, also of objects whose bytes a reader holds already.
     private let stopped = Atomic<Bool>(false)
 
-    struct Session {
-        var index: UInt32 = 0
-        var advertised = Endpoint(host: "", port: 0)
-        var leaseMilliseconds: UInt32 = 5000
-        /// Objects up to this size bring their bytes with their seal, for the MDS to keep inline.
-        var inlineLimit: UInt32 = 0
-    }
-
-    public var index: UInt32 { session.withLock { $0.index } }
-    public var endpoint: Endpoint { session.withLock { $0.advertised } }
+    public var index: UInt32 { session.index }
+    public var endpoint: Endpoint { session.advertised }
     var timeout: TimeAmount { .milliseconds(configuration.timeoutMilliseconds) }
 
     public static func start(_ configuration: NodeConfiguration, logger: Logger,
@@ -76,7 +71,7 @@ public final class Node: Sendable {
             throw GedsError.wrapping(error)
         }
         var rdma: RDMADataPlane?
-        var mdsOverRDMA: MDSClient.RDMASession?
+        var mdsOverRDMA: RDMAMetadataClient?
         do throws(GedsError) {
             if transport.offersRDMA {
                 rdma = try await startRDMA(configuration, transport: &transport, port: server.localAddress.port, logger: logger)
@@ -100,13 +95,15 @@ public final class Node: Sendable {
             await node.shutdown()
             throw error
         }
-        node.startHeartbeats()
+        node.session.startHeartbeats(on: executor, usage: { [weak node] in node?.tier0.usage ?? (0, 0) },
+                                     drop: { [weak node] blob in await node?.dropLocalCopies(of: blob) },
+                                     registerAgain: { [weak node] in try? await node?.register() })
         return node
     }
 
     private init(configuration: NodeConfiguration, tier0: Tier0Store, tier1: Tier1Store?, pool: ConnectionPool,
                  executor: EventLoopTaskExecutor, server: FrameServer, group: any EventLoopGroup, logger: Logger,
-                 transport: TransportSelection, rdma: RDMADataPlane?, mdsOverRDMA: MDSClient.RDMASession?) {
+                 transport: TransportSelection, rdma: RDMADataPlane?, mdsOverRDMA: RDMAMetadataClient?) {
         self.configuration = configuration
         self.tier0 = tier0
         self.tier1 = tier1
@@ -120,9 +117,16 @@ public final class Node: Sendable {
         self.logger = logger
         self.transport = transport
         self.rdma = rdma
+        let bulk = BulkReader()
+        let persistence = PersistenceState(logger: logger)
+        self.bulk = bulk
+        self.persistence = persistence
+        carriers = CopyCarriers(rdma: rdma, bulk: bulk, pool: pool, s3Clients: persistence.s3Clients,
+                                timeoutMilliseconds: configuration.timeoutMilliseconds)
         direct = DirectCalls(endpoint: configuration.mds, timeoutMilliseconds: configuration.timeoutMilliseconds)
         mds = MDSClient(endpoint: configuration.mds, pool: pool,
-                        timeout: .milliseconds(configuration.timeoutMilliseconds), rdma: mdsOverRDMA)
+                        timeout: .milliseconds(configuration.timeoutMilliseconds), rdma: mdsOverRDMA, logger: logger)
+        session = MDSSession(mds: mds, logger: logger)
     }
 
     /// Runs `body` on the event loop of this node's connections: its round trips then cost no thread
@@ -163,12 +167,12 @@ public final class Node: Sendable {
 
     /// Connects to the MDS's RDMA listener; under `auto` a failure leaves the node on TCP (logged).
     private static func connectMDSOverRDMA(_ endpoint: Endpoint, _ configuration: NodeConfiguration, engine: RDMAEngine,
-                                           logger: Logger) async throws(GedsError) -> MDSClient.RDMASession? {
+                                           logger: Logger) async throws(GedsError) -> RDMAMetadataClient? {
         do throws(GedsError) {
             let client = try await RDMAMetadataClient.connect(to: endpoint, engine: engine,
                                                               timeout: .milliseconds(configuration.timeoutMilliseconds))
             logger.info("MDS: over rdma at \(endpoint)")
-            return MDSClient.RDMASession(client, logger: logger)
+            return client
         } catch {
             if configuration.transport == .rdma { throw error }
             logger.notice("MDS: over tcp at \(configuration.mds) (\(error.message))")
@@ -176,75 +180,18 @@ public final class Node: Sendable {
         }
     }
 
-    // MARK: Session with the MDS
-
-    /// `checkingTier1Files`: at start, where the tier-1 files were left by an earlier process (see
-    /// `offerTier1Copies`).
-    private func register(checkingTier1Files: Bool = false) async throws(GedsError) {
-        var host = configuration.advertisedHost ?? server.localAddress.host
-        if host == "0.0.0.0" || host == "::" { host = "127.0.0.1" }
-        let advertised = Endpoint(host: host, port: server.localAddress.port)
-        let reply = try await mds.call(.registerNode(NodeRegistration(
-            name: configuration.name, hostID: configuration.hostID, role: configuration.role,
-            tcp: advertised, tier0Directory: configuration.tier0Directory, rdma: rdma?.responder.endpoint)))
-        guard case .nodeRegistered(let index, let lease, let inlineLimit) = reply else { throw MDSClient.unexpected(reply) }
-        session.withLock {
-            $0 = Session(index: index, advertised: advertised, leaseMilliseconds: lease, inlineLimit: inlineLimit)
-        }
-        logger.info("registered with the MDS at \(configuration.mds) as node \(index) (lease \(lease) ms)")
-        // After a lost lease the MDS withdrew our copies; offer back those it still knows.
-        for blob in tier0.inventory.keys {
-            do {
-                try await mds.expectOK(.addLocation(blob: blob, placement: tier0Placement(of: blob)))
-            } catch {
-                discardTier0Copy(blob)
-            }
-        }
-        await offerTier1Copies(checkingFiles: checkingTier1Files)
-    }
-
-    private func startHeartbeats() {
-        // On the node's event loop, not the cooperative pool: an application whose tasks keep the pool's threads
-        // busy (the soak workload once did) must not make the node miss its lease.
-        let task = Task(executorPreference: executor) { [weak self] in
-            // Four beats per lease, so one lost heartbeat never costs the lease.
-            while !Task.isCancelled {
-                guard let lease = self?.session.withLock({ $0.leaseMilliseconds }) else { return }
-                try? await Task.sleep(for: .milliseconds(max(Int(lease) / 4, 50)))
-                guard let self, !Task.isCancelled else { return }
-                await self.beat()
-            }
-        }
-        heartbeat.withLock { $0 = task }
-    }
-
-    private func beat() async {
-        let usage = tier0.usage
-        do {
-            let reply = try await mds.call(.heartbeat(node: index, blobs: usage.blobs, bytes: usage.bytes))
-            if case .heartbeatAck(let drop) = reply {
-                for blob in drop { await dropLocalCopies(of: blob) }
-            }
-        } catch where error.code == .noSuchNode {
-            logger.warning("the MDS no longer knows this node; registering again")
-            try? await register()
-        } catch {
-            logger.warning("heartbeat failed: \(error.message)")
-        }
-    }
-
     public func shutdown() async {
         stopped.store(true, ordering: .releasing)
         await flushBeforeLeaving()  // still heartbeating: the copies being uploaded stay published meanwhile
-        heartbeat.withLock { $0?.cancel() }
-        try? await mds.expectOK(.leave(node: index))
+        session.stopHeartbeats()
+        await session.leave()
         await server.close()
         await mds.rdma?.close()
         await rdma?.shutdown()
         peers.closeAll()
         await bulk.shutdown()
         await tier1?.shutdown()
-        for client in persistence.clients.withLock({ Array($0.values) }) { await client.shutdown() }
+        await persistence.s3Clients.shutdown()
         if configuration.removeTier0OnShutdown {
             for blob in tier0.inventory.keys { discardTier0Copy(blob) }
             tier0.removeSlabFiles()
@@ -303,7 +250,7 @@ public final class Node: Sendable {
     /// Nil when it cannot be read back (the seal then goes without: the node's copy serves reads).
     private func inlineContents(of writable: WritableBlob) -> [UInt8]? {
         let size = writable.size
-        guard size > 0, size <= UInt64(session.withLock({ $0.inlineLimit })) else { return nil }
+        guard size > 0, size <= UInt64(session.inlineLimit) else { return nil }
         let bytes = [UInt8](unsafeUninitializedCapacity: Int(size)) { buffer, count in
             count = (try? writable.read(into: UnsafeMutableRawBufferPointer(buffer), at: 0)) ?? 0
         }
@@ -323,7 +270,7 @@ public final class Node: Sendable {
         }
     }
 
-    private func checkRunning() throws(GedsError) {
+    func checkRunning() throws(GedsError) {
         if stopped.load(ordering: .acquiring) {
             throw GedsError(.invalidArgument, "the GEDS handle of this node is closed")
         }
@@ -344,232 +291,19 @@ public final class Node: Sendable {
         return BlobPlacement(node: index, tier: .tier0, rdmaAddress: access?.address ?? 0, rkey: access?.rkey ?? 0, slot: slot)
     }
 
-    /// Our tier-0 copy registered for one-sided READs (once; later calls reuse the registration; a packed copy's
-    /// is its slab's), nil when this node runs over TCP or the copy could not be registered.
+    /// Our tier-0 copy registered for one-sided READs (once; later calls reuse the registration), nil when
+    /// this node runs over TCP, the copy could not be registered, or it is packed into a slab slot: a packed
+    /// copy publishes no rkey and is read over TCP (a process test once read a wrong slot header over RDMA,
+    /// cause unknown; such small objects mostly come inline from the MDS anyway).
     private func rdmaAccess(of blob: BlobID, path: String, slot: SlabSlot?) -> RDMAAccess? {
-        guard let rdma, let remote = rdma.register(slot.map { .slab($0.slab) } ?? .blob(blob), path: path) else { return nil }
-        return RDMAAccess(endpoint: rdma.responder.endpoint, address: remote.address + (slot?.offset ?? 0), rkey: remote.rkey)
+        guard slot == nil, let rdma, let remote = rdma.register(blob, path: path) else { return nil }
+        return RDMAAccess(endpoint: rdma.responder.endpoint, address: remote.address, rkey: remote.rkey)
     }
 
     /// Deletes our tier-0 copy once the MDS no longer hands it out (or never did), its RDMA registration first.
     func discardTier0Copy(_ blob: BlobID) {
         rdma?.withdrawn(blob)
         tier0.remove(blob)
-    }
-
-    // MARK: Reading
-
-    /// A zero-copy view of the whole object: our own copy (promoted from tier 1 when spilled), a same-host
-    /// owner's tier-0 file, or a copy fetched from a peer into our tier 0 (and published as another location).
-    public func view(of info: ObjectInfo) async throws(GedsError) -> MappedBytes {
-        try checkRunning()
-        return try await followingMoves(info) { (info) throws(GedsError) -> MappedBytes in
-            var failures: [(node: String, error: GedsError)] = []
-            do throws(GedsError) {
-                if let own = try await ownCopy(info.blob) {
-                    opened(info.blob, own)
-                    return own
-                }
-            } catch {
-                failures.append((configuration.name, error))
-            }
-            for location in ordered(info.locations) where isMappable(location) {
-                do throws(GedsError) {
-                    return try Tier0Store.map(location, of: info.blob, size: info.size)
-                } catch {
-                    failures.append((location.node, error))
-                }
-            }
-            for location in ordered(info.locations) where !isMappable(location) && location.node != configuration.name {
-                do throws(GedsError) {
-                    let copy = try await fetch(info.blob, size: info.size, from: location, publish: configuration.publishCachedCopies)
-                    opened(info.blob, copy)
-                    return copy
-                } catch {
-                    failures.append((location.node, error))
-                }
-            }
-            throw unreachable(info, failures)
-        }
-    }
-
-    /// Reads a range into caller memory (`buffer.count` bytes from `offset`, clipped to the object's size).
-    public func read(_ info: ObjectInfo, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
-        try checkRunning()
-        guard offset < info.size, buffer.count > 0 else { return 0 }
-        let length = min(UInt64(buffer.count), info.size - offset)
-        if let copied = info.copyContents(at: offset, into: buffer) {
-            NodeMetrics.readInline.increment(by: Int64(copied))
-            return copied
-        }
-        let destination = CallerBufferSink(destination: UnsafeMutableRawBufferPointer(rebasing: buffer[..<Int(length)]))
-        return try await followingMoves(info) { (info) throws(GedsError) -> Int in
-            var failures: [(node: String, error: GedsError)] = []
-            do throws(GedsError) {
-                if let own = try await ownCopy(info.blob) { return try copy(from: own, at: offset, into: destination) }
-            } catch {
-                failures.append((configuration.name, error))
-            }
-            for location in ordered(info.locations) where location.node != configuration.name {
-                do throws(GedsError) {
-                    if isMappable(location) {
-                        return try copy(from: try Tier0Store.map(location, of: info.blob, size: info.size), at: offset, into: destination)
-                    }
-                    let got = try await transfer(info.blob, objectSize: info.size, offset: offset, length: length, from: location,
-                                                 into: destination)
-                    guard got == length else { throw GedsError(.protocolViolation, "node \(location.node) sent \(got) of \(length) bytes") }
-                    return Int(length)
-                } catch {
-                    failures.append((location.node, error))
-                }
-            }
-            throw unreachable(info, failures)
-        }
-    }
-
-    private func copy(from mapping: MappedBytes, at offset: UInt64, into sink: CallerBufferSink) throws(GedsError) -> Int {
-        let length = sink.destination.count
-        guard mapping.count >= Int(offset) + length else { throw GedsError(.noSuchBlob, "copy is shorter than the object") }
-        mapping.withBytes { bytes in
-            sink.destination.baseAddress!.copyMemory(from: bytes.baseAddress!.advanced(by: Int(offset)), byteCount: length)
-        }
-        NodeMetrics.readLocal.increment(by: Int64(length))
-        return length
-    }
-
-    /// Our own copy, mapped: tier 0 as it is, tier 1 promoted into tier 0 first; nil when we hold none.
-    func ownCopy(_ blob: BlobID) async throws(GedsError) -> MappedBytes? {
-        if tier0.contains(blob), let mapping = try? tier0.map(blob) {
-            touched(blob)
-            return mapping
-        }
-        guard holdsInTier1(blob) else { return nil }
-        do {
-            try await promote(blob)
-        } catch where error.code == .outOfSpace {
-            // Both tiers full: map the tier-1 file where it is (through the page cache) rather than fail.
-            guard let tier1 else { throw error }
-            return try Tier0Store.map(path: tier1.path(of: blob))
-        }
-        return try tier0.map(blob)
-    }
-
-    /// Whether a location's file can be mapped from here: a tier-0 copy on this host. Tier-1 files are
-    /// read through their owner, which promotes them (and keeps the move order: MDS first, then the file).
-    func isMappable(_ location: Location) -> Bool {
-        location.tier == .tier0 && location.hostID == configuration.hostID
-    }
-
-    /// Runs a read against `info`, and once more against the MDS's current locations when it failed because
-    /// the copies moved meanwhile (spilled, promoted, relocated): a reader never sees a move.
-    private func followingMoves<Result>(_ info: ObjectInfo,
-                                        _ attempt: (ObjectInfo) async throws(GedsError) -> Result) async throws(GedsError) -> Result {
-        var current = info
-        var retries = 2
-        while true {
-            do {
-                return try await attempt(current)
-            } catch where retries > 0 && error.code == .noSuchBlob {
-                retries -= 1
-                guard let fresh = try? await mds.lookup(bucket: info.bucket, key: info.key),
-                      fresh.blob == info.blob, fresh.locations != current.locations else { throw error }
-                current = fresh
-            }
-        }
-    }
-
-    /// Copies a blob from a peer into our tier 0 (once there is room), straight into its mapping.
-    func fetch(_ blob: BlobID, size: UInt64, from location: Location, publish: Bool) async throws(GedsError) -> MappedBytes {
-        let mapping = try await withTier0Room(size, for: blob) { () throws(GedsError) -> MappedBytes in
-            try await receive(blob, size: size, from: location)
-        }
-        if publish {
-            do {
-                try await mds.expectOK(.addLocation(blob: blob, placement: tier0Placement(of: blob)))
-            } catch where error.code == .noSuchBlob {
-                discardTier0Copy(blob)  // deleted while we copied; the mapping stays valid for this reader
-            } catch {
-                logger.debug("could not publish cached copy of \(blob.fileName): \(error.message)")
-            }
-        }
-        if tier0.contains(blob) { admitted(blob) }
-        return mapping
-    }
-
-    /// Receives a blob from a peer into tier 0 (room for it already reserved).
-    private func receive(_ blob: BlobID, size: UInt64, from location: Location) async throws(GedsError) -> MappedBytes {
-        let receiving = try tier0.receive(blob, size: size)
-        if size > 0 {
-            let got = try await transfer(blob, objectSize: size, offset: 0, length: size, from: location,
-                                         into: MappingSink(mapping: receiving.mapping))
-            guard got == size else {
-                throw GedsError(.protocolViolation, "node \(location.node) sent \(got) of \(size) bytes")
-            }
-        }
-        try receiving.seal()
-        return receiving.mapping
-    }
-
-    /// Reads from a peer: one-sided RDMA READs of its registered copy when both ends run over RDMA (and
-    /// connecting works; else TCP from then on), otherwise large reads over a bulk TCP connection straight
-    /// into the destination and small ones over the peer's multiplexed connection (one round trip, no
-    /// thread hand-off).
-    func transfer(_ blob: BlobID, objectSize: UInt64, offset: UInt64, length: UInt64, from location: Location,
-                  into sink: any ReadSink) async throws(GedsError) -> UInt64 {
-        if let object = location.s3Object {
-            let got = try await readFromS3(object, offset: offset, length: length, into: sink)
-            NodeMetrics.readS3.increment(by: Int64(got))
-            return got
-        }
-        if let rdma, let access = location.rdma, rdma.offersRDMA(access.endpoint) {
-            do throws(RDMADataPlane.PeerFailure) {
-                try await rdma.read(access, objectSize: objectSize, offset: offset, length: length, into: sink,
-                                    packed: location.offset == nil ? nil : blob, peerName: "node \(location.node)",
-                                    timeout: .milliseconds(configuration.timeoutMilliseconds))
-                NodeMetrics.readRDMA.increment(by: Int64(length))
-                return length
-            } catch .failed(let failure) {
-                throw failure
-            } catch {
-                // No RDMA connection to this peer: the read goes over TCP below.
-            }
-        }
-        let got: UInt64
-        if length >= Node.bulkThreshold {
-            got = try await bulk.read(blob: blob, offset: offset, length: length, from: location.tcp,
-                                      peerName: "node \(location.node)", into: sink,
-                                      timeoutMilliseconds: configuration.timeoutMilliseconds)
-        } else {
-            let connection = try await peers.connection(to: location.tcp, peerName: "node \(location.node)")
-            got = try await connection.read(blob: blob, offset: offset, length: length, into: sink, timeout: timeout)
-        }
-        NodeMetrics.readTCP.increment(by: Int64(got))
-        return got
-    }
-
-    static let bulkThreshold: UInt64 = 256 << 10
-
-    /// Local copies first, then same-host ones, then the rest.
-    private func ordered(_ locations: [Location]) -> [Location] {
-        let me = configuration.name
-        let host = configuration.hostID
-        return locations.sorted { lhs, rhs in
-            func rank(_ location: Location) -> Int {
-                location.tier == .s3 ? 3 : location.node == me ? 0 : location.hostID == host ? 1 : 2
-            }
-            return rank(lhs) < rank(rhs)
-        }
-    }
-
-    /// The error of a read that found no copy. When every copy tried was simply gone (moved between tiers or
-    /// nodes since the lookup) it is `noSuchBlob`, which `followingMoves` answers with a fresh lookup.
-    private func unreachable(_ info: ObjectInfo, _ failures: [(node: String, error: GedsError)]) -> GedsError {
-        if info.locations.isEmpty {
-            return GedsError(.objectLost, "object \(info.bucket)/\(info.key) has no copy left (its nodes are gone)")
-        }
-        let moved = !failures.isEmpty && failures.allSatisfy { $0.error.code == .noSuchBlob }
-        return GedsError(moved ? .noSuchBlob : .peerUnreachable, "no copy of \(info.bucket)/\(info.key) could be read: "
-                         + failures.map { "\($0.node): \($0.error.message)" }.joined(separator: "; "))
     }
 
     // MARK: Relocation
@@ -616,77 +350,4 @@ public final class Node: Sendable {
         }
         admitted(blob)
     }
-}
-
-/// Serves peers: blob bytes (sendfile from the tier-0 file) and relocation requests.
-final class NodeService: RequestService {
-    let node = Mutex<Node?>(nil)
-
-    func respond(to request: Request, on eventLoop: any EventLoop) -> Response {
-        guard let node = node.withLock({ $0 }) else {
-            return .reply(.failure(GedsError(.internal, "node is starting")))
-        }
-        switch request {
-        case .readBlob(let blob, let offset, let length):
-            guard node.holdsInTier1(blob) else { return serve(blob, offset: offset, length: length, from: node) }
-            // Spilled: promoted back into tier 0 first (off the event loop), then sent from there.
-            let promise = eventLoop.makePromise(of: Response.self)
-            Task {
-                do throws(GedsError) {
-                    try await node.promote(blob)
-                    promise.succeed(serve(blob, offset: offset, length: length, from: node))
-                } catch where error.code == .outOfSpace {
-                    // Both tiers full: send from the tier-1 file where it is rather than fail the read.
-                    promise.succeed(serve(blob, offset: offset, length: length, from: node, tier1: true))
-                } catch {
-                    promise.succeed(.reply(.failure(error)))
-                }
-            }
-            return .later(promise.futureResult)
-        case .pullBlob(let blob, let size, let source):
-            let promise = eventLoop.makePromise(of: Reply.self)
-            Task {
-                do throws(GedsError) {
-                    try await node.pull(blob, size: size, from: source)
-                    promise.succeed(.ok)
-                } catch {
-                    promise.succeed(.failure(error))
-                }
-            }
-            return .deferred(promise.futureResult)
-        case .persistBlob, .flush:
-            return node.respondToPersistence(request, on: eventLoop)
-        default:
-            return .reply(.failure(GedsError(.invalidArgument, "a node serves only object bytes; ask the MDS")))
-        }
-    }
-
-    /// Sends a range of a tier-0 (or, when it cannot be promoted, tier-1) blob with sendfile.
-    private func serve(_ blob: BlobID, offset: UInt64, length: UInt64, from node: Node, tier1: Bool = false) -> Response {
-        do {
-            let (descriptor, start, size) = tier1 ? try node.openTier1ForReading(blob) : try node.tier0.openForReading(blob)
-            guard offset <= size, length <= size - offset else {
-                close(descriptor)
-                return .reply(.failure(GedsError(.invalidArgument, "range \(offset)+\(length) is outside blob \(blob.fileName) of \(size) bytes")))
-            }
-            node.touched(blob)
-            return .file(FileStream(descriptor: descriptor, offset: start + offset, length: length))
-        } catch {
-            return .reply(.failure(error))
-        }
-    }
-}
-
-/// A copy arriving into tier 0: the mapping is kept alive by the sink until the read returns.
-struct MappingSink: ReadSink {
-    let mapping: MappedBytes
-
-    var destination: UnsafeMutableRawBufferPointer {
-        UnsafeMutableRawBufferPointer(start: mapping.base, count: mapping.count)
-    }
-}
-
-// @unchecked: the caller's buffer outlives the awaited read, and only the transport writes it meanwhile.
-struct CallerBufferSink: ReadSink, @unchecked Sendable {
-    let destination: UnsafeMutableRawBufferPointer
 }

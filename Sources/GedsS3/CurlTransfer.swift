@@ -167,9 +167,8 @@ private final class TransferState {
         case .file(let descriptor, let offset, _):
             var done = 0
             while done < count {
-                let result = pread(descriptor, target + done, count - done, off_t(offset + uploadPosition) + off_t(done))
+                let result = retryingOnInterrupt { pread(descriptor, target + done, count - done, off_t(offset + uploadPosition) + off_t(done)) }
                 if result < 0 {
-                    if errno == EINTR { continue }
                     failure = .bodyRead(errno: errno)
                     return nil
                 }

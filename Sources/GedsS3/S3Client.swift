@@ -690,9 +690,8 @@ private func hashFile(descriptor: Int32, offset: UInt64, length: UInt64) -> Resu
     var done: UInt64 = 0
     while done < length {
         let want = Int(min(UInt64(chunk), length - done))
-        let count = pread(descriptor, buffer.baseAddress, want, off_t(offset + done))
+        let count = retryingOnInterrupt { pread(descriptor, buffer.baseAddress, want, off_t(offset + done)) }
         if count < 0 {
-            if errno == EINTR { continue }
             return .failure(ErrnoError(number: errno))
         }
         if count == 0 { return .failure(ErrnoError(number: EIO)) }

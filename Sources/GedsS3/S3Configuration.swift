@@ -245,9 +245,8 @@ func readSmallFile(_ path: String, limit: Int = 1 << 20) throws(GedsError) -> St
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 65536)
     while bytes.count < limit {
-        let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        let count = retryingOnInterrupt { chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) } }
         if count < 0 {
-            if errno == EINTR { continue }
             throw GedsError.io("cannot read \(path)", errno: errno)
         }
         if count == 0 { break }

@@ -1,3 +1,4 @@
+import GedsCarrier
 import GedsCore
 import GedsWire
 import NIOCore
@@ -121,7 +122,7 @@ public final class BulkReader: Sendable {
         func receive(into buffer: UnsafeMutableRawBufferPointer, streaming: Bool) throws(GedsError) {
             var done = 0
             while done < buffer.count {
-                let got = recv(socket, buffer.baseAddress! + done, buffer.count - done, Int32(MSG_WAITALL))
+                let got = retryingOnInterrupt { recv(socket, buffer.baseAddress! + done, buffer.count - done, Int32(MSG_WAITALL)) }
                 if got > 0 {
                     done += got
                     continue
@@ -132,7 +133,6 @@ public final class BulkReader: Sendable {
                         : "\(peerName) closed the connection")
                 }
                 switch errno {
-                case EINTR: continue
                 case EAGAIN, EWOULDBLOCK:
                     throw GedsError(.timedOut, "read from \(peerName) made no progress for \(timeoutMilliseconds) ms")
                 default:
@@ -145,9 +145,8 @@ public final class BulkReader: Sendable {
     static func sendAll(_ socket: Int32, _ bytes: UnsafeRawBufferPointer, peerName: String) throws(GedsError) {
         var done = 0
         while done < bytes.count {
-            let sent = send(socket, bytes.baseAddress! + done, bytes.count - done, Int32(MSG_NOSIGNAL))
+            let sent = retryingOnInterrupt { send(socket, bytes.baseAddress! + done, bytes.count - done, Int32(MSG_NOSIGNAL)) }
             if sent < 0 {
-                if errno == EINTR { continue }
                 throw GedsError(.peerUnreachable, "cannot send to \(peerName): \(describeErrno(errno))")
             }
             done += sent

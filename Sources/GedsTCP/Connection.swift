@@ -1,14 +1,9 @@
+import GedsCarrier
 import GedsCore
 import GedsWire
 import NIOCore
 import NIOPosix
 import Synchronization
-
-/// Where the bytes of a read go: memory that stays valid and is written by nobody else until the read
-/// returns. Offsets on the wire are relative to the start of the read.
-public protocol ReadSink: Sendable {
-    var destination: UnsafeMutableRawBufferPointer { get }
-}
 
 /// A multiplexed client connection: many requests in flight, replies matched by request id, streamed reads
 /// delivered to their sinks as bytes arrive. All per-request state lives on the channel's event loop.

@@ -1,49 +1,13 @@
+import GedsCarrier
 import GedsCore
 import GedsWire
 import Logging
 import NIOCore
 import NIOPosix
 
-/// A file range to stream to the requester; the server closes the descriptor when done.
-public struct FileStream: Sendable {
-    public var descriptor: Int32
-    public var offset: UInt64
-    public var length: UInt64
-
-    public init(descriptor: Int32, offset: UInt64, length: UInt64) {
-        self.descriptor = descriptor
-        self.offset = offset
-        self.length = length
-    }
-}
-
-public enum Response: Sendable {
-    case reply(Reply)
-    /// Answered later (the service must not block the event loop).
-    case deferred(EventLoopFuture<Reply>)
-    /// A `.stream` reply followed by the file's bytes, sent with sendfile in bounded chunks.
-    case file(FileStream)
-    /// Decided later (a node's file that must first come back from a lower tier), then sent as above.
-    case later(EventLoopFuture<Response>)
-    /// Replies pushed by the source, all with the request's id, until it or the connection ends (a subscription).
-    /// The connection then carries nothing else.
-    case push(any PushSource)
-}
-
-/// What feeds a pushed stream of replies. Every call comes on the connection's event loop.
-public protocol PushSource: Sendable {
-    /// The stream begins: the source keeps `sink` and writes through it (on the sink's event loop).
-    func start(_ sink: PushSink)
-    /// The socket can take more after it could not (`sink.isWritable` was false).
-    func writable()
-    /// The connection closed.
-    func stop()
-}
-
-/// The write side of a pushed stream: replies framed with the id of the request that opened it. Use it only on
-/// its event loop.
-public struct PushSink: Sendable {
-    public let eventLoop: any EventLoop
+/// A pushed stream on a TCP connection: its thread is the connection's event loop.
+struct ChannelPushSink: PushSink {
+    private let eventLoop: any EventLoop
     private let channel: any Channel
     private let id: UInt64
 
@@ -53,31 +17,32 @@ public struct PushSink: Sendable {
         self.id = id
     }
 
-    /// False while the peer does not read what was sent (the connection's buffer is above its high mark).
-    public var isWritable: Bool { channel.isWritable }
+    var isWritable: Bool { channel.isWritable }
 
-    public func write(_ reply: Reply) {
+    func write(_ reply: Reply) {
         channel.write(FrameEncoder.frame(reply, id: id, allocator: channel.allocator), promise: nil)
     }
 
-    public func flush() { channel.flush() }
+    func flush() { channel.flush() }
 
-    /// Sends what was written, then closes; after `grace` the connection is closed even if the peer never read it.
-    public func close(after grace: TimeAmount) {
+    func close(after grace: Duration) {
         let channel = self.channel
         let promise = eventLoop.makePromise(of: Void.self)
         channel.writeAndFlush(channel.allocator.buffer(capacity: 0), promise: promise)
-        let timeout = eventLoop.scheduleTask(in: grace) { channel.close(promise: nil) }
+        let timeout = eventLoop.scheduleTask(in: TimeAmount(grace)) { channel.close(promise: nil) }
         promise.futureResult.whenComplete { _ in
             timeout.cancel()
             channel.close(promise: nil)
         }
     }
-}
 
-/// What a server does with requests: the MDS and the node data server each implement it.
-public protocol RequestService: Sendable {
-    func respond(to request: Request, on eventLoop: any EventLoop) -> Response
+    func execute(_ work: @escaping @Sendable () -> Void) {
+        if eventLoop.inEventLoop {
+            work()
+        } else {
+            eventLoop.execute(work)
+        }
+    }
 }
 
 /// A TCP server speaking the GEDS frame protocol (swift-nio).
@@ -170,7 +135,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             return
         }
         let served = ServedRequest(kind: request.kindIndex, started: .now())
-        dispatch(service.respond(to: request, on: context.eventLoop), id: id, context: context, served: served)
+        dispatch(service.respond(to: request), id: id, context: context, served: served)
     }
 
     private func dispatch(_ response: Response, id: UInt64, context: ChannelHandlerContext, served: ServedRequest) {
@@ -178,24 +143,18 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         case .reply(let reply):
             served.finished(ok: !reply.isFailure)
             send(reply, id: id, context: context)
-        case .deferred(let future):
-            dispatch(.later(future.map { reply in .reply(reply) }), id: id, context: context, served: served)
-        case .later(let future):
+        case .deferred(let answer):
+            dispatch(.later { .reply(await answer()) }, id: id, context: context, served: served)
+        case .later(let decide):
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            future.hop(to: context.eventLoop).whenComplete { result in
+            // The answer is decided off the event loop and sent from it.
+            context.eventLoop.makeFutureWithTask { await decide() }.whenSuccess { response in
                 let (handler, context) = loopBound.value
-                switch result {
-                case .success(let response):
-                    guard handler.active else {
-                        if case .file(let file) = response { close(file.descriptor) }
-                        return
-                    }
-                    handler.dispatch(response, id: id, context: context, served: served)
-                case .failure(let error):
-                    served.finished(ok: false)
-                    guard handler.active else { return }
-                    handler.send(.failure(GedsError.wrapping(error)), id: id, context: context)
+                guard handler.active else {
+                    if case .file(let file) = response { close(file.descriptor) }
+                    return
                 }
+                handler.dispatch(response, id: id, context: context, served: served)
                 context.flush()
             }
         case .file(let file) where file.length <= ServerConnectionHandler.inlineLimit:
@@ -227,7 +186,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
                                       value: .init(low: 64 << 10, high: 256 << 10)).whenComplete { _ in }
             context.channel.setOption(ChannelOptions.socketOption(.so_sndbuf), value: 256 << 10).whenComplete { _ in }
             push = source
-            source.start(PushSink(channel: context.channel, id: id))
+            source.start(ChannelPushSink(channel: context.channel, id: id))
         case .file(let file):
             served.finished(ok: true, bytes: file.length)
             send(.stream(length: file.length), id: id, context: context)

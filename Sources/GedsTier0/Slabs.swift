@@ -11,12 +11,12 @@ import Glibc
 // first used. A slot starts with a `SlotHeader` naming the blob it holds.
 //
 // Why a reused slot never hands out another object's bytes unnoticed (the slab counterpart of "an rkey never
-// outlives its object", with one RDMA registration per slab):
+// outlives its object"; packed copies publish no rkey, so peers read them over TCP):
 // - in this process a slot is a `PackedSlot` object: views hold it, and it returns to its free list only when
 //   the store and the last view let go of it;
 // - a freed slot waits out a quarantine (the node's timeout) before it is used again, so a READ or a sendfile
 //   that started while it was valid ends before other bytes land there;
-// - readers that found the slot through a location (an RDMA READ, a mapping on the same host) check the header
+// - readers that found the slot through a location (a mapping on the same host) check the header
 //   (the blob and its size) against what they expect, and fail with `noSuchBlob` when it names anything else; a
 //   freed slot's header names no blob.
 
@@ -26,7 +26,7 @@ public enum SlotHeader {
 
     static func write(_ blob: BlobID, size: UInt64, at header: UnsafeMutableRawPointer) {
         header.storeBytes(of: size.littleEndian, toByteOffset: 8, as: UInt64.self)
-        header.storeBytes(of: blob.littleEndian, as: UInt64.self)
+        header.storeBytes(of: blob.rawValue.littleEndian, as: UInt64.self)
     }
 
     /// A free slot names no blob of any size.
@@ -36,8 +36,8 @@ public enum SlotHeader {
     }
 
     /// Whether the header at `header` names `blob` of `size` bytes.
-    public static func names(_ blob: BlobID, size: UInt64, at header: UnsafeRawPointer) -> Bool {
-        UInt64(littleEndian: header.loadUnaligned(as: UInt64.self)) == blob
+    static func names(_ blob: BlobID, size: UInt64, at header: UnsafeRawPointer) -> Bool {
+        UInt64(littleEndian: header.loadUnaligned(as: UInt64.self)) == blob.rawValue
             && UInt64(littleEndian: header.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) == size
     }
 }

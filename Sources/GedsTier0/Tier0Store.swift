@@ -312,9 +312,8 @@ public final class WritableBlob: Sendable {
             guard !state.sealed else { throw GedsError(.objectSealed, "object is sealed; it can no longer be written") }
             var done = 0
             while done < bytes.count {
-                let written = pwrite(state.descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+                let written = retryingOnInterrupt { pwrite(state.descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done)) }
                 if written < 0 {
-                    if errno == EINTR { continue }
                     let code = errno
                     // Give back what a partial write allocated beyond the old end.
                     _ = ftruncate(state.descriptor, off_t(state.size))
@@ -340,9 +339,8 @@ public final class WritableBlob: Sendable {
             let wanted = min(buffer.count, Int(state.size - offset))
             var done = 0
             while done < wanted {
-                let got = pread(state.descriptor, buffer.baseAddress! + done, wanted - done, off_t(offset) + off_t(done))
+                let got = retryingOnInterrupt { pread(state.descriptor, buffer.baseAddress! + done, wanted - done, off_t(offset) + off_t(done)) }
                 if got < 0 {
-                    if errno == EINTR { continue }
                     throw GedsError.io("cannot read tier 0 file", errno: errno)
                 }
                 if got == 0 { break }

@@ -16,6 +16,14 @@ extension ByteBuffer {
         return value
     }
 
+    mutating func writeBlob(_ blob: BlobID) {
+        writeInteger(blob.rawValue)
+    }
+
+    mutating func readBlob(_ what: StaticString = "blob") throws(GedsError) -> BlobID {
+        BlobID(try readWireInteger(what, as: UInt64.self))
+    }
+
     mutating func readWireInteger<T: FixedWidthInteger>(_ what: StaticString, as: T.Type = T.self) throws(GedsError) -> T {
         guard let value = readInteger(as: T.self) else { throw WireDecodingError.truncated(what) }
         return value
@@ -278,13 +286,13 @@ extension Request {
             buffer.writeWireString(key)
             buffer.writeInteger(node)
         case .sealObject(let blob, let size, let metadata, let placement, let contents):
-            buffer.writeInteger(blob)
+            buffer.writeBlob(blob)
             buffer.writeInteger(size)
             buffer.writeMetadata(metadata)
             buffer.writePlacement(placement)
             buffer.writeOptionalBytes(contents)
         case .abortObject(let blob):
-            buffer.writeInteger(blob)
+            buffer.writeBlob(blob)
         case .lookup(let bucket, let key):
             buffer.writeWireString(bucket)
             buffer.writeWireString(key)
@@ -309,17 +317,17 @@ extension Request {
             buffer.writeWireString(key)
             buffer.writeMetadata(metadata)
         case .addLocation(let blob, let placement):
-            buffer.writeInteger(blob)
+            buffer.writeBlob(blob)
             buffer.writePlacement(placement)
         case .removeLocation(let blob, let node):
-            buffer.writeInteger(blob)
+            buffer.writeBlob(blob)
             buffer.writeInteger(node)
         case .readBlob(let blob, let offset, let length):
-            buffer.writeInteger(blob)
+            buffer.writeBlob(blob)
             buffer.writeInteger(offset)
             buffer.writeInteger(length)
         case .pullBlob(let blob, let size, let source):
-            buffer.writeInteger(blob)
+            buffer.writeBlob(blob)
             buffer.writeInteger(size)
             buffer.writeLocation(source)
         case .setBucketStorage(let bucket, let storage):
@@ -328,16 +336,16 @@ extension Request {
         case .bucketStorage(let bucket):
             buffer.writeWireString(bucket)
         case .addS3Copy(let blob):
-            buffer.writeInteger(blob)
+            buffer.writeBlob(blob)
         case .s3Assignment(let blob):
-            buffer.writeInteger(blob)
+            buffer.writeBlob(blob)
         case .adoptS3Object(let bucket, let key, let size, let metadata):
             buffer.writeWireString(bucket)
             buffer.writeWireString(key)
             buffer.writeInteger(size)
             buffer.writeMetadata(metadata)
         case .persistBlob(let blob, let persistency, let object):
-            buffer.writeInteger(blob)
+            buffer.writeBlob(blob)
             buffer.writeInteger(persistency.rawValue)
             buffer.writeBool(object != nil)
             if let object { buffer.writeS3Object(object) }
@@ -393,11 +401,11 @@ extension Request {
             request = .createObject(bucket: try payload.readWireString(), key: try payload.readWireString(),
                                     node: try payload.readWireInteger("node"))
         case .sealObject:
-            request = .sealObject(blob: try payload.readWireInteger("blob"), size: try payload.readWireInteger("size"),
+            request = .sealObject(blob: try payload.readBlob(), size: try payload.readWireInteger("size"),
                                   metadata: try payload.readMetadata(), placement: try payload.readPlacement(),
                                   contents: try payload.readOptionalBytes())
         case .abortObject:
-            request = .abortObject(blob: try payload.readWireInteger("blob"))
+            request = .abortObject(blob: try payload.readBlob("blob"))
         case .lookup:
             request = .lookup(bucket: try payload.readWireString(), key: try payload.readWireString())
         case .list:
@@ -418,28 +426,28 @@ extension Request {
             request = .setMetadata(bucket: try payload.readWireString(), key: try payload.readWireString(),
                                    metadata: try payload.readMetadata())
         case .addLocation:
-            request = .addLocation(blob: try payload.readWireInteger("blob"), placement: try payload.readPlacement())
+            request = .addLocation(blob: try payload.readBlob("blob"), placement: try payload.readPlacement())
         case .removeLocation:
-            request = .removeLocation(blob: try payload.readWireInteger("blob"), node: try payload.readWireInteger("node"))
+            request = .removeLocation(blob: try payload.readBlob(), node: try payload.readWireInteger("node"))
         case .readBlob:
-            request = .readBlob(blob: try payload.readWireInteger("blob"), offset: try payload.readWireInteger("offset"),
+            request = .readBlob(blob: try payload.readBlob(), offset: try payload.readWireInteger("offset"),
                                 length: try payload.readWireInteger("length"))
         case .pullBlob:
-            request = .pullBlob(blob: try payload.readWireInteger("blob"), size: try payload.readWireInteger("size"),
+            request = .pullBlob(blob: try payload.readBlob(), size: try payload.readWireInteger("size"),
                                 source: try payload.readLocation())
         case .setBucketStorage:
             request = .setBucketStorage(bucket: try payload.readWireString(), storage: try payload.readOptionalBucketStorage())
         case .bucketStorage:
             request = .bucketStorage(bucket: try payload.readWireString())
         case .addS3Copy:
-            request = .addS3Copy(blob: try payload.readWireInteger("blob"))
+            request = .addS3Copy(blob: try payload.readBlob("blob"))
         case .s3Assignment:
-            request = .s3Assignment(blob: try payload.readWireInteger("blob"))
+            request = .s3Assignment(blob: try payload.readBlob("blob"))
         case .adoptS3Object:
             request = .adoptS3Object(bucket: try payload.readWireString(), key: try payload.readWireString(),
                                      size: try payload.readWireInteger("size"), metadata: try payload.readMetadata())
         case .persistBlob:
-            let blob: BlobID = try payload.readWireInteger("blob")
+            let blob: BlobID = try payload.readBlob("blob")
             let persistency = try payload.readPersistency()
             request = .persistBlob(blob: blob, persistency: persistency,
                                    object: try payload.readBool() ? try payload.readS3Object() : nil)
@@ -477,19 +485,19 @@ extension Reply {
         case .heartbeatAck(let drop):
             buffer.writeInteger(ReplyTag.heartbeatAck.rawValue)
             buffer.writeInteger(UInt32(drop.count))
-            for blob in drop { buffer.writeInteger(blob) }
+            for blob in drop { buffer.writeBlob(blob) }
         case .buckets(let names):
             buffer.writeInteger(ReplyTag.buckets.rawValue)
             buffer.writeInteger(UInt32(names.count))
             for name in names { buffer.writeWireString(name) }
         case .created(let blob):
             buffer.writeInteger(ReplyTag.created.rawValue)
-            buffer.writeInteger(blob)
+            buffer.writeBlob(blob)
         case .object(let info):
             buffer.writeInteger(ReplyTag.object.rawValue)
             buffer.writeWireString(info.bucket)
             buffer.writeWireString(info.key)
-            buffer.writeInteger(info.blob)
+            buffer.writeBlob(info.blob)
             buffer.writeInteger(info.size)
             buffer.writeBool(info.sealed)
             buffer.writeInteger(info.modified)
@@ -543,7 +551,7 @@ extension Reply {
             buffer.writeS3Objects(objects)
         case .s3Move(let blob, let from, let to, let deleteSource):
             buffer.writeInteger(ReplyTag.s3Move.rawValue)
-            buffer.writeInteger(blob)
+            buffer.writeBlob(blob)
             buffer.writeS3Object(from)
             buffer.writeS3Object(to)
             buffer.writeBool(deleteSource)
@@ -591,7 +599,7 @@ extension Reply {
             let count = try payload.readList(what: "blobs")
             var drop: [BlobID] = []
             drop.reserveCapacity(count)
-            for _ in 0..<count { drop.append(try payload.readWireInteger("blob")) }
+            for _ in 0..<count { drop.append(try payload.readBlob("blob")) }
             reply = .heartbeatAck(drop: drop)
         case .buckets:
             let count = try payload.readList(what: "buckets")
@@ -599,11 +607,11 @@ extension Reply {
             for _ in 0..<count { names.append(try payload.readWireString()) }
             reply = .buckets(names)
         case .created:
-            reply = .created(blob: try payload.readWireInteger("blob"))
+            reply = .created(blob: try payload.readBlob("blob"))
         case .object:
             let bucket = try payload.readWireString()
             let key = try payload.readWireString()
-            let blob: BlobID = try payload.readWireInteger("blob")
+            let blob: BlobID = try payload.readBlob("blob")
             let size: UInt64 = try payload.readWireInteger("size")
             let sealed = try payload.readBool()
             let modified: UInt64 = try payload.readWireInteger("modified")
@@ -658,7 +666,7 @@ extension Reply {
         case .s3Deletions:
             reply = .s3Deletions(deleted: try payload.readWireInteger("deleted"), objects: try payload.readS3Objects())
         case .s3Move:
-            reply = .s3Move(blob: try payload.readWireInteger("blob"), from: try payload.readS3Object(),
+            reply = .s3Move(blob: try payload.readBlob("blob"), from: try payload.readS3Object(),
                             to: try payload.readS3Object(), deleteSource: try payload.readBool())
         case .subscribed:
             reply = .subscribed(revision: try payload.readWireInteger("revision"))

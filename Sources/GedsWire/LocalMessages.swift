@@ -48,7 +48,7 @@ extension LocalRequest {
             if let persistency { buffer.writeInteger(persistency.rawValue) }
         case .seal(let blob, let size, let metadata, let handOffTo):
             buffer.writeInteger(LocalRequestTag.seal.rawValue)
-            buffer.writeInteger(blob)
+            buffer.writeBlob(blob)
             buffer.writeInteger(size)
             buffer.writeMetadata(metadata)
             buffer.writeWireString(handOffTo)
@@ -84,7 +84,7 @@ extension LocalRequest {
             let names = try payload.readNames(2)
             request = .create(bucket: names[0], key: names[1], persistency: try payload.readBool() ? try payload.readPersistency() : nil)
         case .seal:
-            request = .seal(blob: try payload.readWireInteger("blob"), size: try payload.readWireInteger("size"),
+            request = .seal(blob: try payload.readBlob(), size: try payload.readWireInteger("size"),
                             metadata: try payload.readMetadata(), handOffTo: try payload.readWireString())
         case .view:
             request = .view(try payload.readObjectInfo())

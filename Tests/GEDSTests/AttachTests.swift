@@ -71,8 +71,10 @@ struct AttachTests {
             #expect(try listDirectory(folder).count == 1)
             writer = nil
             #expect(await eventually { (try? listDirectory(folder))?.isEmpty == true }, "the daemon reclaimed the file")
-            let error = await gedsError { _ = try await attached.stat(bucket: "attach", key: "dropped") }
-            #expect(error?.code == .noSuchObject)
+            // The daemon tells the MDS after the file is gone (LocalEndpoint.abandon), so this may take a moment.
+            #expect(await eventually {
+                await gedsError { _ = try await attached.stat(bucket: "attach", key: "dropped") }?.code == .noSuchObject
+            }, "the MDS forgot the blob")
         }
     }
 

@@ -1,6 +1,6 @@
 import GedsTestSupport
 import Crypto
-import GEDS
+@testable import GEDS
 import GedsCore
 import GedsMDS
 import Testing

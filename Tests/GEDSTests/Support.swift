@@ -1,5 +1,5 @@
 import Crypto
-import GEDS
+@testable import GEDS
 import GedsCore
 import GedsMDS
 import Logging

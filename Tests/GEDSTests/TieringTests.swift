@@ -1,5 +1,5 @@
 import GedsTestSupport
-import GEDS
+@testable import GEDS
 import GedsCore
 #if canImport(Glibc)
 import Glibc

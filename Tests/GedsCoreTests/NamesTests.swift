@@ -202,14 +202,14 @@ import GedsTestSupport
         #expect(BlobID(0).fileName == "0000000000000000")
         #expect(BlobID(1).fileName == "0000000000000001")
         #expect(BlobID(0xABCDEF).fileName == "0000000000abcdef")
-        #expect(BlobID.max.fileName == "ffffffffffffffff")
+        #expect(BlobID(.max).fileName == "ffffffffffffffff")
         #expect(BlobID(0x1_0000_0000_0000).fileName == "0001000000000000")
     }
 
     @Test func roundTrip() {
         var generator = SplitMix64(seed: 42)
-        var values: [BlobID] = [0, 1, 15, 16, 255, 256, .max, .max - 1, 1 << 44, (1 << 44) + 1]
-        for _ in 0..<10_000 { values.append(generator.next() >> (generator.next() % 64)) }
+        var values: [BlobID] = [0, 1, 15, 16, 255, 256, BlobID(.max), BlobID(.max - 1), BlobID(1 << 44), BlobID((1 << 44) + 1)]
+        for _ in 0..<10_000 { values.append(BlobID(generator.next() >> (generator.next() % 64))) }
         for value in values {
             let name = value.fileName
             #expect(name.utf8.count == 16)

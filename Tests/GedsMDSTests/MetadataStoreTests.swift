@@ -191,7 +191,7 @@ import Testing
             try f.store.seal(blob: blob, size: 1, metadata: ["bad name": "v"], placement: BlobPlacement(node: f.n1, tier: .tier0), now: 1)
         }?.code == .invalidArgument)
         #expect(gedsError {
-            try f.store.seal(blob: blob &+ 1000, size: 1, metadata: [:], placement: BlobPlacement(node: f.n1, tier: .tier0), now: 1)
+            try f.store.seal(blob: BlobID(blob.rawValue &+ 1000), size: 1, metadata: [:], placement: BlobPlacement(node: f.n1, tier: .tier0), now: 1)
         }?.code == .noSuchObject)
         // Still pending, and sealable by its creator.
         #expect(gedsError { _ = try f.store.lookup(bucket: "bkt", key: "k") }?.code == .objectNotSealed)
@@ -206,7 +206,7 @@ import Testing
         var seen = Set<BlobID>()
         for index in 0..<500 {
             let blob = try store.createObject(bucket: "bkt", key: "k\(index % 7)", node: node)
-            #expect(blob >> 44 == 0xABCDE)
+            #expect(blob.rawValue >> 44 == 0xABCDE)
             #expect(seen.insert(blob).inserted)
             if index % 2 == 0 { store.abort(blob: blob) }
         }

@@ -9,7 +9,7 @@ import Testing
     func full() -> (SpillPolicy, [BlobID: UInt64]) {
         var policy = SpillPolicy(capacity: 100 * MiB)
         var inventory: [BlobID: UInt64] = [:]
-        for blob in BlobID(1)...10 {
+        for blob in (UInt64(1)...10).map({ BlobID($0) }) {
             inventory[blob] = 10 * MiB
             policy.touch(blob)
         }
@@ -58,7 +58,7 @@ import Testing
         #expect(!policy.isPinned(1) && !policy.isPinned(2))
         #expect(policy.victims(in: inventory, used: 100 * MiB).map(\.blob) == [1, 2, 3])
         // All pinned: nothing, even when over the mark.
-        for blob in BlobID(1)...10 { policy.pin(blob) }
+        for blob in (UInt64(1)...10).map({ BlobID($0) }) { policy.pin(blob) }
         #expect(policy.victims(in: inventory, used: 100 * MiB).isEmpty)
         inventory = [:]
     }

@@ -25,15 +25,15 @@ import Testing
     /// Many blobs, some failing once: every one is taken, none twice at once, and the queue ends empty.
     @Test func aLongQueueDrains() {
         var queue = WriteBackQueue()
-        let count: BlobID = 20_000
-        for blob in 1...count { _ = queue.add(blob, to: object) }
+        let count: UInt64 = 20_000
+        for blob in (1...count).map({ BlobID($0) }) { _ = queue.add(blob, to: object) }
         var attempts: [BlobID: Int] = [:]
         while let (blob, _) = queue.take() {
             attempts[blob, default: 0] += 1
-            queue.finish(blob, done: blob % 7 != 0 || attempts[blob]! > 1)  // multiples of 7 fail once
+            queue.finish(blob, done: blob.rawValue % 7 != 0 || attempts[blob]! > 1)  // multiples of 7 fail once
         }
         #expect(queue.pending.isEmpty)
         #expect(attempts.count == Int(count))
-        #expect(attempts.allSatisfy { $0.value == ($0.key % 7 == 0 ? 2 : 1) })
+        #expect(attempts.allSatisfy { $0.value == ($0.key.rawValue % 7 == 0 ? 2 : 1) })
     }
 }

@@ -60,8 +60,8 @@ func backedBytes(of folder: String) -> UInt64 {
         func add(_ blob: BlobID) throws {
             let size = [Int.random(in: 1...200, using: &generator), Int.random(in: 1...5000, using: &generator),
                         Int.random(in: 1...70_000, using: &generator)].randomElement(using: &generator)!
-            let bytes = pattern(size, seed: blob)
-            if blob % 2 == 0 { try store.put(blob, bytes) } else { try store.receiveWhole(blob, bytes) }
+            let bytes = pattern(size, seed: blob.rawValue)
+            if blob.rawValue % 2 == 0 { try store.put(blob, bytes) } else { try store.receiveWhole(blob, bytes) }
             expected[blob] = bytes
         }
         func check() throws {
@@ -74,16 +74,16 @@ func backedBytes(of folder: String) -> UInt64 {
                 #expect(got == bytes.count && read == bytes, "blob \(blob) through its descriptor")
             }
         }
-        for blob in 1...1500 as ClosedRange<BlobID> { try add(blob) }
+        for id in UInt64(1)...1500 { try add(BlobID(id)) }
         try check()
         let packed = expected.keys.filter { store.place(of: $0).slot != nil }
         #expect(packed.count > 1000)
         let slotsBefore = Set(packed.map { store.place(of: $0).slot! })
-        for blob in expected.keys.filter({ $0 % 3 == 0 }) {
+        for blob in expected.keys.filter({ $0.rawValue % 3 == 0 }) {
             store.remove(blob)
             expected[blob] = nil
         }
-        for blob in 2001...2500 as ClosedRange<BlobID> { try add(blob) }
+        for id in UInt64(2001)...2500 { try add(BlobID(id)) }
         try check()
         // Freed slots were used again.
         let reused = expected.keys.filter { $0 > 2000 }.compactMap { store.place(of: $0).slot }.filter(slotsBefore.contains)
@@ -104,9 +104,9 @@ func backedBytes(of folder: String) -> UInt64 {
         store.remove(1)
         #expect(!store.contains(1))
         #expect(gedsError { _ = try store.map(1) }?.code == .noSuchBlob)
-        for blob in 2...50 as ClosedRange<BlobID> { try store.put(blob, pattern(1024, seed: blob)) }
+        for id in UInt64(2)...50 { try store.put(BlobID(id), pattern(1024, seed: id)) }
         #expect(view?.array == data)
-        #expect(!(2...50).contains { store.place(of: $0).slot == slot }, "the viewed slot is not handed out again")
+        #expect(!(UInt64(2)...50).contains { store.place(of: BlobID($0)).slot == slot }, "the viewed slot is not handed out again")
         view = nil
         try store.put(51, pattern(1024, seed: 51))
         #expect(store.place(of: 51).slot == slot, "free again once the view went")
@@ -170,14 +170,15 @@ func backedBytes(of folder: String) -> UInt64 {
         defer { folder.remove() }
         let store = try Tier0Store(directory: folder.path)
         let count = 20_000
-        for blob in 1...BlobID(count) {
-            if blob % 2 == 0 { try store.put(blob, pattern(1024, seed: blob)) } else { try store.receiveWhole(blob, pattern(1024, seed: blob)) }
+        for id in 1...UInt64(count) {
+            let blob = BlobID(id), bytes = pattern(1024, seed: id)
+            if id % 2 == 0 { try store.put(blob, bytes) } else { try store.receiveWhole(blob, bytes) }
         }
         let used = backedBytes(of: folder.path)
         let payload = UInt64(count * 1024)
         #expect(Double(used) <= 1.25 * Double(payload), "\(used) bytes of tmpfs for \(payload) bytes of objects")
-        for blob in stride(from: 1, through: BlobID(count), by: 997) {
-            #expect(try store.map(blob).array == pattern(1024, seed: blob))
+        for id in stride(from: UInt64(1), through: UInt64(count), by: 997) {
+            #expect(try store.map(BlobID(id)).array == pattern(1024, seed: id))
         }
     }
 }

@@ -368,8 +368,8 @@ extension WritableBlob {
         defer { folder.remove() }
         let store = try Tier0Store(directory: folder.path, packLimit: 0)  // packed blobs count their slots (SlabTests)
         var total: UInt64 = 0
-        for id in 1...20 as ClosedRange<BlobID> {
-            let blob = try store.create(id)
+        for id in UInt64(1)...20 {
+            let blob = try store.create(BlobID(id))
             try blob.write(pattern(Int(id) * 100, seed: id), at: 0)
             total += try blob.seal()
         }

@@ -219,7 +219,7 @@ import Testing
         let bytes = pattern(size, seed: 8)
         let source = TestBuffer(bytes)
         defer { withExtendedLifetime(source) {} }
-        for blob: BlobID in 1...4 { try await store.write(blob, from: source.readable) }
+        for blob in (1...4).map({ BlobID($0) }) { try await store.write(blob, from: source.readable) }
         let destination = TestBuffer(count: size)
         defer { withExtendedLifetime(destination) {} }
 
@@ -279,9 +279,9 @@ import Testing
         for (blob, size) in Self.sizes.enumerated() {
             let bytes = pattern(size, seed: UInt64(blob))
             let source = TestBuffer(bytes, offset: blob % 2)
-            try await store.write(BlobID(blob), from: source.readable)
+            try await store.write(BlobID(UInt64(blob)), from: source.readable)
             let destination = TestBuffer(count: size)
-            #expect(try await store.read(BlobID(blob), into: destination.mutable) == size)
+            #expect(try await store.read(BlobID(UInt64(blob)), into: destination.mutable) == size)
             #expect(destination.bytes == bytes)
             withExtendedLifetime((source, destination)) {}
         }
@@ -323,7 +323,7 @@ import Testing
         let first = try makeStore(folder)
         var written: [Tier1Object] = []
         for (blob, size) in [(BlobID(1), 10), (BlobID(2), 5000), (BlobID(3), 70_000)] {
-            let source = TestBuffer(pattern(size, seed: blob))
+            let source = TestBuffer(pattern(size, seed: blob.rawValue))
             written.append(try await first.write(blob, from: source.readable))
             withExtendedLifetime(source) {}
         }
@@ -362,11 +362,11 @@ import Testing
                     let size = (blob * 37_337) % 3_000_000 + blob
                     let bytes = pattern(size, seed: UInt64(blob))
                     let source = TestBuffer(bytes, offset: blob % 3)
-                    let object = try await store.write(BlobID(blob), from: source.readable)
+                    let object = try await store.write(BlobID(UInt64(blob)), from: source.readable)
                     withExtendedLifetime(source) {}
                     #expect(object.size == UInt64(size))
                     let destination = TestBuffer(count: size, offset: blob % 2)
-                    #expect(try await store.read(BlobID(blob), into: destination.mutable) == size)
+                    #expect(try await store.read(BlobID(UInt64(blob)), into: destination.mutable) == size)
                     #expect(destination.bytes == bytes)
                 }
             }

@@ -1,6 +1,8 @@
+import GedsCarrier
 import GedsCore
 import GedsTestSupport
 import GedsMDS
+import GedsMetadataRDMA
 import GedsTCP
 import GedsVerbs
 import GedsWire
@@ -24,6 +26,11 @@ import Testing
             let address = try #require(TestRDMA.single)
             try await malformedFramesAreRefused(client: address, mds: address)
         }
+
+        @Test func answersDecidedLaterAreSentOverRDMA() async throws {
+            let address = try #require(TestRDMA.single)
+            try await laterAnswersArrive(client: address, listener: address)
+        }
     }
 
     @Suite(.serialized, .enabled(if: TestRDMA.pair != nil, Comment(rawValue: TestRDMA.pairReason)))
@@ -38,6 +45,44 @@ import Testing
             try await malformedFramesAreRefused(client: pair.reader, mds: pair.owner)
         }
     }
+}
+
+/// A service that answers each kind of `Response` the RDMA listener can carry: at once, deferred, decided later.
+struct EveryAnswer: RequestService {
+    func respond(to request: Request) -> Response {
+        switch request {
+        case .lookup(_, let key) where key == "now": .reply(.count(1))
+        case .lookup(_, let key) where key == "deferred": .deferred {
+            try? await Task.sleep(for: .milliseconds(20))
+            return .count(2)
+        }
+        case .lookup(_, let key) where key == "later": .later { .deferred { .count(3) } }
+        case .subscribe: .push(NoEvents())
+        default: .reply(.failure(GedsError(.invalidArgument, "not asked in this test")))
+        }
+    }
+
+    struct NoEvents: PushSource {
+        func start(_ sink: any PushSink) {}
+        func writable() {}
+        func stop() {}
+    }
+}
+
+/// Immediate, deferred and later answers all reach an RDMA client, in order; a subscription is refused with a reason.
+func laterAnswersArrive(client: String, listener address: String) async throws {
+    let logger = Logger(label: "geds-rdma-listener-test")
+    let listener = try await RDMAMetadataListener.start(listen: Endpoint(host: address, port: 0), service: EveryAnswer(),
+                                                        logger: logger)
+    let rdma = try await RDMAMetadataClient.connect(to: listener.endpoint, from: client, timeout: RDMAMetadataTests.timeout)
+    #expect(try await rdma.call(.lookup(bucket: "b", key: "deferred")) == .count(2))
+    #expect(try await rdma.call(.lookup(bucket: "b", key: "later")) == .count(3))
+    #expect(try await rdma.call(.lookup(bucket: "b", key: "now")) == .count(1))
+    let subscription = try await rdma.call(.subscribe(scope: .bucket("b"), after: nil))
+    guard case .failure(let refusal) = subscription else { Issue.record("a subscription over RDMA was not refused"); return }
+    #expect(refusal.code == .invalidArgument && refusal.message.contains("over TCP only"))
+    await rdma.close()
+    await listener.close()
 }
 
 /// One way of asking the MDS: over RDMA or over TCP.

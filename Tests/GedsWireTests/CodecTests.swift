@@ -287,7 +287,7 @@ func tag(of reply: Reply) -> UInt8 { bytes(encoded(reply))[0] }
             $0.writeInteger(UInt32(limit))
             for index in 0..<limit { $0.writeInteger(UInt64(index)) }
         }
-        #expect(decodeReply(atLimit).value == .heartbeatAck(drop: (0..<limit).map { BlobID($0) }))
+        #expect(decodeReply(atLimit).value == .heartbeatAck(drop: (0..<limit).map { BlobID(UInt64($0)) }))
         let overLimit = payload {
             $0.writeInteger(heartbeatAck)
             $0.writeInteger(UInt32(limit + 1))

@@ -119,7 +119,7 @@ enum Samples {
             .nodeRegistered(node: .max, leaseMilliseconds: .max, inlineLimit: .max),
             .heartbeatAck(drop: []),
             .heartbeatAck(drop: [1]),
-            .heartbeatAck(drop: Array(0..<2000).map { BlobID($0) * 0x1_0000_0001 } + [.max]),
+            .heartbeatAck(drop: Array(0..<2000).map { BlobID(UInt64($0) * 0x1_0000_0001) } + [.max]),
             .buckets([]),
             .buckets(["a-bucket", "b.bucket", "", unicode, longString]),
             .created(blob: 0),
@@ -256,3 +256,8 @@ let allReplyCases: Set<String> = [
     "ok", "failure", "nodeRegistered", "heartbeatAck", "buckets", "created", "object", "page", "count", "nodes", "stream",
     "s3Assignment", "storage", "s3Deletions", "s3Move", "subscribed", "events", "progress", "subscriptionEnded",
 ]
+
+extension BlobID {
+    /// The largest id, to check that all 64 bits travel.
+    static let max = BlobID(UInt64.max)
+}

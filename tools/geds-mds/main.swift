@@ -1,6 +1,7 @@
 import ArgumentParser
 import GedsCore
 import GedsMDS
+import GedsMetadataRDMA
 import GedsMetrics
 import Logging
 import Metrics

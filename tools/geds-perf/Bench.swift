@@ -1,5 +1,5 @@
 import Foundation
-import GEDS
+@_spi(Benchmarks) import GEDS
 import GedsCore
 import GedsNode
 import GedsTCP
@@ -276,7 +276,7 @@ struct Bench {
                     let view = try await reader.view()
                     precondition(view.count == size)
                     // Dropped at once, so the next view lands on fresh tmpfs pages as a first read would.
-                    geds.node.tier0.remove(info.blob)
+                    geds.dropTier0Copy(of: info.blob)
                 }
             }
             results.append(.bandwidth(.readIntoTier0, transport: transport, size: size,
@@ -356,7 +356,7 @@ struct Bench {
     /// reference is then ib_read_lat plus the p50 of this MDS's lookups from this reader, measured here.
     private func withLookup(_ reference: Reference, key: String) async throws -> Reference {
         guard transport == .rdma, let read = reference.value else { return reference }
-        let mds = geds.node.mds
+        let mds = geds.metadataClient
         let bucket = self.bucket
         progress("latency rdma: 3000 MDS lookups over RDMA send/receive after 300 warm-up")
         let lookups = try await Bench.timed(warmups: 300, samples: 3000) { _ = try await mds.lookup(bucket: bucket, key: key) }
@@ -409,8 +409,8 @@ struct Bench {
 
     /// Operations per second of `operation` over 2 s with `clients` concurrent clients (after one warm-up each).
     private func metadataRate(_ operation: MetadataOperation, clients: Int, key: String) async throws -> Double {
-        let mdsEndpoint = geds.node.configuration.mds
-        let node = geds.node.index
+        let mdsEndpoint = geds.nodeConfiguration!.mds
+        let node = geds.nodeIndex
         let duration = 2.0
         let bucket = self.bucket
         progress("mds-ops: \(operation.rawValue), \(clients) client\(clients == 1 ? "" : "s") for \(Int(duration)) s")
@@ -456,7 +456,7 @@ struct Bench {
         var checksum: UInt64 = 0
         let first = try await geds.open(bucket: bucket, key: info.key).view()
         let inMapping = withExtendedLifetime(first) {
-            Bench.addressIsMapped(first.base, path: geds.node.tier0.path(of: info.blob))
+            Bench.addressIsMapped(first.base, path: geds.tier0Path(of: info.blob))
         }
         progress("local: 200 zero-copy views of a 64 MiB object after 20 warm-up")
         let seconds = try await Bench.timed(warmups: 20, samples: 200) {

@@ -1,5 +1,5 @@
 import Foundation
-import GEDS
+@_spi(Benchmarks) import GEDS
 import GedsCore
 
 /// One node holding many small objects: how fast they are created and sealed, and proof that the node
@@ -37,7 +37,7 @@ enum NodeScale {
         let start = DispatchTime.now().uptimeNanoseconds
         try await put(count, of: payload, geds: geds, bucket: bucket, prefix: "scale/", writers: writers)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        let held = geds.node.tier0.usage.blobs
+        let held = geds.tier0BlobCount
         // Read a sample back, every byte compared.
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
         defer { buffer.deallocate() }

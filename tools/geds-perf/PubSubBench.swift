@@ -38,7 +38,7 @@ extension Bench {
         // wait() on this node, seal by a second node of another host.
         progress("pubsub: wait wake-up after a seal on another node, 300 samples")
         let writerNode = try await GEDS.connect(NodeConfiguration(
-            mds: geds.node.configuration.mds, tier0Directory: geds.node.configuration.tier0Directory + "-pubsub-writer",
+            mds: geds.nodeConfiguration!.mds, tier0Directory: geds.nodeConfiguration!.tier0Directory + "-pubsub-writer",
             name: "perf-pubsub-writer-\(getpid())", hostID: "perf-pubsub-writer-host", publishCachedCopies: false, transport: .tcp))
         var wakeUps: [Double] = []
         do {
@@ -86,7 +86,7 @@ extension Bench {
         func phase(_ name: String) async throws -> (lookups: Double, written: Int) {
             progress("pubsub: \(writers) writers sealing 4 KiB objects and \(clients) lookup clients for \(Int(seconds)) s, \(name)")
             let stop = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
-            let mdsEndpoint = geds.node.configuration.mds
+            let mdsEndpoint = geds.nodeConfiguration!.mds
             return try await withThrowingTaskGroup(of: (Int, Int).self) { group in
                 for writer in 0..<writers {
                     group.addTask {

@@ -48,7 +48,7 @@ enum Tier1Bench {
             for sample in 0...samples {
                 // The last object's deletion is not timed, as fio's deletion of its file is not.
                 _ = try await store.remove(blob)
-                blob += 1
+                blob = blob.next
                 writeSeconds += try await Bench.timed(warmups: 0, samples: 1) { try await store.write(blob, from: source) }
                 fioWrites.append(References.fio(folder: folder, mode: "write", size: size, repetitions: 1, warmups: 0))
                 if sample == 0 { writeSeconds = []; fioWrites = [] }

@@ -396,7 +396,7 @@ struct Nodes: AsyncParsableCommand {
 
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
-            let nodes = try await store.nodes().filter { $0.name != store.node?.configuration.name }
+            let nodes = try await store.nodes().filter { $0.name != store.nodeConfiguration?.name }
             if json {
                 return try JSONOutput.print(JSONOutput.Nodes(nodes: nodes.map { node in
                     .init(name: node.name, alive: node.alive, role: node.role == .daemon ? "gedsd" : "embedded", host: node.hostID,

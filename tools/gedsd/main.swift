@@ -73,7 +73,7 @@ struct GedsDaemon: AsyncParsableCommand {
         var logger = Logger(label: "gedsd")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let store: GEDS
-        let scraped = Mutex<Node?>(nil)
+        let scraped = Mutex<GEDS?>(nil)
         let local: LocalEndpoint
         do {
             guard let mode = UInt32(socketMode, radix: 8), mode <= 0o777 else {
@@ -82,7 +82,7 @@ struct GedsDaemon: AsyncParsableCommand {
             if let metrics {
                 let endpoint = try await MetricsEndpoint.start(listen: try Endpoint(parsing: metrics),
                                                                group: MultiThreadedEventLoopGroup.singleton) {
-                    if let node = scraped.withLock({ $0 }) { TierGauges.shared.record(node.levels) }
+                    if let levels = scraped.withLock({ $0 })?.levels { TierGauges.shared.record(levels) }
                 }
                 printLine("gedsd metrics on http://\(endpoint.localAddress)/metrics")
             }
@@ -108,24 +108,23 @@ struct GedsDaemon: AsyncParsableCommand {
                 throw GedsError(.invalidArgument, "--tier1-capacity needs --tier1 DIR")
             }
             store = try await GEDS.connect(configuration, logger: logger)
-            scraped.withLock { $0 = store.node }
+            scraped.withLock { $0 = store }
             do {
-                local = try socket.map { (path) throws(GedsError) in try LocalEndpoint.start(node: store.node, path: path, mode: mode, logger: logger) }
-                    ?? LocalEndpoint.startAtDefaultPath(node: store.node, mode: mode, logger: logger)
+                local = try store.serveLocalSocket(at: socket, mode: mode, logger: logger)
             } catch {
                 await store.close()
                 throw error
             }
             let tiers = [configuration.tier0Capacity.map { "tier 0: \(tier0), \($0) bytes" } ?? "tier 0: \(tier0)",
                          configuration.tier1.map { "tier 1: \($0.directory), \($0.capacity) bytes" }].compactMap { $0 }
-            printLine("gedsd \(configuration.name) listening on \(store.node.endpoint), local socket \(local.path) (\(tiers.joined(separator: "; ")))")
+            printLine("gedsd \(configuration.name) listening on \(store.endpoint!), local socket \(local.path) (\(tiers.joined(separator: "; ")))")
         } catch {
             printError("gedsd: \(GedsError.wrapping(error).message)")
             throw ExitCode(1)
         }
         // SIGTERM or SIGINT: a clean shutdown (write-back uploads finish, then the node leaves the MDS).
         let signal = await waitForTerminationSignal()
-        printLine("gedsd \(store.node.configuration.name): signal \(signal), flushing write-backs and leaving")
+        printLine("gedsd \(store.nodeName): signal \(signal), flushing write-backs and leaving")
         local.close()
         await store.close()
     }

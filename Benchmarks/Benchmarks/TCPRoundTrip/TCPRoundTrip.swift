@@ -1,5 +1,6 @@
 import Benchmark
 import BenchmarkSupport
+import GedsCarrier
 import GedsCore
 import GedsMDS
 import GedsTCP
@@ -13,7 +14,7 @@ import Synchronization
 /// Connection on swift-nio): first with a service that answers at once (the carrier alone), then with the
 /// MDS's own service answering a lookup among 10 k objects (a remote `stat`, less the client library).
 struct Instant: RequestService {
-    func respond(to request: Request, on eventLoop: any EventLoop) -> Response { .reply(.ok) }
+    func respond(to request: Request) -> Response { .reply(.ok) }
 }
 
 final class Loopback: Sendable {

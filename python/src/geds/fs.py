@@ -158,6 +158,8 @@ class GedsFileSystem(AbstractFileSystem):
 
     def pipe_file(self, path, value, mode="overwrite", **kwargs):
         bucket, key = self.split_path(path)
+        # Exclusive but not atomic (here and for "xb"): libgeds has no create-if-absent, so two racing creators
+        # can both succeed.
         if mode == "create" and self.client.exists(bucket, key):
             raise ObjectExists(f"object {bucket}/{key} exists")
         self.client.put(bucket, key, value, metadata=kwargs.get("metadata"))

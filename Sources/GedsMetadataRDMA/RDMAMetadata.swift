@@ -1,10 +1,12 @@
+import GedsCarrier
 import GedsCore
-import GedsTCP
 import GedsVerbs
 import GedsWire
 import Logging
-import NIOCore
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The MDS's side of RDMA send/receive, and the client that talks to it: one GEDS wire frame (header +
 /// payload) per message, the same messages and codec as over TCP.
@@ -31,9 +33,7 @@ public final class RDMAMetadataListener: Sendable {
     private let acceptLoop: Task<Void, Never>
 
     /// Listens on `endpoint`, an address of an RDMA device (port 0: any free port, in rdmacm's port space).
-    /// `eventLoop` is handed to `respond(to:on:)`, which the TCP server calls on a connection's event loop.
-    public static func start(listen endpoint: Endpoint, service: any RequestService, eventLoop: any EventLoop,
-                             logger: Logger) async throws(GedsError) -> RDMAMetadataListener {
+    public static func start(listen endpoint: Endpoint, service: any RequestService, logger: Logger) async throws(GedsError) -> RDMAMetadataListener {
         let engine: RDMAEngine
         let listener: RDMAMessageListener
         do throws(RDMAError) {
@@ -43,7 +43,7 @@ public final class RDMAMetadataListener: Sendable {
             throw GedsError(error.gedsError.code, "cannot listen for RDMA on \(endpoint): \(error.message)")
         }
         let acceptLoop = Task {
-            await accept(from: listener, service: service, eventLoop: eventLoop, logger: logger)
+            await accept(from: listener, service: service, logger: logger)
         }
         return RDMAMetadataListener(endpoint: listener.endpoint, engine: engine, listener: listener, acceptLoop: acceptLoop)
     }
@@ -63,8 +63,7 @@ public final class RDMAMetadataListener: Sendable {
         engine.shutdown()
     }
 
-    private static func accept(from listener: RDMAMessageListener, service: any RequestService, eventLoop: any EventLoop,
-                               logger: Logger) async {
+    private static func accept(from listener: RDMAMessageListener, service: any RequestService, logger: Logger) async {
         while !Task.isCancelled {
             let connection: RDMAMessageConnection
             do throws(RDMAError) {
@@ -76,13 +75,12 @@ public final class RDMAMetadataListener: Sendable {
                 return
             }
             logger.debug("RDMA client \(connection.peer) connected")
-            Task { await serve(connection, service: service, eventLoop: eventLoop, logger: logger) }
+            Task { await serve(connection, service: service, logger: logger) }
         }
     }
 
     /// One connection's requests, one at a time, until the client goes or breaks the protocol.
-    private static func serve(_ connection: RDMAMessageConnection, service: any RequestService, eventLoop: any EventLoop,
-                              logger: Logger) async {
+    private static func serve(_ connection: RDMAMessageConnection, service: any RequestService, logger: Logger) async {
         while true {
             let message: [UInt8]
             do throws(RDMAError) {
@@ -103,15 +101,7 @@ public final class RDMAMetadataListener: Sendable {
                 await connection.close()
                 return
             }
-            let reply: Reply
-            switch service.respond(to: request, on: eventLoop) {
-            case .reply(let answer): reply = answer
-            case .push(let subscription):
-                subscription.stop()
-                reply = .failure(GedsError(.invalidArgument, "subscriptions are served over TCP only (not yet over RDMA messages)"))
-            case .deferred, .file, .later:
-                reply = .failure(GedsError(.invalidArgument, "this request cannot be answered over RDMA messages"))
-            }
+            let reply = await answer(service.respond(to: request))
             do throws(RDMAError) {
                 try await connection.send(WholeFrame.bytes(reply, id: id), timeout: RDMAMetadata.sendTimeout)
             } catch {
@@ -119,6 +109,23 @@ public final class RDMAMetadataListener: Sendable {
                 await connection.close()
                 return
             }
+        }
+    }
+
+    /// The one reply a response comes to over RDMA messages, waited for on this connection's task (its requests
+    /// are answered in order anyway).
+    private static func answer(_ response: Response) async -> Reply {
+        switch response {
+        case .reply(let reply): return reply
+        case .deferred(let answer): return await answer()
+        case .later(let decide): return await Self.answer(decide())
+        case .file(let file):
+            // Blob bytes are a node's to serve (one-sided READs, or TCP); the MDS never answers with a file.
+            Glibc.close(file.descriptor)
+            return .failure(GedsError(.invalidArgument, "file streams are served over TCP only"))
+        case .push(let subscription):
+            subscription.stop()
+            return .failure(GedsError(.invalidArgument, "subscriptions are served over TCP only (not yet over RDMA messages)"))
         }
     }
 }
@@ -257,3 +264,5 @@ final class Turns: Sendable {
         next?.resume()
     }
 }
+
+extension RDMAMetadataClient: MetadataCarrier {}

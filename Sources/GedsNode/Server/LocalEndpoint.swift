@@ -117,10 +117,10 @@ public final class LocalEndpoint: Sendable {
 
     private func acceptLoop() {
         while true {
-            let fd = accept(listener, nil, nil)
+            let fd = retryingOnInterrupt { accept(listener, nil, nil) }
             if fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
             if fd < 0 {
-                if errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE { continue }
+                if errno == ECONNABORTED || errno == EMFILE || errno == ENFILE { continue }
                 Glibc.close(listener)
                 return
             }

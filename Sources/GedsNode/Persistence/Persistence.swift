@@ -1,3 +1,4 @@
+import GedsCarrier
 import GedsCore
 import GedsS3
 import GedsTCP
@@ -11,12 +12,50 @@ import Synchronization
 import Glibc
 #endif
 
-/// A node's side of S3 persistence: its S3 clients (credentials from its own environment or credentials file,
-/// never from the MDS) and the write-back queue.
+/// A node's side of S3 persistence: its S3 clients and the write-back queue.
+///
+/// Not yet: a bucket's S3 store changing the S3 copies already assigned; `copy` of an object whose write-back is
+/// still pending shares the blob, so only the source's name reaches S3; a rename into a bucket without an S3
+/// store, or to another S3 service, leaves the S3 object where it was (`CopyObject` works within one service);
+/// while a server-side copy (rename or copy of an object only S3 holds) runs, that object has no readable copy; an
+/// abandoned upload landing after a newer object's upload to the same S3 key can overwrite it (one `PUT` long);
+/// a blob relocated away before its write-back upload ran is dropped from the queue (logged).
 final class PersistenceState: Sendable {
-    /// One client per endpoint and region, made on first use.
-    let clients = Mutex<[String: S3Client]>([:])
+    let s3Clients: S3Clients
     let writeBack = Mutex<WriteBackQueue>(WriteBackQueue())
+
+    init(logger: Logger) {
+        s3Clients = S3Clients(logger: logger)
+    }
+}
+
+/// A node's S3 clients, one per endpoint and region, made on first use; credentials from the node's own environment
+/// or credentials file, never from the MDS.
+final class S3Clients: Sendable {
+    private let clients = Mutex<[String: S3Client]>([:])
+    private let logger: Logger
+
+    init(logger: Logger) {
+        self.logger = logger
+    }
+
+    func client(for object: S3ObjectReference) throws(GedsError) -> S3Client {
+        let name = object.endpoint + " " + object.region
+        if let client = clients.withLock({ $0[name] }) { return client }
+        var configuration = try S3Configuration.fromEnvironment(endpoint: object.endpoint)
+        configuration.region = object.region
+        configuration.logger = logger
+        let client = try S3Client(configuration)
+        return clients.withLock { clients in
+            if let existing = clients[name] { return existing }
+            clients[name] = client
+            return client
+        }
+    }
+
+    func shutdown() async {
+        for client in clients.withLock({ Array($0.values) }) { await client.shutdown() }
+    }
 }
 
 /// A node's write-back uploads still to do, in the order they are tried. Every step is O(1) (amortized), so
@@ -80,17 +119,7 @@ extension Node {
     // MARK: S3 clients
 
     func s3Client(for object: S3ObjectReference) throws(GedsError) -> S3Client {
-        let name = object.endpoint + " " + object.region
-        if let client = persistence.clients.withLock({ $0[name] }) { return client }
-        var configuration = try S3Configuration.fromEnvironment(endpoint: object.endpoint)
-        configuration.region = object.region
-        configuration.logger = logger
-        let client = try S3Client(configuration)
-        return persistence.clients.withLock { clients in
-            if let existing = clients[name] { return existing }
-            clients[name] = client
-            return client
-        }
+        try persistence.s3Clients.client(for: object)
     }
 
     // MARK: Seal
@@ -368,9 +397,8 @@ extension Node {
 
     /// Answers the node requests of persistence: `persistBlob` (from a node that handed a sealed object to this
     /// one) and `flush`.
-    func respondToPersistence(_ request: Request, on eventLoop: any EventLoop) -> Response {
-        let promise = eventLoop.makePromise(of: Reply.self)
-        Task {
+    func respondToPersistence(_ request: Request) -> Response {
+        .deferred { [self] () async -> Reply in
             do throws(GedsError) {
                 switch request {
                 case .persistBlob(let blob, let persistency, let object):
@@ -380,12 +408,11 @@ extension Node {
                 default:
                     throw GedsError(.invalidArgument, "not a persistence request")
                 }
-                promise.succeed(.ok)
+                return .ok
             } catch {
-                promise.succeed(.failure(error))
+                return .failure(error)
             }
         }
-        return .deferred(promise.futureResult)
     }
 
     // MARK: Deleting
@@ -473,16 +500,7 @@ extension Node {
         if let failure { throw failure }
     }
 
-    // MARK: Reading from S3
-
-    /// Reads a range of an S3 copy into `sink` (a caller buffer, or a tier-0 file being received).
-    func readFromS3(_ object: S3ObjectReference, offset: UInt64, length: UInt64, into sink: any ReadSink) async throws(GedsError) -> UInt64 {
-        let client = try s3Client(for: object)
-        let destination = UnsafeMutableRawBufferPointer(rebasing: sink.destination[..<Int(length)])
-        let got = try await client.getObject(bucket: object.bucket, key: object.key, range: offset..<(offset + length),
-                                             into: destination)
-        return UInt64(got)
-    }
+    // MARK: Read-through from S3
 
     /// The object under a key, read through from the bucket's S3 store when GEDS does not have it: the S3 object
     /// becomes a GEDS object whose one copy is in S3 (a whole-object read then caches it in tier 0).

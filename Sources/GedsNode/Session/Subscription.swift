@@ -33,6 +33,9 @@ public final class EventSubscription: AsyncSequence, Sendable {
         var ready: CheckedContinuation<Void, any Error>?
         var waiter: (id: UInt64, continuation: CheckedContinuation<NamespaceEvent?, any Error>)?
         var nextWaiter: UInt64 = 0
+        /// The last `next` whose timeout or cancellation came before it began to wait (a zero timeout, say): it
+        /// returns at once instead of waiting for ever.
+        var endedBeforeWaiting: UInt64 = 0
         /// The MDS ended the subscription as too slow: subscribe again at once.
         var resumeNow = false
         var notify: (@Sendable () -> Void)?
@@ -108,7 +111,7 @@ public final class EventSubscription: AsyncSequence, Sendable {
                     let immediate: Result<NamespaceEvent?, GedsError>? = state.withLock { state in
                         if let event = state.buffer.popFirst() { return .success(event) }
                         if let failure = state.failure { return .failure(failure) }
-                        if state.cancelled { return .success(nil) }
+                        if state.cancelled || state.endedBeforeWaiting == id { return .success(nil) }
                         state.waiter = (id, continuation)
                         return nil
                     }
@@ -264,6 +267,7 @@ public final class EventSubscription: AsyncSequence, Sendable {
     private func resumeWaiter(_ id: UInt64?, with result: Result<NamespaceEvent?, GedsError>) {
         let (continuation, notify) = state.withLock { state in
             guard let waiter = state.waiter, id == nil || waiter.id == id else {
+                if let id { state.endedBeforeWaiting = id }
                 return (nil as CheckedContinuation<NamespaceEvent?, any Error>?, state.notify)
             }
             state.waiter = nil

@@ -79,9 +79,10 @@ public struct LocalSocket: Sendable {
         var done = 0
         var attached = passing
         while done < bytes.count {
-            let sent = bytes.withUnsafeBytes { clinux_send_with_fd(descriptor, $0.baseAddress! + done, $0.count - done, attached) }
+            let sent = retryingOnInterrupt {
+                bytes.withUnsafeBytes { clinux_send_with_fd(descriptor, $0.baseAddress! + done, $0.count - done, attached) }
+            }
             if sent < 0 {
-                if errno == EINTR { continue }
                 throw GedsError.io("local socket", errno: errno)
             }
             attached = -1
@@ -125,12 +126,13 @@ public struct LocalSocket: Sendable {
         var done = 0
         while done < buffer.count {
             var passed: Int32 = -1
-            let got = clinux_receive_with_fd(self.descriptor, buffer.baseAddress! + done, buffer.count - done, &passed)
+            let got = retryingOnInterrupt {
+                clinux_receive_with_fd(self.descriptor, buffer.baseAddress! + done, buffer.count - done, &passed)
+            }
             if passed >= 0 {
                 if descriptor < 0 { descriptor = passed } else { Glibc.close(passed) }
             }
             if got < 0 {
-                if errno == EINTR { continue }
                 if errno == EAGAIN || errno == EWOULDBLOCK {
                     throw GedsError(.timedOut, "no answer on the local socket within its time limit")
                 }

@@ -8,11 +8,12 @@ import Glibc
 /// Calls to a TCP frame server (the MDS) made on the caller's own thread, over blocking connections. For callers
 /// that block anyway (the C ABI, Python), a call then costs its round trip and one wake-up, the caller's, where
 /// the event loop's path adds a hand-off to the loop and one back (measured in docs/PERFORMANCE.md). A connection
-/// serves one call at a time; idle ones wait in a pool, so concurrent callers each get their own.
+/// serves one call at a time; idle ones wait in a pool, so concurrent callers each get their own. A process forked
+/// from the one that opened them never uses them (the two would read each other's replies): it opens its own.
 public final class DirectCalls: Sendable {
     public let endpoint: Endpoint
     private let timeoutMilliseconds: Int64
-    private let idle = Mutex<[LocalSocket]>([])
+    private let idle = Mutex<(process: pid_t, sockets: [LocalSocket])>((getpid(), []))
     private let nextID = Atomic<UInt64>(1)
     /// Idle connections kept beyond this many are closed.
     private static let keptIdle = 64
@@ -23,7 +24,7 @@ public final class DirectCalls: Sendable {
     }
 
     deinit {
-        for socket in idle.withLock({ $0 }) { socket.close() }
+        for socket in idle.withLock({ $0.sockets }) { socket.close() }
     }
 
     /// Sends `request` and waits on this thread for its reply (failures answered by the server come back as
@@ -31,10 +32,25 @@ public final class DirectCalls: Sendable {
     /// pooled connection the server closed meanwhile (a restart, an idle timeout) fails, and the call is made once
     /// more on a new one. A connection that fails is closed, never reused.
     public func call(_ request: Request) throws(GedsError) -> Reply {
-        if let pooled = idle.withLock({ $0.popLast() }), let reply = try? exchange(request, on: pooled) {
+        if let pooled = pooledConnection(), let reply = try? exchange(request, on: pooled) {
             return reply
         }
         return try exchange(request, on: try LocalSocket.connect(tcp: endpoint, timeoutMilliseconds: timeoutMilliseconds))
+    }
+
+    /// An idle connection of this process; after a fork, the parent's are closed here (only this process's copies
+    /// of their descriptors) and forgotten.
+    private func pooledConnection() -> LocalSocket? {
+        let process = getpid()
+        let (socket, inherited) = idle.withLock { idle -> (LocalSocket?, [LocalSocket]) in
+            guard idle.process == process else {
+                defer { idle = (process, []) }
+                return (nil, idle.sockets)
+            }
+            return (idle.sockets.popLast(), [])
+        }
+        for socket in inherited { socket.close() }
+        return socket
     }
 
     private func exchange(_ request: Request, on socket: LocalSocket) throws(GedsError) -> Reply {
@@ -54,9 +70,10 @@ public final class DirectCalls: Sendable {
             socket.close()
             throw error.code == .io ? GedsError(.mdsUnreachable, "\(endpoint): \(error.message)") : error
         }
-        let surplus = idle.withLock { sockets -> LocalSocket? in
-            guard sockets.count < DirectCalls.keptIdle else { return socket }
-            sockets.append(socket)
+        let process = getpid()
+        let surplus = idle.withLock { idle -> LocalSocket? in
+            guard idle.process == process, idle.sockets.count < DirectCalls.keptIdle else { return socket }
+            idle.sockets.append(socket)
             return nil
         }
         surplus?.close()

@@ -1,6 +1,5 @@
 import GedsCore
-import GedsTCP
-import GedsTier0
+import GedsCarrier
 import GedsVerbs
 import Logging
 import Synchronization
@@ -16,17 +15,12 @@ import Glibc
 /// goes to the MDS, and deregistered only after the MDS has withdrawn that placement (delete, spill,
 /// relocation, a lost lease); the responder never reuses a remote address, so a reader holding a withdrawn
 /// location gets a failed READ (remote access error, which the read path answers with a fresh lookup).
-///
-/// Small copies packed into tier-0 slab files are published as their slab's registration (made once, kept for
-/// the node's life) at their slot's address. Their slots are reused, so a reader checks the slot header its
-/// READ brings along with the bytes: a slot that no longer names the blob fails the read with `noSuchBlob`; a
-/// freed slot is reused only after the node's timeout, when any READ of it has ended (see GedsTier0/Slabs.swift).
 final class RDMADataPlane: Sendable {
     let engine: RDMAEngine
     let responder: RDMAResponder
     let reader: RDMAReader
     private let logger: Logger
-    private let published = Mutex<[Registered: RemoteBuffer]>([:])
+    private let published = Mutex<[BlobID: RemoteBuffer]>([:])
     private let peers = Mutex<[Endpoint: PeerState]>([:])
     private let registrationFailureLogged = Atomic<Bool>(false)
     /// Reads this node completed over RDMA (observability: which transport carried the bytes).
@@ -79,17 +73,11 @@ final class RDMADataPlane: Sendable {
 
     // MARK: The owner's side
 
-    /// A registered tier-0 file: one blob's, or a slab of packed ones.
-    enum Registered: Hashable {
-        case blob(BlobID)
-        case slab(UInt32)
-    }
-
     /// Registers a sealed tier-0 file for remote READs (once; later calls return the same registration).
     /// Nil when it cannot be registered (an empty object, or the device's limits reached): that copy is then
     /// read over TCP, and the first failure is logged.
-    func register(_ file: Registered, path: String) -> RemoteBuffer? {
-        if let existing = published.withLock({ $0[file] }) { return existing }
+    func register(_ blob: BlobID, path: String) -> RemoteBuffer? {
+        if let existing = published.withLock({ $0[blob] }) { return existing }
         let remote: RemoteBuffer
         do throws(RDMAError) {
             // Mapped writable: kernels before 6.2 refuse to pin a read-only shared file mapping. Nothing writes
@@ -108,8 +96,8 @@ final class RDMADataPlane: Sendable {
             return nil
         }
         let kept = published.withLock { published -> RemoteBuffer in
-            if let raced = published[file] { return raced }
-            published[file] = remote
+            if let raced = published[blob] { return raced }
+            published[blob] = remote
             return remote
         }
         if kept != remote { responder.deregister(remote) }
@@ -118,11 +106,10 @@ final class RDMADataPlane: Sendable {
 
     /// Ends a copy's registration. Call only after the MDS withdrew the placement that published it.
     func withdrawn(_ blob: BlobID) {
-        if let remote = published.withLock({ $0.removeValue(forKey: .blob(blob)) }) { responder.deregister(remote) }
+        if let remote = published.withLock({ $0.removeValue(forKey: blob) }) { responder.deregister(remote) }
     }
 
-    /// Registrations of single copies (slabs not counted).
-    var registeredCopies: Int { published.withLock { $0.keys.count { if case .blob = $0 { true } else { false } } } }
+    var registeredCopies: Int { published.withLock { $0.count } }
 
     // MARK: The reader's side
 
@@ -134,10 +121,9 @@ final class RDMADataPlane: Sendable {
 
     /// Reads `length` bytes at `offset` of a peer's registered copy into `sink`. Throws `.noRDMA` when no RDMA
     /// connection to the peer can be made (the caller reads over TCP; said once per peer in the log), else
-    /// the read's error (a withdrawn copy is `noSuchBlob`). `packed`: the copy is a slab slot that must name
-    /// that blob (its header is read with the bytes).
+    /// the read's error (a withdrawn copy is `noSuchBlob`).
     func read(_ access: RDMAAccess, objectSize: UInt64, offset: UInt64, length: UInt64, into sink: any ReadSink,
-              packed: BlobID?, peerName: String, timeout: Duration) async throws(PeerFailure) {
+              peerName: String, timeout: Duration) async throws(PeerFailure) {
         let peer = access.endpoint
         // Connected before: the read itself reconnects if it must (no extra hop to the poll thread).
         let connected = peers.withLock { $0[peer] } == .rdma
@@ -154,11 +140,8 @@ final class RDMADataPlane: Sendable {
         }
         let remote = RemoteBuffer(address: access.address, rkey: access.rkey, length: objectSize)
         let destination = sink.destination
-        var slotHeldTheBlob = true
         do throws(RDMAError) {
-            if let packed {
-                slotHeldTheBlob = try await readSlot(of: packed, from: peer, remote, offset: offset, into: destination, timeout: timeout)
-            } else if destination.count <= Self.stagingLimit {
+            if destination.count <= Self.stagingLimit {
                 try await readStaged(from: peer, remote, offset: offset, into: destination, timeout: timeout)
             } else {
                 // A registration of the destination for this read only: it may be a caller's buffer, which
@@ -175,9 +158,6 @@ final class RDMADataPlane: Sendable {
                 throw .noRDMA
             }
             throw .failed(error.gedsError)
-        }
-        guard slotHeldTheBlob else {
-            throw .failed(GedsError(.noSuchBlob, "\(peerName): the slot of blob \(packed?.fileName ?? "") holds another blob now"))
         }
         completedReads.add(1, ordering: .relaxed)
     }
@@ -199,42 +179,16 @@ final class RDMADataPlane: Sendable {
 
     private func readStaged(from peer: Endpoint, _ remote: RemoteBuffer, offset: UInt64,
                             into destination: UnsafeMutableRawBufferPointer, timeout: Duration) async throws(RDMAError) {
-        try await withStaging { (region) throws(RDMAError) -> Void in
-            try await reader.read(from: peer, remote, offset: offset, length: destination.count, into: region, timeout: timeout)
-            destination.baseAddress?.copyMemory(from: region.base, byteCount: destination.count)
-        }
-    }
-
-    /// One READ of a packed copy's slot header and its bytes up to the end of the range (a slot is at most
-    /// GedsTier0's pack limit, well within a staging buffer). False, and nothing copied, when the header does not
-    /// name `blob` of `remote.length` bytes.
-    private func readSlot(of blob: BlobID, from peer: Endpoint, _ remote: RemoteBuffer, offset: UInt64,
-                          into destination: UnsafeMutableRawBufferPointer, timeout: Duration) async throws(RDMAError) -> Bool {
-        let length = SlotHeader.size + Int(offset) + destination.count
-        guard length <= Self.stagingLimit else {
-            throw RDMAError(.invalidArgument, "a packed copy of \(remote.length) bytes is larger than any slot")
-        }
-        let slot = RemoteBuffer(address: remote.address, rkey: remote.rkey, length: UInt64(SlotHeader.size) + remote.length)
-        return try await withStaging { (region) throws(RDMAError) -> Bool in
-            try await reader.read(from: peer, slot, length: length, into: region, timeout: timeout)
-            guard SlotHeader.names(blob, size: remote.length, at: region.base) else { return false }
-            destination.baseAddress?.copyMemory(from: region.base + SlotHeader.size + Int(offset), byteCount: destination.count)
-            return true
-        }
-    }
-
-    /// Runs `body` with a registered bounce buffer of `stagingLimit` bytes from the pool.
-    private func withStaging<Result>(_ body: (MemoryRegion) async throws(RDMAError) -> Result) async throws(RDMAError) -> Result {
         let region: MemoryRegion
         if let pooled = staging.withLock({ $0.popLast() }) {
             region = pooled
         } else {
             region = try MemoryRegion(engine.protectionDomain, memory: AlignedBuffer(count: Self.stagingLimit), access: [.localWrite])
         }
-        let result = try await body(region)
+        try await reader.read(from: peer, remote, offset: offset, length: destination.count, into: region, timeout: timeout)
+        destination.baseAddress?.copyMemory(from: region.base, byteCount: destination.count)
         // Only after a READ that completed: a failed one may still be flushing into the buffer.
         staging.withLock { if $0.count < 64 { $0.append(region) } }
-        return result
     }
 }
 

@@ -19,7 +19,8 @@ struct TierState {
     /// for the same one.
     var promotions: [BlobID: Task<GedsError?, Never>] = [:]
     /// Blobs persisted to this node's tier 1 (`tier1` persistency): their tier-1 file is the durable copy, so it
-    /// stays when they are promoted back into tier 0.
+    /// stays when they are promoted back into tier 0. In memory only: after a restart such files are taken for
+    /// spilled copies and dropped at promotion.
     var persistedInTier1: Set<BlobID> = []
     /// Views of tier-0 blobs handed out here: a blob with a live one is open and not spilled (its memory would
     /// not be freed while the view maps it). Weak, since a view ends with its last reference, unannounced.
@@ -222,6 +223,7 @@ extension Node {
     /// match the checksum recorded beside them, and the MDS compares that with the one it kept for the blob. A
     /// copy that fails either check, or whose blob the MDS no longer knows, is deleted; one the MDS did not
     /// answer for (unreachable, timed out) is kept, unpublished, until the next registration offers it again.
+    /// An MDS that restarted knows no blobs (its state is in memory), so then every leftover file goes.
     func offerTier1Copies(checkingFiles: Bool) async {
         guard let tier1 else { return }
         var offered = 0

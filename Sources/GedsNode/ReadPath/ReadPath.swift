@@ -1,0 +1,213 @@
+import GedsCarrier
+import GedsCore
+import GedsMetadataRDMA
+import GedsTCP
+import GedsTier0
+import GedsTier1
+import GedsVerbs
+import GedsWire
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// The read path: a copy of an object found (own tiers, a same-host file, a peer, S3), read over the carrier its
+/// location calls for, and read again from the MDS's current locations when the copies moved meanwhile.
+extension Node {
+    // MARK: Reading
+
+    /// A zero-copy view of the whole object: our own copy (promoted from tier 1 when spilled), a same-host
+    /// owner's tier-0 file, or a copy fetched from a peer into our tier 0 (and published as another location).
+    public func view(of info: ObjectInfo) async throws(GedsError) -> MappedBytes {
+        try checkRunning()
+        return try await followingMoves(info) { (info) throws(GedsError) -> MappedBytes in
+            var failures: [(node: String, error: GedsError)] = []
+            do throws(GedsError) {
+                if let own = try await ownCopy(info.blob) {
+                    opened(info.blob, own)
+                    return own
+                }
+            } catch {
+                failures.append((configuration.name, error))
+            }
+            for location in ordered(info.locations) where isMappable(location) {
+                do throws(GedsError) {
+                    return try Tier0Store.map(location, of: info.blob, size: info.size)
+                } catch {
+                    failures.append((location.node, error))
+                }
+            }
+            for location in ordered(info.locations) where !isMappable(location) && location.node != configuration.name {
+                do throws(GedsError) {
+                    let copy = try await fetch(info.blob, size: info.size, from: location, publish: configuration.publishCachedCopies)
+                    opened(info.blob, copy)
+                    return copy
+                } catch {
+                    failures.append((location.node, error))
+                }
+            }
+            throw unreachable(info, failures)
+        }
+    }
+
+    /// Reads a range into caller memory (`buffer.count` bytes from `offset`, clipped to the object's size).
+    public func read(_ info: ObjectInfo, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
+        try checkRunning()
+        if let copied = info.copyContents(at: offset, into: buffer) {
+            NodeMetrics.readInline.increment(by: Int64(copied))
+            return copied
+        }
+        guard offset < info.size, buffer.count > 0 else { return 0 }
+        let length = min(UInt64(buffer.count), info.size - offset)
+        let destination = CallerBufferSink(destination: UnsafeMutableRawBufferPointer(rebasing: buffer[..<Int(length)]))
+        return try await followingMoves(info) { (info) throws(GedsError) -> Int in
+            var failures: [(node: String, error: GedsError)] = []
+            do throws(GedsError) {
+                if let own = try await ownCopy(info.blob) { return try copy(from: own, at: offset, into: destination) }
+            } catch {
+                failures.append((configuration.name, error))
+            }
+            for location in ordered(info.locations) where location.node != configuration.name {
+                do throws(GedsError) {
+                    if isMappable(location) {
+                        return try copy(from: try Tier0Store.map(location, of: info.blob, size: info.size), at: offset, into: destination)
+                    }
+                    let got = try await transfer(info.blob, objectSize: info.size, offset: offset, length: length, from: location,
+                                                 into: destination)
+                    guard got == length else { throw GedsError(.protocolViolation, "node \(location.node) sent \(got) of \(length) bytes") }
+                    return Int(length)
+                } catch {
+                    failures.append((location.node, error))
+                }
+            }
+            throw unreachable(info, failures)
+        }
+    }
+
+    func copy(from mapping: MappedBytes, at offset: UInt64, into sink: CallerBufferSink) throws(GedsError) -> Int {
+        let length = sink.destination.count
+        guard mapping.count >= Int(offset) + length else { throw GedsError(.noSuchBlob, "copy is shorter than the object") }
+        mapping.withBytes { bytes in
+            sink.destination.baseAddress!.copyMemory(from: bytes.baseAddress!.advanced(by: Int(offset)), byteCount: length)
+        }
+        NodeMetrics.readLocal.increment(by: Int64(length))
+        return length
+    }
+
+    /// Our own copy, mapped: tier 0 as it is, tier 1 promoted into tier 0 first; nil when we hold none.
+    func ownCopy(_ blob: BlobID) async throws(GedsError) -> MappedBytes? {
+        if tier0.contains(blob), let mapping = try? tier0.map(blob) {
+            touched(blob)
+            return mapping
+        }
+        guard holdsInTier1(blob) else { return nil }
+        do {
+            try await promote(blob)
+        } catch where error.code == .outOfSpace {
+            // Both tiers full: map the tier-1 file where it is (through the page cache) rather than fail.
+            guard let tier1 else { throw error }
+            return try Tier0Store.map(path: tier1.path(of: blob))
+        }
+        return try tier0.map(blob)
+    }
+
+    /// Whether a location's file can be mapped from here: a tier-0 copy on this host. Tier-1 files are
+    /// read through their owner, which promotes them (and keeps the move order: MDS first, then the file).
+    func isMappable(_ location: Location) -> Bool {
+        location.tier == .tier0 && location.hostID == configuration.hostID
+    }
+
+    /// Runs a read against `info`, and once more against the MDS's current locations when it failed because
+    /// the copies moved meanwhile (spilled, promoted, relocated): a reader never sees a move.
+    func followingMoves<Result>(_ info: ObjectInfo,
+                                        _ attempt: (ObjectInfo) async throws(GedsError) -> Result) async throws(GedsError) -> Result {
+        var current = info
+        var retries = 2
+        while true {
+            do {
+                return try await attempt(current)
+            } catch where retries > 0 && error.code == .noSuchBlob {
+                retries -= 1
+                guard let fresh = try? await mds.lookup(bucket: info.bucket, key: info.key),
+                      fresh.blob == info.blob, fresh.locations != current.locations else { throw error }
+                current = fresh
+            }
+        }
+    }
+
+    /// Copies a blob from a peer into our tier 0 (once there is room), straight into its mapping.
+    func fetch(_ blob: BlobID, size: UInt64, from location: Location, publish: Bool) async throws(GedsError) -> MappedBytes {
+        let mapping = try await withTier0Room(size, for: blob) { () throws(GedsError) -> MappedBytes in
+            try await receive(blob, size: size, from: location)
+        }
+        if publish {
+            do {
+                try await mds.expectOK(.addLocation(blob: blob, placement: tier0Placement(of: blob)))
+            } catch where error.code == .noSuchBlob {
+                discardTier0Copy(blob)  // deleted while we copied; the mapping stays valid for this reader
+            } catch {
+                logger.debug("could not publish cached copy of \(blob.fileName): \(error.message)")
+            }
+        }
+        if tier0.contains(blob) { admitted(blob) }
+        return mapping
+    }
+
+    /// Receives a blob from a peer into tier 0 (room for it already reserved).
+    func receive(_ blob: BlobID, size: UInt64, from location: Location) async throws(GedsError) -> MappedBytes {
+        let receiving = try tier0.receive(blob, size: size)
+        if size > 0 {
+            let got = try await transfer(blob, objectSize: size, offset: 0, length: size, from: location,
+                                         into: MappingSink(mapping: receiving.mapping))
+            guard got == size else {
+                throw GedsError(.protocolViolation, "node \(location.node) sent \(got) of \(size) bytes")
+            }
+        }
+        try receiving.seal()
+        return receiving.mapping
+    }
+
+    /// Reads a range of a copy over the carrier its location and its peer's state call for (see `CopyCarriers`).
+    func transfer(_ blob: BlobID, objectSize: UInt64, offset: UInt64, length: UInt64, from location: Location,
+                  into sink: any ReadSink) async throws(GedsError) -> UInt64 {
+        let range = CopyRange(blob: blob, objectSize: objectSize, offset: offset, length: length, location: location)
+        return try await carriers.reader(for: location, length: length).read(range, into: sink)
+    }
+
+    /// Local copies first, then same-host ones, then the rest.
+    func ordered(_ locations: [Location]) -> [Location] {
+        let me = configuration.name
+        let host = configuration.hostID
+        return locations.sorted { lhs, rhs in
+            func rank(_ location: Location) -> Int {
+                location.tier == .s3 ? 3 : location.node == me ? 0 : location.hostID == host ? 1 : 2
+            }
+            return rank(lhs) < rank(rhs)
+        }
+    }
+
+    /// The error of a read that found no copy. When every copy tried was simply gone (moved between tiers or
+    /// nodes since the lookup) it is `noSuchBlob`, which `followingMoves` answers with a fresh lookup.
+    func unreachable(_ info: ObjectInfo, _ failures: [(node: String, error: GedsError)]) -> GedsError {
+        if info.locations.isEmpty {
+            return GedsError(.objectLost, "object \(info.bucket)/\(info.key) has no copy left (its nodes are gone)")
+        }
+        let moved = !failures.isEmpty && failures.allSatisfy { $0.error.code == .noSuchBlob }
+        return GedsError(moved ? .noSuchBlob : .peerUnreachable, "no copy of \(info.bucket)/\(info.key) could be read: "
+                         + failures.map { "\($0.node): \($0.error.message)" }.joined(separator: "; "))
+    }
+}
+
+/// A copy arriving into tier 0: the mapping is kept alive by the sink until the read returns.
+struct MappingSink: ReadSink {
+    let mapping: MappedBytes
+
+    var destination: UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: mapping.base, count: mapping.count)
+    }
+}
+
+// @unchecked: the caller's buffer outlives the awaited read, and only the transport writes it meanwhile.
+struct CallerBufferSink: ReadSink, @unchecked Sendable {
+    let destination: UnsafeMutableRawBufferPointer
+}

@@ -1,0 +1,78 @@
+import GedsCarrier
+import GedsCore
+import GedsMetadataRDMA
+import GedsTCP
+import GedsWire
+import Logging
+import NIOCore
+
+/// Typed calls to the MDS over its carrier: RDMA send/receive when the node connected that way (TCP once that
+/// breaks), else TCP.
+public struct MDSClient: Sendable {
+    public let endpoint: Endpoint
+    public let pool: ConnectionPool
+    let timeout: TimeAmount
+    /// The RDMA carrier, when the node connected to the MDS over RDMA.
+    let rdma: RDMAMetadataCarrier?
+    private let carrier: any MetadataCarrier
+
+    public init(endpoint: Endpoint, pool: ConnectionPool, timeout: TimeAmount) {
+        self.init(endpoint: endpoint, pool: pool, timeout: timeout, rdma: nil, logger: Logger(label: "geds-mds-client"))
+    }
+
+    init(endpoint: Endpoint, pool: ConnectionPool, timeout: TimeAmount, rdma client: RDMAMetadataClient?, logger: Logger) {
+        self.endpoint = endpoint
+        self.pool = pool
+        self.timeout = timeout
+        let tcp = TCPMetadataCarrier(endpoint: endpoint, pool: pool, timeout: timeout)
+        rdma = client.map { RDMAMetadataCarrier($0, overTCP: tcp, logger: logger) }
+        carrier = rdma ?? tcp
+    }
+
+    public func call(_ request: Request) async throws(GedsError) -> Reply {
+        let reply = try await carrier.call(request)
+        if case .failure(let error) = reply { throw error }
+        return reply
+    }
+
+    public func expectOK(_ request: Request) async throws(GedsError) {
+        let reply = try await call(request)
+        guard case .ok = reply else { throw MDSClient.unexpected(reply) }
+    }
+
+    public func lookup(bucket: String, key: String) async throws(GedsError) -> ObjectInfo {
+        let reply = try await call(.lookup(bucket: bucket, key: key))
+        guard case .object(let info) = reply else { throw MDSClient.unexpected(reply) }
+        return info
+    }
+
+    public func list(bucket: String, prefix: String, delimiter: String, startAfter: String,
+                     maxKeys: UInt32) async throws(GedsError) -> ListPage {
+        let reply = try await call(.list(bucket: bucket, prefix: prefix, delimiter: delimiter,
+                                         startAfter: startAfter, maxKeys: maxKeys))
+        guard case .page(let page) = reply else { throw MDSClient.unexpected(reply) }
+        return page
+    }
+
+    public func buckets() async throws(GedsError) -> [String] {
+        let reply = try await call(.listBuckets)
+        guard case .buckets(let names) = reply else { throw MDSClient.unexpected(reply) }
+        return names
+    }
+
+    public func nodes() async throws(GedsError) -> [NodeInfo] {
+        let reply = try await call(.listNodes)
+        guard case .nodes(let nodes) = reply else { throw MDSClient.unexpected(reply) }
+        return nodes
+    }
+
+    public func count(_ request: Request) async throws(GedsError) -> UInt64 {
+        let reply = try await call(request)
+        guard case .count(let count) = reply else { throw MDSClient.unexpected(reply) }
+        return count
+    }
+
+    static func unexpected(_ reply: Reply) -> GedsError {
+        GedsError(.protocolViolation, "unexpected reply from the MDS: \(reply)")
+    }
+}
