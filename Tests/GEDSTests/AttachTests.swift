@@ -11,7 +11,9 @@ import GedsTestSupport
 struct AttachTests {
     /// Starts an MDS and a daemon node listening on a local socket, runs `body`, and closes everything.
     func withDaemon(_ body: (Cluster, GEDS, LocalEndpoint) async throws -> Void) async throws {
-        let cluster = try await Cluster.start(folderPrefix: "geds-attach")
+        // A long lease: attached calls block their thread, here one of the cooperative pool the in-process daemon
+        // needs too, so under a full parallel test run its heartbeats may wait longer than the usual 5 s.
+        let cluster = try await Cluster.start(leaseMilliseconds: 60_000, folderPrefix: "geds-attach")
         let daemon = try await cluster.handle("daemon", hostID: "h", role: .daemon) { $0.attach = .never }
         let endpoint = try LocalEndpoint.start(node: daemon.node, path: "/tmp/\(cluster.run).sock", mode: 0o600, logger: quiet)
         do {
