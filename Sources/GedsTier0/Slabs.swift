@@ -76,7 +76,7 @@ final class Slab: Sendable {
     let mapping: MappedBytes
 
     /// Each slab file's size (its pages are backed only as its slots are used): big enough for few files and
-    /// mappings, small enough that one registered for RDMA (which backs all of it) wastes little.
+    /// mappings.
     static let bytes = 4 << 20
     /// How much more of a slab is backed at a time.
     static let backingChunk = 64 << 10
