@@ -180,11 +180,8 @@ extension References {
     /// of a redis-server started here on loopback; one message in flight at a time, as the GEDS figure.
     static func redisPubSubLatency(samples: Int) -> Result<Double, Missing> {
         Result {
-            let server = try find("redis-server").get()
+            let (process, port) = try startRedisServer()
             progress("reference: redis PUBLISH to a subscribed client, \(samples) messages")
-            let port = try Cluster.freePort()
-            let process = try Child.spawn(server, ["--port", String(port), "--bind", "127.0.0.1", "--save", "",
-                                                   "--appendonly", "no"], captureOutput: false)
             defer { process.terminate() }
             usleep(300_000)
             let subscriber = try RESPConnection(port: port)

@@ -82,19 +82,26 @@ enum References {
         redis("GET", size: size, clients: clients, requests: requests)
     }
 
+    /// A redis-server of this run's own, without persistence, on a free loopback port (or, with `unixSocket`, on a
+    /// Unix socket at that path): its process (terminate it when done) and its port (0 with a Unix socket).
+    static func startRedisServer(unixSocket: String? = nil) throws -> (process: Child, port: Int) {
+        let server = try find("redis-server").get()
+        let port = unixSocket == nil ? try Cluster.freePort() : 0
+        let listen = unixSocket.map { ["--unixsocket", $0] } ?? ["--bind", "127.0.0.1"]
+        let process = try Child.spawn(server, ["--port", String(port)] + listen + ["--save", "", "--appendonly", "no"],
+                                      captureOutput: false)
+        return (process, port)
+    }
+
     /// redis-benchmark's figures for one command ("GET" or "SET") against a redis-server started here, on
     /// loopback TCP or, with `unixSocket`, on a Unix socket at that path (`redis-benchmark -s`).
     static func redis(_ command: String, size: Int, clients: Int, requests: Int,
                       unixSocket: String? = nil) -> Result<RedisFigures, Missing> {
         Result {
-            let server = try find("redis-server").get()
             let benchmark = try find("redis-benchmark").get()
             progress("reference: redis-benchmark \(command) of \(size) B values, \(clients) client\(clients == 1 ? "" : "s")"
                      + (unixSocket == nil ? "" : " over a Unix socket"))
-            let port = unixSocket == nil ? try Cluster.freePort() : 0
-            let listen = unixSocket.map { ["--unixsocket", $0] } ?? ["--bind", "127.0.0.1"]
-            let process = try Child.spawn(server, ["--port", String(port)] + listen + ["--save", "", "--appendonly", "no"],
-                                          captureOutput: false)
+            let (process, port) = try startRedisServer(unixSocket: unixSocket)
             defer { process.terminate() }
             usleep(300_000)
             let address = unixSocket.map { ["-s", $0] } ?? ["-h", "127.0.0.1", "-p", String(port)]

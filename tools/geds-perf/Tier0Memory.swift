@@ -73,11 +73,8 @@ extension References {
     /// A redis-server's `used_memory` before and after `count` SETs of `value` under the keys tier0-memory uses.
     static func redisUsedMemory(count: Int, value: [UInt8]) -> Result<(empty: Int, loaded: Int), Missing> {
         Result {
-            let server = try find("redis-server").get()
+            let (process, port) = try startRedisServer()
             progress("reference: redis-server used_memory for \(count.formatted()) values of \(value.count) B")
-            let port = try Cluster.freePort()
-            let process = try Child.spawn(server, ["--port", String(port), "--bind", "127.0.0.1", "--save", "",
-                                                   "--appendonly", "no"], captureOutput: false)
             defer { process.terminate() }
             let connection = try RESPConnection.waitingForServer(port: port)
             let empty = try usedMemory(connection)

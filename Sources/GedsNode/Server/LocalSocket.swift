@@ -7,6 +7,8 @@ import Glibc
 
 /// One end of a connection on a `gedsd`'s local socket (a blocking Unix stream socket): whole frames, each
 /// with at most one file descriptor beside it (`SCM_RIGHTS`). Used by one thread at a time; the owner closes it.
+/// `DirectCalls` uses the same frame I/O on blocking TCP connections to the MDS (`connect(tcp:)`), never with
+/// descriptors.
 public struct LocalSocket: Sendable {
     public let descriptor: Int32
 
