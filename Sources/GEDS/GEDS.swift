@@ -116,18 +116,21 @@ public final class GEDS: Sendable {
     // MARK: Objects
 
     /// A new object, written at any offset and invisible to others until sealed. If the key exists, the
-    /// old object stays readable until this one is sealed and replaces it. `persistency` overrides the
-    /// bucket's (see `setBucketStorage`) for this object.
-    public func create(bucket: String, key: String, persistency: Persistency? = nil) async throws(GedsError) -> ObjectWriter {
+    /// old object stays readable until this one is sealed and replaces it; `exclusive` (create-if-absent)
+    /// instead fails with `.objectExists` here if the key exists, or at the seal if another writer sealed it
+    /// first, so of racing exclusive creators exactly one wins. `persistency` overrides the bucket's (see
+    /// `setBucketStorage`) for this object.
+    public func create(bucket: String, key: String, persistency: Persistency? = nil,
+                       exclusive: Bool = false) async throws(GedsError) -> ObjectWriter {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
         if let attachment {
-            let (connection, blob) = try attachment.create(bucket: bucket, key: key, persistency: persistency)
+            let (connection, blob) = try attachment.create(bucket: bucket, key: key, persistency: persistency, exclusive: exclusive)
             return ObjectWriter(sealer: .attached(attachment, connection), blob: blob, bucket: bucket, key: key,
                                 persistency: persistency)
         }
         try await node.checkPersistency(persistency, bucket: bucket)
-        return ObjectWriter(sealer: .node(node), blob: try await node.create(bucket: bucket, key: key), bucket: bucket, key: key,
-                            persistency: persistency)
+        return ObjectWriter(sealer: .node(node), blob: try await node.create(bucket: bucket, key: key, exclusive: exclusive),
+                            bucket: bucket, key: key, persistency: persistency)
     }
 
     /// Writes a whole object in one call.

@@ -120,9 +120,9 @@ public final class MetadataService: RequestService {
             return .ok
         case .listBuckets:
             return .buckets(locked { $0.listBuckets() })
-        case .createObject(let bucket, let key, let node):
+        case .createObject(let bucket, let key, let node, let exclusive):
             return .created(blob: try locked { (store) throws(GedsError) in
-                try store.createObject(bucket: bucket, key: key, node: node)
+                try store.createObject(bucket: bucket, key: key, node: node, exclusive: exclusive)
             })
         case .sealObject(let blob, let size, let metadata, let placement, let contents):
             let now = MetadataService.wallClock()

@@ -64,6 +64,8 @@ public struct MetadataStore: Sendable {
         var bucket: String
         var key: Key
         var node: UInt32
+        /// Create-if-absent: the seal fails if the key was bound meanwhile, so of racing creators one wins.
+        var exclusive = false
         /// Copies placed before the seal (a relocation target that already holds the bytes).
         var placements: [BlobPlacement] = []
     }
@@ -212,12 +214,14 @@ public struct MetadataStore: Sendable {
 
     // MARK: Objects
 
-    public mutating func createObject(bucket: String, key: String, node: UInt32) throws(GedsError) -> BlobID {
+    /// An unsealed object under the key; `exclusive` refuses a key that is bound now or at the seal.
+    public mutating func createObject(bucket: String, key: String, node: UInt32, exclusive: Bool = false) throws(GedsError) -> BlobID {
         _ = try ObjectKey(key)
-        guard buckets[bucket] != nil else { throw GedsError.noSuchBucket(bucket) }
+        guard let bucketState = buckets[bucket] else { throw GedsError.noSuchBucket(bucket) }
         guard nodes[node]?.alive == true else { throw GedsError(.noSuchNode, "node \(node) is not registered") }
+        if exclusive, bucketState.index.find(key) != nil { throw GedsError.objectExists(bucket, key) }
         nextBlob = nextBlob.next
-        pendingObjects[nextBlob] = PendingObject(bucket: bucket, key: Key(key), node: node)
+        pendingObjects[nextBlob] = PendingObject(bucket: bucket, key: Key(key), node: node, exclusive: exclusive)
         buckets[bucket]!.pending[Key(key), default: 0] += 1
         return nextBlob
     }
@@ -242,6 +246,10 @@ public struct MetadataStore: Sendable {
         }
         guard !pending.placements.isEmpty else {
             throw GedsError(.objectLost, "object \(pending.bucket)/\(pending.key.string) cannot be sealed: no node holds it")
+        }
+        if pending.exclusive, buckets[pending.bucket]?.index.find(pending.key.string) != nil {
+            abort(blob: blob)
+            throw GedsError.objectExists(pending.bucket, pending.key.string)
         }
         pendingObjects[blob]?.placements = []
         abort(blob: blob)

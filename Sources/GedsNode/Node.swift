@@ -201,8 +201,8 @@ public final class Node: Sendable {
 
     // MARK: Writing
 
-    public func create(bucket: String, key: String) async throws(GedsError) -> WritableBlob {
-        let reply = try await mds.call(.createObject(bucket: bucket, key: key, node: index))
+    public func create(bucket: String, key: String, exclusive: Bool = false) async throws(GedsError) -> WritableBlob {
+        let reply = try await mds.call(.createObject(bucket: bucket, key: key, node: index, exclusive: exclusive))
         guard case .created(let blob) = reply else { throw MDSClient.unexpected(reply) }
         do {
             return try tier0.create(blob)

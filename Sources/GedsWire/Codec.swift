@@ -281,10 +281,11 @@ extension Request {
             buffer.writeBool(force)
         case .listBuckets:
             break
-        case .createObject(let bucket, let key, let node):
+        case .createObject(let bucket, let key, let node, let exclusive):
             buffer.writeWireString(bucket)
             buffer.writeWireString(key)
             buffer.writeInteger(node)
+            buffer.writeBool(exclusive)
         case .sealObject(let blob, let size, let metadata, let placement, let contents):
             buffer.writeBlob(blob)
             buffer.writeInteger(size)
@@ -399,7 +400,7 @@ extension Request {
             request = .listBuckets
         case .createObject:
             request = .createObject(bucket: try payload.readWireString(), key: try payload.readWireString(),
-                                    node: try payload.readWireInteger("node"))
+                                    node: try payload.readWireInteger("node"), exclusive: try payload.readBool())
         case .sealObject:
             request = .sealObject(blob: try payload.readBlob(), size: try payload.readWireInteger("size"),
                                   metadata: try payload.readMetadata(), placement: try payload.readPlacement(),

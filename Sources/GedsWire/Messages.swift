@@ -58,7 +58,7 @@ public enum Request: Sendable, Equatable {
     case deleteBucket(String, force: Bool)
     case listBuckets
     // Objects (MDS).
-    case createObject(bucket: String, key: String, node: UInt32)
+    case createObject(bucket: String, key: String, node: UInt32, exclusive: Bool = false)
     /// `contents`: the object's bytes for the MDS to keep inline (only when `size` is within the announced limit).
     case sealObject(blob: BlobID, size: UInt64, metadata: [String: String], placement: BlobPlacement, contents: [UInt8]? = nil)
     case abortObject(blob: BlobID)

@@ -93,6 +93,30 @@ import Testing
         #expect(try f.store.lookup(bucket: "bkt", key: "dir/k").size == 4097)
     }
 
+    /// Create-if-absent: refused at once when the key is bound; of two pending exclusive creators, the first seal
+    /// wins and the second is refused and forgotten (its node told to drop its copy); the winner's object stays.
+    @Test func exclusiveCreateHasOneWinner() throws {
+        var f = Fixture()
+        try f.store.createBucket("bkt")
+        let first = try f.store.createObject(bucket: "bkt", key: "k", node: f.n1, exclusive: true)
+        let second = try f.store.createObject(bucket: "bkt", key: "k", node: f.n1, exclusive: true)
+        let copy = BlobPlacement(node: f.n1, tier: .tier0)
+        try f.store.seal(blob: first, size: 3, metadata: [:], placement: copy, now: 1)
+        #expect(gedsError { try f.store.seal(blob: second, size: 5, metadata: [:], placement: copy, now: 2) }?.code == .objectExists)
+        #expect(try f.store.lookup(bucket: "bkt", key: "k").blob == first)
+        #expect(try f.store.lookup(bucket: "bkt", key: "k").size == 3)
+        #expect(gedsError { _ = try f.store.createObject(bucket: "bkt", key: "k", node: f.n1, exclusive: true) }?.code == .objectExists)
+        // The refused blob is forgotten: sealing it again finds nothing.
+        #expect(gedsError { try f.store.seal(blob: second, size: 5, metadata: [:], placement: copy, now: 3) }?.code == .noSuchObject)
+        // A plain create still replaces, and a deleted key can be created exclusively again.
+        try f.put("bkt", "k", size: 7)
+        #expect(try f.store.lookup(bucket: "bkt", key: "k").size == 7)
+        try f.store.delete(bucket: "bkt", key: "k", now: 4)
+        let again = try f.store.createObject(bucket: "bkt", key: "k", node: f.n1, exclusive: true)
+        try f.store.seal(blob: again, size: 9, metadata: [:], placement: copy, now: 5)
+        #expect(try f.store.lookup(bucket: "bkt", key: "k").blob == again)
+    }
+
     /// A tier-0 copy packed into a slab: its location names the slab file and the slot's offset; a second copy, with
     /// RDMA details, and one in a slot beyond what fits inline, come back as given too.
     @Test func packedCopiesNameTheirSlabAndSlot() throws {

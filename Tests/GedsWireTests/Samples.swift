@@ -47,6 +47,7 @@ enum Samples {
         .deleteBucket("other.bucket", force: true),
         .listBuckets,
         .createObject(bucket: "b", key: "a/b/c", node: 3),
+        .createObject(bucket: "b", key: "x", node: 3, exclusive: true),
         .createObject(bucket: "bucket", key: String(repeating: "k", count: 1024), node: .max),
         .sealObject(blob: 1, size: 0, metadata: [:], placement: BlobPlacement(node: 1, tier: .tier0)),
         .sealObject(blob: 2, size: 3, metadata: [:], placement: BlobPlacement(node: 1, tier: .tier0), contents: [1, 2, 3]),

@@ -231,8 +231,10 @@ public final class LocalEndpoint: Sendable {
             case .failure(let error):
                 try socket.send(LocalFrame.bytes(.failure(error), id: id))
             }
-        case .create(let bucket, let key, let persistency):
-            switch wait({ () throws(GedsError) in try await session.create(bucket: bucket, key: key, persistency: persistency) }) {
+        case .create(let bucket, let key, let persistency, let exclusive):
+            switch wait({ () throws(GedsError) in
+                try await session.create(bucket: bucket, key: key, persistency: persistency, exclusive: exclusive)
+            }) {
             case .success(let writable):
                 let sent: Result<Void, GedsError> = writable.withDescriptor { descriptor in
                     Result { () throws(GedsError) in try socket.send(LocalFrame.bytes(.created(blob: writable.blob), id: id), passing: descriptor) }
@@ -292,9 +294,9 @@ final class LocalSession: Sendable {
         return current
     }
 
-    func create(bucket: String, key: String, persistency: Persistency?) async throws(GedsError) -> WritableBlob {
+    func create(bucket: String, key: String, persistency: Persistency?, exclusive: Bool) async throws(GedsError) -> WritableBlob {
         try await node.checkPersistency(persistency, bucket: bucket)
-        let writable = try await node.create(bucket: bucket, key: key)
+        let writable = try await node.create(bucket: bucket, key: key, exclusive: exclusive)
         unsealed.withLock { $0[writable.blob] = (writable, persistency) }
         return writable
     }
