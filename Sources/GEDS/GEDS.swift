@@ -278,7 +278,7 @@ public final class GEDS: Sendable {
 
     /// The node a relocation goes to: the named live node, else the least loaded live daemon.
     public func relocationTarget(named nodeName: String? = nil) async throws(GedsError) -> NodeInfo {
-        let candidates = try await nodes().filter { $0.alive && $0.name != self.nodeName }
+        let candidates = try await nodes().filter { $0.alive && !$0.draining && $0.name != self.nodeName }
         if let nodeName {
             guard let named = candidates.first(where: { $0.name == nodeName }) else {
                 throw GedsError(.noSuchNode, "no live node named '\(nodeName)'")
@@ -289,6 +289,23 @@ public final class GEDS: Sendable {
             throw GedsError(.noSuchNode, "no live gedsd to hold the object; start one with: gedsd --mds \(attachment?.mds ?? "\(node.configuration.mds)") ...")
         }
         return daemon
+    }
+
+    /// Asks the gedsd `name` to move every copy it holds to other gedsd nodes and then leave (`geds drain`); returns
+    /// at once. Its `NodeInfo` shows the drain: `draining` until it left (no longer alive), or `drainFailure`.
+    public func drain(node name: String) async throws(GedsError) {
+        if let attachment { return try attachment.expectOK(.call(.drainNode(name: name))) }
+        try await node.mds.expectOK(.drainNode(name: name))
+    }
+
+    /// Returns once this process's node has been drained (a gedsd then exits); an attached process has no node
+    /// to drain, so for it this never returns.
+    public func waitUntilDrained() async {
+        if let node {
+            await node.waitUntilDrained()
+        } else {
+            while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+        }
     }
 
     /// Moves a sealed object to another node, which becomes its owner; this is how objects outlive the

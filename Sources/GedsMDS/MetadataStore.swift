@@ -15,6 +15,9 @@ public struct MetadataStore: Sendable {
         var bytes: UInt64 = 0
         /// Blobs this node must delete, handed over with its next heartbeat.
         var drop: [BlobID] = []
+        /// Asked to move its copies away and leave (`geds drain`); told so with every heartbeat until it leaves.
+        var draining = false
+        var drainFailure: String?
     }
 
     struct Bucket {
@@ -183,8 +186,30 @@ public struct MetadataStore: Sendable {
     public func listNodes() -> [NodeInfo] {
         nodes.values.map { node in
             NodeInfo(name: node.registration.name, hostID: node.registration.hostID, role: node.registration.role,
-                     tcp: node.registration.tcp, rdma: node.registration.rdma, alive: node.alive, blobs: node.blobs, bytes: node.bytes)
+                     tcp: node.registration.tcp, rdma: node.registration.rdma, alive: node.alive, blobs: node.blobs, bytes: node.bytes,
+                     draining: node.draining, drainFailure: node.drainFailure)
         }.sorted { $0.name < $1.name }
+    }
+
+    /// Starts draining the live node `name` (again after a failed drain); a drain under way goes on.
+    public mutating func drain(nodeNamed name: String) throws(GedsError) {
+        guard let index = nodeByName[name], let node = nodes[index], node.alive else {
+            throw GedsError(.noSuchNode, "no live node named '\(name)'")
+        }
+        guard node.registration.role == .daemon else {
+            throw GedsError(.invalidArgument, "\(name) is a task's own node, which goes with its task; only a gedsd is drained")
+        }
+        nodes[index]!.draining = true
+        nodes[index]!.drainFailure = nil
+    }
+
+    public func isDraining(node index: UInt32) -> Bool { nodes[index]?.draining == true }
+
+    /// The node gave up its drain (`reason`) and keeps serving.
+    public mutating func drainFailed(node index: UInt32, reason: String) throws(GedsError) {
+        guard nodes[index]?.alive == true else { throw GedsError(.noSuchNode, "node \(index) is not registered") }
+        nodes[index]!.draining = false
+        nodes[index]!.drainFailure = reason
     }
 
     // MARK: Buckets

@@ -42,6 +42,7 @@ public final class Node: Sendable {
     let direct: DirectCalls
     /// Set by `shutdown`: reads fail from then on, also of objects whose bytes a reader holds already.
     private let stopped = Atomic<Bool>(false)
+    let drainState = DrainState()
 
     public var index: UInt32 { session.index }
     public var endpoint: Endpoint { session.advertised }
@@ -97,6 +98,7 @@ public final class Node: Sendable {
         }
         node.session.startHeartbeats(on: executor, usage: { [weak node] in node?.tier0.usage ?? (0, 0) },
                                      drop: { [weak node] blob in await node?.dropLocalCopies(of: blob) },
+                                     drain: { [weak node] in node?.startDrain() },
                                      registerAgain: { [weak node] in try? await node?.register() })
         return node
     }
@@ -320,7 +322,7 @@ public final class Node: Sendable {
         }
     }
 
-    private func askToPull(_ blob: BlobID, size: UInt64, from source: Location, to target: NodeInfo) async throws(GedsError) {
+    func askToPull(_ blob: BlobID, size: UInt64, from source: Location, to target: NodeInfo) async throws(GedsError) {
         let connection = try await peers.connection(to: target.tcp, peerName: "node \(target.name)")
         // The target copies the whole object before it answers: allow for that beyond the usual deadline.
         let reply = try await connection.call(.pullBlob(blob: blob, size: size, source: source),

@@ -195,7 +195,7 @@ private enum RequestTag: UInt8, CaseIterable {
          sealObject, abortObject, lookup, list, deleteObject, deletePrefix, rename, copy, setMetadata,
          addLocation, removeLocation, readBlob, pullBlob, leave,
          setBucketStorage, bucketStorage, addS3Copy, s3Assignment, adoptS3Object, persistBlob, flush,
-         claimS3Deletions, s3Deleted, abandonS3Upload, subscribe
+         claimS3Deletions, s3Deleted, abandonS3Upload, subscribe, drainNode, drainFailed
 }
 
 private enum ReplyTag: UInt8 {
@@ -251,6 +251,8 @@ extension Request {
         case .abandonS3Upload: .abandonS3Upload
         case .s3Deleted: .s3Deleted
         case .subscribe: .subscribe
+        case .drainNode: .drainNode
+        case .drainFailed: .drainFailed
         }
     }
 }
@@ -363,6 +365,11 @@ extension Request {
             buffer.writeEventScope(scope)
             buffer.writeBool(after != nil)
             if let after { buffer.writeInteger(after) }
+        case .drainNode(let name):
+            buffer.writeWireString(name)
+        case .drainFailed(let node, let reason):
+            buffer.writeInteger(node)
+            buffer.writeWireString(reason.truncatedToUTF8(WireLimits.maximumString))
         }
     }
 
@@ -463,6 +470,10 @@ extension Request {
         case .subscribe:
             let scope = try payload.readEventScope()
             request = .subscribe(scope: scope, after: try payload.readBool() ? try payload.readWireInteger("revision") : nil)
+        case .drainNode:
+            request = .drainNode(name: try payload.readWireString())
+        case .drainFailed:
+            request = .drainFailed(node: try payload.readWireInteger("node"), reason: try payload.readWireString())
         }
         try payload.expectEnd()
         return request
@@ -483,10 +494,11 @@ extension Reply {
             buffer.writeInteger(node)
             buffer.writeInteger(lease)
             buffer.writeInteger(inlineLimit)
-        case .heartbeatAck(let drop):
+        case .heartbeatAck(let drop, let drain):
             buffer.writeInteger(ReplyTag.heartbeatAck.rawValue)
             buffer.writeInteger(UInt32(drop.count))
             for blob in drop { buffer.writeBlob(blob) }
+            buffer.writeBool(drain)
         case .buckets(let names):
             buffer.writeInteger(ReplyTag.buckets.rawValue)
             buffer.writeInteger(UInt32(names.count))
@@ -533,6 +545,9 @@ extension Reply {
                 buffer.writeBool(node.alive)
                 buffer.writeInteger(node.blobs)
                 buffer.writeInteger(node.bytes)
+                buffer.writeBool(node.draining)
+                buffer.writeBool(node.drainFailure != nil)
+                if let failure = node.drainFailure { buffer.writeWireString(failure.truncatedToUTF8(WireLimits.maximumString)) }
             }
         case .stream(let length):
             buffer.writeInteger(ReplyTag.stream.rawValue)
@@ -601,7 +616,7 @@ extension Reply {
             var drop: [BlobID] = []
             drop.reserveCapacity(count)
             for _ in 0..<count { drop.append(try payload.readBlob("blob")) }
-            reply = .heartbeatAck(drop: drop)
+            reply = .heartbeatAck(drop: drop, drain: try payload.readBool())
         case .buckets:
             let count = try payload.readList(what: "buckets")
             var names: [String] = []
@@ -654,7 +669,9 @@ extension Reply {
                 nodes.append(NodeInfo(name: name, hostID: hostID, role: role,
                                       tcp: try payload.readEndpoint(), rdma: try payload.readOptionalEndpoint(),
                                       alive: try payload.readBool(),
-                                      blobs: try payload.readWireInteger("blobs"), bytes: try payload.readWireInteger("bytes")))
+                                      blobs: try payload.readWireInteger("blobs"), bytes: try payload.readWireInteger("bytes"),
+                                      draining: try payload.readBool(),
+                                      drainFailure: try payload.readBool() ? try payload.readWireString() : nil))
             }
             reply = .nodes(nodes)
         case .stream:

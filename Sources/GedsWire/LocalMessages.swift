@@ -25,7 +25,7 @@ public enum LocalRequest: Sendable, Equatable {
     case relocate(bucket: String, key: String, toNode: String)
     /// One of the API's metadata calls, in the MDS's own message (`createBucket`, `deleteBucket`, `listBuckets`,
     /// `setBucketStorage`, `bucketStorage`, `lookup`, `list`, `deleteObject`, `deletePrefix`, `rename`, `copy`,
-    /// `setMetadata`, `listNodes`, `flush`): run as the gedsd's own API call (S3 follow-ups, read-through and
+    /// `setMetadata`, `listNodes`, `drainNode`, `flush`): run as the gedsd's own API call (S3 follow-ups, read-through and
     /// merged listings included; `flush` waits for every node) and answered as that call.
     case call(Request)
 }

@@ -632,6 +632,26 @@ import Testing
         #expect(try f.store.lookup(bucket: "bkt", key: "k").locations.count == 1)
     }
 
+    /// A drain is asked of a live gedsd by name, shown in `listNodes`, told with every heartbeat, and cleared with
+    /// the reason when the node gives up; a task's own node and unknown names are refused.
+    @Test func drainIsAskedShownAndGivenUp() throws {
+        var f = Fixture()
+        let daemon = f.store.register(registration("d", role: .daemon), now: 0)
+        #expect(gedsError { try f.store.drain(nodeNamed: "n1") }?.code == .invalidArgument)
+        #expect(gedsError { try f.store.drain(nodeNamed: "nope") }?.code == .noSuchNode)
+        #expect(!f.store.isDraining(node: daemon))
+        try f.store.drain(nodeNamed: "d")
+        #expect(f.store.isDraining(node: daemon))
+        #expect(f.store.listNodes().first { $0.name == "d" }?.draining == true)
+        try f.store.drainFailed(node: daemon, reason: "no room")
+        let shown = f.store.listNodes().first { $0.name == "d" }
+        #expect(shown?.draining == false && shown?.drainFailure == "no room")
+        try f.store.drain(nodeNamed: "d")  // asked again: the old failure goes
+        #expect(f.store.listNodes().first { $0.name == "d" }?.drainFailure == nil)
+        f.store.leave(node: daemon)
+        #expect(gedsError { try f.store.drain(nodeNamed: "d") }?.code == .noSuchNode)
+    }
+
     @Test func leave() throws {
         var f = Fixture()
         let daemon = f.store.register(registration("d", role: .daemon), now: 0)

@@ -104,6 +104,9 @@ enum Samples {
         .subscribe(scope: .bucket("my-bucket"), after: nil),
         .subscribe(scope: .prefix(unicode, in: "b"), after: 0),
         .subscribe(scope: .key(longString, in: longString), after: .max),
+        .drainNode(name: "node-a"),
+        .drainNode(name: unicode),
+        .drainFailed(node: 3, reason: "no room: " + unicode),
     ]
 
     static let s3Object = S3ObjectReference(endpoint: "http://127.0.0.1:4569", bucket: "s3-bucket", key: "run/" + unicode,
@@ -120,6 +123,7 @@ enum Samples {
             .nodeRegistered(node: .max, leaseMilliseconds: .max, inlineLimit: .max),
             .heartbeatAck(drop: []),
             .heartbeatAck(drop: [1]),
+            .heartbeatAck(drop: [2], drain: true),
             .heartbeatAck(drop: Array(0..<2000).map { BlobID(UInt64($0) * 0x1_0000_0001) } + [.max]),
             .buckets([]),
             .buckets(["a-bucket", "b.bucket", "", unicode, longString]),
@@ -147,7 +151,11 @@ enum Samples {
                     NodeInfo(name: unicode, hostID: "", role: .daemon, tcp: Endpoint(host: "::1", port: 65535),
                              alive: false, blobs: .max, bytes: .max),
                     NodeInfo(name: "r", hostID: "h2", role: .daemon, tcp: Endpoint(host: "10.0.0.2", port: 4382),
-                             rdma: Endpoint(host: "fe80::2", port: 0), alive: true, blobs: 3, bytes: 4096)]),
+                             rdma: Endpoint(host: "fe80::2", port: 0), alive: true, blobs: 3, bytes: 4096),
+                    NodeInfo(name: "d", hostID: "h3", role: .daemon, tcp: Endpoint(host: "10.0.0.3", port: 1), alive: true,
+                             blobs: 1, bytes: 1, draining: true),
+                    NodeInfo(name: "f", hostID: "h3", role: .daemon, tcp: Endpoint(host: "10.0.0.3", port: 2), alive: true,
+                             blobs: 1, bytes: 1, drainFailure: unicode)]),
             .nodes([NodeInfo(name: "", hostID: "", role: .embedded, tcp: Endpoint(host: "", port: 0),
                              rdma: Endpoint(host: "", port: 0), alive: false, blobs: 0, bytes: 0)]),
             .stream(length: 0),
@@ -218,6 +226,8 @@ func caseName(_ request: Request) -> String {
     case .s3Deleted: "s3Deleted"
     case .abandonS3Upload: "abandonS3Upload"
     case .subscribe: "subscribe"
+    case .drainNode: "drainNode"
+    case .drainFailed: "drainFailed"
     }
 }
 
@@ -226,7 +236,7 @@ let allRequestCases: Set<String> = [
     "sealObject", "abortObject", "lookup", "list", "deleteObject", "deletePrefix", "rename", "copy", "setMetadata",
     "addLocation", "removeLocation", "readBlob", "pullBlob",
     "setBucketStorage", "bucketStorage", "addS3Copy", "s3Assignment", "adoptS3Object", "persistBlob", "flush",
-    "claimS3Deletions", "s3Deleted", "abandonS3Upload", "subscribe",
+    "claimS3Deletions", "s3Deleted", "abandonS3Upload", "subscribe", "drainNode", "drainFailed",
 ]
 
 func caseName(_ reply: Reply) -> String {

@@ -17,7 +17,7 @@ struct Geds: AsyncParsableCommand {
         version: "geds \(GedsVersion.release)",
         subcommands: [MakeBucket.self, RemoveBucket.self, List.self, Put.self, Get.self, Cat.self, Stat.self,
                       Remove.self, Move.self, Copy.self, Where.self, Meta.self, Nodes.self, BucketSettings.self, Flush.self,
-                      Watch.self, Wait.self])
+                      Watch.self, Wait.self, Drain.self])
 }
 
 struct Connection: ParsableArguments {
@@ -284,6 +284,47 @@ struct Cat: AsyncParsableCommand {
     }
 }
 
+struct Drain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "drain",
+        abstract: "Move every object a gedsd holds (tier 0 and tier 1) to the other gedsd nodes, then have it leave and exit.",
+        discussion: "Exits 0 once NODE left the MDS; 1 with the reason when the drain cannot finish (NODE then keeps serving).")
+    @OptionGroup var connection: Connection
+    @Argument(help: "The gedsd's name (see `geds nodes`).") var node: String
+    @Option(help: "Give up waiting after this many seconds (0: no limit); the drain itself goes on.") var timeout: Double = 0
+    @Flag(help: "No progress bar (there is none either when stderr is not a terminal).") var quiet = false
+
+    func run() async throws {
+        try await withStore(connection) { (store) throws(GedsError) in
+            guard let start = try await store.nodes().first(where: { $0.name == node && $0.alive }) else {
+                throw GedsError(.noSuchNode, "no live node named '\(node)'")
+            }
+            try await store.drain(node: node)
+            let progress = Progress(label: "drain \(node)", totalBytes: start.bytes, objects: Int(start.blobs), quiet: quiet)
+            let deadline = timeout > 0 ? Date().addingTimeInterval(timeout) : Date.distantFuture
+            while true {
+                guard let now = try await store.nodes().first(where: { $0.name == node && $0.alive }) else { break }
+                if let failure = now.drainFailure {
+                    progress.finish()
+                    throw GedsError(.outOfSpace, "drain of \(node) cannot finish: \(failure); it keeps serving \(now.blobs) object(s)")
+                }
+                guard Date() < deadline else {
+                    progress.finish()
+                    throw GedsError(.timedOut, "\(node) is still draining after \(timeout) s (\(now.blobs) object(s) left); see `geds nodes`")
+                }
+                // Counts come with the node's heartbeats, so they trail the moves a little.
+                progress.finishedObjects = Int(start.blobs - min(now.blobs, start.blobs))
+                progress.update(start.bytes - min(now.bytes, start.bytes))
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+            progress.finishedObjects = Int(start.blobs)
+            progress.update(start.bytes)
+            progress.finish()
+            printLine("drained \(node): its \(start.blobs) object(s) (\(formatBytes(start.bytes))) are on other nodes; it left")
+        }
+    }
+}
+
 struct Stat: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "stat", abstract: "Show an object's size, state, copies and metadata.")
     @OptionGroup var connection: Connection
@@ -418,7 +459,8 @@ struct Meta: AsyncParsableCommand {
 struct Nodes: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "nodes", abstract: "List the nodes the MDS knows.")
     @OptionGroup var connection: Connection
-    @Flag(help: "One JSON document: {nodes: [{name, alive, role, host, tcp, rdma, objects, bytes}]}.") var json = false
+    @Flag(help: "One JSON document: {nodes: [{name, alive, role, host, tcp, rdma, objects, bytes, draining, drain_failure}]}.")
+    var json = false
 
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
@@ -426,11 +468,13 @@ struct Nodes: AsyncParsableCommand {
             if json {
                 return try JSONOutput.print(JSONOutput.Nodes(nodes: nodes.map { node in
                     .init(name: node.name, alive: node.alive, role: node.role == .daemon ? "gedsd" : "embedded", host: node.hostID,
-                          tcp: "\(node.tcp)", rdma: .init(node.rdma.map { "\($0)" }), objects: node.blobs, bytes: node.bytes)
+                          tcp: "\(node.tcp)", rdma: .init(node.rdma.map { "\($0)" }), objects: node.blobs, bytes: node.bytes,
+                          draining: node.draining, drainFailure: .init(node.drainFailure))
                 }))
             }
             let lines = nodes.map { node in
                 "\(node.name) \(node.alive ? "alive" : "dead") \(node.role == .daemon ? "gedsd" : "embedded") tcp=\(node.tcp)\(node.rdma.map { " rdma=\($0)" } ?? "") host=\(node.hostID) objects=\(node.blobs) bytes=\(node.bytes)"
+                    + (node.draining ? " draining" : "") + (node.drainFailure.map { " drain-failed: \($0)" } ?? "")
             }
             if !lines.isEmpty { printLine(lines.joined(separator: "\n")) }
         }
@@ -570,7 +614,8 @@ final class Progress {
     private let start = Date()
     private var lastDraw = Date.distantPast
     private var finishedBytes: UInt64 = 0
-    private var finishedObjects = 0
+    /// Objects done so far (set directly when the count comes from elsewhere, as a drain's does).
+    var finishedObjects = 0
 
     init(label: String, totalBytes: UInt64, objects: Int = 1, quiet: Bool) {
         self.label = label

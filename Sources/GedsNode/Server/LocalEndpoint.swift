@@ -376,6 +376,8 @@ final class LocalSession: Sendable {
             try await node.setMetadata(bucket: bucket, key: key, metadata)
         case .listNodes:
             return .nodes(try await node.mds.nodes())
+        case .drainNode(let name):
+            try await node.mds.expectOK(.drainNode(name: name))
         case .flush(let timeout):
             try await node.flushEverywhere(timeoutMilliseconds: timeout)
         default:
