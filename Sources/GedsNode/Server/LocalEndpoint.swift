@@ -203,7 +203,7 @@ public final class LocalEndpoint: Sendable {
             let outcome = wait { () throws(GedsError) -> (MappedBytes, Int32) in
                 let object = try await session.checked(info)
                 let view = try await self.node.view(of: object)
-                return (view, try self.node.descriptor(ofViewed: object, view))
+                return (view, try self.node.readPath.descriptor(ofViewed: object, view))
             }
             switch outcome {
             case .success(let (view, descriptor)):
@@ -256,7 +256,7 @@ public final class LocalEndpoint: Sendable {
     private func wait<Value: Sendable>(_ body: @escaping @Sendable () async throws(GedsError) -> Value) -> Result<Value, GedsError> {
         let done = DispatchSemaphore(value: 0)
         let result = Mutex<Result<Value, GedsError>?>(nil)
-        Task(executorPreference: node.mds.rdma?.active == true ? nil : node.executor) {
+        Task(executorPreference: node.loopExecutor) {
             let outcome: Result<Value, GedsError>
             do throws(GedsError) { outcome = .success(try await body()) } catch { outcome = .failure(error) }
             result.withLock { $0 = outcome }
@@ -402,50 +402,4 @@ private func startThread(_ body: @escaping @Sendable () -> Void) -> Bool {
     }
     pthread_detach(thread)
     return true
-}
-
-extension Node {
-    /// This node as `listNodes` describes it (the local endpoint's answer to hello).
-    public var ownInfo: NodeInfo {
-        let usage = tier0.usage
-        return NodeInfo(name: configuration.name, hostID: configuration.hostID, role: configuration.role, tcp: endpoint,
-                        rdma: rdma?.responder.endpoint, alive: true, blobs: usage.blobs, bytes: usage.bytes)
-    }
-
-    /// Refuses a persistency that needs an S3 store in a bucket without one, before anything is written.
-    public func checkPersistency(_ persistency: Persistency?, bucket: String) async throws(GedsError) {
-        if let persistency, persistency.uploadsToS3, try await bucketStorage(bucket) == nil {
-            throw GedsError(.invalidArgument, "persistency \(persistency) needs an S3 store, and bucket \(bucket) has none "
-                            + "(geds bucket \(bucket) --s3 ENDPOINT/BUCKET)")
-        }
-    }
-
-    /// Gives up an object being written: its file goes when the last reference to `writable` does, and the
-    /// MDS forgets the blob.
-    public func abandon(_ writable: WritableBlob) {
-        let blob = writable.blob
-        Task { try? await mds.expectOK(.abortObject(blob: blob)) }
-    }
-
-    /// The live node named `name`, as the MDS lists it.
-    func liveNode(named name: String) async throws(GedsError) -> NodeInfo {
-        guard let named = try await mds.nodes().first(where: { $0.alive && $0.name == name }) else {
-            throw GedsError(.noSuchNode, "no live node named '\(name)'")
-        }
-        return named
-    }
-
-    /// A descriptor of the file a view of `info` maps on this host (after `view(of:)`): our tier-0 copy's, else
-    /// a same-host node's tier-0 file; for a packed copy (whose slot is not ours to lend) an unnamed file holding
-    /// the view's bytes.
-    func descriptor(ofViewed info: ObjectInfo, _ view: MappedBytes) throws(GedsError) -> Int32 {
-        if tier0.contains(info.blob), let own = try? tier0.openForSharing(info.blob) { return own }
-        for location in info.locations where isMappable(location) {
-            if location.offset != nil { return try tier0.unnamedFile(holding: view) }
-            let fd = open(location.path, O_RDONLY | O_CLOEXEC)
-            if fd >= 0 { return fd }
-        }
-        throw GedsError(.noSuchBlob, "no tier-0 file of \(info.bucket)/\(info.key) on this host to hand over "
-                        + "(tier 0 full and the object read from tier 1)")
-    }
 }
