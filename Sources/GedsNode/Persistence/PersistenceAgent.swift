@@ -216,7 +216,7 @@ final class PersistenceAgent: Tier1Overflow {
         try await mds.expectOK(.setMetadata(bucket: bucket, key: key, metadata: metadata))
         guard try await bucketStorage(bucket) != nil else { return }
         let info = try await mds.lookup(bucket: bucket, key: key)
-        guard let object = info.locations.first(where: { $0.tier == .s3 })?.s3Object else { return }
+        guard let object = info.locations.lazy.compactMap(\.s3Object).first else { return }
         try await followRenameAndMetadata(of: info.blob, at: object, with: nil)
     }
 

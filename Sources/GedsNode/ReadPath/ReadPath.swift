@@ -75,20 +75,21 @@ final class ReadPath: Sendable {
             } catch {
                 failures.append((nodeName, error))
             }
-            for location in ordered(info.locations) where isMappable(location) {
+            let locations = ordered(info.locations)
+            for copy in locations.compactMap(mappable) {
                 do throws(GedsError) {
-                    return try Tier0Store.map(location, of: info.blob, size: info.size)
+                    return try Tier0Store.map(copy, of: info.blob, size: info.size)
                 } catch {
-                    failures.append((location.node, error))
+                    failures.append((copy.node, error))
                 }
             }
-            for location in ordered(info.locations) where !isMappable(location) && location.node != nodeName {
+            for location in locations where mappable(location) == nil && location.holder != nodeName {
                 do throws(GedsError) {
-                    let copy = try await fetch(info.blob, size: info.size, from: location, publish: publishCachedCopies)
-                    tiers.opened(info.blob, copy)
-                    return copy
+                    let fetched = try await fetch(info.blob, size: info.size, from: location, publish: publishCachedCopies)
+                    tiers.opened(info.blob, fetched)
+                    return fetched
                 } catch {
-                    failures.append((location.node, error))
+                    failures.append((location.holder, error))
                 }
             }
             throw unreachable(info, failures)
@@ -112,17 +113,17 @@ final class ReadPath: Sendable {
             } catch {
                 failures.append((nodeName, error))
             }
-            for location in ordered(info.locations) where location.node != nodeName {
+            for location in ordered(info.locations) where location.holder != nodeName {
                 do throws(GedsError) {
-                    if isMappable(location) {
-                        return try copy(from: try Tier0Store.map(location, of: info.blob, size: info.size), at: offset, into: destination)
+                    if let mapped = mappable(location) {
+                        return try copy(from: try Tier0Store.map(mapped, of: info.blob, size: info.size), at: offset, into: destination)
                     }
                     let got = try await transfer(info.blob, objectSize: info.size, offset: offset, length: length, from: location,
                                                  into: destination)
-                    guard got == length else { throw GedsError(.protocolViolation, "node \(location.node) sent \(got) of \(length) bytes") }
+                    guard got == length else { throw GedsError(.protocolViolation, "\(location.holder) sent \(got) of \(length) bytes") }
                     return Int(length)
                 } catch {
-                    failures.append((location.node, error))
+                    failures.append((location.holder, error))
                 }
             }
             throw unreachable(info, failures)
@@ -156,10 +157,11 @@ final class ReadPath: Sendable {
         return try tiers.tier0.map(blob)
     }
 
-    /// Whether a location's file can be mapped from here: a tier-0 copy on this host. Tier-1 files are
-    /// read through their owner, which promotes them (and keeps the move order: MDS first, then the file).
-    private func isMappable(_ location: Location) -> Bool {
-        location.tier == .tier0 && location.hostID == hostID
+    /// The copy a location names when its file can be mapped from here: a tier-0 copy on this host. Tier-1 files
+    /// are read through their owner, which promotes them (and keeps the move order: MDS first, then the file).
+    private func mappable(_ location: Location) -> NodeCopy? {
+        guard case .node(let copy) = location, copy.tier == .tier0, copy.hostID == hostID else { return nil }
+        return copy
     }
 
     /// Runs a read against `info`, and once more against the MDS's current locations when it failed because
@@ -204,7 +206,7 @@ final class ReadPath: Sendable {
         let tier0 = tiers.tier0
         if !tier0.contains(blob) {
             try await tiers.withTier0Room(size, for: blob) { () throws(GedsError) in
-                let linked = source.tier == .tier0 && source.hostID == hostID && tier0.adopt(blob, linkingFrom: source.path)
+                let linked = mappable(source).map { tier0.adopt(blob, linkingFrom: $0.path) } ?? false
                 if !linked { _ = try await receive(blob, size: size, from: source) }
             }
         }
@@ -219,7 +221,7 @@ final class ReadPath: Sendable {
             let got = try await transfer(blob, objectSize: size, offset: 0, length: size, from: location,
                                          into: MappingSink(mapping: receiving.mapping))
             guard got == size else {
-                throw GedsError(.protocolViolation, "node \(location.node) sent \(got) of \(size) bytes")
+                throw GedsError(.protocolViolation, "\(location.holder) sent \(got) of \(size) bytes")
             }
         }
         try receiving.seal()
@@ -229,7 +231,7 @@ final class ReadPath: Sendable {
     /// Reads a range of a copy over the carrier its location and its peer's state call for (see `CopyCarriers`).
     private func transfer(_ blob: BlobID, objectSize: UInt64, offset: UInt64, length: UInt64, from location: Location,
                   into sink: any ReadSink) async throws(GedsError) -> UInt64 {
-        let range = CopyRange(blob: blob, objectSize: objectSize, offset: offset, length: length, location: location)
+        let range = CopyRange(blob: blob, objectSize: objectSize, offset: offset, length: length)
         return try await carriers.reader(for: location, length: length).read(range, into: sink)
     }
 
@@ -239,7 +241,10 @@ final class ReadPath: Sendable {
         let host = hostID
         return locations.sorted { lhs, rhs in
             func rank(_ location: Location) -> Int {
-                location.tier == .s3 ? 3 : location.node == me ? 0 : location.hostID == host ? 1 : 2
+                switch location {
+                case .node(let copy): copy.node == me ? 0 : copy.hostID == host ? 1 : 2
+                case .s3: 3
+                }
             }
             return rank(lhs) < rank(rhs)
         }
@@ -262,9 +267,9 @@ final class ReadPath: Sendable {
     func descriptor(ofViewed info: ObjectInfo, _ view: MappedBytes) throws(GedsError) -> Int32 {
         let tier0 = tiers.tier0
         if tier0.contains(info.blob), let own = try? tier0.openForSharing(info.blob) { return own }
-        for location in info.locations where isMappable(location) {
-            if location.offset != nil { return try tier0.unnamedFile(holding: view) }
-            let fd = open(location.path, O_RDONLY | O_CLOEXEC)
+        for copy in info.locations.compactMap(mappable) {
+            if copy.offset != nil { return try tier0.unnamedFile(holding: view) }
+            let fd = open(copy.path, O_RDONLY | O_CLOEXEC)
             if fd >= 0 { return fd }
         }
         throw GedsError(.noSuchBlob, "no tier-0 file of \(info.bucket)/\(info.key) on this host to hand over "

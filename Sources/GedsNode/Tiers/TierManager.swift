@@ -98,8 +98,8 @@ final class TierManager: HeldCopies {
     /// Our tier-0 copy as a location for a peer to pull from (over RDMA when registered).
     func ownLocation(of blob: BlobID) -> Location {
         let (path, slot) = tier0.place(of: blob)
-        return Location(node: nodeName, hostID: hostID, tier: .tier0, tcp: session.advertised,
-                        rdma: rdmaAccess(of: blob, path: path, slot: slot), path: path, offset: slot?.offset)
+        return .node(NodeCopy(node: nodeName, hostID: hostID, tier: .tier0, tcp: session.advertised,
+                              rdma: rdmaAccess(of: blob, path: path, slot: slot), path: path, offset: slot?.offset))
     }
 
     /// The placement that publishes our tier-0 copy: registered for one-sided READs first when this node
