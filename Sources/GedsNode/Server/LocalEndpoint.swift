@@ -39,7 +39,7 @@ public final class LocalEndpoint: Sendable {
         let name = node.configuration.name
         removeStaleSockets(in: defaultDirectory)
         var path = defaultPath(nodeName: name)
-        if let probe = try? LocalSocket.connect(to: path) {
+        if let probe = try? BlockingFrameSocket.connect(to: path) {
             probe.close()
             path = defaultPath(nodeName: "\(name)-\(getpid())")
         }
@@ -49,8 +49,8 @@ public final class LocalEndpoint: Sendable {
     /// Listens at `path` with the socket file's permissions `mode` (0600: this user only). A stale socket
     /// file (no one answering) is replaced; a live one is an error.
     public static func start(node: Node, path: String, mode: UInt32, logger: Logger) throws(GedsError) -> LocalEndpoint {
-        var address = try LocalSocket.socketAddress(path)
-        if let probe = try? LocalSocket.connect(to: path) {
+        var address = try BlockingFrameSocket.socketAddress(path)
+        if let probe = try? BlockingFrameSocket.connect(to: path) {
             probe.close()
             throw GedsError(.invalidArgument, "another gedsd listens on \(path) already (gedsd --socket PATH)")
         }
@@ -93,7 +93,7 @@ public final class LocalEndpoint: Sendable {
             var status = stat()
             guard lstat(path, &status) == 0, (status.st_mode & S_IFMT) == S_IFSOCK, status.st_uid == getuid(),
                   time(nil) - status.st_mtim.tv_sec > 60 else { continue }
-            if LocalSocket.isAbandoned(path) { unlink(path) }
+            if BlockingFrameSocket.isAbandoned(path) { unlink(path) }
         }
     }
 
@@ -124,13 +124,13 @@ public final class LocalEndpoint: Sendable {
                 Glibc.close(listener)
                 return
             }
-            if !startThread({ self.serve(LocalSocket(descriptor: fd)) }) { Glibc.close(fd) }
+            if !startThread({ self.serve(BlockingFrameSocket(descriptor: fd)) }) { Glibc.close(fd) }
         }
     }
 
     // MARK: One connection
 
-    private func serve(_ socket: LocalSocket) {
+    private func serve(_ socket: BlockingFrameSocket) {
         let admitted = connections.withLock { open -> Bool in
             guard open.count < LocalEndpoint.maximumConnections else { return false }
             open.insert(socket.descriptor)
@@ -196,7 +196,7 @@ public final class LocalEndpoint: Sendable {
         return nil
     }
 
-    private func answer(_ request: LocalRequest, id: UInt64, session: LocalSession, on socket: LocalSocket) throws(GedsError) {
+    private func answer(_ request: LocalRequest, id: UInt64, session: LocalSession, on socket: BlockingFrameSocket) throws(GedsError) {
         switch request {
         case .view(let info):
             // The node's view keeps the file mapped (and so present) until the descriptor is on its way.
