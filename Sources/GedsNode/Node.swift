@@ -1,4 +1,3 @@
-import GedsCarrier
 import GedsCore
 import GedsMetadataRDMA
 import GedsTCP
@@ -9,7 +8,6 @@ import GedsWire
 import Logging
 import NIOCore
 import NIOPosix
-import Synchronization
 
 /// A node, as GEDS and the C ABI use it: a facade that starts its parts, wires them together, and forwards the API
 /// to the part each call concerns. The parts, each owning its state:
@@ -18,8 +16,8 @@ import Synchronization
 /// - `PersistenceAgent` (Persistence/): S3 clients, write-through and write-back, read-through, the S3 side of
 ///   renames and deletions;
 /// - `ReadPath` (ReadPath/): lookups on the caller's thread, copy choice, carriers, retries when copies move;
+/// - `WritePath` (Writing/): create, seal (with a hand-off), abandon, relocation;
 /// - `DataServer` (Server/): what peers ask of this node.
-/// Writing (create, seal, hand-off) and relocation span several parts and stay here.
 public final class Node: Sendable {
     public let configuration: NodeConfiguration
     public let mds: MDSClient
@@ -37,6 +35,7 @@ public final class Node: Sendable {
     let tiers: TierManager
     let persistence: PersistenceAgent
     let readPath: ReadPath
+    let writePath: WritePath
     let server: DataServer
     /// What this node registers as (again after a lost lease).
     private let registration: NodeRegistration
@@ -123,6 +122,8 @@ public final class Node: Sendable {
         readPath = ReadPath(tiers: tiers, carriers: carriers, mds: mds,
                             direct: DirectCalls(endpoint: configuration.mds, timeoutMilliseconds: configuration.timeoutMilliseconds),
                             configuration: configuration, logger: logger)
+        writePath = WritePath(tiers: tiers, persistence: persistence, readPath: readPath, mds: mds, session: session,
+                              peers: peers, timeoutMilliseconds: configuration.timeoutMilliseconds)
         server.serve(tiers: tiers, readPath: readPath, persistence: persistence)
     }
 
@@ -195,89 +196,28 @@ public final class Node: Sendable {
         }
     }
 
-    // MARK: Writing
+    // MARK: Writing and relocation (see WritePath)
 
     public func create(bucket: String, key: String) async throws(GedsError) -> WritableBlob {
-        let reply = try await mds.call(.createObject(bucket: bucket, key: key, node: index))
-        guard case .created(let blob) = reply else { throw MDSClient.unexpected(reply) }
-        do {
-            return try tier0.create(blob)
-        } catch {
-            try? await mds.expectOK(.abortObject(blob: blob))
-            throw error
-        }
+        try await writePath.create(bucket: bucket, key: key)
     }
 
-    /// Seals an object: it becomes immutable and visible everywhere in one step at the MDS. With a target,
-    /// the target takes the bytes first and the object is published with the target as its only copy, so
-    /// a failed hand-off leaves nothing half-made (an older object under the key stays as it was). Then the
-    /// object is made as durable as `persistency` (else its bucket's) says; see `PersistenceAgent.persistSealed`.
+    /// Seals an object: it becomes immutable and visible everywhere in one step at the MDS (after a hand-off to
+    /// `target`, when given), then as durable as `persistency` (else its bucket's) says.
     public func seal(_ writable: WritableBlob, metadata: [String: String], handingOffTo target: NodeInfo? = nil,
                      persistency: Persistency? = nil) async throws(GedsError) {
-        try UserMetadata.validate(metadata)
-        let blob = writable.blob
-        let contents = inlineContents(of: writable)
-        let size = try writable.seal()
-        NodeMetrics.writtenLocal.increment(by: Int64(size))
-        tiers.pin(blob)  // not spilled while pending at the MDS
-        defer { tiers.unpin(blob) }
-        let sealReply: Reply
-        do {
-            let placement: BlobPlacement
-            if let target {
-                try await askToPull(blob, size: size, from: tiers.ownLocation(of: blob), to: target)
-                placement = BlobPlacement(node: 0, tier: .tier0)
-            } else {
-                try await tiers.checkTier0Capacity(sealing: blob, size: size)
-                placement = tiers.tier0Placement(of: blob)
-            }
-            sealReply = try await mds.call(.sealObject(blob: blob, size: size, metadata: metadata, placement: placement,
-                                                       contents: contents?.count == Int(size) ? contents : nil))
-        } catch {
-            tiers.discardTier0Copy(blob)
-            try? await mds.expectOK(.abortObject(blob: blob))
-            throw error
-        }
-        if target != nil { tiers.discardTier0Copy(blob) } else { tiers.admitted(blob) }
-        try await persistence.persistSealed(blob, sealReply: sealReply, requested: persistency, holder: target)
-    }
-
-    /// The bytes of an object about to be sealed, when it is small enough for the MDS to keep them inline.
-    /// Nil when it cannot be read back (the seal then goes without: the node's copy serves reads).
-    private func inlineContents(of writable: WritableBlob) -> [UInt8]? {
-        let size = writable.size
-        guard size > 0, size <= UInt64(session.inlineLimit) else { return nil }
-        let bytes = [UInt8](unsafeUninitializedCapacity: Int(size)) { buffer, count in
-            count = (try? writable.read(into: UnsafeMutableRawBufferPointer(buffer), at: 0)) ?? 0
-        }
-        return bytes.count == Int(size) ? bytes : nil
+        try await writePath.seal(writable, metadata: metadata, handingOffTo: target, persistency: persistency)
     }
 
     /// Gives up an object being written: its file goes when the last reference to `writable` does, and the
     /// MDS forgets the blob.
     public func abandon(_ writable: WritableBlob) {
-        let blob = writable.blob
-        Task { try? await mds.expectOK(.abortObject(blob: blob)) }
+        writePath.abandon(writable)
     }
-
-    // MARK: Relocation
 
     /// Hands a sealed object to another node, which becomes its owner; our copy goes afterwards.
     public func relocate(_ info: ObjectInfo, to target: NodeInfo) async throws(GedsError) {
-        if tiers.holdsInTier1(info.blob) { try await tiers.promote(info.blob) }  // the target takes it from our tier 0
-        let source = tier0.contains(info.blob) ? tiers.ownLocation(of: info.blob) : readPath.ordered(info.locations).first
-        guard let source else { throw readPath.unreachable(info, []) }
-        try await askToPull(info.blob, size: info.size, from: source, to: target)
-        if tier0.contains(info.blob) {
-            try? await mds.expectOK(.removeLocation(blob: info.blob, node: index))
-            tiers.discardTier0Copy(info.blob)
-        }
-    }
-
-    private func askToPull(_ blob: BlobID, size: UInt64, from source: Location, to target: NodeInfo) async throws(GedsError) {
-        // The target copies the whole object before it answers: allow for that beyond the usual deadline.
-        try await peers.ask(target, .pullBlob(blob: blob, size: size, source: source),
-                            timeout: .milliseconds(configuration.timeoutMilliseconds + Int64(size >> 20) * 100))
+        try await writePath.relocate(info, to: target)
     }
 
     /// The live node named `name`, as the MDS lists it.
