@@ -1,5 +1,6 @@
 import CLinux
 import GedsCore
+import GedsTCP
 import GedsWire
 #if canImport(Glibc)
 import Glibc
@@ -150,34 +151,8 @@ public struct BlockingFrameSocket: Sendable {
 }
 
 extension BlockingFrameSocket {
-    /// A blocking TCP connection (no Nagle delay; receives fail with `timedOut` after `timeoutMilliseconds`).
+    /// A blocking TCP connection to the MDS (see `BlockingTCP.connect`).
     static func connect(tcp endpoint: Endpoint, timeoutMilliseconds: Int64) throws(GedsError) -> BlockingFrameSocket {
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var found: UnsafeMutablePointer<addrinfo>?
-        let status = getaddrinfo(endpoint.host, String(endpoint.port), &hints, &found)
-        guard status == 0, let first = found else {
-            throw GedsError(.mdsUnreachable, "cannot resolve \(endpoint.host): \(String(cString: gai_strerror(status)))")
-        }
-        defer { freeaddrinfo(found) }
-        var lastError: Int32 = 0
-        for entry in sequence(first: first, next: { $0.pointee.ai_next }) {
-            let fd = socket(entry.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else {
-                lastError = errno
-                continue
-            }
-            if Glibc.connect(fd, entry.pointee.ai_addr, entry.pointee.ai_addrlen) == 0 {
-                var on: Int32 = 1
-                _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
-                let socket = BlockingFrameSocket(descriptor: fd)
-                socket.setReceiveTimeout(milliseconds: timeoutMilliseconds)
-                return socket
-            }
-            lastError = errno
-            Glibc.close(fd)
-        }
-        throw GedsError(.mdsUnreachable, "cannot connect to \(endpoint): \(String(cString: strerror(lastError)))")
+        BlockingFrameSocket(descriptor: try BlockingTCP.connect(to: endpoint, peerName: "MDS", timeoutMilliseconds: timeoutMilliseconds))
     }
 }
