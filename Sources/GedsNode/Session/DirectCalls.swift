@@ -13,7 +13,7 @@ import Glibc
 public final class DirectCalls: Sendable {
     public let endpoint: Endpoint
     private let timeoutMilliseconds: Int64
-    private let idle = Mutex<(process: pid_t, sockets: [LocalSocket])>((getpid(), []))
+    private let idle = Mutex<(process: pid_t, sockets: [BlockingFrameSocket])>((getpid(), []))
     private let nextID = Atomic<UInt64>(1)
     /// Idle connections kept beyond this many are closed.
     private static let keptIdle = 64
@@ -35,14 +35,14 @@ public final class DirectCalls: Sendable {
         if let pooled = pooledConnection(), let reply = try? exchange(request, on: pooled) {
             return reply
         }
-        return try exchange(request, on: try LocalSocket.connect(tcp: endpoint, timeoutMilliseconds: timeoutMilliseconds))
+        return try exchange(request, on: try BlockingFrameSocket.connect(tcp: endpoint, timeoutMilliseconds: timeoutMilliseconds))
     }
 
     /// An idle connection of this process; after a fork, the parent's are closed here (only this process's copies
     /// of their descriptors) and forgotten.
-    private func pooledConnection() -> LocalSocket? {
+    private func pooledConnection() -> BlockingFrameSocket? {
         let process = getpid()
-        let (socket, inherited) = idle.withLock { idle -> (LocalSocket?, [LocalSocket]) in
+        let (socket, inherited) = idle.withLock { idle -> (BlockingFrameSocket?, [BlockingFrameSocket]) in
             guard idle.process == process else {
                 defer { idle = (process, []) }
                 return (nil, idle.sockets)
@@ -53,7 +53,7 @@ public final class DirectCalls: Sendable {
         return socket
     }
 
-    private func exchange(_ request: Request, on socket: LocalSocket) throws(GedsError) -> Reply {
+    private func exchange(_ request: Request, on socket: BlockingFrameSocket) throws(GedsError) -> Reply {
         let id = nextID.add(1, ordering: .relaxed).oldValue
         let reply: Reply
         do throws(GedsError) {
@@ -71,45 +71,12 @@ public final class DirectCalls: Sendable {
             throw error.code == .io ? GedsError(.mdsUnreachable, "\(endpoint): \(error.message)") : error
         }
         let process = getpid()
-        let surplus = idle.withLock { idle -> LocalSocket? in
+        let surplus = idle.withLock { idle -> BlockingFrameSocket? in
             guard idle.process == process, idle.sockets.count < DirectCalls.keptIdle else { return socket }
             idle.sockets.append(socket)
             return nil
         }
         surplus?.close()
         return reply
-    }
-}
-
-extension LocalSocket {
-    /// A blocking TCP connection (no Nagle delay; receives fail with `timedOut` after `timeoutMilliseconds`).
-    static func connect(tcp endpoint: Endpoint, timeoutMilliseconds: Int64) throws(GedsError) -> LocalSocket {
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var found: UnsafeMutablePointer<addrinfo>?
-        let status = getaddrinfo(endpoint.host, String(endpoint.port), &hints, &found)
-        guard status == 0, let first = found else {
-            throw GedsError(.mdsUnreachable, "cannot resolve \(endpoint.host): \(String(cString: gai_strerror(status)))")
-        }
-        defer { freeaddrinfo(found) }
-        var lastError: Int32 = 0
-        for entry in sequence(first: first, next: { $0.pointee.ai_next }) {
-            let fd = socket(entry.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else {
-                lastError = errno
-                continue
-            }
-            if Glibc.connect(fd, entry.pointee.ai_addr, entry.pointee.ai_addrlen) == 0 {
-                var on: Int32 = 1
-                _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
-                let socket = LocalSocket(descriptor: fd)
-                socket.setReceiveTimeout(milliseconds: timeoutMilliseconds)
-                return socket
-            }
-            lastError = errno
-            Glibc.close(fd)
-        }
-        throw GedsError(.mdsUnreachable, "cannot connect to \(endpoint): \(String(cString: strerror(lastError)))")
     }
 }
