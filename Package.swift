@@ -72,7 +72,8 @@ let package = Package(
                 dependencies: ["GedsCore", "GedsWire", "GedsCarrier", "GedsVerbs", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         .target(name: "GedsMDS",
-                dependencies: ["GedsCore", "GedsWire", "GedsCarrier", "GedsTCP", "GedsMetadataRDMA",
+                // GedsTier1 and CLinux for CRC32C, the journal's record checksum.
+                dependencies: ["GedsCore", "GedsWire", "GedsCarrier", "GedsTCP", "GedsMetadataRDMA", "GedsTier1", "CLinux",
                                .product(name: "Logging", package: "swift-log"),
                                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
                 swiftSettings: strict),
