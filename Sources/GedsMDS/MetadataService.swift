@@ -34,6 +34,7 @@ public final class MetadataService: RequestService {
     public var objectCount: Int { store.withLock { $0.objectCount } }
     public var levels: (buckets: Int, objects: Int, liveNodes: Int) { store.withLock { $0.levels } }
     public var subscriptionCount: Int { subscriptions.count }
+    var revision: UInt64 { store.withLock { $0.events.revision } }
 
     public func respond(to request: Request) -> Response {
         do {
@@ -326,10 +327,13 @@ public final class MetadataServer: Sendable {
         let started = NIODeadline.now()
         let directory = try StateDirectory(path: state.directory)
         let contents = try directory.read()
-        for record in contents.snapshot?.records ?? [] {
-            do { try store.replay(record) } catch { throw GedsError(error.code, "\(directory.snapshotPath): \(error.message)") }
+        if let snapshot = contents.snapshot {
+            do {
+                try store.restore(snapshot: snapshot.records, revision: snapshot.header.revision)
+            } catch {
+                throw GedsError(error.code, "\(directory.snapshotPath): \(error.message)")
+            }
         }
-        store.events.advance(to: contents.snapshot?.header.revision ?? 0)
         var replayed = 0
         for journal in contents.journals {
             for record in journal.records {

@@ -197,6 +197,7 @@ final class MetadataJournal: Sendable {
             }
             Glibc.close(state.file)
         }
+        Glibc.close(directory.lock)  // the directory is free for the next MDS
         try? await threads.shutdownGracefully()
     }
 }

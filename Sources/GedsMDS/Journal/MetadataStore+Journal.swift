@@ -66,6 +66,14 @@ extension MetadataStore {
         events.advance(to: record.revision)
     }
 
+    /// Rebuilds the namespace from a snapshot's records (into an empty store): its revision is the snapshot's, with
+    /// no history before it.
+    mutating func restore(snapshot records: [JournalFormat.Record], revision: UInt64) throws(GedsError) {
+        for record in records { try replay(record) }
+        events = EventHistory(capacity: events.capacity)
+        events.advance(to: revision)
+    }
+
     /// The store as snapshot records: each bucket (and its S3 store), then each key. What is not durable (nodes,
     /// copies, unsealed objects, inline contents) is left out.
     func writeSnapshotRecords(into buffer: inout ByteBuffer) {
