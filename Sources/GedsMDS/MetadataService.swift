@@ -53,11 +53,18 @@ public final class MetadataService: RequestService {
     /// in revision order), and hands them to the subscribers after it.
     private func locked<Result: Sendable, Failure: Error>(_ body: (inout MetadataStore) throws(Failure) -> Result) throws(Failure) -> Result {
         var published = false
-        defer { if published { subscriptions.drain() } }
+        var journaled = false
+        defer {
+            if journaled, let journal, journal.policy != .always { journal.writeAppended() }
+            if published { subscriptions.drain() }
+        }
         return try store.withLock { (store) throws(Failure) -> Result in
             let result = try body(&store)
-            if let journal, !store.unjournaled.isEmpty, journal.append(store.takeUnjournaled()).compact {
-                journal.compact(store)  // a copy: its arrays are shared until the next change
+            if let journal, !store.unjournaled.isEmpty {
+                journaled = true
+                if journal.append(store.takeUnjournaled()).compact {
+                    journal.compact(store)  // a copy: its arrays are shared until the next change
+                }
             }
             if !store.events.unpublished.isEmpty {
                 subscriptions.enqueue(store.takeUnpublishedEvents())

@@ -686,7 +686,8 @@ public struct MetadataStore: Sendable {
             assignS3Copy(of: storage.object(forKey: key), in: bucket, to: nextBlob, persistency: storage.persistency, stored: true)
             bind(bucket: bucket, key: key, to: Entry(blob: nextBlob, modified: now, metadata: metadata))
             events.record(.created, bucket: bucket, key: key)
-            journal(.adoptS3Object(ObjectName(bucket: bucket, key: key), blob: nextBlob, size: size, metadata: metadata, now: now))
+            let blob = nextBlob
+            journal(.adoptS3Object(ObjectName(bucket: bucket, key: key), blob: blob, size: size, metadata: metadata, now: now))
         }
         return try lookup(bucket: bucket, key: key)
     }

@@ -71,13 +71,27 @@ final class MetadataJournal: Sendable {
             for record in records { bytes += JournalFormat.append(record, to: &state.pending) }
             state.appended += UInt64(bytes)
             state.bytesInGeneration += UInt64(bytes)
-            let startWriter = !state.writing
-            state.writing = true
-            let compact = !state.compacting && state.bytesInGeneration >= compactionBytes
+            // With `always` the journal's thread writes it (the request waits for its fsync); otherwise the
+            // request's own thread does, once it has left the store's critical section (`writeAppended`).
+            let startWriter = policy == .always && !state.writing
+            if startWriter { state.writing = true }
+            let compact = !state.compacting && state.beforeRotation == nil && state.bytesInGeneration >= compactionBytes
             return (state.appended, startWriter, compact)
         }
-        if startWriter { threads.submit { _ in self.write() } }
+        if startWriter { threads.submit { _ in self.write(syncing: true) } }
         return (position, compact)
+    }
+
+    /// Writes what was appended on the caller's thread (after the store's critical section, before the reply, so a
+    /// killed MDS loses no acknowledged change: one buffered write into the page cache, as Redis does), unless a
+    /// writer is at it already (it then takes this too). Fsyncs stay on the journal's thread. Not for `always`.
+    func writeAppended() {
+        let start = state.withLock { state in
+            guard !state.writing, state.pending.readableBytes > 0 || state.beforeRotation != nil else { return false }
+            state.writing = true
+            return true
+        }
+        if start { write(syncing: false) }
     }
 
     /// The position of everything appended so far.
@@ -104,7 +118,7 @@ final class MetadataJournal: Sendable {
             defer { state.writing = true }
             return !state.writing
         }
-        if startWriter { threads.submit { _ in self.write() } }
+        if startWriter { threads.submit { _ in self.write(syncing: true) } }
     }
 
     /// Starts the next journal generation and writes `snapshot` (the store as of this point: call in the store's
@@ -119,7 +133,7 @@ final class MetadataJournal: Sendable {
             defer { state.writing = true }
             return (state.generation, !state.writing)
         }
-        if startWriter { threads.submit { _ in self.write() } }
+        if startWriter { threads.submit { _ in self.write(syncing: true) } }
         threads.submit { _ in
             let started = NIODeadline.now()
             do throws(GedsError) {
@@ -135,23 +149,45 @@ final class MetadataJournal: Sendable {
         }
     }
 
-    /// The writer: takes what has gathered, writes and syncs it, until nothing is left (one writer at a time).
-    private func write() {
+    private struct Work {
+        var before: ByteBuffer?
+        var bytes: ByteBuffer
+        var end: UInt64
+        var sync: Bool
+        var file: Int32
+        var generation: UInt64
+    }
+
+    private enum Step {
+        case work(Work)
+        case done
+        /// A sync was asked for while a writer that does not sync (a request's thread) was writing.
+        case handOff
+    }
+
+    /// The writer: takes what has gathered, writes it (and syncs it when `syncing` and the policy or `syncSoon` say
+    /// so), until nothing is left. One writer at a time (`writing`).
+    private func write(syncing: Bool) {
         while true {
-            let work = state.withLock { state -> (before: ByteBuffer?, bytes: ByteBuffer, end: UInt64, sync: Bool, file: Int32, generation: UInt64)? in
-                let sync = state.syncWanted || policy == .always
+            let step = state.withLock { state -> Step in
+                let sync = syncing && (state.syncWanted || policy == .always)
                 guard state.pending.readableBytes > 0 || state.beforeRotation != nil || (sync && state.durable < state.appended) else {
+                    if !syncing, state.syncWanted, state.durable < state.appended { return .handOff }
                     state.writing = false
-                    return nil
+                    return .done
                 }
                 defer {
                     state.pending.clear()
                     state.beforeRotation = nil
-                    state.syncWanted = false
+                    if sync { state.syncWanted = false }
                 }
-                return (state.beforeRotation, state.pending, state.appended, sync, state.file, state.generation)
+                return .work(Work(before: state.beforeRotation, bytes: state.pending, end: state.appended, sync: sync, file: state.file,
+                                  generation: state.generation))
             }
-            guard let work else { return }
+            guard case .work(let work) = step else {
+                if case .handOff = step { threads.submit { _ in self.write(syncing: true) } }
+                return
+            }
             var file = work.file
             do throws(GedsError) {
                 if let before = work.before {

@@ -5,9 +5,9 @@ import NIOCore
 /// restart leaves to clean up.
 extension MetadataStore {
     /// Keeps a change for the journal; call once it has succeeded, after its event (whose revision it carries).
-    mutating func journal(_ change: NamespaceChange) {
+    mutating func journal(_ change: @autoclosure () -> NamespaceChange) {
         guard journaling else { return }
-        unjournaled.append(JournalFormat.Record(revision: events.revision, change: change))
+        unjournaled.append(JournalFormat.Record(revision: events.revision, change: change()))
     }
 
     mutating func takeUnjournaled() -> [JournalFormat.Record] {
