@@ -30,7 +30,7 @@ struct GedsPerf: AsyncParsableCommand {
             help: "For rdma: OWNER,READER, addresses of two RDMA devices (two hosts); the owner gedsd serves on the first, this process reads from the second (default inside tools/rxe-vm --two-hosts: 10.10.1.2,10.10.1.1).")
     var rdmaAddresses: String?
 
-    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); spill reads from a gedsd while it spills to tier 1 (see --spill-*); s3 is read-through from moto_server beside boto3; pubsub is seal-to-event and wait latency beside redis pub/sub, events/s to 100 subscribers and lookups/s with them; attach measures a process attached to a gedsd's local socket beside redis-benchmark -s; soak is a mixed put/get/list/rename/delete load over two gedsd nodes (see --clients, --duration); tier0-memory is the tier-0 memory of --objects objects of 1 KiB beside redis used_memory; mds-state is create+seal of 4 KiB objects on an MDS with --state (fsync everysec, always; state in --spill-dir) beside the in-memory MDS and redis appendfsync always; mds-scale, node-scale, tier0-memory, tier1, spill, s3, pubsub, soak, attach and mds-state run only when named.")
+    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); spill reads from a gedsd while it spills to tier 1 (see --spill-*); s3 is read-through from moto_server beside boto3; pubsub is seal-to-event and wait latency beside redis pub/sub, events/s to 100 subscribers and lookups/s with them; attach measures a process attached to a gedsd's local socket beside redis-benchmark -s; soak is a mixed put/get/list/rename/delete load over two gedsd nodes (see --clients, --duration); tier0-memory is the tier-0 memory of --objects objects of 1 KiB beside redis used_memory; mds-state is create+seal of 4 KiB objects on an MDS with --state (fsync everysec, always; state in --spill-dir) beside the in-memory MDS and redis appendfsync always, and the restart time of an MDS holding --scale-objects objects; mds-scale, node-scale, tier0-memory, tier1, spill, s3, pubsub, soak, attach and mds-state run only when named.")
     var workloads: String = Workload.defaults.map(\.rawValue).joined(separator: ",")
 
     @Option(help: "Object sizes for read-bw and read-tier0, comma-separated; K, M, G mean KiB, MiB, GiB.")
@@ -39,7 +39,7 @@ struct GedsPerf: AsyncParsableCommand {
     @Option(help: "Timed repetitions of each bandwidth figure (median reported, min and max as spread); at most 3 for objects of 256 MiB and more.")
     var repetitions: Int = 5
 
-    @Option(name: .customLong("scale-objects"), help: "Objects for mds-scale (also run with 10,000 when larger).")
+    @Option(name: .customLong("scale-objects"), help: "Objects for mds-scale (also run with 10,000 when larger) and for mds-state's restart.")
     var scaleObjects: Int = 1_000_000
 
     @Option(help: "Concurrent clients for mds-ops and soak.")
@@ -259,7 +259,7 @@ struct GedsPerf: AsyncParsableCommand {
             results += try await S3Bench.measure(size: try parsedS3Size(), repetitions: repetitions)
         }
         if selected.contains(.mdsState) {
-            results += try await MDSStateBench.measure(binaries: binaries, parent: spillDir, clients: clients)
+            results += try await MDSStateBench.measure(binaries: binaries, parent: spillDir, clients: clients, restartObjects: scaleObjects)
         }
         if selected.contains(.soak) {
             results += try await SoakBench.measure(binaries: binaries, clients: clients, seconds: duration)

@@ -1,6 +1,9 @@
 import Foundation
 @_spi(Benchmarks) import GEDS
 import GedsCore
+import GedsMDS
+import GedsWire
+import Logging
 
 /// What a durable MDS costs: create+seal of 4 KiB objects (the seal bringing the bytes, as a node's does within
 /// the inline limit) with `clients` concurrent clients, on an MDS in memory, with `--state --fsync everysec` and with
@@ -11,7 +14,7 @@ enum MDSStateBench {
     static let seconds = 3.0
     static let rounds = 3
 
-    static func measure(binaries: String, parent: String, clients: Int) async throws -> [Measurement] {
+    static func measure(binaries: String, parent: String, clients: Int, restartObjects: Int) async throws -> [Measurement] {
         let folder = "\(parent)/geds-perf-state-\(getpid())"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         Cleanup.folders.withLock { $0.append(folder) }
@@ -43,7 +46,45 @@ enum MDSStateBench {
         result.compare(with: Reference("redis-benchmark SET 4 KiB, appendfsync always, \(clients) clients", redis.map(\.requestsPerSecond)),
                        higherIsBetter: true, value: always)
         results.append(result)
+        results.append(try await restart(objects: restartObjects, directory: folder + "/restart"))
         return results
+    }
+
+    /// Seconds from the start of an MDS whose state holds `objects` objects (snapshot and journal as a run that
+    /// sealed them left them) until it serves: an MDS in this process, filled through its request service.
+    static func restart(objects: Int, directory: String) async throws -> Measurement {
+        progress("mds-state: sealing \(objects.formatted()) objects into an MDS with --state, then restarting it")
+        var logger = Logger(label: "geds-perf")
+        logger.logLevel = .warning
+        let state = StateOptions(directory: directory, fsync: .everysec)
+        let listen = Endpoint(host: "127.0.0.1", port: 0)
+        // A lease longer than the run: this node sends no heartbeats.
+        let first = try await MetadataServer.start(listen: listen, leaseMilliseconds: 3_600_000, state: state, logger: logger)
+        let registration = NodeRegistration(name: "n", hostID: "h", role: .daemon, tcp: Endpoint(host: "127.0.0.1", port: 1),
+                                            tier0Directory: "/t")
+        guard case .reply(.nodeRegistered(let node, _, _)) = first.service.respond(to: .registerNode(registration)) else {
+            throw GedsError(.internal, "the MDS did not register the node")
+        }
+        _ = first.service.respond(to: .createBucket("restart"))
+        for index in 0..<objects {
+            let response = first.service.respond(to: .createObject(bucket: "restart", key: MetadataScale.key(index), node: node))
+            guard case .reply(.created(let blob)) = response else {
+                throw GedsError(.internal, "the MDS did not create an object: \(response)")
+            }
+            _ = first.service.respond(to: .sealObject(blob: blob, size: 1024, metadata: [:], placement: BlobPlacement(node: node, tier: .tier0)))
+        }
+        await first.close()
+        let started = DispatchTime.now().uptimeNanoseconds
+        let second = try await MetadataServer.start(listen: listen, leaseMilliseconds: 3_600_000, state: state, logger: logger)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        let restored = second.service.objectCount
+        await second.close()
+        guard restored == objects else { throw GedsError(.internal, "the restarted MDS has \(restored) of \(objects) objects") }
+        var result = Measurement(workload: Workload.mdsState.rawValue, transport: "none", size_bytes: 0, objects: objects,
+                                 note: String(format: "MDS restart: serving again %.2f s after its start, with %@ objects in its state "
+                                              + "(snapshot + journal); goal at most 5 s at 1 M", seconds, objects.formatted()))
+        result.p50_us = seconds * 1e6
+        return result
     }
 
     private static func measurement(_ rates: [Double], _ configuration: String, clients: Int) -> Measurement {
