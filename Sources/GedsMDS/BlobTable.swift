@@ -37,6 +37,12 @@ struct BlobTable {
 
     var count: Int { recordOf.count }
 
+    /// Makes room for `count` more blobs at once (a restore knows how many it brings).
+    mutating func reserveCapacity(_ count: Int) {
+        records.reserveCapacity(records.count + count)
+        recordOf.reserveCapacity(recordOf.count + count)
+    }
+
     func contains(_ blob: BlobID) -> Bool { recordOf[blob] != nil }
 
     func size(of blob: BlobID) -> UInt64? { recordOf[blob].map { records[Int($0)].size } }

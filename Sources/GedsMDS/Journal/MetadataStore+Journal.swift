@@ -69,6 +69,7 @@ extension MetadataStore {
     /// Rebuilds the namespace from a snapshot's records (into an empty store): its revision is the snapshot's, with
     /// no history before it.
     mutating func restore(snapshot records: [JournalFormat.Record], revision: UInt64) throws(GedsError) {
+        blobs.reserveCapacity(records.count)
         for record in records { try replay(record) }
         events = EventHistory(capacity: events.capacity)
         events.advance(to: revision)
