@@ -45,8 +45,8 @@ struct GedsMDSCommand: AsyncParsableCommand {
     @Option(help: "Keep the namespace in this directory (a journal of every change and a snapshot), so a restarted MDS has it again. Without it, everything is in memory only.")
     var state: String?
 
-    @Option(help: "With --state: when journal writes reach the disk: always (before each change is acknowledged), everysec (about once a second) or never (when the kernel writes back).")
-    var fsync: String = FsyncPolicy.everysec.rawValue
+    @Option(help: "With --state: when journal writes reach the disk: always (before each change is acknowledged), everysec (about once a second; the default) or never (when the kernel writes back).")
+    var fsync: String?
 
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String = "info"
@@ -62,8 +62,11 @@ struct GedsMDSCommand: AsyncParsableCommand {
             throw ValidationError("--inline-limit must be at most \(InlineContents.maximumLimit) bytes")
         }
         _ = try parsedInlineBudget()
-        guard FsyncPolicy(rawValue: fsync) != nil else {
-            throw ValidationError("--fsync must be one of \(FsyncPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
+        if let fsync {
+            guard state != nil else { throw ValidationError("--fsync needs --state DIR (without it nothing is written to disk)") }
+            guard FsyncPolicy(rawValue: fsync) != nil else {
+                throw ValidationError("--fsync must be one of \(FsyncPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
         }
     }
 
@@ -99,7 +102,7 @@ struct GedsMDSCommand: AsyncParsableCommand {
                                                     inlineLimit: UInt32(try parsedInlineLimit()), inlineBudget: try parsedInlineBudget(),
                                                     subscriberQueueLimit: subscriberQueue,
                                                     progressInterval: .milliseconds(max(progressMilliseconds, 10)),
-                                                    state: state.map { StateOptions(directory: $0, fsync: FsyncPolicy(rawValue: fsync)!) },
+                                                    state: state.map { StateOptions(directory: $0, fsync: fsync.flatMap(FsyncPolicy.init) ?? .everysec) },
                                                     logger: logger)
             levels.withLock { $0 = server.service }
             printLine("geds-mds listening on \(server.localAddress)")
