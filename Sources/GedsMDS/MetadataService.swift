@@ -336,21 +336,23 @@ public final class MetadataServer: Sendable {
         let contents = try directory.read()
         if let snapshot = contents.snapshot {
             do {
-                try store.restore(snapshot: snapshot.records, revision: snapshot.header.revision)
+                try store.restore(snapshot: snapshot.bytes, revision: snapshot.header.revision)
             } catch {
                 throw GedsError(error.code, "\(directory.snapshotPath): \(error.message)")
             }
         }
         var replayed = 0
+        var droppedBytes = contents.droppedBytes
         for journal in contents.journals {
-            for record in journal.records {
-                do {
+            let valid = JournalFormat.forEachRecord(in: journal.bytes) { record in
+                do throws(GedsError) {
                     try store.replay(record)
                     replayed += 1
                 } catch {
                     logger.error("\(directory.journalPath(journal.generation)): a change could not be made again (\(error.message)); skipped")
                 }
             }
+            droppedBytes += journal.bytes.readableBytes - valid
         }
         _ = store.takeUnpublishedEvents()
         let epoch = contents.lastEpoch % 0xFFFFF + 1
@@ -358,7 +360,7 @@ public final class MetadataServer: Sendable {
         let journal = try MetadataJournal(directory: directory, generation: contents.lastGeneration + 1, epoch: epoch,
                                           policy: state.fsync, compactionBytes: state.compactionBytes, logger: logger)
         let milliseconds = (NIODeadline.now() - started).nanoseconds / 1_000_000
-        logger.info("state \(state.directory): \(store.objectCount) object(s) in \(store.listBuckets().count) bucket(s) at revision \(store.events.revision) restored in \(milliseconds) ms (snapshot \(contents.snapshot?.records.count ?? 0) records, journal \(replayed))\(contents.droppedBytes > 0 ? "; dropped \(contents.droppedBytes) torn byte(s) at the end of the journal" : ""); fsync \(state.fsync.rawValue)")
+        logger.info("state \(state.directory): \(store.objectCount) object(s) in \(store.listBuckets().count) bucket(s) at revision \(store.events.revision) restored in \(milliseconds) ms (\(contents.snapshot == nil ? "no snapshot" : "snapshot"), \(replayed) journal records)\(droppedBytes > 0 ? "; dropped \(droppedBytes) torn byte(s) at the end of the journal" : ""); fsync \(state.fsync.rawValue)")
         if replayed > 0 {
             journal.compact(store)
         } else {

@@ -34,7 +34,7 @@ import Testing
             JournalFormat.append(JournalFormat.Record(revision: UInt64(index + 1), change: change), to: &buffer)
         }
         #expect(try JournalFormat.header(of: buffer) == JournalFormat.Header(kind: .journal, epoch: 9, generation: 4, revision: 0))
-        let (records, valid) = JournalFormat.records(in: buffer)
+        let (records, valid) = JournalTests.records(in: buffer)
         #expect(records.map(\.change) == changes)
         #expect(records.map(\.revision) == Array(1...UInt64(changes.count)))
         #expect(valid == buffer.readableBytes)
@@ -51,17 +51,17 @@ import Testing
         let lastStart = buffer.writerIndex
         JournalFormat.append(JournalFormat.Record(revision: 6, change: .seal(ObjectName(bucket: "bucket-0", key: "k"), blob: 9, size: 1,
                                                                              metadata: ["a": "b"], modified: 3)), to: &buffer)
-        let whole = JournalFormat.records(in: buffer)
+        let whole = JournalTests.records(in: buffer)
         #expect(whole.records.count == 6)
         for cut in lastStart..<buffer.writerIndex {
-            let (records, valid) = JournalFormat.records(in: buffer.getSlice(at: 0, length: cut)!)
+            let (records, valid) = JournalTests.records(in: buffer.getSlice(at: 0, length: cut)!)
             #expect(records == Array(whole.records.prefix(5)), "cut at \(cut)")
             #expect(valid == lastStart, "cut at \(cut)")
         }
         for offset in lastStart..<buffer.writerIndex {
             var damaged = buffer
             damaged.setInteger(damaged.getInteger(at: offset, as: UInt8.self)! ^ 0x10, at: offset)
-            let (records, valid) = JournalFormat.records(in: damaged)
+            let (records, valid) = JournalTests.records(in: damaged)
             #expect(records == Array(whole.records.prefix(5)), "byte \(offset) changed")
             #expect(valid == lastStart)
         }
@@ -96,7 +96,7 @@ import Testing
         JournalFormat.write(JournalFormat.Header(kind: .journal, epoch: 3, generation: 1, revision: 0), into: &buffer)
         for record in f.store.takeUnjournaled() { JournalFormat.append(record, to: &buffer) }
         var replayed = MetadataStore(epoch: 4)
-        for record in JournalFormat.records(in: buffer).records { try replayed.replay(record) }
+        _ = try JournalFormat.forEachRecord(in: buffer) { (record) throws(GedsError) in try replayed.replay(record) }
         #expect(try namespace(of: replayed) == namespace(of: f.store))
         #expect(replayed.events.revision == f.store.events.revision)
         #expect(try replayed.s3Assignment(blob: inS3, now: 10) == f.store.s3Assignment(blob: inS3, now: 10))
@@ -104,7 +104,7 @@ import Testing
         var snapshot = ByteBuffer()
         replayed.writeSnapshotRecords(into: &snapshot)
         var restored = MetadataStore(epoch: 5)
-        try restored.restore(snapshot: JournalFormat.records(in: JournalTests.withHeader(snapshot)).records, revision: replayed.events.revision)
+        try restored.restore(snapshot: JournalTests.withHeader(snapshot), revision: replayed.events.revision)
         #expect(try namespace(of: restored) == namespace(of: f.store))
         #expect(restored.events.revision == f.store.events.revision)
         #expect(try restored.s3Assignment(blob: inS3, now: 10) == f.store.s3Assignment(blob: inS3, now: 10))
@@ -193,6 +193,13 @@ import Testing
             throw GedsError(.internal, "not registered")
         }
         return index
+    }
+
+    /// Every valid record, and where they end.
+    private static func records(in bytes: ByteBuffer) -> (records: [JournalFormat.Record], validBytes: Int) {
+        var records: [JournalFormat.Record] = []
+        let valid = JournalFormat.forEachRecord(in: bytes) { records.append($0) }
+        return (records, valid)
     }
 
     private static func withHeader(_ records: ByteBuffer) -> ByteBuffer {

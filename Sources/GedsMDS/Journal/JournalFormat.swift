@@ -77,12 +77,11 @@ enum JournalFormat {
         return buffer.writerIndex - start
     }
 
-    /// The records after the header, up to the first that is torn (cut short by a crash mid-write) or fails its
-    /// checksum: `validBytes` is where they end, the rest is what was dropped.
-    static func records(in bytes: ByteBuffer) -> (records: [Record], validBytes: Int) {
+    /// Calls `visit` with each record after the header, in order, up to the first that is torn (cut short by a crash
+    /// mid-write) or fails its checksum; returns where the valid records end (the rest is what was dropped).
+    static func forEachRecord<Failure: Error>(in bytes: ByteBuffer, _ visit: (Record) throws(Failure) -> Void) throws(Failure) -> Int {
         var buffer = bytes
         buffer.moveReaderIndex(forwardBy: min(headerSize, buffer.readableBytes))
-        var records: [Record] = []
         while buffer.readableBytes >= recordHeaderSize {
             let start = buffer.readerIndex
             let length = Int(buffer.getInteger(at: start, as: UInt32.self)!)
@@ -92,10 +91,10 @@ enum JournalFormat {
             var payload = buffer.getSlice(at: start + recordHeaderSize, length: length)!
             let revision: UInt64 = payload.readInteger()!
             guard let change = try? NamespaceChange.decode(from: &payload) else { break }
-            records.append(Record(revision: revision, change: change))
+            try visit(Record(revision: revision, change: change))
             buffer.moveReaderIndex(forwardBy: recordHeaderSize + length)
         }
-        return (records, buffer.readerIndex - bytes.readerIndex)
+        return buffer.readerIndex - bytes.readerIndex
     }
 
     private static func checksum(of buffer: ByteBuffer, from start: Int, length: Int? = nil) -> UInt32 {

@@ -66,11 +66,15 @@ extension MetadataStore {
         events.advance(to: record.revision)
     }
 
-    /// Rebuilds the namespace from a snapshot's records (into an empty store): its revision is the snapshot's, with
-    /// no history before it.
-    mutating func restore(snapshot records: [JournalFormat.Record], revision: UInt64) throws(GedsError) {
-        blobs.reserveCapacity(records.count)
-        for record in records { try replay(record) }
+    /// Rebuilds the namespace from a snapshot's bytes (into an empty store): its revision is the snapshot's, with no
+    /// history before it.
+    /// A snapshot is replaced whole (renamed into place), so one that fails its checks is damage, not a crash: an error.
+    mutating func restore(snapshot bytes: ByteBuffer, revision: UInt64) throws(GedsError) {
+        blobs.reserveCapacity(bytes.readableBytes / 64)  // about the smallest record of a key
+        let valid = try JournalFormat.forEachRecord(in: bytes) { (record) throws(GedsError) in try replay(record) }
+        guard valid == bytes.readableBytes else {
+            throw GedsError(.checksumMismatch, "damaged at byte \(valid) of \(bytes.readableBytes)")
+        }
         events = EventHistory(capacity: events.capacity)
         events.advance(to: revision)
     }

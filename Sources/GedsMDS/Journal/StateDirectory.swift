@@ -12,11 +12,12 @@ struct StateDirectory {
     /// The descriptor holding the directory's lock, kept open while the MDS runs.
     let lock: Int32
 
-    /// What a recovery found: the snapshot's records, then each journal's, oldest first.
+    /// What a recovery finds: the snapshot's bytes, then each journal's, oldest first (records are decoded as they
+    /// are replayed: `JournalFormat.forEachRecord`).
     struct Contents {
-        var snapshot: (header: JournalFormat.Header, records: [JournalFormat.Record])?
-        var journals: [(generation: UInt64, records: [JournalFormat.Record])] = []
-        /// Bytes at the ends of journals that were torn or failed their checksum, and were dropped.
+        var snapshot: (header: JournalFormat.Header, bytes: ByteBuffer)?
+        var journals: [(generation: UInt64, bytes: ByteBuffer)] = []
+        /// Journals cut short before their header was whole (the MDS died creating one).
         var droppedBytes = 0
         /// The epoch of the newest file (0 when there is none): the next run takes the one after it.
         var lastEpoch: UInt32 = 0
@@ -51,8 +52,7 @@ struct StateDirectory {
         return generations.sorted()
     }
 
-    /// Reads the snapshot and the journals after it. A snapshot is replaced whole (renamed into place), so one that
-    /// fails its checks is damage, not a crash: an error. A journal's tail may be torn by a crash: dropped.
+    /// Reads the snapshot and the journals after it, checking their headers.
     func read() throws(GedsError) -> Contents {
         var contents = Contents()
         var firstJournal: UInt64 = 0
@@ -60,11 +60,7 @@ struct StateDirectory {
             let header: JournalFormat.Header?
             do { header = try JournalFormat.header(of: bytes) } catch { throw GedsError(error.code, "\(snapshotPath): \(error.message)") }
             guard let header, header.kind == .snapshot else { throw GedsError(.protocolViolation, "\(snapshotPath) is not a snapshot") }
-            let (records, valid) = JournalFormat.records(in: bytes)
-            guard valid == bytes.readableBytes else {
-                throw GedsError(.checksumMismatch, "\(snapshotPath) is damaged at byte \(valid) of \(bytes.readableBytes)")
-            }
-            contents.snapshot = (header, records)
+            contents.snapshot = (header, bytes)
             contents.lastEpoch = header.epoch
             firstJournal = header.generation
             contents.lastGeneration = header.generation
@@ -82,9 +78,7 @@ struct StateDirectory {
                 contents.droppedBytes += bytes.readableBytes
                 continue
             }
-            let (records, valid) = JournalFormat.records(in: bytes)
-            contents.droppedBytes += bytes.readableBytes - valid
-            contents.journals.append((generation, records))
+            contents.journals.append((generation, bytes))
             contents.lastEpoch = header.epoch
         }
         return contents
@@ -162,10 +156,13 @@ struct StateDirectory {
             throw GedsError.io("opening \(path)", errno: errno)
         }
         defer { close(fd) }
+        var status = stat()
         var buffer = ByteBuffer()
+        // Sized once: a snapshot of millions of keys is hundreds of megabytes, not to be copied as it grows.
+        if fstat(fd, &status) == 0 { buffer.reserveCapacity(Int(status.st_size) + 1) }
         while true {
-            buffer.reserveCapacity(minimumWritableBytes: 1 << 20)
-            let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 1 << 20) { bytes in
+            buffer.reserveCapacity(minimumWritableBytes: 1)
+            let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 1) { bytes in
                 max(0, retryingOnInterrupt { Glibc.read(fd, bytes.baseAddress!, bytes.count) })
             }
             if count == 0 { return buffer }
