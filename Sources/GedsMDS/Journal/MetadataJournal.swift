@@ -17,18 +17,20 @@ public enum FsyncPolicy: String, Sendable, CaseIterable {
     case never
 }
 
-/// The journal of a durable MDS: changes are appended to a buffer inside the store's critical section (in
-/// revision order, no I/O there), and one writer thread at a time writes what has gathered, fsyncs it as the
-/// policy says, and wakes the requests waiting for it. Past `compactionBytes` of journal the writer starts the
-/// next journal file and a snapshot of the store as it was at that point is written in the background; the
-/// journals it includes are then removed.
+/// The journal of a durable MDS: changes are appended to a buffer inside the store's critical section (in revision
+/// order, no I/O there), and one writer at a time writes what has gathered. With `always` that is the journal's
+/// thread, which fsyncs each batch and then wakes the requests waiting for it (group commit); otherwise it is a
+/// request's own thread after the critical section (one buffered write, before its reply), and the journal's thread
+/// fsyncs what was written once a second (`everysec`) without holding up the writers. Past `compactionBytes` the
+/// writer starts the next journal file and a snapshot of the store as it was at that point is written in the
+/// background; the journals it includes are then removed.
 final class MetadataJournal: Sendable {
     let policy: FsyncPolicy
     let directory: StateDirectory
     let epoch: UInt32
     private let compactionBytes: UInt64
     private let logger: Logger
-    /// Two threads: the writer's and the snapshot's, so a compaction never holds up the journal.
+    /// Two threads: the writer's or the syncer's, and the snapshot's, so a compaction never holds up the journal.
     private let threads: NIOThreadPool
     private let state: Mutex<State>
 
@@ -37,13 +39,16 @@ final class MetadataJournal: Sendable {
         var pending = ByteBuffer()
         /// Appended before the next generation was started: goes to the current file first.
         var beforeRotation: ByteBuffer?
-        /// Positions are byte counts of everything ever appended in this run.
+        /// Positions are byte counts of everything appended in this run: appended, written to a file, synced.
         var appended: UInt64 = 0
+        var written: UInt64 = 0
         var durable: UInt64 = 0
         var writing = false
-        var syncWanted = false
+        var syncing = false
         var generation: UInt64
         var file: Int32
+        /// Files of earlier generations (synced when they were left), closed by the next sync: one may be syncing.
+        var retired: [Int32] = []
         var bytesInGeneration: UInt64 = 0
         var compacting = false
         var failure: GedsError?
@@ -71,27 +76,28 @@ final class MetadataJournal: Sendable {
             for record in records { bytes += JournalFormat.append(record, to: &state.pending) }
             state.appended += UInt64(bytes)
             state.bytesInGeneration += UInt64(bytes)
-            // With `always` the journal's thread writes it (the request waits for its fsync); otherwise the
-            // request's own thread does, once it has left the store's critical section (`writeAppended`).
             let startWriter = policy == .always && !state.writing
             if startWriter { state.writing = true }
             let compact = !state.compacting && state.beforeRotation == nil && state.bytesInGeneration >= compactionBytes
             return (state.appended, startWriter, compact)
         }
-        if startWriter { threads.submit { _ in self.write(syncing: true) } }
+        if startWriter { threads.submit { _ in self.write() } }
         return (position, compact)
     }
 
     /// Writes what was appended on the caller's thread (after the store's critical section, before the reply, so a
     /// killed MDS loses no acknowledged change: one buffered write into the page cache, as Redis does), unless a
-    /// writer is at it already (it then takes this too). Fsyncs stay on the journal's thread. Not for `always`.
+    /// writer is at it already (it then takes this too). Not for `always`, whose writer is the journal's thread.
     func writeAppended() {
-        let start = state.withLock { state in
+        if claimWriter() { write() }
+    }
+
+    private func claimWriter() -> Bool {
+        state.withLock { state in
             guard !state.writing, state.pending.readableBytes > 0 || state.beforeRotation != nil else { return false }
             state.writing = true
             return true
         }
-        if start { write(syncing: false) }
     }
 
     /// The position of everything appended so far.
@@ -110,15 +116,29 @@ final class MetadataJournal: Sendable {
         }
     }
 
-    /// For `everysec`: has the writer fsync what it wrote since the last one.
+    /// For `everysec`: fsyncs what has been written, on the journal's thread (writers go on meanwhile).
     func syncSoon() {
-        let startWriter = state.withLock { state in
-            guard state.durable < state.appended else { return false }
-            state.syncWanted = true
-            defer { state.writing = true }
-            return !state.writing
+        let start = state.withLock { state in
+            guard !state.syncing, state.durable < state.written || !state.retired.isEmpty else { return false }
+            state.syncing = true
+            return true
         }
-        if startWriter { threads.submit { _ in self.write(syncing: true) } }
+        guard start else { return }
+        threads.submit { _ in
+            let (file, position, retired, generation) = self.state.withLock { state in
+                defer { state.retired = [] }
+                return (state.file, state.written, state.retired, state.generation)
+            }
+            for old in retired { Glibc.close(old) }
+            do throws(GedsError) {
+                try StateDirectory.sync(file, self.directory.journalPath(generation))
+                self.finish(end: position, synced: true, failure: nil)
+            } catch {
+                self.logger.critical("the MDS journal cannot be synced: \(error.message); changes are no longer durable")
+                self.finish(end: position, synced: false, failure: error)
+            }
+            self.state.withLock { $0.syncing = false }
+        }
     }
 
     /// Starts the next journal generation and writes `snapshot` (the store as of this point: call in the store's
@@ -130,10 +150,12 @@ final class MetadataJournal: Sendable {
             state.pending = ByteBuffer()
             state.generation += 1
             state.bytesInGeneration = 0
-            defer { state.writing = true }
-            return (state.generation, !state.writing)
+            // With `always` the journal's thread moves to the next file; otherwise the next request's writer does.
+            let startWriter = policy == .always && !state.writing
+            if startWriter { state.writing = true }
+            return (state.generation, startWriter)
         }
-        if startWriter { threads.submit { _ in self.write(syncing: true) } }
+        if startWriter { threads.submit { _ in self.write() } }
         threads.submit { _ in
             let started = NIODeadline.now()
             do throws(GedsError) {
@@ -153,84 +175,73 @@ final class MetadataJournal: Sendable {
         var before: ByteBuffer?
         var bytes: ByteBuffer
         var end: UInt64
-        var sync: Bool
         var file: Int32
         var generation: UInt64
     }
 
-    private enum Step {
-        case work(Work)
-        case done
-        /// A sync was asked for while a writer that does not sync (a request's thread) was writing.
-        case handOff
-    }
-
-    /// The writer: takes what has gathered, writes it (and syncs it when `syncing` and the policy or `syncSoon` say
-    /// so), until nothing is left. One writer at a time (`writing`).
-    private func write(syncing: Bool) {
+    /// The writer (it holds `writing`): takes what has gathered and writes it, moving to the next file first when a
+    /// compaction started one, until nothing is left; with `always` each batch is synced and its waiters woken.
+    private func write() {
         while true {
-            let step = state.withLock { state -> Step in
-                let sync = syncing && (state.syncWanted || policy == .always)
-                guard state.pending.readableBytes > 0 || state.beforeRotation != nil || (sync && state.durable < state.appended) else {
-                    if !syncing, state.syncWanted, state.durable < state.appended { return .handOff }
+            let taken = state.withLock { state -> Work? in
+                guard state.pending.readableBytes > 0 || state.beforeRotation != nil else {
                     state.writing = false
-                    return .done
+                    return nil
                 }
                 defer {
                     state.pending.clear()
                     state.beforeRotation = nil
-                    if sync { state.syncWanted = false }
                 }
-                return .work(Work(before: state.beforeRotation, bytes: state.pending, end: state.appended, sync: sync, file: state.file,
-                                  generation: state.generation))
+                return Work(before: state.beforeRotation, bytes: state.pending, end: state.appended, file: state.file,
+                            generation: state.generation)
             }
-            guard case .work(let work) = step else {
-                if case .handOff = step { threads.submit { _ in self.write(syncing: true) } }
-                return
-            }
-            var file = work.file
+            guard let work = taken else { return }
             do throws(GedsError) {
+                var file = work.file
                 if let before = work.before {
                     try StateDirectory.writeAll(file, before)
                     try StateDirectory.sync(file, directory.journalPath(work.generation - 1))
-                    Glibc.close(file)
                     file = try directory.createJournal(work.generation, epoch: epoch)
+                    state.withLock { state in
+                        state.retired.append(work.file)
+                        state.file = file
+                    }
                 }
                 try StateDirectory.writeAll(file, work.bytes)
-                if work.sync { try StateDirectory.sync(file, directory.journalPath(work.generation)) }
-                finish(file: file, end: work.end, synced: work.sync, failure: nil)
+                if policy == .always { try StateDirectory.sync(file, directory.journalPath(work.generation)) }
+                finish(end: work.end, synced: policy == .always, failure: nil)
             } catch {
                 logger.critical("the MDS journal cannot be written: \(error.message); changes are no longer durable")
-                finish(file: file, end: work.end, synced: false, failure: error)
+                state.withLock { $0.writing = false }
+                finish(end: work.end, synced: false, failure: error)
                 return
             }
         }
     }
 
-    private func finish(file: Int32, end: UInt64, synced: Bool, failure: GedsError?) {
-        let ready = state.withLock { state in
-            state.file = file
-            if let failure {
-                state.failure = failure
-                state.writing = false
-            }
+    /// Records what reached the file (and the disk, when `synced`) and wakes the requests waiting for it (all of
+    /// them, with the error, once the journal failed).
+    private func finish(end: UInt64, synced: Bool, failure: GedsError?) {
+        let (ready, error) = state.withLock { state in
+            if let failure { state.failure = failure }
+            state.written = max(state.written, end)
             if synced { state.durable = max(state.durable, end) }
             let durable = state.durable
-            let ready = state.waiters.filter { state.failure != nil || $0.position <= durable }
-            state.waiters.removeAll { state.failure != nil || $0.position <= durable }
+            let failed = state.failure != nil
+            let ready = state.waiters.filter { failed || $0.position <= durable }
+            state.waiters.removeAll { failed || $0.position <= durable }
             return (ready, state.failure)
         }
-        for waiter in ready.0 { waiter.continuation.resume(returning: ready.1) }
+        for waiter in ready { waiter.continuation.resume(returning: error) }
     }
 
-    /// Writes and syncs what is pending, then closes the file (a clean stop).
+    /// Writes and syncs what is pending, then closes the files (a clean stop).
     func close() async {
-        syncSoon()
-        while state.withLock({ $0.writing }) { try? await Task.sleep(for: .milliseconds(5)) }
+        while state.withLock({ $0.writing || $0.syncing }) { try? await Task.sleep(for: .milliseconds(5)) }
+        if claimWriter() { write() }
         state.withLock { state in
-            if state.durable < state.appended, state.failure == nil {
-                try? StateDirectory.sync(state.file, directory.journalPath(state.generation))
-            }
+            if state.failure == nil { try? StateDirectory.sync(state.file, directory.journalPath(state.generation)) }
+            for old in state.retired { Glibc.close(old) }
             Glibc.close(state.file)
         }
         Glibc.close(directory.lock)  // the directory is free for the next MDS
