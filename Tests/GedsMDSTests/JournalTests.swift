@@ -111,6 +111,12 @@ import Testing
         // Shared blobs stay shared: deleting one key keeps the other's.
         try restored.delete(bucket: "alpha", key: "keep", now: 11)
         #expect(try restored.lookup(bucket: "alpha", key: "shared").size == 100)
+        // No node offers a copy back: only the objects in S3 stay, readable there.
+        #expect(restored.dropLostObjects(now: 12) == 2)
+        #expect(try restored.list(bucket: "alpha", prefix: "", delimiter: "", startAfter: "", maxKeys: 10).objects.isEmpty)
+        #expect(try restored.list(bucket: "s3data", prefix: "", delimiter: "", startAfter: "", maxKeys: 10).objects.map(\.key)
+                == ["adopted", "up"])
+        #expect(try restored.lookup(bucket: "s3data", key: "up").locations.map(\.tier) == [.s3])
     }
 
     /// A restarted MDS (cleanly or not) has every change it acknowledged, across compactions; nodes offering their
