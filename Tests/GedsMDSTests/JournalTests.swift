@@ -170,6 +170,41 @@ import Testing
         await first.close()
     }
 
+    /// A compaction cut short after its snapshot was renamed into place leaves journals the snapshot includes: they
+    /// are removed, not replayed again; a journal created by a run that died before its header was whole is skipped.
+    @Test func journalsTheSnapshotIncludesAreNotReplayed() async throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.path + "/state"
+        let files = try StateDirectory(path: path)
+        func write(_ name: String, _ header: JournalFormat.Header, _ changes: [NamespaceChange], revision: UInt64) throws {
+            var buffer = ByteBuffer()
+            JournalFormat.write(header, into: &buffer)
+            for change in changes { JournalFormat.append(JournalFormat.Record(revision: revision, change: change), to: &buffer) }
+            let fd = open(path + "/" + name, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            try StateDirectory.writeAll(fd, buffer)
+            close(fd)
+        }
+        try write("snapshot", JournalFormat.Header(kind: .snapshot, epoch: 7, generation: 3, revision: 2), [.createBucket("alpha")], revision: 2)
+        try write("journal.2", JournalFormat.Header(kind: .journal, epoch: 7, generation: 2, revision: 0), [.createBucket("alpha")], revision: 1)
+        try write("journal.3", JournalFormat.Header(kind: .journal, epoch: 7, generation: 3, revision: 0), [.createBucket("beta")], revision: 3)
+        let torn = open(path + "/journal.4", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        try StateDirectory.writeAll(torn, ByteBuffer(bytes: Array("GEDSJRNL".utf8)))
+        close(torn)
+        close(files.lock)
+
+        let logger = Logger(label: "journal-test")
+        let server = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: StateOptions(directory: path),
+                                                    logger: logger)
+        #expect(server.service.revision == 3)
+        guard case .buckets(let names) = try server.service.answer(.listBuckets) else {
+            Issue.record("no buckets")
+            return
+        }
+        #expect(names == ["alpha", "beta"])
+        #expect(try StateDirectory.readFile(path + "/journal.2") == nil)
+        await server.close()
+    }
+
     /// Two servers never share a state directory.
     @Test func theDirectoryIsLocked() async throws {
         let directory = try TemporaryDirectory()
