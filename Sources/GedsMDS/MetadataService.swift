@@ -331,8 +331,18 @@ public final class MetadataServer: Sendable {
 
     /// Rebuilds the store from the state directory's snapshot and journals, and opens this run's journal.
     private static func restore(_ store: inout MetadataStore, from state: StateOptions, logger: Logger) throws(GedsError) -> MetadataJournal {
-        let started = NIODeadline.now()
         let directory = try StateDirectory(path: state.directory)
+        do {
+            return try restore(&store, from: directory, state: state, logger: logger)
+        } catch {
+            Glibc.close(directory.lock)  // a damaged snapshot, a full disk: the directory is free again
+            throw error
+        }
+    }
+
+    private static func restore(_ store: inout MetadataStore, from directory: StateDirectory, state: StateOptions,
+                                logger: Logger) throws(GedsError) -> MetadataJournal {
+        let started = NIODeadline.now()
         let contents = try directory.read()
         if let snapshot = contents.snapshot {
             do {

@@ -205,6 +205,28 @@ import Testing
         await server.close()
     }
 
+    /// A damaged snapshot stops the start with an error naming it (every time: the directory is not left locked).
+    @Test func aDamagedSnapshotIsAnError() async throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.path + "/state"
+        close(try StateDirectory(path: path).lock)
+        var buffer = ByteBuffer()
+        JournalFormat.write(JournalFormat.Header(kind: .snapshot, epoch: 1, generation: 1, revision: 1), into: &buffer)
+        JournalFormat.append(JournalFormat.Record(revision: 1, change: .createBucket("alpha")), to: &buffer)
+        buffer.setInteger(buffer.getInteger(at: buffer.writerIndex - 1, as: UInt8.self)! ^ 1, at: buffer.writerIndex - 1)
+        let fd = open(path + "/snapshot", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        try StateDirectory.writeAll(fd, buffer)
+        close(fd)
+        for _ in 0..<2 {
+            let error = await gedsError {
+                _ = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: StateOptions(directory: path),
+                                                   logger: Logger(label: "journal-test"))
+            }
+            #expect(error?.code == .checksumMismatch && error?.message.hasPrefix(path + "/snapshot: damaged at byte 36") == true,
+                    "\(String(describing: error))")
+        }
+    }
+
     /// Two servers never share a state directory.
     @Test func theDirectoryIsLocked() async throws {
         let directory = try TemporaryDirectory()
