@@ -18,6 +18,9 @@ public final class MetadataService: RequestService {
     let journal: MetadataJournal?
     /// Events a subscription may have waiting while its peer does not read, before it is ended as too slow.
     let subscriberQueueLimit: Int
+    /// When a node last offered a copy (`addLocation`, MDS milliseconds): after a restart, lost objects are dropped
+    /// only once the offers have stopped.
+    private let lastOffer = Atomic<UInt64>(0)
 
     init(store: MetadataStore, journal: MetadataJournal? = nil, logger: Logger,
          subscriberQueueLimit: Int = MetadataService.defaultSubscriberQueueLimit) {
@@ -188,6 +191,7 @@ public final class MetadataService: RequestService {
             return .ok
         case .addLocation(let blob, let placement):
             try locked { (store) throws(GedsError) in try store.addLocation(blob: blob, placement: placement) }
+            lastOffer.store(MetadataService.now(), ordering: .relaxed)
             return .ok
         case .removeLocation(let blob, let node):
             locked { $0.removeLocation(blob: blob, node: node) }
@@ -237,6 +241,10 @@ public final class MetadataService: RequestService {
         }
     }
 
+    func offersQuiet(for period: TimeAmount) -> Bool {
+        MetadataService.now() >= lastOffer.load(ordering: .relaxed) + UInt64(period.nanoseconds / 1_000_000)
+    }
+
     /// Drops the restored objects no node offered back (and with no S3 copy), once nodes had time to register.
     func dropLostObjects() {
         let now = MetadataService.wallClock()
@@ -281,7 +289,6 @@ public final class MetadataServer: Sendable {
     /// The RDMA send/receive listener, when `rdmaListen` was given.
     public let rdma: RDMAMetadataListener?
     private let timers: [RepeatedTask]
-    private let recovery: Scheduled<Void>?
 
     public static func start(listen: Endpoint, rdmaListen: Endpoint? = nil, leaseMilliseconds: UInt64 = 5000,
                              eventHistory: Int = MetadataStore.defaultEventHistory,
@@ -319,14 +326,17 @@ public final class MetadataServer: Sendable {
         if let journal, journal.policy == .everysec {
             timers.append(group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in journal.syncSoon() })
         }
-        // Nodes notice the restart at their next heartbeat, register again and offer their copies back.
-        let recovery = state.flatMap { state in
-            service.objectCount == 0 ? nil
-                : group.next().scheduleTask(in: state.recoveryGrace ?? .milliseconds(Int64(max(3 * leaseMilliseconds, 5000)))) {
-                    service.dropLostObjects()
-                }
+        // Nodes notice the restart at their next heartbeat, register again and offer their copies back; while offers
+        // keep coming (a node with many copies takes a while) they get another grace period.
+        if let state, service.objectCount > 0 {
+            let grace = state.recoveryGrace ?? .milliseconds(Int64(max(3 * leaseMilliseconds, 5000)))
+            timers.append(group.next().scheduleRepeatedTask(initialDelay: grace, delay: grace) { task in
+                guard service.offersQuiet(for: grace) else { return }
+                task.cancel()
+                service.dropLostObjects()
+            })
         }
-        return MetadataServer(service: service, server: server, rdma: rdma, timers: timers, recovery: recovery)
+        return MetadataServer(service: service, server: server, rdma: rdma, timers: timers)
     }
 
     /// Rebuilds the store from the state directory's snapshot and journals, and opens this run's journal.
@@ -379,20 +389,17 @@ public final class MetadataServer: Sendable {
         return journal
     }
 
-    private init(service: MetadataService, server: FrameServer, rdma: RDMAMetadataListener?, timers: [RepeatedTask],
-                 recovery: Scheduled<Void>?) {
+    private init(service: MetadataService, server: FrameServer, rdma: RDMAMetadataListener?, timers: [RepeatedTask]) {
         self.service = service
         self.server = server
         self.rdma = rdma
         self.timers = timers
-        self.recovery = recovery
     }
 
     public var localAddress: Endpoint { server.localAddress }
 
     public func close() async {
         for timer in timers { timer.cancel() }
-        recovery?.cancel()
         await rdma?.close()
         await server.close()
         await service.journal?.close()

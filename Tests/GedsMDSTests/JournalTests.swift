@@ -158,7 +158,7 @@ import Testing
             return
         }
         #expect(info.blob == blobs["key-7"] && info.size == 7 && info.metadata == ["i": "7"] && info.locations.count == 1)
-        try await Task.sleep(for: .milliseconds(600))
+        try await Task.sleep(for: .milliseconds(1000))
         #expect(first.service.objectCount == 58)
         #expect(gedsError { _ = try first.service.answer(.lookup(bucket: "bucket", key: "key-1")) }?.code == .noSuchObject)
         // New blobs never take an id of an earlier run.
