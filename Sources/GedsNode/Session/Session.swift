@@ -22,7 +22,7 @@ extension Node {
         try await session.register(NodeRegistration(
             name: configuration.name, hostID: configuration.hostID, role: configuration.role,
             tcp: advertised, tier0Directory: configuration.tier0Directory, rdma: rdma?.responder.endpoint))
-        // After a lost lease the MDS withdrew our copies, and a restarted one has none: offer back those it knows.
+        // After a lost lease the MDS withdrew our copies; offer back those it still knows.
         for blob in tier0.inventory.keys {
             do {
                 try await mds.expectOK(.addLocation(blob: blob, placement: tier0Placement(of: blob)))
