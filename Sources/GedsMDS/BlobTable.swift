@@ -37,12 +37,23 @@ struct BlobTable {
 
     var count: Int { recordOf.count }
 
+    /// Makes room for `count` more blobs at once (a restore knows how many it brings).
+    mutating func reserveCapacity(_ count: Int) {
+        records.reserveCapacity(records.count + count)
+        recordOf.reserveCapacity(recordOf.count + count)
+    }
+
     func contains(_ blob: BlobID) -> Bool { recordOf[blob] != nil }
 
     func size(of blob: BlobID) -> UInt64? { recordOf[blob].map { records[Int($0)].size } }
 
     /// The CRC-32C of the blob's bytes, once a tier-1 copy reported it.
     func checksum(of blob: BlobID) -> UInt32? { recordOf[blob].flatMap { checksums[$0] } }
+
+    /// Keeps the CRC-32C of the blob's bytes (as a tier-1 copy reported it).
+    mutating func setChecksum(_ checksum: UInt32, of blob: BlobID) {
+        if let number = recordOf[blob] { checksums[number] = checksum }
+    }
 
     /// The blob's bytes, when they are kept inline.
     func contents(of blob: BlobID) -> [UInt8]? { recordOf[blob].flatMap { contents[$0] } }

@@ -3,8 +3,9 @@ import NIOCore
 
 /// The namespace's revision and the last `capacity` events, which serve resumes. Every committed change gets the
 /// next revision, so the history holds consecutive revisions and a resume point is found by arithmetic.
-/// In memory only: a restarted MDS starts again at revision 0 with an empty history, so a resume from beyond its
-/// revision is refused with an error naming it.
+/// The revision is journaled by a durable MDS (`--state`), so it never goes back across a restart; the history is
+/// rebuilt only from the journal after the last snapshot. An MDS without state starts again at revision 0 with an
+/// empty history, so a resume from beyond its revision is refused with an error naming it.
 public struct EventHistory: Sendable {
     public let capacity: Int
     /// The revision of the last change (0 before the first).
@@ -29,6 +30,14 @@ public struct EventHistory: Sendable {
         guard capacity > 0 else { return }
         if kept.count == capacity { kept.removeFirst() }
         kept.append(event)
+    }
+
+    /// Moves the revision on to one restored from the journal (never back); a gap empties the history, which must
+    /// stay consecutive.
+    mutating func advance(to restored: UInt64) {
+        guard restored > revision else { return }
+        kept.removeAll()
+        revision = restored
     }
 
     public mutating func takeUnpublished() -> [NamespaceEvent] {

@@ -14,11 +14,20 @@ public final class MetadataService: RequestService {
     private let store: Mutex<MetadataStore>
     private let logger: Logger
     private let subscriptions = SubscriptionHub()
+    /// The journal of a durable MDS (`--state`); nil keeps everything in memory only.
+    let journal: MetadataJournal?
     /// Events a subscription may have waiting while its peer does not read, before it is ended as too slow.
     let subscriberQueueLimit: Int
+    /// When a node last offered a copy (`addLocation`, MDS milliseconds): after a restart, lost objects are dropped
+    /// only once the offers have stopped.
+    private let lastOffer = Atomic<UInt64>(0)
 
-    public init(store: MetadataStore, logger: Logger, subscriberQueueLimit: Int = MetadataService.defaultSubscriberQueueLimit) {
+    init(store: MetadataStore, journal: MetadataJournal? = nil, logger: Logger,
+         subscriberQueueLimit: Int = MetadataService.defaultSubscriberQueueLimit) {
+        var store = store
+        store.journaling = journal != nil
         self.store = Mutex(store)
+        self.journal = journal
         self.logger = logger
         self.subscriberQueueLimit = max(1, subscriberQueueLimit)
     }
@@ -28,11 +37,16 @@ public final class MetadataService: RequestService {
     public var objectCount: Int { store.withLock { $0.objectCount } }
     public var levels: (buckets: Int, objects: Int, liveNodes: Int) { store.withLock { $0.levels } }
     public var subscriptionCount: Int { subscriptions.count }
+    var revision: UInt64 { store.withLock { $0.events.revision } }
 
     public func respond(to request: Request) -> Response {
         do {
             if case .subscribe(let scope, let after) = request { return .push(try subscribe(scope, after: after)) }
-            return .reply(try answer(request))
+            let reply = try answer(request)
+            guard let journal, journal.policy == .always, MetadataService.changesNamespace(request) else { return .reply(reply) }
+            // Acknowledged once on disk; changes that arrive meanwhile share the fsync (group commit).
+            let position = journal.appendedPosition
+            return .deferred { await journal.waitUntilDurable(position).map { .failure($0) } ?? reply }
         } catch {
             return .reply(.failure(error))
         }
@@ -42,9 +56,19 @@ public final class MetadataService: RequestService {
     /// in revision order), and hands them to the subscribers after it.
     private func locked<Result: Sendable, Failure: Error>(_ body: (inout MetadataStore) throws(Failure) -> Result) throws(Failure) -> Result {
         var published = false
-        defer { if published { subscriptions.drain() } }
+        var journaled = false
+        defer {
+            if journaled, let journal, journal.policy != .always { journal.writeAppended() }
+            if published { subscriptions.drain() }
+        }
         return try store.withLock { (store) throws(Failure) -> Result in
             let result = try body(&store)
+            if let journal, !store.unjournaled.isEmpty {
+                journaled = true
+                if journal.append(store.takeUnjournaled()).compact {
+                    journal.compact(store)  // a copy: its arrays are shared until the next change
+                }
+            }
             if !store.events.unpublished.isEmpty {
                 subscriptions.enqueue(store.takeUnpublishedEvents())
                 published = true
@@ -176,6 +200,7 @@ public final class MetadataService: RequestService {
             return .ok
         case .addLocation(let blob, let placement):
             try locked { (store) throws(GedsError) in try store.addLocation(blob: blob, placement: placement) }
+            lastOffer.store(MetadataService.now(), ordering: .relaxed)
             return .ok
         case .removeLocation(let blob, let node):
             locked { $0.removeLocation(blob: blob, node: node) }
@@ -215,10 +240,53 @@ public final class MetadataService: RequestService {
         }
     }
 
+    static func changesNamespace(_ request: Request) -> Bool {
+        switch request {
+        case .createBucket, .deleteBucket, .sealObject, .deleteObject, .deletePrefix, .rename, .copy, .setMetadata,
+             .setBucketStorage, .addS3Copy, .adoptS3Object:
+            return true
+        default:
+            return false
+        }
+    }
+
+    func offersQuiet(for period: TimeAmount) -> Bool {
+        MetadataService.now() >= lastOffer.load(ordering: .relaxed) + UInt64(period.nanoseconds / 1_000_000)
+    }
+
+    /// Drops the restored objects no node offered back (and with no S3 copy), once nodes had time to register.
+    func dropLostObjects() {
+        let now = MetadataService.wallClock()
+        let lost = locked { $0.dropLostObjects(now: now) }
+        if lost > 0 {
+            logger.warning("\(lost) object(s) restored from the journal are lost: no node offered a copy back and none is in S3; dropped")
+        } else {
+            logger.info("every object restored from the journal has a copy again")
+        }
+    }
+
     /// Withdraws the copies of nodes whose lease ran out.
     func expireLeases() {
         let expired = store.withLock { $0.expireLeases(now: MetadataService.now()) }
         for name in expired { logger.warning("node \(name) missed its lease; its copies are withdrawn") }
+    }
+}
+
+/// How a durable MDS keeps its state (`geds-mds --state DIR --fsync POLICY`).
+public struct StateOptions: Sendable {
+    public var directory: String
+    public var fsync: FsyncPolicy
+    /// Journal bytes after which the MDS compacts them into a new snapshot.
+    public var compactionBytes: UInt64
+    /// How long after a restart nodes have to offer their copies back before objects without one are dropped
+    /// (nil: three leases, at least 5 s).
+    public var recoveryGrace: TimeAmount?
+
+    public init(directory: String, fsync: FsyncPolicy = .everysec, compactionBytes: UInt64 = 64 << 20, recoveryGrace: TimeAmount? = nil) {
+        self.directory = directory
+        self.fsync = fsync
+        self.compactionBytes = compactionBytes
+        self.recoveryGrace = recoveryGrace
     }
 }
 
@@ -229,25 +297,32 @@ public final class MetadataServer: Sendable {
     public let server: FrameServer
     /// The RDMA send/receive listener, when `rdmaListen` was given.
     public let rdma: RDMAMetadataListener?
-    private let leaseTimer: RepeatedTask
-    private let progressTimer: RepeatedTask
+    private let timers: [RepeatedTask]
 
     public static func start(listen: Endpoint, rdmaListen: Endpoint? = nil, leaseMilliseconds: UInt64 = 5000,
                              eventHistory: Int = MetadataStore.defaultEventHistory,
                              inlineLimit: UInt32 = InlineContents.defaultLimit, inlineBudget: UInt64 = InlineContents.defaultBudget,
                              subscriberQueueLimit: Int = MetadataService.defaultSubscriberQueueLimit,
-                             progressInterval: TimeAmount = .seconds(1), logger: Logger,
+                             progressInterval: TimeAmount = .seconds(1), state: StateOptions? = nil, logger: Logger,
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> MetadataServer {
-        let service = MetadataService(store: MetadataStore(leaseMilliseconds: leaseMilliseconds, eventHistory: eventHistory,
-                                                                   inlineLimit: inlineLimit, inlineBudget: inlineBudget),
-                                      logger: logger, subscriberQueueLimit: subscriberQueueLimit)
-        let server = try await FrameServer.start(listen: listen, service: service, group: group, logger: logger)
+        var store = MetadataStore(leaseMilliseconds: leaseMilliseconds, eventHistory: eventHistory, inlineLimit: inlineLimit,
+                                  inlineBudget: inlineBudget)
+        let journal = try state.map { (state) throws(GedsError) in try restore(&store, from: state, logger: logger) }
+        let service = MetadataService(store: store, journal: journal, logger: logger, subscriberQueueLimit: subscriberQueueLimit)
+        let server: FrameServer
+        do {
+            server = try await FrameServer.start(listen: listen, service: service, group: group, logger: logger)
+        } catch {
+            await journal?.close()
+            throw error
+        }
         var rdma: RDMAMetadataListener?
         if let rdmaListen {
             do {
                 rdma = try await RDMAMetadataListener.start(listen: rdmaListen, service: service, logger: logger)
             } catch {
                 await server.close()
+                await journal?.close()
                 throw error
             }
         }
@@ -256,24 +331,86 @@ public final class MetadataServer: Sendable {
         let progress = group.next().scheduleRepeatedTask(initialDelay: progressInterval, delay: progressInterval) { _ in
             service.sendProgress()
         }
-        return MetadataServer(service: service, server: server, rdma: rdma, leaseTimer: timer, progressTimer: progress)
+        var timers = [timer, progress]
+        if let journal, journal.policy == .everysec {
+            timers.append(group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in journal.syncSoon() })
+        }
+        // Nodes notice the restart at their next heartbeat, register again and offer their copies back; while offers
+        // keep coming (a node with many copies takes a while) they get another grace period.
+        if let state, service.objectCount > 0 {
+            let grace = state.recoveryGrace ?? .milliseconds(Int64(max(3 * leaseMilliseconds, 5000)))
+            timers.append(group.next().scheduleRepeatedTask(initialDelay: grace, delay: grace) { task in
+                guard service.offersQuiet(for: grace) else { return }
+                task.cancel()
+                service.dropLostObjects()
+            })
+        }
+        return MetadataServer(service: service, server: server, rdma: rdma, timers: timers)
     }
 
-    private init(service: MetadataService, server: FrameServer, rdma: RDMAMetadataListener?, leaseTimer: RepeatedTask,
-                 progressTimer: RepeatedTask) {
+    /// Rebuilds the store from the state directory's snapshot and journals, and opens this run's journal.
+    private static func restore(_ store: inout MetadataStore, from state: StateOptions, logger: Logger) throws(GedsError) -> MetadataJournal {
+        let directory = try StateDirectory(path: state.directory)
+        do {
+            return try restore(&store, from: directory, state: state, logger: logger)
+        } catch {
+            Glibc.close(directory.lock)  // a damaged snapshot, a full disk: the directory is free again
+            throw error
+        }
+    }
+
+    private static func restore(_ store: inout MetadataStore, from directory: StateDirectory, state: StateOptions,
+                                logger: Logger) throws(GedsError) -> MetadataJournal {
+        let started = NIODeadline.now()
+        let contents = try directory.read()
+        if let snapshot = contents.snapshot {
+            do {
+                try store.restore(snapshot: snapshot.bytes, revision: snapshot.header.revision)
+            } catch {
+                throw GedsError(error.code, "\(directory.snapshotPath): \(error.message)")
+            }
+        }
+        var replayed = 0
+        var droppedBytes = contents.droppedBytes
+        for journal in contents.journals {
+            let valid = JournalFormat.forEachRecord(in: journal.bytes) { record in
+                do throws(GedsError) {
+                    try store.replay(record)
+                    replayed += 1
+                } catch {
+                    logger.error("\(directory.journalPath(journal.generation)): a change could not be made again (\(error.message)); skipped")
+                }
+            }
+            droppedBytes += journal.bytes.readableBytes - valid
+        }
+        _ = store.takeUnpublishedEvents()
+        let epoch = contents.lastEpoch % 0xFFFFF + 1
+        store.beginRun(epoch: epoch)
+        let journal = try MetadataJournal(directory: directory, generation: contents.lastGeneration + 1, epoch: epoch,
+                                          policy: state.fsync, compactionBytes: state.compactionBytes, logger: logger)
+        let milliseconds = (NIODeadline.now() - started).nanoseconds / 1_000_000
+        logger.info("state \(state.directory): \(store.objectCount) object(s) in \(store.listBuckets().count) bucket(s) at revision \(store.events.revision) restored in \(milliseconds) ms (\(contents.snapshot == nil ? "no snapshot" : "snapshot"), \(replayed) journal records)\(droppedBytes > 0 ? "; dropped \(droppedBytes) torn byte(s) at the end of the journal" : ""); fsync \(state.fsync.rawValue)")
+        if replayed > 0 {
+            journal.compact(store)
+        } else {
+            for old in contents.journals { unlink(directory.journalPath(old.generation)) }  // headers only
+        }
+        return journal
+    }
+
+    private init(service: MetadataService, server: FrameServer, rdma: RDMAMetadataListener?, timers: [RepeatedTask]) {
         self.service = service
         self.server = server
         self.rdma = rdma
-        self.leaseTimer = leaseTimer
-        self.progressTimer = progressTimer
+        self.timers = timers
     }
 
     public var localAddress: Endpoint { server.localAddress }
 
     public func close() async {
-        leaseTimer.cancel()
-        progressTimer.cancel()
+        for timer in timers { timer.cancel() }
         await rdma?.close()
         await server.close()
+        await service.journal?.close()
     }
 }

@@ -78,29 +78,33 @@ public struct MetadataStore: Sendable {
     public let leaseMilliseconds: UInt64
     private var nodes: [UInt32: Node] = [:]
     private var nodeByName: [String: UInt32] = [:]
-    private var nextNode: UInt32 = 1
-    private var buckets: [String: Bucket] = [:]
-    private var blobs: BlobTable
+    var nextNode: UInt32 = 1
+    var buckets: [String: Bucket] = [:]
+    var blobs: BlobTable
     /// The largest object whose bytes a seal may bring to be kept inline (0: none; see `InlineContents`).
     public let inlineLimit: UInt32
     private var pendingObjects: [BlobID: PendingObject] = [:]
     /// One per blob with an S3 copy, since `copy` shares blobs: about 45 bytes (plus a key's bytes beyond 15), and
     /// about 30 more in `s3Holders`.
-    private var s3Copies: [BlobID: S3Copy] = [:]
-    private var s3Stores: [S3Store] = []
+    var s3Copies: [BlobID: S3Copy] = [:]
+    var s3Stores: [S3Store] = []
     private var s3StoreNumbers: [S3Store: UInt32] = [:]
     /// The blob whose bytes belong in each S3 object: the last one assigned it. Deleting a key deletes its blob's S3
     /// object only while that blob is still the holder, so a newer object sealed under the same name keeps its bytes.
-    private var s3Holders: [S3Name: BlobID] = [:]
+    var s3Holders: [S3Name: BlobID] = [:]
     /// S3 objects a node was told to delete, until it says they are gone (or the order lapses, at this MDS time in
     /// milliseconds, when that node died). No blob is uploaded to such an object meanwhile (`s3DeletionPending`), so
     /// the deletion can never remove bytes sealed after it was ordered.
-    private var s3Deletions: [S3Name: UInt64] = [:]
+    var s3Deletions: [S3Name: UInt64] = [:]
     public static let s3DeletionLapseMilliseconds: UInt64 = 60_000
-    private var nextBlob: BlobID
+    var nextBlob: BlobID
     /// The revision and the recent changes of the namespace: every successful change records its event last,
     /// once nothing can fail any more, so no event is ever published for a change that did not happen.
-    public private(set) var events: EventHistory
+    public internal(set) var events: EventHistory
+    /// Whether changes are kept for the journal (`geds-mds --state`); without one they cost nothing.
+    var journaling = false
+    /// Changes made since the service last appended them to the journal (in revision order).
+    var unjournaled: [JournalFormat.Record] = []
 
     /// `epoch` goes into the high bits of blob ids, so ids from an earlier MDS run are never reused.
     /// `eventHistory` events are kept for subscriptions that resume. Objects up to `inlineLimit` bytes keep their
@@ -219,6 +223,7 @@ public struct MetadataStore: Sendable {
         guard buckets[name] == nil else { throw GedsError(.bucketExists, "bucket already exists: \(name)") }
         buckets[name] = Bucket()
         events.record(.bucketCreated, bucket: name)
+        journal(.createBucket(name))
     }
 
     public mutating func deleteBucket(_ name: String, force: Bool) throws(GedsError) {
@@ -233,6 +238,7 @@ public struct MetadataStore: Sendable {
         for (blob, pending) in pendingObjects where pending.bucket == name { abort(blob: blob) }
         buckets[name] = nil
         events.record(.bucketDeleted, bucket: name)
+        journal(.deleteBucket(name))
     }
 
     public func listBuckets() -> [String] { buckets.keys.sorted() }
@@ -278,16 +284,24 @@ public struct MetadataStore: Sendable {
         }
         pendingObjects[blob]?.placements = []
         abort(blob: blob)
-        blobs.insert(blob, size: size, placements: pending.placements, bytes: size <= UInt64(inlineLimit) ? contents : nil)
+        return bindSealed(blob, as: ObjectName(bucket: pending.bucket, key: pending.key.string), size: size, metadata: metadata,
+                          placements: pending.placements, contents: size <= UInt64(inlineLimit) ? contents : nil, now: now)
+    }
+
+    /// The seal's change once it is known to succeed (also what a replay of the journal makes).
+    mutating func bindSealed(_ blob: BlobID, as name: ObjectName, size: UInt64, metadata: [String: String],
+                             placements: [BlobPlacement], contents: [UInt8]?, now: UInt64) -> S3Assignment? {
+        blobs.insert(blob, size: size, placements: placements, bytes: contents)
         var assignment: S3Assignment?
-        if let storage = buckets[pending.bucket]?.storage {
+        if let storage = buckets[name.bucket]?.storage {
             // Assigned before the key is bound, so the object it replaces no longer holds the S3 object.
-            let object = storage.object(forKey: pending.key.string)
-            assignS3Copy(of: object, in: pending.bucket, to: blob, persistency: storage.persistency, stored: false)
+            let object = storage.object(forKey: name.key)
+            assignS3Copy(of: object, in: name.bucket, to: blob, persistency: storage.persistency, stored: false)
             assignment = S3Assignment(object: object, persistency: storage.persistency)
         }
-        bind(bucket: pending.bucket, key: pending.key.string, to: Entry(blob: blob, modified: now, metadata: metadata))
-        events.record(.created, bucket: pending.bucket, key: pending.key.string)
+        bind(bucket: name.bucket, key: name.key, to: Entry(blob: blob, modified: now, metadata: metadata))
+        events.record(.created, bucket: name.bucket, key: name.key)
+        journal(.seal(name, blob: blob, size: size, metadata: metadata, modified: now))
         return assignment
     }
 
@@ -385,7 +399,10 @@ public struct MetadataStore: Sendable {
         } else if entry == nil {
             throw GedsError.noSuchObject(bucket, key)
         }
-        if entry != nil { events.record(.deleted, bucket: bucket, key: key) }
+        if entry != nil {
+            events.record(.deleted, bucket: bucket, key: key)
+            journal(.delete(ObjectName(bucket: bucket, key: key), now: now))
+        }
         return (entry != nil, storage == nil ? nil : orderDeletions(doomed, now: now))
     }
 
@@ -402,6 +419,7 @@ public struct MetadataStore: Sendable {
             if let entry = unbind(bucket: bucket, key: key) { release(blob: entry.blob) }
             events.record(.deleted, bucket: bucket, key: key)
         }
+        if !doomed.isEmpty { journal(.deletePrefix(bucket: bucket, prefix: prefix)) }
         return UInt64(doomed.count)
     }
 
@@ -437,6 +455,7 @@ public struct MetadataStore: Sendable {
         entry.modified = now
         bind(bucket: to.bucket, key: to.key, to: entry)
         events.record(.renamed, bucket: to.bucket, key: to.key, source: ObjectName(bucket: from.bucket, key: from.key))
+        journal(.rename(from: ObjectName(bucket: from.bucket, key: from.key), to: ObjectName(bucket: to.bucket, key: to.key), now: now))
         return moveS3Copy(of: entry.blob, to: to.key, in: to.bucket, now: now)
     }
 
@@ -474,6 +493,7 @@ public struct MetadataStore: Sendable {
         let source = buckets[from.bucket]!
         let blob = source.index[record].blob
         let entry = Entry(blob: blob, modified: now, metadata: source.metadata[record] ?? [:])
+        let newBlob = nextBlob.next
         var move: S3Move?
         if let copy = s3Copies[blob], copy.stored, let storage = buckets[to.bucket]!.storage {
             move = try copyInS3(copy, sizeOf: blob, as: entry, to: to, storage: storage, now: now)
@@ -482,6 +502,8 @@ public struct MetadataStore: Sendable {
             bind(bucket: to.bucket, key: to.key, to: entry)
         }
         events.record(.copied, bucket: to.bucket, key: to.key, source: ObjectName(bucket: from.bucket, key: from.key))
+        journal(.copy(from: ObjectName(bucket: from.bucket, key: from.key), to: ObjectName(bucket: to.bucket, key: to.key), now: now,
+                      blob: newBlob))
         return move
     }
 
@@ -510,6 +532,7 @@ public struct MetadataStore: Sendable {
         buckets[bucket]!.metadata[record] = metadata.isEmpty ? nil : metadata
         buckets[bucket]!.index[record].hasMetadata = !metadata.isEmpty
         events.record(.metadata, bucket: bucket, key: key)
+        journal(.setMetadata(ObjectName(bucket: bucket, key: key), metadata))
     }
 
     // MARK: Copies
@@ -528,6 +551,7 @@ public struct MetadataStore: Sendable {
             throw GedsError(.checksumMismatch, "checksum mismatch: the copy of blob \(blob.fileName) offered by node \(placement.node) "
                             + "has CRC-32C \(hex32(offered)), the blob's is \(hex32(known))")
         }
+        if let offered = placement.checksum, blobs.checksum(of: blob) == nil { journal(.checksum(blob, offered)) }
         blobs.add(placement, to: blob)
     }
 
@@ -539,7 +563,7 @@ public struct MetadataStore: Sendable {
     // MARK: Internals
 
     /// Points `key` at the entry's blob; an object already there is replaced (its blob released).
-    private mutating func bind(bucket: String, key: String, to entry: Entry) {
+    mutating func bind(bucket: String, key: String, to entry: Entry) {
         let old = unbind(bucket: bucket, key: key)
         let record = buckets[bucket]!.index.insert(key, blob: entry.blob, modified: entry.modified,
                                                    hasMetadata: !entry.metadata.isEmpty)
@@ -581,6 +605,7 @@ public struct MetadataStore: Sendable {
             events.record(.bucketCreated, bucket: bucket)
         }
         buckets[bucket]!.storage = storage
+        journal(.setStorage(bucket: bucket, storage))
     }
 
     public func storage(bucket: String) throws(GedsError) -> BucketStorage? {
@@ -639,17 +664,18 @@ public struct MetadataStore: Sendable {
             throw GedsError(.noSuchBlob, "blob \(blob.fileName) no longer exists")
         }
         s3Copies[blob]!.stored = true
+        journal(.storedInS3(blob))
     }
 
     /// Makes `blob` the holder of the S3 object: its S3 copy goes there.
-    private mutating func assignS3Copy(of object: S3ObjectReference, in bucket: String, to blob: BlobID,
+    mutating func assignS3Copy(of object: S3ObjectReference, in bucket: String, to blob: BlobID,
                                        persistency: Persistency, stored: Bool) {
         let name = s3Name(of: object)
         s3Copies[blob] = S3Copy(store: name.store, key: name.key, bucket: bucket, persistency: persistency, stored: stored)
         s3Holders[name] = blob
     }
 
-    private mutating func s3Name(of object: S3ObjectReference) -> S3Name {
+    mutating func s3Name(of object: S3ObjectReference) -> S3Name {
         let store = S3Store(endpoint: object.endpoint, bucket: object.bucket, region: object.region)
         let number = s3StoreNumbers[store] ?? {
             s3Stores.append(store)
@@ -659,9 +685,9 @@ public struct MetadataStore: Sendable {
         return S3Name(store: number, key: object.key)
     }
 
-    private func object(of copy: S3Copy) -> S3ObjectReference { object(of: S3Name(store: copy.store, key: copy.key)) }
+    func object(of copy: S3Copy) -> S3ObjectReference { object(of: S3Name(store: copy.store, key: copy.key)) }
 
-    private func object(of name: S3Name) -> S3ObjectReference {
+    func object(of name: S3Name) -> S3ObjectReference {
         let store = s3Stores[Int(name.store)]
         return S3ObjectReference(endpoint: store.endpoint, bucket: store.bucket, key: name.key, region: store.region)
     }
@@ -693,6 +719,8 @@ public struct MetadataStore: Sendable {
             assignS3Copy(of: storage.object(forKey: key), in: bucket, to: nextBlob, persistency: storage.persistency, stored: true)
             bind(bucket: bucket, key: key, to: Entry(blob: nextBlob, modified: now, metadata: metadata))
             events.record(.created, bucket: bucket, key: key)
+            let blob = nextBlob
+            journal(.adoptS3Object(ObjectName(bucket: bucket, key: key), blob: blob, size: size, metadata: metadata, now: now))
         }
         return try lookup(bucket: bucket, key: key)
     }

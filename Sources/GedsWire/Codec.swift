@@ -5,26 +5,26 @@ import NIOCore
 // checked against `WireLimits` before it is used, so a malformed payload fails cleanly without allocating.
 
 extension ByteBuffer {
-    @inlinable mutating func writeWireString(_ value: String) {
+    @inlinable public mutating func writeWireString(_ value: String) {
         writeInteger(UInt32(value.utf8.count))
         writeString(value)
     }
 
-    mutating func readWireString() throws(GedsError) -> String {
+    public mutating func readWireString() throws(GedsError) -> String {
         let count = try readCount(limit: WireLimits.maximumString, what: "string")
         guard let value = readString(length: count) else { throw WireDecodingError.truncated("string") }
         return value
     }
 
-    mutating func writeBlob(_ blob: BlobID) {
+    public mutating func writeBlob(_ blob: BlobID) {
         writeInteger(blob.rawValue)
     }
 
-    mutating func readBlob(_ what: StaticString = "blob") throws(GedsError) -> BlobID {
+    public mutating func readBlob(_ what: StaticString = "blob") throws(GedsError) -> BlobID {
         BlobID(try readWireInteger(what, as: UInt64.self))
     }
 
-    mutating func readWireInteger<T: FixedWidthInteger>(_ what: StaticString, as: T.Type = T.self) throws(GedsError) -> T {
+    public mutating func readWireInteger<T: FixedWidthInteger>(_ what: StaticString, as: T.Type = T.self) throws(GedsError) -> T {
         guard let value = readInteger(as: T.self) else { throw WireDecodingError.truncated(what) }
         return value
     }
@@ -72,7 +72,7 @@ extension ByteBuffer {
         return readBytes(length: count)
     }
 
-    mutating func writeMetadata(_ metadata: [String: String]) {
+    public mutating func writeMetadata(_ metadata: [String: String]) {
         writeInteger(UInt32(metadata.count))
         for (name, value) in metadata.sorted(by: { $0.key < $1.key }) {
             writeWireString(name)
@@ -80,7 +80,7 @@ extension ByteBuffer {
         }
     }
 
-    mutating func readMetadata() throws(GedsError) -> [String: String] {
+    public mutating func readMetadata() throws(GedsError) -> [String: String] {
         let count = try readList(what: "metadata")
         var metadata: [String: String] = [:]
         for _ in 0..<count { metadata[try readWireString()] = try readWireString() }
@@ -187,8 +187,8 @@ extension ByteBuffer {
                         offset: try readBool() ? try readWireInteger("slot offset") : nil, checksum: try readOptionalChecksum())
     }
 
-    mutating func writeBool(_ value: Bool) { writeInteger(UInt8(value ? 1 : 0)) }
-    mutating func readBool() throws(GedsError) -> Bool { try readWireInteger("flag", as: UInt8.self) != 0 }
+    public mutating func writeBool(_ value: Bool) { writeInteger(UInt8(value ? 1 : 0)) }
+    public mutating func readBool() throws(GedsError) -> Bool { try readWireInteger("flag", as: UInt8.self) != 0 }
 }
 
 extension String {
@@ -733,7 +733,7 @@ extension Reply {
 }
 
 extension ByteBuffer {
-    mutating func expectEnd() throws(GedsError) {
+    public mutating func expectEnd() throws(GedsError) {
         guard readableBytes == 0 else {
             throw GedsError(.protocolViolation, "malformed message: \(readableBytes) unexpected trailing bytes")
         }

@@ -5,14 +5,14 @@ import NIOCore
 // length-checked.
 
 extension ByteBuffer {
-    mutating func writeS3Object(_ object: S3ObjectReference) {
+    public mutating func writeS3Object(_ object: S3ObjectReference) {
         writeWireString(object.endpoint)
         writeWireString(object.bucket)
         writeWireString(object.key)
         writeWireString(object.region)
     }
 
-    mutating func readS3Object() throws(GedsError) -> S3ObjectReference {
+    public mutating func readS3Object() throws(GedsError) -> S3ObjectReference {
         S3ObjectReference(endpoint: try readWireString(), bucket: try readWireString(), key: try readWireString(),
                           region: try readWireString())
     }
@@ -41,7 +41,7 @@ extension ByteBuffer {
         return strings
     }
 
-    mutating func readPersistency() throws(GedsError) -> Persistency {
+    public mutating func readPersistency() throws(GedsError) -> Persistency {
         let raw = try readWireInteger("persistency", as: UInt8.self)
         guard let persistency = Persistency(rawValue: raw) else {
             throw GedsError(.protocolViolation, "malformed message: persistency \(raw)")
@@ -50,7 +50,7 @@ extension ByteBuffer {
     }
 
     /// A flag byte, then the storage when there is one.
-    mutating func writeOptionalBucketStorage(_ storage: BucketStorage?) {
+    public mutating func writeOptionalBucketStorage(_ storage: BucketStorage?) {
         writeBool(storage != nil)
         guard let storage else { return }
         writeWireString(storage.endpoint)
@@ -60,7 +60,7 @@ extension ByteBuffer {
         writeInteger(storage.persistency.rawValue)
     }
 
-    mutating func readOptionalBucketStorage() throws(GedsError) -> BucketStorage? {
+    public mutating func readOptionalBucketStorage() throws(GedsError) -> BucketStorage? {
         guard try readBool() else { return nil }
         return BucketStorage(endpoint: try readWireString(), bucket: try readWireString(), prefix: try readWireString(),
                              region: try readWireString(), persistency: try readPersistency())

@@ -42,6 +42,12 @@ struct GedsMDSCommand: AsyncParsableCommand {
     @Option(name: .customLong("inline-budget"), help: "Memory for inline object bytes in all (K, M, G suffixes); larger sets keep the rest on their nodes only.")
     var inlineBudget: String = "1G"
 
+    @Option(help: "Keep the namespace in this directory (a journal of every change and a snapshot), so a restarted MDS has it again. Without it, everything is in memory only.")
+    var state: String?
+
+    @Option(help: "With --state: when journal writes reach the disk: always (before each change is acknowledged), everysec (about once a second; the default) or never (when the kernel writes back).")
+    var fsync: String?
+
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String = "info"
 
@@ -56,6 +62,12 @@ struct GedsMDSCommand: AsyncParsableCommand {
             throw ValidationError("--inline-limit must be at most \(InlineContents.maximumLimit) bytes")
         }
         _ = try parsedInlineBudget()
+        if let fsync {
+            guard state != nil else { throw ValidationError("--fsync needs --state DIR (without it nothing is written to disk)") }
+            guard FsyncPolicy(rawValue: fsync) != nil else {
+                throw ValidationError("--fsync must be one of \(FsyncPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+        }
     }
 
     private func parsedInlineLimit() throws -> UInt64 {
@@ -89,7 +101,9 @@ struct GedsMDSCommand: AsyncParsableCommand {
                                                     leaseMilliseconds: leaseMilliseconds, eventHistory: eventHistory,
                                                     inlineLimit: UInt32(try parsedInlineLimit()), inlineBudget: try parsedInlineBudget(),
                                                     subscriberQueueLimit: subscriberQueue,
-                                                    progressInterval: .milliseconds(max(progressMilliseconds, 10)), logger: logger)
+                                                    progressInterval: .milliseconds(max(progressMilliseconds, 10)),
+                                                    state: state.map { StateOptions(directory: $0, fsync: fsync.flatMap(FsyncPolicy.init) ?? .everysec) },
+                                                    logger: logger)
             levels.withLock { $0 = server.service }
             printLine("geds-mds listening on \(server.localAddress)")
             if let rdma = server.rdma { printLine("geds-mds listening for RDMA on \(rdma.endpoint)") }
@@ -97,8 +111,10 @@ struct GedsMDSCommand: AsyncParsableCommand {
             printError("geds-mds: \(GedsError.wrapping(error).message)")
             throw ExitCode(1)
         }
-        while true { try await Task.sleep(for: .seconds(3600)) }
-        _ = server
+        // SIGTERM or SIGINT: a clean stop (the journal written and synced).
+        let signal = await waitForTerminationSignal()
+        printLine("geds-mds: signal \(signal), stopping")
+        await server.close()
     }
 }
 

@@ -155,7 +155,7 @@ struct Bench {
         case .tier0Memory: try await Tier0Memory.measure(geds: geds, bucket: bucket, folder: parameters.tier0Folder,
                                                          count: parameters.objects)
         case .pubsub: try await pubsub(clients: parameters.clients)
-        case .mdsScale, .tier1, .spill, .s3, .soak, .attach: []  // run on their own: MetadataScale, Tier1Bench, SpillBench, S3Bench, SoakBench, AttachBench
+        case .mdsScale, .tier1, .spill, .s3, .soak, .attach, .mdsState: []  // run on their own: MetadataScale, Tier1Bench, SpillBench, S3Bench, SoakBench, AttachBench, MDSStateBench
         }
     }
 
@@ -376,7 +376,8 @@ struct Bench {
         var results: [Measurement] = []
         for operation in MetadataOperation.allCases {
             for count in Set([1, clients]).sorted() {
-                let rate = try await metadataRate(operation, clients: count, key: info.key)
+                let rate = try await Bench.metadataRate(operation, clients: count, key: info.key, mds: geds.nodeConfiguration!.mds,
+                                                        node: geds.nodeIndex, bucket: bucket)
                 var result = Measurement(workload: Workload.metadataOps.rawValue, transport: Transport.tcp.rawValue, size_bytes: 0,
                                          ops_per_s: rate,
                                          note: "MDS \(operation.rawValue)/s, \(count) client\(count == 1 ? "" : "s") each on its own connection")
@@ -394,13 +395,13 @@ struct Bench {
         return results
     }
 
-    /// Operations per second of `operation` over 2 s with `clients` concurrent clients (after one warm-up each).
-    private func metadataRate(_ operation: MetadataOperation, clients: Int, key: String) async throws -> Double {
-        let mdsEndpoint = geds.nodeConfiguration!.mds
-        let node = geds.nodeIndex
-        let duration = 2.0
-        let bucket = self.bucket
-        progress("mds-ops: \(operation.rawValue), \(clients) client\(clients == 1 ? "" : "s") for \(Int(duration)) s")
+    /// Operations per second of `operation` over `duration` s with `clients` concurrent clients (after one warm-up
+    /// each), on the MDS at `mdsEndpoint` as node `node`. Seals are of `size`-byte objects, bringing `contents` (as a
+    /// node does for objects within the MDS's inline limit).
+    static func metadataRate(_ operation: MetadataOperation, clients: Int, key: String, mds mdsEndpoint: Endpoint, node: UInt32,
+                             bucket: String, size: UInt64 = 64, contents: [UInt8]? = nil, duration: Double = 2,
+                             workload: String = Workload.metadataOps.rawValue) async throws -> Double {
+        progress("\(workload): \(operation.rawValue), \(clients) client\(clients == 1 ? "" : "s") for \(Int(duration)) s")
         let counts = try await withThrowingTaskGroup(of: Int.self) { group in
             for client in 0..<clients {
                 group.addTask {
@@ -415,8 +416,8 @@ struct Bench {
                             // Metadata only: the blob's bytes are not the point here.
                             let reply = try await mds.call(.createObject(bucket: bucket, key: "meta-new/\(client)/\(done)", node: node))
                             guard case .created(let blob) = reply else { throw GedsError(.protocolViolation, "unexpected \(reply)") }
-                            try await mds.expectOK(.sealObject(blob: blob, size: 64, metadata: [:],
-                                                               placement: BlobPlacement(node: node, tier: .tier0)))
+                            try await mds.expectOK(.sealObject(blob: blob, size: size, metadata: [:],
+                                                               placement: BlobPlacement(node: node, tier: .tier0), contents: contents))
                         case .list:
                             _ = try await mds.list(bucket: bucket, prefix: "meta-list/", delimiter: "", startAfter: "", maxKeys: 100)
                         }

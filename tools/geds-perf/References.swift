@@ -82,13 +82,22 @@ enum References {
         redis("GET", size: size, clients: clients, requests: requests)
     }
 
-    /// A redis-server of this run's own, without persistence, on a free loopback port (or, with `unixSocket`, on a
-    /// Unix socket at that path): its process (terminate it when done) and its port (0 with a Unix socket).
-    static func startRedisServer(unixSocket: String? = nil) throws -> (process: Child, port: Int) {
+    /// Redis's append-only file: `appendfsync` policy and the folder it goes in.
+    struct AppendOnly {
+        var fsync: String
+        var directory: String
+    }
+
+    /// A redis-server of this run's own, without persistence unless `appendOnly`, on a free loopback port (or, with
+    /// `unixSocket`, on a Unix socket at that path): its process (terminate it when done) and its port (0 with a Unix
+    /// socket).
+    static func startRedisServer(unixSocket: String? = nil, appendOnly: AppendOnly? = nil) throws -> (process: Child, port: Int) {
         let server = try find("redis-server").get()
         let port = unixSocket == nil ? try Cluster.freePort() : 0
         let listen = unixSocket.map { ["--unixsocket", $0] } ?? ["--bind", "127.0.0.1"]
-        let process = try Child.spawn(server, ["--port", String(port)] + listen + ["--save", "", "--appendonly", "no"],
+        let persistence = appendOnly.map { ["--appendonly", "yes", "--appendfsync", $0.fsync, "--dir", $0.directory] }
+            ?? ["--appendonly", "no"]
+        let process = try Child.spawn(server, ["--port", String(port)] + listen + ["--save", ""] + persistence,
                                       captureOutput: false)
         return (process, port)
     }
@@ -96,12 +105,12 @@ enum References {
     /// redis-benchmark's figures for one command ("GET" or "SET") against a redis-server started here, on
     /// loopback TCP or, with `unixSocket`, on a Unix socket at that path (`redis-benchmark -s`).
     static func redis(_ command: String, size: Int, clients: Int, requests: Int,
-                      unixSocket: String? = nil) -> Result<RedisFigures, Missing> {
+                      unixSocket: String? = nil, appendOnly: AppendOnly? = nil) -> Result<RedisFigures, Missing> {
         Result {
             let benchmark = try find("redis-benchmark").get()
             progress("reference: redis-benchmark \(command) of \(size) B values, \(clients) client\(clients == 1 ? "" : "s")"
-                     + (unixSocket == nil ? "" : " over a Unix socket"))
-            let (process, port) = try startRedisServer(unixSocket: unixSocket)
+                     + (unixSocket == nil ? "" : " over a Unix socket") + (appendOnly.map { ", appendfsync \($0.fsync)" } ?? ""))
+            let (process, port) = try startRedisServer(unixSocket: unixSocket, appendOnly: appendOnly)
             defer { process.terminate() }
             usleep(300_000)
             let address = unixSocket.map { ["-s", $0] } ?? ["-h", "127.0.0.1", "-p", String(port)]

@@ -139,23 +139,6 @@ struct GedsDaemon: AsyncParsableCommand {
     }
 }
 
-/// Waits for SIGTERM or SIGINT (which no longer end the process by themselves) and returns its number.
-func waitForTerminationSignal() async -> Int32 {
-    let (signals, continuation) = AsyncStream<Int32>.makeStream()
-    var sources: [any DispatchSourceSignal] = []
-    for number in [SIGTERM, SIGINT] {
-        signal(number, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-        source.setEventHandler { continuation.yield(number) }
-        source.resume()
-        sources.append(source)
-    }
-    var iterator = signals.makeAsyncIterator()
-    let number = await iterator.next() ?? SIGTERM
-    for source in sources { source.cancel() }
-    return number
-}
-
 /// Mounts a huge-page tmpfs at `path` unless one is already mounted there (a restarted gedsd).
 func mountHugePageTier0(_ path: String) throws(GedsError) {
     let mounts = (try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? ""

@@ -1,0 +1,289 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import GedsCore
+@testable import GedsMDS
+import GedsTestSupport
+import GedsWire
+import Logging
+import NIOCore
+import Testing
+
+@Suite struct JournalTests {
+    let storage = BucketStorage(endpoint: "http://127.0.0.1:4569", bucket: "s3b", prefix: "run/", region: "eu-west-1",
+                                persistency: .writeBack)
+
+    /// Every kind of change, as the journal and a snapshot write it, reads back equal.
+    @Test func everyChangeRoundTrips() throws {
+        let name = ObjectName(bucket: "data", key: "dir/ключ")
+        let other = ObjectName(bucket: "other", key: "k")
+        let s3 = NamespaceChange.S3CopyState(object: storage.object(forKey: "dir/ключ"), bucket: "data", persistency: .writeBack,
+                                             stored: true, holder: false)
+        let changes: [NamespaceChange] = [
+            .createBucket("data"), .deleteBucket("data"), .setStorage(bucket: "data", storage), .setStorage(bucket: "data", nil),
+            .seal(name, blob: 77, size: 4096, metadata: ["a": "1", "b": ""], modified: 1_700_000_000_000),
+            .delete(name, now: 5), .deletePrefix(bucket: "data", prefix: "dir/"), .rename(from: name, to: other, now: 6),
+            .copy(from: name, to: other, now: 7, blob: 78), .setMetadata(name, ["x": "y"]), .storedInS3(79),
+            .adoptS3Object(name, blob: 80, size: 12, metadata: [:], now: 8), .checksum(81, 0xDEAD_BEEF),
+            .object(name, blob: 82, size: 3, modified: 9, metadata: ["m": "n"], checksum: 42, s3: s3),
+            .object(other, blob: 83, size: 0, modified: 10, metadata: [:], checksum: nil, s3: nil),
+        ]
+        var buffer = ByteBuffer()
+        JournalFormat.write(JournalFormat.Header(kind: .journal, epoch: 9, generation: 4, revision: 0), into: &buffer)
+        for (index, change) in changes.enumerated() {
+            JournalFormat.append(JournalFormat.Record(revision: UInt64(index + 1), change: change), to: &buffer)
+        }
+        #expect(try JournalFormat.header(of: buffer) == JournalFormat.Header(kind: .journal, epoch: 9, generation: 4, revision: 0))
+        let (records, valid) = JournalTests.records(in: buffer)
+        #expect(records.map(\.change) == changes)
+        #expect(records.map(\.revision) == Array(1...UInt64(changes.count)))
+        #expect(valid == buffer.readableBytes)
+    }
+
+    /// A journal whose last record was cut at any byte (a crash mid-write), or has any byte of it changed, reads as
+    /// every record before it, and nothing else.
+    @Test func aTornOrDamagedLastRecordIsDroppedAlone() throws {
+        var buffer = ByteBuffer()
+        JournalFormat.write(JournalFormat.Header(kind: .journal, epoch: 1, generation: 1, revision: 0), into: &buffer)
+        for index in 0..<5 {
+            JournalFormat.append(JournalFormat.Record(revision: UInt64(index + 1), change: .createBucket("bucket-\(index)")), to: &buffer)
+        }
+        let lastStart = buffer.writerIndex
+        JournalFormat.append(JournalFormat.Record(revision: 6, change: .seal(ObjectName(bucket: "bucket-0", key: "k"), blob: 9, size: 1,
+                                                                             metadata: ["a": "b"], modified: 3)), to: &buffer)
+        let whole = JournalTests.records(in: buffer)
+        #expect(whole.records.count == 6)
+        for cut in lastStart..<buffer.writerIndex {
+            let (records, valid) = JournalTests.records(in: buffer.getSlice(at: 0, length: cut)!)
+            #expect(records == Array(whole.records.prefix(5)), "cut at \(cut)")
+            #expect(valid == lastStart, "cut at \(cut)")
+        }
+        for offset in lastStart..<buffer.writerIndex {
+            var damaged = buffer
+            damaged.setInteger(damaged.getInteger(at: offset, as: UInt8.self)! ^ 0x10, at: offset)
+            let (records, valid) = JournalTests.records(in: damaged)
+            #expect(records == Array(whole.records.prefix(5)), "byte \(offset) changed")
+            #expect(valid == lastStart)
+        }
+    }
+
+    /// Replaying the journal of a run, or its snapshot, gives the same namespace: keys, blobs, sizes, times,
+    /// metadata, S3 stores and copies, and the revision.
+    @Test func replayAndSnapshotRebuildTheNamespace() throws {
+        var f = Fixture()
+        f.store.journaling = true
+        try f.store.createBucket("alpha")
+        try f.store.createBucket("gone")
+        try f.put("alpha", "a", size: 5, metadata: ["k": "v"])
+        try f.put("alpha", "a", size: 6, now: 2)  // overwrite
+        try f.put("alpha", "dir/x")
+        try f.put("alpha", "dir/y")
+        try f.put("alpha", "keep", size: 100)
+        try f.store.setMetadata(bucket: "alpha", key: "keep", metadata: ["color": "red"])
+        try f.store.rename(from: ("alpha", "a"), to: ("alpha", "b"), now: 3)
+        try f.store.copy(from: ("alpha", "keep"), to: ("alpha", "shared"), now: 4)
+        #expect(try f.store.delete(bucket: "alpha", prefix: "dir/") == 2)
+        try f.store.deleteBucket("gone", force: true)
+        try f.store.setStorage(bucket: "s3data", storage)
+        let inS3 = try f.put("s3data", "up", size: 7)
+        try f.store.addS3Copy(blob: inS3)
+        try f.store.copy(from: ("s3data", "up"), to: ("s3data", "copied"), now: 5)
+        _ = try f.store.adoptS3Object(bucket: "s3data", key: "adopted", size: 9, metadata: ["from": "s3"], now: 6)
+        try f.store.addLocation(blob: inS3, placement: BlobPlacement(node: f.n1, tier: .tier1, checksum: 0x1234))
+        try f.store.delete(bucket: "alpha", key: "b", now: 7)
+
+        var buffer = ByteBuffer()
+        JournalFormat.write(JournalFormat.Header(kind: .journal, epoch: 3, generation: 1, revision: 0), into: &buffer)
+        for record in f.store.takeUnjournaled() { JournalFormat.append(record, to: &buffer) }
+        var replayed = MetadataStore(epoch: 4)
+        _ = try JournalFormat.forEachRecord(in: buffer) { (record) throws(GedsError) in try replayed.replay(record) }
+        #expect(try namespace(of: replayed) == namespace(of: f.store))
+        #expect(replayed.events.revision == f.store.events.revision)
+        #expect(try replayed.s3Assignment(blob: inS3, now: 10) == f.store.s3Assignment(blob: inS3, now: 10))
+
+        var snapshot = ByteBuffer()
+        replayed.writeSnapshotRecords(into: &snapshot)
+        var restored = MetadataStore(epoch: 5)
+        try restored.restore(snapshot: JournalTests.withHeader(snapshot), revision: replayed.events.revision)
+        #expect(try namespace(of: restored) == namespace(of: f.store))
+        #expect(restored.events.revision == f.store.events.revision)
+        #expect(try restored.s3Assignment(blob: inS3, now: 10) == f.store.s3Assignment(blob: inS3, now: 10))
+        // Shared blobs stay shared: deleting one key keeps the other's.
+        try restored.delete(bucket: "alpha", key: "keep", now: 11)
+        #expect(try restored.lookup(bucket: "alpha", key: "shared").size == 100)
+        // No node offers a copy back: only the objects in S3 stay, readable there.
+        #expect(restored.dropLostObjects(now: 12) == 2)
+        #expect(try restored.list(bucket: "alpha", prefix: "", delimiter: "", startAfter: "", maxKeys: 10).objects.isEmpty)
+        #expect(try restored.list(bucket: "s3data", prefix: "", delimiter: "", startAfter: "", maxKeys: 10).objects.map(\.key)
+                == ["adopted", "up"])
+        #expect(try restored.lookup(bucket: "s3data", key: "up").locations.map(\.tier) == [.s3])
+    }
+
+    /// A restarted MDS (cleanly or not) has every change it acknowledged, across compactions; nodes offering their
+    /// copies back make objects readable, and the ones nobody offers are dropped after the grace period.
+    @Test(arguments: [FsyncPolicy.always, .everysec, .never])
+    func aRestartedServerHasItsNamespace(policy: FsyncPolicy) async throws {
+        let directory = try TemporaryDirectory()
+        let state = StateOptions(directory: directory.path + "/state", fsync: policy, compactionBytes: 2048, recoveryGrace: .milliseconds(200))
+        var logger = Logger(label: "journal-test")
+        logger.logLevel = .critical
+        var first = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: state, logger: logger)
+        let node = try registered(first.service, "node-a")
+        var blobs: [String: BlobID] = [:]
+        #expect(try first.service.answer(.createBucket("bucket")) == .ok)
+        for index in 0..<60 {
+            let key = "key-\(index)"
+            guard case .created(let blob) = try first.service.answer(.createObject(bucket: "bucket", key: key, node: node)) else {
+                Issue.record("no blob")
+                return
+            }
+            _ = try first.service.answer(.sealObject(blob: blob, size: UInt64(index), metadata: ["i": "\(index)"],
+                                                     placement: BlobPlacement(node: node, tier: .tier0)))
+            blobs[key] = blob
+        }
+        _ = try first.service.answer(.deleteObject(bucket: "bucket", key: "key-0"))
+        let revision = first.service.revision
+        await first.close()
+
+        first = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: state, logger: logger)
+        #expect(first.service.revision == revision)
+        #expect(first.service.objectCount == 59)
+        // The node comes back with all but one of its copies; the other object is dropped after the grace period.
+        let again = try registered(first.service, "node-a")
+        for (key, blob) in blobs where key != "key-0" && key != "key-1" {
+            #expect(try first.service.answer(.addLocation(blob: blob, placement: BlobPlacement(node: again, tier: .tier0))) == .ok)
+        }
+        guard case .object(let info) = try first.service.answer(.lookup(bucket: "bucket", key: "key-7")) else {
+            Issue.record("no object")
+            return
+        }
+        #expect(info.blob == blobs["key-7"] && info.size == 7 && info.metadata == ["i": "7"] && info.locations.count == 1)
+        try await Task.sleep(for: .milliseconds(1000))
+        #expect(first.service.objectCount == 58)
+        #expect(gedsError { _ = try first.service.answer(.lookup(bucket: "bucket", key: "key-1")) }?.code == .noSuchObject)
+        // New blobs never take an id of an earlier run.
+        guard case .created(let fresh) = try first.service.answer(.createObject(bucket: "bucket", key: "new", node: again)) else {
+            Issue.record("no blob")
+            return
+        }
+        #expect(!blobs.values.contains(fresh))
+        await first.close()
+    }
+
+    /// A compaction cut short after its snapshot was renamed into place leaves journals the snapshot includes: they
+    /// are removed, not replayed again; a journal created by a run that died before its header was whole is skipped.
+    @Test func journalsTheSnapshotIncludesAreNotReplayed() async throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.path + "/state"
+        let files = try StateDirectory(path: path)
+        func write(_ name: String, _ header: JournalFormat.Header, _ changes: [NamespaceChange], revision: UInt64) throws {
+            var buffer = ByteBuffer()
+            JournalFormat.write(header, into: &buffer)
+            for change in changes { JournalFormat.append(JournalFormat.Record(revision: revision, change: change), to: &buffer) }
+            let fd = open(path + "/" + name, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            try StateDirectory.writeAll(fd, buffer)
+            close(fd)
+        }
+        try write("snapshot", JournalFormat.Header(kind: .snapshot, epoch: 7, generation: 3, revision: 2), [.createBucket("alpha")], revision: 2)
+        try write("journal.2", JournalFormat.Header(kind: .journal, epoch: 7, generation: 2, revision: 0), [.createBucket("alpha")], revision: 1)
+        try write("journal.3", JournalFormat.Header(kind: .journal, epoch: 7, generation: 3, revision: 0), [.createBucket("beta")], revision: 3)
+        let torn = open(path + "/journal.4", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        try StateDirectory.writeAll(torn, ByteBuffer(bytes: Array("GEDSJRNL".utf8)))
+        close(torn)
+        close(files.lock)
+
+        let logger = Logger(label: "journal-test")
+        let server = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: StateOptions(directory: path),
+                                                    logger: logger)
+        #expect(server.service.revision == 3)
+        guard case .buckets(let names) = try server.service.answer(.listBuckets) else {
+            Issue.record("no buckets")
+            return
+        }
+        #expect(names == ["alpha", "beta"])
+        #expect(try StateDirectory.readFile(path + "/journal.2") == nil)
+        await server.close()
+    }
+
+    /// A damaged snapshot stops the start with an error naming it (every time: the directory is not left locked).
+    @Test func aDamagedSnapshotIsAnError() async throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.path + "/state"
+        close(try StateDirectory(path: path).lock)
+        var buffer = ByteBuffer()
+        JournalFormat.write(JournalFormat.Header(kind: .snapshot, epoch: 1, generation: 1, revision: 1), into: &buffer)
+        JournalFormat.append(JournalFormat.Record(revision: 1, change: .createBucket("alpha")), to: &buffer)
+        buffer.setInteger(buffer.getInteger(at: buffer.writerIndex - 1, as: UInt8.self)! ^ 1, at: buffer.writerIndex - 1)
+        let fd = open(path + "/snapshot", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        try StateDirectory.writeAll(fd, buffer)
+        close(fd)
+        for _ in 0..<2 {
+            let error = await gedsError {
+                _ = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: StateOptions(directory: path),
+                                                   logger: Logger(label: "journal-test"))
+            }
+            #expect(error?.code == .checksumMismatch && error?.message.hasPrefix(path + "/snapshot: damaged at byte 36") == true,
+                    "\(String(describing: error))")
+        }
+    }
+
+    /// Two servers never share a state directory.
+    @Test func theDirectoryIsLocked() async throws {
+        let directory = try TemporaryDirectory()
+        let state = StateOptions(directory: directory.path + "/state")
+        let logger = Logger(label: "journal-test")
+        let server = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: state, logger: logger)
+        let error = await gedsError { _ = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: state, logger: logger) }
+        #expect(error?.message.contains("in use by another geds-mds") == true)
+        await server.close()
+    }
+
+    /// A scratch folder under /tmp, removed when the test ends.
+    final class TemporaryDirectory {
+        let path: String
+
+        init() throws {
+            var template = Array("/tmp/geds-journal-XXXXXX".utf8CString)
+            guard let made = mkdtemp(&template) else { throw GedsError.io("mkdtemp", errno: errno) }
+            path = String(cString: made)
+        }
+
+        deinit { removeTree(path) }
+    }
+
+    private func registered(_ service: MetadataService, _ name: String) throws -> UInt32 {
+        guard case .nodeRegistered(let index, _, _) = try service.answer(.registerNode(registration(name))) else {
+            throw GedsError(.internal, "not registered")
+        }
+        return index
+    }
+
+    /// Every valid record, and where they end.
+    private static func records(in bytes: ByteBuffer) -> (records: [JournalFormat.Record], validBytes: Int) {
+        var records: [JournalFormat.Record] = []
+        let valid = JournalFormat.forEachRecord(in: bytes) { records.append($0) }
+        return (records, valid)
+    }
+
+    private static func withHeader(_ records: ByteBuffer) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        JournalFormat.write(JournalFormat.Header(kind: .snapshot, epoch: 1, generation: 1, revision: 0), into: &buffer)
+        var records = records
+        buffer.writeBuffer(&records)
+        return buffer
+    }
+
+    /// Every key of every bucket with what a restart must keep.
+    private func namespace(of store: MetadataStore) throws -> [String] {
+        var lines: [String] = []
+        for bucket in store.listBuckets() {
+            lines.append("bucket \(bucket) \(String(describing: try store.storage(bucket: bucket)))")
+            let page = try store.list(bucket: bucket, prefix: "", delimiter: "", startAfter: "", maxKeys: 1000)
+            for entry in page.objects {
+                let info = try store.lookup(bucket: bucket, key: entry.key)
+                lines.append("\(bucket)/\(entry.key) \(info.blob) \(info.size) \(info.modified) \(info.metadata.sorted { $0.key < $1.key })")
+            }
+        }
+        return lines
+    }
+}

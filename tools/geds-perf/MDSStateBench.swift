@@ -1,0 +1,116 @@
+import Foundation
+@_spi(Benchmarks) import GEDS
+import GedsCore
+import GedsMDS
+import GedsWire
+import Logging
+
+/// What a durable MDS costs: create+seal of 4 KiB objects (the seal bringing the bytes, as a node's does within
+/// the inline limit) with `clients` concurrent clients, on an MDS in memory, with `--state --fsync everysec` and with
+/// `--fsync always`, each a geds-mds of its own; beside redis-benchmark SET of 4 KiB values with
+/// `appendfsync always` in the same folder (on disk: fsync on tmpfs costs nothing).
+enum MDSStateBench {
+    static let objectSize = 4096
+    static let seconds = 3.0
+    static let rounds = 3
+
+    static func measure(binaries: String, parent: String, clients: Int, restartObjects: Int) async throws -> [Measurement] {
+        let folder = "\(parent)/geds-perf-state-\(getpid())"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        Cleanup.folders.withLock { $0.append(folder) }
+        defer {
+            try? FileManager.default.removeItem(atPath: folder)
+            Cleanup.folders.withLock { $0.removeAll { $0 == folder } }
+        }
+        // In turns, so that a neighbour's load on this machine weighs on both alike; medians of the rounds.
+        var inMemoryRates: [Double] = []
+        var everysecRates: [Double] = []
+        for round in 0..<rounds {
+            inMemoryRates.append(try await createSealRate(binaries: binaries, mdsArguments: [], clients: clients))
+            everysecRates.append(try await createSealRate(binaries: binaries, mdsArguments: ["--state", "\(folder)/everysec-\(round)",
+                                                                                           "--fsync", "everysec"], clients: clients))
+        }
+        let inMemory = Statistics.median(inMemoryRates)
+        let everysec = Statistics.median(everysecRates)
+        var results = [measurement(inMemoryRates, "in-memory MDS (no --state)", clients: clients)]
+        var result = measurement(everysecRates, "--state --fsync everysec; goal at least 0.9x the in-memory MDS", clients: clients)
+        result.compare(with: Reference("in-memory MDS create+seal, same run", .success(inMemory)), higherIsBetter: true, value: everysec)
+        results.append(result)
+
+        let always = try await createSealRate(binaries: binaries, mdsArguments: ["--state", folder + "/always", "--fsync", "always"],
+                                              clients: clients)
+        result = measurement([always], "--state --fsync always; goal at least 1.0x redis appendfsync always", clients: clients)
+        try FileManager.default.createDirectory(atPath: folder + "/redis", withIntermediateDirectories: true)
+        let redis = References.redis("SET", size: objectSize, clients: clients, requests: 50_000,
+                                     appendOnly: References.AppendOnly(fsync: "always", directory: folder + "/redis"))
+        result.compare(with: Reference("redis-benchmark SET 4 KiB, appendfsync always, \(clients) clients", redis.map(\.requestsPerSecond)),
+                       higherIsBetter: true, value: always)
+        results.append(result)
+        results.append(try await restart(objects: restartObjects, directory: folder + "/restart"))
+        return results
+    }
+
+    /// Seconds from the start of an MDS whose state holds `objects` objects (snapshot and journal as a run that
+    /// sealed them left them) until it serves: an MDS in this process, filled through its request service.
+    static func restart(objects: Int, directory: String) async throws -> Measurement {
+        progress("mds-state: sealing \(objects.formatted()) objects into an MDS with --state, then restarting it")
+        var logger = Logger(label: "geds-perf")
+        logger.logLevel = .warning
+        let state = StateOptions(directory: directory, fsync: .everysec)
+        let listen = Endpoint(host: "127.0.0.1", port: 0)
+        // A lease longer than the run: this node sends no heartbeats.
+        let first = try await MetadataServer.start(listen: listen, leaseMilliseconds: 3_600_000, state: state, logger: logger)
+        let registration = NodeRegistration(name: "n", hostID: "h", role: .daemon, tcp: Endpoint(host: "127.0.0.1", port: 1),
+                                            tier0Directory: "/t")
+        guard case .reply(.nodeRegistered(let node, _, _)) = first.service.respond(to: .registerNode(registration)) else {
+            throw GedsError(.internal, "the MDS did not register the node")
+        }
+        _ = first.service.respond(to: .createBucket("restart"))
+        for index in 0..<objects {
+            let response = first.service.respond(to: .createObject(bucket: "restart", key: MetadataScale.key(index), node: node))
+            guard case .reply(.created(let blob)) = response else {
+                throw GedsError(.internal, "the MDS did not create an object: \(response)")
+            }
+            _ = first.service.respond(to: .sealObject(blob: blob, size: 1024, metadata: [:], placement: BlobPlacement(node: node, tier: .tier0)))
+        }
+        await first.close()
+        let started = DispatchTime.now().uptimeNanoseconds
+        let second = try await MetadataServer.start(listen: listen, leaseMilliseconds: 3_600_000, state: state, logger: logger)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        let restored = second.service.objectCount
+        await second.close()
+        guard restored == objects else { throw GedsError(.internal, "the restarted MDS has \(restored) of \(objects) objects") }
+        var result = Measurement(workload: Workload.mdsState.rawValue, transport: "none", size_bytes: 0, objects: objects,
+                                 note: String(format: "MDS restart: serving again %.2f s after its start, with %@ objects in its state "
+                                              + "(snapshot + journal); goal at most 5 s at 1 M", seconds, objects.formatted()))
+        result.p50_us = seconds * 1e6
+        return result
+    }
+
+    private static func measurement(_ rates: [Double], _ configuration: String, clients: Int) -> Measurement {
+        Measurement(workload: Workload.mdsState.rawValue, transport: Transport.tcp.rawValue, size_bytes: objectSize,
+                    ops_per_s: Statistics.median(rates), samples: rates.count,
+                    note: "MDS create+seal/s of 4 KiB objects, \(clients) clients each on its own connection; \(configuration)"
+                        + (rates.count > 1 ? "; median of rounds \(rates.map { String(Int($0)) }.joined(separator: ", "))" : ""))
+    }
+
+    /// Starts an MDS with these arguments (and the owner gedsd a cluster has), registers a node with it and measures.
+    private static func createSealRate(binaries: String, mdsArguments: [String], clients: Int) async throws -> Double {
+        let cluster = try Cluster(existingMDS: nil, binaries: binaries, ownerName: nil, hugePages: false, mdsArguments: mdsArguments)
+        defer { cluster.stop() }
+        let geds = try await cluster.connectReader(named: "state-writer")
+        let bucket = "perf-state-\(getpid())"
+        do {
+            try await geds.createBucket(bucket)
+            let rate = try await Bench.metadataRate(.createSeal, clients: clients, key: "", mds: cluster.mds, node: geds.nodeIndex,
+                                                    bucket: bucket, size: UInt64(objectSize),
+                                                    contents: [UInt8](repeating: 0x5A, count: objectSize), duration: seconds,
+                                                    workload: Workload.mdsState.rawValue)
+            await geds.close()
+            return rate
+        } catch {
+            await geds.close()
+            throw error
+        }
+    }
+}
