@@ -345,7 +345,8 @@ final class TierManager: HeldCopies {
     /// match the checksum recorded beside them, and the MDS compares that with the one it kept for the blob. A
     /// copy that fails either check, or whose blob the MDS no longer knows, is deleted; one the MDS did not
     /// answer for (unreachable, timed out) is kept, unpublished, until the next registration offers it again.
-    /// An MDS that restarted knows no blobs (its state is in memory), so then every leftover file goes.
+    /// A restarted MDS with state (`geds-mds --state`) knows the blobs again and takes the copies back; one without
+    /// knows none, so then every leftover file goes.
     private func offerTier1Copies(checkingFiles: Bool) async {
         guard let tier1 else { return }
         var offered = 0
