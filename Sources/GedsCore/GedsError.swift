@@ -30,6 +30,8 @@ public struct GedsError: Error, Sendable, Equatable, CustomStringConvertible {
         case compacted
         /// The MDS ended a subscription whose events piled up unread.
         case subscriberTooSlow
+        /// A peer of a deployment with a token (`--token-file`) refused this one's proof of it, or the other way round.
+        case authenticationFailed
     }
 
     public let code: Code

@@ -203,6 +203,8 @@ public final class MetadataService: RequestService {
             throw GedsError(.invalidArgument, "the MDS holds no object bytes; ask a node")
         case .subscribe:
             throw GedsError(.invalidArgument, "a subscription needs a connection of its own")
+        case .authenticate, .prove:
+            throw GedsError(.protocolViolation, "the handshake is the carrier's, before any request")
         }
     }
 
@@ -227,16 +229,19 @@ public final class MetadataServer: Sendable {
                              eventHistory: Int = MetadataStore.defaultEventHistory,
                              inlineLimit: UInt32 = InlineContents.defaultLimit, inlineBudget: UInt64 = InlineContents.defaultBudget,
                              subscriberQueueLimit: Int = MetadataService.defaultSubscriberQueueLimit,
-                             progressInterval: TimeAmount = .seconds(1), logger: Logger,
+                             progressInterval: TimeAmount = .seconds(1), token: DeploymentToken? = nil, logger: Logger,
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> MetadataServer {
+        let authentication = ServerAuthentication(token: token, role: "MDS", logger: logger)
         let service = MetadataService(store: MetadataStore(leaseMilliseconds: leaseMilliseconds, eventHistory: eventHistory,
                                                                    inlineLimit: inlineLimit, inlineBudget: inlineBudget),
                                       logger: logger, subscriberQueueLimit: subscriberQueueLimit)
-        let server = try await FrameServer.start(listen: listen, service: service, group: group, logger: logger)
+        let server = try await FrameServer.start(listen: listen, service: service, group: group, logger: logger,
+                                                 authentication: authentication)
         var rdma: RDMAMetadataListener?
         if let rdmaListen {
             do {
-                rdma = try await RDMAMetadataListener.start(listen: rdmaListen, service: service, logger: logger)
+                rdma = try await RDMAMetadataListener.start(listen: rdmaListen, service: service, logger: logger,
+                                                            authentication: authentication)
             } catch {
                 await server.close()
                 throw error

@@ -62,11 +62,12 @@ public final class Node: Sendable {
             tier1 = try Tier1Store(tier1Configuration)
         }
         let executor = EventLoopTaskExecutor(group.next())
-        let pool = ConnectionPool(group: executor.eventLoop)
+        let pool = ConnectionPool(group: executor.eventLoop, token: configuration.token)
         let service = NodeService()
         let server: FrameServer
         do {
-            server = try await FrameServer.start(listen: configuration.listen, service: service, group: group, logger: logger)
+            server = try await FrameServer.start(listen: configuration.listen, service: service, group: group, logger: logger,
+                                                 authentication: configuration.serverAuthentication(logger))
         } catch {
             throw GedsError.wrapping(error)
         }
@@ -117,13 +118,14 @@ public final class Node: Sendable {
         self.logger = logger
         self.transport = transport
         self.rdma = rdma
-        let bulk = BulkReader()
+        let bulk = BulkReader(token: configuration.token)
         let persistence = PersistenceState(logger: logger)
         self.bulk = bulk
         self.persistence = persistence
         carriers = CopyCarriers(rdma: rdma, bulk: bulk, pool: pool, s3Clients: persistence.s3Clients,
                                 timeoutMilliseconds: configuration.timeoutMilliseconds)
-        direct = DirectCalls(endpoint: configuration.mds, timeoutMilliseconds: configuration.timeoutMilliseconds)
+        direct = DirectCalls(endpoint: configuration.mds, timeoutMilliseconds: configuration.timeoutMilliseconds,
+                             token: configuration.token)
         mds = MDSClient(endpoint: configuration.mds, pool: pool,
                         timeout: .milliseconds(configuration.timeoutMilliseconds), rdma: mdsOverRDMA, logger: logger)
         session = MDSSession(mds: mds, logger: logger)
@@ -170,7 +172,8 @@ public final class Node: Sendable {
                                            logger: Logger) async throws(GedsError) -> RDMAMetadataClient? {
         do throws(GedsError) {
             let client = try await RDMAMetadataClient.connect(to: endpoint, engine: engine,
-                                                              timeout: .milliseconds(configuration.timeoutMilliseconds))
+                                                              timeout: .milliseconds(configuration.timeoutMilliseconds),
+                                                              token: configuration.token)
             logger.info("MDS: over rdma at \(endpoint)")
             return client
         } catch {

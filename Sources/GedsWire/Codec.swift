@@ -66,6 +66,12 @@ extension ByteBuffer {
         writeBytes(bytes)
     }
 
+    /// Exactly `count` bytes (a nonce or a proof of the handshake).
+    mutating func readFixedBytes(_ count: Int, _ what: StaticString) throws(GedsError) -> [UInt8] {
+        guard let bytes = readBytes(length: count) else { throw WireDecodingError.truncated(what) }
+        return bytes
+    }
+
     mutating func readOptionalBytes() throws(GedsError) -> [UInt8]? {
         guard try readBool() else { return nil }
         let count = try readCount(limit: Int(InlineContents.maximumLimit), what: "contents")
@@ -195,12 +201,12 @@ private enum RequestTag: UInt8, CaseIterable {
          sealObject, abortObject, lookup, list, deleteObject, deletePrefix, rename, copy, setMetadata,
          addLocation, removeLocation, readBlob, pullBlob, leave,
          setBucketStorage, bucketStorage, addS3Copy, s3Assignment, adoptS3Object, persistBlob, flush,
-         claimS3Deletions, s3Deleted, abandonS3Upload, subscribe
+         claimS3Deletions, s3Deleted, abandonS3Upload, subscribe, authenticate, prove
 }
 
 private enum ReplyTag: UInt8 {
     case ok = 1, failure, nodeRegistered, heartbeatAck, buckets, created, object, page, count, nodes, stream,
-         s3Assignment, storage, s3Deletions, s3Move, subscribed, events, progress, subscriptionEnded
+         s3Assignment, storage, s3Deletions, s3Move, subscribed, events, progress, subscriptionEnded, challenge
 }
 
 extension Request {
@@ -251,6 +257,8 @@ extension Request {
         case .abandonS3Upload: .abandonS3Upload
         case .s3Deleted: .s3Deleted
         case .subscribe: .subscribe
+        case .authenticate: .authenticate
+        case .prove: .prove
         }
     }
 }
@@ -362,6 +370,10 @@ extension Request {
             buffer.writeEventScope(scope)
             buffer.writeBool(after != nil)
             if let after { buffer.writeInteger(after) }
+        case .authenticate(let nonce):
+            buffer.writeBytes(nonce)
+        case .prove(let proof):
+            buffer.writeBytes(proof)
         }
     }
 
@@ -462,6 +474,10 @@ extension Request {
         case .subscribe:
             let scope = try payload.readEventScope()
             request = .subscribe(scope: scope, after: try payload.readBool() ? try payload.readWireInteger("revision") : nil)
+        case .authenticate:
+            request = .authenticate(clientNonce: try payload.readFixedBytes(HandshakeSizes.nonce, "nonce"))
+        case .prove:
+            request = .prove(proof: try payload.readFixedBytes(HandshakeSizes.proof, "proof"))
         }
         try payload.expectEnd()
         return request
@@ -575,6 +591,10 @@ extension Reply {
                 buffer.writeInteger(UInt8(2))
                 buffer.writeInteger(last)
             }
+        case .challenge(let nonce, let proof):
+            buffer.writeInteger(ReplyTag.challenge.rawValue)
+            buffer.writeBytes(nonce)
+            buffer.writeBytes(proof)
         }
     }
 
@@ -686,6 +706,9 @@ extension Reply {
             case 2: reply = .subscriptionEnded(.tooSlow(lastDelivered: revision))
             default: throw GedsError(.protocolViolation, "malformed message: subscription end \(reason)")
             }
+        case .challenge:
+            reply = .challenge(serverNonce: try payload.readFixedBytes(HandshakeSizes.nonce, "nonce"),
+                               proof: try payload.readFixedBytes(HandshakeSizes.proof, "proof"))
         }
         try payload.expectEnd()
         return reply

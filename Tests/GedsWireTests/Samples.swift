@@ -103,6 +103,8 @@ enum Samples {
         .subscribe(scope: .bucket("my-bucket"), after: nil),
         .subscribe(scope: .prefix(unicode, in: "b"), after: 0),
         .subscribe(scope: .key(longString, in: longString), after: .max),
+        .authenticate(clientNonce: Array(0..<32)),
+        .prove(proof: [UInt8](repeating: 0xFF, count: 32)),
     ]
 
     static let s3Object = S3ObjectReference(endpoint: "http://127.0.0.1:4569", bucket: "s3-bucket", key: "run/" + unicode,
@@ -170,6 +172,7 @@ enum Samples {
             .progress(revision: 42),
             .subscriptionEnded(.compacted(oldest: 1)),
             .subscriptionEnded(.tooSlow(lastDelivered: .max)),
+            .challenge(serverNonce: Array(32..<64), proof: [UInt8](repeating: 0, count: 32)),
         ]
         // Every error code crosses the wire unchanged.
         var code: UInt16 = 1
@@ -217,6 +220,8 @@ func caseName(_ request: Request) -> String {
     case .s3Deleted: "s3Deleted"
     case .abandonS3Upload: "abandonS3Upload"
     case .subscribe: "subscribe"
+    case .authenticate: "authenticate"
+    case .prove: "prove"
     }
 }
 
@@ -225,7 +230,7 @@ let allRequestCases: Set<String> = [
     "sealObject", "abortObject", "lookup", "list", "deleteObject", "deletePrefix", "rename", "copy", "setMetadata",
     "addLocation", "removeLocation", "readBlob", "pullBlob",
     "setBucketStorage", "bucketStorage", "addS3Copy", "s3Assignment", "adoptS3Object", "persistBlob", "flush",
-    "claimS3Deletions", "s3Deleted", "abandonS3Upload", "subscribe",
+    "claimS3Deletions", "s3Deleted", "abandonS3Upload", "subscribe", "authenticate", "prove",
 ]
 
 func caseName(_ reply: Reply) -> String {
@@ -249,12 +254,14 @@ func caseName(_ reply: Reply) -> String {
     case .events: "events"
     case .progress: "progress"
     case .subscriptionEnded: "subscriptionEnded"
+    case .challenge: "challenge"
     }
 }
 
 let allReplyCases: Set<String> = [
     "ok", "failure", "nodeRegistered", "heartbeatAck", "buckets", "created", "object", "page", "count", "nodes", "stream",
     "s3Assignment", "storage", "s3Deletions", "s3Move", "subscribed", "events", "progress", "subscriptionEnded",
+    "challenge",
 ]
 
 extension BlobID {

@@ -44,7 +44,8 @@ int main(int argc, char **argv) {
     CHECK(strstr(geds_strerror(GEDS_E_NO_SUCH_BUCKET), "GEDS_E_NO_SUCH_BUCKET") != NULL);
     CHECK(strstr(geds_strerror(GEDS_E_S3_DELETION_PENDING), "GEDS_E_S3_DELETION_PENDING") != NULL);
     CHECK(strstr(geds_strerror(GEDS_E_SUBSCRIBER_TOO_SLOW), "GEDS_E_SUBSCRIBER_TOO_SLOW") != NULL);
-    for (int code = GEDS_E_SUBSCRIBER_TOO_SLOW; code <= GEDS_OK; code++) CHECK(strlen(geds_strerror(code)) > 10);
+    CHECK(strstr(geds_strerror(GEDS_E_AUTHENTICATION_FAILED), "GEDS_E_AUTHENTICATION_FAILED") != NULL);
+    for (int code = GEDS_E_AUTHENTICATION_FAILED; code <= GEDS_OK; code++) CHECK(strlen(geds_strerror(code)) > 10);
     CHECK(strstr(geds_strerror(-999), "unknown") != NULL);
     CHECK(strstr(geds_strerror(7), "unknown") != NULL);
 

@@ -39,6 +39,9 @@ struct Connection: ParsableArguments {
     @Option(help: "Attach to the gedsd listening at this local socket (default: $GEDS_NODE, else a gedsd of the same MDS found in $XDG_RUNTIME_DIR/geds or /run/geds; with none, this command runs a node of its own).")
     var node: String?
 
+    @Option(name: .customLong("token-file"), help: ArgumentHelp(DeploymentToken.optionHelp))
+    var tokenFile: String?
+
     @Flag(help: "Log which transports are used (to stderr).")
     var verbose = false
 
@@ -55,6 +58,7 @@ struct Connection: ParsableArguments {
         configuration.rdmaAddress = rdmaAddress
         configuration.attach = node.map { .path($0) } ?? .auto
         configuration.mdsRDMA = try mdsRDMA.map { (text) throws(GedsError) in try Endpoint(parsing: text) }
+        configuration.token = try DeploymentToken.resolve(tokenFile: tokenFile)
         return try await GEDS.connect(configuration, logger: logger)
     }
 }
