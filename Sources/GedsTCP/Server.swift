@@ -77,8 +77,8 @@ public final class FrameServer: Sendable {
         return FrameServer(channel: channel, localAddress: Endpoint(host: listen.host, port: port))
     }
 
-    /// HOST:PORT, as clients name the server.
-    private static func describe(_ address: SocketAddress) -> String {
+    /// HOST:PORT, as clients name the server (and logs name a peer).
+    static func describe(_ address: SocketAddress) -> String {
         "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
     }
 
@@ -140,7 +140,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
 
     private func handle(_ request: Request, id: UInt64, context: ChannelHandlerContext) {
         guard active else { return }  // refused: what was pipelined behind it is not served
-        switch gate.admit(request, from: context.remoteAddress?.description ?? "?") {
+        switch gate.admit(request, from: context.remoteAddress.map(FrameServer.describe) ?? "?") {
         case .serve:
             break
         case .answer(let reply):

@@ -120,7 +120,7 @@ def test_a_missing_token_is_refused_and_nothing_served(secured, port_kind):
 def test_a_subscription_without_token_is_refused(secured):
     with RawConnection(secured.mds.host, secured.mds.port) as conn:
         # subscribe(bucket "b", from now)
-        conn.send(frame(KIND_REQUEST, 3, bytes([REQ_SUBSCRIBE, 1]) + wire_string("b") + bytes([0])))
+        conn.send(frame(KIND_REQUEST, 3, bytes([REQ_SUBSCRIBE, 1]) + wire_string("b") + wire_string("") + bytes([0])))
         assert_refused_and_closed(conn, conn.read_frame(), r"requires a token")
 
 

@@ -12,6 +12,7 @@ struct Geds: AsyncParsableCommand {
         discussion: """
             The MDS is --mds HOST:PORT before the command, else $GEDS_MDS, else 127.0.0.1:4381. \
             --transport auto|rdma|tcp (also before the command) chooses the data plane; auto uses RDMA when this machine has a device.
+            --token-file FILE (also before the command; default: $GEDS_TOKEN_FILE) proves the deployment's token to every server.
             Shell completion: geds --generate-completion-script bash|zsh|fish.
             """,
         version: "geds \(GedsVersion.release)",
@@ -571,7 +572,8 @@ final class Progress {
 // `geds --mds HOST:PORT COMMAND …`: the global options may come before the command; they are handed to it.
 @main
 enum Main {
-    static let globalOptions = ["--mds", "--node", "--timeout-ms", "--transport", "--rdma-address", "--mds-rdma", "--verbose"]
+    static let globalOptions = ["--mds", "--node", "--timeout-ms", "--transport", "--rdma-address", "--mds-rdma", "--token-file",
+                                "--verbose"]
     static let globalFlags: Set = ["--verbose"]
 
     static func main() async {
