@@ -324,3 +324,44 @@ def test_c_abi_round_trip(secured, workdir):
     env["GEDS_TOKEN_FILE"] = secured.token
     done = subprocess.run([program], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+
+
+# MARK: Python
+
+
+PYTHON_ROUND_TRIP = r"""
+import os, sys
+import geds
+mds, token, wrong = sys.argv[1:4]
+try:
+    geds.connect(mds)
+    sys.exit("connected without a token")
+except geds.AuthenticationFailed as error:
+    assert "requires a token" in str(error) and error.code == -25, error
+try:
+    geds.connect(mds, token_file=wrong)
+    sys.exit("connected with a wrong token")
+except geds.AuthenticationFailed as error:
+    assert str(error).endswith("rejected the token"), error
+data = os.urandom(100_000)
+with geds.connect(mds, token_file=token) as client:
+    client.create_bucket("python-auth")
+    client.put("python-auth", "k", data)
+    assert client.get("python-auth", "k") == data
+assert "GEDS_TOKEN_FILE" not in os.environ
+print("ok")
+"""
+
+
+def test_python_round_trip(secured):
+    import importlib.util
+    if importlib.util.find_spec("geds") is None:
+        pytest.skip("the geds Python package is not installed (tools/python-install.sh)")
+    import geds.client
+    if "token_file" not in geds.client._CONFIG_FIELDS:
+        pytest.skip("the installed geds Python package predates token_file (tools/python-install.sh installs this one)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEDS_")}
+    env.update(GEDS_HOST_ID="host-python", SWIFT_BACKTRACE="enable=no")
+    done = subprocess.run(["python3", "-c", PYTHON_ROUND_TRIP, secured.mds_address, secured.token, secured.wrong],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
