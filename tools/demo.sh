@@ -37,6 +37,8 @@ echo "  put: $(rate "$BYTES" "$t0" "$t1")"
 echo "reading them on host B (remote reads over TCP from node-a)"
 t0=$(now); GEDS_HOST_ID=host-b "$BIN/geds" get --recursive demo/run/ "$WORK/out"; t1=$(now)
 echo "  get: $(rate "$BYTES" "$t0" "$t1")"
+echo "  (bounded by fetching each object into host B's tier 0, fresh memory pages, then writing it to a file;"
+echo "   geds-perf's read-tier0 row measures the first, read-bw the network alone: docs/PERFORMANCE.md)"
 echo "one 256 MiB object, remote read into host B's tier 0 and out to a file:"
 t0=$(now); GEDS_HOST_ID=host-b "$BIN/geds" get demo/run/big-1.bin "$WORK/one.bin"; t1=$(now)
 echo "  $(rate $((256 << 20)) "$t0" "$t1") (includes CLI start-up, MDS lookup and writing the file)"

@@ -176,9 +176,10 @@ final class Attachment: Sendable {
 
     // MARK: Objects
 
-    func create(bucket: String, key: String, persistency: Persistency?) throws(GedsError) -> (LocalConnection, WritableBlob) {
+    func create(bucket: String, key: String, persistency: Persistency?, exclusive: Bool = false) throws(GedsError) -> (LocalConnection, WritableBlob) {
         let connection = try lease()
-        let (reply, descriptor) = try roundTrip(.create(bucket: bucket, key: key, persistency: persistency), on: connection)
+        let request = LocalRequest.create(bucket: bucket, key: key, persistency: persistency, exclusive: exclusive)
+        let (reply, descriptor) = try roundTrip(request, on: connection)
         switch reply {
         case .created(let blob) where descriptor >= 0:
             return (connection, WritableBlob(handedOver: descriptor, blob: blob))

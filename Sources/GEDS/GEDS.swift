@@ -121,18 +121,21 @@ public final class GEDS: Sendable {
     // MARK: Objects
 
     /// A new object, written at any offset and invisible to others until sealed. If the key exists, the
-    /// old object stays readable until this one is sealed and replaces it. `persistency` overrides the
-    /// bucket's (see `setBucketStorage`) for this object.
-    public func create(bucket: String, key: String, persistency: Persistency? = nil) async throws(GedsError) -> ObjectWriter {
+    /// old object stays readable until this one is sealed and replaces it; `exclusive` (create-if-absent)
+    /// instead fails with `.objectExists` here if the key exists, or at the seal if another writer sealed it
+    /// first, so of racing exclusive creators exactly one wins. `persistency` overrides the bucket's (see
+    /// `setBucketStorage`) for this object.
+    public func create(bucket: String, key: String, persistency: Persistency? = nil,
+                       exclusive: Bool = false) async throws(GedsError) -> ObjectWriter {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
         if let attachment {
-            let (connection, blob) = try attachment.create(bucket: bucket, key: key, persistency: persistency)
+            let (connection, blob) = try attachment.create(bucket: bucket, key: key, persistency: persistency, exclusive: exclusive)
             return ObjectWriter(sealer: .attached(attachment, connection), blob: blob, bucket: bucket, key: key,
                                 persistency: persistency)
         }
         try await node.checkPersistency(persistency, bucket: bucket)
-        return ObjectWriter(sealer: .node(node), blob: try await node.create(bucket: bucket, key: key), bucket: bucket, key: key,
-                            persistency: persistency)
+        return ObjectWriter(sealer: .node(node), blob: try await node.create(bucket: bucket, key: key, exclusive: exclusive),
+                            bucket: bucket, key: key, persistency: persistency)
     }
 
     /// Writes a whole object in one call.
@@ -280,7 +283,7 @@ public final class GEDS: Sendable {
 
     /// The node a relocation goes to: the named live node, else the least loaded live daemon.
     public func relocationTarget(named nodeName: String? = nil) async throws(GedsError) -> NodeInfo {
-        let candidates = try await nodes().filter { $0.alive && $0.name != self.nodeName }
+        let candidates = try await nodes().filter { $0.alive && !$0.draining && $0.name != self.nodeName }
         if let nodeName {
             guard let named = candidates.first(where: { $0.name == nodeName }) else {
                 throw GedsError(.noSuchNode, "no live node named '\(nodeName)'")
@@ -291,6 +294,23 @@ public final class GEDS: Sendable {
             throw GedsError(.noSuchNode, "no live gedsd to hold the object; start one with: gedsd --mds \(attachment?.mds ?? "\(node.configuration.mds)") ...")
         }
         return daemon
+    }
+
+    /// Asks the gedsd `name` to move every copy it holds to other gedsd nodes and then leave (`geds drain`); returns
+    /// at once. Its `NodeInfo` shows the drain: `draining` until it left (no longer alive), or `drainFailure`.
+    public func drain(node name: String) async throws(GedsError) {
+        if let attachment { return try attachment.expectOK(.call(.drainNode(name: name))) }
+        try await node.mds.expectOK(.drainNode(name: name))
+    }
+
+    /// Returns once this process's node has been drained (a gedsd then exits); an attached process has no node
+    /// to drain, so for it this never returns.
+    public func waitUntilDrained() async {
+        if let node {
+            await node.waitUntilDrained()
+        } else {
+            while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+        }
     }
 
     /// Moves a sealed object to another node, which becomes its owner; this is how objects outlive the

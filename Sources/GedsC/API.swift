@@ -187,12 +187,22 @@ public func gedsListBuckets(_ handle: OpaquePointer?, _ out: UnsafeMutablePointe
 @_cdecl("geds_create")
 public func gedsCreate(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CString?,
                        _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    gedsCreateFlags(handle, bucket, key, 0, out)
+}
+
+@_cdecl("geds_create_flags")
+public func gedsCreateFlags(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CString?, _ flags: UInt32,
+                            _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     runBlocking { () throws(GedsError) in
         let store = try Handles.find(handle, as: Store.self)
         let (bucket, key) = (try text(bucket, "bucket"), try text(key, "key"))
         _ = try output(out, "out")
+        guard flags & ~UInt32(GEDS_CREATE_EXCLUSIVE) == 0 else {
+            throw GedsError(.invalidArgument, "unknown geds_create_flags flags 0x\(String(flags, radix: 16))")
+        }
+        let exclusive = flags & UInt32(GEDS_CREATE_EXCLUSIVE) != 0
         return { () async throws(GedsError) in
-            Writer(try await store.geds.create(bucket: bucket, key: key, persistency: store.persistency))
+            Writer(try await store.geds.create(bucket: bucket, key: key, persistency: store.persistency, exclusive: exclusive))
         }
     } then: { writer in
         out?.pointee = Handles.register(writer)

@@ -30,6 +30,8 @@ public struct GedsError: Error, Sendable, Equatable, CustomStringConvertible {
         case compacted
         /// The MDS ended a subscription whose events piled up unread.
         case subscriberTooSlow
+        /// An exclusive create (create-if-absent) found the key taken, or lost the race to seal it.
+        case objectExists
         /// A peer of a deployment with a token (`--token-file`) refused this one's proof of it, or the other way round.
         case authenticationFailed
     }
@@ -55,6 +57,10 @@ public struct GedsError: Error, Sendable, Equatable, CustomStringConvertible {
 
     public static func noSuchObject(_ bucket: String, _ key: String) -> GedsError {
         GedsError(.noSuchObject, "no such object: \(bucket)/\(key)")
+    }
+
+    public static func objectExists(_ bucket: String, _ key: String) -> GedsError {
+        GedsError(.objectExists, "object exists: \(bucket)/\(key)")
     }
 
     public static func io(_ what: String, errno: Int32) -> GedsError {

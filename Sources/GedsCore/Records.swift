@@ -224,9 +224,15 @@ public struct NodeInfo: Sendable, Equatable {
     public var alive: Bool
     public var blobs: UInt64
     public var bytes: UInt64
+    /// Moving its copies to other nodes before it leaves (`geds drain`): no new objects go to it.
+    public var draining: Bool
+    /// Why its last drain stopped short (it kept serving); nil when none failed since it registered.
+    public var drainFailure: String?
 
     public init(name: String, hostID: String, role: NodeRole, tcp: Endpoint, rdma: Endpoint? = nil, alive: Bool,
-                blobs: UInt64, bytes: UInt64) {
+                blobs: UInt64, bytes: UInt64, draining: Bool = false, drainFailure: String? = nil) {
+        self.draining = draining
+        self.drainFailure = drainFailure
         self.name = name
         self.hostID = hostID
         self.role = role

@@ -104,9 +104,18 @@ public final class MetadataService: RequestService {
             logger.info("node \(registration.name) joined as \(index) (\(registration.tcp), host \(registration.hostID))")
             return .nodeRegistered(node: index, leaseMilliseconds: UInt32(lease), inlineLimit: inlineLimit)
         case .heartbeat(let node, let blobs, let bytes):
-            return .heartbeatAck(drop: try locked { (store) throws(GedsError) in
-                try store.heartbeat(node: node, blobs: blobs, bytes: bytes, now: MetadataService.now())
-            })
+            return try locked { (store) throws(GedsError) in
+                .heartbeatAck(drop: try store.heartbeat(node: node, blobs: blobs, bytes: bytes, now: MetadataService.now()),
+                              drain: store.isDraining(node: node))
+            }
+        case .drainNode(let name):
+            try locked { (store) throws(GedsError) in try store.drain(nodeNamed: name) }
+            logger.info("node \(name) is asked to drain")
+            return .ok
+        case .drainFailed(let node, let reason):
+            try locked { (store) throws(GedsError) in try store.drainFailed(node: node, reason: reason) }
+            logger.warning("node \(node) stopped draining: \(reason)")
+            return .ok
         case .leave(let node):
             locked { $0.leave(node: node) }
             return .ok
@@ -120,9 +129,9 @@ public final class MetadataService: RequestService {
             return .ok
         case .listBuckets:
             return .buckets(locked { $0.listBuckets() })
-        case .createObject(let bucket, let key, let node):
+        case .createObject(let bucket, let key, let node, let exclusive):
             return .created(blob: try locked { (store) throws(GedsError) in
-                try store.createObject(bucket: bucket, key: key, node: node)
+                try store.createObject(bucket: bucket, key: key, node: node, exclusive: exclusive)
             })
         case .sealObject(let blob, let size, let metadata, let placement, let contents):
             let now = MetadataService.wallClock()

@@ -15,6 +15,9 @@ public struct MetadataStore: Sendable {
         var bytes: UInt64 = 0
         /// Blobs this node must delete, handed over with its next heartbeat.
         var drop: [BlobID] = []
+        /// Asked to move its copies away and leave (`geds drain`); told so with every heartbeat until it leaves.
+        var draining = false
+        var drainFailure: String?
     }
 
     struct Bucket {
@@ -64,6 +67,8 @@ public struct MetadataStore: Sendable {
         var bucket: String
         var key: Key
         var node: UInt32
+        /// Create-if-absent: the seal fails if the key was bound meanwhile, so of racing creators one wins.
+        var exclusive = false
         /// Copies placed before the seal (a relocation target that already holds the bytes).
         var placements: [BlobPlacement] = []
     }
@@ -181,8 +186,30 @@ public struct MetadataStore: Sendable {
     public func listNodes() -> [NodeInfo] {
         nodes.values.map { node in
             NodeInfo(name: node.registration.name, hostID: node.registration.hostID, role: node.registration.role,
-                     tcp: node.registration.tcp, rdma: node.registration.rdma, alive: node.alive, blobs: node.blobs, bytes: node.bytes)
+                     tcp: node.registration.tcp, rdma: node.registration.rdma, alive: node.alive, blobs: node.blobs, bytes: node.bytes,
+                     draining: node.draining, drainFailure: node.drainFailure)
         }.sorted { $0.name < $1.name }
+    }
+
+    /// Starts draining the live node `name` (again after a failed drain); a drain under way goes on.
+    public mutating func drain(nodeNamed name: String) throws(GedsError) {
+        guard let index = nodeByName[name], let node = nodes[index], node.alive else {
+            throw GedsError(.noSuchNode, "no live node named '\(name)'")
+        }
+        guard node.registration.role == .daemon else {
+            throw GedsError(.invalidArgument, "\(name) is a task's own node, which goes with its task; only a gedsd is drained")
+        }
+        nodes[index]!.draining = true
+        nodes[index]!.drainFailure = nil
+    }
+
+    public func isDraining(node index: UInt32) -> Bool { nodes[index]?.draining == true }
+
+    /// The node gave up its drain (`reason`) and keeps serving.
+    public mutating func drainFailed(node index: UInt32, reason: String) throws(GedsError) {
+        guard nodes[index]?.alive == true else { throw GedsError(.noSuchNode, "node \(index) is not registered") }
+        nodes[index]!.draining = false
+        nodes[index]!.drainFailure = reason
     }
 
     // MARK: Buckets
@@ -212,12 +239,14 @@ public struct MetadataStore: Sendable {
 
     // MARK: Objects
 
-    public mutating func createObject(bucket: String, key: String, node: UInt32) throws(GedsError) -> BlobID {
+    /// An unsealed object under the key; `exclusive` refuses a key that is bound now or at the seal.
+    public mutating func createObject(bucket: String, key: String, node: UInt32, exclusive: Bool = false) throws(GedsError) -> BlobID {
         _ = try ObjectKey(key)
-        guard buckets[bucket] != nil else { throw GedsError.noSuchBucket(bucket) }
+        guard let bucketState = buckets[bucket] else { throw GedsError.noSuchBucket(bucket) }
         guard nodes[node]?.alive == true else { throw GedsError(.noSuchNode, "node \(node) is not registered") }
+        if exclusive, bucketState.index.find(key) != nil { throw GedsError.objectExists(bucket, key) }
         nextBlob = nextBlob.next
-        pendingObjects[nextBlob] = PendingObject(bucket: bucket, key: Key(key), node: node)
+        pendingObjects[nextBlob] = PendingObject(bucket: bucket, key: Key(key), node: node, exclusive: exclusive)
         buckets[bucket]!.pending[Key(key), default: 0] += 1
         return nextBlob
     }
@@ -242,6 +271,10 @@ public struct MetadataStore: Sendable {
         }
         guard !pending.placements.isEmpty else {
             throw GedsError(.objectLost, "object \(pending.bucket)/\(pending.key.string) cannot be sealed: no node holds it")
+        }
+        if pending.exclusive, buckets[pending.bucket]?.index.find(pending.key.string) != nil {
+            abort(blob: blob)
+            throw GedsError.objectExists(pending.bucket, pending.key.string)
         }
         pendingObjects[blob]?.placements = []
         abort(blob: blob)

@@ -42,6 +42,7 @@ public final class Node: Sendable {
     let direct: DirectCalls
     /// Set by `shutdown`: reads fail from then on, also of objects whose bytes a reader holds already.
     private let stopped = Atomic<Bool>(false)
+    let drainState = DrainState()
 
     public var index: UInt32 { session.index }
     public var endpoint: Endpoint { session.advertised }
@@ -98,6 +99,7 @@ public final class Node: Sendable {
         }
         node.session.startHeartbeats(on: executor, usage: { [weak node] in node?.tier0.usage ?? (0, 0) },
                                      drop: { [weak node] blob in await node?.dropLocalCopies(of: blob) },
+                                     drain: { [weak node] in node?.startDrain() },
                                      registerAgain: { [weak node] in try? await node?.register() })
         return node
     }
@@ -204,8 +206,8 @@ public final class Node: Sendable {
 
     // MARK: Writing
 
-    public func create(bucket: String, key: String) async throws(GedsError) -> WritableBlob {
-        let reply = try await mds.call(.createObject(bucket: bucket, key: key, node: index))
+    public func create(bucket: String, key: String, exclusive: Bool = false) async throws(GedsError) -> WritableBlob {
+        let reply = try await mds.call(.createObject(bucket: bucket, key: key, node: index, exclusive: exclusive))
         guard case .created(let blob) = reply else { throw MDSClient.unexpected(reply) }
         do {
             return try tier0.create(blob)
@@ -323,7 +325,7 @@ public final class Node: Sendable {
         }
     }
 
-    private func askToPull(_ blob: BlobID, size: UInt64, from source: Location, to target: NodeInfo) async throws(GedsError) {
+    func askToPull(_ blob: BlobID, size: UInt64, from source: Location, to target: NodeInfo) async throws(GedsError) {
         let connection = try await peers.connection(to: target.tcp, peerName: "node \(target.name)")
         // The target copies the whole object before it answers: allow for that beyond the usual deadline.
         let reply = try await connection.call(.pullBlob(blob: blob, size: size, source: source),

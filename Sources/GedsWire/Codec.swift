@@ -201,7 +201,7 @@ private enum RequestTag: UInt8, CaseIterable {
          sealObject, abortObject, lookup, list, deleteObject, deletePrefix, rename, copy, setMetadata,
          addLocation, removeLocation, readBlob, pullBlob, leave,
          setBucketStorage, bucketStorage, addS3Copy, s3Assignment, adoptS3Object, persistBlob, flush,
-         claimS3Deletions, s3Deleted, abandonS3Upload, subscribe, authenticate, prove
+         claimS3Deletions, s3Deleted, abandonS3Upload, subscribe, drainNode, drainFailed, authenticate, prove
 }
 
 private enum ReplyTag: UInt8 {
@@ -257,6 +257,8 @@ extension Request {
         case .abandonS3Upload: .abandonS3Upload
         case .s3Deleted: .s3Deleted
         case .subscribe: .subscribe
+        case .drainNode: .drainNode
+        case .drainFailed: .drainFailed
         case .authenticate: .authenticate
         case .prove: .prove
         }
@@ -289,10 +291,11 @@ extension Request {
             buffer.writeBool(force)
         case .listBuckets:
             break
-        case .createObject(let bucket, let key, let node):
+        case .createObject(let bucket, let key, let node, let exclusive):
             buffer.writeWireString(bucket)
             buffer.writeWireString(key)
             buffer.writeInteger(node)
+            buffer.writeBool(exclusive)
         case .sealObject(let blob, let size, let metadata, let placement, let contents):
             buffer.writeBlob(blob)
             buffer.writeInteger(size)
@@ -370,6 +373,11 @@ extension Request {
             buffer.writeEventScope(scope)
             buffer.writeBool(after != nil)
             if let after { buffer.writeInteger(after) }
+        case .drainNode(let name):
+            buffer.writeWireString(name)
+        case .drainFailed(let node, let reason):
+            buffer.writeInteger(node)
+            buffer.writeWireString(reason.truncatedToUTF8(WireLimits.maximumString))
         case .authenticate(let nonce):
             buffer.writeBytes(nonce)
         case .prove(let proof):
@@ -411,7 +419,7 @@ extension Request {
             request = .listBuckets
         case .createObject:
             request = .createObject(bucket: try payload.readWireString(), key: try payload.readWireString(),
-                                    node: try payload.readWireInteger("node"))
+                                    node: try payload.readWireInteger("node"), exclusive: try payload.readBool())
         case .sealObject:
             request = .sealObject(blob: try payload.readBlob(), size: try payload.readWireInteger("size"),
                                   metadata: try payload.readMetadata(), placement: try payload.readPlacement(),
@@ -474,6 +482,10 @@ extension Request {
         case .subscribe:
             let scope = try payload.readEventScope()
             request = .subscribe(scope: scope, after: try payload.readBool() ? try payload.readWireInteger("revision") : nil)
+        case .drainNode:
+            request = .drainNode(name: try payload.readWireString())
+        case .drainFailed:
+            request = .drainFailed(node: try payload.readWireInteger("node"), reason: try payload.readWireString())
         case .authenticate:
             request = .authenticate(clientNonce: try payload.readFixedBytes(HandshakeSizes.nonce, "nonce"))
         case .prove:
@@ -498,10 +510,11 @@ extension Reply {
             buffer.writeInteger(node)
             buffer.writeInteger(lease)
             buffer.writeInteger(inlineLimit)
-        case .heartbeatAck(let drop):
+        case .heartbeatAck(let drop, let drain):
             buffer.writeInteger(ReplyTag.heartbeatAck.rawValue)
             buffer.writeInteger(UInt32(drop.count))
             for blob in drop { buffer.writeBlob(blob) }
+            buffer.writeBool(drain)
         case .buckets(let names):
             buffer.writeInteger(ReplyTag.buckets.rawValue)
             buffer.writeInteger(UInt32(names.count))
@@ -548,6 +561,9 @@ extension Reply {
                 buffer.writeBool(node.alive)
                 buffer.writeInteger(node.blobs)
                 buffer.writeInteger(node.bytes)
+                buffer.writeBool(node.draining)
+                buffer.writeBool(node.drainFailure != nil)
+                if let failure = node.drainFailure { buffer.writeWireString(failure.truncatedToUTF8(WireLimits.maximumString)) }
             }
         case .stream(let length):
             buffer.writeInteger(ReplyTag.stream.rawValue)
@@ -620,7 +636,7 @@ extension Reply {
             var drop: [BlobID] = []
             drop.reserveCapacity(count)
             for _ in 0..<count { drop.append(try payload.readBlob("blob")) }
-            reply = .heartbeatAck(drop: drop)
+            reply = .heartbeatAck(drop: drop, drain: try payload.readBool())
         case .buckets:
             let count = try payload.readList(what: "buckets")
             var names: [String] = []
@@ -673,7 +689,9 @@ extension Reply {
                 nodes.append(NodeInfo(name: name, hostID: hostID, role: role,
                                       tcp: try payload.readEndpoint(), rdma: try payload.readOptionalEndpoint(),
                                       alive: try payload.readBool(),
-                                      blobs: try payload.readWireInteger("blobs"), bytes: try payload.readWireInteger("bytes")))
+                                      blobs: try payload.readWireInteger("blobs"), bytes: try payload.readWireInteger("bytes"),
+                                      draining: try payload.readBool(),
+                                      drainFailure: try payload.readBool() ? try payload.readWireString() : nil))
             }
             reply = .nodes(nodes)
         case .stream:

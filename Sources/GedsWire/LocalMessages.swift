@@ -11,7 +11,7 @@ public enum LocalRequest: Sendable, Equatable {
     case hello(pid: Int32, mds: String)
     /// A new object in the gedsd's tier 0, owned by this connection until sealed: answered `created(blob)`
     /// with the file's descriptor. A connection that closes first takes its unsealed objects with it.
-    case create(bucket: String, key: String, persistency: Persistency?)
+    case create(bucket: String, key: String, persistency: Persistency?, exclusive: Bool = false)
     /// The client wrote `size` bytes into the file: the gedsd seals and publishes it (handing it off to the
     /// named node first when `handOffTo` is not empty).
     case seal(blob: BlobID, size: UInt64, metadata: [String: String], handOffTo: String)
@@ -25,7 +25,7 @@ public enum LocalRequest: Sendable, Equatable {
     case relocate(bucket: String, key: String, toNode: String)
     /// One of the API's metadata calls, in the MDS's own message (`createBucket`, `deleteBucket`, `listBuckets`,
     /// `setBucketStorage`, `bucketStorage`, `lookup`, `list`, `deleteObject`, `deletePrefix`, `rename`, `copy`,
-    /// `setMetadata`, `listNodes`, `flush`): run as the gedsd's own API call (S3 follow-ups, read-through and
+    /// `setMetadata`, `listNodes`, `drainNode`, `flush`): run as the gedsd's own API call (S3 follow-ups, read-through and
     /// merged listings included; `flush` waits for every node) and answered as that call.
     case call(Request)
 }
@@ -41,11 +41,12 @@ extension LocalRequest {
             buffer.writeInteger(LocalRequestTag.hello.rawValue)
             buffer.writeInteger(pid)
             buffer.writeWireString(mds)
-        case .create(let bucket, let key, let persistency):
+        case .create(let bucket, let key, let persistency, let exclusive):
             buffer.writeInteger(LocalRequestTag.create.rawValue)
             buffer.writeWireStrings([bucket, key])
             buffer.writeBool(persistency != nil)
             if let persistency { buffer.writeInteger(persistency.rawValue) }
+            buffer.writeBool(exclusive)
         case .seal(let blob, let size, let metadata, let handOffTo):
             buffer.writeInteger(LocalRequestTag.seal.rawValue)
             buffer.writeBlob(blob)
@@ -82,7 +83,8 @@ extension LocalRequest {
             request = .hello(pid: try payload.readWireInteger("pid"), mds: try payload.readWireString())
         case .create:
             let names = try payload.readNames(2)
-            request = .create(bucket: names[0], key: names[1], persistency: try payload.readBool() ? try payload.readPersistency() : nil)
+            let persistency = try payload.readBool() ? try payload.readPersistency() : nil
+            request = .create(bucket: names[0], key: names[1], persistency: persistency, exclusive: try payload.readBool())
         case .seal:
             request = .seal(blob: try payload.readBlob(), size: try payload.readWireInteger("size"),
                             metadata: try payload.readMetadata(), handOffTo: try payload.readWireString())

@@ -58,7 +58,7 @@ public enum Request: Sendable, Equatable {
     case deleteBucket(String, force: Bool)
     case listBuckets
     // Objects (MDS).
-    case createObject(bucket: String, key: String, node: UInt32)
+    case createObject(bucket: String, key: String, node: UInt32, exclusive: Bool = false)
     /// `contents`: the object's bytes for the MDS to keep inline (only when `size` is within the announced limit).
     case sealObject(blob: BlobID, size: UInt64, metadata: [String: String], placement: BlobPlacement, contents: [UInt8]? = nil)
     case abortObject(blob: BlobID)
@@ -106,6 +106,12 @@ public enum Request: Sendable, Equatable {
     /// live ones), `progress` when idle, until the connection closes or `subscriptionEnded`. All these replies
     /// carry the id of this request.
     case subscribe(scope: EventScope, after: UInt64?)
+    // Drain (MDS).
+    /// Asks the live node `name` to move its copies to other nodes and leave; it learns so with its next
+    /// heartbeat (`heartbeatAck`'s `drain`) and no new objects are sent to it meanwhile.
+    case drainNode(name: String)
+    /// The node's drain stopped short (no room elsewhere, no other node): it keeps serving, no longer draining.
+    case drainFailed(node: UInt32, reason: String)
     // Authentication (every port of a deployment with a token; the carrier answers these, never the service).
     /// Opens the handshake with the client's fresh nonce (`HandshakeSizes.nonce` bytes): answered `challenge`.
     case authenticate(clientNonce: [UInt8])
@@ -126,7 +132,7 @@ public enum Reply: Sendable, Equatable {
     /// `inlineLimit`: the largest object whose bytes the MDS takes with its seal (0: none).
     case nodeRegistered(node: UInt32, leaseMilliseconds: UInt32, inlineLimit: UInt32)
     /// Blobs the MDS no longer knows and the node must drop (after their locations were withdrawn).
-    case heartbeatAck(drop: [BlobID])
+    case heartbeatAck(drop: [BlobID], drain: Bool = false)
     case buckets([String])
     case created(blob: BlobID)
     case object(ObjectInfo)

@@ -93,6 +93,30 @@ import Testing
         #expect(try f.store.lookup(bucket: "bkt", key: "dir/k").size == 4097)
     }
 
+    /// Create-if-absent: refused at once when the key is bound; of two pending exclusive creators, the first seal
+    /// wins and the second is refused and forgotten (its node told to drop its copy); the winner's object stays.
+    @Test func exclusiveCreateHasOneWinner() throws {
+        var f = Fixture()
+        try f.store.createBucket("bkt")
+        let first = try f.store.createObject(bucket: "bkt", key: "k", node: f.n1, exclusive: true)
+        let second = try f.store.createObject(bucket: "bkt", key: "k", node: f.n1, exclusive: true)
+        let copy = BlobPlacement(node: f.n1, tier: .tier0)
+        try f.store.seal(blob: first, size: 3, metadata: [:], placement: copy, now: 1)
+        #expect(gedsError { try f.store.seal(blob: second, size: 5, metadata: [:], placement: copy, now: 2) }?.code == .objectExists)
+        #expect(try f.store.lookup(bucket: "bkt", key: "k").blob == first)
+        #expect(try f.store.lookup(bucket: "bkt", key: "k").size == 3)
+        #expect(gedsError { _ = try f.store.createObject(bucket: "bkt", key: "k", node: f.n1, exclusive: true) }?.code == .objectExists)
+        // The refused blob is forgotten: sealing it again finds nothing.
+        #expect(gedsError { try f.store.seal(blob: second, size: 5, metadata: [:], placement: copy, now: 3) }?.code == .noSuchObject)
+        // A plain create still replaces, and a deleted key can be created exclusively again.
+        try f.put("bkt", "k", size: 7)
+        #expect(try f.store.lookup(bucket: "bkt", key: "k").size == 7)
+        try f.store.delete(bucket: "bkt", key: "k", now: 4)
+        let again = try f.store.createObject(bucket: "bkt", key: "k", node: f.n1, exclusive: true)
+        try f.store.seal(blob: again, size: 9, metadata: [:], placement: copy, now: 5)
+        #expect(try f.store.lookup(bucket: "bkt", key: "k").blob == again)
+    }
+
     /// A tier-0 copy packed into a slab: its location names the slab file and the slot's offset; a second copy, with
     /// RDMA details, and one in a slot beyond what fits inline, come back as given too.
     @Test func packedCopiesNameTheirSlabAndSlot() throws {
@@ -606,6 +630,26 @@ import Testing
         #expect(try f.store.heartbeat(node: again, blobs: 0, bytes: 0, now: 11) == [])
         try f.store.addLocation(blob: blob, placement: BlobPlacement(node: again, tier: .tier0))
         #expect(try f.store.lookup(bucket: "bkt", key: "k").locations.count == 1)
+    }
+
+    /// A drain is asked of a live gedsd by name, shown in `listNodes`, told with every heartbeat, and cleared with
+    /// the reason when the node gives up; a task's own node and unknown names are refused.
+    @Test func drainIsAskedShownAndGivenUp() throws {
+        var f = Fixture()
+        let daemon = f.store.register(registration("d", role: .daemon), now: 0)
+        #expect(gedsError { try f.store.drain(nodeNamed: "n1") }?.code == .invalidArgument)
+        #expect(gedsError { try f.store.drain(nodeNamed: "nope") }?.code == .noSuchNode)
+        #expect(!f.store.isDraining(node: daemon))
+        try f.store.drain(nodeNamed: "d")
+        #expect(f.store.isDraining(node: daemon))
+        #expect(f.store.listNodes().first { $0.name == "d" }?.draining == true)
+        try f.store.drainFailed(node: daemon, reason: "no room")
+        let shown = f.store.listNodes().first { $0.name == "d" }
+        #expect(shown?.draining == false && shown?.drainFailure == "no room")
+        try f.store.drain(nodeNamed: "d")  // asked again: the old failure goes
+        #expect(f.store.listNodes().first { $0.name == "d" }?.drainFailure == nil)
+        f.store.leave(node: daemon)
+        #expect(gedsError { try f.store.drain(nodeNamed: "d") }?.code == .noSuchNode)
     }
 
     @Test func leave() throws {

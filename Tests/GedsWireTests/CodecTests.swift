@@ -273,6 +273,7 @@ func tag(of reply: Reply) -> UInt8 { bytes(encoded(reply))[0] }
                 $0.writeInteger(heartbeatAck)
                 $0.writeInteger(claimed)
                 $0.writeInteger(UInt64(7))
+                $0.writeInteger(UInt8(0))  // drain: false
             }
             if claimed == 1 {
                 #expect(decodeReply(wire).value == .heartbeatAck(drop: [7]))
@@ -286,6 +287,7 @@ func tag(of reply: Reply) -> UInt8 { bytes(encoded(reply))[0] }
             $0.writeInteger(heartbeatAck)
             $0.writeInteger(UInt32(limit))
             for index in 0..<limit { $0.writeInteger(UInt64(index)) }
+            $0.writeInteger(UInt8(0))  // drain: false
         }
         #expect(decodeReply(atLimit).value == .heartbeatAck(drop: (0..<limit).map { BlobID(UInt64($0)) }))
         let overLimit = payload {

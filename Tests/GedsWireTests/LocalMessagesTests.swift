@@ -14,6 +14,7 @@ import Testing
         .hello(pid: .max, mds: "127.0.0.1:4381"),
         .create(bucket: "b", key: Samples.unicode, persistency: nil),
         .create(bucket: "b", key: "k", persistency: .writeBack),
+        .create(bucket: "b", key: "k", persistency: nil, exclusive: true),
         .seal(blob: .max, size: 0, metadata: [:], handOffTo: ""),
         .seal(blob: 1, size: .max, metadata: ["a": "b", "c": Samples.longString], handOffTo: "node-b"),
         .view(info),

@@ -47,6 +47,7 @@ enum Samples {
         .deleteBucket("other.bucket", force: true),
         .listBuckets,
         .createObject(bucket: "b", key: "a/b/c", node: 3),
+        .createObject(bucket: "b", key: "x", node: 3, exclusive: true),
         .createObject(bucket: "bucket", key: String(repeating: "k", count: 1024), node: .max),
         .sealObject(blob: 1, size: 0, metadata: [:], placement: BlobPlacement(node: 1, tier: .tier0)),
         .sealObject(blob: 2, size: 3, metadata: [:], placement: BlobPlacement(node: 1, tier: .tier0), contents: [1, 2, 3]),
@@ -103,6 +104,9 @@ enum Samples {
         .subscribe(scope: .bucket("my-bucket"), after: nil),
         .subscribe(scope: .prefix(unicode, in: "b"), after: 0),
         .subscribe(scope: .key(longString, in: longString), after: .max),
+        .drainNode(name: "node-a"),
+        .drainNode(name: unicode),
+        .drainFailed(node: 3, reason: "no room: " + unicode),
         .authenticate(clientNonce: Array(0..<32)),
         .prove(proof: [UInt8](repeating: 0xFF, count: 32)),
     ]
@@ -121,6 +125,7 @@ enum Samples {
             .nodeRegistered(node: .max, leaseMilliseconds: .max, inlineLimit: .max),
             .heartbeatAck(drop: []),
             .heartbeatAck(drop: [1]),
+            .heartbeatAck(drop: [2], drain: true),
             .heartbeatAck(drop: Array(0..<2000).map { BlobID(UInt64($0) * 0x1_0000_0001) } + [.max]),
             .buckets([]),
             .buckets(["a-bucket", "b.bucket", "", unicode, longString]),
@@ -148,7 +153,11 @@ enum Samples {
                     NodeInfo(name: unicode, hostID: "", role: .daemon, tcp: Endpoint(host: "::1", port: 65535),
                              alive: false, blobs: .max, bytes: .max),
                     NodeInfo(name: "r", hostID: "h2", role: .daemon, tcp: Endpoint(host: "10.0.0.2", port: 4382),
-                             rdma: Endpoint(host: "fe80::2", port: 0), alive: true, blobs: 3, bytes: 4096)]),
+                             rdma: Endpoint(host: "fe80::2", port: 0), alive: true, blobs: 3, bytes: 4096),
+                    NodeInfo(name: "d", hostID: "h3", role: .daemon, tcp: Endpoint(host: "10.0.0.3", port: 1), alive: true,
+                             blobs: 1, bytes: 1, draining: true),
+                    NodeInfo(name: "f", hostID: "h3", role: .daemon, tcp: Endpoint(host: "10.0.0.3", port: 2), alive: true,
+                             blobs: 1, bytes: 1, drainFailure: unicode)]),
             .nodes([NodeInfo(name: "", hostID: "", role: .embedded, tcp: Endpoint(host: "", port: 0),
                              rdma: Endpoint(host: "", port: 0), alive: false, blobs: 0, bytes: 0)]),
             .stream(length: 0),
@@ -220,6 +229,8 @@ func caseName(_ request: Request) -> String {
     case .s3Deleted: "s3Deleted"
     case .abandonS3Upload: "abandonS3Upload"
     case .subscribe: "subscribe"
+    case .drainNode: "drainNode"
+    case .drainFailed: "drainFailed"
     case .authenticate: "authenticate"
     case .prove: "prove"
     }
@@ -230,7 +241,8 @@ let allRequestCases: Set<String> = [
     "sealObject", "abortObject", "lookup", "list", "deleteObject", "deletePrefix", "rename", "copy", "setMetadata",
     "addLocation", "removeLocation", "readBlob", "pullBlob",
     "setBucketStorage", "bucketStorage", "addS3Copy", "s3Assignment", "adoptS3Object", "persistBlob", "flush",
-    "claimS3Deletions", "s3Deleted", "abandonS3Upload", "subscribe", "authenticate", "prove",
+    "claimS3Deletions", "s3Deleted", "abandonS3Upload", "subscribe", "drainNode", "drainFailed", "authenticate",
+    "prove",
 ]
 
 func caseName(_ reply: Reply) -> String {

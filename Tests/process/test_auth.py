@@ -21,9 +21,9 @@ from geds_harness import (BIN, KIND_REPLY, KIND_REQUEST, REPO, REP_BUCKETS, REP_
 TOKEN = b"correct horse battery staple, 32 bytes or so\n"
 WRONG = b"an entirely different secret of some length\n"
 # Tags and codes of the handshake (Sources/GedsWire/Codec.swift, Sources/GedsCore/GedsError.swift).
-REQ_SUBSCRIBE, REQ_AUTHENTICATE, REQ_PROVE = 32, 33, 34
+REQ_SUBSCRIBE, REQ_AUTHENTICATE, REQ_PROVE = 32, 35, 36
 REP_NODES, REP_CHALLENGE = 10, 20
-ERR_AUTHENTICATION_FAILED = 25
+ERR_AUTHENTICATION_FAILED = 26
 LOCAL_HELLO, LOCAL_CALL = 1, 7
 
 
@@ -319,7 +319,7 @@ def test_c_abi_round_trip(secured, workdir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEDS_")}
     env.update(LD_LIBRARY_PATH=workdir, GEDS_MDS=secured.mds_address, GEDS_HOST_ID="host-capi", SWIFT_BACKTRACE="enable=no")
     refused = subprocess.run([program], env=env, capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 2 and "connect -25" in refused.stdout, refused.stdout + refused.stderr
+    assert refused.returncode == 2 and "connect -26" in refused.stdout, refused.stdout + refused.stderr
     assert "requires a token" in refused.stdout
     env["GEDS_TOKEN_FILE"] = secured.token
     done = subprocess.run([program], env=env, capture_output=True, text=True, timeout=120)
@@ -337,7 +337,7 @@ try:
     geds.connect(mds)
     sys.exit("connected without a token")
 except geds.AuthenticationFailed as error:
-    assert "requires a token" in str(error) and error.code == -25, error
+    assert "requires a token" in str(error) and error.code == -26, error
 try:
     geds.connect(mds, token_file=wrong)
     sys.exit("connected with a wrong token")

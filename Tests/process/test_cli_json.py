@@ -58,7 +58,8 @@ def test_json_output_has_stable_keys(cluster, bucket, workdir):
     nodes = cluster.wait_until(nodes_once_counted, timeout=10, what="node-a's objects in geds nodes --json")
     assert {"node-a", "node-b"} <= set(nodes)
     node_a = nodes["node-a"]
-    assert set(node_a) == {"name", "alive", "role", "host", "tcp", "rdma", "objects", "bytes"}
+    assert set(node_a) == {"name", "alive", "role", "host", "tcp", "rdma", "objects", "bytes", "draining", "drain_failure"}
+    assert (node_a["draining"], node_a["drain_failure"]) == (False, None)
     assert (node_a["alive"], node_a["role"], node_a["host"]) == (True, "gedsd", "host-a")
     assert node_a["objects"] >= 1 and node_a["bytes"] >= MiB + 3
     assert sha256(cluster.geds("cat", f"{bucket}/dir/a.bin").ok().out) == digest

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pty
+import subprocess
 
 import pytest
 
@@ -268,3 +270,51 @@ def test_unicode_and_space_keys(cluster, bucket, workdir):
     for key, data in contents.items():
         with open(os.path.join(out, key), "rb") as handle:
             assert handle.read() == data
+
+
+def on_terminal(cluster, *args) -> str:
+    """Runs the CLI with stderr on a pseudo-terminal (where progress bars are drawn); what it wrote there."""
+    master, slave = pty.openpty()
+    proc = cluster.popen(*args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: every writer of the terminal is gone
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.wait(timeout=90) == 0, seen
+    return seen.decode("utf-8", "replace")
+
+
+def last_drawn(terminal: str) -> str:
+    return [line for line in terminal.split("\r") if line.strip()][-1]
+
+
+def test_recursive_transfers_draw_one_progress_bar_on_a_terminal(cluster, bucket, workdir):
+    tree = os.path.join(workdir, "set")
+    os.makedirs(os.path.join(tree, "sub"))
+    contents = {f"sub/f{i}" if i % 2 else f"f{i}": os.urandom((i + 1) << 20) for i in range(5)}
+    for name, data in contents.items():
+        with open(os.path.join(tree, name), "wb") as handle:
+            handle.write(data)
+    total = sum(map(len, contents.values()))
+
+    bar = on_terminal(cluster, "put", "--recursive", tree, f"{bucket}/set/", "--to", "node-a")
+    final = last_drawn(bar)
+    assert "100%" in final and "5/5 objects" in final and "15.0 MiB/15.0 MiB" in final, bar
+    assert on_terminal(cluster, "put", "--recursive", "--quiet", tree, f"{bucket}/quiet/") == ""
+
+    out = os.path.join(workdir, "back")
+    bar = on_terminal(cluster, "get", "--recursive", f"{bucket}/set/", out)
+    final = last_drawn(bar)
+    assert "100%" in final and "5/5 objects" in final and f"{total / 1048576:.1f} MiB/" in final, bar
+    for name, data in contents.items():
+        with open(os.path.join(out, name), "rb") as handle:
+            assert sha256(handle.read()) == sha256(data)
+    # Not a terminal: no bar at all.
+    assert "objects" not in cluster.geds("get", "--recursive", f"{bucket}/set/", out + "2").ok().err

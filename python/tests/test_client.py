@@ -79,6 +79,37 @@ def test_open_is_a_raw_file(client, bucket):
         client.open(bucket, "file.bin", "xb")
 
 
+def test_exclusive_create_has_one_winner_among_racing_writers(client, bucket):
+    """All writers pass the create (nothing is sealed yet); the MDS lets exactly one seal, atomically."""
+    writers = [client.create(bucket, "contended", exclusive=True) for _ in range(8)]
+    payloads = [os.urandom(4096) for _ in writers]
+    for writer, payload in zip(writers, payloads):
+        writer.write_at(payload, 0)
+    start, outcomes = threading.Barrier(len(writers)), [None] * len(writers)
+
+    def seal(index):
+        start.wait()
+        try:
+            writers[index].seal()
+            outcomes[index] = "sealed"
+        except geds.ObjectExists as error:
+            outcomes[index] = error
+
+    threads = [threading.Thread(target=seal, args=(index,)) for index in range(len(writers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("sealed") == 1, outcomes
+    assert all(isinstance(outcome, FileExistsError) for outcome in outcomes if outcome != "sealed")
+    winner = outcomes.index("sealed")
+    assert digest(client.get(bucket, "contended")) == digest(payloads[winner])
+    with pytest.raises(geds.ObjectExists, match="object exists"):
+        client.put(bucket, "contended", b"late", exclusive=True)
+    client.put(bucket, "contended", b"overwrite")  # not exclusive: replaces as before
+    assert client.get(bucket, "contended") == b"overwrite"
+
+
 def test_a_failed_write_publishes_nothing(client, bucket):
     with pytest.raises(RuntimeError):
         with client.open(bucket, "aborted", "wb") as handle:

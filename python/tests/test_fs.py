@@ -67,6 +67,11 @@ def test_pipe_file_create_is_exclusive(fs, bucket):
     with pytest.raises(FileExistsError):
         fs.pipe_file(f"{bucket}/once", b"second", mode="create")
     assert fs.cat_file(f"{bucket}/once") == b"first"
+    with pytest.raises(FileExistsError):
+        fs.open(f"{bucket}/once", "xb")
+    with fs.open(f"{bucket}/fresh", "xb") as handle:
+        handle.write(b"made once")
+    assert fs.cat_file(f"{bucket}/fresh") == b"made once"
 
 
 def test_buffered_writes_are_sealed_at_close(fs, bucket):

@@ -18,7 +18,7 @@ struct Geds: AsyncParsableCommand {
         version: "geds \(GedsVersion.release)",
         subcommands: [MakeBucket.self, RemoveBucket.self, List.self, Put.self, Get.self, Cat.self, Stat.self,
                       Remove.self, Move.self, Copy.self, Where.self, Meta.self, Nodes.self, BucketSettings.self, Flush.self,
-                      Watch.self, Wait.self])
+                      Watch.self, Wait.self, Drain.self])
 }
 
 struct Connection: ParsableArguments {
@@ -150,6 +150,7 @@ struct Put: AsyncParsableCommand {
     @Option(help: "The gedsd that keeps the object (default: the least loaded one).") var to: String?
     @Flag(help: "Store every file under the folder, keyed by PREFIX plus its relative path.") var recursive = false
     @Option(help: "ephemeral, tier1, write-through or write-back (default: the bucket's).") var persistency: String?
+    @Flag(help: "No progress bar (there is none either when stderr is not a terminal).") var quiet = false
 
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
@@ -158,26 +159,44 @@ struct Put: AsyncParsableCommand {
                 : try await store.relocationTarget(named: to)
             if recursive {
                 let (bucket, prefix) = splitBucket(destination)
-                for file in try filesUnder(source) {
-                    let key = prefix + file.dropFirst(source.count).drop { $0 == "/" }
-                    try await upload(store, path: file, bucket: bucket, key: String(key), target: target)
+                let files = try filesUnder(source)
+                let sizes = files.map { file in
+                    (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? UInt64) ?? 0
                 }
+                let progress = Progress(label: destination, totalBytes: sizes.reduce(0, +), objects: files.count, quiet: quiet)
+                for file in files {
+                    let key = prefix + file.dropFirst(source.count).drop { $0 == "/" }
+                    let size = try await upload(store, path: file, bucket: bucket, key: String(key), target: target, progress: progress)
+                    progress.objectDone(size: size)
+                }
+                progress.finish()
             } else {
                 let path = try ObjectPath(parsing: destination)
-                try await upload(store, path: source, bucket: path.bucket.rawValue, key: path.key.rawValue, target: target)
+                let progress = Progress(label: destination, totalBytes: try fileSize(source), quiet: quiet)
+                let size = try await upload(store, path: source, bucket: path.bucket.rawValue, key: path.key.rawValue,
+                                            target: target, progress: progress)
+                progress.objectDone(size: size)
+                progress.finish()
             }
         }
     }
 
-    private func upload(_ store: GEDS, path: String, bucket: String, key: String, target: NodeInfo?) async throws(GedsError) {
+    /// The size of a regular file; 0 for stdin or a pipe (the bar then shows bytes and rate only).
+    private func fileSize(_ path: String) throws(GedsError) -> UInt64 {
+        guard path != "-" else { return 0 }
+        var status = stat()
+        guard stat(path, &status) == 0 else { throw GedsError.io("cannot open \(path)", errno: errno) }
+        return (status.st_mode & S_IFMT) == S_IFREG ? UInt64(status.st_size) : 0
+    }
+
+    /// Stores one file; the bytes it stored.
+    private func upload(_ store: GEDS, path: String, bucket: String, key: String, target: NodeInfo?,
+                        progress: Progress) async throws(GedsError) -> UInt64 {
         let persistency = try persistency.map { (text) throws(GedsError) in try Persistency(parsing: text) }
         let input = path == "-" ? Int32(0) : Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard input >= 0 else { throw GedsError.io("cannot open \(path)", errno: errno) }
         defer { if input != 0 { close(input) } }
-        var status = stat()
-        let total = fstat(input, &status) == 0 && (status.st_mode & S_IFMT) == S_IFREG ? UInt64(status.st_size) : 0
         let writer = try await store.create(bucket: bucket, key: key, persistency: persistency)
-        let progress = Progress(label: "\(bucket)/\(key)", total: total)
         let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
         defer { chunk.deallocate() }
         var offset: UInt64 = 0
@@ -193,7 +212,7 @@ struct Put: AsyncParsableCommand {
             progress.update(offset)
         }
         try await writer.seal(handingOffTo: target)
-        progress.finish()
+        return offset
     }
 }
 
@@ -204,28 +223,36 @@ struct Get: AsyncParsableCommand {
     @Argument var source: String
     @Argument var destination: String
     @Flag(help: "Fetch every object under BUCKET/PREFIX/ into the folder.") var recursive = false
+    @Flag(help: "No progress bar (there is none either when stderr is not a terminal).") var quiet = false
 
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
             if recursive {
                 let (bucket, prefix) = splitBucket(source)
                 let listing = try await store.listAll(bucket: bucket, prefix: prefix)
+                let progress = Progress(label: source, totalBytes: listing.objects.reduce(0) { $0 + $1.size },
+                                        objects: listing.objects.count, quiet: quiet)
                 for entry in listing.objects {
                     let relative = try safeRelativePath(String(entry.key.dropFirst(prefix.count)), key: entry.key)
                     let file = destination + "/" + relative
                     try makeParent(of: file)
-                    try await download(store, bucket: bucket, key: entry.key, to: file)
+                    progress.objectDone(size: try await download(store, bucket: bucket, key: entry.key, to: file, progress: progress))
                 }
+                progress.finish()
             } else {
                 let path = try ObjectPath(parsing: source)
-                try await download(store, bucket: path.bucket.rawValue, key: path.key.rawValue, to: destination)
+                let info = try await store.stat(bucket: path.bucket.rawValue, key: path.key.rawValue)
+                let progress = Progress(label: source, totalBytes: info.size, quiet: quiet)
+                progress.objectDone(size: try await download(store, bucket: path.bucket.rawValue, key: path.key.rawValue,
+                                                             to: destination, progress: progress))
+                progress.finish()
             }
         }
     }
 }
 
-/// Copies an object to a file or stdout from a zero-copy view of it.
-func download(_ store: GEDS, bucket: String, key: String, to destination: String) async throws(GedsError) {
+/// Copies an object to a file or stdout from a zero-copy view of it; the bytes copied.
+func download(_ store: GEDS, bucket: String, key: String, to destination: String, progress: Progress? = nil) async throws(GedsError) -> UInt64 {
     var reader = try await store.open(bucket: bucket, key: key)
     if store.attachedNode == nil, reader.info.locations.allSatisfy({ $0.tier == .s3 }), let target = try? await store.relocationTarget() {
         // Only in S3: a gedsd caches it in its tier 0 (this process's goes with it), then it is read from there.
@@ -237,17 +264,16 @@ func download(_ store: GEDS, bucket: String, key: String, to destination: String
     let output = destination == "-" ? Int32(1) : Glibc.open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     guard output >= 0 else { throw GedsError.io("cannot create \(destination)", errno: errno) }
     defer { if output != 1 { close(output) } }
-    let progress = Progress(label: "\(bucket)/\(key)", total: UInt64(view.count))
     try view.withBytes { (bytes) throws(GedsError) in
         var offset = 0
         while offset < bytes.count {
             let end = min(offset + (8 << 20), bytes.count)
             try writeAll(output, UnsafeRawBufferPointer(rebasing: bytes[offset..<end]))
             offset = end
-            progress.update(UInt64(offset))
+            progress?.update(UInt64(offset))
         }
     }
-    progress.finish()
+    return UInt64(view.count)
 }
 
 struct Cat: AsyncParsableCommand {
@@ -258,7 +284,48 @@ struct Cat: AsyncParsableCommand {
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
             let path = try ObjectPath(parsing: object)
-            try await download(store, bucket: path.bucket.rawValue, key: path.key.rawValue, to: "-")
+            _ = try await download(store, bucket: path.bucket.rawValue, key: path.key.rawValue, to: "-")
+        }
+    }
+}
+
+struct Drain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "drain",
+        abstract: "Move every object a gedsd holds (tier 0 and tier 1) to the other gedsd nodes, then have it leave and exit.",
+        discussion: "Exits 0 once NODE left the MDS; 1 with the reason when the drain cannot finish (NODE then keeps serving).")
+    @OptionGroup var connection: Connection
+    @Argument(help: "The gedsd's name (see `geds nodes`).") var node: String
+    @Option(help: "Give up waiting after this many seconds (0: no limit); the drain itself goes on.") var timeout: Double = 0
+    @Flag(help: "No progress bar (there is none either when stderr is not a terminal).") var quiet = false
+
+    func run() async throws {
+        try await withStore(connection) { (store) throws(GedsError) in
+            guard let start = try await store.nodes().first(where: { $0.name == node && $0.alive }) else {
+                throw GedsError(.noSuchNode, "no live node named '\(node)'")
+            }
+            try await store.drain(node: node)
+            let progress = Progress(label: "drain \(node)", totalBytes: start.bytes, objects: Int(start.blobs), quiet: quiet)
+            let deadline = timeout > 0 ? Date().addingTimeInterval(timeout) : Date.distantFuture
+            while true {
+                guard let now = try await store.nodes().first(where: { $0.name == node && $0.alive }) else { break }
+                if let failure = now.drainFailure {
+                    progress.finish()
+                    throw GedsError(.outOfSpace, "drain of \(node) cannot finish: \(failure); it keeps serving \(now.blobs) object(s)")
+                }
+                guard Date() < deadline else {
+                    progress.finish()
+                    throw GedsError(.timedOut, "\(node) is still draining after \(timeout) s (\(now.blobs) object(s) left); see `geds nodes`")
+                }
+                // Counts come with the node's heartbeats, so they trail the moves a little.
+                progress.finishedObjects = Int(start.blobs - min(now.blobs, start.blobs))
+                progress.update(start.bytes - min(now.bytes, start.bytes))
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+            progress.finishedObjects = Int(start.blobs)
+            progress.update(start.bytes)
+            progress.finish()
+            printLine("drained \(node): its \(start.blobs) object(s) (\(formatBytes(start.bytes))) are on other nodes; it left")
         }
     }
 }
@@ -397,7 +464,8 @@ struct Meta: AsyncParsableCommand {
 struct Nodes: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "nodes", abstract: "List the nodes the MDS knows.")
     @OptionGroup var connection: Connection
-    @Flag(help: "One JSON document: {nodes: [{name, alive, role, host, tcp, rdma, objects, bytes}]}.") var json = false
+    @Flag(help: "One JSON document: {nodes: [{name, alive, role, host, tcp, rdma, objects, bytes, draining, drain_failure}]}.")
+    var json = false
 
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
@@ -405,11 +473,13 @@ struct Nodes: AsyncParsableCommand {
             if json {
                 return try JSONOutput.print(JSONOutput.Nodes(nodes: nodes.map { node in
                     .init(name: node.name, alive: node.alive, role: node.role == .daemon ? "gedsd" : "embedded", host: node.hostID,
-                          tcp: "\(node.tcp)", rdma: .init(node.rdma.map { "\($0)" }), objects: node.blobs, bytes: node.bytes)
+                          tcp: "\(node.tcp)", rdma: .init(node.rdma.map { "\($0)" }), objects: node.blobs, bytes: node.bytes,
+                          draining: node.draining, drainFailure: .init(node.drainFailure))
                 }))
             }
             let lines = nodes.map { node in
                 "\(node.name) \(node.alive ? "alive" : "dead") \(node.role == .daemon ? "gedsd" : "embedded") tcp=\(node.tcp)\(node.rdma.map { " rdma=\($0)" } ?? "") host=\(node.hostID) objects=\(node.blobs) bytes=\(node.bytes)"
+                    + (node.draining ? " draining" : "") + (node.drainFailure.map { " drain-failed: \($0)" } ?? "")
             }
             if !lines.isEmpty { printLine(lines.joined(separator: "\n")) }
         }
@@ -539,34 +609,76 @@ func makeParent(of file: String) throws(GedsError) {
     }
 }
 
-/// A progress bar on stderr for large transfers, only when stderr is a terminal.
+/// One progress bar on stderr for a transfer of one object or a whole set (objects, bytes, rate, ETA); drawn
+/// only when stderr is a terminal, the transfer is large enough to be worth it and `--quiet` is not given.
 final class Progress {
     private let label: String
-    private let total: UInt64
+    private let totalBytes: UInt64
+    private let totalObjects: Int
     private let enabled: Bool
     private let start = Date()
     private var lastDraw = Date.distantPast
+    private var finishedBytes: UInt64 = 0
+    /// Objects done so far (set directly when the count comes from elsewhere, as a drain's does).
+    var finishedObjects = 0
 
-    init(label: String, total: UInt64) {
+    init(label: String, totalBytes: UInt64, objects: Int = 1, quiet: Bool) {
         self.label = label
-        self.total = total
-        enabled = isatty(2) == 1 && total >= 8 << 20
+        self.totalBytes = totalBytes
+        totalObjects = objects
+        enabled = !quiet && isatty(2) == 1 && (totalBytes >= 8 << 20 || objects > 1)
     }
 
+    /// `done` bytes of the object in flight.
     func update(_ done: UInt64) {
-        guard enabled, Date().timeIntervalSince(lastDraw) > 0.1 || done == total else { return }
-        lastDraw = Date()
-        let fraction = Double(done) / Double(max(total, 1))
-        let filled = Int(fraction * 30)
-        let rate = Double(done) / max(Date().timeIntervalSince(start), 1e-6) / 1_048_576
-        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: 30 - filled)
-        var line = "\r\(label) [\(bar)] \(Int(fraction * 100))% \(String(format: "%.1f", rate)) MiB/s"
-        line.withUTF8 { try? writeAll(2, UnsafeRawBufferPointer($0)) }
+        let now = Date()
+        guard enabled, now.timeIntervalSince(lastDraw) > 0.1 else { return }
+        lastDraw = now
+        draw(bytes: finishedBytes + done, elapsed: now.timeIntervalSince(start))
+    }
+
+    /// The object in flight is complete with `size` bytes.
+    func objectDone(size: UInt64) {
+        finishedBytes += size
+        finishedObjects += 1
+        update(0)
     }
 
     func finish() {
-        if enabled { printError("") }
+        guard enabled else { return }
+        draw(bytes: finishedBytes, elapsed: Date().timeIntervalSince(start))
+        printError("")
     }
+
+    private func draw(bytes: UInt64, elapsed: TimeInterval) {
+        let fraction = min(Double(bytes) / Double(max(totalBytes, 1)), 1)
+        let filled = Int(fraction * 30)
+        let rate = Double(bytes) / max(elapsed, 1e-6)
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: 30 - filled)
+        var line = "\r\(label) [\(bar)] \(Int(fraction * 100))%"
+        if totalObjects > 1 { line += " \(finishedObjects)/\(totalObjects) objects" }
+        line += " \(formatBytes(bytes))/\(formatBytes(totalBytes)) \(formatBytes(UInt64(rate)))/s"
+        if rate > 0, bytes < totalBytes { line += " ETA \(formatDuration(Double(totalBytes - bytes) / rate))" }
+        line += "\u{1B}[K"  // clears what a longer earlier line left
+        line.withUTF8 { try? writeAll(2, UnsafeRawBufferPointer($0)) }
+    }
+}
+
+func formatBytes(_ bytes: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1024, unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
+}
+
+func formatDuration(_ seconds: Double) -> String {
+    let whole = Int(seconds.rounded(.up))
+    return whole >= 3600 ? String(format: "%d:%02d:%02d", whole / 3600, whole / 60 % 60, whole % 60)
+        : String(format: "%d:%02d", whole / 60, whole % 60)
 }
 
 // `geds --mds HOST:PORT COMMAND …`: the global options may come before the command; they are handed to it.

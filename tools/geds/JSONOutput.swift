@@ -83,6 +83,8 @@ enum JSONOutput {
             let rdma: Nullable<String>
             let objects: UInt64
             let bytes: UInt64
+            let draining: Bool
+            let drainFailure: Nullable<String>
         }
 
         let nodes: [Node]

@@ -127,9 +127,18 @@ struct GedsDaemon: AsyncParsableCommand {
             printError("gedsd: \(GedsError.wrapping(error).message)")
             throw ExitCode(1)
         }
-        // SIGTERM or SIGINT: a clean shutdown (write-back uploads finish, then the node leaves the MDS).
-        let signal = await waitForTerminationSignal()
-        printLine("gedsd \(store.nodeName): signal \(signal), flushing write-backs and leaving")
+        // SIGTERM or SIGINT, or a finished drain (`geds drain`): a clean shutdown (write-back uploads finish, then the
+        // node leaves the MDS).
+        let reason = await withTaskGroup(of: String.self) { group in
+            group.addTask { "signal \(await waitForTerminationSignal())" }
+            group.addTask { [store] in
+                await store.waitUntilDrained()
+                return "drained"
+            }
+            defer { group.cancelAll() }
+            return await group.next()!
+        }
+        printLine("gedsd \(store.nodeName): \(reason), flushing write-backs and leaving")
         local.close()
         await store.close()
     }

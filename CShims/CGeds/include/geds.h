@@ -53,7 +53,8 @@ enum {
     GEDS_E_S3_DELETION_PENDING = -22,
     GEDS_E_COMPACTED = -23,           /* a resume from an event revision older than the MDS's history */
     GEDS_E_SUBSCRIBER_TOO_SLOW = -24, /* a subscription fell too far behind and was ended */
-    GEDS_E_AUTHENTICATION_FAILED = -25 /* the deployment's token (GEDS_TOKEN_FILE) is missing or wrong */
+    GEDS_E_OBJECT_EXISTS = -25,       /* an exclusive create found the key taken (or lost the race to seal it) */
+    GEDS_E_AUTHENTICATION_FAILED = -26 /* the deployment's token (GEDS_TOKEN_FILE) is missing or wrong */
 };
 
 typedef struct geds geds_t;                 /* a connection: this process's node in the store */
@@ -122,6 +123,8 @@ int geds_list_buckets(geds_t *g, geds_iter_t **out);         /* yields GEDS_ENTR
 
 /* ---- writing ---- */
 int geds_create(geds_t *g, const char *bucket, const char *key, geds_writer_t **out);  /* a new, unsealed object */
+enum { GEDS_CREATE_EXCLUSIVE = 1 };  /* create-if-absent: GEDS_E_OBJECT_EXISTS now, or at the seal if another won */
+int geds_create_flags(geds_t *g, const char *bucket, const char *key, unsigned flags, geds_writer_t **out);
 int geds_write(geds_writer_t *w, const void *buf, size_t len, uint64_t offset);       /* at any offset; grows it */
 int geds_truncate(geds_writer_t *w, uint64_t size);          /* sets the object's size (cuts or zero-fills) */
 int geds_writer_size(geds_writer_t *w, uint64_t *size);      /* bytes written so far (highest offset reached) */

@@ -268,8 +268,10 @@ public final class LocalEndpoint: Sendable {
             case .failure(let error):
                 try socket.send(LocalFrame.bytes(.failure(error), id: id))
             }
-        case .create(let bucket, let key, let persistency):
-            switch wait({ () throws(GedsError) in try await session.create(bucket: bucket, key: key, persistency: persistency) }) {
+        case .create(let bucket, let key, let persistency, let exclusive):
+            switch wait({ () throws(GedsError) in
+                try await session.create(bucket: bucket, key: key, persistency: persistency, exclusive: exclusive)
+            }) {
             case .success(let writable):
                 let sent: Result<Void, GedsError> = writable.withDescriptor { descriptor in
                     Result { () throws(GedsError) in try socket.send(LocalFrame.bytes(.created(blob: writable.blob), id: id), passing: descriptor) }
@@ -329,9 +331,9 @@ final class LocalSession: Sendable {
         return current
     }
 
-    func create(bucket: String, key: String, persistency: Persistency?) async throws(GedsError) -> WritableBlob {
+    func create(bucket: String, key: String, persistency: Persistency?, exclusive: Bool) async throws(GedsError) -> WritableBlob {
         try await node.checkPersistency(persistency, bucket: bucket)
-        let writable = try await node.create(bucket: bucket, key: key)
+        let writable = try await node.create(bucket: bucket, key: key, exclusive: exclusive)
         unsealed.withLock { $0[writable.blob] = (writable, persistency) }
         return writable
     }
@@ -411,6 +413,8 @@ final class LocalSession: Sendable {
             try await node.setMetadata(bucket: bucket, key: key, metadata)
         case .listNodes:
             return .nodes(try await node.mds.nodes())
+        case .drainNode(let name):
+            try await node.mds.expectOK(.drainNode(name: name))
         case .flush(let timeout):
             try await node.flushEverywhere(timeoutMilliseconds: timeout)
         default:

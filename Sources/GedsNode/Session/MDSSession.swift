@@ -40,29 +40,32 @@ final class MDSSession: Sendable {
     }
 
     /// Beats four times per lease, so one lost heartbeat never costs the lease: each beat reports `usage()`, hands
-    /// the copies the MDS says to drop to `drop`, and calls `registerAgain` when the MDS no longer knows the node.
+    /// the copies the MDS says to drop to `drop`, calls `drain` while the MDS asks the node to drain, and calls
+    /// `registerAgain` when the MDS no longer knows the node.
     /// On `executor`, not the cooperative pool: an application whose tasks keep the pool's threads busy (the soak
     /// workload once did) must not make the node miss its lease.
     func startHeartbeats(on executor: any TaskExecutor, usage: @escaping @Sendable () -> (blobs: UInt64, bytes: UInt64),
                          drop: @escaping @Sendable (BlobID) async -> Void,
+                         drain: @escaping @Sendable () -> Void,
                          registerAgain: @escaping @Sendable () async -> Void) {
         let task = Task(executorPreference: executor) { [weak self] in
             while !Task.isCancelled {
                 guard let lease = self?.registration.withLock({ $0.leaseMilliseconds }) else { return }
                 try? await Task.sleep(for: .milliseconds(max(Int(lease) / 4, 50)))
                 guard let self, !Task.isCancelled else { return }
-                await self.beat(usage: usage(), drop: drop, registerAgain: registerAgain)
+                await self.beat(usage: usage(), drop: drop, drain: drain, registerAgain: registerAgain)
             }
         }
         heartbeat.withLock { $0 = task }
     }
 
     private func beat(usage: (blobs: UInt64, bytes: UInt64), drop: @Sendable (BlobID) async -> Void,
-                      registerAgain: @Sendable () async -> Void) async {
+                      drain: @Sendable () -> Void, registerAgain: @Sendable () async -> Void) async {
         do {
             let reply = try await mds.call(.heartbeat(node: index, blobs: usage.blobs, bytes: usage.bytes))
-            if case .heartbeatAck(let dropped) = reply {
+            if case .heartbeatAck(let dropped, let draining) = reply {
                 for blob in dropped { await drop(blob) }
+                if draining { drain() }
             }
         } catch where error.code == .noSuchNode {
             logger.warning("the MDS no longer knows this node; registering again")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Iterator, Mapping
 
 from ._geds import ffi, lib
-from .errors import GedsError, NoSuchObject, ObjectExists, check, error_for
+from .errors import GedsError, NoSuchObject, check, error_for
 
 # The pid of the process whose libgeds has started its runtime (threads, event loops) with a first connect, and
 # whether this process is a fork() child of such a process: threads do not survive fork(), so libgeds cannot
@@ -218,9 +218,11 @@ class Client:
 
     # -- objects
 
-    def put(self, bucket: str, key: str, data, metadata: Mapping[str, str] | None = None) -> None:
-        """Writes `data` (any bytes-like object) as the object bucket/key and seals it."""
-        writer = self.create(bucket, key)
+    def put(self, bucket: str, key: str, data, metadata: Mapping[str, str] | None = None,
+            exclusive: bool = False) -> None:
+        """Writes `data` (any bytes-like object) as the object bucket/key and seals it. `exclusive`: only if the
+        key does not exist (ObjectExists, a FileExistsError, otherwise; atomic at the MDS)."""
+        writer = self.create(bucket, key, exclusive)
         try:
             writer.write_at(data, 0)
         except BaseException:
@@ -228,10 +230,13 @@ class Client:
             raise
         writer.seal(metadata)
 
-    def create(self, bucket: str, key: str) -> "Writer":
-        """A new, unsealed object: write at any offset, then seal (or discard)."""
+    def create(self, bucket: str, key: str, exclusive: bool = False) -> "Writer":
+        """A new, unsealed object: write at any offset, then seal (or discard). `exclusive` (create-if-absent):
+        ObjectExists now if the key exists, or at the seal if another writer sealed it first; of racing
+        exclusive creators exactly one wins."""
         out = ffi.new("geds_writer_t **")
-        check(lib.geds_create(self.handle, _c(bucket), _c(key), out))
+        flags = lib.GEDS_CREATE_EXCLUSIVE if exclusive else 0
+        check(lib.geds_create_flags(self.handle, _c(bucket), _c(key), flags, out))
         return Writer(self, out[0], bucket, key)
 
     def get(self, bucket: str, key: str) -> bytes:
@@ -271,9 +276,7 @@ class Client:
         if mode in ("r", "rb"):
             return ObjectFile(self.reader(bucket, key), "rb")
         if mode in ("w", "wb", "x", "xb"):
-            if mode.startswith("x") and self.exists(bucket, key):
-                raise ObjectExists(f"object {bucket}/{key} exists")
-            return ObjectFile(self.create(bucket, key), "wb", metadata)
+            return ObjectFile(self.create(bucket, key, exclusive=mode.startswith("x")), "wb", metadata)
         raise ValueError(f"unsupported mode {mode!r} (use 'rb', 'wb' or 'xb')")
 
     def view(self, bucket: str, key: str) -> memoryview:

@@ -49,9 +49,9 @@ class BucketExists(_OSGedsError, FileExistsError):
 
 
 class ObjectExists(_OSGedsError, FileExistsError):
-    """Raised by the Python layer for exclusive creation (mode "x", pipe_file(mode="create"))."""
+    """An exclusive create (mode "x", pipe_file(mode="create"), put(exclusive=True)) found the key taken."""
 
-    code, os_errno = lib.GEDS_E_INVALID_ARGUMENT, _errno.EEXIST
+    code, os_errno = lib.GEDS_E_OBJECT_EXISTS, _errno.EEXIST
 
 
 class ObjectSealed(_OSGedsError, PermissionError):
@@ -109,7 +109,7 @@ class AuthenticationFailed(GedsError, PermissionError):
     code = lib.GEDS_E_AUTHENTICATION_FAILED
 
 
-_BY_CODE = {cls.code: cls for cls in (NoSuchObject, NoSuchBucket, BucketExists, ObjectSealed, BucketNotEmpty,
+_BY_CODE = {cls.code: cls for cls in (NoSuchObject, NoSuchBucket, BucketExists, ObjectExists, ObjectSealed, BucketNotEmpty,
                                       InvalidName, InvalidArgument, Unreachable, PeerUnreachable, TimedOut,
                                       OutOfSpace, ObjectLost, IOFailure, Compacted, SubscriberTooSlow,
                                       AuthenticationFailed)}

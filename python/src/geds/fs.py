@@ -14,7 +14,6 @@ from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from fsspec.utils import infer_storage_options
 
 from .client import Client, Reader, Writer
-from .errors import ObjectExists
 
 
 def _utc(milliseconds: int) -> datetime.datetime:
@@ -158,11 +157,8 @@ class GedsFileSystem(AbstractFileSystem):
 
     def pipe_file(self, path, value, mode="overwrite", **kwargs):
         bucket, key = self.split_path(path)
-        # Exclusive but not atomic (here and for "xb"): libgeds has no create-if-absent, so two racing creators
-        # can both succeed.
-        if mode == "create" and self.client.exists(bucket, key):
-            raise ObjectExists(f"object {bucket}/{key} exists")
-        self.client.put(bucket, key, value, metadata=kwargs.get("metadata"))
+        # mode="create" is atomic at the MDS: of racing creators exactly one succeeds.
+        self.client.put(bucket, key, value, metadata=kwargs.get("metadata"), exclusive=mode == "create")
 
     def cp_file(self, path1, path2, **kwargs):
         bucket, key = self.split_path(path1)
@@ -211,8 +207,6 @@ class GedsFileSystem(AbstractFileSystem):
         if mode not in ("rb", "wb", "xb"):
             raise ValueError(f"geds: mode {mode!r} is not supported: a sealed object never changes, so objects are "
                              "read ('rb') or written whole ('wb', 'xb')")
-        if mode == "xb" and self.client.exists(bucket, key):
-            raise ObjectExists(f"object {bucket}/{key} exists")
         return GedsFile(self, path, mode, block_size=block_size or "default", autocommit=autocommit,
                         cache_options=cache_options, **kwargs)
 
@@ -240,13 +234,17 @@ class GedsFile(AbstractBufferedFile):
         if "r" in mode:
             self._reader = fs.client.reader(self.bucket, self.key)
             kwargs["size"] = self._reader.size
+        elif "x" in mode:
+            # Created now so that "xb" on an existing key fails at open (and atomically at the MDS).
+            self._writer = fs.client.create(self.bucket, self.key, exclusive=True)
         super().__init__(fs, path, mode, **kwargs)
 
     def _fetch_range(self, start, end):
         return self._reader.read_range(start, end - start)
 
     def _initiate_upload(self):
-        self._writer = self.fs.client.create(self.bucket, self.key)
+        if self._writer is None:
+            self._writer = self.fs.client.create(self.bucket, self.key)
 
     def _upload_chunk(self, final=False):
         if self._writer is None:
