@@ -241,6 +241,12 @@ def test_right_token_end_to_end(secured, workdir):
     target = os.path.join(workdir, "target")
     secured.geds(*with_flag, "get", "secured/blob", target, host_id="host-other").ok()
     assert sha256_file(target) == digest
+    # 100 KiB: above the MDS's inline limit, below the bulk-read threshold: the node's multiplexed connection.
+    small = os.path.join(workdir, "small")
+    small_digest = write_random_file(small, 100 << 10)
+    secured.geds(*with_flag, "put", small, "secured/small").ok()
+    secured.geds(*with_flag, "get", "secured/small", target, host_id="host-other").ok()
+    assert sha256_file(target) == small_digest
     # The variable instead of the flag; and a process attached to a gedsd (local socket).
     env = {"GEDS_TOKEN_FILE": secured.token}
     secured.geds("--node", socket_of(secured, "auth-b"), "put", source, "secured/attached", env=env).ok()

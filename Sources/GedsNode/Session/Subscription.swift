@@ -293,7 +293,7 @@ extension EventSubscription {
     /// For a process without a node of its own (attached to a gedsd): subscribes straight at the MDS, on NIO's
     /// shared event loops.
     public static func open(_ scope: EventScope, after: UInt64?, mds: Endpoint,
-                            token: DeploymentToken?) async throws(GedsError) -> EventSubscription {
+                            token: DeploymentToken? = nil) async throws(GedsError) -> EventSubscription {
         try await open(scope, after: after, mds: mds, group: MultiThreadedEventLoopGroup.singleton, token: token)
     }
 }
