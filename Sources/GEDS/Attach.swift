@@ -253,12 +253,12 @@ final class Attachment: Sendable {
 
 /// One greeted connection to the gedsd, used by one caller at a time; closed when the last reference goes.
 final class LocalConnection: Sendable {
-    let socket: LocalSocket
+    let socket: BlockingFrameSocket
     /// The process that opened it: after a fork, only that process may use it.
     let pid: Int32
     private let open = Mutex(true)
 
-    private init(socket: LocalSocket) {
+    private init(socket: BlockingFrameSocket) {
         self.socket = socket
         pid = getpid()
     }
@@ -269,7 +269,7 @@ final class LocalConnection: Sendable {
     /// stopped one) is an error.
     static func open(path: String, mds: String, helloMilliseconds: Int64,
                      token: DeploymentToken?) throws(GedsError) -> (LocalConnection, NodeInfo) {
-        let connection = LocalConnection(socket: try LocalSocket.connect(to: path))
+        let connection = LocalConnection(socket: try BlockingFrameSocket.connect(to: path))
         connection.socket.setReceiveTimeout(milliseconds: helloMilliseconds)
         let (reply, descriptor): (Reply, Int32)
         do {

@@ -9,7 +9,9 @@ import Logging
 @_exported import struct GedsCore.ObjectInfo
 @_exported import struct GedsCore.ListPage
 @_exported import struct GedsCore.ListEntry
-@_exported import struct GedsCore.Location
+@_exported import enum GedsCore.Location
+@_exported import struct GedsCore.NodeCopy
+@_exported import struct GedsCore.S3ObjectReference
 @_exported import struct GedsCore.NodeInfo
 @_exported import struct GedsCore.Endpoint
 @_exported import enum GedsCore.NodeRole

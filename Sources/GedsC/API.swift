@@ -517,9 +517,14 @@ public func gedsLocations(_ handle: OpaquePointer?, _ bucket: CString?, _ key: C
                           _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     iterateObject(handle, bucket, key, out) { info in
         info.locations.map { location in
-            let rdma = location.rdma.map { " rdma://\($0.endpoint)" } ?? ""
-            return Entry(kind: Int32(GEDS_ENTRY_LOCATION), name: location.node,
-                         detail: "\(location.tier) tcp://\(location.tcp)\(rdma) host=\(location.hostID)")
+            switch location {
+            case .node(let copy):
+                let rdma = copy.rdma.map { " rdma://\($0.endpoint)" } ?? ""
+                return Entry(kind: Int32(GEDS_ENTRY_LOCATION), name: copy.node,
+                             detail: "\(copy.tier) tcp://\(copy.tcp)\(rdma) host=\(copy.hostID)")
+            case .s3(let object):
+                return Entry(kind: Int32(GEDS_ENTRY_LOCATION), name: object.url, detail: "s3 region=\(object.region)")
+            }
         }
     }
 }

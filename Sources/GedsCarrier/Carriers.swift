@@ -1,26 +1,24 @@
 import GedsCore
 import GedsWire
 
-/// A range of one copy of a blob to read: what every carrier of blob bytes is given.
+/// A range of a blob to read: what every carrier of blob bytes is given.
 public struct CopyRange: Sendable {
     public var blob: BlobID
     /// The whole object's size (an RDMA registration covers all of it).
     public var objectSize: UInt64
     public var offset: UInt64
     public var length: UInt64
-    /// The copy: which node (or S3 object) holds it, and how to reach it.
-    public var location: Location
 
-    public init(blob: BlobID, objectSize: UInt64, offset: UInt64, length: UInt64, location: Location) {
+    public init(blob: BlobID, objectSize: UInt64, offset: UInt64, length: UInt64) {
         self.blob = blob
         self.objectSize = objectSize
         self.offset = offset
         self.length = length
-        self.location = location
     }
 }
 
-/// Reads a copy of a blob into a sink over one carrier (one-sided RDMA READs, bulk TCP, multiplexed TCP, S3).
+/// Reads ranges of one copy of a blob (the one it was made for) into a sink over one carrier (one-sided RDMA READs,
+/// bulk TCP, multiplexed TCP, S3).
 public protocol CopyReader: Sendable {
     /// Reads `range` into `sink.destination` (which has room for `range.length` bytes); returns the bytes delivered.
     func read(_ range: CopyRange, into sink: any ReadSink) async throws(GedsError) -> UInt64

@@ -101,23 +101,3 @@ public struct S3Assignment: Sendable, Equatable {
         self.stored = stored
     }
 }
-
-extension Location {
-    /// An S3 copy as a location: it has no node, so `node` and `path` are the object's URL (what `geds stat`
-    /// and `geds where` show), `hostID` is the S3 region, and there is no TCP endpoint.
-    public init(s3 object: S3ObjectReference) {
-        self.init(node: object.url, hostID: object.region, tier: .s3, tcp: Endpoint(host: "", port: 0), rdma: nil,
-                  path: object.url)
-    }
-
-    /// The S3 object of an S3 copy (nil for a node's copy).
-    public var s3Object: S3ObjectReference? {
-        guard tier == .s3, let scheme = path.firstRange(of: "://") else { return nil }
-        let rest = path[scheme.upperBound...]
-        guard let slash = rest.firstIndex(of: "/") else { return nil }
-        let path = rest[rest.index(after: slash)...]
-        guard let bucketEnd = path.firstIndex(of: "/") else { return nil }
-        return S3ObjectReference(endpoint: String(self.path[..<slash]), bucket: String(path[..<bucketEnd]),
-                                 key: String(path[path.index(after: bucketEnd)...]), region: hostID)
-    }
-}

@@ -74,10 +74,49 @@ public struct SlabSlot: Hashable, Sendable {
     }
 }
 
-/// One copy of an object, as the MDS hands it out.
-public struct Location: Hashable, Sendable {
+/// One copy of an object, as the MDS hands it out: a node's (in its tier 0 or tier 1), or an S3 object.
+public enum Location: Hashable, Sendable {
+    case node(NodeCopy)
+    case s3(S3ObjectReference)
+
+    /// The tier the copy is in (`s3` for an S3 object).
+    public var tier: Tier {
+        switch self {
+        case .node(let copy): copy.tier
+        case .s3: .s3
+        }
+    }
+
+    /// Who holds the copy, as `geds stat` and `geds where` name it: the node's name, or the S3 object's URL.
+    public var holder: String {
+        switch self {
+        case .node(let copy): copy.node
+        case .s3(let object): object.url
+        }
+    }
+
+    /// The node's copy (nil for an S3 object).
+    public var nodeCopy: NodeCopy? {
+        if case .node(let copy) = self { return copy }
+        return nil
+    }
+
+    /// The S3 object (nil for a node's copy).
+    public var s3Object: S3ObjectReference? {
+        if case .s3(let object) = self { return object }
+        return nil
+    }
+
+    /// The CRC-32C of the blob's bytes, known once a node wrote a copy of it to tier 1 (nil before, and for S3).
+    public var checksum: UInt32? { nodeCopy?.checksum }
+}
+
+/// A copy of an object that a node holds, and how to reach it.
+public struct NodeCopy: Hashable, Sendable {
+    /// The node's name.
     public var node: String
     public var hostID: String
+    /// `tier0` or `tier1`.
     public var tier: Tier
     public var tcp: Endpoint
     public var rdma: RDMAAccess?
@@ -100,9 +139,7 @@ public struct Location: Hashable, Sendable {
         self.offset = offset
         self.checksum = checksum
     }
-}
 
-extension Location {
     /// How a reader can reach this copy, as URLs (`tcp://HOST:PORT`, then `rdma://HOST:PORT` when the copy is
     /// registered for one-sided READs).
     public var transportURLs: [String] {

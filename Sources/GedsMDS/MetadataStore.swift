@@ -310,7 +310,7 @@ public struct MetadataStore: Sendable {
         }
         let entry = bucketState.index[record]
         var locations = blobs.placements(of: entry.blob).compactMap { location(of: $0, blob: entry.blob) }
-        if let s3 = s3Copies[entry.blob], s3.stored { locations.append(Location(s3: object(of: s3))) }
+        if let s3 = s3Copies[entry.blob], s3.stored { locations.append(.s3(object(of: s3))) }
         return ObjectInfo(bucket: bucket, key: key, blob: entry.blob, size: blobs.size(of: entry.blob) ?? 0, sealed: true,
                           modified: entry.modified, metadata: bucketState.metadata[record] ?? [:], locations: locations,
                           // A cache of the copies, not a copy: an object whose copies are all gone is lost, as before.
@@ -324,10 +324,10 @@ public struct MetadataStore: Sendable {
         let rdma = registration.rdma.flatMap { endpoint in
             placement.rkey == 0 ? nil : RDMAAccess(endpoint: endpoint, address: placement.rdmaAddress, rkey: placement.rkey)
         }
-        return Location(node: registration.name, hostID: registration.hostID, tier: placement.tier,
-                        tcp: registration.tcp, rdma: rdma,
-                        path: registration.tier0Directory + "/" + (placement.slot?.fileName ?? blob.fileName),
-                        offset: placement.slot?.offset, checksum: blobs.checksum(of: blob))
+        return .node(NodeCopy(node: registration.name, hostID: registration.hostID, tier: placement.tier,
+                              tcp: registration.tcp, rdma: rdma,
+                              path: registration.tier0Directory + "/" + (placement.slot?.fileName ?? blob.fileName),
+                              offset: placement.slot?.offset, checksum: blobs.checksum(of: blob)))
     }
 
     public func list(bucket: String, prefix: String, delimiter: String, startAfter: String,

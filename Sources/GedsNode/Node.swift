@@ -1,4 +1,3 @@
-import GedsCarrier
 import GedsCore
 import GedsMetadataRDMA
 import GedsTCP
@@ -9,17 +8,19 @@ import GedsWire
 import Logging
 import NIOCore
 import NIOPosix
-import Synchronization
 
-/// A node: its tier 0, the server that hands its blobs to peers, its MDS session (lease and heartbeats),
-/// and the read path that finds a copy (own tier 0, a file on the same host, a peer over TCP).
+/// A node, as GEDS and the C ABI use it: a facade that starts its parts, wires them together, and forwards the API
+/// to the part each call concerns. The parts, each owning its state:
+/// - `MDSSession` (Session/): registration, lease, heartbeats and the drops they bring;
+/// - `TierManager` (Tiers/): tier 0 and tier 1, their budget, spills and promotions, the copies published;
+/// - `PersistenceAgent` (Persistence/): S3 clients, write-through and write-back, read-through, the S3 side of
+///   renames and deletions;
+/// - `ReadPath` (ReadPath/): lookups on the caller's thread, copy choice, carriers, retries when copies move;
+/// - `WritePath` (Writing/): create, seal (with a hand-off), abandon, relocation; `Drain` (Writing/) hands every
+///   copy to other nodes before the node leaves;
+/// - `DataServer` (Server/): what peers ask of this node.
 public final class Node: Sendable {
     public let configuration: NodeConfiguration
-    public let tier0: Tier0Store
-    /// Where tier 0 spills to (nil: no tier 1).
-    public let tier1: Tier1Store?
-    /// Tier-0 budget, spill order and moves in progress (see Tiering.swift).
-    let tiers: Mutex<TierState>
     public let mds: MDSClient
     public let logger: Logger
     /// The transports this node offers, chosen at start.
@@ -30,23 +31,22 @@ public final class Node: Sendable {
     /// The event loop of all this node's client connections, as a task executor (see `onLoop`).
     let executor: EventLoopTaskExecutor
     let bulk: BulkReader
-    let server: FrameServer
     let group: any EventLoopGroup
-    /// This node's registration and heartbeats.
     let session: MDSSession
-    /// S3 clients and the write-back queue (see Persistence.swift).
-    let persistence: PersistenceState
-    /// The carriers this node reads copies over.
-    let carriers: CopyCarriers
-    /// Lookups on callers' own threads (see `lookupOnCallerThread`).
-    let direct: DirectCalls
-    /// Set by `shutdown`: reads fail from then on, also of objects whose bytes a reader holds already.
-    private let stopped = Atomic<Bool>(false)
-    let drainState = DrainState()
+    let tiers: TierManager
+    let persistence: PersistenceAgent
+    let readPath: ReadPath
+    let writePath: WritePath
+    let drain: Drain
+    let server: DataServer
+    /// What this node registers as (again after a lost lease).
+    private let registration: NodeRegistration
 
+    public var tier0: Tier0Store { tiers.tier0 }
+    /// Where tier 0 spills to (nil: no tier 1).
+    public var tier1: Tier1Store? { tiers.tier1 }
     public var index: UInt32 { session.index }
     public var endpoint: Endpoint { session.advertised }
-    var timeout: TimeAmount { .milliseconds(configuration.timeoutMilliseconds) }
 
     public static func start(_ configuration: NodeConfiguration, logger: Logger,
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws(GedsError) -> Node {
@@ -62,16 +62,8 @@ public final class Node: Sendable {
             }
             tier1 = try Tier1Store(tier1Configuration)
         }
-        let executor = EventLoopTaskExecutor(group.next())
-        let pool = ConnectionPool(group: executor.eventLoop, token: configuration.token)
-        let service = NodeService()
-        let server: FrameServer
-        do {
-            server = try await FrameServer.start(listen: configuration.listen, service: service, group: group, logger: logger,
-                                                 authentication: configuration.serverAuthentication(logger))
-        } catch {
-            throw GedsError.wrapping(error)
-        }
+        let server = try await DataServer.start(listen: configuration.listen, group: group, logger: logger,
+                                                authentication: configuration.serverAuthentication(logger))
         var rdma: RDMADataPlane?
         var mdsOverRDMA: RDMAMetadataClient?
         do throws(GedsError) {
@@ -87,50 +79,59 @@ public final class Node: Sendable {
             await server.close()
             throw error
         }
-        let node = Node(configuration: configuration, tier0: tier0, tier1: tier1, pool: pool, executor: executor,
-                        server: server, group: group, logger: logger, transport: transport, rdma: rdma,
-                        mdsOverRDMA: mdsOverRDMA)
-        service.node.withLock { $0 = node }
+        let node = Node(configuration: configuration, tier0: tier0, tier1: tier1, server: server, group: group,
+                        logger: logger, transport: transport, rdma: rdma, mdsOverRDMA: mdsOverRDMA)
         do {
-            try await node.register(checkingTier1Files: true)
+            try await node.session.register(node.registration, offering: node.tiers, checkingFiles: true)
         } catch {
             await node.shutdown()
             throw error
         }
-        node.session.startHeartbeats(on: executor, usage: { [weak node] in node?.tier0.usage ?? (0, 0) },
-                                     drop: { [weak node] blob in await node?.dropLocalCopies(of: blob) },
-                                     drain: { [weak node] in node?.startDrain() },
-                                     registerAgain: { [weak node] in try? await node?.register() })
+        node.session.startHeartbeats(as: node.registration, offering: node.tiers, on: node.executor,
+                                     drain: { [weak node] in node?.drain.start() })
         return node
     }
 
-    private init(configuration: NodeConfiguration, tier0: Tier0Store, tier1: Tier1Store?, pool: ConnectionPool,
-                 executor: EventLoopTaskExecutor, server: FrameServer, group: any EventLoopGroup, logger: Logger,
-                 transport: TransportSelection, rdma: RDMADataPlane?, mdsOverRDMA: RDMAMetadataClient?) {
+    private init(configuration: NodeConfiguration, tier0: Tier0Store, tier1: Tier1Store?, server: DataServer,
+                 group: any EventLoopGroup, logger: Logger, transport: TransportSelection, rdma: RDMADataPlane?,
+                 mdsOverRDMA: RDMAMetadataClient?) {
         self.configuration = configuration
-        self.tier0 = tier0
-        self.tier1 = tier1
-        tiers = Mutex(TierState(policy: configuration.tier0Capacity.map {
-            SpillPolicy(capacity: $0, highWater: configuration.spillHighWater, lowWater: configuration.spillLowWater)
-        }))
-        self.peers = pool
-        self.executor = executor
         self.server = server
         self.group = group
         self.logger = logger
         self.transport = transport
         self.rdma = rdma
+        let executor = EventLoopTaskExecutor(group.next())
+        let peers = ConnectionPool(group: executor.eventLoop, token: configuration.token)
+        self.executor = executor
+        self.peers = peers
         let bulk = BulkReader(token: configuration.token)
-        let persistence = PersistenceState(logger: logger)
         self.bulk = bulk
-        self.persistence = persistence
-        carriers = CopyCarriers(rdma: rdma, bulk: bulk, pool: pool, s3Clients: persistence.s3Clients,
-                                timeoutMilliseconds: configuration.timeoutMilliseconds)
-        direct = DirectCalls(endpoint: configuration.mds, timeoutMilliseconds: configuration.timeoutMilliseconds,
-                             token: configuration.token)
-        mds = MDSClient(endpoint: configuration.mds, pool: pool,
-                        timeout: .milliseconds(configuration.timeoutMilliseconds), rdma: mdsOverRDMA, logger: logger)
+        var host = configuration.advertisedHost ?? server.localAddress.host
+        if host == "0.0.0.0" || host == "::" { host = "127.0.0.1" }
+        registration = NodeRegistration(name: configuration.name, hostID: configuration.hostID, role: configuration.role,
+                                        tcp: Endpoint(host: host, port: server.localAddress.port),
+                                        tier0Directory: configuration.tier0Directory, rdma: rdma?.responder.endpoint)
+        mds = MDSClient(endpoint: configuration.mds, pool: peers, timeout: .milliseconds(configuration.timeoutMilliseconds),
+                        rdma: mdsOverRDMA, logger: logger)
         session = MDSSession(mds: mds, logger: logger)
+        tiers = TierManager(tier0: tier0, tier1: tier1, policy: configuration.tier0Capacity.map {
+            SpillPolicy(capacity: $0, highWater: configuration.spillHighWater, lowWater: configuration.spillLowWater)
+        }, rdma: rdma, mds: mds, session: session, nodeName: configuration.name, hostID: configuration.hostID, logger: logger)
+        persistence = PersistenceAgent(tiers: tiers, mds: mds, session: session, peers: peers, nodeName: configuration.name,
+                                       logger: logger)
+        tiers.overflow(to: persistence)
+        let carriers = CopyCarriers(rdma: rdma, bulk: bulk, pool: peers, s3Clients: persistence.s3Clients,
+                                    timeoutMilliseconds: configuration.timeoutMilliseconds)
+        readPath = ReadPath(tiers: tiers, carriers: carriers, mds: mds,
+                            direct: DirectCalls(endpoint: configuration.mds, timeoutMilliseconds: configuration.timeoutMilliseconds,
+                                                token: configuration.token),
+                            configuration: configuration, logger: logger)
+        writePath = WritePath(tiers: tiers, persistence: persistence, readPath: readPath, mds: mds, session: session,
+                              peers: peers, timeoutMilliseconds: configuration.timeoutMilliseconds)
+        drain = Drain(tiers: tiers, writePath: writePath, mds: mds, session: session, nodeName: configuration.name,
+                      logger: logger)
+        server.serve(tiers: tiers, readPath: readPath, persistence: persistence)
     }
 
     /// Runs `body` on the event loop of this node's connections: its round trips then cost no thread
@@ -186,8 +187,8 @@ public final class Node: Sendable {
     }
 
     public func shutdown() async {
-        stopped.store(true, ordering: .releasing)
-        await flushBeforeLeaving()  // still heartbeating: the copies being uploaded stay published meanwhile
+        readPath.stop()
+        await persistence.flushBeforeLeaving()  // still heartbeating: the copies being uploaded stay published meanwhile
         session.stopHeartbeats()
         await session.leave()
         await server.close()
@@ -196,163 +197,131 @@ public final class Node: Sendable {
         peers.closeAll()
         await bulk.shutdown()
         await tier1?.shutdown()
-        await persistence.s3Clients.shutdown()
+        await persistence.shutdown()
         if configuration.removeTier0OnShutdown {
-            for blob in tier0.inventory.keys { discardTier0Copy(blob) }
-            tier0.removeSlabFiles()
+            tiers.discardTier0()
             rmdir(configuration.tier0Directory)
         }
     }
 
-    // MARK: Writing
+    // MARK: Writing and relocation (see WritePath)
 
     public func create(bucket: String, key: String, exclusive: Bool = false) async throws(GedsError) -> WritableBlob {
-        let reply = try await mds.call(.createObject(bucket: bucket, key: key, node: index, exclusive: exclusive))
-        guard case .created(let blob) = reply else { throw MDSClient.unexpected(reply) }
-        do {
-            return try tier0.create(blob)
-        } catch {
-            try? await mds.expectOK(.abortObject(blob: blob))
-            throw error
-        }
+        try await writePath.create(bucket: bucket, key: key, exclusive: exclusive)
     }
 
-    /// Seals an object: it becomes immutable and visible everywhere in one step at the MDS. With a target,
-    /// the target takes the bytes first and the object is published with the target as its only copy, so
-    /// a failed hand-off leaves nothing half-made (an older object under the key stays as it was). Then the
-    /// object is made as durable as `persistency` (else its bucket's) says; see Persistence.swift.
+    /// Returns once a drain (`geds drain`) moved everything this node held away (or the waiting task is cancelled).
+    public func waitUntilDrained() async {
+        await drain.waitUntilDone()
+    }
+
+    /// Seals an object: it becomes immutable and visible everywhere in one step at the MDS (after a hand-off to
+    /// `target`, when given), then as durable as `persistency` (else its bucket's) says.
     public func seal(_ writable: WritableBlob, metadata: [String: String], handingOffTo target: NodeInfo? = nil,
                      persistency: Persistency? = nil) async throws(GedsError) {
-        try UserMetadata.validate(metadata)
-        let blob = writable.blob
-        let contents = inlineContents(of: writable)
-        let size = try writable.seal()
-        NodeMetrics.writtenLocal.increment(by: Int64(size))
-        pin(blob)  // not spilled while pending at the MDS
-        defer { unpin(blob) }
-        let sealReply: Reply
-        do {
-            let placement: BlobPlacement
-            if let target {
-                try await askToPull(blob, size: size, from: ownLocation(of: blob), to: target)
-                placement = BlobPlacement(node: 0, tier: .tier0)
-            } else {
-                try await checkTier0Capacity(sealing: blob, size: size)
-                placement = tier0Placement(of: blob)
-            }
-            sealReply = try await mds.call(.sealObject(blob: blob, size: size, metadata: metadata, placement: placement,
-                                                       contents: contents?.count == Int(size) ? contents : nil))
-        } catch {
-            discardTier0Copy(blob)
-            try? await mds.expectOK(.abortObject(blob: blob))
-            throw error
-        }
-        if target != nil { discardTier0Copy(blob) } else { admitted(blob) }
-        try await persistSealed(blob, sealReply: sealReply, requested: persistency, holder: target)
+        try await writePath.seal(writable, metadata: metadata, handingOffTo: target, persistency: persistency)
     }
 
-    /// The bytes of an object about to be sealed, when it is small enough for the MDS to keep them inline.
-    /// Nil when it cannot be read back (the seal then goes without: the node's copy serves reads).
-    private func inlineContents(of writable: WritableBlob) -> [UInt8]? {
-        let size = writable.size
-        guard size > 0, size <= UInt64(session.inlineLimit) else { return nil }
-        let bytes = [UInt8](unsafeUninitializedCapacity: Int(size)) { buffer, count in
-            count = (try? writable.read(into: UnsafeMutableRawBufferPointer(buffer), at: 0)) ?? 0
-        }
-        return bytes.count == Int(size) ? bytes : nil
+    /// Gives up an object being written: its file goes when the last reference to `writable` does, and the
+    /// MDS forgets the blob.
+    public func abandon(_ writable: WritableBlob) {
+        writePath.abandon(writable)
     }
-
-    /// Looks an object up on the caller's thread (see `DirectCalls`): nil when this node reaches the MDS over RDMA, or
-    /// when the object is not in GEDS (its bucket's S3 store may have it: the event loop's `lookup` adopts it).
-    public func lookupOnCallerThread(bucket: String, key: String) throws(GedsError) -> ObjectInfo? {
-        try checkRunning()
-        guard mds.rdma?.active != true else { return nil }
-        switch try direct.call(.lookup(bucket: bucket, key: key)) {
-        case .object(let info): return info
-        case .failure(let error) where error.code == .noSuchObject: return nil
-        case .failure(let error): throw error
-        case let reply: throw MDSClient.unexpected(reply)
-        }
-    }
-
-    func checkRunning() throws(GedsError) {
-        if stopped.load(ordering: .acquiring) {
-            throw GedsError(.invalidArgument, "the GEDS handle of this node is closed")
-        }
-    }
-
-    /// Our tier-0 copy as a location for a peer to pull from (over RDMA when registered).
-    func ownLocation(of blob: BlobID) -> Location {
-        let (path, slot) = tier0.place(of: blob)
-        return Location(node: configuration.name, hostID: configuration.hostID, tier: .tier0, tcp: endpoint,
-                        rdma: rdmaAccess(of: blob, path: path, slot: slot), path: path, offset: slot?.offset)
-    }
-
-    /// The placement that publishes our tier-0 copy: registered for one-sided READs first when this node
-    /// runs over RDMA, so the MDS hands out its address and rkey.
-    func tier0Placement(of blob: BlobID) -> BlobPlacement {
-        let (path, slot) = tier0.place(of: blob)
-        let access = rdmaAccess(of: blob, path: path, slot: slot)
-        return BlobPlacement(node: index, tier: .tier0, rdmaAddress: access?.address ?? 0, rkey: access?.rkey ?? 0, slot: slot)
-    }
-
-    /// Our tier-0 copy registered for one-sided READs (once; later calls reuse the registration), nil when
-    /// this node runs over TCP, the copy could not be registered, or it is packed into a slab slot: a packed
-    /// copy publishes no rkey and is read over TCP (a process test once read a wrong slot header over RDMA,
-    /// cause unknown; such small objects mostly come inline from the MDS anyway).
-    private func rdmaAccess(of blob: BlobID, path: String, slot: SlabSlot?) -> RDMAAccess? {
-        guard slot == nil, let rdma, let remote = rdma.register(blob, path: path) else { return nil }
-        return RDMAAccess(endpoint: rdma.responder.endpoint, address: remote.address, rkey: remote.rkey)
-    }
-
-    /// Deletes our tier-0 copy once the MDS no longer hands it out (or never did), its RDMA registration first.
-    func discardTier0Copy(_ blob: BlobID) {
-        rdma?.withdrawn(blob)
-        tier0.remove(blob)
-    }
-
-    // MARK: Relocation
 
     /// Hands a sealed object to another node, which becomes its owner; our copy goes afterwards.
     public func relocate(_ info: ObjectInfo, to target: NodeInfo) async throws(GedsError) {
-        if holdsInTier1(info.blob) { try await promote(info.blob) }  // the target takes it from our tier 0
-        let source = tier0.contains(info.blob) ? ownLocation(of: info.blob) : ordered(info.locations).first
-        guard let source else { throw unreachable(info, []) }
-        try await askToPull(info.blob, size: info.size, from: source, to: target)
-        if tier0.contains(info.blob) {
-            try? await mds.expectOK(.removeLocation(blob: info.blob, node: index))
-            discardTier0Copy(info.blob)
-        }
+        try await writePath.relocate(info, to: target)
     }
 
-    func askToPull(_ blob: BlobID, size: UInt64, from source: Location, to target: NodeInfo) async throws(GedsError) {
-        let connection = try await peers.connection(to: target.tcp, peerName: "node \(target.name)")
-        // The target copies the whole object before it answers: allow for that beyond the usual deadline.
-        let reply = try await connection.call(.pullBlob(blob: blob, size: size, source: source),
-                                              timeout: .milliseconds(configuration.timeoutMilliseconds + Int64(size >> 20) * 100))
-        switch reply {
-        case .ok: break
-        case .failure(let error): throw error
-        default: throw MDSClient.unexpected(reply)
+    /// The live node named `name`, as the MDS lists it.
+    func liveNode(named name: String) async throws(GedsError) -> NodeInfo {
+        guard let named = try await mds.nodes().first(where: { $0.alive && $0.name == name }) else {
+            throw GedsError(.noSuchNode, "no live node named '\(name)'")
         }
+        return named
     }
 
-    /// Serves `pullBlob`: take the blob from the source (a hard link on the same host, else a network copy)
-    /// and publish ourselves as a location.
-    func pull(_ blob: BlobID, size: UInt64, from source: Location) async throws(GedsError) {
-        if !tier0.contains(blob) {
-            try await withTier0Room(size, for: blob) { () throws(GedsError) in
-                let linked = source.tier == .tier0 && source.hostID == configuration.hostID
-                    && tier0.adopt(blob, linkingFrom: source.path)
-                if !linked { _ = try await receive(blob, size: size, from: source) }
-            }
-        }
-        do {
-            try await mds.expectOK(.addLocation(blob: blob, placement: tier0Placement(of: blob)))
-        } catch {
-            discardTier0Copy(blob)
-            throw error
-        }
-        admitted(blob)
+    /// This node as `listNodes` describes it (the local endpoint's answer to hello).
+    public var ownInfo: NodeInfo {
+        let usage = tier0.usage
+        return NodeInfo(name: configuration.name, hostID: configuration.hostID, role: configuration.role, tcp: endpoint,
+                        rdma: rdma?.responder.endpoint, alive: true, blobs: usage.blobs, bytes: usage.bytes)
+    }
+
+    // MARK: Reading (see ReadPath)
+
+    /// A zero-copy view of the whole object: our own copy (promoted from tier 1 when spilled), a same-host
+    /// owner's tier-0 file, or a copy fetched from a peer into our tier 0 (and published as another location).
+    public func view(of info: ObjectInfo) async throws(GedsError) -> MappedBytes {
+        try await readPath.view(of: info)
+    }
+
+    /// Reads a range into caller memory (`buffer.count` bytes from `offset`, clipped to the object's size).
+    public func read(_ info: ObjectInfo, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
+        try await readPath.read(info, at: offset, into: buffer)
+    }
+
+    /// Looks an object up on the caller's thread: nil when this node reaches the MDS over RDMA, or when the
+    /// object is not in GEDS (its bucket's S3 store may have it: `lookup` adopts it).
+    public func lookupOnCallerThread(bucket: String, key: String) throws(GedsError) -> ObjectInfo? {
+        try readPath.lookupOnCallerThread(bucket: bucket, key: key)
+    }
+
+    // MARK: Namespace with S3 stores (see PersistenceAgent)
+
+    /// The object under a key, read through from the bucket's S3 store when GEDS does not have it.
+    public func lookup(bucket: String, key: String) async throws(GedsError) -> ObjectInfo {
+        try await persistence.lookup(bucket: bucket, key: key)
+    }
+
+    /// One page of a bucket's keys: GEDS's merged with its S3 store's.
+    public func list(bucket: String, prefix: String, delimiter: String, startAfter: String,
+                     maxKeys: UInt32) async throws(GedsError) -> ListPage {
+        try await persistence.list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter,
+                                   maxKeys: maxKeys)
+    }
+
+    public func bucketStorage(_ bucket: String) async throws(GedsError) -> BucketStorage? {
+        try await persistence.bucketStorage(bucket)
+    }
+
+    /// Refuses a persistency that needs an S3 store in a bucket without one, before anything is written.
+    public func checkPersistency(_ persistency: Persistency?, bucket: String) async throws(GedsError) {
+        try await persistence.checkPersistency(persistency, bucket: bucket)
+    }
+
+    /// Deletes a key, in GEDS and in its bucket's S3 store.
+    public func delete(bucket: String, key: String) async throws(GedsError) {
+        try await persistence.delete(bucket: bucket, key: key)
+    }
+
+    /// Deletes every key under `prefix`, in GEDS and in its bucket's S3 store; returns how many keys GEDS had.
+    public func delete(bucket: String, prefix: String) async throws(GedsError) -> UInt64 {
+        try await persistence.delete(bucket: bucket, prefix: prefix)
+    }
+
+    /// Deletes an empty bucket, or with `force` every object in it first.
+    public func deleteBucket(_ bucket: String, force: Bool) async throws(GedsError) {
+        try await persistence.deleteBucket(bucket, force: force)
+    }
+
+    /// Renames in GEDS; in a bucket with an S3 store the S3 object follows.
+    public func rename(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
+        try await persistence.rename(bucket: bucket, key: key, toBucket: toBucket, toKey: toKey)
+    }
+
+    /// Copies in GEDS; into a bucket with an S3 store, an object in S3 already is copied there server-side.
+    public func copy(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
+        try await persistence.copy(bucket: bucket, key: key, toBucket: toBucket, toKey: toKey)
+    }
+
+    /// Replaces an object's user metadata, in S3 too when the object is there already.
+    public func setMetadata(bucket: String, key: String, _ metadata: [String: String]) async throws(GedsError) {
+        try await persistence.setMetadata(bucket: bucket, key: key, metadata)
+    }
+
+    /// `flush` here and then on every other live node.
+    public func flushEverywhere(timeoutMilliseconds: UInt64) async throws(GedsError) {
+        try await persistence.flushEverywhere(timeoutMilliseconds: timeoutMilliseconds)
     }
 }

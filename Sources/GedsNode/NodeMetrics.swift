@@ -39,6 +39,6 @@ extension Node {
         return Levels(tier0Objects: tier0Usage.blobs, tier0Bytes: tier0Usage.bytes, tier0Capacity: configuration.tier0Capacity,
                       tier1Objects: UInt64(tier1Usage?.objects ?? 0), tier1Bytes: tier1Usage?.bytes ?? 0,
                       tier1Capacity: tier1Usage?.capacity ?? 0,
-                      s3UploadsPending: UInt64(persistence.writeBack.withLock { $0.pending.count }))
+                      s3UploadsPending: UInt64(persistence.pendingUploads))
     }
 }

@@ -63,7 +63,7 @@ public final class BulkReader: Sendable {
 
     private func takeConnection(to peer: Endpoint, peerName: String, timeoutMilliseconds: Int64) throws(GedsError) -> Int32 {
         if let socket = idle.withLock({ $0[peer]?.popLast() }) { return socket }
-        let socket = try BulkReader.connect(to: peer, peerName: peerName, timeoutMilliseconds: timeoutMilliseconds)
+        let socket = try BlockingTCP.connect(to: peer, peerName: peerName, timeoutMilliseconds: timeoutMilliseconds)
         guard let token else { return socket }
         do throws(GedsError) {
             let context = ReceiveContext(socket: socket, peerName: peerName, timeoutMilliseconds: timeoutMilliseconds)
@@ -167,30 +167,5 @@ public final class BulkReader: Sendable {
             }
             done += sent
         }
-    }
-
-    static func connect(to peer: Endpoint, peerName: String, timeoutMilliseconds: Int64) throws(GedsError) -> Int32 {
-        var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var list: UnsafeMutablePointer<addrinfo>?
-        let resolved = getaddrinfo(peer.host, String(peer.port), &hints, &list)
-        guard resolved == 0, let first = list else {
-            throw GedsError(.peerUnreachable, "\(peerName) unreachable at \(peer): cannot resolve \(peer.host)")
-        }
-        defer { freeaddrinfo(list) }
-        let socket = Glibc.socket(first.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard socket >= 0 else { throw GedsError.io("socket", errno: errno) }
-        var timeout = timeval(tv_sec: Int(timeoutMilliseconds / 1000), tv_usec: Int(timeoutMilliseconds % 1000) * 1000)
-        var one: Int32 = 1
-        setsockopt(socket, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(socket, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        // With SO_SNDTIMEO set, a connect that cannot complete in time fails with EINPROGRESS.
-        if Glibc.connect(socket, first.pointee.ai_addr, first.pointee.ai_addrlen) != 0 {
-            let code = errno
-            close(socket)
-            throw GedsError(.peerUnreachable, "\(peerName) unreachable at \(peer): \(describeErrno(code))")
-        }
-        return socket
     }
 }

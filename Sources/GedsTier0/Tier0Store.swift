@@ -163,11 +163,11 @@ public final class Tier0Store: Sendable {
         return MappedBytes(slice: copy.base! + SlotHeader.size, count: Int(size), keeping: copy)
     }
 
-    /// The bytes of a tier-0 copy on this host that `location` names (another node's, or our own): its file
-    /// mapped, or a checked copy of its slot when it is packed.
-    public static func map(_ location: Location, of blob: BlobID, size: UInt64) throws(GedsError) -> MappedBytes {
-        guard let offset = location.offset else { return try map(path: location.path) }
-        return try copy(blob, size: size, packedIn: location.path, at: offset)
+    /// The bytes of a tier-0 copy on this host (another node's, or our own): its file mapped, or a checked copy of
+    /// its slot when it is packed.
+    public static func map(_ copy: NodeCopy, of blob: BlobID, size: UInt64) throws(GedsError) -> MappedBytes {
+        guard let offset = copy.offset else { return try map(path: copy.path) }
+        return try Tier0Store.copy(blob, size: size, packedIn: copy.path, at: offset)
     }
 
     /// A descriptor of a file holding exactly the blob's bytes, for another process to map: the blob's own file,

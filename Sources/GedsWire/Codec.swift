@@ -138,12 +138,33 @@ extension ByteBuffer {
         try readBool() ? try readWireInteger("checksum", as: UInt32.self) : nil
     }
 
+    /// A location: a kind byte (0: a node's copy, 1: an S3 object), then the copy or the object.
     mutating func writeLocation(_ location: Location) {
-        writeWireString(location.node)
-        writeWireString(location.hostID)
-        writeInteger(location.tier.rawValue)
-        writeEndpoint(location.tcp)
-        if let rdma = location.rdma {
+        switch location {
+        case .node(let copy):
+            writeInteger(LocationKind.node.rawValue)
+            writeNodeCopy(copy)
+        case .s3(let object):
+            writeInteger(LocationKind.s3.rawValue)
+            writeS3Object(object)
+        }
+    }
+
+    mutating func readLocation() throws(GedsError) -> Location {
+        let raw = try readWireInteger("location kind", as: UInt8.self)
+        switch LocationKind(rawValue: raw) {
+        case .node: return .node(try readNodeCopy())
+        case .s3: return .s3(try readS3Object())
+        case nil: throw GedsError(.protocolViolation, "unknown location kind \(raw)")
+        }
+    }
+
+    private mutating func writeNodeCopy(_ copy: NodeCopy) {
+        writeWireString(copy.node)
+        writeWireString(copy.hostID)
+        writeInteger(copy.tier.rawValue)
+        writeEndpoint(copy.tcp)
+        if let rdma = copy.rdma {
             writeInteger(UInt8(1))
             writeEndpoint(rdma.endpoint)
             writeInteger(rdma.address)
@@ -151,23 +172,24 @@ extension ByteBuffer {
         } else {
             writeInteger(UInt8(0))
         }
-        writeWireString(location.path)
-        writeBool(location.offset != nil)
-        if let offset = location.offset { writeInteger(offset) }
-        writeOptionalChecksum(location.checksum)
+        writeWireString(copy.path)
+        writeBool(copy.offset != nil)
+        if let offset = copy.offset { writeInteger(offset) }
+        writeOptionalChecksum(copy.checksum)
     }
 
-    mutating func readLocation() throws(GedsError) -> Location {
+    private mutating func readNodeCopy() throws(GedsError) -> NodeCopy {
         let node = try readWireString()
         let hostID = try readWireString()
         let tier = try readTier()
+        guard tier != .s3 else { throw GedsError(.protocolViolation, "a node's copy in tier s3") }
         let tcp = try readEndpoint()
         var rdma: RDMAAccess?
         if try readWireInteger("rdma flag", as: UInt8.self) != 0 {
             rdma = RDMAAccess(endpoint: try readEndpoint(), address: try readWireInteger("address"),
                               rkey: try readWireInteger("rkey"))
         }
-        return Location(node: node, hostID: hostID, tier: tier, tcp: tcp, rdma: rdma, path: try readWireString(),
+        return NodeCopy(node: node, hostID: hostID, tier: tier, tcp: tcp, rdma: rdma, path: try readWireString(),
                         offset: try readBool() ? try readWireInteger("slot offset") : nil, checksum: try readOptionalChecksum())
     }
 
@@ -804,4 +826,10 @@ public enum WholeFrame {
         }
         return (header.requestID, buffer)
     }
+}
+
+/// The first byte of a location on the wire.
+enum LocationKind: UInt8 {
+    case node = 0
+    case s3 = 1
 }

@@ -38,7 +38,7 @@ struct AttachTests {
             try writer.write(Array(bytes[(1 << 20)...]), at: 1 << 20)
             try await writer.seal(metadata: ["m": "v"])
             let info = try await daemon.stat(bucket: "attach", key: "k")
-            #expect(info.locations.map(\.node) == [daemon.nodeName] && info.metadata == ["m": "v"])
+            #expect(info.locations.map(\.holder) == [daemon.nodeName] && info.metadata == ["m": "v"])
 
             let view = try await attached.open(bucket: "attach", key: "k").view()
             #expect(sha256(view) == sha256(bytes))

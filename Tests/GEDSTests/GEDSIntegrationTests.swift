@@ -42,7 +42,7 @@ let twoHosts: [(name: String, hostID: String, role: NodeRole)] = [("a", "host-a"
 
             let info = try await b.stat(bucket: "data", key: key)
             #expect(info.size == UInt64(size) && info.sealed && info.metadata == ["size": "\(size)"])
-            #expect(info.locations.map(\.node) == [a.node.configuration.name])
+            #expect(info.locations.map(\.holder) == [a.node.configuration.name])
 
             // Ranges first, so that they travel over TCP from a (b holds no copy yet).
             let reader = try await b.open(bucket: "data", key: key)
@@ -93,7 +93,7 @@ let twoHosts: [(name: String, hostID: String, role: NodeRole)] = [("a", "host-a"
             }
             // b published its copy as a second location.
             let after = try await a.stat(bucket: "data", key: key)
-            #expect(Set(after.locations.map(\.node)) == [a.node.configuration.name, b.node.configuration.name])
+            #expect(Set(after.locations.map(\.holder)) == [a.node.configuration.name, b.node.configuration.name])
             #expect(after.blob == info.blob)
         }
         let listed = try await b.listAll(bucket: "data", prefix: "objects/")
@@ -288,7 +288,7 @@ let twoHosts: [(name: String, hostID: String, role: NodeRole)] = [("a", "host-a"
 
             let after = try await daemon.stat(bucket: "reloc", key: "x")
             #expect(after.blob == before.blob && after.size == before.size && after.metadata == ["m": "1"])
-            #expect(after.locations.map(\.node) == [daemon.node.configuration.name])
+            #expect(after.locations.map(\.holder) == [daemon.node.configuration.name])
             #expect(!a.node.tier0.contains(before.blob))
             #expect(daemon.node.tier0.contains(before.blob))
             #expect(sha256(try daemon.node.tier0.map(before.blob)) == sha256(bytes))
@@ -450,7 +450,7 @@ extension GEDSIntegrationTests {
             let bytes = randomBytes(1000, seed: 11)
             try await a.put(bucket: "local", key: "k", bytes: bytes)
             let info = try await b.stat(bucket: "local", key: "k")
-            let location = try #require(info.locations.first)
+            let location = try #require(info.locations.first?.nodeCopy)
             #expect(location.offset != nil && location.path == a.node.tier0.place(of: info.blob).path)
             let view = try await b.open(bucket: "local", key: "k").view()
             #expect(contents(view) == bytes)
@@ -481,7 +481,7 @@ extension GEDSIntegrationTests {
             try await a.relocate(bucket: "local-reloc", key: "k", to: try await a.relocationTarget())
             #expect(!fileExists(a.node.tier0.path(of: blob)))
             #expect(daemon.node.tier0.contains(blob))
-            #expect(try await daemon.stat(bucket: "local-reloc", key: "k").locations.map(\.node) == [daemon.node.configuration.name])
+            #expect(try await daemon.stat(bucket: "local-reloc", key: "k").locations.map(\.holder) == [daemon.node.configuration.name])
             await a.close()
             let view = try await daemon.open(bucket: "local-reloc", key: "k").view()
             #expect(mappedFile(of: view) == daemon.node.tier0.path(of: blob))

@@ -61,7 +61,7 @@ struct RDMANodeTests {
             let info = try await setup.reader.stat(bucket: "rdma-test", key: "k")
             // Packed copies (slab slots) publish no rkey: they are read over TCP.
             let packed = size <= 64 << 10  // GedsTier0's default pack limit
-            #expect(info.locations.count == 1 && (info.locations[0].rdma != nil) == !packed, "a file of its own is published with its rkey")
+            #expect(info.locations.count == 1 && (info.locations[0].nodeCopy?.rdma != nil) == !packed, "a file of its own is published with its rkey")
 
             // A range into caller memory (bounce buffer for small ranges, a one-off registration for large ones).
             let offset = size / 3
@@ -73,7 +73,7 @@ struct RDMANodeTests {
             let reads = setup.reader.node.rdma?.completedReads.load(ordering: .relaxed) ?? 0
             #expect(reads == (packed ? 0 : 2), "both reads went over RDMA, unless the copy is packed")
             let after = try await setup.owner.stat(bucket: "rdma-test", key: "k")
-            #expect(after.locations.count == 2 && after.locations.allSatisfy { ($0.rdma != nil) == !packed })
+            #expect(after.locations.count == 2 && after.locations.allSatisfy { ($0.nodeCopy?.rdma != nil) == !packed })
         }
     }
 
@@ -86,8 +86,8 @@ struct RDMANodeTests {
             try await setup.owner.put(bucket: "rdma-test", key: "old", bytes: randomBytes(size, seed: 1))
             let stale = try await setup.reader.stat(bucket: "rdma-test", key: "old")
             let packed = size <= 64 << 10  // GedsTier0's default pack limit
-            #expect(stale.locations.count == 1 && (stale.locations[0].rdma != nil) == !packed)
-            #expect((stale.locations[0].offset != nil) == packed, "small blobs are packed")
+            #expect(stale.locations.count == 1 && (stale.locations[0].nodeCopy?.rdma != nil) == !packed)
+            #expect((stale.locations[0].nodeCopy?.offset != nil) == packed, "small blobs are packed")
             try await setup.owner.delete(bucket: "rdma-test", key: "old")
             let ownerPlane = try #require(setup.owner.node.rdma)
             #expect(await eventually { ownerPlane.registeredCopies == 0 && !setup.owner.node.tier0.contains(stale.blob) },
@@ -130,7 +130,7 @@ struct RDMANodeTests {
             try await setup.owner.createBucket("rdma-test")
             let bytes = randomBytes((4 << 20) + 1, seed: 4)
             try await setup.owner.put(bucket: "rdma-test", key: "k", bytes: bytes)
-            #expect(try await setup.reader.stat(bucket: "rdma-test", key: "k").locations.allSatisfy { $0.rdma == nil })
+            #expect(try await setup.reader.stat(bucket: "rdma-test", key: "k").locations.allSatisfy { $0.nodeCopy?.rdma == nil })
             #expect(try await setup.reader.open(bucket: "rdma-test", key: "k").read(at: 0, length: bytes.count) == bytes)
             #expect(setup.reader.node.rdma?.completedReads.load(ordering: .relaxed) == 0)
         }
@@ -148,7 +148,7 @@ struct RDMANodeTests {
             for _ in 0..<2 {
                 #expect(try await setup.reader.open(bucket: "rdma-test", key: "k").read(at: 0, length: bytes.count) == bytes)
             }
-            let owner = try #require(try await setup.reader.stat(bucket: "rdma-test", key: "k").locations.first?.rdma?.endpoint)
+            let owner = try #require(try await setup.reader.stat(bucket: "rdma-test", key: "k").locations.first?.nodeCopy?.rdma?.endpoint)
             #expect(!plane.offersRDMA(owner))
             #expect(plane.completedReads.load(ordering: .relaxed) == 0)
         }

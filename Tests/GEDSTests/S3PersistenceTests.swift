@@ -47,7 +47,7 @@ import Glibc
 
             let info = try await reader.stat(bucket: "persisted", key: "object")
             #expect(info.locations.map(\.tier) == [.s3])
-            #expect(info.locations.first?.node == "\(moto.endpoint)/unit/p/object")
+            #expect(info.locations.first?.holder == "\(moto.endpoint)/unit/p/object")
             let range = 1_000_003..<1_700_000
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: range.count, alignment: 1)
             defer { buffer.deallocate() }

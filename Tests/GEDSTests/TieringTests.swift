@@ -130,8 +130,8 @@ import Testing
             try await settle(owner)
             #expect(try await tiers(owner, "p0") == [.tier1])
             #expect(try await tiers(owner, "p\(count - 1)") == [.tier0])
-            let packed = try await owner.stat(bucket: "tiers", key: "p\(count - 1)").locations[0]
-            #expect(packed.offset != nil, "a tier-0 copy in a slot")
+            let packed = try await owner.stat(bucket: "tiers", key: "p\(count - 1)").locations[0].nodeCopy
+            #expect(packed?.offset != nil, "a tier-0 copy in a slot")
             for index in stride(from: 0, to: count, by: 7) {
                 #expect(try await owner.get(bucket: "tiers", key: "p\(index)") == bytes(index), "p\(index) on its owner")
                 #expect(try await reader.get(bucket: "tiers", key: "p\(index)") == bytes(index), "p\(index) on the same host")
@@ -139,7 +139,7 @@ import Testing
                         == Array(bytes(index)[100..<1100]), "p\(index) on another host")
             }
             #expect(try await tiers(owner, "p0") == [.tier0], "promoted back (into a slot)")
-            #expect(try await owner.stat(bucket: "tiers", key: "p0").locations[0].offset != nil)
+            #expect(try await owner.stat(bucket: "tiers", key: "p0").locations[0].nodeCopy?.offset != nil)
         }
     }
 
@@ -171,7 +171,7 @@ import Testing
             }
             try await settle(owner)
             let info = try await owner.stat(bucket: "tiers", key: "k0")
-            #expect(Set(info.locations.map { "\($0.tier) \($0.hostID)" }) == ["tier1 host-t", "tier0 host-e"])
+            #expect(Set(info.locations.map { "\($0.tier) \($0.nodeCopy?.hostID ?? "")" }) == ["tier1 host-t", "tier0 host-e"])
             // The MDS hands out, with every copy, the checksum the owner recorded writing its tier-1 file (that it is
             // the CRC-32C of the bytes is checked in test_tier1.py, against Python's own computation).
             let recorded = try #require(owner.node.tier1?.object(info.blob)?.checksum)
@@ -192,7 +192,7 @@ import Testing
             // The corrupt copy was withdrawn and its file deleted: left are the other host's copy and the one the
             // reader just made (it publishes what it fetched). The other objects are untouched.
             let names = [elsewhere, reader].map(\.node.configuration.name)
-            #expect(try await owner.stat(bucket: "tiers", key: "k0").locations.map { "\($0.tier) \($0.node)" }.sorted()
+            #expect(try await owner.stat(bucket: "tiers", key: "k0").locations.map { "\($0.tier) \($0.holder)" }.sorted()
                     == names.map { "tier0 \($0)" }.sorted())
             #expect(owner.node.tier1?.object(info.blob) == nil && access(path, F_OK) != 0)
             for index in 1..<6 {

@@ -81,9 +81,9 @@ import Testing
         let info = try f.store.lookup(bucket: "bkt", key: "dir/k")
         #expect(info == ObjectInfo(bucket: "bkt", key: "dir/k", blob: blob, size: 4097, sealed: true, modified: 1234,
                                    metadata: ["m": "v"],
-                                   locations: [Location(node: "n1", hostID: "host-of-n1", tier: .tier0,
-                                                        tcp: Endpoint(host: "10.0.0.1", port: 4000), rdma: nil,
-                                                        path: "/dev/shm/geds-n1/" + blob.fileName)]))
+                                   locations: [.node(NodeCopy(node: "n1", hostID: "host-of-n1", tier: .tier0,
+                                                              tcp: Endpoint(host: "10.0.0.1", port: 4000), rdma: nil,
+                                                              path: "/dev/shm/geds-n1/" + blob.fileName))]))
         #expect(try f.keys("bkt") == ["dir/k"])
         #expect(f.store.objectCount == 1)
         // A blob is sealed once.
@@ -129,11 +129,11 @@ import Testing
         try f.store.addLocation(blob: blob, placement: BlobPlacement(node: n2, tier: .tier0, rdmaAddress: 0x7000, rkey: 9,
                                                                      slot: SlabSlot(slab: 1, offset: 1 << 40)))
         let locations = try f.store.lookup(bucket: "bkt", key: "k").locations
-        #expect(locations.map(\.path) == ["/dev/shm/geds-n1/slab-00000003", "/dev/shm/geds-n2/slab-00000001"])
-        #expect(locations.map(\.offset) == [1040 * 7, 1 << 40])
+        #expect(locations.map(\.nodeCopy?.path) == ["/dev/shm/geds-n1/slab-00000003", "/dev/shm/geds-n2/slab-00000001"])
+        #expect(locations.map(\.nodeCopy?.offset) == [1040 * 7, 1 << 40])
         try f.store.addLocation(blob: blob, placement: BlobPlacement(node: f.n1, tier: .tier1))
-        let moved = try f.store.lookup(bucket: "bkt", key: "k").locations.first { $0.node == "n1" }
-        #expect(moved?.offset == nil && moved?.path == "/dev/shm/geds-n1/" + blob.fileName, "spilled: a file again")
+        let moved = try f.store.lookup(bucket: "bkt", key: "k").locations.first { $0.holder == "n1" }
+        #expect(moved?.nodeCopy?.offset == nil && moved?.nodeCopy?.path == "/dev/shm/geds-n1/" + blob.fileName, "spilled: a file again")
     }
 
     @Test func overwriteKeepsOldObjectReadableUntilSealed() throws {
@@ -313,7 +313,7 @@ import Testing
         #expect(gedsError { _ = try f.store.lookup(bucket: "bkt", key: "src") }?.code == .noSuchObject)
         let moved = try f.store.lookup(bucket: "bkt", key: "dst")
         #expect(moved.blob == src && moved.size == 33 && moved.metadata == ["m": "1"] && moved.modified == 50)
-        #expect(moved.locations.map(\.path) == ["/dev/shm/geds-n1/" + src.fileName])
+        #expect(moved.locations.map(\.nodeCopy?.path) == ["/dev/shm/geds-n1/" + src.fileName])
         #expect(try f.keys("bkt") == ["dst"])
         // The replaced object's bytes go; the moved ones stay.
         #expect(try f.drops() == [dst])
@@ -456,17 +456,17 @@ import Testing
         try f.store.createBucket("bkt")
         // An RDMA node's copy that is not registered (no rkey) is reachable over TCP only.
         let plain = try f.put("bkt", "plain", node: n3)
-        #expect(try f.store.lookup(bucket: "bkt", key: "plain").locations.map(\.rdma) == [nil])
-        #expect(try f.store.lookup(bucket: "bkt", key: "plain").locations.map(\.transportURLs) == [["tcp://10.0.0.3:6000"]])
+        #expect(try f.store.lookup(bucket: "bkt", key: "plain").locations.map(\.nodeCopy?.rdma) == [nil])
+        #expect(try f.store.lookup(bucket: "bkt", key: "plain").locations.map(\.nodeCopy?.transportURLs) == [["tcp://10.0.0.3:6000"]])
         let registered = BlobPlacement(node: n3, tier: .tier0, rdmaAddress: 0x1000, rkey: 42)
         try f.store.addLocation(blob: plain, placement: registered)
-        let location = try #require(try f.store.lookup(bucket: "bkt", key: "plain").locations.first)
+        let location = try #require(try f.store.lookup(bucket: "bkt", key: "plain").locations.first?.nodeCopy)
         #expect(location.rdma == RDMAAccess(endpoint: rdma, address: 0x1000, rkey: 42))
         #expect(location.transportURLs == ["tcp://10.0.0.3:6000", "rdma://10.0.0.3:6000"])
         // An rkey from a node that offers no RDMA is not handed out.
         let other = try f.put("bkt", "other")
         try f.store.addLocation(blob: other, placement: BlobPlacement(node: f.n1, tier: .tier0, rdmaAddress: 1, rkey: 1))
-        #expect(try f.store.lookup(bucket: "bkt", key: "other").locations.map(\.rdma) == [nil])
+        #expect(try f.store.lookup(bucket: "bkt", key: "other").locations.map(\.nodeCopy?.rdma) == [nil])
     }
 
     @Test func addAndRemoveLocations() throws {
@@ -478,14 +478,14 @@ import Testing
         try f.store.addLocation(blob: blob, placement: BlobPlacement(node: n2, tier: .tier0))
         try f.store.addLocation(blob: blob, placement: BlobPlacement(node: n2, tier: .tier0))  // no duplicate
         var locations = try f.store.lookup(bucket: "bkt", key: "k").locations
-        #expect(locations.map(\.node).sorted() == ["n1", "n2"])
-        let second = locations.first { $0.node == "n2" }
-        #expect(second == Location(node: "n2", hostID: "h2", tier: .tier0, tcp: Endpoint(host: "10.0.0.2", port: 5000),
-                                   rdma: nil, path: "/mnt/t0/" + blob.fileName))
+        #expect(locations.map(\.holder).sorted() == ["n1", "n2"])
+        let second = locations.first { $0.holder == "n2" }
+        #expect(second == .node(NodeCopy(node: "n2", hostID: "h2", tier: .tier0, tcp: Endpoint(host: "10.0.0.2", port: 5000),
+                                          rdma: nil, path: "/mnt/t0/" + blob.fileName)))
 
         f.store.removeLocation(blob: blob, node: f.n1)
         locations = try f.store.lookup(bucket: "bkt", key: "k").locations
-        #expect(locations.map(\.node) == ["n2"])
+        #expect(locations.map(\.holder) == ["n2"])
         f.store.removeLocation(blob: blob, node: f.n1)  // twice is harmless
         f.store.removeLocation(blob: 12345, node: f.n1)  // unknown blob too
 
@@ -558,7 +558,7 @@ import Testing
         let n2 = f.store.register(registration("n2", role: .daemon), now: 0)
         f.store.leave(node: n2)
         #expect(gedsError { try f.store.addLocation(blob: blob, placement: BlobPlacement(node: n2, tier: .tier0)) }?.code == .noSuchNode)
-        #expect(try f.store.lookup(bucket: "bkt", key: "k").locations.map(\.node) == ["n1"])
+        #expect(try f.store.lookup(bucket: "bkt", key: "k").locations.map(\.holder) == ["n1"])
     }
 }
 
@@ -576,7 +576,7 @@ import Testing
             // n2 stopped beating at 1000; its lease runs out after 2000.
             #expect(expired == (now == 2000 ? ["n2"] : []), "at \(now)")
         }
-        #expect(try f.store.lookup(bucket: "bkt", key: "one").locations.map(\.node) == ["n1"])
+        #expect(try f.store.lookup(bucket: "bkt", key: "one").locations.map(\.holder) == ["n1"])
         // The object stays listed but has no copy left.
         let lost = try f.store.lookup(bucket: "bkt", key: "two")
         #expect(lost.blob == two && lost.locations.isEmpty)
@@ -604,7 +604,7 @@ import Testing
         let pending = try f.store.createObject(bucket: "bkt", key: "p", node: f.n1)
         _ = try f.store.heartbeat(node: n2, blobs: 0, bytes: 0, now: 1500)
         #expect(f.store.expireLeases(now: 2000) == ["n1"])
-        #expect(try f.store.lookup(bucket: "bkt", key: "k").locations.map(\.node) == ["n2"])
+        #expect(try f.store.lookup(bucket: "bkt", key: "k").locations.map(\.holder) == ["n2"])
         #expect(gedsError { _ = try f.store.lookup(bucket: "bkt", key: "p") }?.code == .noSuchObject)
         #expect(gedsError {
             try f.store.seal(blob: pending, size: 1, metadata: [:], placement: BlobPlacement(node: f.n1, tier: .tier0), now: 1)
@@ -616,7 +616,7 @@ import Testing
         #expect(again != f.n1)
         _ = try f.store.heartbeat(node: again, blobs: 0, bytes: 0, now: 2200)
         try f.store.addLocation(blob: blob, placement: BlobPlacement(node: again, tier: .tier0))
-        #expect(try f.store.lookup(bucket: "bkt", key: "k").locations.map(\.node).sorted() == ["n1", "n2"])
+        #expect(try f.store.lookup(bucket: "bkt", key: "k").locations.map(\.holder).sorted() == ["n1", "n2"])
         #expect(gedsError { _ = try f.store.heartbeat(node: f.n1, blobs: 0, bytes: 0, now: 2200) }?.code == .noSuchNode)
     }
 

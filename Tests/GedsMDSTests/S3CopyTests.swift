@@ -21,7 +21,7 @@ import Testing
         #expect(try f.store.lookup(bucket: "data", key: "a/b").locations.map(\.tier) == [.tier0])
         try f.store.addS3Copy(blob: blob)
         let s3 = try #require(try f.store.lookup(bucket: "data", key: "a/b").locations.last)
-        #expect(s3.tier == .s3 && s3.node == "http://127.0.0.1:4569/s3b/run/a/b" && s3.s3Object == object)
+        #expect(s3.tier == .s3 && s3.holder == "http://127.0.0.1:4569/s3b/run/a/b" && s3.s3Object == object)
         // A rename moves the S3 copy with the key: the node copies it in S3, reports it, deletes the old object.
         let move = try #require(try f.store.rename(from: ("data", "a/b"), to: ("data", "moved"), now: 2))
         let movedObject = S3ObjectReference(endpoint: "http://127.0.0.1:4569", bucket: "s3b", key: "run/moved", region: "eu-west-1")
@@ -112,7 +112,7 @@ import Testing
         var f = Fixture()
         try f.store.setStorage(bucket: "data", storage)
         let first = try f.store.adoptS3Object(bucket: "data", key: "outside", size: 42, now: 1)
-        #expect(first.size == 42 && first.locations.map(\.node) == ["http://127.0.0.1:4569/s3b/run/outside"])
+        #expect(first.size == 42 && first.locations.map(\.holder) == ["http://127.0.0.1:4569/s3b/run/outside"])
         #expect(try f.store.adoptS3Object(bucket: "data", key: "outside", size: 42, now: 2).blob == first.blob)
         let own = try f.put("data", "mine", size: 7)
         #expect(try f.store.adoptS3Object(bucket: "data", key: "mine", size: 99, now: 3).blob == own)

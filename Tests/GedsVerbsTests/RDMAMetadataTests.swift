@@ -146,7 +146,7 @@ func bothCarriersAgree(client: String, mds: String) async throws {
         #expect(answers.0 == answers.1, "\(entry.key)")
         guard case .object(let info) = answers.0 else { Issue.record("lookup \(entry.key): \(answers.0)"); continue }
         #expect(info.sealed && info.size == entry.size && info.locations.count == 1, "\(entry.key)")
-        #expect(info.locations.first?.node == entry.key.split(separator: "/").first.map(String.init), "\(entry.key)")
+        #expect(info.locations.first?.holder == entry.key.split(separator: "/").first.map(String.init), "\(entry.key)")
     }
     #expect(try await (cluster.overRDMA(.listBuckets), cluster.overTCP(.listBuckets)) == (.buckets(["shared"]), .buckets(["shared"])))
     // Many tasks on the one RDMA client at once: calls take turns, and each gets its own answer.

@@ -325,12 +325,19 @@ func tag(of reply: Reply) -> UInt8 { bytes(encoded(reply))[0] }
             add[13] = tier
             #expect(decodeRequest(add).error?.code == .protocolViolation, "tier \(tier)")
         }
-        // A tier that does not exist, in a location.
-        var pull = bytes(encoded(Request.pullBlob(blob: 1, size: 1, source: Location(
-            node: "", hostID: "", tier: .tier0, tcp: Endpoint(host: "", port: 0), rdma: nil, path: ""))))
-        #expect(pull[1 + 8 + 8 + 4 + 4] == 0)
-        pull[1 + 8 + 8 + 4 + 4] = 9
-        #expect(decodeRequest(pull).error?.code == .protocolViolation)
+        // A tier that does not exist, or S3, in a node's copy; a location kind that does not exist.
+        let pull = bytes(encoded(Request.pullBlob(blob: 1, size: 1, source: .node(NodeCopy(
+            node: "", hostID: "", tier: .tier0, tcp: Endpoint(host: "", port: 0), rdma: nil, path: "")))))
+        let kindAt = 1 + 8 + 8
+        #expect(pull[kindAt] == 0 && pull[kindAt + 1 + 4 + 4] == Tier.tier0.rawValue)
+        for tier in [9, Tier.s3.rawValue] {
+            var wrongTier = pull
+            wrongTier[kindAt + 1 + 4 + 4] = tier
+            #expect(decodeRequest(wrongTier).error?.code == .protocolViolation, "tier \(tier)")
+        }
+        var wrongKind = pull
+        wrongKind[kindAt] = 2
+        #expect(decodeRequest(wrongKind).error?.code == .protocolViolation)
         // A node role that does not exist.
         var register = bytes(encoded(Request.registerNode(NodeRegistration(
             name: "", hostID: "", role: .daemon, tcp: Endpoint(host: "", port: 0), tier0Directory: ""))))

@@ -7,21 +7,21 @@ enum Samples {
     static let longString = String(repeating: "x", count: WireLimits.maximumString)
     static let unicode = "ключ/日本語/🎉/é"
 
-    static let locationPlain = Location(node: "node-a", hostID: "host-a", tier: .tier0,
-                                        tcp: Endpoint(host: "10.0.0.1", port: 4000), rdma: nil,
-                                        path: "/dev/shm/geds-a/00000000000000ff")
-    static let locationRDMA = Location(node: "ñode-b", hostID: "", tier: .tier1,
-                                       tcp: Endpoint(host: "::1", port: 65535),
-                                       rdma: RDMAAccess(endpoint: Endpoint(host: "192.168.1.7", port: 0),
-                                                        address: .max, rkey: .max),
-                                       path: "", checksum: 0x1234_5678)
-    static let locationPacked = Location(node: "node-c", hostID: "host-c", tier: .tier0,
-                                         tcp: Endpoint(host: "10.0.0.3", port: 4000),
-                                         rdma: RDMAAccess(endpoint: Endpoint(host: "10.0.0.3", port: 4000), address: 0x7F00_0000_1010, rkey: 3),
-                                         path: "/dev/shm/geds-c/slab-00000001", offset: 0x1010)
-    static let locationS3 = Location(node: "", hostID: "h", tier: .s3, tcp: Endpoint(host: "h", port: 1),
-                                     rdma: RDMAAccess(endpoint: Endpoint(host: "fe80::2", port: 18515), address: 0x7F00_0000_1000, rkey: 7),
-                                     path: longString)
+    static let locationPlain = Location.node(NodeCopy(node: "node-a", hostID: "host-a", tier: .tier0,
+                                                      tcp: Endpoint(host: "10.0.0.1", port: 4000), rdma: nil,
+                                                      path: "/dev/shm/geds-a/00000000000000ff"))
+    static let locationRDMA = Location.node(NodeCopy(node: "ñode-b", hostID: "", tier: .tier1,
+                                                     tcp: Endpoint(host: "::1", port: 65535),
+                                                     rdma: RDMAAccess(endpoint: Endpoint(host: "192.168.1.7", port: 0),
+                                                                      address: .max, rkey: .max),
+                                                     path: "", checksum: 0x1234_5678))
+    static let locationPacked = Location.node(NodeCopy(node: "node-c", hostID: "host-c", tier: .tier0,
+                                                       tcp: Endpoint(host: "10.0.0.3", port: 4000),
+                                                       rdma: RDMAAccess(endpoint: Endpoint(host: "10.0.0.3", port: 4000),
+                                                                        address: 0x7F00_0000_1010, rkey: 3),
+                                                       path: "/dev/shm/geds-c/slab-00000001", offset: 0x1010))
+    static let locationS3 = Location.s3(S3ObjectReference(endpoint: "http://h:1", bucket: "b", key: longString,
+                                                          region: unicode))
 
     static let requests: [Request] = [
         .registerNode(NodeRegistration(name: "node-a", hostID: "boot-id-1", role: .embedded,

@@ -344,8 +344,10 @@ struct Stat: AsyncParsableCommand {
             var lines = ["object: \(info.bucket)/\(info.key)", "size: \(info.size)", "sealed: \(info.sealed)",
                          "modified: \(formatDate(info.modified))", "blob: \(info.blob.fileName)", "copies: \(info.locations.count)"]
             lines += info.locations.map { location in
-                location.tier == .s3 ? "  s3 on \(location.node)"
-                    : "  \(location.tier) on \(location.node) (host \(location.hostID), tcp \(location.tcp))"
+                switch location {
+                case .node(let copy): "  \(copy.tier) on \(copy.node) (host \(copy.hostID), tcp \(copy.tcp))"
+                case .s3(let object): "  s3 on \(object.url)"
+                }
             }
             // Known once the bytes were written to tier 1; the same for every copy.
             if let checksum = info.locations.lazy.compactMap(\.checksum).first { lines.append("crc32c: \(hex32(checksum))") }
@@ -426,8 +428,11 @@ struct Where: AsyncParsableCommand {
             if info.locations.isEmpty { throw GedsError(.objectLost, "object \(path) has no copy left") }
             if json { return try JSONOutput.print(JSONOutput.Copies(object: "\(path)", copies: info.locations.map(JSONOutput.Copy.init))) }
             printLine(info.locations.map { location in
-                location.tier == .s3 ? "\(location.node) s3 region=\(location.hostID)"
-                    : "\(location.node) \(location.tier) host=\(location.hostID) transports=\(location.transportURLs.joined(separator: ","))"
+                switch location {
+                case .node(let copy):
+                    "\(copy.node) \(copy.tier) host=\(copy.hostID) transports=\(copy.transportURLs.joined(separator: ","))"
+                case .s3(let object): "\(object.url) s3 region=\(object.region)"
+                }
             }.joined(separator: "\n"))
         }
     }

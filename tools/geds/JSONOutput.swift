@@ -34,12 +34,18 @@ enum JSONOutput {
 
 
         init(_ location: Location) {
-            node = location.node
+            node = location.holder
             tier = "\(location.tier)"
-            let inS3 = location.tier == .s3
-            host = Nullable(inS3 ? nil : location.hostID)
-            region = Nullable(inS3 ? location.hostID : nil)
-            transports = inS3 ? [] : location.transportURLs
+            switch location {
+            case .node(let copy):
+                host = Nullable(copy.hostID)
+                region = Nullable(nil)
+                transports = copy.transportURLs
+            case .s3(let object):
+                host = Nullable(nil)
+                region = Nullable(object.region)
+                transports = []
+            }
         }
     }
 

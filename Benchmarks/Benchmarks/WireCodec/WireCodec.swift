@@ -6,8 +6,9 @@ import NIOCore
 /// The codec of the messages every read goes through: a lookup request, the object reply (with one
 /// location), and a full list page (1000 keys). Encoding is a whole frame, as it is sent; decoding is the
 /// header and the payload, as they arrive.
-let location = Location(node: "node-a", hostID: "host-a", tier: .tier0, tcp: Endpoint(host: "10.0.0.17", port: 4382),
-                        rdma: nil, path: "/dev/shm/geds/tier0/00000a1b2c3d4e5f")
+let location = Location.node(NodeCopy(node: "node-a", hostID: "host-a", tier: .tier0,
+                                      tcp: Endpoint(host: "10.0.0.17", port: 4382), rdma: nil,
+                                      path: "/dev/shm/geds/tier0/00000a1b2c3d4e5f"))
 let lookup = Request.lookup(bucket: "results", key: "run-7/part-000000042.parquet")
 let object = Reply.object(ObjectInfo(bucket: "results", key: "run-7/part-000000042.parquet", blob: 0xA1B2_C3D4_E5F6,
                                      size: 64 << 20, sealed: true, modified: 1_764_000_000_000,

@@ -82,7 +82,7 @@ enum { GEDS_ENTRY_OBJECT = 0, GEDS_ENTRY_PREFIX = 1, GEDS_ENTRY_BUCKET = 2, GEDS
 typedef struct geds_entry {
     int kind;                 /* GEDS_ENTRY_* */
     const char *name;         /* key, common prefix, bucket, node name or metadata name */
-    const char *detail;       /* location: "tier0 tcp://HOST:PORT host=ID"; metadata: the value; else "" */
+    const char *detail;       /* location: "tier0 tcp://HOST:PORT host=ID" or "s3 region=R"; metadata: the value; else "" */
     uint64_t size;            /* object size in bytes (0 for other kinds) */
     uint64_t modified_ms;     /* object: sealed at, milliseconds since 1970 (0 for other kinds) */
 } geds_entry_t;

@@ -9,10 +9,10 @@ import NIOCore
 /// and the peer's state.
 struct CopyCarriers: Sendable {
     let rdma: RDMADataPlane?
-    let bulk: BulkTCPCopyReader
-    let multiplexed: MultiplexedTCPCopyReader
+    let bulk: BulkReader
+    let pool: ConnectionPool
     let s3Clients: S3Clients
-    let timeout: Duration
+    let timeoutMilliseconds: Int64
 
     /// Reads at least this long go over a bulk TCP connection of their own, shorter ones over the peer's
     /// multiplexed connection (one round trip, no thread hand-off).
@@ -20,19 +20,26 @@ struct CopyCarriers: Sendable {
 
     init(rdma: RDMADataPlane?, bulk: BulkReader, pool: ConnectionPool, s3Clients: S3Clients, timeoutMilliseconds: Int64) {
         self.rdma = rdma
-        self.bulk = BulkTCPCopyReader(bulk: bulk, timeoutMilliseconds: timeoutMilliseconds)
-        multiplexed = MultiplexedTCPCopyReader(pool: pool, timeout: .milliseconds(timeoutMilliseconds))
+        self.bulk = bulk
+        self.pool = pool
         self.s3Clients = s3Clients
-        timeout = .milliseconds(timeoutMilliseconds)
+        self.timeoutMilliseconds = timeoutMilliseconds
     }
 
     /// S3 for an S3 copy; one-sided RDMA READs of a peer's registered copy when both ends run over RDMA (unless
     /// connecting to that peer failed recently), else TCP: bulk for large reads, multiplexed for small ones.
     func reader(for location: Location, length: UInt64) -> any CopyReader {
-        if let object = location.s3Object { return S3CopyReader(clients: s3Clients, object: object) }
-        let overTCP: any CopyReader = length >= Self.bulkThreshold ? bulk : multiplexed
-        guard let rdma, let access = location.rdma, rdma.offersRDMA(access.endpoint) else { return overTCP }
-        return RDMACopyReader(plane: rdma, access: access, overTCP: overTCP, timeout: timeout)
+        switch location {
+        case .s3(let object):
+            return S3CopyReader(clients: s3Clients, object: object)
+        case .node(let copy):
+            let overTCP: any CopyReader = length >= Self.bulkThreshold
+                ? BulkTCPCopyReader(bulk: bulk, copy: copy, timeoutMilliseconds: timeoutMilliseconds)
+                : MultiplexedTCPCopyReader(pool: pool, copy: copy, timeout: .milliseconds(timeoutMilliseconds))
+            guard let rdma, let access = copy.rdma, rdma.offersRDMA(access.endpoint) else { return overTCP }
+            return RDMACopyReader(plane: rdma, access: access, peerName: "node \(copy.node)", overTCP: overTCP,
+                                  timeout: .milliseconds(timeoutMilliseconds))
+        }
     }
 }
 
@@ -40,13 +47,14 @@ struct CopyCarriers: Sendable {
 struct RDMACopyReader: CopyReader {
     let plane: RDMADataPlane
     let access: RDMAAccess
+    let peerName: String
     let overTCP: any CopyReader
     let timeout: Duration
 
     func read(_ range: CopyRange, into sink: any ReadSink) async throws(GedsError) -> UInt64 {
         do throws(RDMADataPlane.PeerFailure) {
             try await plane.read(access, objectSize: range.objectSize, offset: range.offset, length: range.length, into: sink,
-                                 peerName: "node \(range.location.node)", timeout: timeout)
+                                 peerName: peerName, timeout: timeout)
             NodeMetrics.readRDMA.increment(by: Int64(range.length))
             return range.length
         } catch .failed(let failure) {
@@ -61,11 +69,12 @@ struct RDMACopyReader: CopyReader {
 /// Large reads over a blocking TCP connection of their own, received straight into the destination.
 struct BulkTCPCopyReader: CopyReader {
     let bulk: BulkReader
+    let copy: NodeCopy
     let timeoutMilliseconds: Int64
 
     func read(_ range: CopyRange, into sink: any ReadSink) async throws(GedsError) -> UInt64 {
-        let got = try await bulk.read(blob: range.blob, offset: range.offset, length: range.length, from: range.location.tcp,
-                                      peerName: "node \(range.location.node)", into: sink,
+        let got = try await bulk.read(blob: range.blob, offset: range.offset, length: range.length, from: copy.tcp,
+                                      peerName: "node \(copy.node)", into: sink,
                                       timeoutMilliseconds: timeoutMilliseconds)
         NodeMetrics.readTCP.increment(by: Int64(got))
         return got
@@ -75,10 +84,11 @@ struct BulkTCPCopyReader: CopyReader {
 /// Small reads over the peer's multiplexed event-loop connection.
 struct MultiplexedTCPCopyReader: CopyReader {
     let pool: ConnectionPool
+    let copy: NodeCopy
     let timeout: TimeAmount
 
     func read(_ range: CopyRange, into sink: any ReadSink) async throws(GedsError) -> UInt64 {
-        let connection = try await pool.connection(to: range.location.tcp, peerName: "node \(range.location.node)")
+        let connection = try await pool.connection(to: copy.tcp, peerName: "node \(copy.node)")
         let got = try await connection.read(blob: range.blob, offset: range.offset, length: range.length, into: sink,
                                             timeout: timeout)
         NodeMetrics.readTCP.increment(by: Int64(got))

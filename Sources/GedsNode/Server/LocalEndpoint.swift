@@ -40,7 +40,7 @@ public final class LocalEndpoint: Sendable {
         let name = node.configuration.name
         removeStaleSockets(in: defaultDirectory)
         var path = defaultPath(nodeName: name)
-        if let probe = try? LocalSocket.connect(to: path) {
+        if let probe = try? BlockingFrameSocket.connect(to: path) {
             probe.close()
             path = defaultPath(nodeName: "\(name)-\(getpid())")
         }
@@ -50,8 +50,8 @@ public final class LocalEndpoint: Sendable {
     /// Listens at `path` with the socket file's permissions `mode` (0600: this user only). A stale socket
     /// file (no one answering) is replaced; a live one is an error.
     public static func start(node: Node, path: String, mode: UInt32, logger: Logger) throws(GedsError) -> LocalEndpoint {
-        var address = try LocalSocket.socketAddress(path)
-        if let probe = try? LocalSocket.connect(to: path) {
+        var address = try BlockingFrameSocket.socketAddress(path)
+        if let probe = try? BlockingFrameSocket.connect(to: path) {
             probe.close()
             throw GedsError(.invalidArgument, "another gedsd listens on \(path) already (gedsd --socket PATH)")
         }
@@ -94,7 +94,7 @@ public final class LocalEndpoint: Sendable {
             var status = stat()
             guard lstat(path, &status) == 0, (status.st_mode & S_IFMT) == S_IFSOCK, status.st_uid == getuid(),
                   time(nil) - status.st_mtim.tv_sec > 60 else { continue }
-            if LocalSocket.isAbandoned(path) { unlink(path) }
+            if BlockingFrameSocket.isAbandoned(path) { unlink(path) }
         }
     }
 
@@ -125,13 +125,13 @@ public final class LocalEndpoint: Sendable {
                 Glibc.close(listener)
                 return
             }
-            if !startThread({ self.serve(LocalSocket(descriptor: fd)) }) { Glibc.close(fd) }
+            if !startThread({ self.serve(BlockingFrameSocket(descriptor: fd)) }) { Glibc.close(fd) }
         }
     }
 
     // MARK: One connection
 
-    private func serve(_ socket: LocalSocket) {
+    private func serve(_ socket: BlockingFrameSocket) {
         let admitted = connections.withLock { open -> Bool in
             guard open.count < LocalEndpoint.maximumConnections else { return false }
             open.insert(socket.descriptor)
@@ -180,7 +180,7 @@ public final class LocalEndpoint: Sendable {
 
     /// Runs the token's handshake (its steps come as `call`s, before the hello) and returns the first request after
     /// it; nil when the peer went away or was refused (told why, logged and counted).
-    private func firstRequestAfterHandshake(_ socket: LocalSocket) throws(GedsError) -> (id: UInt64, request: LocalRequest)? {
+    private func firstRequestAfterHandshake(_ socket: BlockingFrameSocket) throws(GedsError) -> (id: UInt64, request: LocalRequest)? {
         var gate = AuthenticationGate(node.configuration.serverAuthentication(logger), address: path)
         while let frame = try socket.receiveFrame() {
             if frame.descriptor >= 0 { Glibc.close(frame.descriptor) }
@@ -207,7 +207,7 @@ public final class LocalEndpoint: Sendable {
     }
 
     /// "pid P uid U", from the kernel (SO_PEERCRED), for log lines.
-    private static func describePeer(_ socket: LocalSocket) -> String {
+    private static func describePeer(_ socket: BlockingFrameSocket) -> String {
         var pid: Int32 = 0
         var uid: UInt32 = 0
         var gid: UInt32 = 0
@@ -233,14 +233,14 @@ public final class LocalEndpoint: Sendable {
         return nil
     }
 
-    private func answer(_ request: LocalRequest, id: UInt64, session: LocalSession, on socket: LocalSocket) throws(GedsError) {
+    private func answer(_ request: LocalRequest, id: UInt64, session: LocalSession, on socket: BlockingFrameSocket) throws(GedsError) {
         switch request {
         case .view(let info):
             // The node's view keeps the file mapped (and so present) until the descriptor is on its way.
             let outcome = wait { () throws(GedsError) -> (MappedBytes, Int32) in
                 let object = try await session.checked(info)
                 let view = try await self.node.view(of: object)
-                return (view, try self.node.descriptor(ofViewed: object, view))
+                return (view, try self.node.readPath.descriptor(ofViewed: object, view))
             }
             switch outcome {
             case .success(let (view, descriptor)):
@@ -295,7 +295,7 @@ public final class LocalEndpoint: Sendable {
     private func wait<Value: Sendable>(_ body: @escaping @Sendable () async throws(GedsError) -> Value) -> Result<Value, GedsError> {
         let done = DispatchSemaphore(value: 0)
         let result = Mutex<Result<Value, GedsError>?>(nil)
-        Task(executorPreference: node.mds.rdma?.active == true ? nil : node.executor) {
+        Task(executorPreference: node.loopExecutor) {
             let outcome: Result<Value, GedsError>
             do throws(GedsError) { outcome = .success(try await body()) } catch { outcome = .failure(error) }
             result.withLock { $0 = outcome }
@@ -443,50 +443,4 @@ private func startThread(_ body: @escaping @Sendable () -> Void) -> Bool {
     }
     pthread_detach(thread)
     return true
-}
-
-extension Node {
-    /// This node as `listNodes` describes it (the local endpoint's answer to hello).
-    public var ownInfo: NodeInfo {
-        let usage = tier0.usage
-        return NodeInfo(name: configuration.name, hostID: configuration.hostID, role: configuration.role, tcp: endpoint,
-                        rdma: rdma?.responder.endpoint, alive: true, blobs: usage.blobs, bytes: usage.bytes)
-    }
-
-    /// Refuses a persistency that needs an S3 store in a bucket without one, before anything is written.
-    public func checkPersistency(_ persistency: Persistency?, bucket: String) async throws(GedsError) {
-        if let persistency, persistency.uploadsToS3, try await bucketStorage(bucket) == nil {
-            throw GedsError(.invalidArgument, "persistency \(persistency) needs an S3 store, and bucket \(bucket) has none "
-                            + "(geds bucket \(bucket) --s3 ENDPOINT/BUCKET)")
-        }
-    }
-
-    /// Gives up an object being written: its file goes when the last reference to `writable` does, and the
-    /// MDS forgets the blob.
-    public func abandon(_ writable: WritableBlob) {
-        let blob = writable.blob
-        Task { try? await mds.expectOK(.abortObject(blob: blob)) }
-    }
-
-    /// The live node named `name`, as the MDS lists it.
-    func liveNode(named name: String) async throws(GedsError) -> NodeInfo {
-        guard let named = try await mds.nodes().first(where: { $0.alive && $0.name == name }) else {
-            throw GedsError(.noSuchNode, "no live node named '\(name)'")
-        }
-        return named
-    }
-
-    /// A descriptor of the file a view of `info` maps on this host (after `view(of:)`): our tier-0 copy's, else
-    /// a same-host node's tier-0 file; for a packed copy (whose slot is not ours to lend) an unnamed file holding
-    /// the view's bytes.
-    func descriptor(ofViewed info: ObjectInfo, _ view: MappedBytes) throws(GedsError) -> Int32 {
-        if tier0.contains(info.blob), let own = try? tier0.openForSharing(info.blob) { return own }
-        for location in info.locations where isMappable(location) {
-            if location.offset != nil { return try tier0.unnamedFile(holding: view) }
-            let fd = open(location.path, O_RDONLY | O_CLOEXEC)
-            if fd >= 0 { return fd }
-        }
-        throw GedsError(.noSuchBlob, "no tier-0 file of \(info.bucket)/\(info.key) on this host to hand over "
-                        + "(tier 0 full and the object read from tier 1)")
-    }
 }

@@ -14,7 +14,7 @@ import Glibc
 public final class DirectCalls: Sendable {
     public let endpoint: Endpoint
     private let timeoutMilliseconds: Int64
-    private let idle = Mutex<(process: pid_t, sockets: [LocalSocket])>((getpid(), []))
+    private let idle = Mutex<(process: pid_t, sockets: [BlockingFrameSocket])>((getpid(), []))
     private let nextID = Atomic<UInt64>(1)
     private let token: DeploymentToken?
     /// Idle connections kept beyond this many are closed.
@@ -43,8 +43,8 @@ public final class DirectCalls: Sendable {
     }
 
     /// A new connection, authenticated when the deployment has a token.
-    private func connect() throws(GedsError) -> LocalSocket {
-        let socket = try LocalSocket.connect(tcp: endpoint, timeoutMilliseconds: timeoutMilliseconds)
+    private func connect() throws(GedsError) -> BlockingFrameSocket {
+        let socket = try BlockingFrameSocket.connect(tcp: endpoint, timeoutMilliseconds: timeoutMilliseconds)
         guard let token else { return socket }
         do throws(GedsError) {
             try ClientHandshake.run(token: token, peer: "MDS \(endpoint)") { (request) throws(GedsError) in
@@ -59,9 +59,9 @@ public final class DirectCalls: Sendable {
 
     /// An idle connection of this process; after a fork, the parent's are closed here (only this process's copies
     /// of their descriptors) and forgotten.
-    private func pooledConnection() -> LocalSocket? {
+    private func pooledConnection() -> BlockingFrameSocket? {
         let process = getpid()
-        let (socket, inherited) = idle.withLock { idle -> (LocalSocket?, [LocalSocket]) in
+        let (socket, inherited) = idle.withLock { idle -> (BlockingFrameSocket?, [BlockingFrameSocket]) in
             guard idle.process == process else {
                 defer { idle = (process, []) }
                 return (nil, idle.sockets)
@@ -73,7 +73,7 @@ public final class DirectCalls: Sendable {
     }
 
     /// One request and its reply; a failed one leaves the connection unusable (the caller closes it).
-    private func roundTrip(_ request: Request, on socket: LocalSocket) throws(GedsError) -> Reply {
+    private func roundTrip(_ request: Request, on socket: BlockingFrameSocket) throws(GedsError) -> Reply {
         let id = nextID.add(1, ordering: .relaxed).oldValue
         do throws(GedsError) {
             try socket.send(LocalFrame.bytes(request, id: id))
@@ -90,7 +90,7 @@ public final class DirectCalls: Sendable {
         }
     }
 
-    private func exchange(_ request: Request, on socket: LocalSocket) throws(GedsError) -> Reply {
+    private func exchange(_ request: Request, on socket: BlockingFrameSocket) throws(GedsError) -> Reply {
         let reply: Reply
         do throws(GedsError) {
             reply = try roundTrip(request, on: socket)
@@ -99,45 +99,12 @@ public final class DirectCalls: Sendable {
             throw error
         }
         let process = getpid()
-        let surplus = idle.withLock { idle -> LocalSocket? in
+        let surplus = idle.withLock { idle -> BlockingFrameSocket? in
             guard idle.process == process, idle.sockets.count < DirectCalls.keptIdle else { return socket }
             idle.sockets.append(socket)
             return nil
         }
         surplus?.close()
         return reply
-    }
-}
-
-extension LocalSocket {
-    /// A blocking TCP connection (no Nagle delay; receives fail with `timedOut` after `timeoutMilliseconds`).
-    static func connect(tcp endpoint: Endpoint, timeoutMilliseconds: Int64) throws(GedsError) -> LocalSocket {
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var found: UnsafeMutablePointer<addrinfo>?
-        let status = getaddrinfo(endpoint.host, String(endpoint.port), &hints, &found)
-        guard status == 0, let first = found else {
-            throw GedsError(.mdsUnreachable, "cannot resolve \(endpoint.host): \(String(cString: gai_strerror(status)))")
-        }
-        defer { freeaddrinfo(found) }
-        var lastError: Int32 = 0
-        for entry in sequence(first: first, next: { $0.pointee.ai_next }) {
-            let fd = socket(entry.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else {
-                lastError = errno
-                continue
-            }
-            if Glibc.connect(fd, entry.pointee.ai_addr, entry.pointee.ai_addrlen) == 0 {
-                var on: Int32 = 1
-                _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
-                let socket = LocalSocket(descriptor: fd)
-                socket.setReceiveTimeout(milliseconds: timeoutMilliseconds)
-                return socket
-            }
-            lastError = errno
-            Glibc.close(fd)
-        }
-        throw GedsError(.mdsUnreachable, "cannot connect to \(endpoint): \(String(cString: strerror(lastError)))")
     }
 }

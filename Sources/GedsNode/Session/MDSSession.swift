@@ -3,9 +3,19 @@ import GedsWire
 import Logging
 import Synchronization
 
-/// This node's session with the MDS: its registration (index, advertised address, lease) and the heartbeats that
-/// keep the lease. What a (re)registration and a heartbeat's drops mean for the node's copies is the node's
-/// (`Node.register`, `Node.dropLocalCopies`).
+/// What the MDS session needs of the node's copies (the tier manager's): their count for heartbeats, offering them
+/// back after a registration, and dropping those the MDS withdrew.
+protocol HeldCopies: AnyObject, Sendable {
+    var usage: (blobs: UInt64, bytes: UInt64) { get }
+    /// Offers the MDS the copies held here after a (re)registration. `checkingFiles`: at start, where files were
+    /// left by an earlier process.
+    func offerBack(checkingFiles: Bool) async
+    /// Deletes every local copy of a blob the MDS withdrew.
+    func drop(_ blob: BlobID) async
+}
+
+/// This node's session with the MDS: its registration (index, advertised address, lease, inline limit), the
+/// heartbeats that keep the lease, the drops they bring, and registering again after a lost lease.
 final class MDSSession: Sendable {
     struct Registration {
         var index: UInt32 = 0
@@ -29,47 +39,47 @@ final class MDSSession: Sendable {
     var advertised: Endpoint { registration.withLock { $0.advertised } }
     var inlineLimit: UInt32 { registration.withLock { $0.inlineLimit } }
 
-    /// Registers the node (again after a lost lease) and keeps the index and lease the MDS gives it.
-    func register(_ node: NodeRegistration) async throws(GedsError) {
+    /// Registers the node (again after a lost lease), keeps the index and lease the MDS gives it, and offers it the
+    /// copies held here (after a lost lease the MDS withdrew them; it takes back those it still knows).
+    func register(_ node: NodeRegistration, offering copies: any HeldCopies, checkingFiles: Bool = false) async throws(GedsError) {
         let reply = try await mds.call(.registerNode(node))
         guard case .nodeRegistered(let index, let lease, let inlineLimit) = reply else { throw MDSClient.unexpected(reply) }
         registration.withLock {
             $0 = Registration(index: index, advertised: node.tcp, leaseMilliseconds: lease, inlineLimit: inlineLimit)
         }
         logger.info("registered with the MDS at \(mds.endpoint) as node \(index) (lease \(lease) ms)")
+        await copies.offerBack(checkingFiles: checkingFiles)
     }
 
-    /// Beats four times per lease, so one lost heartbeat never costs the lease: each beat reports `usage()`, hands
-    /// the copies the MDS says to drop to `drop`, calls `drain` while the MDS asks the node to drain, and calls
-    /// `registerAgain` when the MDS no longer knows the node.
-    /// On `executor`, not the cooperative pool: an application whose tasks keep the pool's threads busy (the soak
-    /// workload once did) must not make the node miss its lease.
-    func startHeartbeats(on executor: any TaskExecutor, usage: @escaping @Sendable () -> (blobs: UInt64, bytes: UInt64),
-                         drop: @escaping @Sendable (BlobID) async -> Void,
-                         drain: @escaping @Sendable () -> Void,
-                         registerAgain: @escaping @Sendable () async -> Void) {
-        let task = Task(executorPreference: executor) { [weak self] in
+    /// Beats four times per lease, so one lost heartbeat never costs the lease: each beat reports the copies'
+    /// usage, drops those the MDS says to, calls `drain` while the MDS asks the node to drain (`geds drain`), and
+    /// registers `node` again when the MDS no longer knows it. On `executor`, not the cooperative pool: an
+    /// application whose tasks keep the pool's threads busy (the soak workload once did) must not make the node
+    /// miss its lease.
+    func startHeartbeats(as node: NodeRegistration, offering copies: any HeldCopies, on executor: any TaskExecutor,
+                         drain: @escaping @Sendable () -> Void) {
+        let task = Task(executorPreference: executor) { [weak self, weak copies] in
             while !Task.isCancelled {
                 guard let lease = self?.registration.withLock({ $0.leaseMilliseconds }) else { return }
                 try? await Task.sleep(for: .milliseconds(max(Int(lease) / 4, 50)))
-                guard let self, !Task.isCancelled else { return }
-                await self.beat(usage: usage(), drop: drop, drain: drain, registerAgain: registerAgain)
+                guard let self, let copies, !Task.isCancelled else { return }
+                await self.beat(as: node, offering: copies, drain: drain)
             }
         }
         heartbeat.withLock { $0 = task }
     }
 
-    private func beat(usage: (blobs: UInt64, bytes: UInt64), drop: @Sendable (BlobID) async -> Void,
-                      drain: @Sendable () -> Void, registerAgain: @Sendable () async -> Void) async {
+    private func beat(as node: NodeRegistration, offering copies: any HeldCopies, drain: @Sendable () -> Void) async {
         do {
+            let usage = copies.usage
             let reply = try await mds.call(.heartbeat(node: index, blobs: usage.blobs, bytes: usage.bytes))
             if case .heartbeatAck(let dropped, let draining) = reply {
-                for blob in dropped { await drop(blob) }
+                for blob in dropped { await copies.drop(blob) }
                 if draining { drain() }
             }
         } catch where error.code == .noSuchNode {
             logger.warning("the MDS no longer knows this node; registering again")
-            await registerAgain()
+            try? await register(node, offering: copies)
         } catch {
             logger.warning("heartbeat failed: \(error.message)")
         }

@@ -83,7 +83,8 @@ class Entry:
 
 @dataclass(frozen=True)
 class Location:
-    """One copy of an object: the node holding it and "TIER ENDPOINT host=ID" (e.g. "tier0 tcp://H:P host=h")."""
+    """One copy of an object: the node holding it and "TIER ENDPOINT host=ID" (e.g. "tier0 tcp://H:P host=h"), or
+    an S3 copy: its URL and "s3 region=REGION"."""
 
     node: str
     detail: str

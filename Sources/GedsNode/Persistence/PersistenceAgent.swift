@@ -2,8 +2,6 @@ import GedsCarrier
 import GedsCore
 import GedsS3
 import GedsTCP
-import GedsTier0
-import GedsTier1
 import GedsWire
 import Logging
 import NIOCore
@@ -12,7 +10,9 @@ import Synchronization
 import Glibc
 #endif
 
-/// A node's side of S3 persistence: its S3 clients and the write-back queue.
+/// A node's side of S3 persistence: its S3 clients, the write-back queue, write-through, read-through (lookups and
+/// listings that take in the bucket's S3 store), the S3 side of renames, copies, metadata and deletions, and moving
+/// tier-1 blobs on to S3 when tier 1 fills up.
 ///
 /// Not yet: a bucket's S3 store changing the S3 copies already assigned; `copy` of an object whose write-back is
 /// still pending shares the blob, so only the source's name reaches S3; a rename into a bucket without an S3
@@ -20,106 +20,40 @@ import Glibc
 /// while a server-side copy (rename or copy of an object only S3 holds) runs, that object has no readable copy; an
 /// abandoned upload landing after a newer object's upload to the same S3 key can overwrite it (one `PUT` long);
 /// a blob relocated away before its write-back upload ran is dropped from the queue (logged).
-final class PersistenceState: Sendable {
+final class PersistenceAgent: Tier1Overflow {
     let s3Clients: S3Clients
-    let writeBack = Mutex<WriteBackQueue>(WriteBackQueue())
-
-    init(logger: Logger) {
-        s3Clients = S3Clients(logger: logger)
-    }
-}
-
-/// A node's S3 clients, one per endpoint and region, made on first use; credentials from the node's own environment
-/// or credentials file, never from the MDS.
-final class S3Clients: Sendable {
-    private let clients = Mutex<[String: S3Client]>([:])
+    private let writeBack = Mutex<WriteBackQueue>(WriteBackQueue())
+    /// Where the bytes to upload are, and where tier-1 blobs leave from.
+    private let tiers: TierManager
+    private let mds: MDSClient
+    /// This node's index at the MDS, for the locations it withdraws.
+    private let session: MDSSession
+    /// Connections to other nodes, for the requests a hand-off and `flushEverywhere` send them.
+    private let peers: ConnectionPool
+    private let nodeName: String
     private let logger: Logger
 
-    init(logger: Logger) {
+    init(tiers: TierManager, mds: MDSClient, session: MDSSession, peers: ConnectionPool, nodeName: String, logger: Logger) {
+        s3Clients = S3Clients(logger: logger)
+        self.tiers = tiers
+        self.mds = mds
+        self.session = session
+        self.peers = peers
+        self.nodeName = nodeName
         self.logger = logger
     }
 
-    func client(for object: S3ObjectReference) throws(GedsError) -> S3Client {
-        let name = object.endpoint + " " + object.region
-        if let client = clients.withLock({ $0[name] }) { return client }
-        var configuration = try S3Configuration.fromEnvironment(endpoint: object.endpoint)
-        configuration.region = object.region
-        configuration.logger = logger
-        let client = try S3Client(configuration)
-        return clients.withLock { clients in
-            if let existing = clients[name] { return existing }
-            clients[name] = client
-            return client
-        }
-    }
-
     func shutdown() async {
-        for client in clients.withLock({ Array($0.values) }) { await client.shutdown() }
-    }
-}
-
-/// A node's write-back uploads still to do, in the order they are tried. Every step is O(1) (amortized), so
-/// a queue of many small objects costs no quadratic time.
-public struct WriteBackQueue: Sendable {
-    /// Blobs not in S3 yet, and where they go.
-    public private(set) var pending: [BlobID: S3ObjectReference] = [:]
-    /// The order uploads are tried in: as sealed, a failed one again at the back. Ids no longer pending are
-    /// skipped when their turn comes.
-    private var order: [BlobID] = []
-    private var head = 0
-    /// Blobs an uploader is working on.
-    private var uploading: Set<BlobID> = []
-    /// Uploader tasks running: at most `Node.maximumUploaders`, each while there is a blob nobody uploads yet.
-    public var uploaders = 0
-    /// Why the last attempt failed, for `flush`'s error.
-    public var lastError: String?
-
-    public init() {}
-
-    /// False when the blob is queued already.
-    public mutating func add(_ blob: BlobID, to object: S3ObjectReference) -> Bool {
-        guard pending[blob] == nil else { return false }
-        pending[blob] = object
-        order.append(blob)
-        return true
+        await s3Clients.shutdown()
     }
 
-    /// The next blob nobody uploads yet, now marked as being uploaded.
-    public mutating func take() -> (blob: BlobID, object: S3ObjectReference)? {
-        while head < order.count {
-            let blob = order[head]
-            head += 1
-            if head >= 4096, head * 2 >= order.count {
-                order.removeFirst(head)
-                head = 0
-            }
-            if let object = pending[blob], !uploading.contains(blob) {
-                uploading.insert(blob)
-                return (blob, object)
-            }
-        }
-        return nil
-    }
+    /// The write-back uploads not done yet (a level `/metrics` reports).
+    var pendingUploads: Int { writeBack.withLock { $0.pending.count } }
 
-    /// An upload ended: done (or moot), else tried again later.
-    public mutating func finish(_ blob: BlobID, done: Bool) {
-        uploading.remove(blob)
-        if done {
-            pending[blob] = nil
-        } else if pending[blob] != nil {
-            order.append(blob)
-        }
-    }
-
-    /// The blob reached S3 another way (spilled there from tier 1).
-    public mutating func forget(_ blob: BlobID) { pending[blob] = nil }
-}
-
-extension Node {
     // MARK: S3 clients
 
-    func s3Client(for object: S3ObjectReference) throws(GedsError) -> S3Client {
-        try persistence.s3Clients.client(for: object)
+    private func s3Client(for object: S3ObjectReference) throws(GedsError) -> S3Client {
+        try s3Clients.client(for: object)
     }
 
     // MARK: Seal
@@ -137,19 +71,8 @@ extension Node {
             return try await persist(blob, persistency, to: assignment?.object)
         }
         // The target uploads the whole object before it answers a write-through: allow for that.
-        try await ask(target, .persistBlob(blob: blob, persistency: persistency, object: assignment?.object),
+        try await peers.ask(target, .persistBlob(blob: blob, persistency: persistency, object: assignment?.object),
                       timeout: .seconds(3600))
-    }
-
-    /// Sends a request that another node answers `ok` once done.
-    private func ask(_ peer: NodeInfo, _ request: Request, timeout: TimeAmount) async throws(GedsError) {
-        let connection = try await peers.connection(to: peer.tcp, peerName: "node \(peer.name)")
-        let reply = try await connection.call(request, timeout: timeout)
-        switch reply {
-        case .ok: return
-        case .failure(let error): throw error
-        default: throw GedsError(.protocolViolation, "unexpected reply from node \(peer.name): \(reply)")
-        }
     }
 
     /// Makes a blob held here durable: tier 1 now, S3 now (write-through) or S3 soon (write-back).
@@ -158,7 +81,7 @@ extension Node {
         case .ephemeral:
             return
         case .tier1:
-            try await copyToTier1(blob)
+            try await tiers.persistInTier1(blob)
         case .writeThrough, .writeBack:
             guard let object else {
                 throw GedsError(.invalidArgument, "persistency \(persistency) needs an S3 store for the bucket (geds bucket BUCKET --s3 ENDPOINT/BUCKET)")
@@ -177,25 +100,6 @@ extension Node {
         }
     }
 
-    /// The tier-1 persistency: a copy in this node's tier 1 besides the tier-0 one (a later spill then only
-    /// drops the tier-0 file, and a promotion keeps it).
-    private func copyToTier1(_ blob: BlobID) async throws(GedsError) {
-        guard let tier1 else {
-            throw GedsError(.invalidArgument, "persistency tier1: node \(configuration.name) has no tier 1 (gedsd --tier1 DIR --tier1-capacity SIZE)")
-        }
-        tiers.withLock { state in _ = state.persistedInTier1.insert(blob) }
-        guard tier1.object(blob) == nil else { return }
-        let mapping = try tier0.map(blob)
-        try await makeTier1Room(for: UInt64(mapping.count))
-        do {
-            _ = try await tier1.write(blob, from: mapping.bytes)
-        } catch {
-            forgetTier1Copy(of: blob)
-            throw error
-        }
-        withExtendedLifetime(mapping) {}
-    }
-
     /// Puts the blob's bytes (from tier 0, else tier 1) in S3, then tells the MDS, which lists the S3 copy from
     /// then on. The MDS is asked first where the copy goes now (the blob's key may have been renamed since it was
     /// assigned) and whether a deletion of that S3 object is under way: the upload waits for it, so that the
@@ -205,7 +109,7 @@ extension Node {
         guard case .s3Assignment(let current) = reply else { throw MDSClient.unexpected(reply) }
         let (object, metadata) = (current.object, current.metadata)
         let client = try s3Client(for: object)
-        let (descriptor, offset, size) = tier0.contains(blob) ? try tier0.openForReading(blob) : try openTier1ForReading(blob)
+        let (descriptor, offset, size) = try tiers.openHeldCopy(blob)
         defer { close(descriptor) }
         try await client.upload(bucket: object.bucket, key: object.key, fileDescriptor: descriptor, offset: offset, length: size,
                                 metadata: metadata)
@@ -269,14 +173,14 @@ extension Node {
 
     /// Renames in GEDS; in a bucket with an S3 store the S3 object follows (a server-side copy, then the old one
     /// is deleted), so S3 lists the new name only. An object not in S3 yet is uploaded to the new name.
-    public func rename(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
+    func rename(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
         try await followInS3(.rename(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey),
                              "\(bucket)/\(key) was renamed")
     }
 
     /// Copies in GEDS; into a bucket with an S3 store, an object in S3 already is copied there server-side (a new
     /// object whose copy is that S3 object), so S3 has both names. Otherwise the copy shares the sealed bytes.
-    public func copy(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
+    func copy(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
         try await followInS3(.copy(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey),
                              "\(bucket)/\(key) was copied")
     }
@@ -308,19 +212,19 @@ extension Node {
 
     /// Replaces an object's user metadata; in S3 too when the object is there already (its `x-amz-meta-*`
     /// rewritten in place by a server-side copy).
-    public func setMetadata(bucket: String, key: String, _ metadata: [String: String]) async throws(GedsError) {
+    func setMetadata(bucket: String, key: String, _ metadata: [String: String]) async throws(GedsError) {
         try await mds.expectOK(.setMetadata(bucket: bucket, key: key, metadata: metadata))
         guard try await bucketStorage(bucket) != nil else { return }
         let info = try await mds.lookup(bucket: bucket, key: key)
-        guard let object = info.locations.first(where: { $0.tier == .s3 })?.s3Object else { return }
+        guard let object = info.locations.lazy.compactMap(\.s3Object).first else { return }
         try await followRenameAndMetadata(of: info.blob, at: object, with: nil)
     }
 
     // MARK: Write-back
 
     func queueWriteBack(_ blob: BlobID, to object: S3ObjectReference) {
-        persistence.writeBack.withLock { queue in
-            guard queue.add(blob, to: object), queue.uploaders < Node.maximumUploaders else { return }
+        writeBack.withLock { queue in
+            guard queue.add(blob, to: object), queue.uploaders < PersistenceAgent.maximumUploaders else { return }
             queue.uploaders += 1
             Task { [self] in await drainWriteBack() }
         }
@@ -334,7 +238,7 @@ extension Node {
     private func drainWriteBack() async {
         var delay = 100
         while true {
-            let next = persistence.writeBack.withLock { queue -> (blob: BlobID, object: S3ObjectReference)? in
+            let next = writeBack.withLock { queue -> (blob: BlobID, object: S3ObjectReference)? in
                 guard let entry = queue.take() else {
                     queue.uploaders -= 1
                     return nil
@@ -351,10 +255,10 @@ extension Node {
             } catch {
                 done = false
                 logger.warning("write-back of \(object.url) failed, retrying in \(delay) ms: \(error.message)")
-                persistence.writeBack.withLock { $0.lastError = error.message }
+                writeBack.withLock { $0.lastError = error.message }
                 NodeMetrics.s3UploadFailures.increment()
             }
-            persistence.writeBack.withLock { queue in queue.finish(blob, done: done) }
+            writeBack.withLock { queue in queue.finish(blob, done: done) }
             if !done {
                 try? await Task.sleep(for: .milliseconds(delay))
                 delay = min(delay * 2, 5_000)
@@ -364,13 +268,13 @@ extension Node {
 
     /// Waits until every queued write-back upload is done; `timedOut` (saying how many are left and why) after
     /// `timeoutMilliseconds`.
-    public func flush(timeoutMilliseconds: UInt64) async throws(GedsError) {
+    func flush(timeoutMilliseconds: UInt64) async throws(GedsError) {
         let start = NIODeadline.now()
         while true {
-            let (left, lastError) = persistence.writeBack.withLock { ($0.pending.count, $0.lastError) }
+            let (left, lastError) = writeBack.withLock { ($0.pending.count, $0.lastError) }
             if left == 0 { return }
             if NIODeadline.now() - start > .milliseconds(Int64(clamping: timeoutMilliseconds)) {
-                throw GedsError(.timedOut, "node \(configuration.name) still has \(left) write-back uploads pending after "
+                throw GedsError(.timedOut, "node \(nodeName) still has \(left) write-back uploads pending after "
                                 + "\(timeoutMilliseconds) ms (last error: \(lastError ?? "none"))")
             }
             try? await Task.sleep(for: .milliseconds(20))
@@ -378,10 +282,10 @@ extension Node {
     }
 
     /// `flush` here and then on every other live node (each over its own port).
-    public func flushEverywhere(timeoutMilliseconds: UInt64) async throws(GedsError) {
+    func flushEverywhere(timeoutMilliseconds: UInt64) async throws(GedsError) {
         try await flush(timeoutMilliseconds: timeoutMilliseconds)
-        for peer in try await mds.nodes() where peer.alive && peer.name != configuration.name {
-            try await ask(peer, .flush(timeoutMilliseconds: timeoutMilliseconds),
+        for peer in try await mds.nodes() where peer.alive && peer.name != nodeName {
+            try await peers.ask(peer, .flush(timeoutMilliseconds: timeoutMilliseconds),
                           timeout: .milliseconds(Int64(clamping: timeoutMilliseconds) + 10_000))
         }
     }
@@ -397,7 +301,7 @@ extension Node {
 
     /// Answers the node requests of persistence: `persistBlob` (from a node that handed a sealed object to this
     /// one) and `flush`.
-    func respondToPersistence(_ request: Request) -> Response {
+    func respond(to request: Request) -> Response {
         .deferred { [self] () async -> Reply in
             do throws(GedsError) {
                 switch request {
@@ -419,7 +323,7 @@ extension Node {
 
     /// Deletes a key, and in a bucket with an S3 store its S3 object too (the MDS says which objects may go: not
     /// one a newer object holds). A key only S3 has is deleted there; `noSuchObject` when neither has it.
-    public func delete(bucket: String, key: String) async throws(GedsError) {
+    func delete(bucket: String, key: String) async throws(GedsError) {
         let reply = try await mds.call(.deleteObject(bucket: bucket, key: key))
         if case .ok = reply { return }
         guard case .s3Deletions(let deleted, let objects) = reply else { throw MDSClient.unexpected(reply) }
@@ -442,7 +346,7 @@ extension Node {
 
     /// Deletes every key under `prefix` in GEDS and, in a bucket with an S3 store, every S3 object under it that no
     /// object sealed meanwhile holds. Returns how many keys GEDS had.
-    public func delete(bucket: String, prefix: String) async throws(GedsError) -> UInt64 {
+    func delete(bucket: String, prefix: String) async throws(GedsError) -> UInt64 {
         let deleted = try await mds.count(.deletePrefix(bucket: bucket, prefix: prefix))
         guard let storage = try await bucketStorage(bucket) else { return deleted }
         try await deleteS3Objects(of: bucket, storage, under: prefix)
@@ -451,7 +355,7 @@ extension Node {
 
     /// Deletes an empty bucket, or with `force` every object in it first, S3 objects under its store's prefix
     /// included (the S3 bucket itself stays: it may hold other things).
-    public func deleteBucket(_ bucket: String, force: Bool) async throws(GedsError) {
+    func deleteBucket(_ bucket: String, force: Bool) async throws(GedsError) {
         if force, let storage = try await bucketStorage(bucket) {
             _ = try await mds.count(.deletePrefix(bucket: bucket, prefix: ""))
             try await deleteS3Objects(of: bucket, storage, under: "")
@@ -504,7 +408,7 @@ extension Node {
 
     /// The object under a key, read through from the bucket's S3 store when GEDS does not have it: the S3 object
     /// becomes a GEDS object whose one copy is in S3 (a whole-object read then caches it in tier 0).
-    public func lookup(bucket: String, key: String) async throws(GedsError) -> ObjectInfo {
+    func lookup(bucket: String, key: String) async throws(GedsError) -> ObjectInfo {
         do {
             return try await mds.lookup(bucket: bucket, key: key)
         } catch where error.code == .noSuchObject {
@@ -525,7 +429,7 @@ extension Node {
         }
     }
 
-    public func bucketStorage(_ bucket: String) async throws(GedsError) -> BucketStorage? {
+    func bucketStorage(_ bucket: String) async throws(GedsError) -> BucketStorage? {
         let reply = try await mds.call(.bucketStorage(bucket: bucket))
         guard case .storage(let storage) = reply else { throw MDSClient.unexpected(reply) }
         return storage
@@ -535,7 +439,7 @@ extension Node {
 
     /// One page of a bucket's keys: GEDS's merged with its S3 store's (keys under the store's prefix, without it),
     /// each side asked for a page after `startAfter` (see `ListingMerge`).
-    public func list(bucket: String, prefix: String, delimiter: String, startAfter: String,
+    func list(bucket: String, prefix: String, delimiter: String, startAfter: String,
                      maxKeys: UInt32) async throws(GedsError) -> ListPage {
         let page = try await mds.list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter,
                                       maxKeys: maxKeys)
@@ -566,11 +470,11 @@ extension Node {
     /// oldest tier-1 blobs whose bucket has an S3 store move there until it is under its low-water mark (75 %)
     /// with them. Blobs without an S3 store stay; tier 1 then fills up and its writes fail as before.
     func makeTier1Room(for size: UInt64) async throws(GedsError) {
-        guard let tier1 else { return }
+        guard let tier1 = tiers.tier1 else { return }
         let incoming = tier1.allocation(forSize: size)
         guard tier1.usage.reserved + incoming > tier1.capacity / 10 * 9 else { return }
         let target = tier1.capacity / 4 * 3
-        for victim in tier1OldestFirst() {
+        for victim in tiers.tier1OldestFirst() {
             guard tier1.usage.reserved + incoming > target else { return }
             // No S3 store for its bucket (or deleted meanwhile): it stays.
             guard case .s3Assignment(let assignment)? = try? await mds.call(.s3Assignment(blob: victim)) else { continue }
@@ -579,52 +483,31 @@ extension Node {
             } catch {
                 // S3 refused or is down: the next blob would cost the same retries. The tier-1 write goes ahead
                 // and fails with out of space if there is still no room.
-                logger.warning("tier 1 of node \(configuration.name) cannot spill on to S3: \(error.message)")
+                logger.warning("tier 1 of node \(nodeName) cannot spill on to S3: \(error.message)")
                 return
             }
         }
     }
 
-    /// Tier-1 blobs (not also in tier 0), oldest first: a tier-1 file is written when its blob is spilled and goes
-    /// when it is promoted, so its age is its time since last use.
-    private func tier1OldestFirst() -> [BlobID] {
-        guard let tier1 else { return [] }
-        var aged: [(blob: BlobID, seconds: Int, nanoseconds: Int)] = []
-        for object in tier1.objects where !tier0.contains(object.blob) {
-            var status = stat()
-            guard stat(tier1.path(of: object.blob), &status) == 0 else { continue }
-            aged.append((object.blob, status.st_mtim.tv_sec, status.st_mtim.tv_nsec))
-        }
-        return aged.sorted { ($0.seconds, $0.nanoseconds) < ($1.seconds, $1.nanoseconds) }.map(\.blob)
-    }
-
     /// Moves one blob from tier 1 to S3: the upload and the MDS's S3 location first, then this node's tier-1
-    /// location is withdrawn, and only then does the file go. It runs as the blob's promotion entry, so a reader
-    /// promoting it meanwhile waits and then finds it gone (and looks it up again: S3).
+    /// location is withdrawn, and only then does the file go (see `TierManager.moveOutOfTier1`).
     /// `alreadyThere`: a node put it in S3 already (write-through, write-back): no second upload.
     private func moveToS3(_ blob: BlobID, to object: S3ObjectReference, alreadyThere: Bool) async throws(GedsError) {
-        let task = tiers.withLock { (state) -> Task<GedsError?, Never>? in
-            guard state.promotions[blob] == nil, !tier0.contains(blob), tier1?.object(blob) != nil else { return nil }
-            let task = Task { [self] () -> GedsError? in
-                var failure: GedsError?
-                do throws(GedsError) {
-                    if !alreadyThere { try await upload(blob) }
-                    // In S3 now: a write-back still queued for it has nothing left to do.
-                    persistence.writeBack.withLock { queue in queue.forget(blob) }
-                    try await mds.expectOK(.removeLocation(blob: blob, node: index))
-                    forgetTier1Copy(of: blob)
-                    _ = try? await tier1?.remove(blob)
-                    logger.debug("moved blob \(blob.fileName) from tier 1 to \(object.url)")
-                } catch {
-                    failure = error
-                }
-                tiers.withLock { state in state.promotions[blob] = nil }
-                return failure
-            }
-            state.promotions[blob] = task
-            return task
+        try await tiers.moveOutOfTier1(blob) { [self] () throws(GedsError) in
+            if !alreadyThere { try await upload(blob) }
+            // In S3 now: a write-back still queued for it has nothing left to do.
+            writeBack.withLock { queue in queue.forget(blob) }
+            try await mds.expectOK(.removeLocation(blob: blob, node: session.index))
+            logger.debug("moved blob \(blob.fileName) from tier 1 to \(object.url)")
         }
-        if let failure = await task?.value { throw failure }
+    }
+
+    /// Refuses a persistency that needs an S3 store in a bucket without one, before anything is written.
+    func checkPersistency(_ persistency: Persistency?, bucket: String) async throws(GedsError) {
+        if let persistency, persistency.uploadsToS3, try await bucketStorage(bucket) == nil {
+            throw GedsError(.invalidArgument, "persistency \(persistency) needs an S3 store, and bucket \(bucket) has none "
+                            + "(geds bucket \(bucket) --s3 ENDPOINT/BUCKET)")
+        }
     }
 }
 

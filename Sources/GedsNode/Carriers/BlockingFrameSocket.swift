@@ -1,15 +1,15 @@
 import CLinux
 import GedsCore
+import GedsTCP
 import GedsWire
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// One end of a connection on a `gedsd`'s local socket (a blocking Unix stream socket): whole frames, each
-/// with at most one file descriptor beside it (`SCM_RIGHTS`). Used by one thread at a time; the owner closes it.
-/// `DirectCalls` uses the same frame I/O on blocking TCP connections to the MDS (`connect(tcp:)`), never with
-/// descriptors.
-public struct LocalSocket: Sendable {
+/// One end of a blocking stream connection that carries whole frames: on a `gedsd`'s local socket (Unix, each frame
+/// with at most one file descriptor beside it, `SCM_RIGHTS`), or to a TCP frame server (`connect(tcp:)`, as
+/// `DirectCalls` uses it; never with descriptors). Used by one thread at a time; the owner closes it.
+public struct BlockingFrameSocket: Sendable {
     public let descriptor: Int32
 
     public init(descriptor: Int32) {
@@ -17,7 +17,7 @@ public struct LocalSocket: Sendable {
     }
 
     /// Connects to the socket at `path`.
-    public static func connect(to path: String) throws(GedsError) -> LocalSocket {
+    public static func connect(to path: String) throws(GedsError) -> BlockingFrameSocket {
         switch try attemptConnection(to: path) {
         case .success(let socket): return socket
         case .failure(let failure): throw GedsError.io("cannot connect to gedsd at \(path)", errno: failure.code)
@@ -39,7 +39,7 @@ public struct LocalSocket: Sendable {
     private struct ConnectFailure: Error { let code: Int32 }
 
     /// Thrown: the path or the socket call is at fault; returned as a failure: `connect`'s errno.
-    private static func attemptConnection(to path: String) throws(GedsError) -> Result<LocalSocket, ConnectFailure> {
+    private static func attemptConnection(to path: String) throws(GedsError) -> Result<BlockingFrameSocket, ConnectFailure> {
         var address = try socketAddress(path)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw GedsError.io("cannot make a Unix socket", errno: errno) }
@@ -51,7 +51,7 @@ public struct LocalSocket: Sendable {
             Glibc.close(fd)
             return .failure(ConnectFailure(code: code))
         }
-        return .success(LocalSocket(descriptor: fd))
+        return .success(BlockingFrameSocket(descriptor: fd))
     }
 
     static func socketAddress(_ path: String) throws(GedsError) -> sockaddr_un {
@@ -147,5 +147,12 @@ public struct LocalSocket: Sendable {
             done += got
         }
         return true
+    }
+}
+
+extension BlockingFrameSocket {
+    /// A blocking TCP connection to the MDS (see `BlockingTCP.connect`).
+    static func connect(tcp endpoint: Endpoint, timeoutMilliseconds: Int64) throws(GedsError) -> BlockingFrameSocket {
+        BlockingFrameSocket(descriptor: try BlockingTCP.connect(to: endpoint, peerName: "MDS", timeoutMilliseconds: timeoutMilliseconds))
     }
 }

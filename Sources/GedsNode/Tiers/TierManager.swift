@@ -2,12 +2,19 @@ import GedsCore
 import GedsTier0
 import GedsTier1
 import GedsWire
+import Logging
 import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The node's tier-0 budget and its moves to and from tier 1.
+/// Moves tier-1 blobs on to S3 when tier 1 fills up: the persistence agent, which knows the buckets' S3 stores.
+protocol Tier1Overflow: AnyObject, Sendable {
+    /// Makes room for `size` more bytes in tier 1 by moving its oldest blobs to S3 (when their bucket has a store).
+    func makeTier1Room(for size: UInt64) async throws(GedsError)
+}
+
+/// The tier-0 budget and the moves to and from tier 1 (the tier manager's state, under one lock).
 struct TierState {
     /// nil when tier 0 has no configured capacity (it then takes what its folder takes, and never spills).
     var policy: SpillPolicy?
@@ -40,7 +47,122 @@ struct TierState {
     }
 }
 
-extension Node {
+/// The node's tiers: tier 0 and tier 1, the copies they hold and publish at the MDS (with their RDMA
+/// registrations), the tier-0 budget, spills to tier 1 and promotions back. The only part of a node that adds
+/// or removes its local copies; the others ask it.
+final class TierManager: HeldCopies {
+    let tier0: Tier0Store
+    /// Where tier 0 spills to (nil: no tier 1).
+    let tier1: Tier1Store?
+    private let tiers: Mutex<TierState>
+    /// Registers tier-0 copies for one-sided READs (nil: this node serves over TCP only).
+    private let rdma: RDMADataPlane?
+    private let mds: MDSClient
+    /// This node's index and advertised address at the MDS, for the locations it publishes.
+    private let session: MDSSession
+    private let nodeName: String
+    private let hostID: String
+    private let logger: Logger
+    /// The persistence agent, set once the node's parts are made (weak: it holds this manager).
+    private let overflowAgent = Mutex<WeakOverflow>(WeakOverflow())
+
+    private struct WeakOverflow {
+        weak var agent: (any Tier1Overflow)?
+    }
+
+    init(tier0: Tier0Store, tier1: Tier1Store?, policy: SpillPolicy?, rdma: RDMADataPlane?, mds: MDSClient,
+         session: MDSSession, nodeName: String, hostID: String, logger: Logger) {
+        self.tier0 = tier0
+        self.tier1 = tier1
+        tiers = Mutex(TierState(policy: policy))
+        self.rdma = rdma
+        self.mds = mds
+        self.session = session
+        self.nodeName = nodeName
+        self.hostID = hostID
+        self.logger = logger
+    }
+
+    /// Where tier 1 overflows to when it fills up (see `makeTier1Room`).
+    func overflow(to agent: any Tier1Overflow) {
+        overflowAgent.withLock { $0.agent = agent }
+    }
+
+    /// Before `size` more bytes go into tier 1: the persistence agent moves older tier-1 blobs on to S3 if need be.
+    private func makeTier1Room(for size: UInt64) async throws(GedsError) {
+        try await overflowAgent.withLock { $0.agent }?.makeTier1Room(for: size)
+    }
+
+    // MARK: Publishing tier-0 copies
+
+    /// Our tier-0 copy as a location for a peer to pull from (over RDMA when registered).
+    func ownLocation(of blob: BlobID) -> Location {
+        let (path, slot) = tier0.place(of: blob)
+        return .node(NodeCopy(node: nodeName, hostID: hostID, tier: .tier0, tcp: session.advertised,
+                              rdma: rdmaAccess(of: blob, path: path, slot: slot), path: path, offset: slot?.offset))
+    }
+
+    /// The placement that publishes our tier-0 copy: registered for one-sided READs first when this node
+    /// runs over RDMA, so the MDS hands out its address and rkey.
+    func tier0Placement(of blob: BlobID) -> BlobPlacement {
+        let (path, slot) = tier0.place(of: blob)
+        let access = rdmaAccess(of: blob, path: path, slot: slot)
+        return BlobPlacement(node: session.index, tier: .tier0, rdmaAddress: access?.address ?? 0, rkey: access?.rkey ?? 0,
+                             slot: slot)
+    }
+
+    /// Our tier-0 copy registered for one-sided READs (once; later calls reuse the registration), nil when
+    /// this node runs over TCP, the copy could not be registered, or it is packed into a slab slot: a packed
+    /// copy publishes no rkey and is read over TCP (a process test once read a wrong slot header over RDMA,
+    /// cause unknown; such small objects mostly come inline from the MDS anyway).
+    private func rdmaAccess(of blob: BlobID, path: String, slot: SlabSlot?) -> RDMAAccess? {
+        guard slot == nil, let rdma, let remote = rdma.register(blob, path: path) else { return nil }
+        return RDMAAccess(endpoint: rdma.responder.endpoint, address: remote.address, rkey: remote.rkey)
+    }
+
+    /// Deletes our tier-0 copy once the MDS no longer hands it out (or never did), its RDMA registration first.
+    func discardTier0Copy(_ blob: BlobID) {
+        rdma?.withdrawn(blob)
+        tier0.remove(blob)
+    }
+
+    /// Publishes a copy received into tier 0 (a pull or a cached read); the copy goes when the MDS refuses it.
+    func publishTier0Copy(_ blob: BlobID) async throws(GedsError) {
+        do {
+            try await mds.expectOK(.addLocation(blob: blob, placement: tier0Placement(of: blob)))
+        } catch {
+            discardTier0Copy(blob)
+            throw error
+        }
+    }
+
+    /// Removes every tier-0 copy and the slab files (a node told to leave no tier 0 behind).
+    func discardTier0() {
+        for blob in tier0.inventory.keys { discardTier0Copy(blob) }
+        tier0.removeSlabFiles()
+    }
+
+    // MARK: What the MDS session asks
+
+    var usage: (blobs: UInt64, bytes: UInt64) { tier0.usage }
+
+    /// After a (re)registration: offers the MDS the copies held here (it withdrew them with the earlier one).
+    /// Tier-0 copies it refuses go; for tier 1 see `offerTier1Copies`.
+    func offerBack(checkingFiles: Bool) async {
+        for blob in tier0.inventory.keys {
+            do {
+                try await mds.expectOK(.addLocation(blob: blob, placement: tier0Placement(of: blob)))
+            } catch {
+                discardTier0Copy(blob)
+            }
+        }
+        await offerTier1Copies(checkingFiles: checkingFiles)
+    }
+
+    func drop(_ blob: BlobID) async {
+        await dropLocalCopies(of: blob)
+    }
+
     // MARK: Room in tier 0
 
     /// Runs `body`, which puts `size` more bytes into tier 0, once they fit under its capacity: spilling to
@@ -110,7 +232,7 @@ extension Node {
         let state = tiers.withLock { state in (state.policy?.capacity ?? 0, tier0.usage.bytes + state.reserved) }
         var spilling = "no tier 1 is configured to spill to"
         if let tier1 { spilling = "nothing more could be spilled to tier 1 (\(tier1.usage.reserved) of \(tier1.capacity) bytes used)" }
-        return GedsError(.outOfSpace, "out of space: tier 0 of node \(configuration.name) is full: blob \(blob.fileName) needs \(size) bytes, "
+        return GedsError(.outOfSpace, "out of space: tier 0 of node \(nodeName) is full: blob \(blob.fileName) needs \(size) bytes, "
                          + "\(used ?? state.1) of \(capacity ?? state.0) are in use, and \(spilling)")
     }
 
@@ -200,7 +322,7 @@ extension Node {
         withExtendedLifetime(mapping) {}
         do {
             // The MDS keeps the checksum: a restarted node checks its tier-1 files against it.
-            try await mds.expectOK(.addLocation(blob: blob, placement: BlobPlacement(node: index, tier: .tier1,
+            try await mds.expectOK(.addLocation(blob: blob, placement: BlobPlacement(node: session.index, tier: .tier1,
                                                                                       checksum: stored.checksum)))
         } catch {
             _ = try? await tier1.remove(blob)
@@ -224,14 +346,14 @@ extension Node {
     /// copy that fails either check, or whose blob the MDS no longer knows, is deleted; one the MDS did not
     /// answer for (unreachable, timed out) is kept, unpublished, until the next registration offers it again.
     /// An MDS that restarted knows no blobs (its state is in memory), so then every leftover file goes.
-    func offerTier1Copies(checkingFiles: Bool) async {
+    private func offerTier1Copies(checkingFiles: Bool) async {
         guard let tier1 else { return }
         var offered = 0
         var removed = 0
         for object in tier1.objects where !tier0.contains(object.blob) {
             do throws(GedsError) {
                 let checksum = checkingFiles ? try await tier1.verifiedChecksum(of: object.blob) : object.checksum
-                try await mds.expectOK(.addLocation(blob: object.blob, placement: BlobPlacement(node: index, tier: .tier1,
+                try await mds.expectOK(.addLocation(blob: object.blob, placement: BlobPlacement(node: session.index, tier: .tier1,
                                                                                              checksum: checksum)))
                 offered += 1
             } catch where [.noSuchBlob, .checksumMismatch, .io].contains(error.code) {
@@ -328,7 +450,7 @@ extension Node {
     private func withdrawCorruptCopy(of blob: BlobID, _ error: GedsError) async {
         logger.error("withdrawing the corrupt tier-1 copy of blob \(blob.fileName): \(error.message)")
         do {
-            try await mds.expectOK(.removeLocation(blob: blob, node: index))
+            try await mds.expectOK(.removeLocation(blob: blob, node: session.index))
         } catch {
             logger.warning("could not withdraw the location of blob \(blob.fileName): \(error.message)")
         }
@@ -345,7 +467,72 @@ extension Node {
     }
 
     /// The blob's tier-1 file is about to go: it is no longer the persisted copy.
-    func forgetTier1Copy(of blob: BlobID) {
+    private func forgetTier1Copy(of blob: BlobID) {
         tiers.withLock { state in _ = state.persistedInTier1.remove(blob) }
+    }
+
+    // MARK: For the persistence agent
+
+    /// The `tier1` persistency: a copy in this node's tier 1 besides the tier-0 one (a later spill then only
+    /// drops the tier-0 file, and a promotion keeps it).
+    func persistInTier1(_ blob: BlobID) async throws(GedsError) {
+        guard let tier1 else {
+            throw GedsError(.invalidArgument, "persistency tier1: node \(nodeName) has no tier 1 (gedsd --tier1 DIR --tier1-capacity SIZE)")
+        }
+        tiers.withLock { state in _ = state.persistedInTier1.insert(blob) }
+        guard tier1.object(blob) == nil else { return }
+        let mapping = try tier0.map(blob)
+        try await makeTier1Room(for: UInt64(mapping.count))
+        do {
+            _ = try await tier1.write(blob, from: mapping.bytes)
+        } catch {
+            forgetTier1Copy(of: blob)
+            throw error
+        }
+        withExtendedLifetime(mapping) {}
+    }
+
+    /// The copy held here opened for reading: the tier-0 one, else the tier-1 one (without promoting it).
+    func openHeldCopy(_ blob: BlobID) throws(GedsError) -> (descriptor: Int32, offset: UInt64, size: UInt64) {
+        tier0.contains(blob) ? try tier0.openForReading(blob) : try openTier1ForReading(blob)
+    }
+
+    /// Tier-1 blobs (not also in tier 0), oldest first: a tier-1 file is written when its blob is spilled and goes
+    /// when it is promoted, so its age is its time since last use.
+    func tier1OldestFirst() -> [BlobID] {
+        guard let tier1 else { return [] }
+        var aged: [(blob: BlobID, seconds: Int, nanoseconds: Int)] = []
+        for object in tier1.objects where !tier0.contains(object.blob) {
+            var status = stat()
+            guard stat(tier1.path(of: object.blob), &status) == 0 else { continue }
+            aged.append((object.blob, status.st_mtim.tv_sec, status.st_mtim.tv_nsec))
+        }
+        return aged.sorted { ($0.seconds, $0.nanoseconds) < ($1.seconds, $1.nanoseconds) }.map(\.blob)
+    }
+
+    /// Moves a tier-1 blob out of this node: `withdraw` puts it elsewhere (S3) and withdraws this node's tier-1
+    /// location at the MDS, and only then does the file go. It runs as the blob's promotion entry, so a reader
+    /// promoting it meanwhile waits and then finds it gone (and looks it up again). Nothing happens when the blob is
+    /// being promoted or is not (only) in tier 1.
+    func moveOutOfTier1(_ blob: BlobID,
+                        _ withdraw: @escaping @Sendable () async throws(GedsError) -> Void) async throws(GedsError) {
+        let task = tiers.withLock { (state) -> Task<GedsError?, Never>? in
+            guard state.promotions[blob] == nil, !tier0.contains(blob), tier1?.object(blob) != nil else { return nil }
+            let task = Task { [self] () -> GedsError? in
+                var failure: GedsError?
+                do throws(GedsError) {
+                    try await withdraw()
+                    forgetTier1Copy(of: blob)
+                    _ = try? await tier1?.remove(blob)
+                } catch {
+                    failure = error
+                }
+                tiers.withLock { state in state.promotions[blob] = nil }
+                return failure
+            }
+            state.promotions[blob] = task
+            return task
+        }
+        if let failure = await task?.value { throw failure }
     }
 }

@@ -1,0 +1,115 @@
+import GedsCore
+import GedsTCP
+import GedsTier0
+import GedsWire
+
+/// The write path: objects created in tier 0, sealed at the MDS (their bytes inline when small; handed off to
+/// another node first when asked), then made durable by the persistence agent; and relocation of sealed objects to
+/// other nodes, which pull them.
+final class WritePath: Sendable {
+    private let tiers: TierManager
+    private let persistence: PersistenceAgent
+    /// For a relocation's source when this node holds no copy (the copy a reader would pick).
+    private let readPath: ReadPath
+    private let mds: MDSClient
+    /// This node's index (the owner of what it creates) and the MDS's inline limit.
+    private let session: MDSSession
+    /// Connections to the nodes asked to pull.
+    private let peers: ConnectionPool
+    private let timeoutMilliseconds: Int64
+
+    init(tiers: TierManager, persistence: PersistenceAgent, readPath: ReadPath, mds: MDSClient, session: MDSSession,
+         peers: ConnectionPool, timeoutMilliseconds: Int64) {
+        self.tiers = tiers
+        self.persistence = persistence
+        self.readPath = readPath
+        self.mds = mds
+        self.session = session
+        self.peers = peers
+        self.timeoutMilliseconds = timeoutMilliseconds
+    }
+
+    /// `exclusive`: create-if-absent (`objectExists` now, or at the seal if another writer sealed the key first).
+    func create(bucket: String, key: String, exclusive: Bool) async throws(GedsError) -> WritableBlob {
+        let reply = try await mds.call(.createObject(bucket: bucket, key: key, node: session.index, exclusive: exclusive))
+        guard case .created(let blob) = reply else { throw MDSClient.unexpected(reply) }
+        do {
+            return try tiers.tier0.create(blob)
+        } catch {
+            try? await mds.expectOK(.abortObject(blob: blob))
+            throw error
+        }
+    }
+
+    /// Seals an object: it becomes immutable and visible everywhere in one step at the MDS. With a target,
+    /// the target takes the bytes first and the object is published with the target as its only copy, so
+    /// a failed hand-off leaves nothing half-made (an older object under the key stays as it was). Then the
+    /// object is made as durable as `persistency` (else its bucket's) says; see `PersistenceAgent.persistSealed`.
+    func seal(_ writable: WritableBlob, metadata: [String: String], handingOffTo target: NodeInfo?,
+              persistency: Persistency?) async throws(GedsError) {
+        try UserMetadata.validate(metadata)
+        let blob = writable.blob
+        let contents = inlineContents(of: writable)
+        let size = try writable.seal()
+        NodeMetrics.writtenLocal.increment(by: Int64(size))
+        tiers.pin(blob)  // not spilled while pending at the MDS
+        defer { tiers.unpin(blob) }
+        let sealReply: Reply
+        do {
+            let placement: BlobPlacement
+            if let target {
+                try await askToPull(blob, size: size, from: tiers.ownLocation(of: blob), to: target)
+                placement = BlobPlacement(node: 0, tier: .tier0)
+            } else {
+                try await tiers.checkTier0Capacity(sealing: blob, size: size)
+                placement = tiers.tier0Placement(of: blob)
+            }
+            sealReply = try await mds.call(.sealObject(blob: blob, size: size, metadata: metadata, placement: placement,
+                                                       contents: contents?.count == Int(size) ? contents : nil))
+        } catch {
+            tiers.discardTier0Copy(blob)
+            try? await mds.expectOK(.abortObject(blob: blob))
+            throw error
+        }
+        if target != nil { tiers.discardTier0Copy(blob) } else { tiers.admitted(blob) }
+        try await persistence.persistSealed(blob, sealReply: sealReply, requested: persistency, holder: target)
+    }
+
+    /// The bytes of an object about to be sealed, when it is small enough for the MDS to keep them inline.
+    /// Nil when it cannot be read back (the seal then goes without: the node's copy serves reads).
+    private func inlineContents(of writable: WritableBlob) -> [UInt8]? {
+        let size = writable.size
+        guard size > 0, size <= UInt64(session.inlineLimit) else { return nil }
+        let bytes = [UInt8](unsafeUninitializedCapacity: Int(size)) { buffer, count in
+            count = (try? writable.read(into: UnsafeMutableRawBufferPointer(buffer), at: 0)) ?? 0
+        }
+        return bytes.count == Int(size) ? bytes : nil
+    }
+
+    /// Gives up an object being written: its file goes when the last reference to `writable` does, and the
+    /// MDS forgets the blob.
+    func abandon(_ writable: WritableBlob) {
+        let blob = writable.blob
+        Task { try? await mds.expectOK(.abortObject(blob: blob)) }
+    }
+
+    // MARK: Relocation
+
+    /// Hands a sealed object to another node, which becomes its owner; our copy goes afterwards.
+    func relocate(_ info: ObjectInfo, to target: NodeInfo) async throws(GedsError) {
+        if tiers.holdsInTier1(info.blob) { try await tiers.promote(info.blob) }  // the target takes it from our tier 0
+        let source = tiers.tier0.contains(info.blob) ? tiers.ownLocation(of: info.blob) : readPath.ordered(info.locations).first
+        guard let source else { throw readPath.unreachable(info, []) }
+        try await askToPull(info.blob, size: info.size, from: source, to: target)
+        if tiers.tier0.contains(info.blob) {
+            try? await mds.expectOK(.removeLocation(blob: info.blob, node: session.index))
+            tiers.discardTier0Copy(info.blob)
+        }
+    }
+
+    func askToPull(_ blob: BlobID, size: UInt64, from source: Location, to target: NodeInfo) async throws(GedsError) {
+        // The target copies the whole object before it answers: allow for that beyond the usual deadline.
+        try await peers.ask(target, .pullBlob(blob: blob, size: size, source: source),
+                            timeout: .milliseconds(timeoutMilliseconds + Int64(size >> 20) * 100))
+    }
+}
