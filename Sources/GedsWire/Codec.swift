@@ -678,7 +678,7 @@ extension Reply {
             var locations: [Location] = []
             for _ in 0..<count { locations.append(try payload.readLocation()) }
             let contents = try payload.readOptionalBytes()
-            guard contents == nil || contents?.count == Int(size) else {
+            guard contents.map({ UInt64($0.count) == size }) ?? true else {  // a size past Int.max must not trap
                 throw GedsError(.protocolViolation, "malformed message: \(contents?.count ?? 0) inline bytes of an object of \(size)")
             }
             reply = .object(ObjectInfo(bucket: bucket, key: key, blob: blob, size: size, sealed: sealed,
