@@ -155,7 +155,7 @@ extension ByteBuffer {
         switch LocationKind(rawValue: raw) {
         case .node: return .node(try readNodeCopy())
         case .s3: return .s3(try readS3Object())
-        case nil: throw GedsError(.protocolViolation, "unknown location kind \(raw)")
+        case nil: throw GedsError(.protocolViolation, "malformed message: unknown location kind \(raw)")
         }
     }
 
