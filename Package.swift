@@ -50,7 +50,11 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "GedsTier0", dependencies: ["GedsCore"], swiftSettings: strict),
         // The carriers' contracts (request services, read sinks, copy readers), free of any transport's types.
-        .target(name: "GedsCarrier", dependencies: ["GedsCore", "GedsWire"], swiftSettings: strict),
+        // (and the deployment token's handshake, which every carrier runs: swift-crypto's HMAC-SHA-256)
+        .target(name: "GedsCarrier", dependencies: ["GedsCore", "GedsWire", .product(name: "Crypto", package: "swift-crypto"),
+                                                    .product(name: "Logging", package: "swift-log"),
+                                                    .product(name: "Metrics", package: "swift-metrics")],
+                swiftSettings: strict),
         // /metrics in Prometheus text format for geds-mds and gedsd (--metrics HOST:PORT); the layers below only
         // count through swift-metrics, which costs nothing until a process bootstraps it.
         .target(name: "GedsMetrics",
@@ -84,7 +88,7 @@ let package = Package(
                                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
                 swiftSettings: strict),
         .target(name: "GEDS",
-                dependencies: ["GedsCore", "GedsWire", "GedsNode", "GedsTier0", "GedsTier1", .product(name: "Logging", package: "swift-log")],
+                dependencies: ["GedsCore", "GedsWire", "GedsCarrier", "GedsNode", "GedsTier0", "GedsTier1", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         // The C ABI. Only the geds_* symbols are exported (geds.map), and the Swift runtime (with Foundation, which
         // dependencies import) is linked in statically, so C programs need nothing but libc, libstdc++ and the system
@@ -103,7 +107,7 @@ let package = Package(
         .executableTarget(name: "geds", dependencies: ["GEDS", "GedsCore", .product(name: "Logging", package: "swift-log"),
                                .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/geds", swiftSettings: strict),
-        .executableTarget(name: "geds-mds", dependencies: ["GedsMDS", "GedsMetadataRDMA", "GedsCore", "GedsMetrics", .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
+        .executableTarget(name: "geds-mds", dependencies: ["GedsMDS", "GedsMetadataRDMA", "GedsCarrier", "GedsCore", "GedsMetrics", .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
                                .product(name: "NIOPosix", package: "swift-nio"),
                                .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/geds-mds", swiftSettings: strict),
@@ -123,8 +127,9 @@ let package = Package(
         .testTarget(name: "GedsWireTests", dependencies: ["GedsTestSupport", "GedsCore", "GedsWire",
                                                      .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "GedsTier0Tests", dependencies: ["GedsTestSupport", "GedsCore", "GedsTier0"], swiftSettings: strict),
-        .testTarget(name: "GedsMDSTests", dependencies: ["GedsTestSupport", "GedsCore", "GedsWire", "GedsMDS",
+        .testTarget(name: "GedsMDSTests", dependencies: ["GedsTestSupport", "GedsCore", "GedsWire", "GedsMDS", "GedsCarrier", "GedsTCP",
                                                     .product(name: "NIOCore", package: "swift-nio"),
+                                                    .product(name: "NIOPosix", package: "swift-nio"),
                                                     .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
         .testTarget(name: "GedsVerbsTests", dependencies: ["GedsTestSupport", "GedsCore", "GedsVerbs", "GedsCarrier", "GedsMDS", "GedsMetadataRDMA", "GedsWire", "GedsTCP",
                                                       .product(name: "NIOPosix", package: "swift-nio"),

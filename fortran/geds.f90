@@ -19,7 +19,8 @@ module geds
     GEDS_E_OUT_OF_SPACE = -14, GEDS_E_TIMED_OUT = -15, GEDS_E_IO = -16, GEDS_E_NO_SUCH_NODE = -17, &
     GEDS_E_NO_SUCH_BLOB = -18, GEDS_E_METADATA_TOO_LARGE = -19, GEDS_E_INTERNAL = -20, &
     GEDS_E_CHECKSUM_MISMATCH = -21, GEDS_E_S3_DELETION_PENDING = -22, &
-    GEDS_E_COMPACTED = -23, GEDS_E_SUBSCRIBER_TOO_SLOW = -24
+    GEDS_E_COMPACTED = -23, GEDS_E_SUBSCRIBER_TOO_SLOW = -24, GEDS_E_OBJECT_EXISTS = -25, &
+    GEDS_E_AUTHENTICATION_FAILED = -26
 
   ! geds_config_t (geds_connect's optional arguments fill it in; its defaults are geds_config_init's)
   type, bind(C), public :: geds_config

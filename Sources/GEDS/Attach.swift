@@ -1,3 +1,4 @@
+import GedsCarrier
 import GedsCore
 import GedsNode
 import GedsTier0
@@ -19,6 +20,8 @@ final class Attachment: Sendable {
     let mds: String
     /// How long a gedsd may take to greet a new connection.
     let helloMilliseconds: Int64
+    /// The deployment's, proved on each new connection (none: an open deployment).
+    let token: DeploymentToken?
     private let state: Mutex<State>
 
     private struct State {
@@ -27,17 +30,19 @@ final class Attachment: Sendable {
         var gedsd: NodeInfo
     }
 
-    private init(path: String, mds: String, helloMilliseconds: Int64, first: LocalConnection, gedsd: NodeInfo) {
+    private init(path: String, mds: String, helloMilliseconds: Int64, token: DeploymentToken?, first: LocalConnection,
+                 gedsd: NodeInfo) {
         self.path = path
         self.mds = mds
         self.helloMilliseconds = helloMilliseconds
+        self.token = token
         state = Mutex(State(pid: getpid(), idle: [first], gedsd: gedsd))
     }
 
     /// Connects to the gedsd at `path` and greets it.
-    static func attach(path: String, mds: String, helloMilliseconds: Int64) throws(GedsError) -> Attachment {
-        let (connection, gedsd) = try LocalConnection.open(path: path, mds: mds, helloMilliseconds: helloMilliseconds)
-        return Attachment(path: path, mds: mds, helloMilliseconds: helloMilliseconds, first: connection, gedsd: gedsd)
+    static func attach(path: String, mds: String, helloMilliseconds: Int64, token: DeploymentToken?) throws(GedsError) -> Attachment {
+        let (connection, gedsd) = try LocalConnection.open(path: path, mds: mds, helloMilliseconds: helloMilliseconds, token: token)
+        return Attachment(path: path, mds: mds, helloMilliseconds: helloMilliseconds, token: token, first: connection, gedsd: gedsd)
     }
 
     /// A gedsd found by looking (not named by the user) that does not greet within this is passed over.
@@ -52,17 +57,18 @@ final class Attachment: Sendable {
         case .never:
             return nil
         case .path(let path):
-            return try attach(path: path, mds: mds, helloMilliseconds: configuration.timeoutMilliseconds, logger: logger,
-                              reason: "as configured")
+            return try attach(path: path, mds: mds, helloMilliseconds: configuration.timeoutMilliseconds,
+                              token: configuration.token, logger: logger, reason: "as configured")
         case .auto:
             if let variable = getenv("GEDS_NODE"), variable.pointee != 0 {
                 return try attach(path: String(cString: variable), mds: mds, helloMilliseconds: configuration.timeoutMilliseconds,
-                                  logger: logger, reason: "GEDS_NODE")
+                                  token: configuration.token, logger: logger, reason: "GEDS_NODE")
             }
             // Only a gedsd of the same host id: a process that says it is on another host (GEDS_HOST_ID) is not attached.
             let folder = LocalEndpoint.defaultDirectory
             for socket in socketFiles(in: folder) {
-                guard let attachment = try? attach(path: folder + "/" + socket, mds: mds, helloMilliseconds: discoveryMilliseconds) else {
+                guard let attachment = try? attach(path: folder + "/" + socket, mds: mds, helloMilliseconds: discoveryMilliseconds,
+                                                   token: configuration.token) else {
                     continue
                 }
                 if attachment.gedsd.hostID == configuration.hostID {
@@ -74,9 +80,9 @@ final class Attachment: Sendable {
         }
     }
 
-    private static func attach(path: String, mds: String, helloMilliseconds: Int64, logger: Logger,
+    private static func attach(path: String, mds: String, helloMilliseconds: Int64, token: DeploymentToken?, logger: Logger,
                                reason: String) throws(GedsError) -> Attachment {
-        try attach(path: path, mds: mds, helloMilliseconds: helloMilliseconds).logged(logger, reason: reason)
+        try attach(path: path, mds: mds, helloMilliseconds: helloMilliseconds, token: token).logged(logger, reason: reason)
     }
 
     private func logged(_ logger: Logger, reason: String) -> Attachment {
@@ -112,7 +118,8 @@ final class Attachment: Sendable {
         }
         if let idle { return idle }
         do {
-            let (connection, gedsd) = try LocalConnection.open(path: path, mds: mds, helloMilliseconds: helloMilliseconds)
+            let (connection, gedsd) = try LocalConnection.open(path: path, mds: mds, helloMilliseconds: helloMilliseconds,
+                                                               token: token)
             state.withLock { $0.gedsd = gedsd }
             return connection
         } catch {
@@ -258,12 +265,21 @@ final class LocalConnection: Sendable {
 
     deinit { close() }
 
-    /// Connects and greets; a gedsd that does not answer within `helloMilliseconds` (a stopped one) is an error.
-    static func open(path: String, mds: String, helloMilliseconds: Int64) throws(GedsError) -> (LocalConnection, NodeInfo) {
+    /// Connects, proves the token (if any) and greets; a gedsd that does not answer within `helloMilliseconds` (a
+    /// stopped one) is an error.
+    static func open(path: String, mds: String, helloMilliseconds: Int64,
+                     token: DeploymentToken?) throws(GedsError) -> (LocalConnection, NodeInfo) {
         let connection = LocalConnection(socket: try BlockingFrameSocket.connect(to: path))
         connection.socket.setReceiveTimeout(milliseconds: helloMilliseconds)
         let (reply, descriptor): (Reply, Int32)
         do {
+            if let token {
+                try ClientHandshake.run(token: token, peer: "gedsd at \(path)") { (step) throws(GedsError) -> Reply in
+                    let (reply, descriptor) = try connection.roundTrip(.call(step))
+                    if descriptor >= 0 { Glibc.close(descriptor) }
+                    return reply
+                }
+            }
             (reply, descriptor) = try connection.roundTrip(.hello(pid: getpid(), mds: mds))
         } catch where error.code == .timedOut {
             throw GedsError(.timedOut, "the gedsd at \(path) did not answer within \(helloMilliseconds) ms")

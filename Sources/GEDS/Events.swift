@@ -1,3 +1,4 @@
+import GedsCarrier
 import GedsCore
 import GedsNode
 
@@ -6,6 +7,7 @@ import GedsNode
 @_exported import struct GedsCore.ObjectName
 @_exported import enum GedsCore.SubscriptionEnd
 @_exported import class GedsNode.EventSubscription
+@_exported import struct GedsCarrier.DeploymentToken
 
 extension GEDS {
     /// Subscribes to the changes in `scope` (a bucket, a key prefix, one key): every event after `revision`, from
@@ -14,7 +16,10 @@ extension GEDS {
     /// after a lost connection; it throws `compacted` when the history no longer reaches back to `revision`.
     public func subscribe(_ scope: EventScope, after revision: UInt64? = nil) async throws(GedsError) -> EventSubscription {
         _ = try BucketName(scope.bucket)
-        if let attachment { return try await EventSubscription.open(scope, after: revision, mds: Endpoint(parsing: attachment.mds)) }
+        if let attachment {
+            return try await EventSubscription.open(scope, after: revision, mds: Endpoint(parsing: attachment.mds),
+                                                    token: attachment.token)
+        }
         return try await node.subscribe(scope, after: revision)
     }
 

@@ -35,16 +35,21 @@ public final class GEDS: Sendable {
 
     /// Attaches to this host's gedsd when `configuration.attach` finds one, else starts a node here. The
     /// choice is logged (info).
+    /// Without a `configuration.token`, the one `$GEDS_TOKEN_FILE` names is used (when set).
     public static func connect(_ configuration: NodeConfiguration,
                                logger: Logger = Logger(label: "geds")) async throws(GedsError) -> GEDS {
+        var configuration = configuration
+        if configuration.token == nil { configuration.token = try DeploymentToken.resolve(tokenFile: nil) }
         if let attachment = try Attachment.choose(configuration, logger: logger) { return GEDS(attachment: attachment) }
         return GEDS(node: try await Node.start(configuration, logger: logger))
     }
 
     /// Attaches to the gedsd listening at `socketPath` (`gedsd --socket`); `mds` ("HOST:PORT"), when given,
-    /// must be the one it serves. A gedsd that does not greet within `timeoutMilliseconds` is an error.
-    public static func attach(socketPath: String, mds: String = "", timeoutMilliseconds: Int64 = 10_000) throws(GedsError) -> GEDS {
-        GEDS(attachment: try Attachment.attach(path: socketPath, mds: mds, helloMilliseconds: timeoutMilliseconds))
+    /// must be the one it serves. A gedsd that does not greet within `timeoutMilliseconds` is an error; `token`: the
+    /// deployment's, when it has one.
+    public static func attach(socketPath: String, mds: String = "", timeoutMilliseconds: Int64 = 10_000,
+                              token: DeploymentToken? = nil) throws(GedsError) -> GEDS {
+        GEDS(attachment: try Attachment.attach(path: socketPath, mds: mds, helloMilliseconds: timeoutMilliseconds, token: token))
     }
 
     private init(node: Node) {

@@ -74,5 +74,6 @@ public func gedsStrerror(_ code: Int32) -> UnsafePointer<CChar> {
     case .compacted: cString("GEDS_E_COMPACTED: the events asked for are older than the MDS's event history")
     case .subscriberTooSlow: cString("GEDS_E_SUBSCRIBER_TOO_SLOW: the subscription fell too far behind and was ended")
     case .objectExists: cString("GEDS_E_OBJECT_EXISTS: an exclusive create found the object existing")
+    case .authenticationFailed: cString("GEDS_E_AUTHENTICATION_FAILED: the deployment's token is missing or wrong")
     }
 }

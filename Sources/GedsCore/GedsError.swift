@@ -32,6 +32,8 @@ public struct GedsError: Error, Sendable, Equatable, CustomStringConvertible {
         case subscriberTooSlow
         /// An exclusive create (create-if-absent) found the key taken, or lost the race to seal it.
         case objectExists
+        /// A peer of a deployment with a token (`--token-file`) refused this one's proof of it, or the other way round.
+        case authenticationFailed
     }
 
     public let code: Code

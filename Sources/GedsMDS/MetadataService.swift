@@ -237,6 +237,8 @@ public final class MetadataService: RequestService {
             throw GedsError(.invalidArgument, "the MDS holds no object bytes; ask a node")
         case .subscribe:
             throw GedsError(.invalidArgument, "a subscription needs a connection of its own")
+        case .authenticate, .prove:
+            throw GedsError(.protocolViolation, "the handshake is the carrier's, before any request")
         }
     }
 
@@ -303,15 +305,18 @@ public final class MetadataServer: Sendable {
                              eventHistory: Int = MetadataStore.defaultEventHistory,
                              inlineLimit: UInt32 = InlineContents.defaultLimit, inlineBudget: UInt64 = InlineContents.defaultBudget,
                              subscriberQueueLimit: Int = MetadataService.defaultSubscriberQueueLimit,
-                             progressInterval: TimeAmount = .seconds(1), state: StateOptions? = nil, logger: Logger,
+                             progressInterval: TimeAmount = .seconds(1), state: StateOptions? = nil,
+                             token: DeploymentToken? = nil, logger: Logger,
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> MetadataServer {
+        let authentication = ServerAuthentication(token: token, role: "MDS", logger: logger)
         var store = MetadataStore(leaseMilliseconds: leaseMilliseconds, eventHistory: eventHistory, inlineLimit: inlineLimit,
                                   inlineBudget: inlineBudget)
         let journal = try state.map { (state) throws(GedsError) in try restore(&store, from: state, logger: logger) }
         let service = MetadataService(store: store, journal: journal, logger: logger, subscriberQueueLimit: subscriberQueueLimit)
         let server: FrameServer
         do {
-            server = try await FrameServer.start(listen: listen, service: service, group: group, logger: logger)
+            server = try await FrameServer.start(listen: listen, service: service, group: group, logger: logger,
+                                                 authentication: authentication)
         } catch {
             await journal?.close()
             throw error
@@ -319,7 +324,8 @@ public final class MetadataServer: Sendable {
         var rdma: RDMAMetadataListener?
         if let rdmaListen {
             do {
-                rdma = try await RDMAMetadataListener.start(listen: rdmaListen, service: service, logger: logger)
+                rdma = try await RDMAMetadataListener.start(listen: rdmaListen, service: service, logger: logger,
+                                                            authentication: authentication)
             } catch {
                 await server.close()
                 await journal?.close()

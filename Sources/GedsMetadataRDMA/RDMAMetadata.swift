@@ -32,8 +32,10 @@ public final class RDMAMetadataListener: Sendable {
     private let listener: RDMAMessageListener
     private let acceptLoop: Task<Void, Never>
 
-    /// Listens on `endpoint`, an address of an RDMA device (port 0: any free port, in rdmacm's port space).
-    public static func start(listen endpoint: Endpoint, service: any RequestService, logger: Logger) async throws(GedsError) -> RDMAMetadataListener {
+    /// Listens on `endpoint`, an address of an RDMA device (port 0: any free port, in rdmacm's port space);
+    /// `authentication`: the token each connection must prove before it is served (none: open).
+    public static func start(listen endpoint: Endpoint, service: any RequestService, logger: Logger,
+                             authentication: ServerAuthentication? = nil) async throws(GedsError) -> RDMAMetadataListener {
         let engine: RDMAEngine
         let listener: RDMAMessageListener
         do throws(RDMAError) {
@@ -42,8 +44,9 @@ public final class RDMAMetadataListener: Sendable {
         } catch {
             throw GedsError(error.gedsError.code, "cannot listen for RDMA on \(endpoint): \(error.message)")
         }
+        if authentication?.token != nil { AuthenticationFailures.register() }
         let acceptLoop = Task {
-            await accept(from: listener, service: service, logger: logger)
+            await accept(from: listener, service: service, logger: logger, authentication: authentication)
         }
         return RDMAMetadataListener(endpoint: listener.endpoint, engine: engine, listener: listener, acceptLoop: acceptLoop)
     }
@@ -63,7 +66,8 @@ public final class RDMAMetadataListener: Sendable {
         engine.shutdown()
     }
 
-    private static func accept(from listener: RDMAMessageListener, service: any RequestService, logger: Logger) async {
+    private static func accept(from listener: RDMAMessageListener, service: any RequestService, logger: Logger,
+                               authentication: ServerAuthentication?) async {
         while !Task.isCancelled {
             let connection: RDMAMessageConnection
             do throws(RDMAError) {
@@ -75,12 +79,15 @@ public final class RDMAMetadataListener: Sendable {
                 return
             }
             logger.debug("RDMA client \(connection.peer) connected")
-            Task { await serve(connection, service: service, logger: logger) }
+            let gate = AuthenticationGate(authentication, address: "\(listener.endpoint) (rdma)")
+            Task { await serve(connection, service: service, gate: gate, logger: logger) }
         }
     }
 
     /// One connection's requests, one at a time, until the client goes or breaks the protocol.
-    private static func serve(_ connection: RDMAMessageConnection, service: any RequestService, logger: Logger) async {
+    private static func serve(_ connection: RDMAMessageConnection, service: any RequestService, gate: AuthenticationGate,
+                              logger: Logger) async {
+        var gate = gate
         while true {
             let message: [UInt8]
             do throws(RDMAError) {
@@ -101,7 +108,17 @@ public final class RDMAMetadataListener: Sendable {
                 await connection.close()
                 return
             }
-            let reply = await answer(service.respond(to: request))
+            let reply: Reply
+            switch gate.admit(request, from: "\(connection.peer)") {
+            case .serve:
+                reply = await answer(service.respond(to: request))
+            case .answer(let step):
+                reply = step
+            case .refuse(let error):
+                try? await connection.send(WholeFrame.bytes(.failure(error), id: id), timeout: RDMAMetadata.sendTimeout)
+                await connection.close()
+                return
+            }
             do throws(RDMAError) {
                 try await connection.send(WholeFrame.bytes(reply, id: id), timeout: RDMAMetadata.sendTimeout)
             } catch {
@@ -147,34 +164,45 @@ public final class RDMAMetadataClient: Sendable {
     }
 
     /// Connects from `localAddress` (an address of this machine's RDMA device) to the MDS's RDMA listener;
-    /// `timeout` bounds the connection and each call.
-    public static func connect(to mds: Endpoint, from localAddress: String,
-                               timeout: Duration = .seconds(10)) async throws(GedsError) -> RDMAMetadataClient {
+    /// `timeout` bounds the connection and each call; with a `token`, returns once the MDS accepted its proof.
+    public static func connect(to mds: Endpoint, from localAddress: String, timeout: Duration = .seconds(10),
+                               token: DeploymentToken? = nil) async throws(GedsError) -> RDMAMetadataClient {
         let engine: RDMAEngine
         do throws(RDMAError) {
             engine = try RDMAEngine(localAddress: localAddress)
         } catch {
             throw connectionError(error, mds: mds)
         }
-        return try await connect(to: mds, engine: engine, ownsEngine: true, timeout: timeout)
+        return try await connect(to: mds, engine: engine, ownsEngine: true, timeout: timeout, token: token)
     }
 
     /// Connects through an engine the caller keeps (a node's data plane); `close` leaves it running.
-    public static func connect(to mds: Endpoint, engine: RDMAEngine,
-                               timeout: Duration = .seconds(10)) async throws(GedsError) -> RDMAMetadataClient {
-        try await connect(to: mds, engine: engine, ownsEngine: false, timeout: timeout)
+    public static func connect(to mds: Endpoint, engine: RDMAEngine, timeout: Duration = .seconds(10),
+                               token: DeploymentToken? = nil) async throws(GedsError) -> RDMAMetadataClient {
+        try await connect(to: mds, engine: engine, ownsEngine: false, timeout: timeout, token: token)
     }
 
-    private static func connect(to mds: Endpoint, engine: RDMAEngine, ownsEngine: Bool,
-                                timeout: Duration) async throws(GedsError) -> RDMAMetadataClient {
+    private static func connect(to mds: Endpoint, engine: RDMAEngine, ownsEngine: Bool, timeout: Duration,
+                                token: DeploymentToken?) async throws(GedsError) -> RDMAMetadataClient {
+        let client: RDMAMetadataClient
         do throws(RDMAError) {
             let connection = try await RDMAMessageConnection.connect(engine: engine, to: mds, options: RDMAMetadata.options,
                                                                      timeout: timeout)
-            return RDMAMetadataClient(mds: mds, connection: connection, ownsEngine: ownsEngine, timeout: timeout)
+            client = RDMAMetadataClient(mds: mds, connection: connection, ownsEngine: ownsEngine, timeout: timeout)
         } catch {
             if ownsEngine { engine.shutdown() }
             throw connectionError(error, mds: mds)
         }
+        guard let token else { return client }
+        do throws(GedsError) {
+            try await ClientHandshake.run(token: token, peer: "MDS \(mds) (rdma)") { (request) async throws(GedsError) in
+                try await client.call(request)
+            }
+        } catch {
+            await client.close()
+            throw error
+        }
+        return client
     }
 
     private static func connectionError(_ error: RDMAError, mds: Endpoint) -> GedsError {

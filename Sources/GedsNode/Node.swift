@@ -62,7 +62,8 @@ public final class Node: Sendable {
             }
             tier1 = try Tier1Store(tier1Configuration)
         }
-        let server = try await DataServer.start(listen: configuration.listen, group: group, logger: logger)
+        let server = try await DataServer.start(listen: configuration.listen, group: group, logger: logger,
+                                                authentication: configuration.serverAuthentication(logger))
         var rdma: RDMADataPlane?
         var mdsOverRDMA: RDMAMetadataClient?
         do throws(GedsError) {
@@ -101,10 +102,10 @@ public final class Node: Sendable {
         self.transport = transport
         self.rdma = rdma
         let executor = EventLoopTaskExecutor(group.next())
-        let peers = ConnectionPool(group: executor.eventLoop)
+        let peers = ConnectionPool(group: executor.eventLoop, token: configuration.token)
         self.executor = executor
         self.peers = peers
-        let bulk = BulkReader()
+        let bulk = BulkReader(token: configuration.token)
         self.bulk = bulk
         var host = configuration.advertisedHost ?? server.localAddress.host
         if host == "0.0.0.0" || host == "::" { host = "127.0.0.1" }
@@ -123,7 +124,8 @@ public final class Node: Sendable {
         let carriers = CopyCarriers(rdma: rdma, bulk: bulk, pool: peers, s3Clients: persistence.s3Clients,
                                     timeoutMilliseconds: configuration.timeoutMilliseconds)
         readPath = ReadPath(tiers: tiers, carriers: carriers, mds: mds,
-                            direct: DirectCalls(endpoint: configuration.mds, timeoutMilliseconds: configuration.timeoutMilliseconds),
+                            direct: DirectCalls(endpoint: configuration.mds, timeoutMilliseconds: configuration.timeoutMilliseconds,
+                                                token: configuration.token),
                             configuration: configuration, logger: logger)
         writePath = WritePath(tiers: tiers, persistence: persistence, readPath: readPath, mds: mds, session: session,
                               peers: peers, timeoutMilliseconds: configuration.timeoutMilliseconds)
@@ -173,7 +175,8 @@ public final class Node: Sendable {
                                            logger: Logger) async throws(GedsError) -> RDMAMetadataClient? {
         do throws(GedsError) {
             let client = try await RDMAMetadataClient.connect(to: endpoint, engine: engine,
-                                                              timeout: .milliseconds(configuration.timeoutMilliseconds))
+                                                              timeout: .milliseconds(configuration.timeoutMilliseconds),
+                                                              token: configuration.token)
             logger.info("MDS: over rdma at \(endpoint)")
             return client
         } catch {

@@ -1,5 +1,7 @@
+import GedsCarrier
 import GedsCore
 import GedsTier1
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -40,6 +42,9 @@ public struct NodeConfiguration: Sendable {
     public var mdsRDMA: Endpoint?
     /// Whether `GEDS.connect` attaches to this host's `gedsd` instead of starting a node in this process.
     public var attach: Attach = .auto
+    /// The deployment's secret (`--token-file`, `GEDS_TOKEN_FILE`: `DeploymentToken.resolve`): proved on every
+    /// connection this node makes and demanded on every one it accepts. Nil: an open deployment.
+    public var token: DeploymentToken?
 
     /// How a process finds the `gedsd` of its host to attach to (see `GEDS.connect`).
     public enum Attach: Sendable, Equatable {
@@ -73,7 +78,7 @@ public struct NodeConfiguration: Sendable {
                 tier0Directory: String? = nil, removeTier0OnShutdown: Bool? = nil, name: String? = nil,
                 hostID: String? = nil, role: NodeRole = .embedded, timeoutMilliseconds: Int64 = 10_000,
                 publishCachedCopies: Bool = true, tier0Capacity: UInt64? = nil, tier1: Tier1Configuration? = nil,
-                transport: Transport = .auto) {
+                transport: Transport = .auto, token: DeploymentToken? = nil) {
         let generatedName = NodeConfiguration.defaultName()
         self.mds = mds
         self.listen = listen
@@ -88,6 +93,12 @@ public struct NodeConfiguration: Sendable {
         self.tier0Capacity = tier0Capacity
         self.tier1 = tier1
         self.transport = transport
+        self.token = token
+    }
+
+    /// How this node's servers (its data port, a gedsd's local socket) check their connections.
+    func serverAuthentication(_ logger: Logger) -> ServerAuthentication {
+        ServerAuthentication(token: token, role: role == .daemon ? "gedsd \(name)" : "node \(name)", logger: logger)
     }
 
     static func defaultName() -> String {

@@ -17,8 +17,11 @@ public final class BulkReader: Sendable {
     private let threads: NIOThreadPool
     private let idle = Mutex<[Endpoint: [Int32]]>([:])
     private let nextID = Atomic<UInt64>(1)
+    private let token: DeploymentToken?
 
-    public init(threads: Int = 8) {
+    /// `token`: the deployment's, proved on each new connection (none: an open deployment).
+    public init(threads: Int = 8, token: DeploymentToken? = nil) {
+        self.token = token
         self.threads = NIOThreadPool(numberOfThreads: threads)
         self.threads.start()
     }
@@ -60,25 +63,26 @@ public final class BulkReader: Sendable {
 
     private func takeConnection(to peer: Endpoint, peerName: String, timeoutMilliseconds: Int64) throws(GedsError) -> Int32 {
         if let socket = idle.withLock({ $0[peer]?.popLast() }) { return socket }
-        return try BlockingTCP.connect(to: peer, peerName: peerName, timeoutMilliseconds: timeoutMilliseconds)
+        let socket = try BlockingTCP.connect(to: peer, peerName: peerName, timeoutMilliseconds: timeoutMilliseconds)
+        guard let token else { return socket }
+        do throws(GedsError) {
+            let context = ReceiveContext(socket: socket, peerName: peerName, timeoutMilliseconds: timeoutMilliseconds)
+            try ClientHandshake.run(token: token, peer: "\(peerName) \(peer)") { (request) throws(GedsError) -> Reply in
+                try context.exchange(request, id: nextID.wrappingAdd(1, ordering: .relaxed).oldValue)
+            }
+        } catch {
+            close(socket)
+            throw error
+        }
+        return socket
     }
 
     /// One request and its streamed answer; the connection is reusable afterwards only if this returns.
     static func transfer(on socket: Int32, id: UInt64, blob: BlobID, offset: UInt64, length: UInt64,
                          into destination: UnsafeMutableRawBufferPointer, peerName: String,
                          timeoutMilliseconds: Int64) throws(GedsError) -> UInt64 {
-        let request = FrameEncoder.frame(.readBlob(blob: blob, offset: offset, length: length), id: id,
-                                         allocator: ByteBufferAllocator())
-        try request.withUnsafeReadableBytes { (bytes) throws(GedsError) in
-            try sendAll(socket, bytes, peerName: peerName)
-        }
         let context = ReceiveContext(socket: socket, peerName: peerName, timeoutMilliseconds: timeoutMilliseconds)
-        var header = try context.header()
-        guard header.kind == .reply, header.requestID == id || header.requestID == 0 else {
-            throw GedsError(.protocolViolation, "\(peerName) answered out of turn")
-        }
-        var payload = try context.message(length: Int(header.length))
-        switch try Reply.decode(from: &payload) {
+        switch try context.exchange(.readBlob(blob: blob, offset: offset, length: length), id: id) {
         case .stream(let announced) where announced == length:
             break
         case .failure(let error):
@@ -88,7 +92,7 @@ public final class BulkReader: Sendable {
         }
         var received: UInt64 = 0
         while received < length {
-            header = try context.header()
+            let header = try context.header()
             guard header.kind == .data, header.requestID == id, UInt64(header.length) <= length - received else {
                 throw GedsError(.protocolViolation, "\(peerName) sent data that does not belong to this read")
             }
@@ -104,6 +108,18 @@ public final class BulkReader: Sendable {
         let socket: Int32
         let peerName: String
         let timeoutMilliseconds: Int64
+
+        /// Sends a request and receives its one reply (the handshake's steps).
+        func exchange(_ request: Request, id: UInt64) throws(GedsError) -> Reply {
+            let frame = FrameEncoder.frame(request, id: id, allocator: ByteBufferAllocator())
+            try frame.withUnsafeReadableBytes { (bytes) throws(GedsError) in try sendAll(socket, bytes, peerName: peerName) }
+            let header = try header()
+            guard header.kind == .reply, header.requestID == id || header.requestID == 0 else {
+                throw GedsError(.protocolViolation, "\(peerName) answered out of turn")
+            }
+            var payload = try message(length: Int(header.length))
+            return try Reply.decode(from: &payload)
+        }
 
         func header() throws(GedsError) -> FrameHeader {
             var buffer = try message(length: FrameHeader.size)

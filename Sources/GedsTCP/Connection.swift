@@ -18,24 +18,32 @@ public final class Connection: Sendable {
         self.peerName = peerName
     }
 
+    /// With a `token`, the connection is returned once the peer accepted its proof (and proved it knows it too).
     public static func connect(to peer: Endpoint, peerName: String, group: any EventLoopGroup,
-                               timeout: TimeAmount = .seconds(5)) async throws(GedsError) -> Connection {
-        let bootstrap = ClientBootstrap(group: group)
+                               timeout: TimeAmount = .seconds(5), token: DeploymentToken? = nil) async throws(GedsError) -> Connection {
+        let loop = group.next()
+        let authentication = PendingAuthentication(token: token, peer: "\(peerName) \(peer)", loop: loop, timeout: timeout)
+        let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 4 << 20))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try authentication?.addHandler(to: channel)
                     try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(peerName: peerName))
                 }
             }
+        let channel: any Channel
         do {
-            let channel = try await bootstrap.connect(host: peer.host, port: peer.port).get()
-            return Connection(peer: peer, channel: channel, peerName: peerName)
+            channel = try await bootstrap.connect(host: peer.host, port: peer.port).get()
         } catch {
-            throw GedsError(peerName == "MDS" ? .mdsUnreachable : .peerUnreachable,
-                            "\(peerName) unreachable at \(peer): \(Connection.describe(error))")
+            let failure = GedsError(peerName == "MDS" ? .mdsUnreachable : .peerUnreachable,
+                                    "\(peerName) unreachable at \(peer): \(Connection.describe(error))")
+            authentication?.abandon(failure)
+            throw failure
         }
+        try await authentication?.connected(channel)
+        return Connection(peer: peer, channel: channel, peerName: peerName)
     }
 
     public var isActive: Bool { channel.isActive }
@@ -120,12 +128,14 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         self.peerName = peerName
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    /// Once connected (and authenticated, see `ClientAuthenticationHandler`).
+    func channelActive(context: ChannelHandlerContext) {
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         timer = context.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(200)) { _ in
             let (handler, context) = loopBound.value
             handler.expire(context: context)
         }
+        context.fireChannelActive()
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -237,15 +247,18 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
 /// One connection per peer, made on first use and replaced when it breaks.
 public final class ConnectionPool: Sendable {
     private let group: any EventLoopGroup
+    private let token: DeploymentToken?
     private let connections = Mutex<[Endpoint: Connection]>([:])
 
-    public init(group: any EventLoopGroup) {
+    /// `token`: the deployment's, proved on each new connection (none: an open deployment).
+    public init(group: any EventLoopGroup, token: DeploymentToken? = nil) {
         self.group = group
+        self.token = token
     }
 
     public func connection(to peer: Endpoint, peerName: String) async throws(GedsError) -> Connection {
         if let existing = connections.withLock({ $0[peer] }), existing.isActive { return existing }
-        let fresh = try await Connection.connect(to: peer, peerName: peerName, group: group)
+        let fresh = try await Connection.connect(to: peer, peerName: peerName, group: group, token: token)
         let winner = connections.withLock { table -> Connection in
             if let existing = table[peer], existing.isActive { return existing }
             table[peer] = fresh

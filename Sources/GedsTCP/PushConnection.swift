@@ -1,3 +1,4 @@
+import GedsCarrier
 import GedsCore
 import GedsWire
 import NIOCore
@@ -13,15 +14,19 @@ public final class PushConnection: Sendable {
         self.channel = channel
     }
 
+    /// With a `token`, the request is sent once the peer accepted its proof (a refusal is thrown; `onClose` is for a connection that was opened).
     public static func open(to peer: Endpoint, peerName: String, request: Request, group: any EventLoopGroup,
-                            timeout: TimeAmount = .seconds(5),
+                            timeout: TimeAmount = .seconds(5), token: DeploymentToken? = nil,
                             onReply: @escaping @Sendable (Reply) -> Void,
                             onClose: @escaping @Sendable (GedsError) -> Void) async throws(GedsError) -> PushConnection {
-        let bootstrap = ClientBootstrap(group: group)
+        let loop = group.next()
+        let authentication = PendingAuthentication(token: token, peer: "\(peerName) \(peer)", loop: loop, timeout: timeout)
+        let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try authentication?.addHandler(to: channel)
                     try channel.pipeline.syncOperations.addHandler(
                         PushClientHandler(peerName: peerName, onReply: onReply, onClose: onClose))
                 }
@@ -30,9 +35,12 @@ public final class PushConnection: Sendable {
         do {
             channel = try await bootstrap.connect(host: peer.host, port: peer.port).get()
         } catch {
-            throw GedsError(peerName == "MDS" ? .mdsUnreachable : .peerUnreachable,
-                            "\(peerName) unreachable at \(peer): \(Connection.describe(error))")
+            let failure = GedsError(peerName == "MDS" ? .mdsUnreachable : .peerUnreachable,
+                                    "\(peerName) unreachable at \(peer): \(Connection.describe(error))")
+            authentication?.abandon(failure)
+            throw failure
         }
+        try await authentication?.connected(channel)
         channel.writeAndFlush(FrameEncoder.frame(request, id: 1, allocator: channel.allocator), promise: nil)
         return PushConnection(channel: channel)
     }

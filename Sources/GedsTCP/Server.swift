@@ -50,8 +50,10 @@ public final class FrameServer: Sendable {
     public let channel: any Channel
     public let localAddress: Endpoint
 
+    /// `authentication`: the deployment's token that each connection must prove before it is served (none: open).
     public static func start(listen: Endpoint, service: any RequestService, group: any EventLoopGroup,
-                             logger: Logger) async throws -> FrameServer {
+                             logger: Logger, authentication: ServerAuthentication? = nil) async throws -> FrameServer {
+        if authentication?.token != nil { AuthenticationFailures.register() }
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -61,7 +63,8 @@ public final class FrameServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        ServerConnectionHandler(service: service, logger: logger))
+                        ServerConnectionHandler(service: service, logger: logger,
+                                                gate: AuthenticationGate(authentication, address: channel.localAddress.map(describe) ?? "?")))
                 }
             }
         let channel: any Channel
@@ -72,6 +75,11 @@ public final class FrameServer: Sendable {
         }
         let port = channel.localAddress?.port ?? listen.port
         return FrameServer(channel: channel, localAddress: Endpoint(host: listen.host, port: port))
+    }
+
+    /// HOST:PORT, as clients name the server (and logs name a peer).
+    static func describe(_ address: SocketAddress) -> String {
+        "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
     }
 
     private init(channel: any Channel, localAddress: Endpoint) {
@@ -106,10 +114,12 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     private var streams = CircularBuffer<ActiveStream>()
     private var active = true
     private var push: (any PushSource)?
+    private var gate: AuthenticationGate
 
-    init(service: any RequestService, logger: Logger) {
+    init(service: any RequestService, logger: Logger, gate: AuthenticationGate) {
         self.service = service
         self.logger = logger
+        self.gate = gate
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -129,6 +139,17 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     }
 
     private func handle(_ request: Request, id: UInt64, context: ChannelHandlerContext) {
+        guard active else { return }  // refused: what was pipelined behind it is not served
+        switch gate.admit(request, from: context.remoteAddress.map(FrameServer.describe) ?? "?") {
+        case .serve:
+            break
+        case .answer(let reply):
+            send(reply, id: id, context: context)
+            return
+        case .refuse(let error):
+            refuse(error, id: id, context: context)
+            return
+        }
         guard push == nil else {
             send(.failure(GedsError(.invalidArgument, "this connection carries a subscription; use another one")), id: id,
                  context: context)
@@ -247,7 +268,13 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     /// A malformed frame: tell the peer why (best effort) and close; other connections are unaffected.
     private func reject(_ error: GedsError, context: ChannelHandlerContext) {
         logger.warning("closing connection from \(context.remoteAddress?.description ?? "?"): \(error.message)")
-        send(.failure(error), id: 0, context: context)
+        refuse(error, id: 0, context: context)
+    }
+
+    /// Sends the failure (best effort), then closes; nothing more is read from this connection.
+    private func refuse(_ error: GedsError, id: UInt64, context: ChannelHandlerContext) {
+        guard active else { return }
+        send(.failure(error), id: id, context: context)
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(.byteBuffer(channel.allocator.buffer(capacity: 0))))
             .whenComplete { _ in channel.close(promise: nil) }

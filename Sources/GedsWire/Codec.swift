@@ -66,6 +66,12 @@ extension ByteBuffer {
         writeBytes(bytes)
     }
 
+    /// Exactly `count` bytes (a nonce or a proof of the handshake).
+    mutating func readFixedBytes(_ count: Int, _ what: StaticString) throws(GedsError) -> [UInt8] {
+        guard let bytes = readBytes(length: count) else { throw WireDecodingError.truncated(what) }
+        return bytes
+    }
+
     mutating func readOptionalBytes() throws(GedsError) -> [UInt8]? {
         guard try readBool() else { return nil }
         let count = try readCount(limit: Int(InlineContents.maximumLimit), what: "contents")
@@ -149,7 +155,7 @@ extension ByteBuffer {
         switch LocationKind(rawValue: raw) {
         case .node: return .node(try readNodeCopy())
         case .s3: return .s3(try readS3Object())
-        case nil: throw GedsError(.protocolViolation, "unknown location kind \(raw)")
+        case nil: throw GedsError(.protocolViolation, "malformed message: unknown location kind \(raw)")
         }
     }
 
@@ -217,12 +223,12 @@ private enum RequestTag: UInt8, CaseIterable {
          sealObject, abortObject, lookup, list, deleteObject, deletePrefix, rename, copy, setMetadata,
          addLocation, removeLocation, readBlob, pullBlob, leave,
          setBucketStorage, bucketStorage, addS3Copy, s3Assignment, adoptS3Object, persistBlob, flush,
-         claimS3Deletions, s3Deleted, abandonS3Upload, subscribe, drainNode, drainFailed
+         claimS3Deletions, s3Deleted, abandonS3Upload, subscribe, drainNode, drainFailed, authenticate, prove
 }
 
 private enum ReplyTag: UInt8 {
     case ok = 1, failure, nodeRegistered, heartbeatAck, buckets, created, object, page, count, nodes, stream,
-         s3Assignment, storage, s3Deletions, s3Move, subscribed, events, progress, subscriptionEnded
+         s3Assignment, storage, s3Deletions, s3Move, subscribed, events, progress, subscriptionEnded, challenge
 }
 
 extension Request {
@@ -275,6 +281,8 @@ extension Request {
         case .subscribe: .subscribe
         case .drainNode: .drainNode
         case .drainFailed: .drainFailed
+        case .authenticate: .authenticate
+        case .prove: .prove
         }
     }
 }
@@ -392,6 +400,10 @@ extension Request {
         case .drainFailed(let node, let reason):
             buffer.writeInteger(node)
             buffer.writeWireString(reason.truncatedToUTF8(WireLimits.maximumString))
+        case .authenticate(let nonce):
+            buffer.writeBytes(nonce)
+        case .prove(let proof):
+            buffer.writeBytes(proof)
         }
     }
 
@@ -496,6 +508,10 @@ extension Request {
             request = .drainNode(name: try payload.readWireString())
         case .drainFailed:
             request = .drainFailed(node: try payload.readWireInteger("node"), reason: try payload.readWireString())
+        case .authenticate:
+            request = .authenticate(clientNonce: try payload.readFixedBytes(HandshakeSizes.nonce, "nonce"))
+        case .prove:
+            request = .prove(proof: try payload.readFixedBytes(HandshakeSizes.proof, "proof"))
         }
         try payload.expectEnd()
         return request
@@ -613,6 +629,10 @@ extension Reply {
                 buffer.writeInteger(UInt8(2))
                 buffer.writeInteger(last)
             }
+        case .challenge(let nonce, let proof):
+            buffer.writeInteger(ReplyTag.challenge.rawValue)
+            buffer.writeBytes(nonce)
+            buffer.writeBytes(proof)
         }
     }
 
@@ -658,7 +678,7 @@ extension Reply {
             var locations: [Location] = []
             for _ in 0..<count { locations.append(try payload.readLocation()) }
             let contents = try payload.readOptionalBytes()
-            guard contents == nil || contents?.count == Int(size) else {
+            guard contents.map({ UInt64($0.count) == size }) ?? true else {  // a size past Int.max must not trap
                 throw GedsError(.protocolViolation, "malformed message: \(contents?.count ?? 0) inline bytes of an object of \(size)")
             }
             reply = .object(ObjectInfo(bucket: bucket, key: key, blob: blob, size: size, sealed: sealed,
@@ -726,6 +746,9 @@ extension Reply {
             case 2: reply = .subscriptionEnded(.tooSlow(lastDelivered: revision))
             default: throw GedsError(.protocolViolation, "malformed message: subscription end \(reason)")
             }
+        case .challenge:
+            reply = .challenge(serverNonce: try payload.readFixedBytes(HandshakeSizes.nonce, "nonce"),
+                               proof: try payload.readFixedBytes(HandshakeSizes.proof, "proof"))
         }
         try payload.expectEnd()
         return reply

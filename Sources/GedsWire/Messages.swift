@@ -112,6 +112,18 @@ public enum Request: Sendable, Equatable {
     case drainNode(name: String)
     /// The node's drain stopped short (no room elsewhere, no other node): it keeps serving, no longer draining.
     case drainFailed(node: UInt32, reason: String)
+    // Authentication (every port of a deployment with a token; the carrier answers these, never the service).
+    /// Opens the handshake with the client's fresh nonce (`HandshakeSizes.nonce` bytes): answered `challenge`.
+    case authenticate(clientNonce: [UInt8])
+    /// The client's HMAC-SHA-256 over both nonces with the token: answered `ok`, or a failure and the connection
+    /// closed.
+    case prove(proof: [UInt8])
+}
+
+/// The fixed sizes of the handshake's fields: nonces and HMAC-SHA-256 proofs alike are 32 bytes.
+public enum HandshakeSizes {
+    public static let nonce = 32
+    public static let proof = 32
 }
 
 public enum Reply: Sendable, Equatable {
@@ -146,4 +158,6 @@ public enum Reply: Sendable, Equatable {
     case progress(revision: UInt64)
     /// The MDS ended the subscription (the connection closes after this).
     case subscriptionEnded(SubscriptionEnd)
+    /// The server's answer to `authenticate`: its fresh nonce and its own proof of the token over both nonces.
+    case challenge(serverNonce: [UInt8], proof: [UInt8])
 }

@@ -415,3 +415,13 @@ func tag(of reply: Reply) -> UInt8 { bytes(encoded(reply))[0] }
         }
     }
 }
+
+@Suite struct InlineSizeTests {
+    /// An `object` reply whose size is past `Int.max` and that carries inline bytes is refused, never a trap (the
+    /// mutation test found `Int(size)` trapping once the handshake's samples shifted its random sequence).
+    @Test func aSizePastIntMaxWithInlineBytesIsRefused() {
+        let reply = Reply.object(ObjectInfo(bucket: "b", key: "k", blob: 7, size: .max, sealed: true, modified: 1,
+                                            metadata: [:], locations: [], contents: [1, 2, 3]))
+        #expect(decodeReply(bytes(encoded(reply))).error?.code == .protocolViolation)
+    }
+}

@@ -107,6 +107,8 @@ enum Samples {
         .drainNode(name: "node-a"),
         .drainNode(name: unicode),
         .drainFailed(node: 3, reason: "no room: " + unicode),
+        .authenticate(clientNonce: Array(0..<32)),
+        .prove(proof: [UInt8](repeating: 0xFF, count: 32)),
     ]
 
     static let s3Object = S3ObjectReference(endpoint: "http://127.0.0.1:4569", bucket: "s3-bucket", key: "run/" + unicode,
@@ -179,6 +181,7 @@ enum Samples {
             .progress(revision: 42),
             .subscriptionEnded(.compacted(oldest: 1)),
             .subscriptionEnded(.tooSlow(lastDelivered: .max)),
+            .challenge(serverNonce: Array(32..<64), proof: [UInt8](repeating: 0, count: 32)),
         ]
         // Every error code crosses the wire unchanged.
         var code: UInt16 = 1
@@ -228,6 +231,8 @@ func caseName(_ request: Request) -> String {
     case .subscribe: "subscribe"
     case .drainNode: "drainNode"
     case .drainFailed: "drainFailed"
+    case .authenticate: "authenticate"
+    case .prove: "prove"
     }
 }
 
@@ -236,7 +241,8 @@ let allRequestCases: Set<String> = [
     "sealObject", "abortObject", "lookup", "list", "deleteObject", "deletePrefix", "rename", "copy", "setMetadata",
     "addLocation", "removeLocation", "readBlob", "pullBlob",
     "setBucketStorage", "bucketStorage", "addS3Copy", "s3Assignment", "adoptS3Object", "persistBlob", "flush",
-    "claimS3Deletions", "s3Deleted", "abandonS3Upload", "subscribe", "drainNode", "drainFailed",
+    "claimS3Deletions", "s3Deleted", "abandonS3Upload", "subscribe", "drainNode", "drainFailed", "authenticate",
+    "prove",
 ]
 
 func caseName(_ reply: Reply) -> String {
@@ -260,12 +266,14 @@ func caseName(_ reply: Reply) -> String {
     case .events: "events"
     case .progress: "progress"
     case .subscriptionEnded: "subscriptionEnded"
+    case .challenge: "challenge"
     }
 }
 
 let allReplyCases: Set<String> = [
     "ok", "failure", "nodeRegistered", "heartbeatAck", "buckets", "created", "object", "page", "count", "nodes", "stream",
     "s3Assignment", "storage", "s3Deletions", "s3Move", "subscribed", "events", "progress", "subscriptionEnded",
+    "challenge",
 ]
 
 extension BlobID {

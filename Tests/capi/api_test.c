@@ -44,7 +44,8 @@ int main(int argc, char **argv) {
     CHECK(strstr(geds_strerror(GEDS_E_NO_SUCH_BUCKET), "GEDS_E_NO_SUCH_BUCKET") != NULL);
     CHECK(strstr(geds_strerror(GEDS_E_S3_DELETION_PENDING), "GEDS_E_S3_DELETION_PENDING") != NULL);
     CHECK(strstr(geds_strerror(GEDS_E_SUBSCRIBER_TOO_SLOW), "GEDS_E_SUBSCRIBER_TOO_SLOW") != NULL);
-    for (int code = GEDS_E_SUBSCRIBER_TOO_SLOW; code <= GEDS_OK; code++) CHECK(strlen(geds_strerror(code)) > 10);
+    CHECK(strstr(geds_strerror(GEDS_E_AUTHENTICATION_FAILED), "GEDS_E_AUTHENTICATION_FAILED") != NULL);
+    for (int code = GEDS_E_AUTHENTICATION_FAILED; code <= GEDS_OK; code++) CHECK(strlen(geds_strerror(code)) > 10);
     CHECK(strstr(geds_strerror(-999), "unknown") != NULL);
     CHECK(strstr(geds_strerror(7), "unknown") != NULL);
 
@@ -127,7 +128,9 @@ int main(int argc, char **argv) {
     EXPECT(GEDS_E_INVALID_ARGUMENT, geds_write(w, data, 1, 0));
     geds_writer_discard(w); /* harmless */
 
-    CHECK(geds_create(g, bucket, "discarded", &w) == 0);
+    /* Create-if-absent: refused while the key is bound; a free key is created as by geds_create. */
+    EXPECT(GEDS_E_OBJECT_EXISTS, geds_create_flags(g, bucket, "dir/a", GEDS_CREATE_EXCLUSIVE, &w));
+    CHECK(geds_create_flags(g, bucket, "discarded", GEDS_CREATE_EXCLUSIVE, &w) == 0);
     EXPECT(0, geds_write(w, data, 100, 0));
     geds_writer_discard(w);
     EXPECT(GEDS_E_NO_SUCH_OBJECT, geds_stat(g, bucket, "discarded", &(geds_stat_t){0}));

@@ -140,7 +140,7 @@ def test_truncated_frame_then_close(cluster, node_a, stored, server, healthy):
 
 
 # 33: the first tag after the last request (subscribe, 32).
-@pytest.mark.parametrize("tag", [0, 33, 0xEE, 0xFF])
+@pytest.mark.parametrize("tag", [0, 37, 0xEE, 0xFF])
 def test_unknown_request_tag(cluster, node_a, stored, server, tag):
     with RawConnection(server.host, server.port) as conn:
         conn.send(frame(KIND_REQUEST, 11, bytes([tag]) + b"\x00" * 8))

@@ -41,11 +41,11 @@ pytestmark = pytest.mark.skipif(_why_skipped() is not None, reason=_why_skipped(
 class RDMACluster(Cluster):
     """geds-mds on host A with TCP and RDMA listeners; gedsd on either host; the CLI reading from host B."""
 
-    def start_rdma_mds(self):
+    def start_rdma_mds(self, *extra: str):
         mds = self._spawn("geds-mds", "mds", "", [binary("geds-mds"), "--listen", f"{HOST_A}:0",
                                                   "--rdma-listen", f"{HOST_A}:0", "--lease-ms", str(self.lease_ms),
                                                   # small objects' bytes off the MDS: every read takes the data plane
-                                                  "--inline-limit", "0"])
+                                                  "--inline-limit", "0", *extra])
         self.mds = mds
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -208,3 +208,42 @@ def test_geds_perf_measures_rdma_beside_perftest(tmp_path):
     assert measurement["gbit_per_s"] > 0, measurement
     assert measurement["reference"].startswith("ib_read_bw"), measurement
     assert measurement["reference_value"] > 0 and measurement["ratio"] > 0, measurement
+
+
+# MARK: a deployment token over RDMA send/receive (the TCP ports and the local socket: test_auth.py)
+
+
+@pytest.fixture(scope="module")
+def secured_rdma():
+    root = tempfile.mkdtemp(prefix=f"geds-rdma-auth-{os.getpid()}-", dir="/dev/shm")
+    cluster = RDMACluster(root, lease_ms=2000)
+    cluster.token, cluster.wrong = os.path.join(root, "token"), os.path.join(root, "wrong")
+    for path, secret in ((cluster.token, b"the token of this RDMA deployment\n"), (cluster.wrong, b"not the token at all, sorry")):
+        with open(path, "wb") as handle:
+            handle.write(secret)
+    try:
+        cluster.start_rdma_mds("--token-file", cluster.token)
+        cluster.start_host_node("auth-a", HOST_A, "--transport", "rdma", "--mds-rdma", cluster.mds_rdma,
+                                "--token-file", cluster.token)
+        yield cluster
+    finally:
+        cluster.close()
+        subprocess.run(["rm", "-rf", root], check=False)
+
+
+def test_the_token_over_rdma_send_receive(secured_rdma, tmp_path):
+    # auth-a registered and heartbeats over RDMA send/receive: it passed the handshake there.
+    assert "MDS: over rdma at " in log_of(secured_rdma, "auth-a")
+    token = ("--token-file", secured_rdma.token)
+    secured_rdma.cli(*token, "mb", "secured", rdma_mds=True).ok()
+    payload = os.urandom(300_000)
+    secured_rdma.cli(*token, "put", "-", "secured/x", "--to", "auth-a", input=payload, rdma_mds=True).ok()
+    assert secured_rdma.cli(*token, "cat", "secured/x", rdma_mds=True).ok().out == payload
+    for options, refusal in (((), r"requires a token"), (("--token-file", secured_rdma.wrong), r"rejected the token")):
+        result = secured_rdma.cli("--transport", "rdma", *options, "ls", "secured", rdma_mds=True)
+        assert result.rc != 0, result.describe()
+        last = result.err_lines[-1]
+        assert re.search(r"^geds: authentication failed: MDS 10\.10\.1\.1:\d+ \(rdma\) " + refusal, last), result.describe()
+    mds_log = log_of(secured_rdma, "mds")
+    assert re.search(r"MDS 10\.10\.1\.1:\d+ \(rdma\) rejected the token \(peer .*authentication failures so far: \d+\)",
+                     mds_log), mds_log[-2000:]

@@ -1,4 +1,5 @@
 import ArgumentParser
+import GedsCarrier
 import GedsCore
 import GedsMDS
 import GedsMetadataRDMA
@@ -54,6 +55,9 @@ struct GedsMDSCommand: AsyncParsableCommand {
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics.")
     var metrics: String?
 
+    @Option(name: .customLong("token-file"), help: ArgumentHelp(DeploymentToken.optionHelp))
+    var tokenFile: String?
+
     func validate() throws {
         guard eventHistory >= 0 else { throw ValidationError("--event-history must be 0 or more") }
         guard subscriberQueue >= 1 else { throw ValidationError("--subscriber-queue must be 1 or more") }
@@ -89,6 +93,7 @@ struct GedsMDSCommand: AsyncParsableCommand {
         let server: MetadataServer
         let levels = Mutex<MetadataService?>(nil)
         do {
+            let token = try DeploymentToken.resolve(tokenFile: tokenFile)
             if let metrics {
                 let endpoint = try await MetricsEndpoint.start(listen: try Endpoint(parsing: metrics),
                                                                group: MultiThreadedEventLoopGroup.singleton) {
@@ -103,10 +108,11 @@ struct GedsMDSCommand: AsyncParsableCommand {
                                                     subscriberQueueLimit: subscriberQueue,
                                                     progressInterval: .milliseconds(max(progressMilliseconds, 10)),
                                                     state: state.map { StateOptions(directory: $0, fsync: fsync.flatMap(FsyncPolicy.init) ?? .everysec) },
-                                                    logger: logger)
+                                                    token: token, logger: logger)
             levels.withLock { $0 = server.service }
             printLine("geds-mds listening on \(server.localAddress)")
             if let rdma = server.rdma { printLine("geds-mds listening for RDMA on \(rdma.endpoint)") }
+            if token == nil { printLine("geds-mds: \(DeploymentToken.openDeploymentNotice)") }
         } catch {
             printError("geds-mds: \(GedsError.wrapping(error).message)")
             throw ExitCode(1)

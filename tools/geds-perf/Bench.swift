@@ -185,7 +185,9 @@ struct Bench {
 
     /// An MDS client on a connection of its own, as a separate task of a job would have (close its pool after use).
     static func ownMDSClient(_ endpoint: Endpoint) -> MDSClient {
-        MDSClient(endpoint: endpoint, pool: ConnectionPool(group: MultiThreadedEventLoopGroup.singleton), timeout: .seconds(10))
+        MDSClient(endpoint: endpoint, pool: ConnectionPool(group: MultiThreadedEventLoopGroup.singleton,
+                                                           token: try? DeploymentToken.resolve(tokenFile: nil)),
+                  timeout: .seconds(10))
     }
 
     /// Gbit/s of moving `bytes` in each of `seconds`.

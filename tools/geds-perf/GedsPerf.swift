@@ -94,6 +94,10 @@ struct GedsPerf: AsyncParsableCommand {
             help: "The started MDS's --inline-limit (objects whose bytes come with their lookup; 0: none, so small reads take the data plane). Default: geds-mds's.")
     var inlineLimit: String?
 
+    @Option(name: .customLong("token-file"),
+            help: "The deployment's token file (default: $GEDS_TOKEN_FILE): the MDS and gedsds started here demand it, and every connection of this process proves it.")
+    var tokenFile: String?
+
     @Option(name: .customLong("attach-client"), help: .hidden)
     var attachClient: String?
 
@@ -221,6 +225,11 @@ struct GedsPerf: AsyncParsableCommand {
 
     func run() async throws {
         // One of the attach workload's client processes: SOCKET,put|get,SECONDS; prints its operations per second.
+        if let tokenFile {
+            _ = try DeploymentToken.load(path: tokenFile)  // a bad file is said now, not by each child
+            // The children started here (geds-mds, gedsd, geds) and this process's own connections take it from there.
+            setenv(DeploymentToken.environmentVariable, URL(fileURLWithPath: tokenFile).path, 1)
+        }
         if let attachClient { return try await AttachBench.client(attachClient) }
         Cleanup.installSignalHandlers()
         let selected = try Workload.parse(workloads)

@@ -43,7 +43,8 @@ enum S3Bench {
         progress("s3: uploading \(Report.formatSize(size)) to moto_server at \(endpoint)")
         try await s3.upload(bucket: "geds-perf", key: "object", from: UnsafeRawBufferPointer(object))
 
-        let mds = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), logger: logger)
+        let mds = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0),
+                                                 token: try DeploymentToken.resolve(tokenFile: nil), logger: logger)
         let folder = "/dev/shm/geds-perf-s3-\(getpid())"
         Cleanup.folders.withLock { $0.append(folder) }
         defer { Cleanup.folders.withLock { $0.removeAll { $0 == folder } } }

@@ -12,6 +12,7 @@ struct Geds: AsyncParsableCommand {
         discussion: """
             The MDS is --mds HOST:PORT before the command, else $GEDS_MDS, else 127.0.0.1:4381. \
             --transport auto|rdma|tcp (also before the command) chooses the data plane; auto uses RDMA when this machine has a device.
+            --token-file FILE (also before the command; default: $GEDS_TOKEN_FILE) proves the deployment's token to every server.
             Shell completion: geds --generate-completion-script bash|zsh|fish.
             """,
         version: "geds \(GedsVersion.release)",
@@ -39,6 +40,9 @@ struct Connection: ParsableArguments {
     @Option(help: "Attach to the gedsd listening at this local socket (default: $GEDS_NODE, else a gedsd of the same MDS found in $XDG_RUNTIME_DIR/geds or /run/geds; with none, this command runs a node of its own).")
     var node: String?
 
+    @Option(name: .customLong("token-file"), help: ArgumentHelp(DeploymentToken.optionHelp))
+    var tokenFile: String?
+
     @Flag(help: "Log which transports are used (to stderr).")
     var verbose = false
 
@@ -55,6 +59,7 @@ struct Connection: ParsableArguments {
         configuration.rdmaAddress = rdmaAddress
         configuration.attach = node.map { .path($0) } ?? .auto
         configuration.mdsRDMA = try mdsRDMA.map { (text) throws(GedsError) in try Endpoint(parsing: text) }
+        configuration.token = try DeploymentToken.resolve(tokenFile: tokenFile)
         return try await GEDS.connect(configuration, logger: logger)
     }
 }
@@ -684,7 +689,8 @@ func formatDuration(_ seconds: Double) -> String {
 // `geds --mds HOST:PORT COMMAND …`: the global options may come before the command; they are handed to it.
 @main
 enum Main {
-    static let globalOptions = ["--mds", "--node", "--timeout-ms", "--transport", "--rdma-address", "--mds-rdma", "--verbose"]
+    static let globalOptions = ["--mds", "--node", "--timeout-ms", "--transport", "--rdma-address", "--mds-rdma", "--token-file",
+                                "--verbose"]
     static let globalFlags: Set = ["--verbose"]
 
     static func main() async {

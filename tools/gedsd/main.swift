@@ -69,6 +69,9 @@ struct GedsDaemon: AsyncParsableCommand {
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics.")
     var metrics: String?
 
+    @Option(name: .customLong("token-file"), help: ArgumentHelp(DeploymentToken.optionHelp))
+    var tokenFile: String?
+
     func run() async throws {
         var logger = Logger(label: "gedsd")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
@@ -92,6 +95,7 @@ struct GedsDaemon: AsyncParsableCommand {
                 tier0Directory: tier0, removeTier0OnShutdown: false, name: name, hostID: hostID, role: .daemon,
                 transport: try NodeConfiguration.Transport(parsing: transport))
             configuration.attach = .never
+            configuration.token = try DeploymentToken.resolve(tokenFile: tokenFile)
             configuration.rdmaAddress = rdmaAddress
             configuration.mdsRDMA = try mdsRDMA.map { (text) throws(GedsError) in try Endpoint(parsing: text) }
             configuration.tier0Capacity = try tier0Capacity.map { (text) throws(GedsError) in try ByteCount.parse(text) }
@@ -118,6 +122,7 @@ struct GedsDaemon: AsyncParsableCommand {
             let tiers = [configuration.tier0Capacity.map { "tier 0: \(tier0), \($0) bytes" } ?? "tier 0: \(tier0)",
                          configuration.tier1.map { "tier 1: \($0.directory), \($0.capacity) bytes" }].compactMap { $0 }
             printLine("gedsd \(configuration.name) listening on \(store.endpoint!), local socket \(local.path) (\(tiers.joined(separator: "; ")))")
+            if configuration.token == nil { printLine("gedsd: \(DeploymentToken.openDeploymentNotice)") }
         } catch {
             printError("gedsd: \(GedsError.wrapping(error).message)")
             throw ExitCode(1)

@@ -53,7 +53,8 @@ enum {
     GEDS_E_S3_DELETION_PENDING = -22,
     GEDS_E_COMPACTED = -23,           /* a resume from an event revision older than the MDS's history */
     GEDS_E_SUBSCRIBER_TOO_SLOW = -24, /* a subscription fell too far behind and was ended */
-    GEDS_E_OBJECT_EXISTS = -25        /* an exclusive create found the key taken (or lost the race to seal it) */
+    GEDS_E_OBJECT_EXISTS = -25,       /* an exclusive create found the key taken (or lost the race to seal it) */
+    GEDS_E_AUTHENTICATION_FAILED = -26 /* the deployment's token (GEDS_TOKEN_FILE) is missing or wrong */
 };
 
 typedef struct geds geds_t;                 /* a connection: this process's node in the store */
@@ -110,6 +111,9 @@ int geds_connect(const char *mds, geds_t **out);            /* mds NULL: $GEDS_M
                                                                 what must outlive it) */
 void geds_config_init(geds_config_t *config);                /* all defaults */
 int geds_connect_config(const geds_config_t *config, geds_t **out);  /* connect with options */
+                                                             /* both: a deployment with a token (gedsd/geds-mds
+                                                                --token-file) needs $GEDS_TOKEN_FILE naming the file;
+                                                                a missing or wrong one: GEDS_E_AUTHENTICATION_FAILED */
 void geds_close(geds_t *g);                                  /* stops this process's node; objects it alone holds go */
 
 /* ---- buckets ---- */

@@ -19,10 +19,13 @@ final class DataServer: Sendable {
     /// Where it listens (the port chosen when `listen` asked for any).
     var localAddress: Endpoint { frames.localAddress }
 
-    static func start(listen: Endpoint, group: any EventLoopGroup, logger: Logger) async throws(GedsError) -> DataServer {
+    /// `authentication`: the deployment's token each peer must prove (none: open).
+    static func start(listen: Endpoint, group: any EventLoopGroup, logger: Logger,
+                      authentication: ServerAuthentication) async throws(GedsError) -> DataServer {
         let service = PeerService()
         do {
-            return DataServer(frames: try await FrameServer.start(listen: listen, service: service, group: group, logger: logger),
+            return DataServer(frames: try await FrameServer.start(listen: listen, service: service, group: group, logger: logger,
+                                                                  authentication: authentication),
                               service: service)
         } catch {
             throw GedsError.wrapping(error)

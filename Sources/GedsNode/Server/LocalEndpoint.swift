@@ -1,5 +1,6 @@
 import CLinux
 import Dispatch
+import GedsCarrier
 import GedsCore
 import GedsTier0
 import GedsWire
@@ -145,10 +146,9 @@ public final class LocalEndpoint: Sendable {
             }
         }
         do throws(GedsError) {
-            // The first frame must be a hello, answered only once the peer is let in.
-            guard let first = try socket.receiveFrame() else { return }
-            if first.descriptor >= 0 { Glibc.close(first.descriptor) }
-            guard first.header.kind == .request, case .hello(let pid, let mds) = try LocalFrame.request(from: first.payload) else {
+            // The first frame (after the token's handshake) must be a hello, answered only once the peer is let in.
+            guard let first = try firstRequestAfterHandshake(socket) else { return }
+            guard case .hello(let pid, let mds) = first.request else {
                 throw GedsError(.protocolViolation, "a local connection must begin with hello")
             }
             var peerPID: Int32 = 0
@@ -159,12 +159,12 @@ public final class LocalEndpoint: Sendable {
             }
             if let refusal = refusal(uid: uid, gid: gid, admitted: admitted, mds: mds) {
                 logger.notice("local endpoint refused pid \(pid): \(refusal.message)")
-                try socket.send(LocalFrame.bytes(.failure(refusal), id: first.header.requestID))
+                try socket.send(LocalFrame.bytes(.failure(refusal), id: first.id))
                 return
             }
             let current = LocalSession(node: node, trusted: uid == getuid() || uid == 0)
             session = current
-            try socket.send(LocalFrame.bytes(.nodes([node.ownInfo]), id: first.header.requestID))
+            try socket.send(LocalFrame.bytes(.nodes([node.ownInfo]), id: first.id))
             while let frame = try socket.receiveFrame() {
                 if frame.descriptor >= 0 { Glibc.close(frame.descriptor) }
                 guard frame.header.kind == .request else {
@@ -176,6 +176,43 @@ public final class LocalEndpoint: Sendable {
         } catch {
             logger.debug("local connection ended: \(error.message)")
         }
+    }
+
+    /// Runs the token's handshake (its steps come as `call`s, before the hello) and returns the first request after
+    /// it; nil when the peer went away or was refused (told why, logged and counted).
+    private func firstRequestAfterHandshake(_ socket: BlockingFrameSocket) throws(GedsError) -> (id: UInt64, request: LocalRequest)? {
+        var gate = AuthenticationGate(node.configuration.serverAuthentication(logger), address: path)
+        while let frame = try socket.receiveFrame() {
+            if frame.descriptor >= 0 { Glibc.close(frame.descriptor) }
+            guard frame.header.kind == .request else {
+                throw GedsError(.protocolViolation, "expected a request frame, got a \(frame.header.kind) frame")
+            }
+            let request = try LocalFrame.request(from: frame.payload)
+            let verdict = if case .call(let step) = request {
+                gate.admit(step, from: LocalEndpoint.describePeer(socket))
+            } else {
+                gate.admitOther(from: LocalEndpoint.describePeer(socket))
+            }
+            switch verdict {
+            case .serve:
+                return (frame.header.requestID, request)
+            case .answer(let reply):
+                try socket.send(LocalFrame.bytes(reply, id: frame.header.requestID))
+            case .refuse(let error):
+                try socket.send(LocalFrame.bytes(.failure(error), id: frame.header.requestID))
+                return nil
+            }
+        }
+        return nil
+    }
+
+    /// "pid P uid U", from the kernel (SO_PEERCRED), for log lines.
+    private static func describePeer(_ socket: BlockingFrameSocket) -> String {
+        var pid: Int32 = 0
+        var uid: UInt32 = 0
+        var gid: UInt32 = 0
+        guard clinux_peer_credentials(socket.descriptor, &pid, &uid, &gid) == 0 else { return "a local process" }
+        return "pid \(pid) uid \(uid)"
     }
 
     /// Why a peer may not attach, nil when it may: its user (SO_PEERCRED) against the socket's mode, the

@@ -1,3 +1,4 @@
+import GedsCarrier
 import GedsCore
 import GedsWire
 import Synchronization
@@ -15,12 +16,15 @@ public final class DirectCalls: Sendable {
     private let timeoutMilliseconds: Int64
     private let idle = Mutex<(process: pid_t, sockets: [BlockingFrameSocket])>((getpid(), []))
     private let nextID = Atomic<UInt64>(1)
+    private let token: DeploymentToken?
     /// Idle connections kept beyond this many are closed.
     private static let keptIdle = 64
 
-    public init(endpoint: Endpoint, timeoutMilliseconds: Int64) {
+    /// `token`: the deployment's, proved on each new connection (none: an open deployment).
+    public init(endpoint: Endpoint, timeoutMilliseconds: Int64, token: DeploymentToken? = nil) {
         self.endpoint = endpoint
         self.timeoutMilliseconds = timeoutMilliseconds
+        self.token = token
     }
 
     deinit {
@@ -35,7 +39,22 @@ public final class DirectCalls: Sendable {
         if let pooled = pooledConnection(), let reply = try? exchange(request, on: pooled) {
             return reply
         }
-        return try exchange(request, on: try BlockingFrameSocket.connect(tcp: endpoint, timeoutMilliseconds: timeoutMilliseconds))
+        return try exchange(request, on: try connect())
+    }
+
+    /// A new connection, authenticated when the deployment has a token.
+    private func connect() throws(GedsError) -> BlockingFrameSocket {
+        let socket = try BlockingFrameSocket.connect(tcp: endpoint, timeoutMilliseconds: timeoutMilliseconds)
+        guard let token else { return socket }
+        do throws(GedsError) {
+            try ClientHandshake.run(token: token, peer: "MDS \(endpoint)") { (request) throws(GedsError) in
+                try roundTrip(request, on: socket)
+            }
+        } catch {
+            socket.close()
+            throw error
+        }
+        return socket
     }
 
     /// An idle connection of this process; after a fork, the parent's are closed here (only this process's copies
@@ -53,9 +72,9 @@ public final class DirectCalls: Sendable {
         return socket
     }
 
-    private func exchange(_ request: Request, on socket: BlockingFrameSocket) throws(GedsError) -> Reply {
+    /// One request and its reply; a failed one leaves the connection unusable (the caller closes it).
+    private func roundTrip(_ request: Request, on socket: BlockingFrameSocket) throws(GedsError) -> Reply {
         let id = nextID.add(1, ordering: .relaxed).oldValue
-        let reply: Reply
         do throws(GedsError) {
             try socket.send(LocalFrame.bytes(request, id: id))
             guard let frame = try socket.receiveFrame() else {
@@ -65,10 +84,19 @@ public final class DirectCalls: Sendable {
             guard frame.header.kind == .reply, frame.header.requestID == id else {
                 throw GedsError(.protocolViolation, "\(endpoint) answered request \(id) with a \(frame.header.kind) frame for \(frame.header.requestID)")
             }
-            reply = try LocalFrame.reply(from: frame.payload)
+            return try LocalFrame.reply(from: frame.payload)
+        } catch {
+            throw error.code == .io ? GedsError(.mdsUnreachable, "\(endpoint): \(error.message)") : error
+        }
+    }
+
+    private func exchange(_ request: Request, on socket: BlockingFrameSocket) throws(GedsError) -> Reply {
+        let reply: Reply
+        do throws(GedsError) {
+            reply = try roundTrip(request, on: socket)
         } catch {
             socket.close()
-            throw error.code == .io ? GedsError(.mdsUnreachable, "\(endpoint): \(error.message)") : error
+            throw error
         }
         let process = getpid()
         let surplus = idle.withLock { idle -> BlockingFrameSocket? in

@@ -91,6 +91,9 @@ final class MDSSession: Sendable {
 
     /// Leaves the MDS (which withdraws the node's copies at once rather than when its lease runs out).
     func leave() async {
+        // Index 0: never registered (the MDS numbers nodes from 1), so nothing to withdraw, and no call that would
+        // fail again the way the registration did (a refused token, an MDS away).
+        guard index != 0 else { return }
         try? await mds.expectOK(.leave(node: index))
     }
 }

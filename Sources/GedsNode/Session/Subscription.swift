@@ -1,3 +1,4 @@
+import GedsCarrier
 import GedsCore
 import GedsTCP
 import GedsWire
@@ -15,6 +16,7 @@ public final class EventSubscription: AsyncSequence, Sendable {
     public let scope: EventScope
     private let mds: Endpoint
     private let group: any EventLoopGroup
+    private let token: DeploymentToken?
     private let state = Mutex<State>(State())
 
     /// Events received and not taken by the application yet, at most this many; beyond, the subscription fails
@@ -41,15 +43,17 @@ public final class EventSubscription: AsyncSequence, Sendable {
         var notify: (@Sendable () -> Void)?
     }
 
-    init(scope: EventScope, mds: Endpoint, group: any EventLoopGroup) {
+    init(scope: EventScope, mds: Endpoint, group: any EventLoopGroup, token: DeploymentToken?) {
         self.scope = scope
         self.mds = mds
         self.group = group
+        self.token = token
     }
 
     /// Subscribes, after `after` (replayed from the MDS's history) or from now; returns once the MDS confirmed.
-    static func open(_ scope: EventScope, after: UInt64?, mds: Endpoint, group: any EventLoopGroup) async throws(GedsError) -> EventSubscription {
-        let subscription = EventSubscription(scope: scope, mds: mds, group: group)
+    static func open(_ scope: EventScope, after: UInt64?, mds: Endpoint, group: any EventLoopGroup,
+                     token: DeploymentToken?) async throws(GedsError) -> EventSubscription {
+        let subscription = EventSubscription(scope: scope, mds: mds, group: group, token: token)
         if let after {
             subscription.state.withLock { state in
                 state.seen = after
@@ -150,7 +154,7 @@ public final class EventSubscription: AsyncSequence, Sendable {
         while !state.withLock({ $0.cancelled }) {
             do {
                 let connection = try await PushConnection.open(
-                    to: mds, peerName: "MDS", request: .subscribe(scope: scope, after: after), group: group,
+                    to: mds, peerName: "MDS", request: .subscribe(scope: scope, after: after), group: group, token: token,
                     onReply: { [weak self] reply in self?.received(reply) },
                     onClose: { [weak self] error in self?.closed(error) })
                 let cancelled = state.withLock { state in
@@ -281,14 +285,15 @@ public final class EventSubscription: AsyncSequence, Sendable {
 extension Node {
     /// Subscribes to the MDS's events in `scope`: those after `after` (from its history), or from now on.
     public func subscribe(_ scope: EventScope, after: UInt64? = nil) async throws(GedsError) -> EventSubscription {
-        try await EventSubscription.open(scope, after: after, mds: configuration.mds, group: group)
+        try await EventSubscription.open(scope, after: after, mds: configuration.mds, group: group, token: configuration.token)
     }
 }
 
 extension EventSubscription {
     /// For a process without a node of its own (attached to a gedsd): subscribes straight at the MDS, on NIO's
     /// shared event loops.
-    public static func open(_ scope: EventScope, after: UInt64?, mds: Endpoint) async throws(GedsError) -> EventSubscription {
-        try await open(scope, after: after, mds: mds, group: MultiThreadedEventLoopGroup.singleton)
+    public static func open(_ scope: EventScope, after: UInt64?, mds: Endpoint,
+                            token: DeploymentToken? = nil) async throws(GedsError) -> EventSubscription {
+        try await open(scope, after: after, mds: mds, group: MultiThreadedEventLoopGroup.singleton, token: token)
     }
 }

@@ -3,12 +3,12 @@ an fsspec filesystem (`geds://bucket/key`, in geds.fs) and a smart_open transpor
 
 from .client import (Client, Entry, Event, Location, ObjectFile, ObjectInfo, Reader, Subscription, Writer, connect,
                      version)
-from .errors import (BucketExists, BucketNotEmpty, Compacted, GedsError, InvalidArgument, InvalidName, IOFailure,
+from .errors import (AuthenticationFailed, BucketExists, BucketNotEmpty, Compacted, GedsError, InvalidArgument, InvalidName, IOFailure,
                      NoSuchBucket, NoSuchObject, ObjectExists, ObjectLost, ObjectSealed, OutOfSpace, PeerUnreachable,
                      SubscriberTooSlow, TimedOut, Unreachable)
 
 __all__ = ["Client", "Entry", "Event", "Location", "ObjectFile", "ObjectInfo", "Reader", "Subscription", "Writer",
-           "connect", "version", "Compacted", "SubscriberTooSlow",
+           "connect", "version", "AuthenticationFailed", "Compacted", "SubscriberTooSlow",
            "GedsError", "BucketExists", "BucketNotEmpty", "InvalidArgument", "InvalidName", "IOFailure", "NoSuchBucket",
            "NoSuchObject", "ObjectExists", "ObjectLost", "ObjectSealed", "OutOfSpace", "PeerUnreachable", "TimedOut",
            "Unreachable"]

@@ -36,7 +36,11 @@ def _runtime_usable() -> None:
 # Objects below this size are read by get() with one geds_read_object call (no separate open).
 _SMALL_OBJECT = 64 * 1024
 
-_CONFIG_FIELDS = ("mds", "transport", "tier0_dir", "host_id", "name", "persistency", "timeout_ms", "tier0_capacity")
+_CONFIG_FIELDS = ("mds", "transport", "tier0_dir", "host_id", "name", "persistency", "timeout_ms", "tier0_capacity",
+                  "token_file")
+# libgeds takes the deployment's token from this variable at connect (geds.h); `token_file=` sets it for that call.
+_TOKEN_VARIABLE = "GEDS_TOKEN_FILE"
+_connect_lock = threading.Lock()
 
 
 def _c(text: str) -> bytes:
@@ -109,7 +113,7 @@ class Client:
         lib.geds_config_init(config)
         keep = []  # the C strings must outlive geds_connect_config
         for field, value in self._options.items():
-            if value is None:
+            if value is None or field == "token_file":
                 continue
             if field in ("timeout_ms", "tier0_capacity"):
                 setattr(config, field, int(value))
@@ -117,7 +121,20 @@ class Client:
                 keep.append(ffi.new("char[]", _c(str(value))))
                 setattr(config, field, keep[-1])
         out = ffi.new("geds_t **")
-        check(lib.geds_connect_config(config, out))
+        token_file = self._options.get("token_file")
+        if token_file is None:
+            check(lib.geds_connect_config(config, out))
+        else:
+            with _connect_lock:
+                saved = os.environ.get(_TOKEN_VARIABLE)
+                os.environ[_TOKEN_VARIABLE] = os.fspath(token_file)
+                try:
+                    check(lib.geds_connect_config(config, out))
+                finally:
+                    if saved is None:
+                        del os.environ[_TOKEN_VARIABLE]
+                    else:
+                        os.environ[_TOKEN_VARIABLE] = saved
         self._handle, self._pid = out[0], os.getpid()
         _runtime_pid = self._pid
         _open_clients.add(self)
@@ -448,7 +465,8 @@ def _rebuild(options: dict) -> Client:
 
 def connect(mds: str | None = None, **config) -> Client:
     """Connects to GEDS. `mds` is HOST:PORT (None: $GEDS_MDS, else 127.0.0.1:4381); `config` takes the fields of
-    geds_config_t: transport, tier0_dir, host_id, name, persistency, timeout_ms, tier0_capacity."""
+    geds_config_t: transport, tier0_dir, host_id, name, persistency, timeout_ms, tier0_capacity; and token_file, the
+    deployment's token (default: $GEDS_TOKEN_FILE)."""
     return Client(mds, **config)
 
 

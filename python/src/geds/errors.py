@@ -104,9 +104,15 @@ class SubscriberTooSlow(GedsError):
     code = lib.GEDS_E_SUBSCRIBER_TOO_SLOW
 
 
+class AuthenticationFailed(GedsError, PermissionError):
+    """The deployment's token (GEDS_TOKEN_FILE, or connect(token_file=...)) is missing or wrong."""
+    code = lib.GEDS_E_AUTHENTICATION_FAILED
+
+
 _BY_CODE = {cls.code: cls for cls in (NoSuchObject, NoSuchBucket, BucketExists, ObjectExists, ObjectSealed, BucketNotEmpty,
                                       InvalidName, InvalidArgument, Unreachable, PeerUnreachable, TimedOut,
-                                      OutOfSpace, ObjectLost, IOFailure, Compacted, SubscriberTooSlow)}
+                                      OutOfSpace, ObjectLost, IOFailure, Compacted, SubscriberTooSlow,
+                                      AuthenticationFailed)}
 
 
 def error_for(code: int) -> GedsError:

@@ -1,0 +1,115 @@
+import GedsCarrier
+import GedsCore
+import GedsWire
+import NIOCore
+
+/// The token's handshake on a client channel being made (`Connection`, `PushConnection`): its handler goes first in
+/// the pipeline, and `connected` waits for the handshake's end once the channel is connected. Nil without a token.
+struct PendingAuthentication: Sendable {
+    private let promise: EventLoopPromise<Void>
+    private let handshake: ClientHandshake
+    private let timeout: TimeAmount
+
+    init?(token: DeploymentToken?, peer: String, loop: any EventLoop, timeout: TimeAmount) {
+        guard let token else { return nil }
+        promise = loop.makePromise(of: Void.self)
+        handshake = ClientHandshake(token: token, peer: peer)
+        self.timeout = timeout
+    }
+
+    func addHandler(to channel: any Channel) throws {
+        try channel.pipeline.syncOperations.addHandler(
+            ClientAuthenticationHandler(handshake: handshake, done: promise, timeout: timeout), position: .first)
+    }
+
+    /// The channel is connected: waits until the server accepted the proof (the channel is closed if it did not).
+    func connected(_ channel: any Channel) async throws(GedsError) {
+        do {
+            try await promise.futureResult.get()
+        } catch {
+            channel.close(promise: nil)
+            throw GedsError.wrapping(error)
+        }
+    }
+
+    /// The channel never connected.
+    func abandon(_ error: GedsError) { promise.fail(error) }
+}
+
+/// Speaks the handshake when the channel becomes active, before the handlers behind it send anything, then
+/// steps aside; a failure closes the channel and is reported only through `done` (not to the handlers behind).
+final class ClientAuthenticationHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var handshake: ClientHandshake
+    private let done: EventLoopPromise<Void>
+    private let timeout: TimeAmount
+    private var reader = FrameReader()
+    private var proved = false
+    private var finished = false
+    private var deadline: Scheduled<Void>?
+
+    init(handshake: ClientHandshake, done: EventLoopPromise<Void>, timeout: TimeAmount) {
+        self.handshake = handshake
+        self.done = done
+        self.timeout = timeout
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        deadline = context.eventLoop.scheduleTask(in: timeout) {
+            let (handler, context) = loopBound.value
+            handler.fail(GedsError(.timedOut, "authentication got no answer within \(handler.timeout.nanoseconds / 1_000_000) ms"),
+                         context: context)
+        }
+        send(handshake.hello, id: 1, context: context)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !finished else { return }
+        do {
+            try reader.consume(unwrapInboundIn(data)) { (frame) throws(GedsError) in
+                guard !finished else { return }  // the server says nothing more until asked
+                guard case .reply(_, let reply) = frame else {
+                    throw GedsError(.protocolViolation, "a server sent something other than the handshake's replies")
+                }
+                if proved {
+                    try handshake.finish(reply)
+                    finished = true
+                } else {
+                    send(try handshake.proof(answering: reply), id: 2, context: context)
+                    proved = true
+                }
+            }
+        } catch {
+            fail(error, context: context)
+            return
+        }
+        if finished {
+            deadline?.cancel()
+            done.succeed()
+            // The handlers behind see the channel become active only now, and so never see one that failed.
+            context.fireChannelActive()
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+    }
+
+    /// Not passed on: the handlers behind never saw the channel active.
+    func channelInactive(context: ChannelHandlerContext) {
+        fail(GedsError(.peerUnreachable, "the server closed the connection during authentication"), context: context)
+    }
+
+    private func send(_ request: Request, id: UInt64, context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(FrameEncoder.frame(request, id: id, allocator: context.channel.allocator)),
+                              promise: nil)
+    }
+
+    private func fail(_ error: GedsError, context: ChannelHandlerContext) {
+        guard !finished else { return }
+        finished = true
+        deadline?.cancel()
+        done.fail(error)
+        context.close(promise: nil)
+    }
+}
