@@ -51,8 +51,7 @@ public final class Connection: Sendable {
     /// Sends a request and waits for its reply; `timeout` bounds the wait for the reply.
     public func call(_ request: Request, timeout: TimeAmount) async throws(GedsError) -> Reply {
         let promise = channel.eventLoop.makePromise(of: Reply.self)
-        let call = OutboundCall(request: request, promise: promise, sink: nil, timeout: timeout)
-        channel.writeAndFlush(call, promise: nil)
+        send(OutboundCall(request: request, promise: promise, sink: nil, timeout: timeout))
         do {
             return try await promise.futureResult.get()
         } catch {
@@ -65,9 +64,8 @@ public final class Connection: Sendable {
     public func read(blob: BlobID, offset: UInt64, length: UInt64, into sink: any ReadSink,
                      timeout: TimeAmount) async throws(GedsError) -> UInt64 {
         let promise = channel.eventLoop.makePromise(of: Reply.self)
-        let call = OutboundCall(request: .readBlob(blob: blob, offset: offset, length: length), promise: promise,
-                                sink: sink, timeout: timeout)
-        channel.writeAndFlush(call, promise: nil)
+        send(OutboundCall(request: .readBlob(blob: blob, offset: offset, length: length), promise: promise,
+                          sink: sink, timeout: timeout))
         let reply: Reply
         do {
             reply = try await promise.futureResult.get()
@@ -83,6 +81,17 @@ public final class Connection: Sendable {
 
     public func close() {
         channel.close(promise: nil)
+    }
+
+    /// Writes a call for the handler to track. A channel that closed since the caller checked it (the peer died)
+    /// has lost its pipeline, handler included: the write fails and nothing would ever complete the call's promise,
+    /// so the failed write completes it.
+    private func send(_ call: OutboundCall) {
+        let (peerName, promise) = (peerName, call.promise)
+        channel.writeAndFlush(call).whenFailure { error in
+            promise.fail(error as? GedsError
+                              ?? GedsError(.peerUnreachable, "\(peerName) closed the connection (\(Connection.describe(error)))"))
+        }
     }
 
     static func describe(_ error: any Error) -> String {
