@@ -236,23 +236,21 @@ struct Get: AsyncParsableCommand {
                     let relative = try safeRelativePath(String(entry.key.dropFirst(prefix.count)), key: entry.key)
                     let file = destination + "/" + relative
                     try makeParent(of: file)
-                    progress.objectDone(size: try await download(store, bucket: bucket, key: entry.key, to: file, progress: progress))
+                    progress.objectDone(size: try await download(store, bucket: bucket, key: entry.key, to: file, partOf: progress))
                 }
                 progress.finish()
             } else {
                 let path = try ObjectPath(parsing: source)
-                let info = try await store.stat(bucket: path.bucket.rawValue, key: path.key.rawValue)
-                let progress = Progress(label: source, totalBytes: info.size, quiet: quiet)
-                progress.objectDone(size: try await download(store, bucket: path.bucket.rawValue, key: path.key.rawValue,
-                                                             to: destination, progress: progress))
-                progress.finish()
+                _ = try await download(store, bucket: path.bucket.rawValue, key: path.key.rawValue, to: destination, quiet: quiet)
             }
         }
     }
 }
 
-/// Copies an object to a file or stdout from a zero-copy view of it; the bytes copied.
-func download(_ store: GEDS, bucket: String, key: String, to destination: String, progress: Progress? = nil) async throws(GedsError) -> UInt64 {
+/// Copies an object to a file or stdout from a zero-copy view of it; the bytes copied. Its progress shows on the bar
+/// of the set it is `partOf`, else on a bar of its own (sized from the view: no extra lookup).
+func download(_ store: GEDS, bucket: String, key: String, to destination: String, quiet: Bool = false,
+              partOf set: Progress? = nil) async throws(GedsError) -> UInt64 {
     var reader = try await store.open(bucket: bucket, key: key)
     if store.attachedNode == nil, reader.info.locations.allSatisfy({ $0.tier == .s3 }), let target = try? await store.relocationTarget() {
         // Only in S3: a gedsd caches it in its tier 0 (this process's goes with it), then it is read from there.
@@ -264,14 +262,19 @@ func download(_ store: GEDS, bucket: String, key: String, to destination: String
     let output = destination == "-" ? Int32(1) : Glibc.open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     guard output >= 0 else { throw GedsError.io("cannot create \(destination)", errno: errno) }
     defer { if output != 1 { close(output) } }
+    let progress = set ?? Progress(label: "\(bucket)/\(key)", totalBytes: UInt64(view.count), quiet: quiet)
     try view.withBytes { (bytes) throws(GedsError) in
         var offset = 0
         while offset < bytes.count {
             let end = min(offset + (8 << 20), bytes.count)
             try writeAll(output, UnsafeRawBufferPointer(rebasing: bytes[offset..<end]))
             offset = end
-            progress?.update(UInt64(offset))
+            progress.update(UInt64(offset))
         }
+    }
+    if set == nil {
+        progress.objectDone(size: UInt64(view.count))
+        progress.finish()
     }
     return UInt64(view.count)
 }
