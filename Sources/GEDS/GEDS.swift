@@ -191,11 +191,7 @@ public final class GEDS: Sendable {
     }
 
     private func lookup(bucket: String, key: String) async throws(GedsError) -> ObjectInfo {
-        if let attachment {
-            let reply = try attachment.call(.call(.lookup(bucket: bucket, key: key)))
-            guard case .object(let info) = reply else { throw Attachment.unexpected(reply) }
-            return info
-        }
+        if let attachment { return try attachment.lookup(bucket: bucket, key: key) }
         return try await node.lookup(bucket: bucket, key: key)
     }
 
