@@ -172,12 +172,35 @@ final class Attachment: Sendable {
     /// An object's record: from the MDS straight when it has the object, else through the gedsd, whose lookup
     /// also finds an object so far only in its bucket's S3 store.
     func lookup(bucket: String, key: String) throws(GedsError) -> ObjectInfo {
-        if let mdsCalls, case .object(let info) = try? mdsCalls.call(.lookup(bucket: bucket, key: key)) {
-            return info
-        }
+        if let info = lookedUpAtMDS(bucket: bucket, key: key) { return info }
         let reply = try call(.call(.lookup(bucket: bucket, key: key)))
         guard case .object(let info) = reply else { throw Attachment.unexpected(reply) }
         return info
+    }
+
+    /// The object's record from the MDS straight; nil when it does not have it (or cannot be asked).
+    private func lookedUpAtMDS(bucket: String, key: String) -> ObjectInfo? {
+        guard let mdsCalls, case .object(let info) = try? mdsCalls.call(.lookup(bucket: bucket, key: key)) else { return nil }
+        return info
+    }
+
+    /// Reads into caller memory by name. Looked up at the MDS straight when it can be, a small object's bytes
+    /// come with the lookup (the MDS keeps them inline) and the gedsd is not asked at all; else the gedsd looks
+    /// up and reads in one call.
+    func read(bucket: String, key: String, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(GedsError) -> Int {
+        guard let info = lookedUpAtMDS(bucket: bucket, key: key) else {
+            return try read(nil, bucket: bucket, key: key, at: offset, into: buffer)
+        }
+        return try read(info, at: offset, into: buffer)
+    }
+
+    /// Reads from an object already looked up: from its bytes inline when the lookup brought them, else through
+    /// the gedsd.
+    func read(_ info: ObjectInfo, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(GedsError) -> Int {
+        if let copied = info.copyContents(at: offset, into: buffer) { return copied }
+        guard offset < info.size else { return 0 }
+        let count = Int(min(UInt64(buffer.count), info.size - offset))
+        return try read(info, bucket: info.bucket, key: info.key, at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<count]))
     }
 
     func expectOK(_ request: LocalRequest) throws(GedsError) {

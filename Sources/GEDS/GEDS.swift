@@ -154,11 +154,13 @@ public final class GEDS: Sendable {
 
     /// `open` for callers on threads of their own (the C ABI, Python), which block until it is done anyway: the
     /// lookup runs on this thread over a blocking connection to the MDS, without hand-offs to the event loop and
-    /// back; a reader of an object whose bytes came with the lookup then reads without any. Nil when this path
-    /// does not apply (attached to a gedsd, the MDS over RDMA, an object only in S3 so far): use `open`.
+    /// back; a reader of an object whose bytes came with the lookup then reads without any. An attached
+    /// process's calls all run on the caller's thread. Nil when this path does not apply (the MDS over RDMA, an
+    /// object only in S3 so far): use `open`.
     public func openOnCallerThread(bucket: String, key: String) throws(GedsError) -> ObjectReader? {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
-        guard attachment == nil, let info = try node.lookupOnCallerThread(bucket: bucket, key: key) else { return nil }
+        if let attachment { return ObjectReader(node: nil, attachment: attachment, info: try attachment.lookup(bucket: bucket, key: key)) }
+        guard let info = try node.lookupOnCallerThread(bucket: bucket, key: key) else { return nil }
         return ObjectReader(node: node, attachment: nil, info: info)
     }
 
@@ -168,7 +170,7 @@ public final class GEDS: Sendable {
     public func read(bucket: String, key: String, at offset: UInt64 = 0,
                      into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
-        if let attachment { return try attachment.read(nil, bucket: bucket, key: key, at: offset, into: buffer) }
+        if let attachment { return try attachment.read(bucket: bucket, key: key, at: offset, into: buffer) }
         // The caller's buffer outlives this awaited call; only the read writes it meanwhile.
         nonisolated(unsafe) let destination = buffer
         let node: Node = self.node
@@ -414,13 +416,7 @@ public final class ObjectReader: Sendable {
 
     /// Reads up to `buffer.count` bytes at `offset` into caller memory; returns how many were read.
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
-        if let attachment {
-            if let copied = info.copyContents(at: offset, into: buffer) { return copied }
-            guard offset < info.size else { return 0 }
-            let count = Int(min(UInt64(buffer.count), info.size - offset))
-            return try attachment.read(info, bucket: info.bucket, key: info.key, at: offset,
-                                       into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<count]))
-        }
+        if let attachment { return try attachment.read(info, at: offset, into: buffer) }
         return try await node!.read(info, at: offset, into: buffer)
     }
 

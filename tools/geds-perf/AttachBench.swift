@@ -16,14 +16,14 @@ enum AttachBench {
         defer { cluster.stop() }
         let geds = try GEDS.attach(socketPath: socket, mds: "\(cluster.mds)")
         try await geds.createBucket("perf-attach")
-        var results = try await smallObjects(geds, clients: clients, socket: socket)
+        var results = try await smallObjects(geds, clients: clients, socket: socket, mds: "\(cluster.mds)")
         results.append(try await metadataPath(geds, socket: socket))
         results.append(try await localView(geds, binaries: binaries, cluster: cluster, socket: socket))
         if let pid = cluster.ownerPID { results.append(try connectionCost(pid: pid, socket: socket)) }
         return results
     }
 
-    private static func smallObjects(_ geds: GEDS, clients: Int, socket: String) async throws -> [Measurement] {
+    private static func smallObjects(_ geds: GEDS, clients: Int, socket: String, mds: String) async throws -> [Measurement] {
         let size = 4096
         let bytes = [UInt8](repeating: 7, count: size)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
@@ -58,7 +58,7 @@ enum AttachBench {
                 return measurement
             }
             progress("attach: 4 KiB \(name) by \(clients) attached processes for 3 s each")
-            results.append(rate(try processesRate(clients: clients, socket: socket, operation: name),
+            results.append(rate(try processesRate(clients: clients, socket: socket, mds: mds, operation: name),
                                 "\(clients) processes (geds-perf clients), each attached on its own"))
             progress("attach: 4 KiB \(name) by \(clients) tasks of this process for 3 s")
             let inProcess = try await throughput(clients: clients, seconds: 3) { (index) throws(GedsError) in
@@ -98,10 +98,10 @@ enum AttachBench {
     }
 
     /// The summed rates of `clients` processes, each attached and calling `operation` for 3 s.
-    private static func processesRate(clients: Int, socket: String, operation: String) throws -> Double {
+    private static func processesRate(clients: Int, socket: String, mds: String, operation: String) throws -> Double {
         let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
         let children = try (0..<clients).map { index in
-            try Child.spawn(executable, ["--attach-client", "\(socket),\(operation),3,\(index)"], captureOutput: true)
+            try Child.spawn(executable, ["--attach-client", "\(socket),\(operation),3,\(index),\(mds)"], captureOutput: true)
         }
         var total = 0.0
         for child in children {
@@ -114,11 +114,11 @@ enum AttachBench {
         return total
     }
 
-    /// The client process: `SOCKET,put|get,SECONDS,INDEX`; prints its operations per second on stdout.
+    /// The client process: `SOCKET,put|get,SECONDS,INDEX,MDS`; prints its operations per second on stdout.
     static func client(_ specification: String) async throws {
         let parts = specification.split(separator: ",").map(String.init)
-        guard parts.count == 4, let seconds = Double(parts[2]) else { throw GedsError(.invalidArgument, "--attach-client \(specification)") }
-        let geds = try GEDS.attach(socketPath: parts[0])
+        guard parts.count == 5, let seconds = Double(parts[2]) else { throw GedsError(.invalidArgument, "--attach-client \(specification)") }
+        let geds = try GEDS.attach(socketPath: parts[0], mds: parts[4])
         let bytes = [UInt8](repeating: 7, count: 4096)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
         defer { buffer.deallocate() }
