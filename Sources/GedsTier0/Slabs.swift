@@ -11,14 +11,15 @@ import Glibc
 // first used. A slot starts with a `SlotHeader` naming the blob it holds.
 //
 // Why a reused slot never hands out another object's bytes unnoticed (the slab counterpart of "an rkey never
-// outlives its object"; packed copies publish no rkey, so peers read them over TCP):
+// outlives its object": a slab is registered for RDMA once, and its rkey lives as long as the slab, so a slot's
+// published address and rkey outlive the blob in it):
 // - in this process a slot is a `PackedSlot` object: views hold it, and it returns to its free list only when
-//   the store and the last view let go of it;
+//   the store and the last view let go of it; its header is cleared at that moment;
 // - a freed slot waits out a quarantine (the node's timeout) before it is used again, so a READ or a sendfile
 //   that started while it was valid ends before other bytes land there;
-// - readers that found the slot through a location (a mapping on the same host) check the header
-//   (the blob and its size) against what they expect, and fail with `noSuchBlob` when it names anything else; a
-//   freed slot's header names no blob.
+// - readers that found the slot through a location (a mapping on the same host, or an RDMA READ, which fetches
+//   the header with the bytes) check the header (the blob and its size) against what they expect, and fail with
+//   `noSuchBlob` when it names anything else; a freed slot's header names no blob.
 
 /// The first bytes of every slot: the blob it holds and the blob's size.
 public enum SlotHeader {
@@ -36,7 +37,7 @@ public enum SlotHeader {
     }
 
     /// Whether the header at `header` names `blob` of `size` bytes.
-    static func names(_ blob: BlobID, size: UInt64, at header: UnsafeRawPointer) -> Bool {
+    public static func names(_ blob: BlobID, size: UInt64, at header: UnsafeRawPointer) -> Bool {
         UInt64(littleEndian: header.loadUnaligned(as: UInt64.self)) == blob.rawValue
             && UInt64(littleEndian: header.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) == size
     }
@@ -75,8 +76,9 @@ final class Slab: Sendable {
     let slotCount: Int
     let mapping: MappedBytes
 
-    /// Each slab file's size (its pages are backed only as its slots are used): big enough for few files and
-    /// mappings.
+    /// Each slab file's size (its pages are backed only as its slots are used, or all at once when it is
+    /// registered for RDMA, which pins it whole): big enough for few files and mappings, small enough that a
+    /// registered slab wastes little.
     static let bytes = 4 << 20
     /// How much more of a slab is backed at a time.
     static let backingChunk = 64 << 10

@@ -67,6 +67,12 @@ public final class Tier0Store: Sendable {
         return (directory + "/" + slot.fileName, slot)
     }
 
+    /// A packed blob's slot and the mapping of its whole slab (which lives as long as this store): what an RDMA
+    /// registration made once per slab covers. Nil for a blob in a file of its own.
+    public func packedSlab(of blob: BlobID) -> (slot: SlabSlot, slab: MappedBytes)? {
+        sealed.withLock { $0.slots[blob] }.map { ($0.place, $0.slab.mapping) }
+    }
+
     /// Blobs sealed here and their sizes.
     public var inventory: [BlobID: UInt64] { sealed.withLock { $0.sizes } }
     /// Sealed blobs and the tier-0 memory they take (a packed blob counts its whole slot).

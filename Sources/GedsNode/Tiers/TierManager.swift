@@ -111,13 +111,17 @@ final class TierManager: HeldCopies {
                              slot: slot)
     }
 
-    /// Our tier-0 copy registered for one-sided READs (once; later calls reuse the registration), nil when
-    /// this node runs over TCP, the copy could not be registered, or it is packed into a slab slot: a packed
-    /// copy publishes no rkey and is read over TCP (a process test once read a wrong slot header over RDMA,
-    /// cause unknown; such small objects mostly come inline from the MDS anyway).
+    /// Our tier-0 copy registered for one-sided READs (once; later calls reuse the registration; a packed copy's
+    /// is its slab's, at its slot), nil when this node runs over TCP or the copy could not be registered.
     private func rdmaAccess(of blob: BlobID, path: String, slot: SlabSlot?) -> RDMAAccess? {
-        guard slot == nil, let rdma, let remote = rdma.register(blob, path: path) else { return nil }
-        return RDMAAccess(endpoint: rdma.responder.endpoint, address: remote.address, rkey: remote.rkey)
+        guard let rdma else { return nil }
+        guard slot != nil else {
+            return rdma.register(blob, path: path).map { RDMAAccess(endpoint: rdma.responder.endpoint, address: $0.address, rkey: $0.rkey) }
+        }
+        guard let (slot, slab) = tier0.packedSlab(of: blob) else { return nil }  // deleted meanwhile
+        return rdma.register(slab: slot.slab, mapping: slab).map {
+            RDMAAccess(endpoint: rdma.responder.endpoint, address: $0.address + slot.offset, rkey: $0.rkey)
+        }
     }
 
     /// Deletes our tier-0 copy once the MDS no longer hands it out (or never did), its RDMA registration first.
