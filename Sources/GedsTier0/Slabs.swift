@@ -1,5 +1,6 @@
 import GedsCore
 import Synchronization
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -138,7 +139,7 @@ final class SlabClass: Sendable {
 
     private struct Growing {
         let slab: Slab
-        let descriptor: Int32
+        let descriptor: FileDescriptor
         var nextSlot = 0
         var backedEnd = 0
     }
@@ -149,7 +150,7 @@ final class SlabClass: Sendable {
     }
 
     deinit {
-        state.withLock { if let growing = $0.growing { close(growing.descriptor) } }
+        state.withLock { state in try? state.growing?.descriptor.close() }
     }
 
     func allocate() throws(GedsError) -> PackedSlot {
@@ -166,7 +167,7 @@ final class SlabClass: Sendable {
             }
             if let (slab, index) = state.free.popLast() { return PackedSlot(slab: slab, index: index, sizeClass: self) }
             if state.growing == nil || state.growing!.nextSlot == state.growing!.slab.slotCount {
-                if let full = state.growing { close(full.descriptor) }
+                try? state.growing?.descriptor.close()
                 state.growing = nil
                 let (slab, descriptor) = try folder.createSlab(slotSize: slotSize)
                 state.growing = Growing(slab: slab, descriptor: descriptor)
@@ -175,7 +176,7 @@ final class SlabClass: Sendable {
             let end = (growing.nextSlot + 1) * slotSize
             if end > growing.backedEnd {
                 let newEnd = min(SlotSizes.roundUp(end, to: Slab.backingChunk), growing.slab.slotCount * slotSize)
-                let result = posix_fallocate(growing.descriptor, off_t(growing.backedEnd), off_t(newEnd - growing.backedEnd))
+                let result = posix_fallocate(growing.descriptor.rawValue, off_t(growing.backedEnd), off_t(newEnd - growing.backedEnd))
                 guard result == 0 else {
                     throw GedsError.io("cannot back more of slab \(growing.slab.path) in tier 0", errno: result)
                 }
@@ -206,20 +207,21 @@ final class SlabFolder: Sendable {
     }
 
     /// A new slab file (slots of `slotSize`), mapped, and its open descriptor (the caller closes it).
-    func createSlab(slotSize: Int) throws(GedsError) -> (Slab, Int32) {
+    func createSlab(slotSize: Int) throws(GedsError) -> (Slab, FileDescriptor) {
         let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
         let path = directory + "/" + SlabSlot(slab: id, offset: 0).fileName
         let slotCount = max(Slab.bytes / slotSize, 1)
-        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw GedsError.io("cannot create slab \(path) in tier 0", errno: errno) }
+        let raw = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard raw >= 0 else { throw GedsError.io("cannot create slab \(path) in tier 0", errno: errno) }
+        let fd = FileDescriptor(rawValue: raw)
         do throws(GedsError) {
-            guard ftruncate(fd, off_t(slotCount * slotSize)) == 0 else {
+            guard ftruncate(raw, off_t(slotCount * slotSize)) == 0 else {
                 throw GedsError.io("cannot size slab \(path) in tier 0", errno: errno)
             }
             let mapping = try MappedBytes(descriptor: fd, size: slotCount * slotSize, writable: true, populate: false)
             return (Slab(id: id, path: path, slotSize: slotSize, slotCount: slotCount, mapping: mapping), fd)
         } catch {
-            close(fd)
+            try? fd.close()
             unlink(path)
             throw error
         }

@@ -201,11 +201,8 @@ struct Put: AsyncParsableCommand {
         defer { chunk.deallocate() }
         var offset: UInt64 = 0
         while true {
-            let got = read(input, chunk.baseAddress, chunk.count)
-            if got < 0 {
-                if errno == EINTR { continue }
-                throw GedsError.io("cannot read \(path)", errno: errno)
-            }
+            let got = retryingOnInterrupt { read(input, chunk.baseAddress, chunk.count) }
+            if got < 0 { throw GedsError.io("cannot read \(path)", errno: errno) }
             if got == 0 { break }
             try writer.write(UnsafeRawBufferPointer(rebasing: chunk[..<got]), at: offset)
             offset += UInt64(got)

@@ -4,6 +4,7 @@ import GedsTier1
 import GedsWire
 import Logging
 import Synchronization
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -417,13 +418,13 @@ final class TierManager: HeldCopies {
 
     /// Opens a tier-1 file for reading in place (through the page cache): for when it cannot be promoted
     /// because both tiers are full. Only its size is checked then, as for any ranged tier-1 read.
-    func openTier1ForReading(_ blob: BlobID) throws(GedsError) -> (descriptor: Int32, offset: UInt64, size: UInt64) {
+    func openTier1ForReading(_ blob: BlobID) throws(GedsError) -> (descriptor: FileDescriptor, offset: UInt64, size: UInt64) {
         guard let tier1, let object = tier1.object(blob) else {
             throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here")
         }
         let fd = open(tier1.path(of: blob), O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here") }
-        return (fd, 0, object.size)
+        return (FileDescriptor(rawValue: fd), 0, object.size)
     }
 
     private func moveToTier0(_ blob: BlobID) async throws(GedsError) {
@@ -498,7 +499,7 @@ final class TierManager: HeldCopies {
     }
 
     /// The copy held here opened for reading: the tier-0 one, else the tier-1 one (without promoting it).
-    func openHeldCopy(_ blob: BlobID) throws(GedsError) -> (descriptor: Int32, offset: UInt64, size: UInt64) {
+    func openHeldCopy(_ blob: BlobID) throws(GedsError) -> (descriptor: FileDescriptor, offset: UInt64, size: UInt64) {
         tier0.contains(blob) ? try tier0.openForReading(blob) : try openTier1ForReading(blob)
     }
 
