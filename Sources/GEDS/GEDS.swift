@@ -285,14 +285,14 @@ public final class GEDS: Sendable {
 
     /// The node a relocation goes to: the named live node, else the least loaded live daemon.
     public func relocationTarget(named nodeName: String? = nil) async throws(GedsError) -> NodeInfo {
-        let candidates = try await nodes().filter { $0.alive && !$0.draining && $0.name != self.nodeName }
+        let candidates = try await nodes().copyTargets(besides: self.nodeName)
         if let nodeName {
             guard let named = candidates.first(where: { $0.name == nodeName }) else {
                 throw GedsError(.noSuchNode, "no live node named '\(nodeName)'")
             }
             return named
         }
-        guard let daemon = candidates.filter({ $0.role == .daemon }).min(by: { $0.bytes < $1.bytes }) else {
+        guard let daemon = candidates.first(where: { $0.role == .daemon }) else {
             throw GedsError(.noSuchNode, "no live gedsd to hold the object; start one with: gedsd --mds \(attachment?.mds ?? "\(node.configuration.mds)") ...")
         }
         return daemon
