@@ -36,6 +36,11 @@ import Testing
             let address = try #require(TestRDMA.single)
             try await eventsArriveOverRDMA(client: address, mds: address)
         }
+
+        @Test func aSubscriberThatStopsReadingIsCutOffAlone() async throws {
+            let address = try #require(TestRDMA.single)
+            try await slowSubscriberIsCutOff(client: address, mds: address)
+        }
     }
 
     @Suite(.serialized, .enabled(if: TestRDMA.pair != nil, Comment(rawValue: TestRDMA.pairReason)))
@@ -94,15 +99,16 @@ struct TwoCarrierMDS {
     let rdma: RDMAMetadataClient
     let tcp: Connection
 
-    static func start(client: String, mds: String,
-                      eventHistory: Int = MetadataStore.defaultEventHistory) async throws -> TwoCarrierMDS {
+    static func start(client: String, mds: String, eventHistory: Int = MetadataStore.defaultEventHistory,
+                      subscriberQueueLimit: Int = MetadataService.defaultSubscriberQueueLimit) async throws -> TwoCarrierMDS {
         var logger = Logger(label: "geds-mds-test")
         logger.logLevel = .warning
         // The nodes registered here send no heartbeats: a lease that outlasts the test under emulation keeps their
         // copies published (5 s ran out midway in one run, and a lookup then found no location).
         let server = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0),
                                                     rdmaListen: Endpoint(host: mds, port: 0), leaseMilliseconds: 120_000,
-                                                    eventHistory: eventHistory, logger: logger)
+                                                    eventHistory: eventHistory, subscriberQueueLimit: subscriberQueueLimit,
+                                                    logger: logger)
         let endpoint = try #require(server.rdma?.endpoint)
         let rdma = try await RDMAMetadataClient.connect(to: endpoint, from: client, timeout: RDMAMetadataTests.timeout)
         let tcp = try await Connection.connect(to: server.localAddress, peerName: "MDS", group: MultiThreadedEventLoopGroup.singleton)
@@ -215,6 +221,30 @@ func eventsArriveOverRDMA(client: String, mds: String) async throws {
     for await reply in compactedReplies { ending.append(reply) }  // the MDS closes the stream after its answer
     #expect(ending == [.subscriptionEnded(.compacted(oldest: 3))])
     for connection in [live, resumed, compacted] { connection.close() }
+    await cluster.stop()
+    engine.shutdown()
+}
+
+/// A subscriber over RDMA that takes its first reply and then never reads again: the MDS's sends wait for its credits,
+/// its events pile up in its bounded queue (50), and it is ended alone; a subscriber that reads gets every event.
+func slowSubscriberIsCutOff(client: String, mds: String) async throws {
+    let cluster = try await TwoCarrierMDS.start(client: client, mds: mds, subscriberQueueLimit: 50)
+    let endpoint = try #require(cluster.server.rdma?.endpoint)
+    let engine = try RDMAEngine(localAddress: client)
+    #expect(try await cluster.overTCP(.createBucket("shared")) == .ok)
+    let stalled = try await RDMAMetadataClient.connect(to: endpoint, engine: engine, timeout: RDMAMetadataTests.timeout)
+    guard case .subscribed = try await stalled.call(.subscribe(scope: .bucket("shared"), after: nil)) else {
+        Issue.record("the stalled subscription was not confirmed")
+        return
+    }
+    let (reading, replies) = try await subscribeOverRDMA(after: 1, mds: endpoint, engine: engine)
+    let count = 150  // beyond the reader's 16 receive buffers, the 32 sends the MDS lets wait, and the queue of 50
+    try await putObjects(cluster.overTCP, name: "tcp", count: count)
+    let (_, events) = await firstEvents(count, of: replies)
+    #expect(events.map(\.key) == (0..<count).map { "tcp/\($0)" })
+    #expect(cluster.server.service.subscriptionCount == 1, "the stalled subscriber was not ended")
+    reading.close()
+    await stalled.close()
     await cluster.stop()
     engine.shutdown()
 }
