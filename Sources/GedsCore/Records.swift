@@ -181,9 +181,13 @@ public struct ObjectInfo: Sendable, Equatable {
     /// The bytes themselves, for a small object the MDS keeps inline (see `InlineContents`): a lookup then
     /// answers a read without a second round trip. Nil for larger objects, or when the MDS keeps none.
     public var contents: [UInt8]?
+    /// How many copies on distinct hosts the object should have (its replication factor; 1 unless replicated).
+    /// `presentCopies` says how many it has now.
+    public var wantedCopies: Int
 
     public init(bucket: String, key: String, blob: BlobID, size: UInt64, sealed: Bool, modified: UInt64,
-                metadata: [String: String], locations: [Location], contents: [UInt8]? = nil) {
+                metadata: [String: String], locations: [Location], contents: [UInt8]? = nil, wantedCopies: Int = 1) {
+        self.wantedCopies = wantedCopies
         self.bucket = bucket
         self.key = key
         self.blob = blob
@@ -194,6 +198,9 @@ public struct ObjectInfo: Sendable, Equatable {
         self.locations = locations
         self.contents = contents
     }
+
+    /// The copies on nodes now (an S3 copy is not counted: the replication factor is about nodes).
+    public var presentCopies: Int { locations.lazy.filter { $0.nodeCopy != nil }.count }
 
     /// Copies bytes from `offset` (up to `buffer.count`, clipped to the object) out of the inline contents; nil
     /// when the object's bytes did not come with it.
@@ -216,6 +223,28 @@ public enum InlineContents {
     public static let maximumLimit: UInt32 = 1 << 20
     /// The MDS's default budget for all inline bytes together.
     public static let defaultBudget: UInt64 = 1 << 30
+}
+
+/// How many copies of an object to keep, each on a distinct host (`geds put --replicas N`, `geds bucket B --replicas
+/// N`), and whether its seal waits until all of them are published (else it returns after the first and the MDS
+/// makes the others).
+public struct Replicas: Sendable, Equatable {
+    /// The largest replication factor (more copies than that buy nothing but traffic).
+    public static let maximum = 16
+    public var copies: Int
+    public var waitForAll: Bool
+
+    public init(copies: Int, waitForAll: Bool = true) throws(GedsError) {
+        try Replicas.check(copies)
+        self.copies = copies
+        self.waitForAll = waitForAll
+    }
+
+    public static func check(_ copies: Int) throws(GedsError) {
+        guard (1...maximum).contains(copies) else {
+            throw GedsError(.invalidArgument, "replicas must be 1 to \(maximum), got \(copies)")
+        }
+    }
 }
 
 public struct ListEntry: Sendable, Equatable {

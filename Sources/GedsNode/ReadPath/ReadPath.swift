@@ -235,19 +235,20 @@ final class ReadPath: Sendable {
         return try await carriers.reader(for: location, length: length).read(range, into: sink)
     }
 
-    /// Local copies first, then same-host ones, then the rest.
+    /// The copies in the order a reader tries them (the next one after an error): our own, then one on this host,
+    /// then one reachable over RDMA (when this node reads over RDMA), then the other nodes', then S3.
     func ordered(_ locations: [Location]) -> [Location] {
         let me = nodeName
         let host = hostID
-        return locations.sorted { lhs, rhs in
-            func rank(_ location: Location) -> Int {
-                switch location {
-                case .node(let copy): copy.node == me ? 0 : copy.hostID == host ? 1 : 2
-                case .s3: 3
-                }
+        let readsOverRDMA = carriers.rdma != nil
+        func rank(_ location: Location) -> Int {
+            switch location {
+            case .node(let copy): copy.node == me ? 0 : copy.hostID == host ? 1 : readsOverRDMA && copy.rdma != nil ? 2 : 3
+            case .s3: 4
             }
-            return rank(lhs) < rank(rhs)
         }
+        // Stable, so among equals the MDS's order (the first copy published first) stays.
+        return locations.enumerated().sorted { (rank($0.element), $0.offset) < (rank($1.element), $1.offset) }.map(\.element)
     }
 
     /// The error of a read that found no copy. When every copy tried was simply gone (moved between tiers or
