@@ -192,3 +192,19 @@ def test_a_drain_keeps_copies_on_distinct_hosts(trio):
     assert sorted(node for node, _ in holders(trio, "rep/pair")) == ["n2", "n3"]
     assert stat_json(trio, "rep/pair")["present_copies"] == 2
     assert sha256(trio.geds("cat", "rep/pair").ok().out) == sha256(data)
+
+
+def test_a_reader_gives_up_a_silent_holder_within_two_seconds(trio):
+    data = os.urandom(32 * MiB)
+    trio.geds("put", "-", "rep/hung", "--replicas", "2", input=data).ok()
+    first = holders(trio, "rep/hung")[0][0]
+    baseline = trio.geds("cat", "rep/hung").ok().elapsed
+    trio.nodes[first].stop()  # alive to the kernel (connections are accepted), silent to the reader
+    try:
+        result = trio.geds("cat", "rep/hung").ok()
+    finally:
+        trio.nodes[first].cont()
+    assert sha256(result.out) == sha256(data)
+    assert not result.err.strip(), result.err
+    # The 2 s failover bound, plus 1 s for the noise of a loaded machine.
+    assert result.elapsed <= baseline + 3.0, f"{result.elapsed:.2f} s with a silent holder, {baseline:.2f} s without"
