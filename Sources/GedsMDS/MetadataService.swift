@@ -127,10 +127,10 @@ public final class MetadataService: RequestService {
             }
             logger.info("node \(registration.name) joined as \(index) (\(registration.tcp), host \(registration.hostID))")
             return .nodeRegistered(node: index, leaseMilliseconds: UInt32(lease), inlineLimit: inlineLimit)
-        case .heartbeat(let node, let blobs, let bytes):
+        case .heartbeat(let node, let blobs, let bytes, let room):
             return try locked { (store) throws(GedsError) in
                 let now = MetadataService.now()
-                return .heartbeatAck(drop: try store.heartbeat(node: node, blobs: blobs, bytes: bytes, now: now),
+                return .heartbeatAck(drop: try store.heartbeat(node: node, blobs: blobs, bytes: bytes, room: room, now: now),
                                      drain: store.isDraining(node: node), replicate: store.replicationOrders(for: node, now: now))
             }
         case .drainNode(let name):

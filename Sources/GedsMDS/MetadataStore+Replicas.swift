@@ -2,7 +2,7 @@ import GedsCore
 import GedsWire
 
 /// Replicas: the replication factor of buckets and blobs, where a blob's missing copies go (each on a host that holds
-/// none, the node holding the fewest bytes first), and re-replication: blobs that fell below their factor (a node
+/// none, the node with the most room in tier 0 first), and re-replication: blobs that fell below their factor (a node
 /// died or left) are copied by nodes that the MDS asks with their heartbeats, a few at a time.
 extension MetadataStore {
     /// Sets the replication factor of the objects sealed in the bucket from now on (objects sealed before keep theirs).
@@ -61,12 +61,15 @@ extension MetadataStore {
         return candidates.prefix(lacking).map { nodes[$0]!.info }
     }
 
-    /// Live gedsd nodes, not draining nor `leaving`, on hosts where none of `holders` is: the one holding the fewest
-    /// bytes of each such host, fewest bytes first.
+    /// Live gedsd nodes, not draining nor `leaving`, on hosts where none of `holders` is: the best of each such host,
+    /// best first. Best: the most room in tier 0 (free space, as heartbeats report it), then the fewest bytes held.
     func replicaCandidates(holders: Set<UInt32>, leaving: UInt32) -> [UInt32] {
         let takenHosts = Set(holders.compactMap { nodes[$0]?.registration.hostID })
         var bestOfHost: [String: UInt32] = [:]
-        func better(_ lhs: UInt32, _ rhs: UInt32) -> Bool { (nodes[lhs]!.bytes, lhs) < (nodes[rhs]!.bytes, rhs) }
+        func better(_ lhs: UInt32, _ rhs: UInt32) -> Bool {
+            let (left, right) = (nodes[lhs]!, nodes[rhs]!)
+            return (UInt64.max - left.room, left.bytes, lhs) < (UInt64.max - right.room, right.bytes, rhs)
+        }
         for (index, node) in nodes where node.alive && node.registration.role == .daemon && !node.draining && index != leaving
             && !holders.contains(index) && !takenHosts.contains(node.registration.hostID) {
             let host = node.registration.hostID

@@ -13,6 +13,8 @@ public struct MetadataStore: Sendable {
         var lastHeartbeat: UInt64
         var blobs: UInt64 = 0
         var bytes: UInt64 = 0
+        /// The bytes its tier 0 can still take, as its last heartbeat said (`UInt64.max`: unknown).
+        var room = UInt64.max
         /// Blobs this node must delete, handed over with its next heartbeat.
         var drop: [BlobID] = []
         /// Asked to move its copies away and leave (`geds drain`); told so with every heartbeat until it leaves.
@@ -165,13 +167,15 @@ public struct MetadataStore: Sendable {
         return index
     }
 
-    public mutating func heartbeat(node index: UInt32, blobs: UInt64, bytes: UInt64, now: UInt64) throws(GedsError) -> [BlobID] {
+    public mutating func heartbeat(node index: UInt32, blobs: UInt64, bytes: UInt64, room: UInt64 = .max,
+                                   now: UInt64) throws(GedsError) -> [BlobID] {
         guard var node = nodes[index], node.alive else {
             throw GedsError(.noSuchNode, "node \(index) is not registered (its lease ended); register again")
         }
         node.lastHeartbeat = now
         node.blobs = blobs
         node.bytes = bytes
+        node.room = room
         // Bounded so the reply stays far below the frame limit; the rest goes with the next heartbeats.
         let drop = Array(node.drop.prefix(MetadataStore.maximumDropsPerHeartbeat))
         node.drop.removeFirst(drop.count)

@@ -302,10 +302,11 @@ extension Request {
             buffer.writeEndpoint(registration.tcp)
             buffer.writeWireString(registration.tier0Directory)
             buffer.writeOptionalEndpoint(registration.rdma)
-        case .heartbeat(let node, let blobs, let bytes):
+        case .heartbeat(let node, let blobs, let bytes, let room):
             buffer.writeInteger(node)
             buffer.writeInteger(blobs)
             buffer.writeInteger(bytes)
+            buffer.writeInteger(room)
         case .leave(let node):
             buffer.writeInteger(node)
         case .listNodes:
@@ -442,7 +443,7 @@ extension Request {
                                                      rdma: try payload.readOptionalEndpoint()))
         case .heartbeat:
             request = .heartbeat(node: try payload.readWireInteger("node"), blobs: try payload.readWireInteger("blobs"),
-                                 bytes: try payload.readWireInteger("bytes"))
+                                 bytes: try payload.readWireInteger("bytes"), room: try payload.readWireInteger("room"))
         case .leave:
             request = .leave(node: try payload.readWireInteger("node"))
         case .listNodes:

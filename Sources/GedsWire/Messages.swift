@@ -62,7 +62,8 @@ public struct ReplicationOrder: Sendable, Equatable {
 public enum Request: Sendable, Equatable {
     // Nodes and leases (MDS).
     case registerNode(NodeRegistration)
-    case heartbeat(node: UInt32, blobs: UInt64, bytes: UInt64)
+    /// `room`: the bytes the node's tier 0 can still take (`UInt64.max`: unknown), where new copies go first.
+    case heartbeat(node: UInt32, blobs: UInt64, bytes: UInt64, room: UInt64 = .max)
     /// A clean shutdown: the node's copies are withdrawn now instead of when its lease runs out.
     case leave(node: UInt32)
     case listNodes

@@ -80,6 +80,17 @@ import Testing
         #expect(cluster.names(try cluster.f.store.placeCopies(blob: own, holder: 0, leaving: 0)) == ["a2", "b"])
     }
 
+    /// Free space, as heartbeats report it, comes before the bytes held: a node with little room left takes copies last.
+    @Test func copiesGoWhereThereIsRoomFirst() throws {
+        var cluster = try Cluster()
+        _ = try cluster.f.store.heartbeat(node: cluster.c, blobs: 1, bytes: 200, room: 1 << 20, now: 1)
+        _ = try cluster.f.store.heartbeat(node: cluster.b, blobs: 1, bytes: 500, room: 1 << 30, now: 1)
+        _ = try cluster.f.store.heartbeat(node: cluster.a2, blobs: 1, bytes: 100, room: 1 << 30, now: 1)
+        let blob = try cluster.f.store.createObject(bucket: "bkt", key: "k", node: cluster.f.n1, replicas: 3)
+        // a1 reports no room (unknown: as much as any), so host A's best is a1 now, then b (more room than c).
+        #expect(cluster.names(try cluster.f.store.placeCopies(blob: blob, holder: 0, leaving: 0)) == ["a1", "b", "c"])
+    }
+
     @Test func aSealedBlobKnowsItsFactorAndADrainGetsAHostWithoutACopy() throws {
         var cluster = try Cluster()
         let blob = try cluster.seal("k", replicas: 2, holder: cluster.b, extra: [cluster.a1])

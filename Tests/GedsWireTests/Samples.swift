@@ -38,6 +38,7 @@ enum Samples {
                                        tier0Directory: "", rdma: Endpoint(host: longString, port: 65535))),
         .heartbeat(node: 1, blobs: 0, bytes: 0),
         .heartbeat(node: .max, blobs: .max, bytes: .max),
+        .heartbeat(node: 2, blobs: 1, bytes: 4096, room: 1 << 30),
         .leave(node: 0),
         .leave(node: 77),
         .listNodes,

@@ -7,6 +7,8 @@ import Synchronization
 /// back after a registration, and dropping those the MDS withdrew.
 protocol HeldCopies: AnyObject, Sendable {
     var usage: (blobs: UInt64, bytes: UInt64) { get }
+    /// The bytes tier 0 can still take (reported so the MDS places new copies where there is room).
+    var room: UInt64 { get }
     /// Offers the MDS the copies held here after a (re)registration. `checkingFiles`: at start, where files were
     /// left by an earlier process.
     func offerBack(checkingFiles: Bool) async
@@ -75,7 +77,7 @@ final class MDSSession: Sendable {
                       replicate: @Sendable ([ReplicationOrder]) -> Void) async {
         do {
             let usage = copies.usage
-            let reply = try await mds.call(.heartbeat(node: index, blobs: usage.blobs, bytes: usage.bytes))
+            let reply = try await mds.call(.heartbeat(node: index, blobs: usage.blobs, bytes: usage.bytes, room: copies.room))
             if case .heartbeatAck(let dropped, let draining, let orders) = reply {
                 for blob in dropped { await copies.drop(blob) }
                 if draining { drain() }
