@@ -195,12 +195,15 @@ public final class GEDS: Sendable {
         return try await lookup(bucket: bucket, key: key)
     }
 
-    /// Where the object's copies are (each one's node, host, tier and transports; S3 last), in the order a reader
-    /// on this host tries them, so a scheduler can place a task where its data is. `objectLost` when none is left.
+    /// Where the object's copies are (each one's node, host, tier and transports; S3 last), in the order this
+    /// handle's reads try them (attached: the gedsd's), so a scheduler can place a task where its data is.
+    /// `objectLost` when none is left.
     public func locations(bucket: String, key: String) async throws(GedsError) -> [Location] {
         let info = try await stat(bucket: bucket, key: key)
         guard !info.locations.isEmpty else { throw GedsError(.objectLost, "object \(bucket)/\(key) has no copy left") }
-        return node?.ordered(info.locations) ?? info.locations
+        if let node { return node.ordered(info.locations) }
+        let gedsd = attachment!.gedsd
+        return Location.readingOrder(info.locations, node: gedsd.name, hostID: gedsd.hostID, overRDMA: gedsd.rdma != nil)
     }
 
     private func lookup(bucket: String, key: String) async throws(GedsError) -> ObjectInfo {

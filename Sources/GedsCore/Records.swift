@@ -109,6 +109,19 @@ public enum Location: Hashable, Sendable {
 
     /// The CRC-32C of the blob's bytes, known once a node wrote a copy of it to tier 1 (nil before, and for S3).
     public var checksum: UInt32? { nodeCopy?.checksum }
+
+    /// The copies in the order the node `node` of host `hostID` reads them (the next one after an error): its own,
+    /// then one on its host, then one reachable over RDMA (when it reads over RDMA), then the other nodes', then S3.
+    /// Stable: among equals the MDS's order (the first copy published first) stays.
+    public static func readingOrder(_ locations: [Location], node: String, hostID: String, overRDMA: Bool) -> [Location] {
+        func rank(_ location: Location) -> Int {
+            switch location {
+            case .node(let copy): copy.node == node ? 0 : copy.hostID == hostID ? 1 : overRDMA && copy.rdma != nil ? 2 : 3
+            case .s3: 4
+            }
+        }
+        return locations.enumerated().sorted { (rank($0.element), $0.offset) < (rank($1.element), $1.offset) }.map(\.element)
+    }
 }
 
 /// A copy of an object that a node holds, and how to reach it.

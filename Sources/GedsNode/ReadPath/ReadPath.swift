@@ -241,20 +241,9 @@ final class ReadPath: Sendable {
         return try await carriers.reader(for: location, length: length, withAlternative: withAlternative).read(range, into: sink)
     }
 
-    /// The copies in the order a reader tries them (the next one after an error): our own, then one on this host,
-    /// then one reachable over RDMA (when this node reads over RDMA), then the other nodes', then S3.
+    /// The copies in the order this node tries them (see `Location.readingOrder`).
     func ordered(_ locations: [Location]) -> [Location] {
-        let me = nodeName
-        let host = hostID
-        let readsOverRDMA = carriers.rdma != nil
-        func rank(_ location: Location) -> Int {
-            switch location {
-            case .node(let copy): copy.node == me ? 0 : copy.hostID == host ? 1 : readsOverRDMA && copy.rdma != nil ? 2 : 3
-            case .s3: 4
-            }
-        }
-        // Stable, so among equals the MDS's order (the first copy published first) stays.
-        return locations.enumerated().sorted { (rank($0.element), $0.offset) < (rank($1.element), $1.offset) }.map(\.element)
+        Location.readingOrder(locations, node: nodeName, hostID: hostID, overRDMA: carriers.rdma != nil)
     }
 
     /// The error of a read that found no copy. When every copy tried was simply gone (moved between tiers or
