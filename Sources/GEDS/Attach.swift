@@ -5,6 +5,7 @@ import GedsTier0
 import GedsWire
 import Logging
 import Synchronization
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,6 +23,9 @@ final class Attachment: Sendable {
     let helloMilliseconds: Int64
     /// The deployment's, proved on each new connection (none: an open deployment).
     let token: DeploymentToken?
+    /// Lookups straight to the MDS on the caller's thread: half the time of one through the gedsd, which makes
+    /// the same MDS round trip after a local one (docs/PERFORMANCE.md, attach mode). Nil when the MDS is unknown.
+    private let mdsCalls: DirectCalls?
     private let state: Mutex<State>
 
     private struct State {
@@ -36,6 +40,7 @@ final class Attachment: Sendable {
         self.mds = mds
         self.helloMilliseconds = helloMilliseconds
         self.token = token
+        mdsCalls = (try? Endpoint(parsing: mds)).map { DirectCalls(endpoint: $0, timeoutMilliseconds: helloMilliseconds, token: token) }
         state = Mutex(State(pid: getpid(), idle: [first], gedsd: gedsd))
     }
 
@@ -165,6 +170,40 @@ final class Attachment: Sendable {
         return reply
     }
 
+    /// An object's record: from the MDS straight when it has the object, else through the gedsd, whose lookup
+    /// also finds an object so far only in its bucket's S3 store.
+    func lookup(bucket: String, key: String) throws(GedsError) -> ObjectInfo {
+        if let info = lookedUpAtMDS(bucket: bucket, key: key) { return info }
+        let reply = try call(.call(.lookup(bucket: bucket, key: key)))
+        guard case .object(let info) = reply else { throw Attachment.unexpected(reply) }
+        return info
+    }
+
+    /// The object's record from the MDS straight; nil when it does not have it (or cannot be asked).
+    private func lookedUpAtMDS(bucket: String, key: String) -> ObjectInfo? {
+        guard let mdsCalls, case .object(let info) = try? mdsCalls.call(.lookup(bucket: bucket, key: key)) else { return nil }
+        return info
+    }
+
+    /// Reads into caller memory by name. Looked up at the MDS straight when it can be, a small object's bytes
+    /// come with the lookup (the MDS keeps them inline) and the gedsd is not asked at all; else the gedsd looks
+    /// up and reads in one call.
+    func read(bucket: String, key: String, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(GedsError) -> Int {
+        guard let info = lookedUpAtMDS(bucket: bucket, key: key) else {
+            return try read(nil, bucket: bucket, key: key, at: offset, into: buffer)
+        }
+        return try read(info, at: offset, into: buffer)
+    }
+
+    /// Reads from an object already looked up: from its bytes inline when the lookup brought them, else through
+    /// the gedsd.
+    func read(_ info: ObjectInfo, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(GedsError) -> Int {
+        if let copied = info.copyContents(at: offset, into: buffer) { return copied }
+        guard offset < info.size else { return 0 }
+        let count = Int(min(UInt64(buffer.count), info.size - offset))
+        return try read(info, bucket: info.bucket, key: info.key, at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<count]))
+    }
+
     func expectOK(_ request: LocalRequest) throws(GedsError) {
         let reply = try call(request)
         guard case .ok = reply else { throw Attachment.unexpected(reply) }
@@ -183,7 +222,7 @@ final class Attachment: Sendable {
         let (reply, descriptor) = try roundTrip(request, on: connection)
         switch reply {
         case .created(let blob) where descriptor >= 0:
-            return (connection, WritableBlob(handedOver: descriptor, blob: blob))
+            return (connection, WritableBlob(handedOver: FileDescriptor(rawValue: descriptor), blob: blob))
         case .failure(let error):
             giveBack(connection)
             throw error
@@ -221,7 +260,7 @@ final class Attachment: Sendable {
         defer { if descriptor >= 0 { close(descriptor) } }
         switch reply {
         case .count(let size) where descriptor >= 0 && size <= UInt64(Int.max):
-            return try MappedBytes(descriptor: descriptor, size: Int(size), writable: false)
+            return try MappedBytes(descriptor: FileDescriptor(rawValue: descriptor), size: Int(size), writable: false)
         case .failure(let error):
             throw error
         default:

@@ -103,16 +103,28 @@ def test_remote_reads_over_rdma_match_sha256(rdma, tmp_path, size):
     out = str(tmp_path / "out")
     result = rdma.cli("get", path, out, timeout=300).ok()
     assert sha256_file(out) == digest
+    # Also the small sizes, packed into a tier-0 slab slot: published with the slab's rkey at the slot's address.
+    assert re.search(r"node node-a: reading over rdma from 10\.10\.1\.1:\d+", result.err), result.describe()
     where = rdma.geds("where", path).ok().text
-    if size <= 64 << 10:
-        # Packed into a tier-0 slab slot: such a copy publishes no rkey and is read over TCP.
-        assert "reading over rdma" not in result.err, result.describe()
-        assert re.search(r"node-a tier0 .*transports=tcp://10\.10\.1\.1:\d+(?![\d,])", where), where
-    else:
-        assert re.search(r"node node-a: reading over rdma from 10\.10\.1\.1:\d+", result.err), result.describe()
-        assert re.search(r"node-a tier0 .*transports=tcp://10\.10\.1\.1:\d+,rdma://10\.10\.1\.1:\d+", where), where
+    assert re.search(r"node-a tier0 .*transports=tcp://10\.10\.1\.1:\d+,rdma://10\.10\.1\.1:\d+", where), where
     os.unlink(source)
     os.unlink(out)
+
+
+def test_packed_1kib_objects_are_read_over_rdma_match_sha256(rdma, tmp_path):
+    """1 KiB objects share a slab of node-a's tier 0 (registered once): the CLI reads each with one READ of its slot."""
+    digests = {}
+    for index in range(6):
+        source = str(tmp_path / f"in-{index}")
+        digests[f"rdma/packed-{index}"] = write_random_file(source, 1024)
+        rdma.cli("put", source, f"rdma/packed-{index}", "--to", "node-a").ok()
+    out = str(tmp_path / "out")
+    for path, digest in digests.items():
+        result = rdma.cli("get", path, out).ok()
+        assert sha256_file(out) == digest, path
+        assert re.search(r"node node-a: reading over rdma from 10\.10\.1\.1:\d+", result.err), result.describe()
+        where = rdma.geds("where", path).ok().text
+        assert re.search(r"node-a tier0 .*transports=tcp://10\.10\.1\.1:\d+,rdma://10\.10\.1\.1:\d+", where), where
 
 
 def test_the_mds_serves_one_node_over_rdma_and_another_over_tcp_at_once(rdma, tmp_path):
