@@ -215,9 +215,10 @@ final class Attachment: Sendable {
 
     // MARK: Objects
 
-    func create(bucket: String, key: String, persistency: Persistency?, exclusive: Bool = false) throws(GedsError) -> (LocalConnection, WritableBlob) {
+    func create(bucket: String, key: String, persistency: Persistency?, exclusive: Bool = false,
+                replicas: Replicas? = nil) throws(GedsError) -> (LocalConnection, WritableBlob) {
         let connection = try lease()
-        let request = LocalRequest.create(bucket: bucket, key: key, persistency: persistency, exclusive: exclusive)
+        let request = LocalRequest.create(bucket: bucket, key: key, persistency: persistency, exclusive: exclusive, replicas: replicas)
         let (reply, descriptor) = try roundTrip(request, on: connection)
         switch reply {
         case .created(let blob) where descriptor >= 0:

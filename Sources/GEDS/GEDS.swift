@@ -18,6 +18,7 @@ import Logging
 @_exported import enum GedsCore.Tier
 @_exported import enum GedsCore.Persistency
 @_exported import struct GedsCore.BucketStorage
+@_exported import struct GedsCore.Replicas
 @_exported import struct GedsNode.NodeConfiguration
 @_exported import class GedsNode.LocalEndpoint
 @_exported import class GedsTier0.MappedBytes
@@ -135,23 +136,28 @@ public final class GEDS: Sendable {
     /// old object stays readable until this one is sealed and replaces it; `exclusive` (create-if-absent)
     /// instead fails with `.objectExists` here if the key exists, or at the seal if another writer sealed it
     /// first, so of racing exclusive creators exactly one wins. `persistency` overrides the bucket's (see
-    /// `setBucketStorage`) for this object.
+    /// `setBucketStorage`) for this object; `replicas` the bucket's replication factor (see `setBucketReplicas`):
+    /// the seal then publishes the object with that many copies on distinct hosts, or with one and the MDS makes
+    /// the others when `waitForAll` is false.
     public func create(_ path: ObjectPath, persistency: Persistency? = nil,
-                       exclusive: Bool = false) async throws(GedsError) -> ObjectWriter {
+                       exclusive: Bool = false, replicas: Replicas? = nil) async throws(GedsError) -> ObjectWriter {
         let (bucket, key) = (path.bucket.rawValue, path.key.rawValue)
         if let attachment {
-            let (connection, blob) = try attachment.create(bucket: bucket, key: key, persistency: persistency, exclusive: exclusive)
+            let (connection, blob) = try attachment.create(bucket: bucket, key: key, persistency: persistency, exclusive: exclusive,
+                                                           replicas: replicas)
             return ObjectWriter(sealer: .attached(attachment, connection), blob: blob, bucket: bucket, key: key,
-                                persistency: persistency)
+                                persistency: persistency, replicas: replicas)
         }
         try await node.checkPersistency(persistency, bucket: bucket)
-        return ObjectWriter(sealer: .node(node), blob: try await node.create(bucket: bucket, key: key, exclusive: exclusive),
-                            bucket: bucket, key: key, persistency: persistency)
+        return ObjectWriter(sealer: .node(node),
+                            blob: try await node.create(bucket: bucket, key: key, exclusive: exclusive, replicas: replicas?.copies),
+                            bucket: bucket, key: key, persistency: persistency, replicas: replicas)
     }
 
     public func create(bucket: String, key: String, persistency: Persistency? = nil,
-                       exclusive: Bool = false) async throws(GedsError) -> ObjectWriter {
-        try await create(ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key)), persistency: persistency, exclusive: exclusive)
+                       exclusive: Bool = false, replicas: Replicas? = nil) async throws(GedsError) -> ObjectWriter {
+        try await create(ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key)), persistency: persistency, exclusive: exclusive,
+                         replicas: replicas)
     }
 
     /// Writes a whole object in one call.
@@ -229,6 +235,21 @@ public final class GEDS: Sendable {
     public func stat(bucket: String, key: String) async throws(GedsError) -> ObjectInfo {
         _ = try BucketName(bucket)
         return try await lookup(bucket: bucket, key: key)
+    }
+
+    /// Where the object's copies are (each one's node, host, tier and transports; S3 last), in the order this
+    /// handle's reads try them (attached: the gedsd's), so a scheduler can place a task where its data is.
+    /// `objectLost` when none is left.
+    public func locations(_ path: ObjectPath) async throws(GedsError) -> [Location] {
+        let info = try await lookup(path)
+        guard !info.locations.isEmpty else { throw GedsError(.objectLost, "object \(path) has no copy left") }
+        if let node { return node.ordered(info.locations) }
+        let gedsd = attachment!.gedsd
+        return Location.readingOrder(info.locations, node: gedsd.name, hostID: gedsd.hostID, overRDMA: gedsd.rdma != nil)
+    }
+
+    public func locations(bucket: String, key: String) async throws(GedsError) -> [Location] {
+        try await locations(ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key)))
     }
 
     private func lookup(_ path: ObjectPath) async throws(GedsError) -> ObjectInfo {
@@ -385,6 +406,33 @@ public final class GEDS: Sendable {
         return daemon
     }
 
+    /// Sets the replication factor of the objects sealed in the bucket from now on (1 to `Replicas.maximum`).
+    public func setBucketReplicas(_ bucket: String, _ replicas: Int) async throws(GedsError) {
+        try await setBucketReplicas(BucketName(bucket), replicas)
+    }
+
+    public func setBucketReplicas(_ bucket: BucketName, _ replicas: Int) async throws(GedsError) {
+        try Replicas.check(replicas)
+        let request = Request.setBucketReplicas(bucket: bucket.rawValue, replicas: UInt8(replicas))
+        if let attachment { return try attachment.expectOK(.call(request)) }
+        try await node.mds.expectOK(request)
+    }
+
+    /// The bucket's replication factor (1 unless set).
+    public func bucketReplicas(_ bucket: String) async throws(GedsError) -> Int {
+        try await bucketReplicas(BucketName(bucket))
+    }
+
+    public func bucketReplicas(_ bucket: BucketName) async throws(GedsError) -> Int {
+        let request = Request.bucketReplicas(bucket: bucket.rawValue)
+        if let attachment {
+            let reply = try attachment.call(.call(request))
+            guard case .count(let replicas) = reply else { throw Attachment.unexpected(reply) }
+            return Int(replicas)
+        }
+        return Int(try await node.mds.count(request))
+    }
+
     /// Asks the gedsd `name` to move every copy it holds to other gedsd nodes and then leave (`geds drain`); returns
     /// at once. Its `NodeInfo` shows the drain: `draining` until it left (no longer alive), or `drainFailure`.
     public func drain(node name: String) async throws(GedsError) {
@@ -422,6 +470,8 @@ public final class ObjectWriter: Sendable {
     public let key: String
     /// Overrides the bucket's persistency at seal (nil: the bucket's).
     public let persistency: Persistency?
+    /// Overrides the bucket's replication factor (nil: the bucket's, and the seal waits for every copy).
+    public let replicas: Replicas?
     let sealer: Sealer
     let blob: WritableBlob
 
@@ -432,8 +482,10 @@ public final class ObjectWriter: Sendable {
         case attached(Attachment, LocalConnection)
     }
 
-    init(sealer: Sealer, blob: WritableBlob, bucket: String, key: String, persistency: Persistency? = nil) {
+    init(sealer: Sealer, blob: WritableBlob, bucket: String, key: String, persistency: Persistency? = nil,
+         replicas: Replicas? = nil) {
         self.sealer = sealer
+        self.replicas = replicas
         self.blob = blob
         self.bucket = bucket
         self.key = key
@@ -481,7 +533,8 @@ public final class ObjectWriter: Sendable {
     public func seal(metadata: [String: String] = [:], handingOffTo target: NodeInfo? = nil) async throws(GedsError) {
         switch sealer {
         case .node(let node):
-            try await node.seal(blob, metadata: metadata, handingOffTo: target, persistency: persistency)
+            try await node.seal(blob, metadata: metadata, handingOffTo: target, persistency: persistency,
+                                waitForReplicas: replicas?.waitForAll ?? true)
         case .attached(let attachment, let connection):
             try attachment.seal(blob, on: connection, metadata: metadata, handingOffTo: target)
         }

@@ -197,12 +197,18 @@ public func gedsCreateFlags(_ handle: OpaquePointer?, _ bucket: CString?, _ key:
         let store = try Handles.find(handle, as: Store.self)
         let (bucket, key) = (try text(bucket, "bucket"), try text(key, "key"))
         _ = try output(out, "out")
-        guard flags & ~UInt32(GEDS_CREATE_EXCLUSIVE) == 0 else {
+        // Bits 8 to 15: GEDS_CREATE_REPLICAS(n).
+        let replicaBits: UInt32 = 0xFF << 8
+        guard flags & ~(UInt32(GEDS_CREATE_EXCLUSIVE) | UInt32(GEDS_CREATE_ASYNC_REPLICAS) | replicaBits) == 0 else {
             throw GedsError(.invalidArgument, "unknown geds_create_flags flags 0x\(String(flags, radix: 16))")
         }
         let exclusive = flags & UInt32(GEDS_CREATE_EXCLUSIVE) != 0
+        let copies = Int((flags & replicaBits) >> 8)
+        let replicas = copies == 0 ? nil
+            : try Replicas(copies: copies, waitForAll: flags & UInt32(GEDS_CREATE_ASYNC_REPLICAS) == 0)
         return { () async throws(GedsError) in
-            Writer(try await store.geds.create(bucket: bucket, key: key, persistency: store.persistency, exclusive: exclusive))
+            Writer(try await store.geds.create(bucket: bucket, key: key, persistency: store.persistency, exclusive: exclusive,
+                                               replicas: replicas))
         }
     } then: { writer in
         out?.pointee = Handles.register(writer)

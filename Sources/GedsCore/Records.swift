@@ -109,6 +109,19 @@ public enum Location: Hashable, Sendable {
 
     /// The CRC-32C of the blob's bytes, known once a node wrote a copy of it to tier 1 (nil before, and for S3).
     public var checksum: UInt32? { nodeCopy?.checksum }
+
+    /// The copies in the order the node `node` of host `hostID` reads them (the next one after an error): its own,
+    /// then one on its host, then one reachable over RDMA (when it reads over RDMA), then the other nodes', then S3.
+    /// Stable: among equals the MDS's order (the first copy published first) stays.
+    public static func readingOrder(_ locations: [Location], node: String, hostID: String, overRDMA: Bool) -> [Location] {
+        func rank(_ location: Location) -> Int {
+            switch location {
+            case .node(let copy): copy.node == node ? 0 : copy.hostID == hostID ? 1 : overRDMA && copy.rdma != nil ? 2 : 3
+            case .s3: 4
+            }
+        }
+        return locations.enumerated().sorted { (rank($0.element), $0.offset) < (rank($1.element), $1.offset) }.map(\.element)
+    }
 }
 
 /// A copy of an object that a node holds, and how to reach it.
@@ -181,9 +194,13 @@ public struct ObjectInfo: Sendable, Equatable {
     /// The bytes themselves, for a small object the MDS keeps inline (see `InlineContents`): a lookup then
     /// answers a read without a second round trip. Nil for larger objects, or when the MDS keeps none.
     public var contents: [UInt8]?
+    /// How many copies on distinct hosts the object should have (its replication factor; 1 unless replicated).
+    /// `presentCopies` says how many it has now.
+    public var wantedCopies: Int
 
     public init(bucket: String, key: String, blob: BlobID, size: UInt64, sealed: Bool, modified: UInt64,
-                metadata: [String: String], locations: [Location], contents: [UInt8]? = nil) {
+                metadata: [String: String], locations: [Location], contents: [UInt8]? = nil, wantedCopies: Int = 1) {
+        self.wantedCopies = wantedCopies
         self.bucket = bucket
         self.key = key
         self.blob = blob
@@ -194,6 +211,9 @@ public struct ObjectInfo: Sendable, Equatable {
         self.locations = locations
         self.contents = contents
     }
+
+    /// The copies on nodes now (an S3 copy is not counted: the replication factor is about nodes).
+    public var presentCopies: Int { locations.lazy.filter { $0.nodeCopy != nil }.count }
 
     /// Copies bytes from `offset` (up to `buffer.count`, clipped to the object) out of the inline contents; nil
     /// when the object's bytes did not come with it.
@@ -216,6 +236,28 @@ public enum InlineContents {
     public static let maximumLimit: UInt32 = 1 << 20
     /// The MDS's default budget for all inline bytes together.
     public static let defaultBudget: UInt64 = 1 << 30
+}
+
+/// How many copies of an object to keep, each on a distinct host (`geds put --replicas N`, `geds bucket B --replicas
+/// N`), and whether its seal waits until all of them are published (else it returns after the first and the MDS
+/// makes the others).
+public struct Replicas: Sendable, Equatable {
+    /// The largest replication factor (more copies than that buy nothing but traffic).
+    public static let maximum = 16
+    public var copies: Int
+    public var waitForAll: Bool
+
+    public init(copies: Int, waitForAll: Bool = true) throws(GedsError) {
+        try Replicas.check(copies)
+        self.copies = copies
+        self.waitForAll = waitForAll
+    }
+
+    public static func check(_ copies: Int) throws(GedsError) {
+        guard (1...maximum).contains(copies) else {
+            throw GedsError(.invalidArgument, "replicas must be 1 to \(maximum), got \(copies)")
+        }
+    }
 }
 
 public struct ListEntry: Sendable, Equatable {

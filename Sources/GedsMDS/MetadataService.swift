@@ -127,10 +127,11 @@ public final class MetadataService: RequestService {
             }
             logger.info("node \(registration.name) joined as \(index) (\(registration.tcp), host \(registration.hostID))")
             return .nodeRegistered(node: index, leaseMilliseconds: UInt32(lease), inlineLimit: inlineLimit)
-        case .heartbeat(let node, let blobs, let bytes):
+        case .heartbeat(let node, let blobs, let bytes, let room):
             return try locked { (store) throws(GedsError) in
-                .heartbeatAck(drop: try store.heartbeat(node: node, blobs: blobs, bytes: bytes, now: MetadataService.now()),
-                              drain: store.isDraining(node: node))
+                let now = MetadataService.now()
+                return .heartbeatAck(drop: try store.heartbeat(node: node, blobs: blobs, bytes: bytes, room: room, now: now),
+                                     drain: store.isDraining(node: node), replicate: store.replicationOrders(for: node, now: now))
             }
         case .drainNode(let name):
             try locked { (store) throws(GedsError) in try store.drain(nodeNamed: name) }
@@ -153,10 +154,18 @@ public final class MetadataService: RequestService {
             return .ok
         case .listBuckets:
             return .buckets(locked { $0.listBuckets() })
-        case .createObject(let bucket, let key, let node, let exclusive):
+        case .createObject(let bucket, let key, let node, let exclusive, let replicas):
             return .created(blob: try locked { (store) throws(GedsError) in
-                try store.createObject(bucket: bucket, key: key, node: node, exclusive: exclusive)
+                try store.createObject(bucket: bucket, key: key, node: node, exclusive: exclusive, replicas: replicas)
             })
+        case .setBucketReplicas(let bucket, let replicas):
+            try locked { (store) throws(GedsError) in try store.setReplicas(bucket: bucket, replicas) }
+            logger.info("bucket \(bucket): \(replicas) replica(s)")
+            return .ok
+        case .bucketReplicas(let bucket):
+            return .count(UInt64(try locked { (store) throws(GedsError) in try store.replicas(bucket: bucket) }))
+        case .placeCopies(let blob, let holder, let leaving):
+            return .nodes(try locked { (store) throws(GedsError) in try store.placeCopies(blob: blob, holder: holder, leaving: leaving) })
         case .sealObject(let blob, let size, let metadata, let placement, let contents):
             let now = MetadataService.wallClock()
             let assignment = try locked { (store) throws(GedsError) in
@@ -245,7 +254,7 @@ public final class MetadataService: RequestService {
     static func changesNamespace(_ request: Request) -> Bool {
         switch request {
         case .createBucket, .deleteBucket, .sealObject, .deleteObject, .deletePrefix, .rename, .copy, .setMetadata,
-             .setBucketStorage, .addS3Copy, .adoptS3Object:
+             .setBucketStorage, .addS3Copy, .adoptS3Object, .setBucketReplicas:
             return true
         default:
             return false

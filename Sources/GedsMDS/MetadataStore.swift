@@ -13,11 +13,18 @@ public struct MetadataStore: Sendable {
         var lastHeartbeat: UInt64
         var blobs: UInt64 = 0
         var bytes: UInt64 = 0
+        /// The bytes its tier 0 can still take, as its last heartbeat said (`UInt64.max`: unknown).
+        var room = UInt64.max
         /// Blobs this node must delete, handed over with its next heartbeat.
         var drop: [BlobID] = []
         /// Asked to move its copies away and leave (`geds drain`); told so with every heartbeat until it leaves.
         var draining = false
         var drainFailure: String?
+
+        var info: NodeInfo {
+            NodeInfo(name: registration.name, hostID: registration.hostID, role: registration.role, tcp: registration.tcp,
+                     rdma: registration.rdma, alive: alive, blobs: blobs, bytes: bytes, draining: draining, drainFailure: drainFailure)
+        }
     }
 
     struct Bucket {
@@ -28,6 +35,8 @@ public struct MetadataStore: Sendable {
         var pending: [Key: Int] = [:]
         /// The bucket's S3 store, when it has one.
         var storage: BucketStorage?
+        /// The replication factor of objects sealed here (unless an object asks for its own).
+        var replicas: UInt8 = 1
     }
 
     /// A blob's S3 copy: assigned at seal in a bucket with an S3 store (so every node that holds the blob knows
@@ -71,19 +80,27 @@ public struct MetadataStore: Sendable {
         var exclusive = false
         /// Copies placed before the seal (a relocation target that already holds the bytes).
         var placements: [BlobPlacement] = []
+        /// The object's own replication factor (0: its bucket's).
+        var replicas: UInt8 = 0
+    }
+
+    /// A copy a node was asked to make (`replicationOrders`), until it publishes it or the order lapses.
+    struct ReplicationInFlight {
+        var node: UInt32
+        var lapse: UInt64
     }
 
     public static let maximumDropsPerHeartbeat = 65_536
     public static let defaultEventHistory = 100_000
     public let leaseMilliseconds: UInt64
-    private var nodes: [UInt32: Node] = [:]
+    var nodes: [UInt32: Node] = [:]
     private var nodeByName: [String: UInt32] = [:]
     var nextNode: UInt32 = 1
     var buckets: [String: Bucket] = [:]
     var blobs: BlobTable
     /// The largest object whose bytes a seal may bring to be kept inline (0: none; see `InlineContents`).
     public let inlineLimit: UInt32
-    private var pendingObjects: [BlobID: PendingObject] = [:]
+    var pendingObjects: [BlobID: PendingObject] = [:]
     /// One per blob with an S3 copy, since `copy` shares blobs: about 45 bytes (plus a key's bytes beyond 15), and
     /// about 30 more in `s3Holders`.
     var s3Copies: [BlobID: S3Copy] = [:]
@@ -97,6 +114,16 @@ public struct MetadataStore: Sendable {
     /// the deletion can never remove bytes sealed after it was ordered.
     var s3Deletions: [S3Name: UInt64] = [:]
     public static let s3DeletionLapseMilliseconds: UInt64 = 60_000
+    /// The replication factor of every blob that wants more than one copy.
+    var replicated: [BlobID: UInt8] = [:]
+    /// Replicated blobs that may have fewer copies than they want: nodes are asked to copy them, a few per heartbeat.
+    var underReplicated: Set<BlobID> = []
+    var replicationInFlight: [BlobID: ReplicationInFlight] = [:]
+    /// Re-replication's rate limit: copies ordered from one node at a time, and how many blobs one heartbeat looks at.
+    public static let replicationOrdersPerNode = 8
+    static let replicationScanPerHeartbeat = 1024
+    /// An ordered copy not published by then is ordered again (from another node when one fits better).
+    public static let replicationOrderLapseMilliseconds: UInt64 = 60_000
     var nextBlob: BlobID
     /// The revision and the recent changes of the namespace: every successful change records its event last,
     /// once nothing can fail any more, so no event is ever published for a change that did not happen.
@@ -140,13 +167,15 @@ public struct MetadataStore: Sendable {
         return index
     }
 
-    public mutating func heartbeat(node index: UInt32, blobs: UInt64, bytes: UInt64, now: UInt64) throws(GedsError) -> [BlobID] {
+    public mutating func heartbeat(node index: UInt32, blobs: UInt64, bytes: UInt64, room: UInt64 = .max,
+                                   now: UInt64) throws(GedsError) -> [BlobID] {
         guard var node = nodes[index], node.alive else {
             throw GedsError(.noSuchNode, "node \(index) is not registered (its lease ended); register again")
         }
         node.lastHeartbeat = now
         node.blobs = blobs
         node.bytes = bytes
+        node.room = room
         // Bounded so the reply stays far below the frame limit; the rest goes with the next heartbeats.
         let drop = Array(node.drop.prefix(MetadataStore.maximumDropsPerHeartbeat))
         node.drop.removeFirst(drop.count)
@@ -176,6 +205,7 @@ public struct MetadataStore: Sendable {
         node.drop = []
         nodes[index] = node
         if nodeByName[node.registration.name] == index { nodeByName[node.registration.name] = nil }
+        replicationInFlight = replicationInFlight.filter { $0.value.node != index }
         for (blob, pending) in pendingObjects {
             if pending.node == index {
                 abort(blob: blob)
@@ -185,14 +215,11 @@ public struct MetadataStore: Sendable {
         }
         // Dead nodes are kept (marked) for `listNodes`; only their copies go.
         blobs.remove(node: index)
+        findUnderReplicated()
     }
 
     public func listNodes() -> [NodeInfo] {
-        nodes.values.map { node in
-            NodeInfo(name: node.registration.name, hostID: node.registration.hostID, role: node.registration.role,
-                     tcp: node.registration.tcp, rdma: node.registration.rdma, alive: node.alive, blobs: node.blobs, bytes: node.bytes,
-                     draining: node.draining, drainFailure: node.drainFailure)
-        }.sorted { $0.name < $1.name }
+        nodes.values.map(\.info).sorted { $0.name < $1.name }
     }
 
     /// Starts draining the live node `name` (again after a failed drain); a drain under way goes on.
@@ -246,13 +273,16 @@ public struct MetadataStore: Sendable {
     // MARK: Objects
 
     /// An unsealed object under the key; `exclusive` refuses a key that is bound now or at the seal.
-    public mutating func createObject(bucket: String, key: String, node: UInt32, exclusive: Bool = false) throws(GedsError) -> BlobID {
+    /// `replicas`: the object's replication factor (0: its bucket's).
+    public mutating func createObject(bucket: String, key: String, node: UInt32, exclusive: Bool = false,
+                                      replicas: UInt8 = 0) throws(GedsError) -> BlobID {
         _ = try ObjectKey(key)
+        if replicas != 0 { try Replicas.check(Int(replicas)) }
         guard let bucketState = buckets[bucket] else { throw GedsError.noSuchBucket(bucket) }
         guard nodes[node]?.alive == true else { throw GedsError(.noSuchNode, "node \(node) is not registered") }
         if exclusive, bucketState.index.find(key) != nil { throw GedsError.objectExists(bucket, key) }
         nextBlob = nextBlob.next
-        pendingObjects[nextBlob] = PendingObject(bucket: bucket, key: Key(key), node: node, exclusive: exclusive)
+        pendingObjects[nextBlob] = PendingObject(bucket: bucket, key: Key(key), node: node, exclusive: exclusive, replicas: replicas)
         buckets[bucket]!.pending[Key(key), default: 0] += 1
         return nextBlob
     }
@@ -282,10 +312,17 @@ public struct MetadataStore: Sendable {
             abort(blob: blob)
             throw GedsError.objectExists(pending.bucket, pending.key.string)
         }
+        let wanted = wantedCopies(of: blob)
         pendingObjects[blob]?.placements = []
         abort(blob: blob)
-        return bindSealed(blob, as: ObjectName(bucket: pending.bucket, key: pending.key.string), size: size, metadata: metadata,
-                          placements: pending.placements, contents: size <= UInt64(inlineLimit) ? contents : nil, now: now)
+        let assignment = bindSealed(blob, as: ObjectName(bucket: pending.bucket, key: pending.key.string), size: size,
+                                    metadata: metadata, placements: pending.placements,
+                                    contents: size <= UInt64(inlineLimit) ? contents : nil, now: now)
+        if wanted > 1 {
+            setWantedCopies(wanted, of: blob)
+            journal(.replicas(blob, wanted))
+        }
+        return assignment
     }
 
     /// The seal's change once it is known to succeed (also what a replay of the journal makes).
@@ -328,10 +365,11 @@ public struct MetadataStore: Sendable {
         return ObjectInfo(bucket: bucket, key: key, blob: entry.blob, size: blobs.size(of: entry.blob) ?? 0, sealed: true,
                           modified: entry.modified, metadata: bucketState.metadata[record] ?? [:], locations: locations,
                           // A cache of the copies, not a copy: an object whose copies are all gone is lost, as before.
-                          contents: locations.isEmpty ? nil : blobs.contents(of: entry.blob))
+                          contents: locations.isEmpty ? nil : blobs.contents(of: entry.blob),
+                          wantedCopies: Int(replicated[entry.blob] ?? 1))
     }
 
-    private func location(of placement: BlobPlacement, blob: BlobID) -> Location? {
+    func location(of placement: BlobPlacement, blob: BlobID) -> Location? {
         guard let node = nodes[placement.node], node.alive else { return nil }
         let registration = node.registration
         // A copy is readable over RDMA only when its node offers RDMA and registered the copy (an rkey).
@@ -553,11 +591,16 @@ public struct MetadataStore: Sendable {
         }
         if let offered = placement.checksum, blobs.checksum(of: blob) == nil { journal(.checksum(blob, offered)) }
         blobs.add(placement, to: blob)
+        if replicationInFlight[blob]?.node == placement.node { replicationInFlight[blob] = nil }
+        if underReplicated.contains(blob), blobs.placements(of: blob).count >= Int(replicated[blob] ?? 1) {
+            underReplicated.remove(blob)
+        }
     }
 
     public mutating func removeLocation(blob: BlobID, node: UInt32) {
         pendingObjects[blob]?.placements.removeAll { $0.node == node }
         blobs.remove(node: node, from: blob)
+        if let wanted = replicated[blob], blobs.placements(of: blob).count < Int(wanted) { underReplicated.insert(blob) }
     }
 
     // MARK: Internals
@@ -587,6 +630,10 @@ public struct MetadataStore: Sendable {
     private mutating func release(blob: BlobID) -> S3Name? {
         guard let copies = blobs.release(blob) else { return nil }
         for placement in copies { nodes[placement.node]?.drop.append(blob) }
+        if replicated.removeValue(forKey: blob) != nil {
+            underReplicated.remove(blob)
+            replicationInFlight[blob] = nil
+        }
         guard let copy = s3Copies.removeValue(forKey: blob) else { return nil }
         let name = S3Name(store: copy.store, key: copy.key)
         guard s3Holders[name] == blob else { return nil }

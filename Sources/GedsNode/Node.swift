@@ -88,7 +88,8 @@ public final class Node: Sendable {
             throw error
         }
         node.session.startHeartbeats(as: node.registration, offering: node.tiers, on: node.executor,
-                                     drain: { [weak node] in node?.drain.start() })
+                                     drain: { [weak node] in node?.drain.start() },
+                                     replicate: { [weak node] orders in node?.replicate(orders) })
         return node
     }
 
@@ -206,8 +207,9 @@ public final class Node: Sendable {
 
     // MARK: Writing and relocation (see WritePath)
 
-    public func create(bucket: String, key: String, exclusive: Bool = false) async throws(GedsError) -> WritableBlob {
-        try await writePath.create(bucket: bucket, key: key, exclusive: exclusive)
+    /// `replicas`: the object's replication factor (nil: its bucket's).
+    public func create(bucket: String, key: String, exclusive: Bool = false, replicas: Int? = nil) async throws(GedsError) -> WritableBlob {
+        try await writePath.create(bucket: bucket, key: key, exclusive: exclusive, replicas: replicas)
     }
 
     /// Returns once a drain (`geds drain`) moved everything this node held away (or the waiting task is cancelled).
@@ -216,16 +218,32 @@ public final class Node: Sendable {
     }
 
     /// Seals an object: it becomes immutable and visible everywhere in one step at the MDS (after a hand-off to
-    /// `target`, when given), then as durable as `persistency` (else its bucket's) says.
+    /// `target`, when given), then as durable as `persistency` (else its bucket's) says. A replicated object is
+    /// published with all its copies, or with the first only unless `waitForReplicas`.
     public func seal(_ writable: WritableBlob, metadata: [String: String], handingOffTo target: NodeInfo? = nil,
-                     persistency: Persistency? = nil) async throws(GedsError) {
-        try await writePath.seal(writable, metadata: metadata, handingOffTo: target, persistency: persistency)
+                     persistency: Persistency? = nil, waitForReplicas: Bool = true) async throws(GedsError) {
+        try await writePath.seal(writable, metadata: metadata, handingOffTo: target, persistency: persistency,
+                                 waitForReplicas: waitForReplicas)
     }
 
     /// Gives up an object being written: its file goes when the last reference to `writable` does, and the
     /// MDS forgets the blob.
     public func abandon(_ writable: WritableBlob) {
         writePath.abandon(writable)
+    }
+
+    /// Makes the copies the MDS asked for (re-replication): each pulled from its source and published.
+    private func replicate(_ orders: [ReplicationOrder]) {
+        for order in orders {
+            Task { [readPath, logger] in
+                do throws(GedsError) {
+                    try await readPath.pull(order.blob, size: order.size, from: order.source)
+                    logger.info("re-replicated \(order.blob.fileName) from \(order.source.holder)")
+                } catch {
+                    logger.warning("could not re-replicate \(order.blob.fileName) from \(order.source.holder): \(error.message)")
+                }
+            }
+        }
     }
 
     /// Hands a sealed object to another node, which becomes its owner; our copy goes afterwards.
@@ -254,6 +272,11 @@ public final class Node: Sendable {
     /// owner's tier-0 file, or a copy fetched from a peer into our tier 0 (and published as another location).
     public func view(of info: ObjectInfo) async throws(GedsError) -> MappedBytes {
         try await readPath.view(of: info)
+    }
+
+    /// The copies in the order this node's reads try them (see `ReadPath.ordered`).
+    public func ordered(_ locations: [Location]) -> [Location] {
+        readPath.ordered(locations)
     }
 
     /// Reads a range into caller memory (`buffer.count` bytes from `offset`, clipped to the object's size).

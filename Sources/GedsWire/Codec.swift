@@ -223,7 +223,8 @@ private enum RequestTag: UInt8, CaseIterable {
          sealObject, abortObject, lookup, list, deleteObject, deletePrefix, rename, copy, setMetadata,
          addLocation, removeLocation, readBlob, pullBlob, leave,
          setBucketStorage, bucketStorage, addS3Copy, s3Assignment, adoptS3Object, persistBlob, flush,
-         claimS3Deletions, s3Deleted, abandonS3Upload, subscribe, drainNode, drainFailed, authenticate, prove
+         claimS3Deletions, s3Deleted, abandonS3Upload, subscribe, drainNode, drainFailed, authenticate, prove,
+         setBucketReplicas, bucketReplicas, placeCopies
 }
 
 private enum ReplyTag: UInt8 {
@@ -283,6 +284,9 @@ extension Request {
         case .drainFailed: .drainFailed
         case .authenticate: .authenticate
         case .prove: .prove
+        case .setBucketReplicas: .setBucketReplicas
+        case .bucketReplicas: .bucketReplicas
+        case .placeCopies: .placeCopies
         }
     }
 }
@@ -298,10 +302,11 @@ extension Request {
             buffer.writeEndpoint(registration.tcp)
             buffer.writeWireString(registration.tier0Directory)
             buffer.writeOptionalEndpoint(registration.rdma)
-        case .heartbeat(let node, let blobs, let bytes):
+        case .heartbeat(let node, let blobs, let bytes, let room):
             buffer.writeInteger(node)
             buffer.writeInteger(blobs)
             buffer.writeInteger(bytes)
+            buffer.writeInteger(room)
         case .leave(let node):
             buffer.writeInteger(node)
         case .listNodes:
@@ -313,11 +318,12 @@ extension Request {
             buffer.writeBool(force)
         case .listBuckets:
             break
-        case .createObject(let bucket, let key, let node, let exclusive):
+        case .createObject(let bucket, let key, let node, let exclusive, let replicas):
             buffer.writeWireString(bucket)
             buffer.writeWireString(key)
             buffer.writeInteger(node)
             buffer.writeBool(exclusive)
+            buffer.writeInteger(replicas)
         case .sealObject(let blob, let size, let metadata, let placement, let contents):
             buffer.writeBlob(blob)
             buffer.writeInteger(size)
@@ -404,6 +410,15 @@ extension Request {
             buffer.writeBytes(nonce)
         case .prove(let proof):
             buffer.writeBytes(proof)
+        case .setBucketReplicas(let bucket, let replicas):
+            buffer.writeWireString(bucket)
+            buffer.writeInteger(replicas)
+        case .bucketReplicas(let bucket):
+            buffer.writeWireString(bucket)
+        case .placeCopies(let blob, let holder, let leaving):
+            buffer.writeBlob(blob)
+            buffer.writeInteger(holder)
+            buffer.writeInteger(leaving)
         }
     }
 
@@ -428,7 +443,7 @@ extension Request {
                                                      rdma: try payload.readOptionalEndpoint()))
         case .heartbeat:
             request = .heartbeat(node: try payload.readWireInteger("node"), blobs: try payload.readWireInteger("blobs"),
-                                 bytes: try payload.readWireInteger("bytes"))
+                                 bytes: try payload.readWireInteger("bytes"), room: try payload.readWireInteger("room"))
         case .leave:
             request = .leave(node: try payload.readWireInteger("node"))
         case .listNodes:
@@ -441,7 +456,8 @@ extension Request {
             request = .listBuckets
         case .createObject:
             request = .createObject(bucket: try payload.readWireString(), key: try payload.readWireString(),
-                                    node: try payload.readWireInteger("node"), exclusive: try payload.readBool())
+                                    node: try payload.readWireInteger("node"), exclusive: try payload.readBool(),
+                                    replicas: try payload.readWireInteger("replicas"))
         case .sealObject:
             request = .sealObject(blob: try payload.readBlob(), size: try payload.readWireInteger("size"),
                                   metadata: try payload.readMetadata(), placement: try payload.readPlacement(),
@@ -512,6 +528,13 @@ extension Request {
             request = .authenticate(clientNonce: try payload.readFixedBytes(HandshakeSizes.nonce, "nonce"))
         case .prove:
             request = .prove(proof: try payload.readFixedBytes(HandshakeSizes.proof, "proof"))
+        case .setBucketReplicas:
+            request = .setBucketReplicas(bucket: try payload.readWireString(), replicas: try payload.readWireInteger("replicas"))
+        case .bucketReplicas:
+            request = .bucketReplicas(bucket: try payload.readWireString())
+        case .placeCopies:
+            request = .placeCopies(blob: try payload.readBlob(), holder: try payload.readWireInteger("holder"),
+                                   leaving: try payload.readWireInteger("leaving"))
         }
         try payload.expectEnd()
         return request
@@ -532,11 +555,17 @@ extension Reply {
             buffer.writeInteger(node)
             buffer.writeInteger(lease)
             buffer.writeInteger(inlineLimit)
-        case .heartbeatAck(let drop, let drain):
+        case .heartbeatAck(let drop, let drain, let replicate):
             buffer.writeInteger(ReplyTag.heartbeatAck.rawValue)
             buffer.writeInteger(UInt32(drop.count))
             for blob in drop { buffer.writeBlob(blob) }
             buffer.writeBool(drain)
+            buffer.writeInteger(UInt32(replicate.count))
+            for order in replicate {
+                buffer.writeBlob(order.blob)
+                buffer.writeInteger(order.size)
+                buffer.writeLocation(order.source)
+            }
         case .buckets(let names):
             buffer.writeInteger(ReplyTag.buckets.rawValue)
             buffer.writeInteger(UInt32(names.count))
@@ -556,6 +585,7 @@ extension Reply {
             buffer.writeInteger(UInt32(info.locations.count))
             for location in info.locations { buffer.writeLocation(location) }
             buffer.writeOptionalBytes(info.contents)
+            buffer.writeInteger(UInt8(clamping: info.wantedCopies))
         case .page(let page):
             buffer.writeInteger(ReplyTag.page.rawValue)
             buffer.writeInteger(UInt32(page.objects.count))
@@ -658,7 +688,13 @@ extension Reply {
             var drop: [BlobID] = []
             drop.reserveCapacity(count)
             for _ in 0..<count { drop.append(try payload.readBlob("blob")) }
-            reply = .heartbeatAck(drop: drop, drain: try payload.readBool())
+            let drain = try payload.readBool()
+            var replicate: [ReplicationOrder] = []
+            for _ in 0..<(try payload.readList(what: "replication orders")) {
+                replicate.append(ReplicationOrder(blob: try payload.readBlob("blob"), size: try payload.readWireInteger("size"),
+                                                  source: try payload.readLocation()))
+            }
+            reply = .heartbeatAck(drop: drop, drain: drain, replicate: replicate)
         case .buckets:
             let count = try payload.readList(what: "buckets")
             var names: [String] = []
@@ -682,7 +718,8 @@ extension Reply {
                 throw GedsError(.protocolViolation, "malformed message: \(contents?.count ?? 0) inline bytes of an object of \(size)")
             }
             reply = .object(ObjectInfo(bucket: bucket, key: key, blob: blob, size: size, sealed: sealed,
-                                       modified: modified, metadata: metadata, locations: locations, contents: contents))
+                                       modified: modified, metadata: metadata, locations: locations, contents: contents,
+                                       wantedCopies: Int(try payload.readWireInteger("wanted copies", as: UInt8.self))))
         case .page:
             let objectCount = try payload.readList(what: "objects")
             var objects: [ListEntry] = []

@@ -11,7 +11,8 @@ public enum LocalRequest: Sendable, Equatable {
     case hello(pid: Int32, mds: String)
     /// A new object in the gedsd's tier 0, owned by this connection until sealed: answered `created(blob)`
     /// with the file's descriptor. A connection that closes first takes its unsealed objects with it.
-    case create(bucket: String, key: String, persistency: Persistency?, exclusive: Bool = false)
+    /// `replicas`: the object's replication factor and whether its seal waits for every copy (nil: the bucket's, waiting).
+    case create(bucket: String, key: String, persistency: Persistency?, exclusive: Bool = false, replicas: Replicas? = nil)
     /// The client wrote `size` bytes into the file: the gedsd seals and publishes it (handing it off to the
     /// named node first when `handOffTo` is not empty).
     case seal(blob: BlobID, size: UInt64, metadata: [String: String], handOffTo: String)
@@ -25,7 +26,7 @@ public enum LocalRequest: Sendable, Equatable {
     case relocate(bucket: String, key: String, toNode: String)
     /// One of the API's metadata calls, in the MDS's own message (`createBucket`, `deleteBucket`, `listBuckets`,
     /// `setBucketStorage`, `bucketStorage`, `lookup`, `list`, `deleteObject`, `deletePrefix`, `rename`, `copy`,
-    /// `setMetadata`, `listNodes`, `drainNode`, `flush`): run as the gedsd's own API call (S3 follow-ups, read-through and
+    /// `setMetadata`, `listNodes`, `drainNode`, `flush`, `setBucketReplicas`, `bucketReplicas`): run as the gedsd's own API call (S3 follow-ups, read-through and
     /// merged listings included; `flush` waits for every node) and answered as that call.
     case call(Request)
 }
@@ -41,12 +42,14 @@ extension LocalRequest {
             buffer.writeInteger(LocalRequestTag.hello.rawValue)
             buffer.writeInteger(pid)
             buffer.writeWireString(mds)
-        case .create(let bucket, let key, let persistency, let exclusive):
+        case .create(let bucket, let key, let persistency, let exclusive, let replicas):
             buffer.writeInteger(LocalRequestTag.create.rawValue)
             buffer.writeWireStrings([bucket, key])
             buffer.writeBool(persistency != nil)
             if let persistency { buffer.writeInteger(persistency.rawValue) }
             buffer.writeBool(exclusive)
+            buffer.writeInteger(UInt8(replicas?.copies ?? 0))
+            buffer.writeBool(replicas?.waitForAll ?? true)
         case .seal(let blob, let size, let metadata, let handOffTo):
             buffer.writeInteger(LocalRequestTag.seal.rawValue)
             buffer.writeBlob(blob)
@@ -84,7 +87,11 @@ extension LocalRequest {
         case .create:
             let names = try payload.readNames(2)
             let persistency = try payload.readBool() ? try payload.readPersistency() : nil
-            request = .create(bucket: names[0], key: names[1], persistency: persistency, exclusive: try payload.readBool())
+            let exclusive = try payload.readBool()
+            let copies = try payload.readWireInteger("replicas", as: UInt8.self)
+            let waitForAll = try payload.readBool()
+            request = .create(bucket: names[0], key: names[1], persistency: persistency, exclusive: exclusive,
+                              replicas: copies == 0 ? nil : try Replicas(copies: Int(copies), waitForAll: waitForAll))
         case .seal:
             request = .seal(blob: try payload.readBlob(), size: try payload.readWireInteger("size"),
                             metadata: try payload.readMetadata(), handOffTo: try payload.readWireString())

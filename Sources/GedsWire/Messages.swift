@@ -46,10 +46,24 @@ public struct BlobPlacement: Sendable, Equatable {
     }
 }
 
+/// A copy the MDS asks a node to make (re-replication): pull the blob from `source` and publish it.
+public struct ReplicationOrder: Sendable, Equatable {
+    public var blob: BlobID
+    public var size: UInt64
+    public var source: Location
+
+    public init(blob: BlobID, size: UInt64, source: Location) {
+        self.blob = blob
+        self.size = size
+        self.source = source
+    }
+}
+
 public enum Request: Sendable, Equatable {
     // Nodes and leases (MDS).
     case registerNode(NodeRegistration)
-    case heartbeat(node: UInt32, blobs: UInt64, bytes: UInt64)
+    /// `room`: the bytes the node's tier 0 can still take (`UInt64.max`: unknown), where new copies go first.
+    case heartbeat(node: UInt32, blobs: UInt64, bytes: UInt64, room: UInt64 = .max)
     /// A clean shutdown: the node's copies are withdrawn now instead of when its lease runs out.
     case leave(node: UInt32)
     case listNodes
@@ -58,7 +72,8 @@ public enum Request: Sendable, Equatable {
     case deleteBucket(String, force: Bool)
     case listBuckets
     // Objects (MDS).
-    case createObject(bucket: String, key: String, node: UInt32, exclusive: Bool = false)
+    /// `replicas`: the object's replication factor (0: its bucket's).
+    case createObject(bucket: String, key: String, node: UInt32, exclusive: Bool = false, replicas: UInt8 = 0)
     /// `contents`: the object's bytes for the MDS to keep inline (only when `size` is within the announced limit).
     case sealObject(blob: BlobID, size: UInt64, metadata: [String: String], placement: BlobPlacement, contents: [UInt8]? = nil)
     case abortObject(blob: BlobID)
@@ -112,6 +127,16 @@ public enum Request: Sendable, Equatable {
     case drainNode(name: String)
     /// The node's drain stopped short (no room elsewhere, no other node): it keeps serving, no longer draining.
     case drainFailed(node: UInt32, reason: String)
+    // Replicas (MDS).
+    /// Sets the replication factor of the objects sealed in a bucket from now on (1 to `Replicas.maximum`).
+    case setBucketReplicas(bucket: String, replicas: UInt8)
+    /// A bucket's replication factor; answered `count`.
+    case bucketReplicas(bucket: String)
+    /// The nodes that should take the copies a blob still lacks, each on a host that holds none, fewest bytes held
+    /// first; answered `nodes` (exactly as many as lack), or `noSuchNode` when too few distinct hosts have a live gedsd.
+    /// `holder`: a node that keeps a copy not published yet (the sealing node's own; 0: none); `leaving`: a node
+    /// whose copy does not count (a drain moves it away; 0: none).
+    case placeCopies(blob: BlobID, holder: UInt32, leaving: UInt32)
     // Authentication (every port of a deployment with a token; the carrier answers these, never the service).
     /// Opens the handshake with the client's fresh nonce (`HandshakeSizes.nonce` bytes): answered `challenge`.
     case authenticate(clientNonce: [UInt8])
@@ -132,7 +157,8 @@ public enum Reply: Sendable, Equatable {
     /// `inlineLimit`: the largest object whose bytes the MDS takes with its seal (0: none).
     case nodeRegistered(node: UInt32, leaseMilliseconds: UInt32, inlineLimit: UInt32)
     /// Blobs the MDS no longer knows and the node must drop (after their locations were withdrawn).
-    case heartbeatAck(drop: [BlobID], drain: Bool = false)
+    /// `replicate`: copies the node is to pull and publish (re-replication, rate-limited by the MDS).
+    case heartbeatAck(drop: [BlobID], drain: Bool = false, replicate: [ReplicationOrder] = [])
     case buckets([String])
     case created(blob: BlobID)
     case object(ObjectInfo)

@@ -274,6 +274,7 @@ func tag(of reply: Reply) -> UInt8 { bytes(encoded(reply))[0] }
                 $0.writeInteger(claimed)
                 $0.writeInteger(UInt64(7))
                 $0.writeInteger(UInt8(0))  // drain: false
+                $0.writeInteger(UInt32(0))  // no replication orders
             }
             if claimed == 1 {
                 #expect(decodeReply(wire).value == .heartbeatAck(drop: [7]))
@@ -288,6 +289,7 @@ func tag(of reply: Reply) -> UInt8 { bytes(encoded(reply))[0] }
             $0.writeInteger(UInt32(limit))
             for index in 0..<limit { $0.writeInteger(UInt64(index)) }
             $0.writeInteger(UInt8(0))  // drain: false
+            $0.writeInteger(UInt32(0))  // no replication orders
         }
         #expect(decodeReply(atLimit).value == .heartbeatAck(drop: (0..<limit).map { BlobID(UInt64($0)) }))
         let overLimit = payload {

@@ -15,6 +15,7 @@ import Testing
         .create(bucket: "b", key: Samples.unicode, persistency: nil),
         .create(bucket: "b", key: "k", persistency: .writeBack),
         .create(bucket: "b", key: "k", persistency: nil, exclusive: true),
+        .create(bucket: "b", key: "k", persistency: .tier1, replicas: try! Replicas(copies: 3, waitForAll: false)),
         .seal(blob: .max, size: 0, metadata: [:], handOffTo: ""),
         .seal(blob: 1, size: .max, metadata: ["a": "b", "c": Samples.longString], handOffTo: "node-b"),
         .view(info),

@@ -38,6 +38,7 @@ enum Samples {
                                        tier0Directory: "", rdma: Endpoint(host: longString, port: 65535))),
         .heartbeat(node: 1, blobs: 0, bytes: 0),
         .heartbeat(node: .max, blobs: .max, bytes: .max),
+        .heartbeat(node: 2, blobs: 1, bytes: 4096, room: 1 << 30),
         .leave(node: 0),
         .leave(node: 77),
         .listNodes,
@@ -49,6 +50,8 @@ enum Samples {
         .createObject(bucket: "b", key: "a/b/c", node: 3),
         .createObject(bucket: "b", key: "x", node: 3, exclusive: true),
         .createObject(bucket: "bucket", key: String(repeating: "k", count: 1024), node: .max),
+        .createObject(bucket: "b", key: "r", node: 3, exclusive: false, replicas: 3),
+        .createObject(bucket: "b", key: "r", node: 3, exclusive: true, replicas: .max),
         .sealObject(blob: 1, size: 0, metadata: [:], placement: BlobPlacement(node: 1, tier: .tier0)),
         .sealObject(blob: 2, size: 3, metadata: [:], placement: BlobPlacement(node: 1, tier: .tier0), contents: [1, 2, 3]),
         .sealObject(blob: .max, size: .max, metadata: ["content-type": "text/plain", "x": "", "ü": unicode],
@@ -109,6 +112,11 @@ enum Samples {
         .drainFailed(node: 3, reason: "no room: " + unicode),
         .authenticate(clientNonce: Array(0..<32)),
         .prove(proof: [UInt8](repeating: 0xFF, count: 32)),
+        .setBucketReplicas(bucket: "b", replicas: 2),
+        .setBucketReplicas(bucket: unicode, replicas: .max),
+        .bucketReplicas(bucket: "b"),
+        .placeCopies(blob: 7, holder: 0, leaving: 0),
+        .placeCopies(blob: .max, holder: .max, leaving: 3),
     ]
 
     static let s3Object = S3ObjectReference(endpoint: "http://127.0.0.1:4569", bucket: "s3-bucket", key: "run/" + unicode,
@@ -126,6 +134,9 @@ enum Samples {
             .heartbeatAck(drop: []),
             .heartbeatAck(drop: [1]),
             .heartbeatAck(drop: [2], drain: true),
+            .heartbeatAck(drop: [], replicate: [ReplicationOrder(blob: 9, size: 1 << 28, source: locationPlain)]),
+            .heartbeatAck(drop: [3], drain: true, replicate: [ReplicationOrder(blob: .max, size: .max, source: locationRDMA),
+                                                              ReplicationOrder(blob: 0, size: 0, source: .s3(s3Object))]),
             .heartbeatAck(drop: Array(0..<2000).map { BlobID(UInt64($0) * 0x1_0000_0001) } + [.max]),
             .buckets([]),
             .buckets(["a-bucket", "b.bucket", "", unicode, longString]),
@@ -133,6 +144,8 @@ enum Samples {
             .created(blob: .max),
             .object(ObjectInfo(bucket: "b", key: "k", blob: 1, size: 0, sealed: false, modified: 0,
                                metadata: [:], locations: [])),
+            .object(ObjectInfo(bucket: "b", key: "r", blob: 2, size: 10, sealed: true, modified: 0,
+                               metadata: [:], locations: [locationPlain, locationRDMA], wantedCopies: 3)),
             .object(ObjectInfo(bucket: "bucket", key: unicode, blob: .max, size: .max, sealed: true,
                                modified: 1_700_000_000_000, metadata: ["content-type": "x/y", "e": ""],
                                locations: [locationPlain, locationRDMA, locationS3, locationPacked])),
@@ -233,6 +246,9 @@ func caseName(_ request: Request) -> String {
     case .drainFailed: "drainFailed"
     case .authenticate: "authenticate"
     case .prove: "prove"
+    case .setBucketReplicas: "setBucketReplicas"
+    case .bucketReplicas: "bucketReplicas"
+    case .placeCopies: "placeCopies"
     }
 }
 
@@ -242,7 +258,7 @@ let allRequestCases: Set<String> = [
     "addLocation", "removeLocation", "readBlob", "pullBlob",
     "setBucketStorage", "bucketStorage", "addS3Copy", "s3Assignment", "adoptS3Object", "persistBlob", "flush",
     "claimS3Deletions", "s3Deleted", "abandonS3Upload", "subscribe", "drainNode", "drainFailed", "authenticate",
-    "prove",
+    "prove", "setBucketReplicas", "bucketReplicas", "placeCopies",
 ]
 
 func caseName(_ reply: Reply) -> String {

@@ -135,6 +135,20 @@ int main(int argc, char **argv) {
     geds_writer_discard(w);
     EXPECT(GEDS_E_NO_SUCH_OBJECT, geds_stat(g, bucket, "discarded", &(geds_stat_t){0}));
 
+    /* Replicas: this process's copy and a gedsd's on another host; more copies than hosts is refused at the seal. */
+    CHECK(geds_create_flags(g, bucket, "replicated", GEDS_CREATE_REPLICAS(2), &w) == 0);
+    EXPECT(0, geds_write(w, data, 4096, 0));
+    EXPECT(0, geds_seal(w));
+    geds_stat_t replicated = {0};
+    CHECK(geds_stat(g, bucket, "replicated", &replicated) == 0 && replicated.locations == 2);
+    EXPECT(0, geds_delete(g, bucket, "replicated"));
+    CHECK(geds_create_flags(g, bucket, "too-many-copies", GEDS_CREATE_REPLICAS(16), &w) == 0);
+    EXPECT(0, geds_write(w, data, 4096, 0));
+    EXPECT(GEDS_E_NO_SUCH_NODE, geds_seal(w));
+    EXPECT(GEDS_E_NO_SUCH_OBJECT, geds_stat(g, bucket, "too-many-copies", &(geds_stat_t){0}));
+    EXPECT(GEDS_E_INVALID_ARGUMENT, geds_create_flags(g, bucket, "k", GEDS_CREATE_REPLICAS(17), &w));
+    EXPECT(GEDS_E_INVALID_ARGUMENT, geds_create_flags(g, bucket, "k", 1u << 16, &w));
+
     const char *more[] = {"dir/b", "dir/sub/c", "top"};
     for (int i = 0; i < 3; i++) {
         CHECK(geds_create(g, bucket, more[i], &w) == 0);

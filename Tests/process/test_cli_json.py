@@ -41,7 +41,9 @@ def test_json_output_has_stable_keys(cluster, bucket, workdir):
     assert [o["key"] for o in nested["objects"]] == ["dir/a.bin"] and nested["prefix"] == "dir/"
 
     stat = json.loads(cluster.geds("stat", "--json", f"{bucket}/dir/a.bin").ok().text)
-    assert set(stat) == {"bucket", "key", "size", "sealed", "modified", "blob", "crc32c", "copies", "metadata"}
+    assert set(stat) == {"bucket", "key", "size", "sealed", "modified", "blob", "crc32c", "copies", "metadata",
+                         "wanted_copies", "present_copies"}
+    assert (stat["wanted_copies"], stat["present_copies"]) == (1, 1)
     assert set(stat["copies"][0]) == {"node", "tier", "host", "region", "transports"}
     assert (stat["key"], stat["size"], stat["sealed"], stat["metadata"]) == ("dir/a.bin", MiB + 3, True, {"owner": "alice"})
     assert [(c["node"], c["tier"], c["host"]) for c in stat["copies"]] == [("node-a", "tier0", "host-a")]

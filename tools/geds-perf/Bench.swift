@@ -155,7 +155,7 @@ struct Bench {
         case .tier0Memory: try await Tier0Memory.measure(geds: geds, bucket: bucket, folder: parameters.tier0Folder,
                                                          count: parameters.objects)
         case .pubsub: try await pubsub(clients: parameters.clients)
-        case .mdsScale, .tier1, .spill, .s3, .soak, .attach, .mdsState: []  // run on their own: MetadataScale, Tier1Bench, SpillBench, S3Bench, SoakBench, AttachBench, MDSStateBench
+        case .mdsScale, .tier1, .spill, .s3, .soak, .attach, .mdsState, .replicas: []  // run on their own: MetadataScale, Tier1Bench, SpillBench, S3Bench, SoakBench, AttachBench, MDSStateBench, ReplicaBench
         }
     }
 

@@ -30,7 +30,7 @@ struct GedsPerf: AsyncParsableCommand {
             help: "For rdma: OWNER,READER, addresses of two RDMA devices (two hosts); the owner gedsd serves on the first, this process reads from the second (default inside tools/rxe-vm --two-hosts: 10.10.1.2,10.10.1.1).")
     var rdmaAddresses: String?
 
-    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); spill reads from a gedsd while it spills to tier 1 (see --spill-*); s3 is read-through from moto_server beside boto3; pubsub is seal-to-event and wait latency beside redis pub/sub, events/s to 100 subscribers and lookups/s with them; attach measures a process attached to a gedsd's local socket beside redis-benchmark -s; soak is a mixed put/get/list/rename/delete load over two gedsd nodes (see --clients, --duration); tier0-memory is the tier-0 memory of --objects objects of 1 KiB beside redis used_memory; mds-state is create+seal of 4 KiB objects on an MDS with --state (fsync everysec, always; state in --spill-dir) beside the in-memory MDS and redis appendfsync always, and the restart time of an MDS holding --scale-objects objects; mds-scale, node-scale, tier0-memory, tier1, spill, s3, pubsub, soak, attach and mds-state run only when named.")
+    @Option(help: "Comma-separated workloads: \(Workload.allCases.map(\.rawValue).joined(separator: ", ")); tier1 is Tier1Store beside fio (see --tier1-dir); spill reads from a gedsd while it spills to tier 1 (see --spill-*); s3 is read-through from moto_server beside boto3; pubsub is seal-to-event and wait latency beside redis pub/sub, events/s to 100 subscribers and lookups/s with them; attach measures a process attached to a gedsd's local socket beside redis-benchmark -s; soak is a mixed put/get/list/rename/delete load over two gedsd nodes (see --clients, --duration); tier0-memory is the tier-0 memory of --objects objects of 1 KiB beside redis used_memory; mds-state is create+seal of 4 KiB objects on an MDS with --state (fsync everysec, always; state in --spill-dir) beside the in-memory MDS and redis appendfsync always, and the restart time of an MDS holding --scale-objects objects; replicas is a 64 MiB seal with 2 copies on distinct hosts beside a single-copy seal plus one remote read; mds-scale, node-scale, tier0-memory, tier1, spill, s3, pubsub, soak, attach, mds-state and replicas run only when named.")
     var workloads: String = Workload.defaults.map(\.rawValue).joined(separator: ",")
 
     @Option(help: "Object sizes for read-bw and read-tier0, comma-separated; K, M, G mean KiB, MiB, GiB.")
@@ -270,6 +270,9 @@ struct GedsPerf: AsyncParsableCommand {
         if selected.contains(.mdsState) {
             results += try await MDSStateBench.measure(binaries: binaries, parent: spillDir, clients: clients, restartObjects: scaleObjects)
         }
+        if selected.contains(.replicas) {
+            results += try await ReplicaBench.measure(binaries: binaries)
+        }
         if selected.contains(.soak) {
             results += try await SoakBench.measure(binaries: binaries, clients: clients, seconds: duration)
         }
@@ -377,7 +380,7 @@ struct GedsPerf: AsyncParsableCommand {
 enum Workload: String, CaseIterable {
     case readBandwidth = "read-bw", readIntoTier0 = "read-tier0", readManyMiB = "read-1mib", latency
     case metadataOps = "mds-ops", local, write, mdsScale = "mds-scale", nodeScale = "node-scale", tier1, spill, s3, pubsub, soak, attach
-    case tier0Memory = "tier0-memory", mdsState = "mds-state"
+    case tier0Memory = "tier0-memory", mdsState = "mds-state", replicas
 
     /// The scale workloads, tier1 and spill (gigabytes of disk I/O), s3 (needs moto_server) and pubsub are opt-in,
     /// to keep a default run short.
@@ -385,7 +388,7 @@ enum Workload: String, CaseIterable {
 
     var dataPlane: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .latency].contains(self) }
     /// Whether it runs on the shared cluster (spill starts its own, with a capped tier 0 and a tier 1).
-    var needsCluster: Bool { ![.mdsScale, .tier1, .spill, .s3, .soak, .attach, .mdsState].contains(self) }
+    var needsCluster: Bool { ![.mdsScale, .tier1, .spill, .s3, .soak, .attach, .mdsState, .replicas].contains(self) }
     var measuresBandwidth: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .write].contains(self) }
 
     static func parse(_ list: String) throws -> [Workload] {

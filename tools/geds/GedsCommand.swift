@@ -150,6 +150,11 @@ struct Put: AsyncParsableCommand {
     @Option(help: "The gedsd that keeps the object (default: the least loaded one).") var to: String?
     @Flag(help: "Store every file under the folder, keyed by PREFIX plus its relative path.") var recursive = false
     @Option(help: "ephemeral, tier1, write-through or write-back (default: the bucket's).") var persistency: String?
+    @Option(help: ArgumentHelp("Keep N copies, each on a distinct host (default: the bucket's, see `geds bucket --replicas`); the put returns once all N are published.",
+                               valueName: "N"))
+    var replicas: Int?
+    @Flag(name: .customLong("async"), help: "With replicas: return once the first copy is published; the MDS has the others made.")
+    var returnAfterFirstCopy = false
     @Flag(help: "No progress bar (there is none either when stderr is not a terminal).") var quiet = false
 
     func run() async throws {
@@ -196,7 +201,11 @@ struct Put: AsyncParsableCommand {
         let input = path == "-" ? Int32(0) : Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard input >= 0 else { throw GedsError.io("cannot open \(path)", errno: errno) }
         defer { if input != 0 { close(input) } }
-        let writer = try await store.create(object, persistency: persistency)
+        var replication = try replicas.map { (copies) throws(GedsError) in try Replicas(copies: copies, waitForAll: !returnAfterFirstCopy) }
+        if replication == nil, returnAfterFirstCopy {
+            replication = try Replicas(copies: try await store.bucketReplicas(object.bucket), waitForAll: false)
+        }
+        let writer = try await store.create(object, persistency: persistency, replicas: replication)
         let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
         defer { chunk.deallocate() }
         var offset: UInt64 = 0
@@ -333,7 +342,8 @@ struct Stat: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "stat", abstract: "Show an object's size, state, copies and metadata.")
     @OptionGroup var connection: Connection
     @Argument var object: String
-    @Flag(help: "One JSON document: bucket, key, size, sealed, modified, blob, crc32c, copies, metadata.") var json = false
+    @Flag(help: "One JSON document: bucket, key, size, sealed, modified, blob, crc32c, copies, metadata, wanted_copies, present_copies.")
+    var json = false
 
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
@@ -341,7 +351,8 @@ struct Stat: AsyncParsableCommand {
             let info = try await store.stat(path)
             if json { return try JSONOutput.print(JSONOutput.Stat(info)) }
             var lines = ["object: \(info.bucket)/\(info.key)", "size: \(info.size)", "sealed: \(info.sealed)",
-                         "modified: \(formatDate(info.modified))", "blob: \(info.blob.fileName)", "copies: \(info.locations.count)"]
+                         "modified: \(formatDate(info.modified))", "blob: \(info.blob.fileName)", "copies: \(info.locations.count)",
+                         "replicas: \(info.wantedCopies) wanted, \(info.presentCopies) present"]
             lines += info.locations.map { location in
                 switch location {
                 case .node(let copy): "  \(copy.tier) on \(copy.node) (host \(copy.hostID), tcp \(copy.tcp))"
@@ -413,7 +424,8 @@ struct Copy: AsyncParsableCommand {
 }
 
 struct Where: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "where", abstract: "Show where an object's copies are.")
+    static let configuration = CommandConfiguration(commandName: "where",
+                                                    abstract: "Show where an object's copies are, in the order a reader on this host tries them.")
     @OptionGroup var connection: Connection
     @Argument var object: String
     @Flag(help: "One JSON document: {object, copies: [{node, tier, host, region, transports}]}.") var json = false
@@ -421,10 +433,9 @@ struct Where: AsyncParsableCommand {
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
             let path = try ObjectPath(parsing: object)
-            let info = try await store.stat(path)
-            if info.locations.isEmpty { throw GedsError(.objectLost, "object \(path) has no copy left") }
-            if json { return try JSONOutput.print(JSONOutput.Copies(object: "\(path)", copies: info.locations.map(JSONOutput.Copy.init))) }
-            printLine(info.locations.map { location in
+            let locations = try await store.locations(path)
+            if json { return try JSONOutput.print(JSONOutput.Copies(object: "\(path)", copies: locations.map(JSONOutput.Copy.init))) }
+            printLine(locations.map { location in
                 switch location {
                 case .node(let copy):
                     "\(copy.node) \(copy.tier) host=\(copy.hostID) transports=\(copy.transportURLs.joined(separator: ","))"
@@ -491,7 +502,7 @@ struct Nodes: AsyncParsableCommand {
 struct BucketSettings: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bucket",
-        abstract: "Show a bucket's S3 store, or set it with --s3 (creating the bucket when needed).",
+        abstract: "Show a bucket's S3 store and replication factor, or set them with --s3 (creating the bucket when needed) and --replicas.",
         discussion: """
             Only the address, prefix, region and persistency are kept by the MDS. Each node signs S3 requests with \
             its own credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, else ~/.aws/credentials \
@@ -504,6 +515,8 @@ struct BucketSettings: AsyncParsableCommand {
     @Option(help: "Prefix of the bucket's keys in S3 (default: the address's).") var prefix: String?
     @Option(help: "The S3 region.") var region: String = "us-east-1"
     @Flag(name: .customLong("no-s3"), help: "Take the bucket's S3 store away (its objects stay in S3).") var noS3 = false
+    @Option(help: ArgumentHelp("Keep N copies of each object sealed from now on, each on a distinct host.", valueName: "N"))
+    var replicas: Int?
 
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
@@ -527,8 +540,12 @@ struct BucketSettings: AsyncParsableCommand {
                 if let prefix { storage.prefix = prefix }
                 try await store.setBucketStorage(bucket, storage)
             }
+            if let replicas { try await store.setBucketReplicas(bucket, replicas) }
+            // Shown when set (1, the default, is not).
+            let replication = try await store.bucketReplicas(bucket)
+            let replicationLine = replication == 1 ? "" : "\nreplicas: \(replication)"
             guard let storage = try await store.bucketStorage(bucket) else {
-                printLine("bucket: \(bucket)\ns3: none\npersistency: ephemeral")
+                printLine("bucket: \(bucket)\ns3: none\npersistency: ephemeral" + replicationLine)
                 return
             }
             printLine("""
@@ -537,7 +554,7 @@ struct BucketSettings: AsyncParsableCommand {
                 prefix: \(storage.prefix)
                 region: \(storage.region)
                 persistency: \(storage.persistency)
-                """)
+                """ + replicationLine)
         }
     }
 }

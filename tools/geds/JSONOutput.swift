@@ -59,6 +59,9 @@ enum JSONOutput {
         let crc32c: Nullable<String>
         let copies: [Copy]
         let metadata: [String: String]
+        /// The replication factor, and the copies on nodes now (S3 not counted).
+        let wantedCopies: Int
+        let presentCopies: Int
 
 
         init(_ info: ObjectInfo) {
@@ -71,6 +74,8 @@ enum JSONOutput {
             crc32c = Nullable(info.locations.lazy.compactMap(\.checksum).first.map(hex32))
             copies = info.locations.map(Copy.init)
             metadata = info.metadata
+            wantedCopies = info.wantedCopies
+            presentCopies = info.presentCopies
         }
     }
 

@@ -127,7 +127,11 @@ int geds_list_buckets(geds_t *g, geds_iter_t **out);         /* yields GEDS_ENTR
 
 /* ---- writing ---- */
 int geds_create(geds_t *g, const char *bucket, const char *key, geds_writer_t **out);  /* a new, unsealed object */
-enum { GEDS_CREATE_EXCLUSIVE = 1 };  /* create-if-absent: GEDS_E_OBJECT_EXISTS now, or at the seal if another won */
+enum { GEDS_CREATE_EXCLUSIVE = 1,  /* create-if-absent: GEDS_E_OBJECT_EXISTS now, or at the seal if another won */
+       GEDS_CREATE_ASYNC_REPLICAS = 2 };  /* with replicas: the seal returns after the first copy; the MDS makes the rest */
+/* Keep n copies (1 to 16), each on a distinct host (0: the bucket's factor); the seal returns once all are published,
+ * GEDS_E_NO_SUCH_NODE when too few hosts have a gedsd. */
+#define GEDS_CREATE_REPLICAS(n) (((unsigned)(n) & 0xFFu) << 8)
 int geds_create_flags(geds_t *g, const char *bucket, const char *key, unsigned flags, geds_writer_t **out);
 int geds_write(geds_writer_t *w, const void *buf, size_t len, uint64_t offset);       /* at any offset; grows it */
 int geds_truncate(geds_writer_t *w, uint64_t size);          /* sets the object's size (cuts or zero-fills) */

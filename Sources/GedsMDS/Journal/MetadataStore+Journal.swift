@@ -48,6 +48,11 @@ extension MetadataStore {
             _ = try adoptS3Object(bucket: name.bucket, key: name.key, size: size, metadata: metadata, now: now)
         case .checksum(let blob, let checksum):
             blobs.setChecksum(checksum, of: blob)
+        case .setReplicas(let bucket, let replicas):
+            try setReplicas(bucket: bucket, replicas)
+        case .replicas(let blob, let replicas):
+            // Not queued for re-replication yet: nodes offer their copies back first (see `dropLostObjects`).
+            if blobs.contains(blob) { replicated[blob] = replicas }
         case .object(let name, let blob, let size, let modified, let metadata, let checksum, let s3):
             guard buckets[name.bucket] != nil else { throw GedsError.noSuchBucket(name.bucket) }
             if blobs.contains(blob) {
@@ -89,6 +94,9 @@ extension MetadataStore {
             if let storage = bucket.storage {
                 JournalFormat.append(JournalFormat.Record(revision: revision, change: .setStorage(bucket: name, storage)), to: &buffer)
             }
+            if bucket.replicas != 1 {
+                JournalFormat.append(JournalFormat.Record(revision: revision, change: .setReplicas(bucket: name, bucket.replicas)), to: &buffer)
+            }
             bucket.index.walk(from: []) { record, key in
                 let entry = bucket.index[record]
                 let s3 = s3Copies[entry.blob].map { copy in
@@ -99,6 +107,9 @@ extension MetadataStore {
                                                     size: blobs.size(of: entry.blob) ?? 0, modified: entry.modified,
                                                     metadata: bucket.metadata[record] ?? [:], checksum: blobs.checksum(of: entry.blob), s3: s3)
                 JournalFormat.append(JournalFormat.Record(revision: revision, change: change), to: &buffer)
+                if let replicas = replicated[entry.blob] {
+                    JournalFormat.append(JournalFormat.Record(revision: revision, change: .replicas(entry.blob, replicas)), to: &buffer)
+                }
                 return .next
             }
         }
@@ -125,6 +136,7 @@ extension MetadataStore {
             }
         }
         for name in lost { _ = try? delete(bucket: name.bucket, key: name.key, now: now) }
+        findUnderReplicated()
         return lost.count
     }
 }

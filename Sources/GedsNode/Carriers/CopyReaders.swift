@@ -17,6 +17,8 @@ struct CopyCarriers: Sendable {
     /// Reads at least this long go over a bulk TCP connection of their own, shorter ones over the peer's
     /// multiplexed connection (one round trip, no thread hand-off).
     static let bulkThreshold: UInt64 = 256 << 10
+    /// How long a read waits on a silent peer while another copy remains (a reader fails over within 2 s).
+    static let failoverMilliseconds: Int64 = 2000
 
     init(rdma: RDMADataPlane?, bulk: BulkReader, pool: ConnectionPool, s3Clients: S3Clients, timeoutMilliseconds: Int64) {
         self.rdma = rdma
@@ -28,7 +30,10 @@ struct CopyCarriers: Sendable {
 
     /// S3 for an S3 copy; one-sided RDMA READs of a peer's registered copy when both ends run over RDMA (unless
     /// connecting to that peer failed recently), else TCP: bulk for large reads, multiplexed for small ones.
-    func reader(for location: Location, length: UInt64) -> any CopyReader {
+    /// `withAlternative`: another copy remains to be tried, so a peer that makes no progress for
+    /// `failoverMilliseconds` (a hung or unreachable node) is given up then rather than after the usual deadline.
+    func reader(for location: Location, length: UInt64, withAlternative: Bool = false) -> any CopyReader {
+        let timeoutMilliseconds = withAlternative ? min(timeoutMilliseconds, Self.failoverMilliseconds) : timeoutMilliseconds
         switch location {
         case .s3(let object):
             return S3CopyReader(clients: s3Clients, object: object)

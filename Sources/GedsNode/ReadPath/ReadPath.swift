@@ -84,9 +84,11 @@ final class ReadPath: Sendable {
                     failures.append((copy.node, error))
                 }
             }
-            for location in locations where mappable(location) == nil && location.holder != nodeName {
+            let remote = locations.filter { mappable($0) == nil && $0.holder != nodeName }
+            for (index, location) in remote.enumerated() {
                 do throws(GedsError) {
-                    let fetched = try await fetch(info.blob, size: info.size, from: location, publish: publishCachedCopies)
+                    let fetched = try await fetch(info.blob, size: info.size, from: location, publish: publishCachedCopies,
+                                                  withAlternative: index < remote.count - 1)
                     tiers.opened(info.blob, fetched)
                     return fetched
                 } catch {
@@ -114,13 +116,14 @@ final class ReadPath: Sendable {
             } catch {
                 failures.append((nodeName, error))
             }
-            for location in ordered(info.locations) where location.holder != nodeName {
+            let others = ordered(info.locations).filter { $0.holder != nodeName }
+            for (index, location) in others.enumerated() {
                 do throws(GedsError) {
                     if let mapped = mappable(location) {
                         return try copy(from: try Tier0Store.map(mapped, of: info.blob, size: info.size), at: offset, into: destination)
                     }
                     let got = try await transfer(info.blob, objectSize: info.size, offset: offset, length: length, from: location,
-                                                 into: destination)
+                                                 into: destination, withAlternative: index < others.count - 1)
                     guard got == length else { throw GedsError(.protocolViolation, "\(location.holder) sent \(got) of \(length) bytes") }
                     return Int(length)
                 } catch {
@@ -184,9 +187,10 @@ final class ReadPath: Sendable {
     }
 
     /// Copies a blob from a peer into our tier 0 (once there is room), straight into its mapping.
-    private func fetch(_ blob: BlobID, size: UInt64, from location: Location, publish: Bool) async throws(GedsError) -> MappedBytes {
+    private func fetch(_ blob: BlobID, size: UInt64, from location: Location, publish: Bool,
+                       withAlternative: Bool) async throws(GedsError) -> MappedBytes {
         let mapping = try await tiers.withTier0Room(size, for: blob) { () throws(GedsError) -> MappedBytes in
-            try await receive(blob, size: size, from: location)
+            try await receive(blob, size: size, from: location, withAlternative: withAlternative)
         }
         if publish {
             do {
@@ -216,11 +220,12 @@ final class ReadPath: Sendable {
     }
 
     /// Receives a blob from a peer into tier 0 (room for it already reserved).
-    private func receive(_ blob: BlobID, size: UInt64, from location: Location) async throws(GedsError) -> MappedBytes {
+    private func receive(_ blob: BlobID, size: UInt64, from location: Location,
+                         withAlternative: Bool = false) async throws(GedsError) -> MappedBytes {
         let receiving = try tiers.tier0.receive(blob, size: size)
         if size > 0 {
             let got = try await transfer(blob, objectSize: size, offset: 0, length: size, from: location,
-                                         into: MappingSink(mapping: receiving.mapping))
+                                         into: MappingSink(mapping: receiving.mapping), withAlternative: withAlternative)
             guard got == size else {
                 throw GedsError(.protocolViolation, "\(location.holder) sent \(got) of \(size) bytes")
             }
@@ -229,26 +234,17 @@ final class ReadPath: Sendable {
         return receiving.mapping
     }
 
-    /// Reads a range of a copy over the carrier its location and its peer's state call for (see `CopyCarriers`).
+    /// Reads a range of a copy over the carrier its location and its peer's state call for (see `CopyCarriers`);
+    /// `withAlternative`: another copy remains, so a silent peer is given up sooner.
     private func transfer(_ blob: BlobID, objectSize: UInt64, offset: UInt64, length: UInt64, from location: Location,
-                  into sink: any ReadSink) async throws(GedsError) -> UInt64 {
+                          into sink: any ReadSink, withAlternative: Bool) async throws(GedsError) -> UInt64 {
         let range = CopyRange(blob: blob, objectSize: objectSize, offset: offset, length: length)
-        return try await carriers.reader(for: location, length: length).read(range, into: sink)
+        return try await carriers.reader(for: location, length: length, withAlternative: withAlternative).read(range, into: sink)
     }
 
-    /// Local copies first, then same-host ones, then the rest.
+    /// The copies in the order this node tries them (see `Location.readingOrder`).
     func ordered(_ locations: [Location]) -> [Location] {
-        let me = nodeName
-        let host = hostID
-        return locations.sorted { lhs, rhs in
-            func rank(_ location: Location) -> Int {
-                switch location {
-                case .node(let copy): copy.node == me ? 0 : copy.hostID == host ? 1 : 2
-                case .s3: 3
-                }
-            }
-            return rank(lhs) < rank(rhs)
-        }
+        Location.readingOrder(locations, node: nodeName, hostID: hostID, overRDMA: carriers.rdma != nil)
     }
 
     /// The error of a read that found no copy. When every copy tried was simply gone (moved between tiers or

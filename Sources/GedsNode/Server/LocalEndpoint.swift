@@ -269,9 +269,9 @@ public final class LocalEndpoint: Sendable {
             case .failure(let error):
                 try socket.send(LocalFrame.bytes(.failure(error), id: id))
             }
-        case .create(let bucket, let key, let persistency, let exclusive):
+        case .create(let bucket, let key, let persistency, let exclusive, let replicas):
             switch wait({ () throws(GedsError) in
-                try await session.create(bucket: bucket, key: key, persistency: persistency, exclusive: exclusive)
+                try await session.create(bucket: bucket, key: key, persistency: persistency, exclusive: exclusive, replicas: replicas)
             }) {
             case .success(let writable):
                 let sent: Result<Void, GedsError> = writable.withDescriptor { descriptor in
@@ -315,7 +315,7 @@ final class LocalSession: Sendable {
     private let node: Node
     /// The client runs as the gedsd's user or as root: it could open the tier-0 files itself anyway.
     private let trusted: Bool
-    private let unsealed = Mutex<[BlobID: (writable: WritableBlob, persistency: Persistency?)]>([:])
+    private let unsealed = Mutex<[BlobID: (writable: WritableBlob, persistency: Persistency?, waitForReplicas: Bool)]>([:])
 
     init(node: Node, trusted: Bool) {
         self.node = node
@@ -334,10 +334,11 @@ final class LocalSession: Sendable {
         return current
     }
 
-    func create(bucket: String, key: String, persistency: Persistency?, exclusive: Bool) async throws(GedsError) -> WritableBlob {
+    func create(bucket: String, key: String, persistency: Persistency?, exclusive: Bool,
+                replicas: Replicas?) async throws(GedsError) -> WritableBlob {
         try await node.checkPersistency(persistency, bucket: bucket)
-        let writable = try await node.create(bucket: bucket, key: key, exclusive: exclusive)
-        unsealed.withLock { $0[writable.blob] = (writable, persistency) }
+        let writable = try await node.create(bucket: bucket, key: key, exclusive: exclusive, replicas: replicas?.copies)
+        unsealed.withLock { $0[writable.blob] = (writable, persistency, replicas?.waitForAll ?? true) }
         return writable
     }
 
@@ -364,7 +365,8 @@ final class LocalSession: Sendable {
                 throw error
             }
             let target = handOffTo.isEmpty ? nil : try await node.liveNode(named: handOffTo)
-            try await node.seal(object.writable, metadata: metadata, handingOffTo: target, persistency: object.persistency)
+            try await node.seal(object.writable, metadata: metadata, handingOffTo: target, persistency: object.persistency,
+                                waitForReplicas: object.waitForReplicas)
             return .ok
         case .relocate(let bucket, let key, let toNode):
             let info = try await node.lookup(bucket: bucket, key: key)
@@ -418,6 +420,10 @@ final class LocalSession: Sendable {
             return .nodes(try await node.mds.nodes())
         case .drainNode(let name):
             try await node.mds.expectOK(.drainNode(name: name))
+        case .setBucketReplicas(let bucket, let replicas):
+            try await node.mds.expectOK(.setBucketReplicas(bucket: bucket, replicas: replicas))
+        case .bucketReplicas(let bucket):
+            return .count(try await node.mds.count(.bucketReplicas(bucket: bucket)))
         case .flush(let timeout):
             try await node.flushEverywhere(timeoutMilliseconds: timeout)
         default:

@@ -60,8 +60,9 @@ public struct MDSClient: Sendable {
         return names
     }
 
-    public func nodes() async throws(GedsError) -> [NodeInfo] {
-        let reply = try await call(.listNodes)
+    /// The nodes the MDS lists (or names in answer to `request`, such as `placeCopies`).
+    public func nodes(_ request: Request = .listNodes) async throws(GedsError) -> [NodeInfo] {
+        let reply = try await call(request)
         guard case .nodes(let nodes) = reply else { throw MDSClient.unexpected(reply) }
         return nodes
     }

@@ -7,6 +7,8 @@ import Synchronization
 /// back after a registration, and dropping those the MDS withdrew.
 protocol HeldCopies: AnyObject, Sendable {
     var usage: (blobs: UInt64, bytes: UInt64) { get }
+    /// The bytes tier 0 can still take (reported so the MDS places new copies where there is room).
+    var room: UInt64 { get }
     /// Offers the MDS the copies held here after a (re)registration. `checkingFiles`: at start, where files were
     /// left by an earlier process.
     func offerBack(checkingFiles: Bool) async
@@ -52,30 +54,34 @@ final class MDSSession: Sendable {
     }
 
     /// Beats four times per lease, so one lost heartbeat never costs the lease: each beat reports the copies'
-    /// usage, drops those the MDS says to, calls `drain` while the MDS asks the node to drain (`geds drain`), and
+    /// usage, drops those the MDS says to, calls `drain` while the MDS asks the node to drain (`geds drain`),
+    /// hands `replicate` the copies the MDS asks it to make (re-replication), and
     /// registers `node` again when the MDS no longer knows it. On `executor`, not the cooperative pool: an
     /// application whose tasks keep the pool's threads busy (the soak workload once did) must not make the node
     /// miss its lease.
     func startHeartbeats(as node: NodeRegistration, offering copies: any HeldCopies, on executor: any TaskExecutor,
-                         drain: @escaping @Sendable () -> Void) {
+                         drain: @escaping @Sendable () -> Void,
+                         replicate: @escaping @Sendable ([ReplicationOrder]) -> Void) {
         let task = Task(executorPreference: executor) { [weak self, weak copies] in
             while !Task.isCancelled {
                 guard let lease = self?.registration.withLock({ $0.leaseMilliseconds }) else { return }
                 try? await Task.sleep(for: .milliseconds(max(Int(lease) / 4, 50)))
                 guard let self, let copies, !Task.isCancelled else { return }
-                await self.beat(as: node, offering: copies, drain: drain)
+                await self.beat(as: node, offering: copies, drain: drain, replicate: replicate)
             }
         }
         heartbeat.withLock { $0 = task }
     }
 
-    private func beat(as node: NodeRegistration, offering copies: any HeldCopies, drain: @Sendable () -> Void) async {
+    private func beat(as node: NodeRegistration, offering copies: any HeldCopies, drain: @Sendable () -> Void,
+                      replicate: @Sendable ([ReplicationOrder]) -> Void) async {
         do {
             let usage = copies.usage
-            let reply = try await mds.call(.heartbeat(node: index, blobs: usage.blobs, bytes: usage.bytes))
-            if case .heartbeatAck(let dropped, let draining) = reply {
+            let reply = try await mds.call(.heartbeat(node: index, blobs: usage.blobs, bytes: usage.bytes, room: copies.room))
+            if case .heartbeatAck(let dropped, let draining, let orders) = reply {
                 for blob in dropped { await copies.drop(blob) }
                 if draining { drain() }
+                if !orders.isEmpty { replicate(orders) }
             }
         } catch where error.code == .noSuchNode {
             logger.warning("the MDS no longer knows this node; registering again")

@@ -151,6 +151,16 @@ final class TierManager: HeldCopies {
 
     var usage: (blobs: UInt64, bytes: UInt64) { tier0.usage }
 
+    /// Within tier 0's capacity (when it has one) and the free space of its folder's file system.
+    var room: UInt64 {
+        var fileSystem = statvfs()
+        let free = statvfs(tier0.directory, &fileSystem) == 0 ? UInt64(fileSystem.f_bavail) * UInt64(fileSystem.f_frsize) : .max
+        let (capacity, reserved) = tiers.withLock { ($0.policy?.capacity, $0.reserved) }
+        guard let capacity else { return free }
+        let used = tier0.usage.bytes + reserved
+        return min(free, capacity > used ? capacity - used : 0)
+    }
+
     /// After a (re)registration: offers the MDS the copies held here (it withdrew them with the earlier one).
     /// Tier-0 copies it refuses go; for tier 1 see `offerTier1Copies`.
     func offerBack(checkingFiles: Bool) async {

@@ -106,13 +106,21 @@ final class Drain: Sendable {
     }
 
     /// Has the first target that can take the blob pull it (tier 1 promoted first), then withdraws and deletes our
-    /// copies; the index of the target that took it.
+    /// copies; the index of the target that took it. The node the MDS names for the blob comes first: on a host
+    /// holding no other copy of it, so a replicated object keeps its copies on distinct hosts whenever it can.
     private func handOff(_ blob: BlobID, size: UInt64, to targets: [NodeInfo]) async throws(GedsError) -> Int {
         if tiers.holdsInTier1(blob) { try await tiers.promote(blob) }
         tiers.pin(blob)  // not spilled while a target reads it
         defer { tiers.unpin(blob) }
+        var order = Array(targets.indices)
+        if let placed = try? await mds.nodes(.placeCopies(blob: blob, holder: 0, leaving: session.index)).first,
+           let preferred = targets.firstIndex(where: { $0.name == placed.name }) {
+            order.removeAll { $0 == preferred }
+            order.insert(preferred, at: 0)
+        }
         var last = GedsError(.noSuchNode, "no target for blob \(blob.fileName)")
-        for (index, target) in targets.enumerated() {
+        for index in order {
+            let target = targets[index]
             do throws(GedsError) {
                 try await writePath.askToPull(blob, size: size, from: tiers.ownLocation(of: blob), to: target)
                 try? await mds.expectOK(.removeLocation(blob: blob, node: session.index))

@@ -30,8 +30,11 @@ final class WritePath: Sendable {
     }
 
     /// `exclusive`: create-if-absent (`objectExists` now, or at the seal if another writer sealed the key first).
-    func create(bucket: String, key: String, exclusive: Bool) async throws(GedsError) -> WritableBlob {
-        let reply = try await mds.call(.createObject(bucket: bucket, key: key, node: session.index, exclusive: exclusive))
+    /// `replicas`: the object's replication factor (nil: its bucket's).
+    func create(bucket: String, key: String, exclusive: Bool, replicas: Int?) async throws(GedsError) -> WritableBlob {
+        if let replicas { try Replicas.check(replicas) }
+        let reply = try await mds.call(.createObject(bucket: bucket, key: key, node: session.index, exclusive: exclusive,
+                                                     replicas: UInt8(replicas ?? 0)))
         guard case .created(let blob) = reply else { throw MDSClient.unexpected(reply) }
         do {
             return try tiers.tier0.create(blob)
@@ -45,8 +48,11 @@ final class WritePath: Sendable {
     /// the target takes the bytes first and the object is published with the target as its only copy, so
     /// a failed hand-off leaves nothing half-made (an older object under the key stays as it was). Then the
     /// object is made as durable as `persistency` (else its bucket's) says; see `PersistenceAgent.persistSealed`.
+    /// A replicated object's other copies are pulled by the nodes the MDS names before the seal, so it is published
+    /// with all of them; unless `waitForReplicas` is false: then it is published with one, and the MDS has the
+    /// others made afterwards (re-replication).
     func seal(_ writable: WritableBlob, metadata: [String: String], handingOffTo target: NodeInfo?,
-              persistency: Persistency?) async throws(GedsError) {
+              persistency: Persistency?, waitForReplicas: Bool = true) async throws(GedsError) {
         try UserMetadata.validate(metadata)
         let blob = writable.blob
         let contents = inlineContents(of: writable)
@@ -64,6 +70,7 @@ final class WritePath: Sendable {
                 try await tiers.checkTier0Capacity(sealing: blob, size: size)
                 placement = tiers.tier0Placement(of: blob)
             }
+            if waitForReplicas { try await placeReplicas(blob, size: size, keepingOwnCopy: target == nil) }
             sealReply = try await mds.call(.sealObject(blob: blob, size: size, metadata: metadata, placement: placement,
                                                        contents: contents?.count == Int(size) ? contents : nil))
         } catch {
@@ -73,6 +80,28 @@ final class WritePath: Sendable {
         }
         if target != nil { tiers.discardTier0Copy(blob) } else { tiers.admitted(blob) }
         try await persistence.persistSealed(blob, sealReply: sealReply, requested: persistency, holder: target)
+    }
+
+    /// Has the nodes the MDS names pull the copies the object lacks beyond those placed (and our own, when we keep
+    /// it), all at once from our copy; each publishes itself as a copy of the pending object.
+    private func placeReplicas(_ blob: BlobID, size: UInt64, keepingOwnCopy: Bool) async throws(GedsError) {
+        let targets = try await mds.nodes(.placeCopies(blob: blob, holder: keepingOwnCopy ? session.index : 0, leaving: 0))
+        guard !targets.isEmpty else { return }
+        let source = tiers.ownLocation(of: blob)
+        let failures = await withTaskGroup(of: GedsError?.self) { group in
+            for target in targets {
+                group.addTask { [self] in
+                    do throws(GedsError) {
+                        try await askToPull(blob, size: size, from: source, to: target)
+                        return nil
+                    } catch {
+                        return GedsError(error.code, "copy to \(target.name): \(error.message)")
+                    }
+                }
+            }
+            return await group.reduce(into: [GedsError]()) { failures, failure in if let failure { failures.append(failure) } }
+        }
+        if let first = failures.first { throw first }
     }
 
     /// The bytes of an object about to be sealed, when it is small enough for the MDS to keep them inline.
