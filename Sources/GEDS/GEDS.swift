@@ -1,5 +1,6 @@
 import GedsCore
 import GedsNode
+import GedsTCP
 import GedsTier0
 import GedsTier1
 import GedsWire
@@ -32,34 +33,43 @@ public final class GEDS: Sendable {
     /// handle's API below (and geds-perf the `Benchmarks` SPI).
     let node: Node!
     let attachment: Attachment?
+    /// TLS for an attached process's own TCP connections (subscriptions go straight to the MDS).
+    let attachmentTLS: TransportSecurity?
 
     /// Attaches to this host's gedsd when `configuration.attach` finds one, else starts a node here. The
     /// choice is logged (info).
-    /// Without a `configuration.token`, the one `$GEDS_TOKEN_FILE` names is used (when set).
+    /// Without a `configuration.token`, the one `$GEDS_TOKEN_FILE` names is used (when set); without a
+    /// `configuration.tls`, the files `$GEDS_TLS_CERT`, `$GEDS_TLS_KEY`, `$GEDS_TLS_CA` name (when set).
     public static func connect(_ configuration: NodeConfiguration,
                                logger: Logger = Logger(label: "geds")) async throws(GedsError) -> GEDS {
         var configuration = configuration
         if configuration.token == nil { configuration.token = try DeploymentToken.resolve(tokenFile: nil) }
-        if let attachment = try Attachment.choose(configuration, logger: logger) { return GEDS(attachment: attachment) }
+        if configuration.tls == nil { configuration.tls = try TransportSecurity.resolve() }
+        if let attachment = try Attachment.choose(configuration, logger: logger) {
+            return GEDS(attachment: attachment, tls: configuration.tls)
+        }
         return GEDS(node: try await Node.start(configuration, logger: logger))
     }
 
     /// Attaches to the gedsd listening at `socketPath` (`gedsd --socket`); `mds` ("HOST:PORT"), when given,
     /// must be the one it serves. A gedsd that does not greet within `timeoutMilliseconds` is an error; `token`: the
-    /// deployment's, when it has one.
+    /// deployment's, when it has one; `tls`: for subscriptions, which go to the MDS over TCP.
     public static func attach(socketPath: String, mds: String = "", timeoutMilliseconds: Int64 = 10_000,
-                              token: DeploymentToken? = nil) throws(GedsError) -> GEDS {
-        GEDS(attachment: try Attachment.attach(path: socketPath, mds: mds, helloMilliseconds: timeoutMilliseconds, token: token))
+                              token: DeploymentToken? = nil, tls: TransportSecurity? = nil) throws(GedsError) -> GEDS {
+        GEDS(attachment: try Attachment.attach(path: socketPath, mds: mds, helloMilliseconds: timeoutMilliseconds, token: token),
+             tls: tls)
     }
 
     private init(node: Node) {
         self.node = node
         attachment = nil
+        attachmentTLS = nil
     }
 
-    private init(attachment: Attachment) {
+    private init(attachment: Attachment, tls: TransportSecurity?) {
         node = nil
         self.attachment = attachment
+        attachmentTLS = tls
     }
 
     /// The gedsd this process is attached to; nil when it runs its own node.

@@ -18,18 +18,20 @@ public final class Connection: Sendable {
         self.peerName = peerName
     }
 
-    /// With a `token`, the connection is returned once the peer accepted its proof (and proved it knows it too).
+    /// With a `token`, the connection is returned once the peer accepted its proof (and proved it knows it too);
+    /// with `tls`, once the TLS handshake verified the peer (the token's handshake then runs inside TLS).
     public static func connect(to peer: Endpoint, peerName: String, group: any EventLoopGroup,
-                               timeout: TimeAmount = .seconds(5), token: DeploymentToken? = nil) async throws(GedsError) -> Connection {
+                               timeout: TimeAmount = .seconds(5), token: DeploymentToken? = nil, tls: TransportSecurity? = nil) async throws(GedsError) -> Connection {
         let loop = group.next()
-        let authentication = PendingAuthentication(token: token, peer: "\(peerName) \(peer)", loop: loop, timeout: timeout)
+        let security = try ClientChannelSecurity(tls: tls, token: token, peer: peer, peerName: peerName, loop: loop,
+                                                 timeout: timeout)
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 4 << 20))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try authentication?.addHandler(to: channel)
+                    try security.addHandlers(to: channel)
                     try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(peerName: peerName))
                 }
             }
@@ -39,10 +41,10 @@ public final class Connection: Sendable {
         } catch {
             let failure = GedsError(peerName == "MDS" ? .mdsUnreachable : .peerUnreachable,
                                     "\(peerName) unreachable at \(peer): \(Connection.describe(error))")
-            authentication?.abandon(failure)
+            security.abandon(failure)
             throw failure
         }
-        try await authentication?.connected(channel)
+        try await security.connected(channel)
         return Connection(peer: peer, channel: channel, peerName: peerName)
     }
 
@@ -257,17 +259,19 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
 public final class ConnectionPool: Sendable {
     private let group: any EventLoopGroup
     private let token: DeploymentToken?
+    private let tls: TransportSecurity?
     private let connections = Mutex<[Endpoint: Connection]>([:])
 
-    /// `token`: the deployment's, proved on each new connection (none: an open deployment).
-    public init(group: any EventLoopGroup, token: DeploymentToken? = nil) {
+    /// `token`: the deployment's, proved on each new connection (none: an open deployment); `tls`: connections over TLS.
+    public init(group: any EventLoopGroup, token: DeploymentToken? = nil, tls: TransportSecurity? = nil) {
         self.group = group
         self.token = token
+        self.tls = tls
     }
 
     public func connection(to peer: Endpoint, peerName: String) async throws(GedsError) -> Connection {
         if let existing = connections.withLock({ $0[peer] }), existing.isActive { return existing }
-        let fresh = try await Connection.connect(to: peer, peerName: peerName, group: group, token: token)
+        let fresh = try await Connection.connect(to: peer, peerName: peerName, group: group, token: token, tls: tls)
         let winner = connections.withLock { table -> Connection in
             if let existing = table[peer], existing.isActive { return existing }
             table[peer] = fresh

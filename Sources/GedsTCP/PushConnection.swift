@@ -14,19 +14,20 @@ public final class PushConnection: Sendable {
         self.channel = channel
     }
 
-    /// With a `token`, the request is sent once the peer accepted its proof (a refusal is thrown; `onClose` is for a connection that was opened).
+    /// With a `token`, the request is sent once the peer accepted its proof (inside TLS with `tls`) (a refusal is thrown; `onClose` is for a connection that was opened).
     public static func open(to peer: Endpoint, peerName: String, request: Request, group: any EventLoopGroup,
-                            timeout: TimeAmount = .seconds(5), token: DeploymentToken? = nil,
+                            timeout: TimeAmount = .seconds(5), token: DeploymentToken? = nil, tls: TransportSecurity? = nil,
                             onReply: @escaping @Sendable (Reply) -> Void,
                             onClose: @escaping @Sendable (GedsError) -> Void) async throws(GedsError) -> PushConnection {
         let loop = group.next()
-        let authentication = PendingAuthentication(token: token, peer: "\(peerName) \(peer)", loop: loop, timeout: timeout)
+        let security = try ClientChannelSecurity(tls: tls, token: token, peer: peer, peerName: peerName, loop: loop,
+                                                 timeout: timeout)
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try authentication?.addHandler(to: channel)
+                    try security.addHandlers(to: channel)
                     try channel.pipeline.syncOperations.addHandler(
                         PushClientHandler(peerName: peerName, onReply: onReply, onClose: onClose))
                 }
@@ -37,10 +38,10 @@ public final class PushConnection: Sendable {
         } catch {
             let failure = GedsError(peerName == "MDS" ? .mdsUnreachable : .peerUnreachable,
                                     "\(peerName) unreachable at \(peer): \(Connection.describe(error))")
-            authentication?.abandon(failure)
+            security.abandon(failure)
             throw failure
         }
-        try await authentication?.connected(channel)
+        try await security.connected(channel)
         channel.writeAndFlush(FrameEncoder.frame(request, id: 1, allocator: channel.allocator), promise: nil)
         return PushConnection(channel: channel)
     }

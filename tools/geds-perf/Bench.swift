@@ -186,7 +186,8 @@ struct Bench {
     /// An MDS client on a connection of its own, as a separate task of a job would have (close its pool after use).
     static func ownMDSClient(_ endpoint: Endpoint) -> MDSClient {
         MDSClient(endpoint: endpoint, pool: ConnectionPool(group: MultiThreadedEventLoopGroup.singleton,
-                                                           token: try? DeploymentToken.resolve(tokenFile: nil)),
+                                                           token: try? DeploymentToken.resolve(tokenFile: nil),
+                                                           tls: try? TransportSecurity.resolve()),
                   timeout: .seconds(10))
     }
 

@@ -113,7 +113,10 @@ void geds_config_init(geds_config_t *config);                /* all defaults */
 int geds_connect_config(const geds_config_t *config, geds_t **out);  /* connect with options */
                                                              /* both: a deployment with a token (gedsd/geds-mds
                                                                 --token-file) needs $GEDS_TOKEN_FILE naming the file;
-                                                                a missing or wrong one: GEDS_E_AUTHENTICATION_FAILED */
+                                                                a missing or wrong one: GEDS_E_AUTHENTICATION_FAILED;
+                                                                TLS (gedsd/geds-mds --tls-cert/--tls-key/--tls-ca)
+                                                                needs $GEDS_TLS_CA (and $GEDS_TLS_CERT, $GEDS_TLS_KEY
+                                                                when servers demand client certificates) */
 void geds_close(geds_t *g);                                  /* stops this process's node; objects it alone holds go */
 
 /* ---- buckets ---- */

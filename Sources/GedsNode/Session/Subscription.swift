@@ -17,6 +17,7 @@ public final class EventSubscription: AsyncSequence, Sendable {
     private let mds: Endpoint
     private let group: any EventLoopGroup
     private let token: DeploymentToken?
+    private let tls: TransportSecurity?
     private let state = Mutex<State>(State())
 
     /// Events received and not taken by the application yet, at most this many; beyond, the subscription fails
@@ -43,17 +44,18 @@ public final class EventSubscription: AsyncSequence, Sendable {
         var notify: (@Sendable () -> Void)?
     }
 
-    init(scope: EventScope, mds: Endpoint, group: any EventLoopGroup, token: DeploymentToken?) {
+    init(scope: EventScope, mds: Endpoint, group: any EventLoopGroup, token: DeploymentToken?, tls: TransportSecurity?) {
         self.scope = scope
         self.mds = mds
         self.group = group
         self.token = token
+        self.tls = tls
     }
 
     /// Subscribes, after `after` (replayed from the MDS's history) or from now; returns once the MDS confirmed.
     static func open(_ scope: EventScope, after: UInt64?, mds: Endpoint, group: any EventLoopGroup,
-                     token: DeploymentToken?) async throws(GedsError) -> EventSubscription {
-        let subscription = EventSubscription(scope: scope, mds: mds, group: group, token: token)
+                     token: DeploymentToken?, tls: TransportSecurity?) async throws(GedsError) -> EventSubscription {
+        let subscription = EventSubscription(scope: scope, mds: mds, group: group, token: token, tls: tls)
         if let after {
             subscription.state.withLock { state in
                 state.seen = after
@@ -154,7 +156,7 @@ public final class EventSubscription: AsyncSequence, Sendable {
         while !state.withLock({ $0.cancelled }) {
             do {
                 let connection = try await PushConnection.open(
-                    to: mds, peerName: "MDS", request: .subscribe(scope: scope, after: after), group: group, token: token,
+                    to: mds, peerName: "MDS", request: .subscribe(scope: scope, after: after), group: group, token: token, tls: tls,
                     onReply: { [weak self] reply in self?.received(reply) },
                     onClose: { [weak self] error in self?.closed(error) })
                 let cancelled = state.withLock { state in
@@ -285,7 +287,8 @@ public final class EventSubscription: AsyncSequence, Sendable {
 extension Node {
     /// Subscribes to the MDS's events in `scope`: those after `after` (from its history), or from now on.
     public func subscribe(_ scope: EventScope, after: UInt64? = nil) async throws(GedsError) -> EventSubscription {
-        try await EventSubscription.open(scope, after: after, mds: configuration.mds, group: group, token: configuration.token)
+        try await EventSubscription.open(scope, after: after, mds: configuration.mds, group: group, token: configuration.token,
+                                         tls: configuration.tls)
     }
 }
 
@@ -293,7 +296,7 @@ extension EventSubscription {
     /// For a process without a node of its own (attached to a gedsd): subscribes straight at the MDS, on NIO's
     /// shared event loops.
     public static func open(_ scope: EventScope, after: UInt64?, mds: Endpoint,
-                            token: DeploymentToken? = nil) async throws(GedsError) -> EventSubscription {
-        try await open(scope, after: after, mds: mds, group: MultiThreadedEventLoopGroup.singleton, token: token)
+                            token: DeploymentToken? = nil, tls: TransportSecurity? = nil) async throws(GedsError) -> EventSubscription {
+        try await open(scope, after: after, mds: mds, group: MultiThreadedEventLoopGroup.singleton, token: token, tls: tls)
     }
 }
