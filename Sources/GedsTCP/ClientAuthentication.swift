@@ -8,18 +8,20 @@ import NIOCore
 struct PendingAuthentication: Sendable {
     private let promise: EventLoopPromise<Void>
     private let handshake: ClientHandshake
+    private let peer: String
     private let timeout: TimeAmount
 
     init?(token: DeploymentToken?, peer: String, loop: any EventLoop, timeout: TimeAmount) {
         guard let token else { return nil }
         promise = loop.makePromise(of: Void.self)
         handshake = ClientHandshake(token: token, peer: peer)
+        self.peer = peer
         self.timeout = timeout
     }
 
     func addHandler(to channel: any Channel) throws {
         try channel.pipeline.syncOperations.addHandler(
-            ClientAuthenticationHandler(handshake: handshake, done: promise, timeout: timeout), position: .first)
+            ClientAuthenticationHandler(handshake: handshake, peer: peer, done: promise, timeout: timeout), position: .first)
     }
 
     /// The channel is connected: waits until the server accepted the proof (the channel is closed if it did not).
@@ -43,6 +45,7 @@ final class ClientAuthenticationHandler: ChannelInboundHandler, RemovableChannel
     typealias OutboundOut = ByteBuffer
 
     private var handshake: ClientHandshake
+    private let peer: String
     private let done: EventLoopPromise<Void>
     private let timeout: TimeAmount
     private var reader = FrameReader()
@@ -50,8 +53,9 @@ final class ClientAuthenticationHandler: ChannelInboundHandler, RemovableChannel
     private var finished = false
     private var deadline: Scheduled<Void>?
 
-    init(handshake: ClientHandshake, done: EventLoopPromise<Void>, timeout: TimeAmount) {
+    init(handshake: ClientHandshake, peer: String, done: EventLoopPromise<Void>, timeout: TimeAmount) {
         self.handshake = handshake
+        self.peer = peer
         self.done = done
         self.timeout = timeout
     }
@@ -95,9 +99,16 @@ final class ClientAuthenticationHandler: ChannelInboundHandler, RemovableChannel
         }
     }
 
+    /// The TLS handler's failures (explained by `TLSHandshakeWatcher`), such as a server refusing this client's
+    /// certificate after the handshake ended on this side.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        fail(GedsError.wrapping(error), context: context)
+    }
+
     /// Not passed on: the handlers behind never saw the channel active.
     func channelInactive(context: ChannelHandlerContext) {
-        fail(GedsError(.peerUnreachable, "the server closed the connection during authentication"), context: context)
+        fail(reader.holdsTLSRecord ? .peerRequiresTLS(peer, code: .peerUnreachable)
+                : GedsError(.peerUnreachable, "\(peer) closed the connection during authentication"), context: context)
     }
 
     private func send(_ request: Request, id: UInt64, context: ChannelHandlerContext) {

@@ -11,11 +11,13 @@ public final class Connection: Sendable {
     public let peer: Endpoint
     let channel: any Channel
     private let peerName: String
+    private let ending: ConnectionEnding
 
-    init(peer: Endpoint, channel: any Channel, peerName: String) {
+    init(peer: Endpoint, channel: any Channel, peerName: String, ending: ConnectionEnding) {
         self.peer = peer
         self.channel = channel
         self.peerName = peerName
+        self.ending = ending
     }
 
     /// With a `token`, the connection is returned once the peer accepted its proof (and proved it knows it too);
@@ -23,6 +25,7 @@ public final class Connection: Sendable {
     public static func connect(to peer: Endpoint, peerName: String, group: any EventLoopGroup,
                                timeout: TimeAmount = .seconds(5), token: DeploymentToken? = nil, tls: TransportSecurity? = nil) async throws(GedsError) -> Connection {
         let loop = group.next()
+        let ending = ConnectionEnding()
         let security = try ClientChannelSecurity(tls: tls, token: token, peer: peer, peerName: peerName, loop: loop,
                                                  timeout: timeout)
         let bootstrap = ClientBootstrap(group: loop)
@@ -32,7 +35,7 @@ public final class Connection: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try security.addHandlers(to: channel)
-                    try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(peerName: peerName))
+                    try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(peerName: peerName, ending: ending))
                 }
             }
         let channel: any Channel
@@ -45,7 +48,7 @@ public final class Connection: Sendable {
             throw failure
         }
         try await security.connected(channel)
-        return Connection(peer: peer, channel: channel, peerName: peerName)
+        return Connection(peer: peer, channel: channel, peerName: peerName, ending: ending)
     }
 
     public var isActive: Bool { channel.isActive }
@@ -89,9 +92,9 @@ public final class Connection: Sendable {
     /// has lost its pipeline, handler included: the write fails and nothing would ever complete the call's promise,
     /// so the failed write completes it.
     private func send(_ call: OutboundCall) {
-        let (peerName, promise) = (peerName, call.promise)
+        let (peerName, promise, ending) = (peerName, call.promise, ending)
         channel.writeAndFlush(call).whenFailure { error in
-            promise.fail(error as? GedsError
+            promise.fail(error as? GedsError ?? ending.reason
                               ?? GedsError(.peerUnreachable, "\(peerName) closed the connection (\(Connection.describe(error)))"))
         }
     }
@@ -104,6 +107,17 @@ public final class Connection: Sendable {
         }
         return "\(error)"
     }
+}
+
+/// Why a connection's channel ended, set by its handler: a call written after that (when the handler has left with
+/// the pipeline) fails with it rather than with NIO's "I/O on closed channel". A server that refuses this client's
+/// TLS certificate closes the channel just after `connect` returned, for one.
+final class ConnectionEnding: Sendable {
+    private let first = Mutex<GedsError?>(nil)
+
+    var reason: GedsError? { first.withLock { $0 } }
+
+    func record(_ error: GedsError) { first.withLock { $0 = $0 ?? error } }
 }
 
 struct OutboundCall {
@@ -134,9 +148,11 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     private var nextID: UInt64 = 1
     private var timer: RepeatedTask?
     private var closedError: GedsError?
+    private let ending: ConnectionEnding
 
-    init(peerName: String) {
+    init(peerName: String, ending: ConnectionEnding) {
         self.peerName = peerName
+        self.ending = ending
     }
 
     /// Once connected (and authenticated, see `ClientAuthenticationHandler`).
@@ -234,6 +250,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
 
     private func fail(everything error: GedsError, context: ChannelHandlerContext) {
         closedError = closedError ?? error
+        ending.record(closedError!)
         let entries = pending
         pending = [:]
         for (_, entry) in entries { entry.promise.fail(error) }
@@ -243,14 +260,18 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
         let midRead = pending.values.contains { $0.expected != nil }
-        fail(everything: closedError ?? GedsError(.peerUnreachable, midRead
-                ? "\(peerName) closed the connection in the middle of a read"
-                : "\(peerName) closed the connection"), context: context)
+        fail(everything: closedError ?? (reader.holdsTLSRecord
+                ? .peerRequiresTLS(peerName, code: .peerUnreachable)
+                : GedsError(.peerUnreachable, midRead
+                    ? "\(peerName) closed the connection in the middle of a read"
+                    : "\(peerName) closed the connection")), context: context)
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fail(everything: GedsError(.peerUnreachable, "connection to \(peerName) failed: \(Connection.describe(error))"),
+        // A GedsError is one a handler in front explained already (TLS).
+        fail(everything: error as? GedsError
+                ?? GedsError(.peerUnreachable, "connection to \(peerName) failed: \(Connection.describe(error))"),
              context: context)
     }
 }

@@ -85,12 +85,15 @@ final class PushClientHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        onClose(closedError ?? GedsError(unreachable, "\(peerName) closed the connection"))
+        onClose(closedError ?? (reader.holdsTLSRecord
+            ? .peerRequiresTLS(peerName, code: unreachable)
+            : GedsError(unreachable, "\(peerName) closed the connection")))
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        closedError = closedError ?? GedsError(unreachable, "connection to \(peerName) failed: \(Connection.describe(error))")
+        closedError = closedError ?? error as? GedsError  // explained by a handler in front (TLS)
+            ?? GedsError(unreachable, "connection to \(peerName) failed: \(Connection.describe(error))")
         context.close(promise: nil)
     }
 }

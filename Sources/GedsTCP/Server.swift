@@ -297,8 +297,9 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if error is NIOSSLError {  // a client without TLS, or with a certificate the CA did not sign
-            logger.warning("closing connection from \(context.remoteAddress?.description ?? "?"): TLS handshake failed: \(error)")
+        if let error = error as? NIOSSLError, case .handshakeFailed = error {  // a client without TLS, or untrusted
+            let peer = context.remoteAddress.map(FrameServer.describe) ?? "?"
+            logger.warning("closing connection from \(peer): TLS handshake failed: \(boringSSLReason(error) ?? "\(error)")")
         }
         context.close(promise: nil)
     }

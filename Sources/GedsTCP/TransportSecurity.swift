@@ -127,8 +127,9 @@ public final class TransportSecurity: Sendable {
     /// For a server: the handler that goes first in each accepted connection's pipeline.
     func serverHandler() throws(GedsError) -> NIOSSLServerHandler {
         guard let serverContext else {
-            throw GedsError(.invalidArgument, "a TLS server needs --tls-cert and --tls-key "
-                            + "(\(TransportSecurity.certificateVariable), \(TransportSecurity.keyVariable))")
+            throw GedsError(.invalidArgument, "serving over TLS needs --tls-cert and --tls-key "
+                            + "(\(TransportSecurity.certificateVariable), \(TransportSecurity.keyVariable)): the MDS, "
+                            + "gedsd and every process with a node of its own (the geds CLI unless attached) serve")
         }
         return NIOSSLServerHandler(context: serverContext)
     }
@@ -205,8 +206,9 @@ struct PendingTLS: Sendable {
     func abandon(_ error: GedsError) { promise.fail(error) }
 }
 
-/// Sits behind the TLS handler of a client channel until its handshake ends: reports the end, or why it failed.
-final class TLSHandshakeWatcher: ChannelInboundHandler, RemovableChannelHandler {
+/// Sits behind the TLS handler of a client channel: reports the handshake's end or why it failed, and explains
+/// the TLS handler's later failures to the handlers behind.
+final class TLSHandshakeWatcher: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
     private let done: EventLoopPromise<Void>
@@ -236,20 +238,16 @@ final class TLSHandshakeWatcher: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let event = event as? TLSUserEvent, case .handshakeCompleted = event, !finished {
-            finished = true
-            deadline?.cancel()
-            done.succeed()
-            context.fireUserInboundEventTriggered(event)
-            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-            return
-        }
+        if let event = event as? TLSUserEvent, case .handshakeCompleted = event { finish(nil) }
         context.fireUserInboundEventTriggered(event)
     }
 
+    /// Stays after the handshake: under TLS 1.3 a server refuses a client's certificate after the client's side of
+    /// the handshake ended, and the handlers behind get that explained too.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fail(TLSHandshakeWatcher.explain(error, peer: peer, unreachable: unreachable))
-        context.fireErrorCaught(error)
+        let explained = TLSHandshakeWatcher.explain(error, peer: peer, unreachable: unreachable)
+        finish(explained)
+        context.fireErrorCaught(explained)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -258,27 +256,60 @@ final class TLSHandshakeWatcher: ChannelInboundHandler, RemovableChannelHandler 
         context.fireChannelInactive()
     }
 
-    private func fail(_ error: GedsError) {
+    private func fail(_ error: GedsError) { finish(error) }
+
+    private func finish(_ error: GedsError?) {
         guard !finished else { return }
         finished = true
         deadline?.cancel()
-        done.fail(error)
+        if let error { done.fail(error) } else { done.succeed() }
     }
 
-    /// One line naming the likely cause: a peer without TLS, or a certificate the CA did not sign or that does not
-    /// name the peer's address.
+    /// One line naming the likely cause: a peer without TLS, a certificate the CA did not sign or that does not
+    /// name the peer's address, or this process's certificate refused by the peer.
     static func explain(_ error: any Error, peer: String, unreachable: GedsError.Code) -> GedsError {
-        let text = "\(error)"
-        if text.contains("WRONG_VERSION_NUMBER") || text.contains("PACKET_LENGTH_TOO_LONG") || text.contains("UNEXPECTED_RECORD")
-            || text.contains("RECORD_TOO_LARGE") {
+        if let error = error as? GedsError { return error }
+        if let error = error as? NIOSSLExtraError, error == .failedToValidateHostname {
+            return GedsError(.authenticationFailed, "TLS handshake with \(peer) failed: its certificate does not name "
+                             + "the address dialled (give each host a certificate whose subjectAltName has its address)")
+        }
+        let reason = boringSSLReason(error)
+        switch reason {
+        case "WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG", "UNEXPECTED_RECORD", "RECORD_TOO_LARGE", "HTTP_REQUEST":
             return GedsError(unreachable, "TLS handshake with \(peer) failed: it does not speak TLS "
                              + "(start it with --tls-cert and --tls-key, or connect without TLS)")
+        case "CERTIFICATE_VERIFY_FAILED":
+            return GedsError(.authenticationFailed, "TLS handshake with \(peer) failed: its certificate is not signed "
+                             + "by the --tls-ca CA (\(reason!))")
+        case let alert? where alert.hasPrefix("TLSV1_ALERT_") || alert.hasPrefix("SSLV3_ALERT_"):
+            return GedsError(.authenticationFailed, "TLS: \(peer) refused this process's certificate (it demands one "
+                             + "signed by its CA: --tls-cert, --tls-key) (\(alert))")
+        default:
+            return GedsError(unreachable, "TLS with \(peer) failed: \(reason ?? "\(error)")")
         }
-        if text.contains("CERTIFICATE_VERIFY_FAILED") || error is NIOSSLExtraError {
-            return GedsError(.authenticationFailed, "TLS handshake with \(peer) failed: its certificate is not trusted "
-                             + "(not signed by the --tls-ca CA, or not naming the address dialled): \(text)")
-        }
-        return GedsError(unreachable, "TLS handshake with \(peer) failed: \(text)")
+    }
+}
+
+/// BoringSSL's name for what went wrong ("CERTIFICATE_VERIFY_FAILED"), from a swift-nio-ssl error.
+func boringSSLReason(_ error: any Error) -> String? {
+    let text = "\(error)"
+    guard let marker = text.range(of: "OPENSSL_internal:") else { return nil }
+    let reason = text[marker.upperBound...].prefix { $0.isUppercase || $0.isNumber || $0 == "_" }
+    return reason.isEmpty ? nil : String(reason)
+}
+
+/// The first bytes of a TLS record: its content type and the major version (3 in every TLS version).
+enum TLSRecord {
+    static let handshake: UInt8 = 0x16
+    static let alert: UInt8 = 0x15
+    static let majorVersion: UInt8 = 3
+}
+
+extension GedsError {
+    /// A plain client's connection closed by a peer that answered with a TLS record.
+    static func peerRequiresTLS(_ peer: String, code: Code) -> GedsError {
+        GedsError(code, "\(peer) requires TLS: it answered with a TLS alert and closed the connection "
+                  + "(connect with --tls-ca, and --tls-cert --tls-key where client certificates are demanded)")
     }
 }
 
