@@ -165,7 +165,7 @@ public final class GEDS: Sendable {
     /// `open` for callers on threads of their own (the C ABI, Python), which block until it is done anyway: the
     /// lookup runs on this thread over a blocking connection to the MDS, without hand-offs to the event loop and
     /// back; a reader of an object whose bytes came with the lookup then reads without any. Nil when this path
-    /// does not apply (attached to a gedsd, the MDS over RDMA, an object only in S3 so far): use `open`.
+    /// does not apply (attached to a gedsd, the MDS over RDMA or TLS, an object only in S3 so far): use `open`.
     public func openOnCallerThread(bucket: String, key: String) throws(GedsError) -> ObjectReader? {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
         guard attachment == nil, let info = try node.lookupOnCallerThread(bucket: bucket, key: key) else { return nil }
