@@ -5,8 +5,8 @@ import NIOCore
 
 /// The token's handshake on a client channel being made (`Connection`, `PushConnection`): its handler goes first in
 /// the pipeline, and `connected` waits for the handshake's end once the channel is connected. Nil without a token.
-struct PendingAuthentication: Sendable {
-    private let promise: EventLoopPromise<Void>
+struct PendingAuthentication: PendingHandshake, Sendable {
+    let promise: EventLoopPromise<Void>
     private let handshake: ClientHandshake
     private let peer: String
     private let timeout: TimeAmount
@@ -24,7 +24,16 @@ struct PendingAuthentication: Sendable {
             ClientAuthenticationHandler(handshake: handshake, peer: peer, done: promise, timeout: timeout), position: .first)
     }
 
-    /// The channel is connected: waits until the server accepted the proof (the channel is closed if it did not).
+}
+
+/// A handshake a client channel runs before `connect` hands it out (TLS's, the token's): its handler completes
+/// `promise` when the handshake ends.
+protocol PendingHandshake {
+    var promise: EventLoopPromise<Void> { get }
+}
+
+extension PendingHandshake {
+    /// The channel is connected: waits until the handshake succeeded (the channel is closed if it did not).
     func connected(_ channel: any Channel) async throws(GedsError) {
         do {
             try await promise.futureResult.get()
@@ -61,9 +70,7 @@ final class ClientAuthenticationHandler: ChannelInboundHandler, RemovableChannel
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        deadline = context.eventLoop.scheduleTask(in: timeout) {
-            let (handler, context) = loopBound.value
+        deadline = context.deadline(of: self, in: timeout) { handler, context in
             handler.fail(GedsError(.timedOut, "authentication got no answer within \(handler.timeout.nanoseconds / 1_000_000) ms"),
                          context: context)
         }
@@ -122,5 +129,18 @@ final class ClientAuthenticationHandler: ChannelInboundHandler, RemovableChannel
         deadline?.cancel()
         done.fail(error)
         context.close(promise: nil)
+    }
+}
+
+extension ChannelHandlerContext {
+    /// Calls `expired` with `handler` on the event loop once `timeout` has passed: a handshake's deadline (cancel
+    /// it when the handshake ends).
+    func deadline<Handler: AnyObject>(of handler: Handler, in timeout: TimeAmount,
+                                      _ expired: @escaping (Handler, ChannelHandlerContext) -> Void) -> Scheduled<Void> {
+        let loopBound = NIOLoopBound((handler, self, expired), eventLoop: eventLoop)
+        return eventLoop.scheduleTask(in: timeout) {
+            let (handler, context, expired) = loopBound.value
+            expired(handler, context)
+        }
     }
 }

@@ -166,9 +166,9 @@ extension TransportSecurity.Files: CustomStringConvertible {
 /// The TLS handshake of a client channel being made (`Connection`, `PushConnection`): its handlers go first in the
 /// pipeline, and `connected` waits for the handshake's end, so that a peer without TLS, or with a certificate the
 /// CA did not sign, is one error of `connect` (never a hang, never a failure of the first request). Nil without TLS.
-struct PendingTLS: Sendable {
+struct PendingTLS: PendingHandshake, Sendable {
     private let security: TransportSecurity
-    private let promise: EventLoopPromise<Void>
+    let promise: EventLoopPromise<Void>
     private let peer: Endpoint
     private let peerName: String
     private let timeout: TimeAmount
@@ -194,16 +194,6 @@ struct PendingTLS: Sendable {
 
     private var unreachableCode: GedsError.Code { peerName == "MDS" ? .mdsUnreachable : .peerUnreachable }
 
-    func connected(_ channel: any Channel) async throws(GedsError) {
-        do {
-            try await promise.futureResult.get()
-        } catch {
-            channel.close(promise: nil)
-            throw GedsError.wrapping(error)
-        }
-    }
-
-    func abandon(_ error: GedsError) { promise.fail(error) }
 }
 
 /// Sits behind the TLS handler of a client channel: reports the handshake's end or why it failed, and explains
@@ -227,9 +217,7 @@ final class TLSHandshakeWatcher: ChannelInboundHandler {
 
     /// A peer that never answers the handshake (one without TLS waiting for more of a frame) fails it in time.
     func channelActive(context: ChannelHandlerContext) {
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        deadline = context.eventLoop.scheduleTask(in: timeout) {
-            let (watcher, context) = loopBound.value
+        deadline = context.deadline(of: self, in: timeout) { watcher, context in
             watcher.fail(GedsError(.timedOut, "TLS handshake with \(watcher.peer) got no answer within "
                                    + "\(watcher.timeout.nanoseconds / 1_000_000) ms (does it run without TLS?)"))
             context.close(promise: nil)

@@ -514,3 +514,46 @@ def resting_bytes(tier0: str, blob: str, size: int) -> bytes | None:
         if at >= 0:
             return data[at + len(header):at + len(header) + size]
     return None
+
+
+# A C program that connects with libgeds (geds_connect: $GEDS_MDS and the other variables), writes an object to the
+# bucket named by its argument, reads it back and compares; prints "ok", or "connect RC MESSAGE" and exits 2.
+C_ROUND_TRIP = r"""
+#include <geds.h>
+#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv) {
+    const char *bucket = argc > 1 ? argv[1] : "capi";
+    geds_t *g = NULL;
+    int rc = geds_connect(NULL, &g);
+    if (rc != 0) { printf("connect %d %s\n", rc, geds_last_error()); return 2; }
+    const char text[] = "bytes through libgeds";
+    geds_writer_t *w = NULL;
+    if ((rc = geds_create_bucket(g, bucket)) != 0 || (rc = geds_create(g, bucket, "k", &w)) != 0 ||
+        (rc = geds_write(w, text, sizeof text, 0)) != 0 || (rc = geds_seal(w)) != 0) {
+        printf("put %d %s\n", rc, geds_last_error());
+        return 3;
+    }
+    char back[64] = {0};
+    int64_t got = geds_read_object(g, bucket, "k", back, sizeof back, 0);
+    if (got != (int64_t)sizeof text || memcmp(back, text, sizeof text) != 0) { printf("read %lld\n", (long long)got); return 4; }
+    geds_close(g);
+    printf("ok\n");
+    return 0;
+}
+"""
+
+
+def build_c_round_trip(workdir: str) -> str | None:
+    """Compiles C_ROUND_TRIP against this build's libgeds (linked as WORKDIR/libgeds.so: run it with
+    LD_LIBRARY_PATH=WORKDIR); None when libGedsC.so is not built."""
+    library = os.path.join(BIN, "libGedsC.so")
+    if not os.path.exists(library):
+        return None
+    os.symlink(library, os.path.join(workdir, "libgeds.so"))
+    program = os.path.join(workdir, "round_trip")
+    with open(program + ".c", "w") as source:
+        source.write(C_ROUND_TRIP)
+    subprocess.run(["cc", "-std=c99", "-Wall", "-o", program, program + ".c", "-I",
+                    os.path.join(REPO, "CShims", "CGeds", "include"), "-L", workdir, "-lgeds"], check=True)
+    return program

@@ -16,7 +16,8 @@ import urllib.request
 import pytest
 
 from geds_harness import (BIN, KIND_REPLY, KIND_REQUEST, REPO, REP_BUCKETS, REP_FAILURE, REP_OK, REQ_LIST_BUCKETS,
-                          REQ_READ_BLOB, Cluster, RawConnection, frame, sha256_file, wire_string, write_random_file)
+                          REQ_READ_BLOB, Cluster, RawConnection, build_c_round_trip, frame, sha256_file, wire_string,
+                          write_random_file)
 
 TOKEN = b"correct horse battery staple, 32 bytes or so\n"
 WRONG = b"an entirely different secret of some length\n"
@@ -287,48 +288,17 @@ def test_a_short_token_file_is_refused(secured, workdir):
 # MARK: the C ABI
 
 
-C_ROUND_TRIP = r"""
-#include <geds.h>
-#include <stdio.h>
-#include <string.h>
-int main(void) {
-    geds_t *g = NULL;
-    int rc = geds_connect(NULL, &g);
-    if (rc != 0) { printf("connect %d %s\n", rc, geds_last_error()); return 2; }
-    const char text[] = "bytes through libgeds with a token";
-    geds_writer_t *w = NULL;
-    if ((rc = geds_create_bucket(g, "capi-auth")) != 0 || (rc = geds_create(g, "capi-auth", "k", &w)) != 0 ||
-        (rc = geds_write(w, text, sizeof text, 0)) != 0 || (rc = geds_seal(w)) != 0) {
-        printf("put %d %s\n", rc, geds_last_error());
-        return 3;
-    }
-    char back[64] = {0};
-    int64_t got = geds_read_object(g, "capi-auth", "k", back, sizeof back, 0);
-    if (got != (int64_t)sizeof text || memcmp(back, text, sizeof text) != 0) { printf("read %lld\n", (long long)got); return 4; }
-    geds_close(g);
-    printf("ok\n");
-    return 0;
-}
-"""
-
-
 def test_c_abi_round_trip(secured, workdir):
-    library = os.path.join(BIN, "libGedsC.so")
-    if not os.path.exists(library):
-        pytest.skip(f"{library} not built (swift build -c release --product GedsC)")
-    os.symlink(library, os.path.join(workdir, "libgeds.so"))
-    program = os.path.join(workdir, "round_trip")
-    with open(program + ".c", "w") as source:
-        source.write(C_ROUND_TRIP)
-    subprocess.run(["cc", "-std=c99", "-Wall", "-o", program, program + ".c", "-I",
-                    os.path.join(REPO, "CShims", "CGeds", "include"), "-L", workdir, "-lgeds"], check=True)
+    program = build_c_round_trip(workdir)
+    if program is None:
+        pytest.skip(f"{BIN}/libGedsC.so not built (swift build -c release --product GedsC)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEDS_")}
     env.update(LD_LIBRARY_PATH=workdir, GEDS_MDS=secured.mds_address, GEDS_HOST_ID="host-capi", SWIFT_BACKTRACE="enable=no")
-    refused = subprocess.run([program], env=env, capture_output=True, text=True, timeout=120)
+    refused = subprocess.run([program, "capi-auth"], env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "connect -26" in refused.stdout, refused.stdout + refused.stderr
     assert "requires a token" in refused.stdout
     env["GEDS_TOKEN_FILE"] = secured.token
-    done = subprocess.run([program], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([program, "capi-auth"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
 
 

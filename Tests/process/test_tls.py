@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from geds_harness import (BIN, KIND_REQUEST, REP_BUCKETS, REP_FAILURE, REPO, REQ_LIST_BUCKETS, Cluster, RawConnection,
+from geds_harness import (BIN, KIND_REQUEST, REP_FAILURE, REQ_LIST_BUCKETS, Cluster, RawConnection, build_c_round_trip,
                           frame, sha256_file, write_random_file)
 
 TOKEN = b"a token for the TLS tests, long enough\n"
@@ -267,46 +267,15 @@ def test_bad_tls_options(secure, certificates, workdir):
 # MARK: the C ABI
 
 
-C_ROUND_TRIP = r"""
-#include <geds.h>
-#include <stdio.h>
-#include <string.h>
-int main(void) {
-    geds_t *g = NULL;
-    int rc = geds_connect(NULL, &g);
-    if (rc != 0) { printf("connect %d %s\n", rc, geds_last_error()); return 2; }
-    const char text[] = "bytes through libgeds over TLS";
-    geds_writer_t *w = NULL;
-    if ((rc = geds_create_bucket(g, "capi-tls")) != 0 || (rc = geds_create(g, "capi-tls", "k", &w)) != 0 ||
-        (rc = geds_write(w, text, sizeof text, 0)) != 0 || (rc = geds_seal(w)) != 0) {
-        printf("put %d %s\n", rc, geds_last_error());
-        return 3;
-    }
-    char back[64] = {0};
-    int64_t got = geds_read_object(g, "capi-tls", "k", back, sizeof back, 0);
-    if (got != (int64_t)sizeof text || memcmp(back, text, sizeof text) != 0) { printf("read %lld\n", (long long)got); return 4; }
-    geds_close(g);
-    printf("ok\n");
-    return 0;
-}
-"""
-
-
 def test_c_abi_over_tls(secure, certificates, workdir):
-    library = os.path.join(BIN, "libGedsC.so")
-    if not os.path.exists(library):
-        pytest.skip(f"{library} not built (swift build -c release --product GedsC)")
-    os.symlink(library, os.path.join(workdir, "libgeds.so"))
-    program = os.path.join(workdir, "round_trip")
-    with open(program + ".c", "w") as source:
-        source.write(C_ROUND_TRIP)
-    subprocess.run(["cc", "-std=c99", "-Wall", "-o", program, program + ".c", "-I",
-                    os.path.join(REPO, "CShims", "CGeds", "include"), "-L", workdir, "-lgeds"], check=True)
+    program = build_c_round_trip(workdir)
+    if program is None:
+        pytest.skip(f"{BIN}/libGedsC.so not built (swift build -c release --product GedsC)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEDS_")}
     env.update(LD_LIBRARY_PATH=workdir, GEDS_MDS=secure.mds_address, GEDS_HOST_ID="host-capi-tls",
                GEDS_TOKEN_FILE=secure.token, SWIFT_BACKTRACE="enable=no")
-    refused = subprocess.run([program], env=env, capture_output=True, text=True, timeout=120)
+    refused = subprocess.run([program, "capi-tls"], env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "TLS" in refused.stdout, refused.stdout + refused.stderr
     env.update(certificates.environment())
-    done = subprocess.run([program], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([program, "capi-tls"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
