@@ -1,6 +1,7 @@
 import GedsCarrier
 import GedsCore
 import GedsNode
+import GedsTCP
 import GedsTier0
 import GedsWire
 import Logging
@@ -22,6 +23,12 @@ final class Attachment: Sendable {
     let helloMilliseconds: Int64
     /// The deployment's, proved on each new connection (none: an open deployment).
     let token: DeploymentToken?
+    /// For the process's own TCP connections to the MDS (subscriptions); under TLS its lookups go through the gedsd
+    /// (`DirectCalls` is plain TCP).
+    let tls: TransportSecurity?
+    /// Lookups straight to the MDS on the caller's thread: half the time of one through the gedsd, which makes
+    /// the same MDS round trip after a local one (docs/PERFORMANCE.md, attach mode). Nil when the MDS is unknown.
+    private let mdsCalls: DirectCalls?
     private let state: Mutex<State>
 
     private struct State {
@@ -30,19 +37,25 @@ final class Attachment: Sendable {
         var gedsd: NodeInfo
     }
 
-    private init(path: String, mds: String, helloMilliseconds: Int64, token: DeploymentToken?, first: LocalConnection,
+    private init(path: String, mds: String, helloMilliseconds: Int64, token: DeploymentToken?, tls: TransportSecurity?,
+                 first: LocalConnection,
                  gedsd: NodeInfo) {
         self.path = path
         self.mds = mds
         self.helloMilliseconds = helloMilliseconds
         self.token = token
+        self.tls = tls
+        mdsCalls = tls != nil ? nil
+            : (try? Endpoint(parsing: mds)).map { DirectCalls(endpoint: $0, timeoutMilliseconds: helloMilliseconds, token: token) }
         state = Mutex(State(pid: getpid(), idle: [first], gedsd: gedsd))
     }
 
     /// Connects to the gedsd at `path` and greets it.
-    static func attach(path: String, mds: String, helloMilliseconds: Int64, token: DeploymentToken?) throws(GedsError) -> Attachment {
+    static func attach(path: String, mds: String, helloMilliseconds: Int64, token: DeploymentToken?,
+                       tls: TransportSecurity?) throws(GedsError) -> Attachment {
         let (connection, gedsd) = try LocalConnection.open(path: path, mds: mds, helloMilliseconds: helloMilliseconds, token: token)
-        return Attachment(path: path, mds: mds, helloMilliseconds: helloMilliseconds, token: token, first: connection, gedsd: gedsd)
+        return Attachment(path: path, mds: mds, helloMilliseconds: helloMilliseconds, token: token, tls: tls, first: connection,
+                          gedsd: gedsd)
     }
 
     /// A gedsd found by looking (not named by the user) that does not greet within this is passed over.
@@ -58,17 +71,17 @@ final class Attachment: Sendable {
             return nil
         case .path(let path):
             return try attach(path: path, mds: mds, helloMilliseconds: configuration.timeoutMilliseconds,
-                              token: configuration.token, logger: logger, reason: "as configured")
+                              token: configuration.token, tls: configuration.tls, logger: logger, reason: "as configured")
         case .auto:
             if let variable = getenv("GEDS_NODE"), variable.pointee != 0 {
                 return try attach(path: String(cString: variable), mds: mds, helloMilliseconds: configuration.timeoutMilliseconds,
-                                  token: configuration.token, logger: logger, reason: "GEDS_NODE")
+                                  token: configuration.token, tls: configuration.tls, logger: logger, reason: "GEDS_NODE")
             }
             // Only a gedsd of the same host id: a process that says it is on another host (GEDS_HOST_ID) is not attached.
             let folder = LocalEndpoint.defaultDirectory
             for socket in socketFiles(in: folder) {
                 guard let attachment = try? attach(path: folder + "/" + socket, mds: mds, helloMilliseconds: discoveryMilliseconds,
-                                                   token: configuration.token) else {
+                                                   token: configuration.token, tls: configuration.tls) else {
                     continue
                 }
                 if attachment.gedsd.hostID == configuration.hostID {
@@ -80,9 +93,10 @@ final class Attachment: Sendable {
         }
     }
 
-    private static func attach(path: String, mds: String, helloMilliseconds: Int64, token: DeploymentToken?, logger: Logger,
+    private static func attach(path: String, mds: String, helloMilliseconds: Int64, token: DeploymentToken?,
+                               tls: TransportSecurity?, logger: Logger,
                                reason: String) throws(GedsError) -> Attachment {
-        try attach(path: path, mds: mds, helloMilliseconds: helloMilliseconds, token: token).logged(logger, reason: reason)
+        try attach(path: path, mds: mds, helloMilliseconds: helloMilliseconds, token: token, tls: tls).logged(logger, reason: reason)
     }
 
     private func logged(_ logger: Logger, reason: String) -> Attachment {
@@ -163,6 +177,40 @@ final class Attachment: Sendable {
         giveBack(connection)
         if case .failure(let error) = reply { throw error }
         return reply
+    }
+
+    /// An object's record: from the MDS straight when it has the object, else through the gedsd, whose lookup
+    /// also finds an object so far only in its bucket's S3 store.
+    func lookup(bucket: String, key: String) throws(GedsError) -> ObjectInfo {
+        if let info = lookedUpAtMDS(bucket: bucket, key: key) { return info }
+        let reply = try call(.call(.lookup(bucket: bucket, key: key)))
+        guard case .object(let info) = reply else { throw Attachment.unexpected(reply) }
+        return info
+    }
+
+    /// The object's record from the MDS straight; nil when it does not have it (or cannot be asked).
+    private func lookedUpAtMDS(bucket: String, key: String) -> ObjectInfo? {
+        guard let mdsCalls, case .object(let info) = try? mdsCalls.call(.lookup(bucket: bucket, key: key)) else { return nil }
+        return info
+    }
+
+    /// Reads into caller memory by name. Looked up at the MDS straight when it can be, a small object's bytes
+    /// come with the lookup (the MDS keeps them inline) and the gedsd is not asked at all; else the gedsd looks
+    /// up and reads in one call.
+    func read(bucket: String, key: String, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(GedsError) -> Int {
+        guard let info = lookedUpAtMDS(bucket: bucket, key: key) else {
+            return try read(nil, bucket: bucket, key: key, at: offset, into: buffer)
+        }
+        return try read(info, at: offset, into: buffer)
+    }
+
+    /// Reads from an object already looked up: from its bytes inline when the lookup brought them, else through
+    /// the gedsd.
+    func read(_ info: ObjectInfo, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(GedsError) -> Int {
+        if let copied = info.copyContents(at: offset, into: buffer) { return copied }
+        guard offset < info.size else { return 0 }
+        let count = Int(min(UInt64(buffer.count), info.size - offset))
+        return try read(info, bucket: info.bucket, key: info.key, at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<count]))
     }
 
     func expectOK(_ request: LocalRequest) throws(GedsError) {

@@ -20,7 +20,7 @@ extension GEDS {
         _ = try BucketName(scope.bucket)
         if let attachment {
             return try await EventSubscription.open(scope, after: revision, mds: Endpoint(parsing: attachment.mds),
-                                                    token: attachment.token, tls: attachmentTLS)
+                                                    token: attachment.token, tls: attachment.tls)
         }
         return try await node.subscribe(scope, after: revision)
     }

@@ -33,8 +33,6 @@ public final class GEDS: Sendable {
     /// handle's API below (and geds-perf the `Benchmarks` SPI).
     let node: Node!
     let attachment: Attachment?
-    /// TLS for an attached process's own TCP connections (subscriptions go straight to the MDS).
-    let attachmentTLS: TransportSecurity?
 
     /// Attaches to this host's gedsd when `configuration.attach` finds one, else starts a node here. The
     /// choice is logged (info).
@@ -45,9 +43,7 @@ public final class GEDS: Sendable {
         var configuration = configuration
         if configuration.token == nil { configuration.token = try DeploymentToken.resolve(tokenFile: nil) }
         if configuration.tls == nil { configuration.tls = try TransportSecurity.resolve() }
-        if let attachment = try Attachment.choose(configuration, logger: logger) {
-            return GEDS(attachment: attachment, tls: configuration.tls)
-        }
+        if let attachment = try Attachment.choose(configuration, logger: logger) { return GEDS(attachment: attachment) }
         return GEDS(node: try await Node.start(configuration, logger: logger))
     }
 
@@ -56,20 +52,18 @@ public final class GEDS: Sendable {
     /// deployment's, when it has one; `tls`: for subscriptions, which go to the MDS over TCP.
     public static func attach(socketPath: String, mds: String = "", timeoutMilliseconds: Int64 = 10_000,
                               token: DeploymentToken? = nil, tls: TransportSecurity? = nil) throws(GedsError) -> GEDS {
-        GEDS(attachment: try Attachment.attach(path: socketPath, mds: mds, helloMilliseconds: timeoutMilliseconds, token: token),
-             tls: tls)
+        GEDS(attachment: try Attachment.attach(path: socketPath, mds: mds, helloMilliseconds: timeoutMilliseconds, token: token,
+                                               tls: tls))
     }
 
     private init(node: Node) {
         self.node = node
         attachment = nil
-        attachmentTLS = nil
     }
 
-    private init(attachment: Attachment, tls: TransportSecurity?) {
+    private init(attachment: Attachment) {
         node = nil
         self.attachment = attachment
-        attachmentTLS = tls
     }
 
     /// The gedsd this process is attached to; nil when it runs its own node.
@@ -164,11 +158,13 @@ public final class GEDS: Sendable {
 
     /// `open` for callers on threads of their own (the C ABI, Python), which block until it is done anyway: the
     /// lookup runs on this thread over a blocking connection to the MDS, without hand-offs to the event loop and
-    /// back; a reader of an object whose bytes came with the lookup then reads without any. Nil when this path
-    /// does not apply (attached to a gedsd, the MDS over RDMA or TLS, an object only in S3 so far): use `open`.
+    /// back; a reader of an object whose bytes came with the lookup then reads without any. An attached
+    /// process's calls all run on the caller's thread. Nil when this path does not apply (the MDS over RDMA or TLS,
+    /// an object only in S3 so far): use `open`.
     public func openOnCallerThread(bucket: String, key: String) throws(GedsError) -> ObjectReader? {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
-        guard attachment == nil, let info = try node.lookupOnCallerThread(bucket: bucket, key: key) else { return nil }
+        if let attachment { return ObjectReader(node: nil, attachment: attachment, info: try attachment.lookup(bucket: bucket, key: key)) }
+        guard let info = try node.lookupOnCallerThread(bucket: bucket, key: key) else { return nil }
         return ObjectReader(node: node, attachment: nil, info: info)
     }
 
@@ -178,7 +174,7 @@ public final class GEDS: Sendable {
     public func read(bucket: String, key: String, at offset: UInt64 = 0,
                      into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
         _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
-        if let attachment { return try attachment.read(nil, bucket: bucket, key: key, at: offset, into: buffer) }
+        if let attachment { return try attachment.read(bucket: bucket, key: key, at: offset, into: buffer) }
         // The caller's buffer outlives this awaited call; only the read writes it meanwhile.
         nonisolated(unsafe) let destination = buffer
         let node: Node = self.node
@@ -201,11 +197,7 @@ public final class GEDS: Sendable {
     }
 
     private func lookup(bucket: String, key: String) async throws(GedsError) -> ObjectInfo {
-        if let attachment {
-            let reply = try attachment.call(.call(.lookup(bucket: bucket, key: key)))
-            guard case .object(let info) = reply else { throw Attachment.unexpected(reply) }
-            return info
-        }
+        if let attachment { return try attachment.lookup(bucket: bucket, key: key) }
         return try await node.lookup(bucket: bucket, key: key)
     }
 
@@ -428,13 +420,7 @@ public final class ObjectReader: Sendable {
 
     /// Reads up to `buffer.count` bytes at `offset` into caller memory; returns how many were read.
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
-        if let attachment {
-            if let copied = info.copyContents(at: offset, into: buffer) { return copied }
-            guard offset < info.size else { return 0 }
-            let count = Int(min(UInt64(buffer.count), info.size - offset))
-            return try attachment.read(info, bucket: info.bucket, key: info.key, at: offset,
-                                       into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<count]))
-        }
+        if let attachment { return try attachment.read(info, at: offset, into: buffer) }
         return try await node!.read(info, at: offset, into: buffer)
     }
 

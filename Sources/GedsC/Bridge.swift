@@ -1,5 +1,6 @@
 import GEDS
 import GedsCore
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,6 +14,8 @@ import Glibc
 /// an event loop: blocking that thread could starve what the operation waits for.
 func blocking<Value: Sendable>(on executor: (any TaskExecutor)? = nil,
                                _ operation: sending @escaping () async throws(GedsError) -> Value) -> Result<Value, GedsError> {
+    let pid = getpid()
+    let runtimeOwner = runtimeProcess.compareExchange(expected: 0, desired: pid, ordering: .relaxed).original
     let rendezvous = Rendezvous<Value>()
     Task.immediate(executorPreference: executor) {
         do throws(GedsError) {
@@ -21,7 +24,22 @@ func blocking<Value: Sendable>(on executor: (any TaskExecutor)? = nil,
             rendezvous.finish(.failure(error))
         }
     }
+    if runtimeOwner != 0, runtimeOwner != pid, !rendezvous.isFinished {
+        return .failure(forkChildCannotWait(parent: runtimeOwner))
+    }
     return rendezvous.wait()
+}
+
+/// The process whose calls started Swift's executors (0 before the first call). A child after `fork` has that
+/// process's executors without their threads: a call of the child that suspends would never resume. Calls that
+/// finish on the calling thread (everything an attached process does over its gedsd's socket) work there.
+private let runtimeProcess = Atomic<Int32>(0)
+
+private func forkChildCannotWait(parent: Int32) -> GedsError {
+    GedsError(.invalidArgument, "libgeds was running in process \(parent) when this process was forked, and its threads do not "
+              + "survive fork(): a fork child can attach to its host's gedsd and read, write, list and delete, but not run "
+              + "a node of its own, subscribe or wait for an object; start workers with 'spawn' or 'forkserver', or "
+              + "connect only after forking")
 }
 
 /// One result handed from a task to the thread waiting for it.
@@ -42,6 +60,13 @@ private final class Rendezvous<Value: Sendable>: @unchecked Sendable {
     func finish(_ value: Result<Value, GedsError>) {
         result = value
         sem_post(semaphore)
+    }
+
+    /// Whether the operation has finished (without waiting); a later `wait` still returns its result.
+    var isFinished: Bool {
+        guard retryingOnInterrupt({ sem_trywait(semaphore) }) == 0 else { return false }
+        sem_post(semaphore)
+        return true
     }
 
     func wait() -> Result<Value, GedsError> {

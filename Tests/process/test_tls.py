@@ -89,7 +89,7 @@ def secure(session_root, certificates):
         common = ["--token-file", token, *certificates.flags()]
         cluster.start_mds(extra_args=common)
         for name in ("tls-a", "tls-b"):
-            cluster.start_node(name, f"host-{name}", extra_args=common)
+            cluster.start_node(name, f"host-{name}", extra_args=[*common, "--socket", os.path.join(root, f"{name}.sock")])
         cluster.token = token
         cluster.flags = ("--token-file", token, *certificates.flags())
         yield cluster
@@ -195,6 +195,27 @@ def test_remote_copy_between_gedsds_over_tls(secure, workdir):
     target = os.path.join(workdir, "target")
     secure.geds(*flags, "get", "tls/held", target, host_id=f"host-{reader}").ok()
     assert sha256_file(target) == digest
+
+
+def test_attached_process_over_tls(secure, workdir):
+    """A process attached to a gedsd (local socket, not TLS): its lookups go through the gedsd (not straight to the
+    MDS over plain TCP), its subscriptions to the MDS over TLS."""
+    flags = (*secure.flags, "--node", os.path.join(secure.root, "tls-b.sock"))
+    source = os.path.join(workdir, "source")
+    digest = write_random_file(source, 200 << 10)
+    small = os.path.join(workdir, "small")
+    small_digest = write_random_file(small, 1 << 10)
+    secure.geds(*flags, "put", source, "tls/attached").ok()
+    secure.geds(*flags, "put", small, "tls/attached-small").ok()
+    target = os.path.join(workdir, "target")
+    for key, expected in (("attached", digest), ("attached-small", small_digest)):
+        secure.geds(*flags, "get", f"tls/{key}", target).ok()
+        assert sha256_file(target) == expected, key
+    waiter = secure.popen(*flags, "wait", "tls/attached-later", "--timeout", "30", stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+    secure.geds(*flags, "put", small, "tls/attached-later").ok()
+    out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0, err
 
 
 # MARK: mismatches fail clearly and quickly

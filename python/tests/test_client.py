@@ -157,6 +157,21 @@ def test_errors_are_python_exceptions_with_the_library_message(client, bucket):
         geds.connect(colour="blue")
 
 
+def test_an_attached_lookup_goes_straight_to_the_mds(client, bucket, cluster):
+    data = os.urandom(5000)
+    client.put(bucket, "looked-up", data)
+    gedsd = next(daemon for daemon in cluster.daemons if daemon.kind == "gedsd")
+    gedsd.stop()  # SIGSTOP: whatever still answers does not go through the gedsd
+    try:
+        assert client.stat(bucket, "looked-up").size == len(data)
+        with pytest.raises(geds.NoSuchObject):  # a miss asks the gedsd (its S3 store), which answers once it runs
+            threading.Timer(1.0, gedsd.cont).start()
+            client.stat(bucket, "not-there")
+    finally:
+        gedsd.cont()
+    assert digest(client.get(bucket, "looked-up")) == digest(data)
+
+
 def test_writing_to_a_sealed_object_is_refused(client, bucket):
     writer = client.create(bucket, "sealed")
     writer.write_at(b"abc", 0)

@@ -1,14 +1,18 @@
 """multiprocessing Pools of 8 workers (fork and spawn) reading and writing through the session's gedsd: each
-worker connects once (a Client unpickles to its process's connection) and never shares the parent's handle."""
+worker connects once (a Client unpickles to its process's connection) and never shares the parent's handle; and
+what a fork child of a connected process can do (attached: read, write, list, view) and what it is told it cannot."""
 
 from __future__ import annotations
 
 import hashlib
 import multiprocessing
 import os
+import select
+import signal
 import subprocess
 import sys
 import textwrap
+import uuid
 
 import pytest
 
@@ -28,10 +32,9 @@ def _expected(task: int) -> str:
 
 def _run_pool(method: str, mds: str, bucket: str) -> None:
     context = multiprocessing.get_context(method)
-    # A forked child cannot run a libgeds the parent already started (threads do not survive fork), so the fork
-    # pool is made before this process connects; spawn does not care.
+    # Connected before the pool: fork workers inherit a process that already runs libgeds and attach anew.
+    client = geds.connect(mds, name=f"pool-parent-{method}-{os.getpid()}")
     with context.Pool(8) as pool:
-        client = geds.connect(mds, name=f"pool-parent-{method}-{os.getpid()}")
         try:
             client.create_bucket(bucket)
             client.put(bucket, "seed", f"seed-{method}".encode())
@@ -61,25 +64,64 @@ def test_pool_of_8(method, mds):
     assert result.returncode == 0 and "pool ok" in result.stdout, result.stdout + result.stderr[-4000:]
 
 
-def test_a_fork_child_of_a_connected_process_gets_a_clear_error(client, bucket):
-    client.put(bucket, "before-fork", b"x")
+def _in_fork_child(body) -> str:
+    """Runs `body()` in a fork child of this (connected) process; its result or error, as text, within 30 s."""
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(reader)
         try:
-            client.get(bucket, "before-fork")
-            message = "no error"
-        except geds.GedsError as error:
-            message = str(error)
-        os.write(writer, message.encode()[:4000])
+            message = "ok " + str(body())
+        except Exception as error:  # noqa: BLE001 - the child reports whatever happened
+            message = f"{type(error).__name__}: {error}"
+        os.write(writer, message.encode()[:8000])
         os._exit(0)
     os.close(writer)
-    message = os.read(reader, 4096).decode()
-    os.close(reader)
-    os.waitpid(pid, 0)
-    assert "spawn" in message and "fork" in message, message
-    assert client.get(bucket, "before-fork") == b"x"  # the parent's handle is untouched
+    message = None
+    try:
+        ready, _, _ = select.select([reader], [], [], 30)
+        message = os.read(reader, 8192).decode() if ready else None
+    finally:
+        os.close(reader)
+        if message is None:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert message is not None, "the fork child hung"
+    return message
+
+
+def test_a_fork_child_of_an_attached_process_reads_and_writes(client, bucket):
+    data = os.urandom(3 << 20)
+    client.put(bucket, "before-fork", data)
+
+    def child() -> str:
+        got = hashlib.sha256(client.get(bucket, "before-fork")).hexdigest()
+        viewed = hashlib.sha256(client.view(bucket, "before-fork")).hexdigest()
+        client.put(bucket, "from-child", data[::-1])
+        keys = sorted(entry.name for entry in client.list(bucket))
+        return f"{got} {viewed} {','.join(keys)}"
+
+    digest = hashlib.sha256(data).hexdigest()
+    assert _in_fork_child(child) == f"ok {digest} {digest} before-fork,from-child"
+    # The child wrote into the gedsd: its object outlives it, and the parent's handle is untouched.
+    assert client.get(bucket, "from-child") == data[::-1]
+    assert client.get(bucket, "before-fork") == data
+
+
+def test_a_fork_child_cannot_subscribe_and_says_why(client, bucket):
+    message = _in_fork_child(lambda: client.subscribe(bucket))
+    assert message.startswith("InvalidArgument") and "fork" in message and "subscribe" in message, message
+    assert client.subscribe(bucket, key="k") is not None  # the parent's runtime is untouched
+
+
+def test_a_fork_child_of_a_process_with_its_own_node_says_why(mds):
+    # A host id no gedsd serves: this process runs its own node, which a fork child cannot run.
+    with geds.connect(mds, host_id=f"host-alone-{os.getpid()}") as own:
+        own.create_bucket(bucket := "py-own-" + uuid.uuid4().hex[:8])
+        own.put(bucket, "k", b"x")
+        message = _in_fork_child(lambda: own.get(bucket, "k"))
+        assert "fork" in message and "spawn" in message, message
+        assert own.get(bucket, "k") == b"x"
 
 
 def _cat(fs, path: str) -> str:

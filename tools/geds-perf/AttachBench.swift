@@ -16,14 +16,14 @@ enum AttachBench {
         defer { cluster.stop() }
         let geds = try GEDS.attach(socketPath: socket, mds: "\(cluster.mds)")
         try await geds.createBucket("perf-attach")
-        var results = try await smallObjects(geds, clients: clients, socket: socket)
-        results.append(try await metadataPath(geds, cluster: cluster))
+        var results = try await smallObjects(geds, clients: clients, socket: socket, mds: "\(cluster.mds)")
+        results.append(try await metadataPath(geds, socket: socket))
         results.append(try await localView(geds, binaries: binaries, cluster: cluster, socket: socket))
         if let pid = cluster.ownerPID { results.append(try connectionCost(pid: pid, socket: socket)) }
         return results
     }
 
-    private static func smallObjects(_ geds: GEDS, clients: Int, socket: String) async throws -> [Measurement] {
+    private static func smallObjects(_ geds: GEDS, clients: Int, socket: String, mds: String) async throws -> [Measurement] {
         let size = 4096
         let bytes = [UInt8](repeating: 7, count: size)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
@@ -58,7 +58,7 @@ enum AttachBench {
                 return measurement
             }
             progress("attach: 4 KiB \(name) by \(clients) attached processes for 3 s each")
-            results.append(rate(try processesRate(clients: clients, socket: socket, operation: name),
+            results.append(rate(try processesRate(clients: clients, socket: socket, mds: mds, operation: name),
                                 "\(clients) processes (geds-perf clients), each attached on its own"))
             progress("attach: 4 KiB \(name) by \(clients) tasks of this process for 3 s")
             let inProcess = try await throughput(clients: clients, seconds: 3) { (index) throws(GedsError) in
@@ -76,34 +76,32 @@ enum AttachBench {
         return results
     }
 
-    /// A lookup (`stat`) through the gedsd's MDS session against one straight to the MDS, from a node embedded
-    /// in this process (its own MDS session): the two ways an attached process could make metadata calls.
-    private static func metadataPath(_ geds: GEDS, cluster: Cluster) async throws -> Measurement {
-        var configuration = NodeConfiguration(mds: cluster.mds, tier0Directory: cluster.scratch + "/embedded",
-                                              name: "perf-embedded-\(getpid())", hostID: "perf-owner-host")
-        configuration.attach = .never
-        let embedded = try await GEDS.connect(configuration, logger: Logger(label: "geds-perf", factory: { _ in SwiftLogNoOpLogHandler() }))
-        progress("attach: stat through the gedsd vs straight to the MDS, 3000 each after 300 warm-up")
-        let direct: [Double]
+    /// An attached process's lookup (`stat`), straight to the MDS on the caller's thread, against the same
+    /// through the gedsd's MDS session (the way of an attachment that does not know the MDS): the two ways an
+    /// attached process could make metadata calls.
+    private static func metadataPath(_ geds: GEDS, socket: String) async throws -> Measurement {
+        progress("attach: stat straight to the MDS vs through the gedsd, 3000 each after 300 warm-up")
+        let straight = try await Bench.timed(warmups: 300, samples: 3000) { _ = try await geds.stat(bucket: "perf-attach", key: "small") }
+        let throughGedsd = try GEDS.attach(socketPath: socket)
+        let through: [Double]
         do {
-            direct = try await Bench.timed(warmups: 300, samples: 3000) { _ = try await embedded.stat(bucket: "perf-attach", key: "small") }
+            through = try await Bench.timed(warmups: 300, samples: 3000) { _ = try await throughGedsd.stat(bucket: "perf-attach", key: "small") }
         } catch {
-            await embedded.close()
+            await throughGedsd.close()
             throw error
         }
-        await embedded.close()
-        let through = try await Bench.timed(warmups: 300, samples: 3000) { _ = try await geds.stat(bucket: "perf-attach", key: "small") }
-        let directP50 = Statistics.percentile(direct.sorted(), 0.5) * 1e6
-        return .latency(.attach, transport: nil, size: 0, microseconds: through.map { $0 * 1e6 },
-                        reference: Reference("stat straight to the MDS p50 (µs)", .success(directP50)),
-                        note: "stat (MDS lookup) through the gedsd's MDS session, against the same from a node of this process's own")
+        await throughGedsd.close()
+        let throughP50 = Statistics.percentile(through.sorted(), 0.5) * 1e6
+        return .latency(.attach, transport: nil, size: 0, microseconds: straight.map { $0 * 1e6 },
+                        reference: Reference("stat through the gedsd p50 (µs)", .success(throughP50)),
+                        note: "attached stat (MDS lookup) straight to the MDS on the caller's thread, against the same through the gedsd's MDS session")
     }
 
     /// The summed rates of `clients` processes, each attached and calling `operation` for 3 s.
-    private static func processesRate(clients: Int, socket: String, operation: String) throws -> Double {
+    private static func processesRate(clients: Int, socket: String, mds: String, operation: String) throws -> Double {
         let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
         let children = try (0..<clients).map { index in
-            try Child.spawn(executable, ["--attach-client", "\(socket),\(operation),3,\(index)"], captureOutput: true)
+            try Child.spawn(executable, ["--attach-client", "\(socket),\(operation),3,\(index),\(mds)"], captureOutput: true)
         }
         var total = 0.0
         for child in children {
@@ -116,11 +114,11 @@ enum AttachBench {
         return total
     }
 
-    /// The client process: `SOCKET,put|get,SECONDS,INDEX`; prints its operations per second on stdout.
+    /// The client process: `SOCKET,put|get,SECONDS,INDEX,MDS`; prints its operations per second on stdout.
     static func client(_ specification: String) async throws {
         let parts = specification.split(separator: ",").map(String.init)
-        guard parts.count == 4, let seconds = Double(parts[2]) else { throw GedsError(.invalidArgument, "--attach-client \(specification)") }
-        let geds = try GEDS.attach(socketPath: parts[0])
+        guard parts.count == 5, let seconds = Double(parts[2]) else { throw GedsError(.invalidArgument, "--attach-client \(specification)") }
+        let geds = try GEDS.attach(socketPath: parts[0], mds: parts[4])
         let bytes = [UInt8](repeating: 7, count: 4096)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
         defer { buffer.deallocate() }

@@ -361,13 +361,15 @@ struct Bench {
     /// The metadata operations a job's tasks issue, each measured with one client and with `clients`.
     enum MetadataOperation: String, CaseIterable {
         case lookup
+        /// Lookups as the C ABI and Python make them: blocking calls on the caller's own thread (`DirectCalls`).
+        case lookupOnCallerThread = "lookup on the caller's thread"
         case createSeal = "create+seal"
         case list = "list 100 keys"
 
         /// The redis command it is compared with, where redis has a counterpart.
         var redisCommand: String? {
             switch self {
-            case .lookup: "GET"
+            case .lookup, .lookupOnCallerThread: "GET"
             case .createSeal: "SET"
             case .list: nil
             }
@@ -406,6 +408,9 @@ struct Bench {
                              bucket: String, size: UInt64 = 64, contents: [UInt8]? = nil, duration: Double = 2,
                              workload: String = Workload.metadataOps.rawValue) async throws -> Double {
         progress("\(workload): \(operation.rawValue), \(clients) client\(clients == 1 ? "" : "s") for \(Int(duration)) s")
+        if operation == .lookupOnCallerThread {
+            return try callerThreadLookupRate(clients: clients, key: key, mds: mdsEndpoint, bucket: bucket, duration: duration)
+        }
         let counts = try await withThrowingTaskGroup(of: Int.self) { group in
             for client in 0..<clients {
                 group.addTask {
@@ -414,7 +419,7 @@ struct Bench {
                     var done = 0
                     func once() async throws {
                         switch operation {
-                        case .lookup:
+                        case .lookup, .lookupOnCallerThread:
                             _ = try await mds.lookup(bucket: bucket, key: key)
                         case .createSeal:
                             // Metadata only: the blob's bytes are not the point here.
@@ -438,6 +443,34 @@ struct Bench {
             return try await group.reduce(0, +)
         }
         return Double(counts) / duration
+    }
+
+    /// Lookups per second from `clients` threads of their own, each calling on its own blocking connection.
+    static func callerThreadLookupRate(clients: Int, key: String, mds: Endpoint, bucket: String, duration: Double) throws -> Double {
+        let calls = DirectCalls(endpoint: mds, timeoutMilliseconds: 10_000, token: try DeploymentToken.resolve(tokenFile: nil))
+        let counts = Mutex<[Result<Int, GedsError>]>([])
+        let finished = DispatchGroup()
+        for _ in 0..<clients {
+            finished.enter()
+            Thread.detachNewThread {
+                let outcome = Result { () throws(GedsError) -> Int in
+                    _ = try calls.call(.lookup(bucket: bucket, key: key))  // warm-up: opens the connection
+                    let end = DispatchTime.now().uptimeNanoseconds + UInt64(duration * 1e9)
+                    var done = 0
+                    while DispatchTime.now().uptimeNanoseconds < end {
+                        guard case .object = try calls.call(.lookup(bucket: bucket, key: key)) else {
+                            throw GedsError(.protocolViolation, "a lookup did not return the object")
+                        }
+                        done += 1
+                    }
+                    return done
+                }
+                counts.withLock { $0.append(outcome) }
+                finished.leave()
+            }
+        }
+        finished.wait()
+        return Double(try counts.withLock { $0 }.reduce(0) { try $0 + $1.get() }) / duration
     }
 
     // MARK: Local reads and writes

@@ -12,6 +12,10 @@
  *   handle twice is harmless (the second close only sets the last error).
  * - Strings are UTF-8 and NUL-terminated. Buckets follow S3 bucket naming, keys S3 key naming.
  * - The library is never unloaded: do not dlclose() it (the Swift runtime inside it cannot be unloaded).
+ * - fork(): the library's threads do not survive it. A child of a process that already called the library may
+ *   use a handle attached to its host's gedsd (the parent's or a new one: it opens connections of its own) to
+ *   read, write, list and delete; calls that need the library's threads (running a node of its own, subscribing,
+ *   waiting for an absent object) fail at once with GEDS_E_INVALID_ARGUMENT saying so, never hang.
  */
 #ifndef GEDS_H
 #define GEDS_H

@@ -5,7 +5,9 @@ threads of one process overlap their blocking calls. Buffers handed to libgeds a
 `ffi.from_buffer`): reads land in the destination, writes come from the source, nothing is copied in between.
 
 A Client is fork-safe: the libgeds handle belongs to the process that made it; a child (fork, or a pickled
-Client rebuilt by spawn) notices the pid change and connects again with the same options."""
+Client rebuilt by spawn) notices the pid change and connects again with the same options. A fork child of a
+process that already ran libgeds attaches to its host's gedsd (libgeds's threads do not survive fork(), so it
+cannot run a node of its own, subscribe or wait there; libgeds says so in its error)."""
 
 from __future__ import annotations
 
@@ -19,19 +21,6 @@ from typing import Iterator, Mapping
 
 from ._geds import ffi, lib
 from .errors import GedsError, NoSuchObject, check, error_for
-
-# The pid of the process whose libgeds has started its runtime (threads, event loops) with a first connect, and
-# whether this process is a fork() child of such a process: threads do not survive fork(), so libgeds cannot
-# run in that child (its calls would wait for threads that are not there). Such a child gets a clear error.
-_runtime_pid: int | None = None
-
-
-def _runtime_usable() -> None:
-    if _runtime_pid is not None and _runtime_pid != os.getpid():
-        raise GedsError(f"libgeds was already running in the parent process ({_runtime_pid}) when this process was "
-                        "forked, and its threads do not survive fork(): connect only after forking (e.g. create the "
-                        "multiprocessing Pool first) or use the 'spawn' or 'forkserver' start method")
-
 
 # Objects below this size are read by get() with one geds_read_object call (no separate open).
 _SMALL_OBJECT = 64 * 1024
@@ -109,8 +98,6 @@ class Client:
     # -- connection and fork-safety
 
     def _connect(self) -> None:
-        global _runtime_pid
-        _runtime_usable()
         config = ffi.new("geds_config_t *")
         lib.geds_config_init(config)
         keep = []  # the C strings must outlive geds_connect_config
@@ -140,7 +127,6 @@ class Client:
                         else:
                             os.environ[variable] = value
         self._handle, self._pid = out[0], os.getpid()
-        _runtime_pid = self._pid
         _open_clients.add(self)
         with _shared_lock:
             current = _shared.get(_shared_key(self._options))
