@@ -300,3 +300,41 @@ def test_c_abi_over_tls(secure, certificates, workdir):
     env.update(certificates.environment())
     done = subprocess.run([program, "capi-tls"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+
+
+# MARK: Python
+
+
+PYTHON_ROUND_TRIP = r"""
+import os, sys
+import geds
+mds, token, cert, key, ca = sys.argv[1:6]
+try:
+    geds.connect(mds, token_file=token)
+    sys.exit("connected without TLS")
+except geds.GedsError as error:
+    assert "requires TLS" in str(error), error
+data = os.urandom(300_000)
+with geds.connect(mds, token_file=token, tls_cert=cert, tls_key=key, tls_ca=ca) as client:
+    client.create_bucket("python-tls")
+    client.put("python-tls", "k", data)
+    assert client.get("python-tls", "k") == data
+assert not any(name.startswith("GEDS_TLS_") for name in os.environ)
+print("ok")
+"""
+
+
+def test_python_round_trip(secure, certificates):
+    import importlib.util
+    if importlib.util.find_spec("geds") is None:
+        pytest.skip("the geds Python package is not installed (tools/python-install.sh)")
+    import geds.client
+    if "tls_ca" not in geds.client._CONFIG_FIELDS:
+        pytest.skip("the installed geds Python package predates tls_ca (tools/python-install.sh installs this one)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEDS_")}
+    env.update(GEDS_HOST_ID="host-python-tls", SWIFT_BACKTRACE="enable=no")
+    done = subprocess.run(["python3", "-c", PYTHON_ROUND_TRIP, secure.mds_address, secure.token,
+                           certificates.path("member.pem"), certificates.path("member.key"), certificates.path("ca.pem")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+
