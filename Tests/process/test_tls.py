@@ -7,6 +7,7 @@ one clear error, quickly. The local socket and RDMA are not TLS (docs/ARCHITECTU
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -15,7 +16,7 @@ import time
 
 import pytest
 
-from geds_harness import (BIN, KIND_REQUEST, REP_FAILURE, REQ_LIST_BUCKETS, Cluster, RawConnection, build_c_round_trip,
+from geds_harness import (BIN, KIND_REQUEST, REP_FAILURE, REPO, REQ_LIST_BUCKETS, Cluster, RawConnection, build_c_round_trip,
                           frame, sha256_file, write_random_file)
 
 TOKEN = b"a token for the TLS tests, long enough\n"
@@ -53,7 +54,9 @@ class Certificates:
         self.folder = folder
         make_ca(folder, "ca")
         make_ca(folder, "other-ca")
-        make_member(folder, "member", "ca", "IP:127.0.0.1,DNS:localhost")
+        # This host's addresses too: geds-launch's gedsd advertise one (peers check it against the certificate).
+        addresses = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
+        make_member(folder, "member", "ca", ",".join(["IP:127.0.0.1", "DNS:localhost", *(f"IP:{a}" for a in addresses)]))
         make_member(folder, "stranger", "other-ca", "IP:127.0.0.1,DNS:localhost")
         make_member(folder, "elsewhere", "ca", "DNS:elsewhere.example,IP:10.9.8.7")
 
@@ -337,4 +340,35 @@ def test_python_round_trip(secure, certificates):
                            certificates.path("member.pem"), certificates.path("member.key"), certificates.path("ca.pem")],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+
+
+# MARK: geds-launch
+
+
+def test_geds_launch_with_tls(certificates, workdir):
+    """With GEDS_TLS_* set, geds-launch's MDS and gedsd speak TLS, and geds.env passes the files on."""
+    launch = os.path.join(REPO, "tools", "geds-launch")
+    state = os.path.join(workdir, "launch")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEDS_")}
+    env.update(GEDS_BIN=BIN, GEDS_HOST_ID="host-launch-tls", **certificates.environment())
+    common = ["--dir", state]
+    started = subprocess.run([launch, "start", *common, "--launcher", "local", "--address", "127.0.0.1", "--port", "0",
+                              "--tier0", os.path.join(workdir, "launch-tier0")], env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        with open(os.path.join(state, "geds.env")) as handle:
+            exported = dict(re.findall(r"^export (\w+)=(\S+)$", handle.read(), re.MULTILINE))
+        for variable, path in certificates.environment().items():
+            assert exported[variable] == os.path.realpath(path), exported
+        job = {k: v for k, v in env.items() if not k.startswith("GEDS_TLS_")}
+        refused = subprocess.run([os.path.join(BIN, "geds"), "--mds", exported["GEDS_MDS"], "nodes"], env=job,
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "requires TLS" in refused.stderr, refused.stderr
+        nodes = subprocess.run([os.path.join(BIN, "geds"), "--mds", exported["GEDS_MDS"], "nodes"],
+                               env={**job, **exported}, capture_output=True, text=True, timeout=60)
+        assert re.search(r"^gedsd-\S+\s+alive", nodes.stdout, re.MULTILINE), nodes.stdout + nodes.stderr
+    finally:
+        stopped = subprocess.run([launch, "stop", *common], env=env, capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
 
