@@ -13,8 +13,8 @@ struct Geds: AsyncParsableCommand {
             The MDS is --mds HOST:PORT before the command, else $GEDS_MDS, else 127.0.0.1:4381. \
             --transport auto|rdma|tcp (also before the command) chooses the data plane; auto uses RDMA when this machine has a device.
             --token-file FILE (also before the command; default: $GEDS_TOKEN_FILE) proves the deployment's token to every server.
-            --tls-ca FILE (and --tls-cert FILE --tls-key FILE when servers demand client certificates; also before the command; \
-            default: $GEDS_TLS_CA, $GEDS_TLS_CERT, $GEDS_TLS_KEY) connects over TLS.
+            --tls-cert FILE --tls-key FILE --tls-ca FILE (also before the command; default: $GEDS_TLS_CERT, $GEDS_TLS_KEY, \
+            $GEDS_TLS_CA) connect over TLS; the command's own node serves its objects to the others, so it needs all three.
             Shell completion: geds --generate-completion-script bash|zsh|fish.
             """,
         version: "geds \(GedsVersion.release)",
