@@ -58,6 +58,9 @@ final class ClientAuthenticationHandler: ChannelInboundHandler, RemovableChannel
     private let done: EventLoopPromise<Void>
     private let timeout: TimeAmount
     private var reader = FrameReader()
+    /// `reader.holdsTLSRecord` after the last read, kept beside the reader: the channel may close while the reader
+    /// is busy (a frame's handling inside `consume` can close it), when the reader itself cannot be asked.
+    private var heldTLSRecord = false
     private var proved = false
     private var finished = false
     private var deadline: Scheduled<Void>?
@@ -93,6 +96,7 @@ final class ClientAuthenticationHandler: ChannelInboundHandler, RemovableChannel
                     proved = true
                 }
             }
+            heldTLSRecord = reader.holdsTLSRecord
         } catch {
             fail(error, context: context)
             return
@@ -114,7 +118,7 @@ final class ClientAuthenticationHandler: ChannelInboundHandler, RemovableChannel
 
     /// Not passed on: the handlers behind never saw the channel active.
     func channelInactive(context: ChannelHandlerContext) {
-        fail(reader.holdsTLSRecord ? .peerRequiresTLS(peer, code: .peerUnreachable)
+        fail(heldTLSRecord ? .peerRequiresTLS(peer, code: .peerUnreachable)
                 : GedsError(.peerUnreachable, "\(peer) closed the connection during authentication"), context: context)
     }
 

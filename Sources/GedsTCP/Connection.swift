@@ -144,6 +144,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
 
     private let peerName: String
     private var reader = FrameReader()
+    /// `reader.holdsTLSRecord` after the last read, kept beside the reader: the channel may close while the reader
+    /// is busy (a frame's handling inside `consume` can close it), when the reader itself cannot be asked.
+    private var heldTLSRecord = false
     private var pending: [UInt64: Pending] = [:]
     private var nextID: UInt64 = 1
     private var timer: RepeatedTask?
@@ -185,6 +188,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
             try reader.consume(unwrapInboundIn(data)) { (frame) throws(GedsError) in
                 try deliver(frame)
             }
+            heldTLSRecord = reader.holdsTLSRecord
         } catch {
             fail(everything: error, context: context)
         }
@@ -260,7 +264,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
         let midRead = pending.values.contains { $0.expected != nil }
-        fail(everything: closedError ?? (reader.holdsTLSRecord
+        fail(everything: closedError ?? (heldTLSRecord
                 ? .peerRequiresTLS(peerName, code: .peerUnreachable)
                 : GedsError(.peerUnreachable, midRead
                     ? "\(peerName) closed the connection in the middle of a read"

@@ -60,6 +60,9 @@ final class PushClientHandler: ChannelInboundHandler {
     private let onReply: @Sendable (Reply) -> Void
     private let onClose: @Sendable (GedsError) -> Void
     private var reader = FrameReader()
+    /// `reader.holdsTLSRecord` after the last read, kept beside the reader: the channel may close while the reader
+    /// is busy (a frame's handling inside `consume` can close it), when the reader itself cannot be asked.
+    private var heldTLSRecord = false
     private var closedError: GedsError?
 
     init(peerName: String, onReply: @escaping @Sendable (Reply) -> Void, onClose: @escaping @Sendable (GedsError) -> Void) {
@@ -78,6 +81,7 @@ final class PushClientHandler: ChannelInboundHandler {
                 }
                 onReply(reply)
             }
+            heldTLSRecord = reader.holdsTLSRecord
         } catch {
             closedError = error
             context.close(promise: nil)
@@ -85,7 +89,7 @@ final class PushClientHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        onClose(closedError ?? (reader.holdsTLSRecord
+        onClose(closedError ?? (heldTLSRecord
             ? .peerRequiresTLS(peerName, code: unreachable)
             : GedsError(unreachable, "\(peerName) closed the connection")))
         context.fireChannelInactive()
