@@ -557,3 +557,49 @@ def build_c_round_trip(workdir: str) -> str | None:
     subprocess.run(["cc", "-std=c99", "-Wall", "-o", program, program + ".c", "-I",
                     os.path.join(REPO, "CShims", "CGeds", "include"), "-L", workdir, "-lgeds"], check=True)
     return program
+
+
+def check_geds_launch(workdir: str, variables: dict[str, str], refusal: str) -> None:
+    """tools/geds-launch start (local launcher, 127.0.0.1) with the deployment's `variables` set (token, TLS files):
+    geds.env exports each one (as a real path); `geds nodes` without them fails with `refusal` in its error, with
+    what geds.env exports lists the gedsd alive; geds-launch stop then succeeds."""
+    launch = os.path.join(REPO, "tools", "geds-launch")
+    state = os.path.join(workdir, "launch")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEDS_")}
+    env.update(GEDS_BIN=BIN, GEDS_HOST_ID="host-launch", **variables)
+    common = ["--dir", state]
+    started = subprocess.run([launch, "start", *common, "--launcher", "local", "--address", "127.0.0.1", "--port", "0",
+                              "--tier0", os.path.join(workdir, "launch-tier0")], env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        with open(os.path.join(state, "geds.env")) as handle:
+            exported = dict(re.findall(r"^export (\w+)=(\S+)$", handle.read(), re.MULTILINE))
+        for variable, path in variables.items():
+            assert exported[variable] == os.path.realpath(path), exported
+        job = {k: v for k, v in env.items() if k not in variables}
+        refused = subprocess.run([binary("geds"), "--mds", exported["GEDS_MDS"], "nodes"], env=job,
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and refusal in refused.stderr, refused.stderr
+        nodes = subprocess.run([binary("geds"), "--mds", exported["GEDS_MDS"], "nodes"],
+                               env={**job, **exported}, capture_output=True, text=True, timeout=60)
+        assert re.search(r"^gedsd-\S+\s+alive", nodes.stdout, re.MULTILINE), nodes.stdout + nodes.stderr
+    finally:
+        stopped = subprocess.run([launch, "stop", *common], env=env, capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+
+
+def run_python(script: str, *args: str, host_id: str, needs_option: str) -> None:
+    """Runs `script` (python3 -c) with the installed geds package, which must print "ok"; skips the test when that
+    package is missing or predates `needs_option` (tools/python-install.sh installs this tree's)."""
+    import importlib.util
+    import pytest
+    if importlib.util.find_spec("geds") is None:
+        pytest.skip("the geds Python package is not installed (tools/python-install.sh)")
+    import geds.client
+    if needs_option not in geds.client._CONFIG_FIELDS:
+        pytest.skip(f"the installed geds Python package predates {needs_option} (tools/python-install.sh installs this one)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEDS_")}
+    env.update(GEDS_HOST_ID=host_id, SWIFT_BACKTRACE="enable=no")
+    done = subprocess.run(["python3", "-c", script, *args], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr

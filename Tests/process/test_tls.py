@@ -7,7 +7,6 @@ one clear error, quickly. The local socket and RDMA are not TLS (docs/ARCHITECTU
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import socket
 import ssl
@@ -16,8 +15,8 @@ import time
 
 import pytest
 
-from geds_harness import (BIN, KIND_REQUEST, REP_FAILURE, REPO, REQ_LIST_BUCKETS, Cluster, RawConnection, build_c_round_trip,
-                          frame, sha256_file, write_random_file)
+from geds_harness import (BIN, KIND_REQUEST, REP_FAILURE, REQ_LIST_BUCKETS, Cluster, RawConnection, build_c_round_trip,
+                          check_geds_launch, frame, run_python, sha256_file, write_random_file)
 
 TOKEN = b"a token for the TLS tests, long enough\n"
 # A wrong peer must be told within this (the CLI's --timeout-ms is 10 s: no test waits for it).
@@ -328,18 +327,9 @@ print("ok")
 
 
 def test_python_round_trip(secure, certificates):
-    import importlib.util
-    if importlib.util.find_spec("geds") is None:
-        pytest.skip("the geds Python package is not installed (tools/python-install.sh)")
-    import geds.client
-    if "tls_ca" not in geds.client._CONFIG_FIELDS:
-        pytest.skip("the installed geds Python package predates tls_ca (tools/python-install.sh installs this one)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GEDS_")}
-    env.update(GEDS_HOST_ID="host-python-tls", SWIFT_BACKTRACE="enable=no")
-    done = subprocess.run(["python3", "-c", PYTHON_ROUND_TRIP, secure.mds_address, secure.token,
-                           certificates.path("member.pem"), certificates.path("member.key"), certificates.path("ca.pem")],
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+    run_python(PYTHON_ROUND_TRIP, secure.mds_address, secure.token, certificates.path("member.pem"),
+               certificates.path("member.key"), certificates.path("ca.pem"), host_id="host-python-tls",
+               needs_option="tls_ca")
 
 
 # MARK: geds-launch
@@ -347,28 +337,4 @@ def test_python_round_trip(secure, certificates):
 
 def test_geds_launch_with_tls(certificates, workdir):
     """With GEDS_TLS_* set, geds-launch's MDS and gedsd speak TLS, and geds.env passes the files on."""
-    launch = os.path.join(REPO, "tools", "geds-launch")
-    state = os.path.join(workdir, "launch")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GEDS_")}
-    env.update(GEDS_BIN=BIN, GEDS_HOST_ID="host-launch-tls", **certificates.environment())
-    common = ["--dir", state]
-    started = subprocess.run([launch, "start", *common, "--launcher", "local", "--address", "127.0.0.1", "--port", "0",
-                              "--tier0", os.path.join(workdir, "launch-tier0")], env=env, capture_output=True, text=True,
-                             timeout=120)
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
-        with open(os.path.join(state, "geds.env")) as handle:
-            exported = dict(re.findall(r"^export (\w+)=(\S+)$", handle.read(), re.MULTILINE))
-        for variable, path in certificates.environment().items():
-            assert exported[variable] == os.path.realpath(path), exported
-        job = {k: v for k, v in env.items() if not k.startswith("GEDS_TLS_")}
-        refused = subprocess.run([os.path.join(BIN, "geds"), "--mds", exported["GEDS_MDS"], "nodes"], env=job,
-                                 capture_output=True, text=True, timeout=60)
-        assert refused.returncode != 0 and "requires TLS" in refused.stderr, refused.stderr
-        nodes = subprocess.run([os.path.join(BIN, "geds"), "--mds", exported["GEDS_MDS"], "nodes"],
-                               env={**job, **exported}, capture_output=True, text=True, timeout=60)
-        assert re.search(r"^gedsd-\S+\s+alive", nodes.stdout, re.MULTILINE), nodes.stdout + nodes.stderr
-    finally:
-        stopped = subprocess.run([launch, "stop", *common], env=env, capture_output=True, text=True, timeout=120)
-    assert stopped.returncode == 0, stopped.stderr
-
+    check_geds_launch(workdir, certificates.environment(), refusal="requires TLS")
