@@ -33,6 +33,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.0"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
     ],
     targets: [
         .target(name: "GedsCore", swiftSettings: strict),
@@ -49,7 +50,8 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "GedsWire", dependencies: ["GedsCore", .product(name: "NIOCore", package: "swift-nio")],
                 swiftSettings: strict),
-        .target(name: "GedsTier0", dependencies: ["GedsCore"], swiftSettings: strict),
+        .target(name: "GedsTier0", dependencies: ["GedsCore", .product(name: "SystemPackage", package: "swift-system")],
+                swiftSettings: strict),
         // The carriers' contracts (request services, read sinks, copy readers), free of any transport's types.
         // (and the deployment token's handshake, which every carrier runs: swift-crypto's HMAC-SHA-256)
         .target(name: "GedsCarrier", dependencies: ["GedsCore", "GedsWire", .product(name: "Crypto", package: "swift-crypto"),
@@ -87,10 +89,12 @@ let package = Package(
                 dependencies: ["GedsCore", "GedsWire", "GedsCarrier", "GedsTier0", "GedsTier1", "GedsTCP", "GedsVerbs", "GedsS3", "CLinux",
                                "GedsMetadataRDMA",
                                .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
-                               .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+                               .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                               .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: strict),
         .target(name: "GEDS",
-                dependencies: ["GedsCore", "GedsWire", "GedsCarrier", "GedsNode", "GedsTCP", "GedsTier0", "GedsTier1", .product(name: "Logging", package: "swift-log")],
+                dependencies: ["GedsCore", "GedsWire", "GedsCarrier", "GedsNode", "GedsTCP", "GedsTier0", "GedsTier1", .product(name: "Logging", package: "swift-log"),
+                               .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: strict),
         // The C ABI. Only the geds_* symbols are exported (geds.map), and the Swift runtime (with Foundation, which
         // dependencies import) is linked in statically, so C programs need nothing but libc, libstdc++ and the system

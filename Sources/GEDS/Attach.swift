@@ -6,6 +6,7 @@ import GedsTier0
 import GedsWire
 import Logging
 import Synchronization
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -230,7 +231,7 @@ final class Attachment: Sendable {
         let (reply, descriptor) = try roundTrip(request, on: connection)
         switch reply {
         case .created(let blob) where descriptor >= 0:
-            return (connection, WritableBlob(handedOver: descriptor, blob: blob))
+            return (connection, WritableBlob(handedOver: FileDescriptor(rawValue: descriptor), blob: blob))
         case .failure(let error):
             giveBack(connection)
             throw error
@@ -268,7 +269,7 @@ final class Attachment: Sendable {
         defer { if descriptor >= 0 { close(descriptor) } }
         switch reply {
         case .count(let size) where descriptor >= 0 && size <= UInt64(Int.max):
-            return try MappedBytes(descriptor: descriptor, size: Int(size), writable: false)
+            return try MappedBytes(descriptor: FileDescriptor(rawValue: descriptor), size: Int(size), writable: false)
         case .failure(let error):
             throw error
         default:

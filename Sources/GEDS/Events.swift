@@ -28,15 +28,14 @@ extension GEDS {
     /// Returns once the object exists sealed: at once when it does, else when it is created (sealed, copied or
     /// renamed to this name). When the first lookup does not find it, a subscription is confirmed by the MDS before
     /// the next lookup, so a seal between the two is never missed. Throws `timedOut` when `timeout` passes first.
-    public func wait(bucket: String, key: String, timeout: Duration? = nil) async throws(GedsError) -> ObjectInfo {
-        _ = try ObjectKey(key)
-        if let info = try await lookupIfSealed(bucket: bucket, key: key) { return info }
+    public func wait(_ path: ObjectPath, timeout: Duration? = nil) async throws(GedsError) -> ObjectInfo {
+        if let info = try await lookupIfSealed(path) { return info }
         let deadline = timeout.map { ContinuousClock.now + $0 }
-        let subscription = try await subscribe(.key(key, in: bucket))
+        let subscription = try await subscribe(.key(path.key.rawValue, in: path.bucket.rawValue))
         defer { subscription.cancel() }
-        let target = ObjectName(bucket: bucket, key: key)
+        let target = ObjectName(bucket: path.bucket.rawValue, key: path.key.rawValue)
         while true {
-            if let info = try await lookupIfSealed(bucket: bucket, key: key) { return info }
+            if let info = try await lookupIfSealed(path) { return info }
             // Not there yet: wait for a change that makes it (a deletion or a bucket event is no reason to look).
             while true {
                 let remaining = deadline.map { $0 - ContinuousClock.now }
@@ -50,10 +49,15 @@ extension GEDS {
         }
     }
 
+    public func wait(bucket: String, key: String, timeout: Duration? = nil) async throws(GedsError) -> ObjectInfo {
+        let key = try ObjectKey(key)
+        return try await wait(ObjectPath(bucket: BucketName(bucket), key: key), timeout: timeout)
+    }
+
     /// The object's record, or nil while it does not exist (no bucket, no key, or not sealed yet).
-    private func lookupIfSealed(bucket: String, key: String) async throws(GedsError) -> ObjectInfo? {
+    private func lookupIfSealed(_ path: ObjectPath) async throws(GedsError) -> ObjectInfo? {
         do {
-            return try await stat(bucket: bucket, key: key)
+            return try await stat(path)
         } catch where [.noSuchObject, .objectNotSealed, .noSuchBucket].contains(error.code) {
             return nil
         }

@@ -102,17 +102,26 @@ public final class GEDS: Sendable {
 
     // MARK: Buckets
 
+    // Names: every call that takes a bucket or a key takes it validated (`BucketName`, `ObjectKey`, `ObjectPath`), so
+    // it is checked once, where it enters; the `String` forms check it and call those.
+
+    public func createBucket(_ name: BucketName) async throws(GedsError) {
+        if let attachment { return try attachment.expectOK(.call(.createBucket(name.rawValue))) }
+        try await node.mds.expectOK(.createBucket(name.rawValue))
+    }
+
     public func createBucket(_ name: String) async throws(GedsError) {
-        _ = try BucketName(name)
-        if let attachment { return try attachment.expectOK(.call(.createBucket(name))) }
-        try await node.mds.expectOK(.createBucket(name))
+        try await createBucket(BucketName(name))
     }
 
     /// Deletes an empty bucket, or with `force` a bucket and all its objects.
+    public func deleteBucket(_ name: BucketName, force: Bool = false) async throws(GedsError) {
+        if let attachment { return try attachment.expectOK(.call(.deleteBucket(name.rawValue, force: force))) }
+        try await node.deleteBucket(name.rawValue, force: force)
+    }
+
     public func deleteBucket(_ name: String, force: Bool = false) async throws(GedsError) {
-        _ = try BucketName(name)
-        if let attachment { return try attachment.expectOK(.call(.deleteBucket(name, force: force))) }
-        try await node.deleteBucket(name, force: force)
+        try await deleteBucket(BucketName(name), force: force)
     }
 
     public func listBuckets() async throws(GedsError) -> [String] {
@@ -131,9 +140,9 @@ public final class GEDS: Sendable {
     /// instead fails with `.objectExists` here if the key exists, or at the seal if another writer sealed it
     /// first, so of racing exclusive creators exactly one wins. `persistency` overrides the bucket's (see
     /// `setBucketStorage`) for this object.
-    public func create(bucket: String, key: String, persistency: Persistency? = nil,
+    public func create(_ path: ObjectPath, persistency: Persistency? = nil,
                        exclusive: Bool = false) async throws(GedsError) -> ObjectWriter {
-        _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
+        let (bucket, key) = (path.bucket.rawValue, path.key.rawValue)
         if let attachment {
             let (connection, blob) = try attachment.create(bucket: bucket, key: key, persistency: persistency, exclusive: exclusive)
             return ObjectWriter(sealer: .attached(attachment, connection), blob: blob, bucket: bucket, key: key,
@@ -144,16 +153,28 @@ public final class GEDS: Sendable {
                             bucket: bucket, key: key, persistency: persistency)
     }
 
+    public func create(bucket: String, key: String, persistency: Persistency? = nil,
+                       exclusive: Bool = false) async throws(GedsError) -> ObjectWriter {
+        try await create(ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key)), persistency: persistency, exclusive: exclusive)
+    }
+
     /// Writes a whole object in one call.
-    public func put(bucket: String, key: String, bytes: [UInt8], metadata: [String: String] = [:]) async throws(GedsError) {
-        let writer = try await create(bucket: bucket, key: key)
+    public func put(_ path: ObjectPath, bytes: [UInt8], metadata: [String: String] = [:]) async throws(GedsError) {
+        let writer = try await create(path)
         try writer.write(bytes, at: 0)
         try await writer.seal(metadata: metadata)
     }
 
+    public func put(bucket: String, key: String, bytes: [UInt8], metadata: [String: String] = [:]) async throws(GedsError) {
+        try await put(ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key)), bytes: bytes, metadata: metadata)
+    }
+
+    public func open(_ path: ObjectPath) async throws(GedsError) -> ObjectReader {
+        ObjectReader(node: node, attachment: attachment, info: try await lookup(path))
+    }
+
     public func open(bucket: String, key: String) async throws(GedsError) -> ObjectReader {
-        _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
-        return ObjectReader(node: node, attachment: attachment, info: try await lookup(bucket: bucket, key: key))
+        try await open(ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key)))
     }
 
     /// `open` for callers on threads of their own (the C ABI, Python), which block until it is done anyway: the
@@ -161,19 +182,23 @@ public final class GEDS: Sendable {
     /// back; a reader of an object whose bytes came with the lookup then reads without any. An attached
     /// process's calls all run on the caller's thread. Nil when this path does not apply (the MDS over RDMA or TLS,
     /// an object only in S3 so far): use `open`.
-    public func openOnCallerThread(bucket: String, key: String) throws(GedsError) -> ObjectReader? {
-        _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
+    public func openOnCallerThread(_ path: ObjectPath) throws(GedsError) -> ObjectReader? {
+        let (bucket, key) = (path.bucket.rawValue, path.key.rawValue)
         if let attachment { return ObjectReader(node: nil, attachment: attachment, info: try attachment.lookup(bucket: bucket, key: key)) }
         guard let info = try node.lookupOnCallerThread(bucket: bucket, key: key) else { return nil }
         return ObjectReader(node: node, attachment: nil, info: info)
     }
 
+    public func openOnCallerThread(bucket: String, key: String) throws(GedsError) -> ObjectReader? {
+        try openOnCallerThread(ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key)))
+    }
+
     /// Looks an object up and reads from it into caller memory in one call, on the node's event loop so that
     /// both round trips (MDS, then owner) cost no thread hand-offs: the fastest way to fetch small objects.
     /// Returns how many bytes were read (up to `buffer.count`, from `offset`).
-    public func read(bucket: String, key: String, at offset: UInt64 = 0,
+    public func read(_ path: ObjectPath, at offset: UInt64 = 0,
                      into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
-        _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
+        let (bucket, key) = (path.bucket.rawValue, path.key.rawValue)
         if let attachment { return try attachment.read(bucket: bucket, key: key, at: offset, into: buffer) }
         // The caller's buffer outlives this awaited call; only the read writes it meanwhile.
         nonisolated(unsafe) let destination = buffer
@@ -184,16 +209,34 @@ public final class GEDS: Sendable {
         }
     }
 
+    public func read(bucket: String, key: String, at offset: UInt64 = 0,
+                     into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
+        try await read(ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key)), at: offset, into: buffer)
+    }
+
     /// The whole object's bytes as an array (a copy; use `open(...).view()` for zero copies).
-    public func get(bucket: String, key: String) async throws(GedsError) -> [UInt8] {
-        let reader = try await open(bucket: bucket, key: key)
+    public func get(_ path: ObjectPath) async throws(GedsError) -> [UInt8] {
+        let reader = try await open(path)
         if let contents = reader.info.contents, contents.count == Int(reader.size) { return contents }
         return try await reader.view().withBytes { Array($0) }
     }
 
+    public func get(bucket: String, key: String) async throws(GedsError) -> [UInt8] {
+        try await get(ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key)))
+    }
+
+    public func stat(_ path: ObjectPath) async throws(GedsError) -> ObjectInfo {
+        try await lookup(path)
+    }
+
+    /// Checks the bucket's name only: a key no object can have is simply not found.
     public func stat(bucket: String, key: String) async throws(GedsError) -> ObjectInfo {
         _ = try BucketName(bucket)
         return try await lookup(bucket: bucket, key: key)
+    }
+
+    private func lookup(_ path: ObjectPath) async throws(GedsError) -> ObjectInfo {
+        try await lookup(bucket: path.bucket.rawValue, key: path.key.rawValue)
     }
 
     private func lookup(bucket: String, key: String) async throws(GedsError) -> ObjectInfo {
@@ -202,9 +245,9 @@ public final class GEDS: Sendable {
     }
 
     /// One page of keys under `prefix` (up to 1000), with common prefixes when `delimiter` is set.
-    public func list(bucket: String, prefix: String = "", delimiter: String = "", startAfter: String = "",
+    public func list(_ bucketName: BucketName, prefix: String = "", delimiter: String = "", startAfter: String = "",
                      maxKeys: Int = 1000) async throws(GedsError) -> ListPage {
-        _ = try BucketName(bucket)
+        let bucket = bucketName.rawValue
         if let attachment {
             let reply = try attachment.call(.call(.list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter,
                                                   maxKeys: UInt32(clamping: maxKeys))))
@@ -215,12 +258,17 @@ public final class GEDS: Sendable {
                                    maxKeys: UInt32(clamping: maxKeys))
     }
 
+    public func list(bucket: String, prefix: String = "", delimiter: String = "", startAfter: String = "",
+                     maxKeys: Int = 1000) async throws(GedsError) -> ListPage {
+        try await list(BucketName(bucket), prefix: prefix, delimiter: delimiter, startAfter: startAfter, maxKeys: maxKeys)
+    }
+
     /// Every page of a listing, concatenated.
-    public func listAll(bucket: String, prefix: String = "", delimiter: String = "") async throws(GedsError) -> ListPage {
+    public func listAll(_ bucket: BucketName, prefix: String = "", delimiter: String = "") async throws(GedsError) -> ListPage {
         var result = ListPage(objects: [], commonPrefixes: [], nextStartAfter: nil)
         var startAfter = ""
         while true {
-            let page = try await list(bucket: bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter)
+            let page = try await list(bucket, prefix: prefix, delimiter: delimiter, startAfter: startAfter)
             result.objects += page.objects
             result.commonPrefixes += page.commonPrefixes
             guard let next = page.nextStartAfter else { return result }
@@ -228,16 +276,24 @@ public final class GEDS: Sendable {
         }
     }
 
-    public func delete(bucket: String, key: String) async throws(GedsError) {
-        _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
+    public func listAll(bucket: String, prefix: String = "", delimiter: String = "") async throws(GedsError) -> ListPage {
+        try await listAll(BucketName(bucket), prefix: prefix, delimiter: delimiter)
+    }
+
+    public func delete(_ path: ObjectPath) async throws(GedsError) {
+        let (bucket, key) = (path.bucket.rawValue, path.key.rawValue)
         if let attachment { return try attachment.expectOK(.call(.deleteObject(bucket: bucket, key: key))) }
         try await node.delete(bucket: bucket, key: key)
     }
 
+    public func delete(bucket: String, key: String) async throws(GedsError) {
+        try await delete(ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key)))
+    }
+
     /// Deletes every object whose key starts with `prefix`; returns how many.
     @discardableResult
-    public func delete(bucket: String, prefix: String) async throws(GedsError) -> UInt64 {
-        _ = try BucketName(bucket)
+    public func delete(_ bucketName: BucketName, prefix: String) async throws(GedsError) -> UInt64 {
+        let bucket = bucketName.rawValue
         if let attachment {
             let reply = try attachment.call(.call(.deletePrefix(bucket: bucket, prefix: prefix)))
             guard case .count(let count) = reply else { throw Attachment.unexpected(reply) }
@@ -246,21 +302,49 @@ public final class GEDS: Sendable {
         return try await node.delete(bucket: bucket, prefix: prefix)
     }
 
+    @discardableResult
+    public func delete(bucket: String, prefix: String) async throws(GedsError) -> UInt64 {
+        try await delete(BucketName(bucket), prefix: prefix)
+    }
+
     /// Renames at the MDS in one step; no bytes move. An object at the destination is replaced.
+    public func rename(_ source: ObjectPath, to destination: ObjectPath) async throws(GedsError) {
+        try await bindName(of: source, to: destination, keepingSource: false)
+    }
+
     public func rename(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
-        _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
-        _ = try ObjectPath(bucket: BucketName(toBucket), key: ObjectKey(toKey))
-        if let attachment { return try attachment.expectOK(.call(.rename(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey))) }
-        try await node.rename(bucket: bucket, key: key, toBucket: toBucket, toKey: toKey)
+        try await rename(ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key)),
+                         to: ObjectPath(bucket: BucketName(toBucket), key: ObjectKey(toKey)))
     }
 
     /// Copies an object; the copy shares the sealed (immutable) bytes, so nothing is duplicated (into a bucket with
     /// an S3 store, an object already in S3 is copied there server-side instead, so S3 has both names).
+    public func copy(_ source: ObjectPath, to destination: ObjectPath) async throws(GedsError) {
+        try await bindName(of: source, to: destination, keepingSource: true)
+    }
+
     public func copy(bucket: String, key: String, toBucket: String, toKey: String) async throws(GedsError) {
-        _ = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key))
-        _ = try ObjectPath(bucket: BucketName(toBucket), key: ObjectKey(toKey))
-        if let attachment { return try attachment.expectOK(.call(.copy(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey))) }
-        try await node.copy(bucket: bucket, key: key, toBucket: toBucket, toKey: toKey)
+        try await copy(ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key)),
+                       to: ObjectPath(bucket: BucketName(toBucket), key: ObjectKey(toKey)))
+    }
+
+    /// Binds `destination` to the object at `source`: a copy keeps `source`, a rename drops it.
+    private func bindName(of source: ObjectPath, to destination: ObjectPath, keepingSource: Bool) async throws(GedsError) {
+        let (bucket, key) = (source.bucket.rawValue, source.key.rawValue)
+        let (toBucket, toKey) = (destination.bucket.rawValue, destination.key.rawValue)
+        if let attachment {
+            return try attachment.expectOK(.call(keepingSource ? .copy(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey)
+                                                               : .rename(fromBucket: bucket, fromKey: key, toBucket: toBucket, toKey: toKey)))
+        }
+        if keepingSource {
+            try await node.copy(bucket: bucket, key: key, toBucket: toBucket, toKey: toKey)
+        } else {
+            try await node.rename(bucket: bucket, key: key, toBucket: toBucket, toKey: toKey)
+        }
+    }
+
+    public func metadata(_ path: ObjectPath) async throws(GedsError) -> [String: String] {
+        try await stat(path).metadata
     }
 
     public func metadata(bucket: String, key: String) async throws(GedsError) -> [String: String] {
@@ -268,10 +352,15 @@ public final class GEDS: Sendable {
     }
 
     /// Replaces the object's user metadata.
-    public func setMetadata(bucket: String, key: String, _ metadata: [String: String]) async throws(GedsError) {
+    public func setMetadata(_ path: ObjectPath, _ metadata: [String: String]) async throws(GedsError) {
         try UserMetadata.validate(metadata)
+        let (bucket, key) = (path.bucket.rawValue, path.key.rawValue)
         if let attachment { return try attachment.expectOK(.call(.setMetadata(bucket: bucket, key: key, metadata: metadata))) }
         try await node.setMetadata(bucket: bucket, key: key, metadata)
+    }
+
+    public func setMetadata(bucket: String, key: String, _ metadata: [String: String]) async throws(GedsError) {
+        try await setMetadata(ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key)), metadata)
     }
 
     // MARK: Nodes and placement
@@ -287,14 +376,14 @@ public final class GEDS: Sendable {
 
     /// The node a relocation goes to: the named live node, else the least loaded live daemon.
     public func relocationTarget(named nodeName: String? = nil) async throws(GedsError) -> NodeInfo {
-        let candidates = try await nodes().filter { $0.alive && !$0.draining && $0.name != self.nodeName }
+        let candidates = try await nodes().copyTargets(besides: self.nodeName)
         if let nodeName {
             guard let named = candidates.first(where: { $0.name == nodeName }) else {
                 throw GedsError(.noSuchNode, "no live node named '\(nodeName)'")
             }
             return named
         }
-        guard let daemon = candidates.filter({ $0.role == .daemon }).min(by: { $0.bytes < $1.bytes }) else {
+        guard let daemon = candidates.first(where: { $0.role == .daemon }) else {
             throw GedsError(.noSuchNode, "no live gedsd to hold the object; start one with: gedsd --mds \(attachment?.mds ?? "\(node.configuration.mds)") ...")
         }
         return daemon
@@ -319,9 +408,15 @@ public final class GEDS: Sendable {
 
     /// Moves a sealed object to another node, which becomes its owner; this is how objects outlive the
     /// task that wrote them.
+    public func relocate(_ path: ObjectPath, to target: NodeInfo) async throws(GedsError) {
+        if let attachment {
+            return try attachment.expectOK(.relocate(bucket: path.bucket.rawValue, key: path.key.rawValue, toNode: target.name))
+        }
+        try await node.relocate(try await stat(path), to: target)
+    }
+
     public func relocate(bucket: String, key: String, to target: NodeInfo) async throws(GedsError) {
-        if let attachment { return try attachment.expectOK(.relocate(bucket: bucket, key: key, toNode: target.name)) }
-        try await node.relocate(try await stat(bucket: bucket, key: key), to: target)
+        try await relocate(ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key)), to: target)
     }
 }
 

@@ -7,20 +7,28 @@ extension GEDS {
 
     /// Gives a bucket an S3 store (or with nil takes it away), creating the bucket when it does not exist.
     /// Only the address, prefix, region and persistency go to the MDS: every node signs with its own credentials.
-    public func setBucketStorage(_ bucket: String, _ storage: BucketStorage?) async throws(GedsError) {
-        _ = try BucketName(bucket)
-        if let attachment { return try attachment.expectOK(.call(.setBucketStorage(bucket: bucket, storage: storage))) }
-        try await node.mds.expectOK(.setBucketStorage(bucket: bucket, storage: storage))
+    public func setBucketStorage(_ bucket: BucketName, _ storage: BucketStorage?) async throws(GedsError) {
+        let name = bucket.rawValue
+        if let attachment { return try attachment.expectOK(.call(.setBucketStorage(bucket: name, storage: storage))) }
+        try await node.mds.expectOK(.setBucketStorage(bucket: name, storage: storage))
     }
 
-    public func bucketStorage(_ bucket: String) async throws(GedsError) -> BucketStorage? {
-        _ = try BucketName(bucket)
+    public func setBucketStorage(_ bucket: String, _ storage: BucketStorage?) async throws(GedsError) {
+        try await setBucketStorage(BucketName(bucket), storage)
+    }
+
+    public func bucketStorage(_ bucket: BucketName) async throws(GedsError) -> BucketStorage? {
+        let name = bucket.rawValue
         if let attachment {
-            let reply = try attachment.call(.call(.bucketStorage(bucket: bucket)))
+            let reply = try attachment.call(.call(.bucketStorage(bucket: name)))
             guard case .storage(let storage) = reply else { throw Attachment.unexpected(reply) }
             return storage
         }
-        return try await node.bucketStorage(bucket)
+        return try await node.bucketStorage(name)
+    }
+
+    public func bucketStorage(_ bucket: String) async throws(GedsError) -> BucketStorage? {
+        try await bucketStorage(BucketName(bucket))
     }
 
     /// Waits until every write-back upload queued on any live node is in S3; `timedOut` naming the node and

@@ -281,6 +281,13 @@ public struct NodeInfo: Sendable, Equatable {
     }
 }
 
+extension Sequence<NodeInfo> {
+    /// The nodes other than `name` that new copies may go to (alive, not draining), fewest bytes first.
+    public func copyTargets(besides name: String) -> [NodeInfo] {
+        filter { $0.alive && !$0.draining && $0.name != name }.sorted { $0.bytes < $1.bytes }
+    }
+}
+
 extension BlobID {
     /// The blob's file name in any tier folder: 16 hex digits, so names sort and never collide.
     public var fileName: String {

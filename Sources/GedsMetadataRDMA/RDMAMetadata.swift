@@ -111,7 +111,12 @@ public final class RDMAMetadataListener: Sendable {
             let reply: Reply
             switch gate.admit(request, from: "\(connection.peer)") {
             case .serve:
-                reply = await answer(service.respond(to: request))
+                let response = service.respond(to: request)
+                if case .push(let source) = response {
+                    await push(source, id: id, on: connection, logger: logger)
+                    return
+                }
+                reply = await answer(response)
             case .answer(let step):
                 reply = step
             case .refuse(let error):
@@ -140,10 +145,28 @@ public final class RDMAMetadataListener: Sendable {
             // Blob bytes are a node's to serve (one-sided READs, or TCP); the MDS never answers with a file.
             Glibc.close(file.descriptor)
             return .failure(GedsError(.invalidArgument, "file streams are served over TCP only"))
-        case .push(let subscription):
-            subscription.stop()
-            return .failure(GedsError(.invalidArgument, "subscriptions are served over TCP only (not yet over RDMA messages)"))
+        case .push(let stream):
+            stream.stop()
+            return .failure(GedsError(.invalidArgument, "a pushed stream must be a request's immediate answer"))
         }
+    }
+
+    /// From now on the connection carries the stream's replies (each one send) until the client closes it or the
+    /// stream ends; a message from the client is a protocol violation and ends it too.
+    private static func push(_ source: any PushSource, id: UInt64, on connection: RDMAMessageConnection, logger: Logger) async {
+        logger.debug("RDMA client \(connection.peer): a pushed stream (subscription) over rdma")
+        let sink = RDMAPushSink(connection: connection, id: id, source: source)
+        connection.engine.execute { source.start(sink) }
+        while true {
+            do throws(RDMAError) {
+                _ = try await connection.receive(timeout: .seconds(3600))
+                logger.warning("closing RDMA connection from \(connection.peer): a request on a pushed stream")
+            } catch {
+                if error.kind == .timedOut { continue }
+            }
+            break
+        }
+        sink.end()
     }
 }
 
@@ -242,6 +265,58 @@ public final class RDMAMetadataClient: Sendable {
             await connection.close()
             throw error
         }
+    }
+
+    /// Sends `request` and hands each reply the MDS pushes for it (a subscription's) to `onReply`, on the engine's
+    /// poll thread, in order, until the connection ends: then `onClose`, once. The connection carries nothing else
+    /// from now on (a later `call` fails).
+    func push(_ request: Request, onReply: @escaping @Sendable (Reply) -> Void,
+              onClose: @escaping @Sendable (GedsError) -> Void) async throws(GedsError) {
+        let id = try state.withLock { (state) throws(GedsError) -> UInt64 in
+            if let broken = state.broken { throw broken }
+            state.broken = GedsError(.invalidArgument, "this RDMA connection to the MDS carries a subscription")
+            return state.nextID
+        }
+        do throws(GedsError) {
+            try await transport { () throws(RDMAError) in
+                try await connection.send(WholeFrame.bytes(request, id: id), timeout: timeout)
+            }
+        } catch {
+            await connection.close()
+            throw error
+        }
+        receivePushed(id: id, onReply: onReply, onClose: onClose)
+    }
+
+    private func receivePushed(id: UInt64, onReply: @escaping @Sendable (Reply) -> Void,
+                               onClose: @escaping @Sendable (GedsError) -> Void) {
+        connection.receive(timeout: .seconds(3600)) { [self] result in
+            let message: [UInt8]
+            switch result {
+            case .success(let received): message = received
+            case .failure(let error) where error.kind == .timedOut:  // an idle stream; progress marks come far more often
+                return receivePushed(id: id, onReply: onReply, onClose: onClose)
+            case .failure(let error):
+                return onClose(GedsError(.mdsUnreachable, "MDS over RDMA at \(mds): \(error.message)"))
+            }
+            do throws(GedsError) {
+                let (replyID, reply) = try WholeFrame.reply(from: message)
+                guard replyID == id else {
+                    throw GedsError(.protocolViolation, "the MDS at \(mds) pushed a reply to \(replyID) on the stream of request \(id)")
+                }
+                onReply(reply)
+            } catch {
+                connection.abort()
+                return onClose(error)
+            }
+            receivePushed(id: id, onReply: onReply, onClose: onClose)
+        }
+    }
+
+    /// Closes at once (a pushed stream's end: its receive then fails, and `onClose` is called).
+    func abort() {
+        state.withLock { if $0.broken == nil { $0.broken = GedsError(.mdsUnreachable, "the RDMA connection to the MDS is closed") } }
+        connection.abort()
     }
 
     private func transport<T>(_ body: () async throws(RDMAError) -> T) async throws(GedsError) -> T {

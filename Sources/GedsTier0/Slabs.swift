@@ -1,5 +1,6 @@
 import GedsCore
 import Synchronization
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,14 +12,15 @@ import Glibc
 // first used. A slot starts with a `SlotHeader` naming the blob it holds.
 //
 // Why a reused slot never hands out another object's bytes unnoticed (the slab counterpart of "an rkey never
-// outlives its object"; packed copies publish no rkey, so peers read them over TCP):
+// outlives its object": a slab is registered for RDMA once, and its rkey lives as long as the slab, so a slot's
+// published address and rkey outlive the blob in it):
 // - in this process a slot is a `PackedSlot` object: views hold it, and it returns to its free list only when
-//   the store and the last view let go of it;
+//   the store and the last view let go of it; its header is cleared at that moment;
 // - a freed slot waits out a quarantine (the node's timeout) before it is used again, so a READ or a sendfile
 //   that started while it was valid ends before other bytes land there;
-// - readers that found the slot through a location (a mapping on the same host) check the header
-//   (the blob and its size) against what they expect, and fail with `noSuchBlob` when it names anything else; a
-//   freed slot's header names no blob.
+// - readers that found the slot through a location (a mapping on the same host, or an RDMA READ, which fetches
+//   the header with the bytes) check the header (the blob and its size) against what they expect, and fail with
+//   `noSuchBlob` when it names anything else; a freed slot's header names no blob.
 
 /// The first bytes of every slot: the blob it holds and the blob's size.
 public enum SlotHeader {
@@ -36,7 +38,7 @@ public enum SlotHeader {
     }
 
     /// Whether the header at `header` names `blob` of `size` bytes.
-    static func names(_ blob: BlobID, size: UInt64, at header: UnsafeRawPointer) -> Bool {
+    public static func names(_ blob: BlobID, size: UInt64, at header: UnsafeRawPointer) -> Bool {
         UInt64(littleEndian: header.loadUnaligned(as: UInt64.self)) == blob.rawValue
             && UInt64(littleEndian: header.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) == size
     }
@@ -75,8 +77,9 @@ final class Slab: Sendable {
     let slotCount: Int
     let mapping: MappedBytes
 
-    /// Each slab file's size (its pages are backed only as its slots are used): big enough for few files and
-    /// mappings.
+    /// Each slab file's size (its pages are backed only as its slots are used, or all at once when it is
+    /// registered for RDMA, which pins it whole): big enough for few files and mappings, small enough that a
+    /// registered slab wastes little.
     static let bytes = 4 << 20
     /// How much more of a slab is backed at a time.
     static let backingChunk = 64 << 10
@@ -136,7 +139,7 @@ final class SlabClass: Sendable {
 
     private struct Growing {
         let slab: Slab
-        let descriptor: Int32
+        let descriptor: FileDescriptor
         var nextSlot = 0
         var backedEnd = 0
     }
@@ -147,7 +150,7 @@ final class SlabClass: Sendable {
     }
 
     deinit {
-        state.withLock { if let growing = $0.growing { close(growing.descriptor) } }
+        state.withLock { state in try? state.growing?.descriptor.close() }
     }
 
     func allocate() throws(GedsError) -> PackedSlot {
@@ -164,7 +167,7 @@ final class SlabClass: Sendable {
             }
             if let (slab, index) = state.free.popLast() { return PackedSlot(slab: slab, index: index, sizeClass: self) }
             if state.growing == nil || state.growing!.nextSlot == state.growing!.slab.slotCount {
-                if let full = state.growing { close(full.descriptor) }
+                try? state.growing?.descriptor.close()
                 state.growing = nil
                 let (slab, descriptor) = try folder.createSlab(slotSize: slotSize)
                 state.growing = Growing(slab: slab, descriptor: descriptor)
@@ -173,7 +176,7 @@ final class SlabClass: Sendable {
             let end = (growing.nextSlot + 1) * slotSize
             if end > growing.backedEnd {
                 let newEnd = min(SlotSizes.roundUp(end, to: Slab.backingChunk), growing.slab.slotCount * slotSize)
-                let result = posix_fallocate(growing.descriptor, off_t(growing.backedEnd), off_t(newEnd - growing.backedEnd))
+                let result = posix_fallocate(growing.descriptor.rawValue, off_t(growing.backedEnd), off_t(newEnd - growing.backedEnd))
                 guard result == 0 else {
                     throw GedsError.io("cannot back more of slab \(growing.slab.path) in tier 0", errno: result)
                 }
@@ -204,20 +207,21 @@ final class SlabFolder: Sendable {
     }
 
     /// A new slab file (slots of `slotSize`), mapped, and its open descriptor (the caller closes it).
-    func createSlab(slotSize: Int) throws(GedsError) -> (Slab, Int32) {
+    func createSlab(slotSize: Int) throws(GedsError) -> (Slab, FileDescriptor) {
         let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
         let path = directory + "/" + SlabSlot(slab: id, offset: 0).fileName
         let slotCount = max(Slab.bytes / slotSize, 1)
-        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw GedsError.io("cannot create slab \(path) in tier 0", errno: errno) }
+        let raw = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard raw >= 0 else { throw GedsError.io("cannot create slab \(path) in tier 0", errno: errno) }
+        let fd = FileDescriptor(rawValue: raw)
         do throws(GedsError) {
-            guard ftruncate(fd, off_t(slotCount * slotSize)) == 0 else {
+            guard ftruncate(raw, off_t(slotCount * slotSize)) == 0 else {
                 throw GedsError.io("cannot size slab \(path) in tier 0", errno: errno)
             }
             let mapping = try MappedBytes(descriptor: fd, size: slotCount * slotSize, writable: true, populate: false)
             return (Slab(id: id, path: path, slotSize: slotSize, slotCount: slotCount, mapping: mapping), fd)
         } catch {
-            close(fd)
+            try? fd.close()
             unlink(path)
             throw error
         }

@@ -1,5 +1,6 @@
 import GedsCore
 import Synchronization
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -67,6 +68,12 @@ public final class Tier0Store: Sendable {
         return (directory + "/" + slot.fileName, slot)
     }
 
+    /// A packed blob's slot and the mapping of its whole slab (which lives as long as this store): what an RDMA
+    /// registration made once per slab covers. Nil for a blob in a file of its own.
+    public func packedSlab(of blob: BlobID) -> (slot: SlabSlot, slab: MappedBytes)? {
+        sealed.withLock { $0.slots[blob] }.map { ($0.place, $0.slab.mapping) }
+    }
+
     /// Blobs sealed here and their sizes.
     public var inventory: [BlobID: UInt64] { sealed.withLock { $0.sizes } }
     /// Sealed blobs and the tier-0 memory they take (a packed blob counts its whole slot).
@@ -83,7 +90,7 @@ public final class Tier0Store: Sendable {
         guard !contains(blob) else { throw GedsError.io("cannot create \(path(of: blob)) in tier 0", errno: EEXIST) }
         let fd = open(path(of: blob), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw GedsError.io("cannot create \(path(of: blob)) in tier 0", errno: errno) }
-        return WritableBlob(store: self, blob: blob, descriptor: fd)
+        return WritableBlob(store: self, blob: blob, descriptor: FileDescriptor(rawValue: fd))
     }
 
     /// A writable mapping of exactly `size` bytes, reserved up front so that a full folder is an error here
@@ -97,11 +104,12 @@ public final class Tier0Store: Sendable {
             return ReceivingBlob(store: self, blob: blob, destination: .slot(slot), mapping: slot.view(size: Int(size)))
         }
         let path = path(of: blob) + ".\(UInt32.random(in: 0...UInt32.max)).partial"
-        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw GedsError.io("cannot create \(path) in tier 0", errno: errno) }
-        defer { close(fd) }
+        let raw = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard raw >= 0 else { throw GedsError.io("cannot create \(path) in tier 0", errno: errno) }
+        let fd = FileDescriptor(rawValue: raw)
+        defer { try? fd.close() }
         if size > 0 {
-            let result = posix_fallocate(fd, 0, off_t(size))
+            let result = posix_fallocate(fd.rawValue, 0, off_t(size))
             if result != 0 {
                 unlink(path)
                 throw GedsError.io("cannot reserve \(size) bytes for a copy in tier 0 folder \(directory)", errno: result)
@@ -138,9 +146,9 @@ public final class Tier0Store: Sendable {
     /// Maps any sealed tier-0 file, also another node's on the same host.
     public static func map(path: String) throws(GedsError) -> MappedBytes {
         let fd = try openSealed(path)
-        defer { close(fd) }
+        defer { try? fd.close() }
         var status = stat()
-        guard fstat(fd, &status) == 0 else { throw GedsError.io("cannot stat \(path)", errno: errno) }
+        guard fstat(fd.rawValue, &status) == 0 else { throw GedsError.io("cannot stat \(path)", errno: errno) }
         return try MappedBytes(descriptor: fd, size: Int(status.st_size), writable: false)
     }
 
@@ -150,13 +158,13 @@ public final class Tier0Store: Sendable {
     public static func copy(_ blob: BlobID, size: UInt64, packedIn path: String, at offset: UInt64) throws(GedsError) -> MappedBytes {
         guard size <= UInt64(Int.max - SlotHeader.size) else { throw GedsError(.noSuchBlob, "copy \(path) is gone") }
         let fd = try openSealed(path)
-        defer { close(fd) }
+        defer { try? fd.close() }
         let copy = try MappedBytes(privateSize: SlotHeader.size + Int(size))
         var header = (UInt64(0), UInt64(0))
         let complete = withUnsafeMutableBytes(of: &header) { header in
-            pread(fd, copy.base, copy.count, off_t(offset)) == copy.count
+            pread(fd.rawValue, copy.base, copy.count, off_t(offset)) == copy.count
                 && SlotHeader.names(blob, size: size, at: copy.base!)
-                && pread(fd, header.baseAddress, SlotHeader.size, off_t(offset)) == SlotHeader.size
+                && pread(fd.rawValue, header.baseAddress, SlotHeader.size, off_t(offset)) == SlotHeader.size
                 && SlotHeader.names(blob, size: size, at: header.baseAddress!)
         }
         guard complete else { throw GedsError(.noSuchBlob, "copy of blob \(blob.fileName) in \(path) is gone") }
@@ -172,45 +180,47 @@ public final class Tier0Store: Sendable {
 
     /// A descriptor of a file holding exactly the blob's bytes, for another process to map: the blob's own file,
     /// or for a packed blob an unnamed file with a copy (its slot is not ours to lend: it is reused once we let go).
-    public func openForSharing(_ blob: BlobID) throws(GedsError) -> Int32 {
+    /// The caller closes it.
+    public func openForSharing(_ blob: BlobID) throws(GedsError) -> FileDescriptor {
         guard place(of: blob).slot != nil else { return try Tier0Store.openSealed(path(of: blob)) }
         return try unnamedFile(holding: try map(blob))
     }
 
     /// A new file in this folder, already unlinked (it goes with its last descriptor or mapping), holding a copy
-    /// of `bytes`.
-    public func unnamedFile(holding bytes: MappedBytes) throws(GedsError) -> Int32 {
+    /// of `bytes`. The caller closes it.
+    public func unnamedFile(holding bytes: MappedBytes) throws(GedsError) -> FileDescriptor {
         let path = directory + "/.\(UInt64.random(in: 0...UInt64.max)).partial"
-        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw GedsError.io("cannot create \(path) in tier 0", errno: errno) }
+        let raw = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard raw >= 0 else { throw GedsError.io("cannot create \(path) in tier 0", errno: errno) }
+        let fd = FileDescriptor(rawValue: raw)
         unlink(path)
-        let written = bytes.withBytes { bytes in bytes.isEmpty ? 0 : pwrite(fd, bytes.baseAddress, bytes.count, 0) }
+        let written = bytes.withBytes { bytes in bytes.isEmpty ? 0 : pwrite(fd.rawValue, bytes.baseAddress, bytes.count, 0) }
         guard written == bytes.count else {
             let code = written < 0 ? errno : ENOSPC
-            close(fd)
+            try? fd.close()
             throw GedsError.io("cannot copy \(bytes.count) bytes into tier 0 folder \(directory)", errno: code)
         }
         return fd
     }
 
-    private static func openSealed(_ path: String) throws(GedsError) -> Int32 {
+    private static func openSealed(_ path: String) throws(GedsError) -> FileDescriptor {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             let code = errno
             if code == ENOENT { throw GedsError(.noSuchBlob, "copy \(path) is gone") }
             throw GedsError.io("cannot open \(path)", errno: code)
         }
-        return fd
+        return FileDescriptor(rawValue: fd)
     }
 
     /// Opens a sealed blob for sending (the caller closes the descriptor): its bytes are `size` bytes from `offset`
     /// (a packed blob's slab file is opened; no other blob is put into its slot meanwhile for the quarantine).
-    public func openForReading(_ blob: BlobID) throws(GedsError) -> (descriptor: Int32, offset: UInt64, size: UInt64) {
+    public func openForReading(_ blob: BlobID) throws(GedsError) -> (descriptor: FileDescriptor, offset: UInt64, size: UInt64) {
         let (path, slot) = place(of: blob)
         guard let size = size(of: blob) else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here") }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here") }
-        return (fd, slot.map { $0.offset + UInt64(SlotHeader.size) } ?? 0, size)
+        return (FileDescriptor(rawValue: fd), slot.map { $0.offset + UInt64(SlotHeader.size) } ?? 0, size)
     }
 
     public func remove(_ blob: BlobID) {
@@ -232,9 +242,9 @@ public final class Tier0Store: Sendable {
 
     /// A blob written here was sealed: a small one is copied from its file (`descriptor`) into a slot and the
     /// file goes; it stays a file when no slot can be had.
-    func sealWritten(_ blob: BlobID, size: UInt64, descriptor: Int32) {
+    func sealWritten(_ blob: BlobID, size: UInt64, descriptor: FileDescriptor) {
         guard slabs.packs(size), let slot = try? slabs.allocate(size: size),
-              pread(descriptor, slot.header + SlotHeader.size, Int(size), 0) == Int(size) else {
+              pread(descriptor.rawValue, slot.header + SlotHeader.size, Int(size), 0) == Int(size) else {
             markSealed(blob, size: size)
             return
         }
@@ -271,12 +281,12 @@ public final class WritableBlob: Sendable {
     private let state: Mutex<State>
 
     struct State {
-        var descriptor: Int32
+        /// Nil once sealed (and so closed).
+        var descriptor: FileDescriptor?
         var size: UInt64
-        var sealed = false
     }
 
-    init(store: Tier0Store, blob: BlobID, descriptor: Int32) {
+    init(store: Tier0Store, blob: BlobID, descriptor: FileDescriptor) {
         self.store = store
         self.blob = blob
         state = Mutex(State(descriptor: descriptor, size: 0))
@@ -284,7 +294,7 @@ public final class WritableBlob: Sendable {
 
     /// The writable end of a blob file that another process's tier 0 handed over (its descriptor, owned from
     /// now on): writes land in that file, and `seal` only closes it (the owner publishes it).
-    public init(handedOver descriptor: Int32, blob: BlobID) {
+    public init(handedOver descriptor: FileDescriptor, blob: BlobID) {
         store = nil
         self.blob = blob
         state = Mutex(State(descriptor: descriptor, size: 0))
@@ -292,8 +302,9 @@ public final class WritableBlob: Sendable {
 
     deinit {
         state.withLock { state in
-            if state.descriptor >= 0 { close(state.descriptor) }
-            if !state.sealed, let store { unlink(store.path(of: blob)) }
+            guard let descriptor = state.descriptor else { return }
+            try? descriptor.close()
+            if let store { unlink(store.path(of: blob)) }
         }
     }
 
@@ -301,22 +312,25 @@ public final class WritableBlob: Sendable {
     public var path: String { store?.path(of: blob) ?? "" }
     private var folder: String { store?.directory ?? "the gedsd's tier 0" }
 
-    /// Calls `body` with the open descriptor (-1 once sealed), e.g. to hand it to an attached process.
-    public func withDescriptor<Result>(_ body: (Int32) -> Result) -> Result {
+    /// Calls `body` with the open descriptor (nil once sealed), e.g. to hand it to an attached process; it stays
+    /// this blob's (`body` must not close it).
+    public func withDescriptor<Result>(_ body: (FileDescriptor?) -> Result) -> Result {
         state.withLock { body($0.descriptor) }
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(GedsError) {
         try WritableBlob.checkRange(offset, UInt64(bytes.count))
         try state.withLock { (state) throws(GedsError) in
-            guard !state.sealed else { throw GedsError(.objectSealed, "object is sealed; it can no longer be written") }
+            guard let descriptor = state.descriptor?.rawValue else {
+                throw GedsError(.objectSealed, "object is sealed; it can no longer be written")
+            }
             var done = 0
             while done < bytes.count {
-                let written = retryingOnInterrupt { pwrite(state.descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done)) }
+                let written = retryingOnInterrupt { pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done)) }
                 if written < 0 {
                     let code = errno
                     // Give back what a partial write allocated beyond the old end.
-                    _ = ftruncate(state.descriptor, off_t(state.size))
+                    _ = ftruncate(descriptor, off_t(state.size))
                     throw GedsError.io("cannot write to tier 0 folder \(folder)", errno: code)
                 }
                 done += written
@@ -336,10 +350,11 @@ public final class WritableBlob: Sendable {
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(GedsError) -> Int {
         try state.withLock { (state) throws(GedsError) in
             guard offset < state.size else { return 0 }
+            guard let descriptor = state.descriptor?.rawValue else { throw GedsError.io("cannot read tier 0 file", errno: EBADF) }
             let wanted = min(buffer.count, Int(state.size - offset))
             var done = 0
             while done < wanted {
-                let got = retryingOnInterrupt { pread(state.descriptor, buffer.baseAddress! + done, wanted - done, off_t(offset) + off_t(done)) }
+                let got = retryingOnInterrupt { pread(descriptor, buffer.baseAddress! + done, wanted - done, off_t(offset) + off_t(done)) }
                 if got < 0 {
                     throw GedsError.io("cannot read tier 0 file", errno: errno)
                 }
@@ -353,8 +368,10 @@ public final class WritableBlob: Sendable {
     public func truncate(to size: UInt64) throws(GedsError) {
         try WritableBlob.checkRange(size, 0)
         try state.withLock { (state) throws(GedsError) in
-            guard !state.sealed else { throw GedsError(.objectSealed, "object is sealed; it can no longer be truncated") }
-            guard ftruncate(state.descriptor, off_t(size)) == 0 else {
+            guard let descriptor = state.descriptor?.rawValue else {
+                throw GedsError(.objectSealed, "object is sealed; it can no longer be truncated")
+            }
+            guard ftruncate(descriptor, off_t(size)) == 0 else {
                 throw GedsError.io("cannot truncate tier 0 file", errno: errno)
             }
             state.size = size
@@ -363,13 +380,12 @@ public final class WritableBlob: Sendable {
 
     /// Makes the blob immutable (a small one moves into a slab slot) and closes its file; returns its size.
     public func seal() throws(GedsError) -> UInt64 {
-        let (size, descriptor) = try state.withLock { (state) throws(GedsError) -> (UInt64, Int32) in
-            guard !state.sealed else { throw GedsError(.objectSealed, "object is already sealed") }
-            state.sealed = true
-            defer { state.descriptor = -1 }
-            return (state.size, state.descriptor)
+        let (size, descriptor) = try state.withLock { (state) throws(GedsError) -> (UInt64, FileDescriptor) in
+            guard let descriptor = state.descriptor else { throw GedsError(.objectSealed, "object is already sealed") }
+            state.descriptor = nil
+            return (state.size, descriptor)
         }
-        defer { close(descriptor) }
+        defer { try? descriptor.close() }
         store?.sealWritten(blob, size: size, descriptor: descriptor)
         return size
     }
@@ -429,7 +445,7 @@ public final class MappedBytes: @unchecked Sendable {
 
     /// Maps `size` bytes of the open file `descriptor` (which may be closed afterwards). A writable mapping is
     /// populated up front unless `populate` is false.
-    public init(descriptor: Int32, size: Int, writable: Bool, populate: Bool = true) throws(GedsError) {
+    public init(descriptor: FileDescriptor, size: Int, writable: Bool, populate: Bool = true) throws(GedsError) {
         count = size
         keeping = nil
         guard size > 0 else {
@@ -440,7 +456,7 @@ public final class MappedBytes: @unchecked Sendable {
         // A copy being received is written whole: map its (already reserved) pages up front rather than
         // take one fault per page while the bytes arrive.
         let flags = writable && populate ? (MAP_SHARED | MAP_POPULATE) : MAP_SHARED
-        let address = mmap(nil, size, protection, flags, descriptor, 0)
+        let address = mmap(nil, size, protection, flags, descriptor.rawValue, 0)
         guard let address, address != MAP_FAILED else { throw GedsError.io("cannot map tier 0 file", errno: errno) }
         base = address
     }

@@ -517,11 +517,19 @@ extension EngineLoop {
     }
 
     func finishClose(_ state: MessageState, reply: Reply<Void>) {
+        abort(state)
+        reply(.success(()))
+    }
+
+    func abortMessages(handle: Int) {
+        if let state = messageStates[handle] { abort(state) }
+    }
+
+    private func abort(_ state: MessageState) {
         let closed = RDMAError(.closed, "the RDMA message connection is closed")
         if let link = state.link { fail(link, closed) }
         state.closeAll(closed)
         messageStates[state.handle] = nil
-        reply(.success(()))
     }
 
     func messageStatistics(handle: Int) -> RDMAMessageConnection.Statistics? {
@@ -667,6 +675,36 @@ public final class RDMAMessageConnection: Sendable {
         }
     }
 
+    /// Queues `messages` in order, without waiting: `sent` is called on the poll thread for each one once it is
+    /// handed to the device (or failed). Messages queued this way from one thread at a time keep their order.
+    public func post(_ messages: [[UInt8]], timeout: Duration, sent: @escaping @Sendable (Result<Void, RDMAError>) -> Void) {
+        let handle = self.handle
+        let deadline = Clock.deadline(after: timeout)
+        let posted = engine.submit { loop in
+            for bytes in messages {
+                loop.messageSend(handle: handle, bytes: bytes, deadline: deadline, reply: .forwarding(sent))
+            }
+        }
+        if !posted {
+            for _ in messages { sent(.failure(RDMAError(.closed, "the RDMA engine is shut down"))) }
+        }
+    }
+
+    /// Asks for the next message without waiting: `received` gets it (or the failure) on the poll thread, where
+    /// a caller can ask for the following one at once, without a thread hand-off per message.
+    public func receive(timeout: Duration, received: @escaping @Sendable (Result<[UInt8], RDMAError>) -> Void) {
+        let handle = self.handle
+        let deadline = Clock.deadline(after: timeout)
+        let posted = engine.submit { loop in loop.messageReceive(handle: handle, deadline: deadline, reply: .forwarding(received)) }
+        if !posted { received(.failure(RDMAError(.closed, "the RDMA engine is shut down"))) }
+    }
+
+    /// Closes at once, dropping what is still queued (a peer that stopped reading must not hold it open).
+    public func abort() {
+        let handle = self.handle
+        engine.submit { loop in loop.abortMessages(handle: handle) }
+    }
+
     /// Closes after the messages already sent have left; the peer's receives then fail with "closed".
     public func close() async {
         let handle = self.handle
@@ -691,12 +729,6 @@ public final class RDMAMessageConnection: Sendable {
 
     deinit {
         let handle = self.handle
-        engine.submit { loop in
-            guard let state = loop.messageStates[handle] else { return }
-            let closed = RDMAError(.closed, "the RDMA message connection is closed")
-            if let link = state.link { loop.fail(link, closed) }
-            state.closeAll(closed)
-            loop.messageStates[handle] = nil
-        }
+        engine.submit { loop in loop.abortMessages(handle: handle) }
     }
 }

@@ -59,9 +59,10 @@ struct RDMANodeTests {
             let bytes = randomBytes(size, seed: UInt64(size))
             try await setup.owner.put(bucket: "rdma-test", key: "k", bytes: bytes)
             let info = try await setup.reader.stat(bucket: "rdma-test", key: "k")
-            // Packed copies (slab slots) publish no rkey: they are read over TCP.
+            // Packed copies (slab slots) are published with their slab's rkey at their slot's address.
             let packed = size <= 64 << 10  // GedsTier0's default pack limit
-            #expect(info.locations.count == 1 && (info.locations[0].nodeCopy?.rdma != nil) == !packed, "a file of its own is published with its rkey")
+            #expect(info.locations.count == 1 && info.locations[0].nodeCopy?.rdma != nil, "published with an rkey")
+            #expect((info.locations[0].nodeCopy?.offset != nil) == packed, "small blobs are packed")
 
             // A range into caller memory (bounce buffer for small ranges, a one-off registration for large ones).
             let offset = size / 3
@@ -71,14 +72,14 @@ struct RDMANodeTests {
             let view = try await setup.reader.open(bucket: "rdma-test", key: "k").view()
             #expect(sha256(view) == sha256(bytes))
             let reads = setup.reader.node.rdma?.completedReads.load(ordering: .relaxed) ?? 0
-            #expect(reads == (packed ? 0 : 2), "both reads went over RDMA, unless the copy is packed")
+            #expect(reads == 2, "both reads went over RDMA")
             let after = try await setup.owner.stat(bucket: "rdma-test", key: "k")
-            #expect(after.locations.count == 2 && after.locations.allSatisfy { ($0.nodeCopy?.rdma != nil) == !packed })
+            #expect(after.locations.count == 2 && after.locations.allSatisfy { $0.nodeCopy?.rdma != nil })
         }
     }
 
-    /// Of a blob in a file of its own (its registration ends), and of one packed into a slab slot (published
-    /// without an rkey, so read over TCP: the owner no longer holds it).
+    /// Of a blob in a file of its own (its registration ends), and of one packed into a slab slot (the slab stays
+    /// registered: the slot header, read with the bytes, no longer names the blob).
     @Test(arguments: [1 << 20, 1000])
     func aStaleLocationFailsCleanlyAndNeverYieldsAnotherObjectsBytes(size: Int) async throws {
         try await Self.withSetup { setup in
@@ -86,7 +87,7 @@ struct RDMANodeTests {
             try await setup.owner.put(bucket: "rdma-test", key: "old", bytes: randomBytes(size, seed: 1))
             let stale = try await setup.reader.stat(bucket: "rdma-test", key: "old")
             let packed = size <= 64 << 10  // GedsTier0's default pack limit
-            #expect(stale.locations.count == 1 && (stale.locations[0].nodeCopy?.rdma != nil) == !packed)
+            #expect(stale.locations.count == 1 && stale.locations[0].nodeCopy?.rdma != nil)
             #expect((stale.locations[0].nodeCopy?.offset != nil) == packed, "small blobs are packed")
             try await setup.owner.delete(bucket: "rdma-test", key: "old")
             let ownerPlane = try #require(setup.owner.node.rdma)
@@ -102,6 +103,41 @@ struct RDMANodeTests {
             #expect(error?.code == .noSuchBlob || error?.code == .noSuchObject, "got \(String(describing: error))")
             #expect(sha256(UnsafeRawBufferPointer(buffer)) != sha256(newer))
             #expect(try await setup.reader.open(bucket: "rdma-test", key: "new").read(at: 0, length: size) == newer)
+        }
+    }
+
+    /// Small objects packed into one slab, all published with the slab's one registration, each read with one
+    /// READ of its slot (header and bytes); digests compared, also of the copies fetched into the reader's slabs.
+    @Test func packedObjectsAreReadOverRDMAFromTheirSlab() async throws {
+        try await Self.withSetup { setup in
+            try await setup.owner.createBucket("rdma-test")
+            let count = 64
+            let payloads = (0..<count).map { randomBytes(1024, seed: UInt64(100 + $0)) }
+            for (index, bytes) in payloads.enumerated() {
+                try await setup.owner.put(bucket: "rdma-test", key: "small-\(index)", bytes: bytes)
+            }
+            let ownerPlane = try #require(setup.owner.node.rdma)
+            var slots = Set<UInt64>()
+            for (index, bytes) in payloads.enumerated() {
+                let info = try await setup.reader.stat(bucket: "rdma-test", key: "small-\(index)")
+                let copy = try #require(info.locations.first?.nodeCopy)
+                #expect(copy.offset != nil && copy.rdma != nil, "packed, and published with an rkey")
+                slots.insert(try #require(copy.rdma).address)
+                let read = try await setup.reader.open(bucket: "rdma-test", key: "small-\(index)").read(at: 0, length: 1024)
+                #expect(sha256(read) == sha256(bytes), "object \(index)")
+                let range = try await setup.reader.open(bucket: "rdma-test", key: "small-\(index)").read(at: 1000, length: 24)
+                #expect(range == Array(bytes[1000...]), "object \(index) from offset 1000")
+            }
+            #expect(slots.count == count, "each object at a slot of its own")
+            #expect(ownerPlane.responder.registrationCount == 1, "one registration for the slab, none per object")
+            #expect(ownerPlane.registeredCopies == 0)
+            let readerPlane = try #require(setup.reader.node.rdma)
+            #expect(readerPlane.completedReads.load(ordering: .relaxed) == 2 * count, "every read went over RDMA")
+            // Whole views: copies fetched over RDMA into the reader's own slab slots.
+            for (index, bytes) in payloads.enumerated().prefix(8) {
+                let view = try await setup.reader.open(bucket: "rdma-test", key: "small-\(index)").view()
+                #expect(sha256(view) == sha256(bytes), "view of object \(index)")
+            }
         }
     }
 

@@ -1,12 +1,14 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import GedsCarrier
 import GedsCore
 @testable import GedsMDS
 import GedsTestSupport
 import GedsWire
 import Logging
 import NIOCore
+import Synchronization
 import Testing
 
 @Suite struct JournalTests {
@@ -168,6 +170,63 @@ import Testing
         }
         #expect(!blobs.values.contains(fresh))
         await first.close()
+    }
+
+    /// A restarted MDS serves a resume from a revision its journal still holds (the events replayed from it), and
+    /// answers `compacted` once a snapshot took the journal's place (at the next restart).
+    @Test func aResumeAfterARestartGetsTheJournaledEvents() async throws {
+        let directory = try TemporaryDirectory()
+        let state = StateOptions(directory: directory.path + "/state", fsync: .always)
+        var logger = Logger(label: "journal-test")
+        logger.logLevel = .critical
+        var server = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: state, logger: logger)
+        let node = try registered(server.service, "node-a")
+        #expect(try server.service.answer(.createBucket("bucket")) == .ok)
+        for key in ["a", "b"] {
+            guard case .created(let blob) = try server.service.answer(.createObject(bucket: "bucket", key: key, node: node)) else {
+                Issue.record("no blob")
+                return
+            }
+            _ = try server.service.answer(.sealObject(blob: blob, size: 1, metadata: [:], placement: BlobPlacement(node: node, tier: .tier0)))
+        }
+        #expect(try server.service.answer(.rename(fromBucket: "bucket", fromKey: "a", toBucket: "bucket", toKey: "c")) == .ok)
+        await server.close()
+
+        server = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: state, logger: logger)
+        let replayed = pushed(server.service.respond(to: .subscribe(scope: .bucket("bucket"), after: 1)))
+        #expect(replayed == [.subscribed(revision: 4), .events([
+            NamespaceEvent(revision: 2, kind: .created, bucket: "bucket", key: "a"),
+            NamespaceEvent(revision: 3, kind: .created, bucket: "bucket", key: "b"),
+            NamespaceEvent(revision: 4, kind: .renamed, bucket: "bucket", key: "c", source: ObjectName(bucket: "bucket", key: "a")),
+        ])])
+        await server.close()
+
+        // That restart compacted the journal it replayed into a snapshot: no history before the snapshot's revision.
+        server = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: state, logger: logger)
+        #expect(pushed(server.service.respond(to: .subscribe(scope: .bucket("bucket"), after: 1)))
+                == [.subscriptionEnded(.compacted(oldest: 5))])
+        await server.close()
+    }
+
+    /// The replies a subscription pushes at once (its replay), written to a sink that keeps them.
+    private func pushed(_ response: Response) -> [Reply] {
+        guard case .push(let source) = response else {
+            Issue.record("not a subscription: \(response)")
+            return []
+        }
+        let sink = KeepingSink()
+        source.start(sink)
+        source.stop()
+        return sink.replies.withLock { $0 }
+    }
+
+    private final class KeepingSink: PushSink {
+        let replies = Mutex<[Reply]>([])
+        var isWritable: Bool { true }
+        func write(_ reply: Reply) { replies.withLock { $0.append(reply) } }
+        func flush() {}
+        func close(after grace: Duration) {}
+        func execute(_ work: @escaping @Sendable () -> Void) { work() }
     }
 
     /// A compaction cut short after its snapshot was renamed into place leaves journals the snapshot includes: they

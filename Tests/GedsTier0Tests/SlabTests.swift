@@ -68,9 +68,9 @@ func backedBytes(of folder: String) -> UInt64 {
             for (blob, bytes) in expected {
                 #expect(try store.map(blob).array == bytes, "blob \(blob)")
                 let (descriptor, offset, size) = try store.openForReading(blob)
-                defer { close(descriptor) }
+                defer { try? descriptor.close() }
                 var read = [UInt8](repeating: 0, count: Int(size))
-                let got = read.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, Int(size), off_t(offset)) }
+                let got = read.withUnsafeMutableBytes { pread(descriptor.rawValue, $0.baseAddress, Int(size), off_t(offset)) }
                 #expect(got == bytes.count && read == bytes, "blob \(blob) through its descriptor")
             }
         }

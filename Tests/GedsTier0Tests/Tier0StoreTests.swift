@@ -259,10 +259,10 @@ extension WritableBlob {
         #expect(gedsError { _ = try store.openForReading(2) }?.code == .noSuchBlob)
         _ = try blob.seal()
         let (descriptor, offset, size) = try store.openForReading(2)
-        defer { close(descriptor) }
+        defer { try? descriptor.close() }
         #expect(size == 3000 && offset == 0)
         var buffer = [UInt8](repeating: 0, count: 4000)
-        let got = buffer.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress!, 4000, 0) }
+        let got = buffer.withUnsafeMutableBytes { pread(descriptor.rawValue, $0.baseAddress!, 4000, 0) }
         #expect(got == 3000)
         #expect(Array(buffer[..<3000]) == data)
         #expect(gedsError { _ = try store.openForReading(999) }?.code == .noSuchBlob)

@@ -31,6 +31,16 @@ import Testing
             let address = try #require(TestRDMA.single)
             try await laterAnswersArrive(client: address, listener: address)
         }
+
+        @Test func subscriptionsArriveOverRDMA() async throws {
+            let address = try #require(TestRDMA.single)
+            try await eventsArriveOverRDMA(client: address, mds: address)
+        }
+
+        @Test func aSubscriberThatStopsReadingIsCutOffAlone() async throws {
+            let address = try #require(TestRDMA.single)
+            try await slowSubscriberIsCutOff(client: address, mds: address)
+        }
     }
 
     @Suite(.serialized, .enabled(if: TestRDMA.pair != nil, Comment(rawValue: TestRDMA.pairReason)))
@@ -43,6 +53,11 @@ import Testing
         @Test func aMalformedFrameClosesOnlyItsConnection() async throws {
             let pair = try #require(TestRDMA.pair)
             try await malformedFramesAreRefused(client: pair.reader, mds: pair.owner)
+        }
+
+        @Test func subscriptionsArriveOverRDMA() async throws {
+            let pair = try #require(TestRDMA.pair)
+            try await eventsArriveOverRDMA(client: pair.reader, mds: pair.owner)
         }
     }
 }
@@ -57,19 +72,12 @@ struct EveryAnswer: RequestService {
             return .count(2)
         }
         case .lookup(_, let key) where key == "later": .later { .deferred { .count(3) } }
-        case .subscribe: .push(NoEvents())
         default: .reply(.failure(GedsError(.invalidArgument, "not asked in this test")))
         }
     }
-
-    struct NoEvents: PushSource {
-        func start(_ sink: any PushSink) {}
-        func writable() {}
-        func stop() {}
-    }
 }
 
-/// Immediate, deferred and later answers all reach an RDMA client, in order; a subscription is refused with a reason.
+/// Immediate, deferred and later answers all reach an RDMA client, in order.
 func laterAnswersArrive(client: String, listener address: String) async throws {
     let logger = Logger(label: "geds-rdma-listener-test")
     let listener = try await RDMAMetadataListener.start(listen: Endpoint(host: address, port: 0), service: EveryAnswer(),
@@ -78,9 +86,6 @@ func laterAnswersArrive(client: String, listener address: String) async throws {
     #expect(try await rdma.call(.lookup(bucket: "b", key: "deferred")) == .count(2))
     #expect(try await rdma.call(.lookup(bucket: "b", key: "later")) == .count(3))
     #expect(try await rdma.call(.lookup(bucket: "b", key: "now")) == .count(1))
-    let subscription = try await rdma.call(.subscribe(scope: .bucket("b"), after: nil))
-    guard case .failure(let refusal) = subscription else { Issue.record("a subscription over RDMA was not refused"); return }
-    #expect(refusal.code == .invalidArgument && refusal.message.contains("over TCP only"))
     await rdma.close()
     await listener.close()
 }
@@ -94,13 +99,15 @@ struct TwoCarrierMDS {
     let rdma: RDMAMetadataClient
     let tcp: Connection
 
-    static func start(client: String, mds: String) async throws -> TwoCarrierMDS {
+    static func start(client: String, mds: String, eventHistory: Int = MetadataStore.defaultEventHistory,
+                      subscriberQueueLimit: Int = MetadataService.defaultSubscriberQueueLimit) async throws -> TwoCarrierMDS {
         var logger = Logger(label: "geds-mds-test")
         logger.logLevel = .warning
         // The nodes registered here send no heartbeats: a lease that outlasts the test under emulation keeps their
         // copies published (5 s ran out midway in one run, and a lookup then found no location).
         let server = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0),
                                                     rdmaListen: Endpoint(host: mds, port: 0), leaseMilliseconds: 120_000,
+                                                    eventHistory: eventHistory, subscriberQueueLimit: subscriberQueueLimit,
                                                     logger: logger)
         let endpoint = try #require(server.rdma?.endpoint)
         let rdma = try await RDMAMetadataClient.connect(to: endpoint, from: client, timeout: RDMAMetadataTests.timeout)
@@ -187,6 +194,80 @@ func putObjects(_ call: MDSCall, name: String, count: Int) async throws {
                                                 placement: BlobPlacement(node: node, tier: .tier0)))
         #expect(sealed == .ok, "\(name)/\(index)")
     }
+}
+
+/// Subscriptions over RDMA send/receive: the events of changes made over TCP arrive in revision order, each once; a
+/// resume replays exactly the events after its revision; one from before the history gets `compacted`.
+func eventsArriveOverRDMA(client: String, mds: String) async throws {
+    let cluster = try await TwoCarrierMDS.start(client: client, mds: mds, eventHistory: 4)
+    let endpoint = try #require(cluster.server.rdma?.endpoint)
+    let engine = try RDMAEngine(localAddress: client)
+    // From revision 0 of a fresh MDS: nothing can be missed while the changes below race the subscription.
+    let (live, liveReplies) = try await subscribeOverRDMA(after: 0, mds: endpoint, engine: engine)
+    #expect(try await cluster.overTCP(.createBucket("shared")) == .ok)
+    try await putObjects(cluster.overTCP, name: "tcp", count: 5)
+    let expected = [NamespaceEvent(revision: 1, kind: .bucketCreated, bucket: "shared")]
+        + (0..<5).map { NamespaceEvent(revision: UInt64($0 + 2), kind: .created, bucket: "shared", key: "tcp/\($0)") }
+    let (first, events) = await firstEvents(6, of: liveReplies)
+    guard case .subscribed = first else { Issue.record("the stream began with \(String(describing: first))"); return }
+    #expect(events == expected)
+    let (resumed, resumedReplies) = try await subscribeOverRDMA(after: 2, mds: endpoint, engine: engine)
+    let (resumedFirst, replayed) = await firstEvents(4, of: resumedReplies)
+    #expect(resumedFirst == .subscribed(revision: 6))
+    #expect(replayed == Array(expected[2...]))
+    // The history keeps 4 events (3...6): a resume from 0 needs revisions 1 and 2.
+    let (compacted, compactedReplies) = try await subscribeOverRDMA(after: 0, mds: endpoint, engine: engine)
+    var ending: [Reply] = []
+    for await reply in compactedReplies { ending.append(reply) }  // the MDS closes the stream after its answer
+    #expect(ending == [.subscriptionEnded(.compacted(oldest: 3))])
+    for connection in [live, resumed, compacted] { connection.close() }
+    await cluster.stop()
+    engine.shutdown()
+}
+
+/// A subscriber over RDMA that takes its first reply and then never reads again: the MDS's sends wait for its credits,
+/// its events pile up in its bounded queue (50), and it is ended alone; a subscriber that reads gets every event.
+func slowSubscriberIsCutOff(client: String, mds: String) async throws {
+    let cluster = try await TwoCarrierMDS.start(client: client, mds: mds, subscriberQueueLimit: 50)
+    let endpoint = try #require(cluster.server.rdma?.endpoint)
+    let engine = try RDMAEngine(localAddress: client)
+    #expect(try await cluster.overTCP(.createBucket("shared")) == .ok)
+    let stalled = try await RDMAMetadataClient.connect(to: endpoint, engine: engine, timeout: RDMAMetadataTests.timeout)
+    guard case .subscribed = try await stalled.call(.subscribe(scope: .bucket("shared"), after: nil)) else {
+        Issue.record("the stalled subscription was not confirmed")
+        return
+    }
+    let (reading, replies) = try await subscribeOverRDMA(after: 1, mds: endpoint, engine: engine)
+    let count = 150  // beyond the reader's 16 receive buffers, the 32 sends the MDS lets wait, and the queue of 50
+    try await putObjects(cluster.overTCP, name: "tcp", count: count)
+    let (_, events) = await firstEvents(count, of: replies)
+    #expect(events.map(\.key) == (0..<count).map { "tcp/\($0)" })
+    #expect(cluster.server.service.subscriptionCount == 1, "the stalled subscriber was not ended")
+    reading.close()
+    await stalled.close()
+    await cluster.stop()
+    engine.shutdown()
+}
+
+/// Subscribes to the bucket "shared" over RDMA send/receive; the stream's replies as they come, until it closes.
+func subscribeOverRDMA(after: UInt64?, mds: Endpoint, engine: RDMAEngine) async throws -> (RDMAPushConnection, AsyncStream<Reply>) {
+    let (replies, continuation) = AsyncStream.makeStream(of: Reply.self)
+    let connection = try await RDMAPushConnection.open(to: mds, engine: engine, request: .subscribe(scope: .bucket("shared"), after: after),
+                                                       timeout: RDMAMetadataTests.timeout,
+                                                       onReply: { continuation.yield($0) }, onClose: { _ in continuation.finish() })
+    return (connection, replies)
+}
+
+/// The stream's first reply, and its first `count` events (progress marks skipped).
+func firstEvents(_ count: Int, of replies: AsyncStream<Reply>) async -> (Reply?, [NamespaceEvent]) {
+    var first: Reply?
+    var events: [NamespaceEvent] = []
+    for await reply in replies {
+        if first == nil { first = reply }
+        if case .events(let batch) = reply { events += batch }
+        if events.count >= count { break }
+    }
+    return (first, events)
 }
 
 /// Malformed frames over RDMA each get a failure reply (id 0) and lose their connection; a client that was

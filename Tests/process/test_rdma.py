@@ -78,7 +78,7 @@ def rdma(request):
     root = tempfile.mkdtemp(prefix=f"geds-rdma-{os.getpid()}-", dir="/dev/shm")
     cluster = RDMACluster(root, lease_ms=2000)
     try:
-        cluster.start_rdma_mds()
+        cluster.start_rdma_mds("--log-level", "debug")  # debug: it names the streams it pushes over RDMA
         cluster.start_host_node("node-a", HOST_A, "--transport", "rdma", "--mds-rdma", cluster.mds_rdma)
         cluster.start_host_node("node-b", HOST_B, "--transport", "rdma")
         cluster.geds("mb", "rdma").ok()
@@ -103,16 +103,28 @@ def test_remote_reads_over_rdma_match_sha256(rdma, tmp_path, size):
     out = str(tmp_path / "out")
     result = rdma.cli("get", path, out, timeout=300).ok()
     assert sha256_file(out) == digest
+    # Also the small sizes, packed into a tier-0 slab slot: published with the slab's rkey at the slot's address.
+    assert re.search(r"node node-a: reading over rdma from 10\.10\.1\.1:\d+", result.err), result.describe()
     where = rdma.geds("where", path).ok().text
-    if size <= 64 << 10:
-        # Packed into a tier-0 slab slot: such a copy publishes no rkey and is read over TCP.
-        assert "reading over rdma" not in result.err, result.describe()
-        assert re.search(r"node-a tier0 .*transports=tcp://10\.10\.1\.1:\d+(?![\d,])", where), where
-    else:
-        assert re.search(r"node node-a: reading over rdma from 10\.10\.1\.1:\d+", result.err), result.describe()
-        assert re.search(r"node-a tier0 .*transports=tcp://10\.10\.1\.1:\d+,rdma://10\.10\.1\.1:\d+", where), where
+    assert re.search(r"node-a tier0 .*transports=tcp://10\.10\.1\.1:\d+,rdma://10\.10\.1\.1:\d+", where), where
     os.unlink(source)
     os.unlink(out)
+
+
+def test_packed_1kib_objects_are_read_over_rdma_match_sha256(rdma, tmp_path):
+    """1 KiB objects share a slab of node-a's tier 0 (registered once): the CLI reads each with one READ of its slot."""
+    digests = {}
+    for index in range(6):
+        source = str(tmp_path / f"in-{index}")
+        digests[f"rdma/packed-{index}"] = write_random_file(source, 1024)
+        rdma.cli("put", source, f"rdma/packed-{index}", "--to", "node-a").ok()
+    out = str(tmp_path / "out")
+    for path, digest in digests.items():
+        result = rdma.cli("get", path, out).ok()
+        assert sha256_file(out) == digest, path
+        assert re.search(r"node node-a: reading over rdma from 10\.10\.1\.1:\d+", result.err), result.describe()
+        where = rdma.geds("where", path).ok().text
+        assert re.search(r"node-a tier0 .*transports=tcp://10\.10\.1\.1:\d+,rdma://10\.10\.1\.1:\d+", where), where
 
 
 def test_the_mds_serves_one_node_over_rdma_and_another_over_tcp_at_once(rdma, tmp_path):
@@ -208,6 +220,43 @@ def test_geds_perf_measures_rdma_beside_perftest(tmp_path):
     assert measurement["gbit_per_s"] > 0, measurement
     assert measurement["reference"].startswith("ib_read_bw"), measurement
     assert measurement["reference_value"] > 0 and measurement["ratio"] > 0, measurement
+
+
+# MARK: subscriptions over RDMA send/receive (over TCP: test_pubsub.py)
+
+
+def test_every_kind_of_change_in_order_over_rdma_and_a_resume(rdma):
+    bucket = f"ps-rdma-{os.getpid() % 10000}"
+    # From revision 0 of a bucket that does not exist yet: the changes below cannot race the subscription.
+    watcher = rdma.popen("--rdma-address", HOST_B, "--mds-rdma", rdma.mds_rdma, "watch", bucket, "--from", "0",
+                         "--count", "12", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    rdma.cli("mb", bucket).ok()
+    rdma.cli("put", "-", f"{bucket}/a", "--to", "node-a", input=b"x" * 1000).ok()
+    rdma.cli("put", "-", f"{bucket}/a", "--to", "node-a", input=b"y" * 1000).ok()
+    rdma.cli("meta", f"{bucket}/a", "stage=one").ok()
+    rdma.cli("mv", f"{bucket}/a", f"{bucket}/b").ok()
+    rdma.cli("cp", f"{bucket}/b", f"{bucket}/c").ok()
+    rdma.cli("put", "-", f"{bucket}/dir/x", "--to", "node-a", input=b"x").ok()
+    rdma.cli("put", "-", f"{bucket}/dir/y", "--to", "node-a", input=b"y").ok()
+    rdma.cli("rm", "--prefix", f"{bucket}/dir/").ok()
+    rdma.cli("rm", f"{bucket}/c").ok()
+    rdma.cli("rb", "--force", bucket).ok()
+    out, err = watcher.communicate(timeout=120)
+    assert watcher.returncode == 0, err.decode(errors="replace")
+    lines = out.decode().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        f"bucket-created {bucket}", f"created {bucket}/a", f"created {bucket}/a", f"metadata {bucket}/a",
+        f"renamed {bucket}/a {bucket}/b", f"copied {bucket}/c", f"created {bucket}/dir/x", f"created {bucket}/dir/y",
+        f"deleted {bucket}/dir/x", f"deleted {bucket}/dir/y", f"deleted {bucket}/c", f"bucket-deleted {bucket}",
+    ]
+    revisions = [int(line.split()[0]) for line in lines]
+    assert revisions == sorted(set(revisions)), "revisions must increase strictly"
+    # A watcher restarted --from the sixth revision it printed sees exactly the events after it.
+    resumed = rdma.cli("--mds-rdma", rdma.mds_rdma, "watch", bucket, "--from", str(revisions[5]), "--count", "6",
+                       timeout=120).ok()
+    assert resumed.out.decode().splitlines() == lines[6:]
+    pushed = re.findall(r"a pushed stream \(subscription\) over rdma", log_of(rdma, "mds"))
+    assert len(pushed) >= 2, "the MDS pushed no subscription over RDMA"
 
 
 # MARK: a deployment token over RDMA send/receive (the TCP ports and the local socket: test_auth.py)

@@ -3,8 +3,8 @@ import GEDS
 import GedsCore
 import GedsNode
 
-/// The pubsub workload: seal-to-event latency beside Redis PUBLISH-to-subscriber latency, `wait` wake-up after a
-/// seal on another node (host), events delivered per second to 100 subscribers while 16 writers seal 4 KiB objects,
+/// The pubsub workload: seal-to-event latency beside Redis PUBLISH-to-subscriber latency, the same for a seal on
+/// another node (host) after an idle pause, `wait` wake-up after such a seal, events delivered per second to 100 subscribers while 16 writers seal 4 KiB objects,
 /// and MDS lookups per second with those subscriptions open versus without.
 extension Bench {
     func pubsub(clients: Int) async throws -> [Measurement] {
@@ -41,7 +41,24 @@ extension Bench {
             mds: geds.nodeConfiguration!.mds, tier0Directory: geds.nodeConfiguration!.tier0Directory + "-pubsub-writer",
             name: "perf-pubsub-writer-\(getpid())", hostID: "perf-pubsub-writer-host", publishCachedCopies: false, transport: .tcp))
         var wakeUps: [Double] = []
+        var crossNode: [Double] = []
         do {
+            // wait()'s first half alone: the event of a seal on the other node, awaited in a task as wait() awaits it.
+            let events = try await geds.subscribe(.prefix("ps-cross/", in: bucket))
+            defer { events.cancel() }
+            for index in 0..<330 {
+                let waiter = Task { () async throws -> UInt64 in
+                    _ = try await events.next(timeout: .seconds(10))
+                    return DispatchTime.now().uptimeNanoseconds
+                }
+                let writer = try await writerNode.create(bucket: bucket, key: "ps-cross/\(index)")
+                try writer.write(payload, at: 0)
+                try await Task.sleep(for: .milliseconds(15))  // as below: every thread idle when the seal starts
+                let start = DispatchTime.now().uptimeNanoseconds
+                try await writer.seal()
+                let woke = try await waiter.value
+                if index >= 30 { crossNode.append(Double(woke - start) / 1e3) }
+            }
             for index in 0..<330 {
                 let key = "ps-wait/\(index)"
                 let bucket = self.bucket
@@ -63,6 +80,8 @@ extension Bench {
             throw error
         }
         await writerNode.close()
+        results.append(.latency(.pubsub, transport: .tcp, size: 4096, microseconds: crossNode, reference: reference,
+                                note: "seal on another node (host) to its event at a subscriber here, threads idle before (wait's first half)"))
         results.append(.latency(.pubsub, transport: .tcp, size: 4096, microseconds: wakeUps, reference: reference,
                                 note: "wait() wake-up: seal on another node (host) to wait returning here (event + lookup)"))
 

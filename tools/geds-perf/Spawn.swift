@@ -47,8 +47,7 @@ struct Child {
         var data = [UInt8]()
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
-            let got = Glibc.read(output, &chunk, chunk.count)
-            if got < 0, errno == EINTR { continue }
+            let got = retryingOnInterrupt { Glibc.read(output, &chunk, chunk.count) }
             if got <= 0 { break }
             data += chunk[..<got]
             if stop(String(decoding: data, as: UTF8.self)) { break }
@@ -60,7 +59,7 @@ struct Child {
     @discardableResult
     func wait() -> Int32 {
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+        _ = retryingOnInterrupt { waitpid(pid, &status, 0) }
         reaped()
         return status
     }

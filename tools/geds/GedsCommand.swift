@@ -178,15 +178,15 @@ struct Put: AsyncParsableCommand {
                 let progress = Progress(label: destination, totalBytes: sizes.reduce(0, +), objects: files.count, quiet: quiet)
                 for file in files {
                     let key = prefix + file.dropFirst(source.count).drop { $0 == "/" }
-                    let size = try await upload(store, path: file, bucket: bucket, key: String(key), target: target, progress: progress)
+                    let object = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(String(key)))
+                    let size = try await upload(store, path: file, to: object, target: target, progress: progress)
                     progress.objectDone(size: size)
                 }
                 progress.finish()
             } else {
-                let path = try ObjectPath(parsing: destination)
+                let object = try ObjectPath(parsing: destination)
                 let progress = Progress(label: destination, totalBytes: try fileSize(source), quiet: quiet)
-                let size = try await upload(store, path: source, bucket: path.bucket.rawValue, key: path.key.rawValue,
-                                            target: target, progress: progress)
+                let size = try await upload(store, path: source, to: object, target: target, progress: progress)
                 progress.objectDone(size: size)
                 progress.finish()
             }
@@ -202,22 +202,19 @@ struct Put: AsyncParsableCommand {
     }
 
     /// Stores one file; the bytes it stored.
-    private func upload(_ store: GEDS, path: String, bucket: String, key: String, target: NodeInfo?,
+    private func upload(_ store: GEDS, path: String, to object: ObjectPath, target: NodeInfo?,
                         progress: Progress) async throws(GedsError) -> UInt64 {
         let persistency = try persistency.map { (text) throws(GedsError) in try Persistency(parsing: text) }
         let input = path == "-" ? Int32(0) : Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard input >= 0 else { throw GedsError.io("cannot open \(path)", errno: errno) }
         defer { if input != 0 { close(input) } }
-        let writer = try await store.create(bucket: bucket, key: key, persistency: persistency)
+        let writer = try await store.create(object, persistency: persistency)
         let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
         defer { chunk.deallocate() }
         var offset: UInt64 = 0
         while true {
-            let got = read(input, chunk.baseAddress, chunk.count)
-            if got < 0 {
-                if errno == EINTR { continue }
-                throw GedsError.io("cannot read \(path)", errno: errno)
-            }
+            let got = retryingOnInterrupt { read(input, chunk.baseAddress, chunk.count) }
+            if got < 0 { throw GedsError.io("cannot read \(path)", errno: errno) }
             if got == 0 { break }
             try writer.write(UnsafeRawBufferPointer(rebasing: chunk[..<got]), at: offset)
             offset += UInt64(got)
@@ -248,12 +245,12 @@ struct Get: AsyncParsableCommand {
                     let relative = try safeRelativePath(String(entry.key.dropFirst(prefix.count)), key: entry.key)
                     let file = destination + "/" + relative
                     try makeParent(of: file)
-                    progress.objectDone(size: try await download(store, bucket: bucket, key: entry.key, to: file, partOf: progress))
+                    let object = try ObjectPath(bucket: BucketName(bucket), key: ObjectKey(entry.key))
+                    progress.objectDone(size: try await download(store, object, to: file, partOf: progress))
                 }
                 progress.finish()
             } else {
-                let path = try ObjectPath(parsing: source)
-                _ = try await download(store, bucket: path.bucket.rawValue, key: path.key.rawValue, to: destination, quiet: quiet)
+                _ = try await download(store, ObjectPath(parsing: source), to: destination, quiet: quiet)
             }
         }
     }
@@ -261,20 +258,20 @@ struct Get: AsyncParsableCommand {
 
 /// Copies an object to a file or stdout from a zero-copy view of it; the bytes copied. Its progress shows on the bar
 /// of the set it is `partOf`, else on a bar of its own (sized from the view: no extra lookup).
-func download(_ store: GEDS, bucket: String, key: String, to destination: String, quiet: Bool = false,
+func download(_ store: GEDS, _ object: ObjectPath, to destination: String, quiet: Bool = false,
               partOf set: Progress? = nil) async throws(GedsError) -> UInt64 {
-    var reader = try await store.open(bucket: bucket, key: key)
+    var reader = try await store.open(object)
     if store.attachedNode == nil, reader.info.locations.allSatisfy({ $0.tier == .s3 }), let target = try? await store.relocationTarget() {
         // Only in S3: a gedsd caches it in its tier 0 (this process's goes with it), then it is read from there.
-        if (try? await store.relocate(bucket: bucket, key: key, to: target)) != nil {
-            reader = try await store.open(bucket: bucket, key: key)
+        if (try? await store.relocate(object, to: target)) != nil {
+            reader = try await store.open(object)
         }
     }
     let view = try await reader.view()
     let output = destination == "-" ? Int32(1) : Glibc.open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     guard output >= 0 else { throw GedsError.io("cannot create \(destination)", errno: errno) }
     defer { if output != 1 { close(output) } }
-    let progress = set ?? Progress(label: "\(bucket)/\(key)", totalBytes: UInt64(view.count), quiet: quiet)
+    let progress = set ?? Progress(label: "\(object)", totalBytes: UInt64(view.count), quiet: quiet)
     try view.withBytes { (bytes) throws(GedsError) in
         var offset = 0
         while offset < bytes.count {
@@ -298,8 +295,7 @@ struct Cat: AsyncParsableCommand {
 
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
-            let path = try ObjectPath(parsing: object)
-            _ = try await download(store, bucket: path.bucket.rawValue, key: path.key.rawValue, to: "-")
+            _ = try await download(store, ObjectPath(parsing: object), to: "-")
         }
     }
 }
@@ -354,7 +350,7 @@ struct Stat: AsyncParsableCommand {
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
             let path = try ObjectPath(parsing: object)
-            let info = try await store.stat(bucket: path.bucket.rawValue, key: path.key.rawValue)
+            let info = try await store.stat(path)
             if json { return try JSONOutput.print(JSONOutput.Stat(info)) }
             var lines = ["object: \(info.bucket)/\(info.key)", "size: \(info.size)", "sealed: \(info.sealed)",
                          "modified: \(formatDate(info.modified))", "blob: \(info.blob.fileName)", "copies: \(info.locations.count)"]
@@ -386,7 +382,7 @@ struct Remove: AsyncParsableCommand {
                 printLine("deleted \(count) objects")
             } else {
                 let path = try ObjectPath(parsing: target)
-                try await store.delete(bucket: path.bucket.rawValue, key: path.key.rawValue)
+                try await store.delete(path)
             }
         }
     }
@@ -410,8 +406,7 @@ struct Move: AsyncParsableCommand {
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
             let (from, to) = try paths.parsed()
-            try await store.rename(bucket: from.bucket.rawValue, key: from.key.rawValue,
-                                   toBucket: to.bucket.rawValue, toKey: to.key.rawValue)
+            try await store.rename(from, to: to)
         }
     }
 }
@@ -424,8 +419,7 @@ struct Copy: AsyncParsableCommand {
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
             let (from, to) = try paths.parsed()
-            try await store.copy(bucket: from.bucket.rawValue, key: from.key.rawValue,
-                                 toBucket: to.bucket.rawValue, toKey: to.key.rawValue)
+            try await store.copy(from, to: to)
         }
     }
 }
@@ -439,7 +433,7 @@ struct Where: AsyncParsableCommand {
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
             let path = try ObjectPath(parsing: object)
-            let info = try await store.stat(bucket: path.bucket.rawValue, key: path.key.rawValue)
+            let info = try await store.stat(path)
             if info.locations.isEmpty { throw GedsError(.objectLost, "object \(path) has no copy left") }
             if json { return try JSONOutput.print(JSONOutput.Copies(object: "\(path)", copies: info.locations.map(JSONOutput.Copy.init))) }
             printLine(info.locations.map { location in
@@ -463,7 +457,7 @@ struct Meta: AsyncParsableCommand {
     func run() async throws {
         try await withStore(connection) { (store) throws(GedsError) in
             let path = try ObjectPath(parsing: object)
-            var metadata = try await store.metadata(bucket: path.bucket.rawValue, key: path.key.rawValue)
+            var metadata = try await store.metadata(path)
             if pairs.isEmpty {
                 let lines = metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
                 if !lines.isEmpty { printLine(lines.joined(separator: "\n")) }
@@ -476,7 +470,7 @@ struct Meta: AsyncParsableCommand {
                 let value = String(pair[pair.index(after: equals)...])
                 metadata[String(pair[..<equals])] = value.isEmpty ? nil : value
             }
-            try await store.setMetadata(bucket: path.bucket.rawValue, key: path.key.rawValue, metadata)
+            try await store.setMetadata(path, metadata)
         }
     }
 }

@@ -40,8 +40,8 @@ struct CopyCarriers: Sendable {
                 MultiplexedTCPCopyReader(pool: pool, copy: copy, timeout: .milliseconds(timeoutMilliseconds))
             }
             guard let rdma, let access = copy.rdma, rdma.offersRDMA(access.endpoint) else { return overTCP }
-            return RDMACopyReader(plane: rdma, access: access, peerName: "node \(copy.node)", overTCP: overTCP,
-                                  timeout: .milliseconds(timeoutMilliseconds))
+            return RDMACopyReader(plane: rdma, access: access, packed: copy.offset != nil, peerName: "node \(copy.node)",
+                                  overTCP: overTCP, timeout: .milliseconds(timeoutMilliseconds))
         }
     }
 }
@@ -50,6 +50,8 @@ struct CopyCarriers: Sendable {
 struct RDMACopyReader: CopyReader {
     let plane: RDMADataPlane
     let access: RDMAAccess
+    /// The copy is a slab slot (whose header the READ checks).
+    let packed: Bool
     let peerName: String
     let overTCP: any CopyReader
     let timeout: Duration
@@ -57,7 +59,7 @@ struct RDMACopyReader: CopyReader {
     func read(_ range: CopyRange, into sink: any ReadSink) async throws(GedsError) -> UInt64 {
         do throws(RDMADataPlane.PeerFailure) {
             try await plane.read(access, objectSize: range.objectSize, offset: range.offset, length: range.length, into: sink,
-                                 peerName: peerName, timeout: timeout)
+                                 packed: packed ? range.blob : nil, peerName: peerName, timeout: timeout)
             NodeMetrics.readRDMA.increment(by: Int64(range.length))
             return range.length
         } catch .failed(let failure) {

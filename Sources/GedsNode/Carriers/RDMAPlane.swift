@@ -1,5 +1,6 @@
 import GedsCore
 import GedsCarrier
+import GedsTier0
 import GedsVerbs
 import Logging
 import Synchronization
@@ -15,12 +16,17 @@ import Glibc
 /// goes to the MDS, and deregistered only after the MDS has withdrawn that placement (delete, spill,
 /// relocation, a lost lease); the responder never reuses a remote address, so a reader holding a withdrawn
 /// location gets a failed READ (remote access error, which the read path answers with a fresh lookup).
+///
+/// Small copies packed into tier-0 slab slots are published as their slab's registration (made once per slab,
+/// kept for the node's life) at their slot's address. A slot outlives the blob in it, so a reader READs the slot's
+/// header with the bytes and fails with `noSuchBlob` when it no longer names the blob; a freed slot is reused only
+/// after the node's timeout, when any READ of it has ended (see GedsTier0/Slabs.swift).
 final class RDMADataPlane: Sendable {
     let engine: RDMAEngine
     let responder: RDMAResponder
     let reader: RDMAReader
     private let logger: Logger
-    private let published = Mutex<[BlobID: RemoteBuffer]>([:])
+    private let published = Mutex<[Registered: RemoteBuffer]>([:])
     private let peers = Mutex<[Endpoint: PeerState]>([:])
     private let registrationFailureLogged = Atomic<Bool>(false)
     /// Reads this node completed over RDMA (observability: which transport carried the bytes).
@@ -73,22 +79,39 @@ final class RDMADataPlane: Sendable {
 
     // MARK: The owner's side
 
+    /// A registered tier-0 file: one blob's, or a slab of packed ones.
+    private enum Registered: Hashable {
+        case blob(BlobID)
+        case slab(UInt32)
+    }
+
     /// Registers a sealed tier-0 file for remote READs (once; later calls return the same registration).
     /// Nil when it cannot be registered (an empty object, or the device's limits reached): that copy is then
     /// read over TCP, and the first failure is logged.
     func register(_ blob: BlobID, path: String) -> RemoteBuffer? {
-        if let existing = published.withLock({ $0[blob] }) { return existing }
-        let remote: RemoteBuffer
-        do throws(RDMAError) {
+        register(.blob(blob)) { () throws(RDMAError) in
             // Mapped writable: kernels before 6.2 refuse to pin a read-only shared file mapping. Nothing writes
             // through it (the registration grants remote READ only).
-            let mapping: SharedMapping
             do throws(RDMAError) {
-                mapping = try SharedMapping(path: path, writable: true)
+                return try responder.register(SharedMapping(path: path, writable: true))
             } catch {
-                mapping = try SharedMapping(path: path, writable: false)
+                return try responder.register(SharedMapping(path: path, writable: false))
             }
-            remote = try responder.register(mapping)
+        }
+    }
+
+    /// Registers a tier-0 slab for remote READs of all its slots (once per slab; it stays registered for the
+    /// node's life). Its own mapping is registered, the one the store writes slots through, which pins (and so
+    /// backs) the whole slab. Nil as for `register(_:path:)`.
+    func register(slab: UInt32, mapping: MappedBytes) -> RemoteBuffer? {
+        register(.slab(slab)) { () throws(RDMAError) in try responder.register(SlabMemory(mapping: mapping)) }
+    }
+
+    private func register(_ file: Registered, _ registering: () throws(RDMAError) -> RemoteBuffer) -> RemoteBuffer? {
+        if let existing = published.withLock({ $0[file] }) { return existing }
+        let remote: RemoteBuffer
+        do throws(RDMAError) {
+            remote = try registering()
         } catch {
             if error.kind != .invalidArgument, !registrationFailureLogged.exchange(true, ordering: .relaxed) {
                 logger.warning("cannot register tier-0 copies for RDMA (\(error.message)); such copies are read over tcp")
@@ -96,8 +119,8 @@ final class RDMADataPlane: Sendable {
             return nil
         }
         let kept = published.withLock { published -> RemoteBuffer in
-            if let raced = published[blob] { return raced }
-            published[blob] = remote
+            if let raced = published[file] { return raced }
+            published[file] = remote
             return remote
         }
         if kept != remote { responder.deregister(remote) }
@@ -106,10 +129,11 @@ final class RDMADataPlane: Sendable {
 
     /// Ends a copy's registration. Call only after the MDS withdrew the placement that published it.
     func withdrawn(_ blob: BlobID) {
-        if let remote = published.withLock({ $0.removeValue(forKey: blob) }) { responder.deregister(remote) }
+        if let remote = published.withLock({ $0.removeValue(forKey: .blob(blob)) }) { responder.deregister(remote) }
     }
 
-    var registeredCopies: Int { published.withLock { $0.count } }
+    /// Registrations of copies in files of their own (slabs not counted).
+    var registeredCopies: Int { published.withLock { $0.keys.count { if case .blob = $0 { true } else { false } } } }
 
     // MARK: The reader's side
 
@@ -121,9 +145,10 @@ final class RDMADataPlane: Sendable {
 
     /// Reads `length` bytes at `offset` of a peer's registered copy into `sink`. Throws `.noRDMA` when no RDMA
     /// connection to the peer can be made (the caller reads over TCP; said once per peer in the log), else
-    /// the read's error (a withdrawn copy is `noSuchBlob`).
+    /// the read's error (a withdrawn copy is `noSuchBlob`). `packed`: the copy is a slab slot, which must still
+    /// name that blob (its header is read with the bytes).
     func read(_ access: RDMAAccess, objectSize: UInt64, offset: UInt64, length: UInt64, into sink: any ReadSink,
-              peerName: String, timeout: Duration) async throws(PeerFailure) {
+              packed: BlobID?, peerName: String, timeout: Duration) async throws(PeerFailure) {
         let peer = access.endpoint
         // Connected before: the read itself reconnects if it must (no extra hop to the poll thread).
         let connected = peers.withLock { $0[peer] } == .rdma
@@ -140,8 +165,12 @@ final class RDMADataPlane: Sendable {
         }
         let remote = RemoteBuffer(address: access.address, rkey: access.rkey, length: objectSize)
         let destination = sink.destination
+        var slotHeldTheBlob = true
         do throws(RDMAError) {
-            if destination.count <= Self.stagingLimit {
+            if let packed {
+                slotHeldTheBlob = try await readSlot(of: packed, from: peer, remote, offset: offset, into: destination,
+                                                     timeout: timeout)
+            } else if destination.count <= Self.stagingLimit {
                 try await readStaged(from: peer, remote, offset: offset, into: destination, timeout: timeout)
             } else {
                 // A registration of the destination for this read only: it may be a caller's buffer, which
@@ -158,6 +187,9 @@ final class RDMADataPlane: Sendable {
                 throw .noRDMA
             }
             throw .failed(error.gedsError)
+        }
+        guard slotHeldTheBlob else {
+            throw .failed(GedsError(.noSuchBlob, "\(peerName): the slot of blob \(packed?.fileName ?? "") no longer holds it"))
         }
         completedReads.add(1, ordering: .relaxed)
     }
@@ -179,16 +211,42 @@ final class RDMADataPlane: Sendable {
 
     private func readStaged(from peer: Endpoint, _ remote: RemoteBuffer, offset: UInt64,
                             into destination: UnsafeMutableRawBufferPointer, timeout: Duration) async throws(RDMAError) {
+        try await withStaging { (region) throws(RDMAError) in
+            try await reader.read(from: peer, remote, offset: offset, length: destination.count, into: region, timeout: timeout)
+            destination.baseAddress?.copyMemory(from: region.base, byteCount: destination.count)
+        }
+    }
+
+    /// One READ of a packed copy's slot header and its bytes up to the end of the range (a slot is at most
+    /// GedsTier0's pack limit, well within a staging buffer). False, and nothing copied, when the header does not
+    /// name `blob` of `remote.length` bytes.
+    private func readSlot(of blob: BlobID, from peer: Endpoint, _ remote: RemoteBuffer, offset: UInt64,
+                          into destination: UnsafeMutableRawBufferPointer, timeout: Duration) async throws(RDMAError) -> Bool {
+        let length = SlotHeader.size + Int(offset) + destination.count
+        guard length <= Self.stagingLimit else {
+            throw RDMAError(.invalidArgument, "a packed copy of \(remote.length) bytes is larger than any slot")
+        }
+        let slot = RemoteBuffer(address: remote.address, rkey: remote.rkey, length: UInt64(SlotHeader.size) + remote.length)
+        return try await withStaging { (region) throws(RDMAError) -> Bool in
+            try await reader.read(from: peer, slot, offset: 0, length: length, into: region, timeout: timeout)
+            guard SlotHeader.names(blob, size: remote.length, at: region.base) else { return false }
+            destination.baseAddress?.copyMemory(from: region.base + SlotHeader.size + Int(offset), byteCount: destination.count)
+            return true
+        }
+    }
+
+    /// Runs `body` with a registered bounce buffer of `stagingLimit` bytes from the pool.
+    private func withStaging<Result>(_ body: (MemoryRegion) async throws(RDMAError) -> Result) async throws(RDMAError) -> Result {
         let region: MemoryRegion
         if let pooled = staging.withLock({ $0.popLast() }) {
             region = pooled
         } else {
             region = try MemoryRegion(engine.protectionDomain, memory: AlignedBuffer(count: Self.stagingLimit), access: [.localWrite])
         }
-        try await reader.read(from: peer, remote, offset: offset, length: destination.count, into: region, timeout: timeout)
-        destination.baseAddress?.copyMemory(from: region.base, byteCount: destination.count)
+        let result = try await body(region)
         // Only after a READ that completed: a failed one may still be flushing into the buffer.
         staging.withLock { if $0.count < 64 { $0.append(region) } }
+        return result
     }
 }
 
@@ -196,4 +254,11 @@ final class RDMADataPlane: Sendable {
 private final class SinkOwner: Sendable {
     let sink: any ReadSink
     init(_ sink: any ReadSink) { self.sink = sink }
+}
+
+/// A tier-0 slab's mapping as memory to register (the registration keeps it, and so the slab's pages, alive).
+private final class SlabMemory: RegistrableMemory {
+    let mapping: MappedBytes
+    init(mapping: MappedBytes) { self.mapping = mapping }
+    var registrableBytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: mapping.base, count: mapping.count) }
 }

@@ -110,8 +110,8 @@ final class PersistenceAgent: Tier1Overflow {
         let (object, metadata) = (current.object, current.metadata)
         let client = try s3Client(for: object)
         let (descriptor, offset, size) = try tiers.openHeldCopy(blob)
-        defer { close(descriptor) }
-        try await client.upload(bucket: object.bucket, key: object.key, fileDescriptor: descriptor, offset: offset, length: size,
+        defer { try? descriptor.close() }
+        try await client.upload(bucket: object.bucket, key: object.key, fileDescriptor: descriptor.rawValue, offset: offset, length: size,
                                 metadata: metadata)
         NodeMetrics.writtenS3.increment(by: Int64(size))
         do {

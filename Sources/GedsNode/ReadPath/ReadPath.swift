@@ -4,6 +4,7 @@ import GedsTier0
 import GedsWire
 import Logging
 import Synchronization
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -263,14 +264,14 @@ final class ReadPath: Sendable {
 
     /// A descriptor of the file a view of `info` maps on this host (after `view(of:)`): our tier-0 copy's, else
     /// a same-host node's tier-0 file; for a packed copy (whose slot is not ours to lend) an unnamed file holding
-    /// the view's bytes.
-    func descriptor(ofViewed info: ObjectInfo, _ view: MappedBytes) throws(GedsError) -> Int32 {
+    /// the view's bytes. The caller closes it.
+    func descriptor(ofViewed info: ObjectInfo, _ view: MappedBytes) throws(GedsError) -> FileDescriptor {
         let tier0 = tiers.tier0
         if tier0.contains(info.blob), let own = try? tier0.openForSharing(info.blob) { return own }
         for copy in info.locations.compactMap(mappable) {
             if copy.offset != nil { return try tier0.unnamedFile(holding: view) }
             let fd = open(copy.path, O_RDONLY | O_CLOEXEC)
-            if fd >= 0 { return fd }
+            if fd >= 0 { return FileDescriptor(rawValue: fd) }
         }
         throw GedsError(.noSuchBlob, "no tier-0 file of \(info.bucket)/\(info.key) on this host to hand over "
                         + "(tier 0 full and the object read from tier 1)")

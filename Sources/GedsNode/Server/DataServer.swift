@@ -99,11 +99,11 @@ private final class PeerService: RequestService {
         do {
             let (descriptor, start, size) = tier1 ? try tiers.openTier1ForReading(blob) : try tiers.tier0.openForReading(blob)
             guard offset <= size, length <= size - offset else {
-                close(descriptor)
+                try? descriptor.close()
                 return .reply(.failure(GedsError(.invalidArgument, "range \(offset)+\(length) is outside blob \(blob.fileName) of \(size) bytes")))
             }
             tiers.touched(blob)
-            return .file(FileStream(descriptor: descriptor, offset: start + offset, length: length))
+            return .file(FileStream(descriptor: descriptor.rawValue, offset: start + offset, length: length))
         } catch {
             return .reply(.failure(error))
         }

@@ -6,6 +6,7 @@ import GedsTier0
 import GedsWire
 import Logging
 import Synchronization
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -237,16 +238,16 @@ public final class LocalEndpoint: Sendable {
         switch request {
         case .view(let info):
             // The node's view keeps the file mapped (and so present) until the descriptor is on its way.
-            let outcome = wait { () throws(GedsError) -> (MappedBytes, Int32) in
+            let outcome = wait { () throws(GedsError) -> (MappedBytes, FileDescriptor) in
                 let object = try await session.checked(info)
                 let view = try await self.node.view(of: object)
                 return (view, try self.node.readPath.descriptor(ofViewed: object, view))
             }
             switch outcome {
             case .success(let (view, descriptor)):
-                defer { Glibc.close(descriptor) }
+                defer { try? descriptor.close() }
                 try withExtendedLifetime(view) { () throws(GedsError) in
-                    try socket.send(LocalFrame.bytes(.count(UInt64(view.count)), id: id), passing: descriptor)
+                    try socket.send(LocalFrame.bytes(.count(UInt64(view.count)), id: id), passing: descriptor.rawValue)
                 }
             case .failure(let error):
                 try socket.send(LocalFrame.bytes(.failure(error), id: id))
@@ -274,7 +275,9 @@ public final class LocalEndpoint: Sendable {
             }) {
             case .success(let writable):
                 let sent: Result<Void, GedsError> = writable.withDescriptor { descriptor in
-                    Result { () throws(GedsError) in try socket.send(LocalFrame.bytes(.created(blob: writable.blob), id: id), passing: descriptor) }
+                    Result { () throws(GedsError) in
+                        try socket.send(LocalFrame.bytes(.created(blob: writable.blob), id: id), passing: descriptor?.rawValue ?? -1)
+                    }
                 }
                 try sent.get()
             case .failure(let error):

@@ -1,6 +1,8 @@
 import GedsCarrier
 import GedsCore
+import GedsMetadataRDMA
 import GedsTCP
+import GedsVerbs
 import GedsWire
 import NIOCore
 import NIOPosix
@@ -14,10 +16,7 @@ public final class EventSubscription: AsyncSequence, Sendable {
     public typealias Element = NamespaceEvent
 
     public let scope: EventScope
-    private let mds: Endpoint
-    private let group: any EventLoopGroup
-    private let token: DeploymentToken?
-    private let tls: TransportSecurity?
+    private let transport: SubscriptionTransport
     private let state = Mutex<State>(State())
 
     /// Events received and not taken by the application yet, at most this many; beyond, the subscription fails
@@ -32,7 +31,7 @@ public final class EventSubscription: AsyncSequence, Sendable {
         var subscribed = false
         var failure: GedsError?
         var cancelled = false
-        var connection: PushConnection?
+        var connection: (any SubscriptionStream)?
         var ready: CheckedContinuation<Void, any Error>?
         var waiter: (id: UInt64, continuation: CheckedContinuation<NamespaceEvent?, any Error>)?
         var nextWaiter: UInt64 = 0
@@ -44,18 +43,14 @@ public final class EventSubscription: AsyncSequence, Sendable {
         var notify: (@Sendable () -> Void)?
     }
 
-    init(scope: EventScope, mds: Endpoint, group: any EventLoopGroup, token: DeploymentToken?, tls: TransportSecurity?) {
+    init(scope: EventScope, transport: SubscriptionTransport) {
         self.scope = scope
-        self.mds = mds
-        self.group = group
-        self.token = token
-        self.tls = tls
+        self.transport = transport
     }
 
     /// Subscribes, after `after` (replayed from the MDS's history) or from now; returns once the MDS confirmed.
-    static func open(_ scope: EventScope, after: UInt64?, mds: Endpoint, group: any EventLoopGroup,
-                     token: DeploymentToken?, tls: TransportSecurity?) async throws(GedsError) -> EventSubscription {
-        let subscription = EventSubscription(scope: scope, mds: mds, group: group, token: token, tls: tls)
+    static func open(_ scope: EventScope, after: UInt64?, transport: SubscriptionTransport) async throws(GedsError) -> EventSubscription {
+        let subscription = EventSubscription(scope: scope, transport: transport)
         if let after {
             subscription.state.withLock { state in
                 state.seen = after
@@ -140,7 +135,7 @@ public final class EventSubscription: AsyncSequence, Sendable {
 
     /// Ends the subscription: its connection closes and `next` returns nil.
     public func cancel() {
-        let connection = state.withLock { state -> PushConnection? in
+        let connection = state.withLock { state -> (any SubscriptionStream)? in
             state.cancelled = true
             defer { state.connection = nil }
             return state.connection
@@ -155,8 +150,8 @@ public final class EventSubscription: AsyncSequence, Sendable {
         var delay = Duration.milliseconds(50)
         while !state.withLock({ $0.cancelled }) {
             do {
-                let connection = try await PushConnection.open(
-                    to: mds, peerName: "MDS", request: .subscribe(scope: scope, after: after), group: group, token: token, tls: tls,
+                let connection = try await transport.open(
+                    .subscribe(scope: scope, after: after),
                     onReply: { [weak self] reply in self?.received(reply) },
                     onClose: { [weak self] error in self?.closed(error) })
                 let cancelled = state.withLock { state in
@@ -287,8 +282,14 @@ public final class EventSubscription: AsyncSequence, Sendable {
 extension Node {
     /// Subscribes to the MDS's events in `scope`: those after `after` (from its history), or from now on.
     public func subscribe(_ scope: EventScope, after: UInt64? = nil) async throws(GedsError) -> EventSubscription {
-        try await EventSubscription.open(scope, after: after, mds: configuration.mds, group: group, token: configuration.token,
-                                         tls: configuration.tls)
+        var overRDMA: SubscriptionTransport.OverRDMA?
+        if let engine = rdma?.engine, let endpoint = configuration.mdsRDMA, let carrier = mds.rdma {
+            overRDMA = .init(endpoint: endpoint, engine: engine, carrier: carrier)
+        }
+        let transport = SubscriptionTransport(mds: configuration.mds, group: group, token: configuration.token,
+                                              tls: configuration.tls, rdma: overRDMA,
+                                              timeout: .milliseconds(configuration.timeoutMilliseconds))
+        return try await EventSubscription.open(scope, after: after, transport: transport)
     }
 }
 
@@ -297,6 +298,44 @@ extension EventSubscription {
     /// shared event loops.
     public static func open(_ scope: EventScope, after: UInt64?, mds: Endpoint,
                             token: DeploymentToken? = nil, tls: TransportSecurity? = nil) async throws(GedsError) -> EventSubscription {
-        try await open(scope, after: after, mds: mds, group: MultiThreadedEventLoopGroup.singleton, token: token, tls: tls)
+        try await open(scope, after: after, transport: SubscriptionTransport(mds: mds, group: MultiThreadedEventLoopGroup.singleton,
+                                                                             token: token, tls: tls))
+    }
+}
+
+/// The connection a subscription's events come on.
+protocol SubscriptionStream: Sendable {
+    func close()
+}
+
+extension PushConnection: SubscriptionStream {}
+extension RDMAPushConnection: SubscriptionStream {}
+
+/// How a subscription reaches the MDS: over RDMA send/receive while its node's MDS calls go that way, else TCP.
+struct SubscriptionTransport: Sendable {
+    struct OverRDMA: Sendable {
+        let endpoint: Endpoint
+        let engine: RDMAEngine
+        /// Whether the node's MDS calls still go over RDMA (they fall back to TCP for good when it fails).
+        let carrier: RDMAMetadataCarrier
+    }
+
+    let mds: Endpoint
+    let group: any EventLoopGroup
+    let token: DeploymentToken?
+    /// TLS on the TCP connection (RDMA send/receive is not TLS).
+    var tls: TransportSecurity?
+    var rdma: OverRDMA?
+    var timeout: Duration = .seconds(5)
+
+    /// Sends `request` on a connection of its own, whose replies then go to `onReply` in order.
+    func open(_ request: Request, onReply: @escaping @Sendable (Reply) -> Void,
+              onClose: @escaping @Sendable (GedsError) -> Void) async throws(GedsError) -> any SubscriptionStream {
+        if let rdma, rdma.carrier.active {
+            return try await RDMAPushConnection.open(to: rdma.endpoint, engine: rdma.engine, request: request, timeout: timeout,
+                                                     token: token, onReply: onReply, onClose: onClose)
+        }
+        return try await PushConnection.open(to: mds, peerName: "MDS", request: request, group: group,
+                                             token: token, tls: tls, onReply: onReply, onClose: onClose)
     }
 }

@@ -4,6 +4,7 @@ import GedsTier1
 import GedsWire
 import Logging
 import Synchronization
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -111,13 +112,17 @@ final class TierManager: HeldCopies {
                              slot: slot)
     }
 
-    /// Our tier-0 copy registered for one-sided READs (once; later calls reuse the registration), nil when
-    /// this node runs over TCP, the copy could not be registered, or it is packed into a slab slot: a packed
-    /// copy publishes no rkey and is read over TCP (a process test once read a wrong slot header over RDMA,
-    /// cause unknown; such small objects mostly come inline from the MDS anyway).
+    /// Our tier-0 copy registered for one-sided READs (once; later calls reuse the registration; a packed copy's
+    /// is its slab's, at its slot), nil when this node runs over TCP or the copy could not be registered.
     private func rdmaAccess(of blob: BlobID, path: String, slot: SlabSlot?) -> RDMAAccess? {
-        guard slot == nil, let rdma, let remote = rdma.register(blob, path: path) else { return nil }
-        return RDMAAccess(endpoint: rdma.responder.endpoint, address: remote.address, rkey: remote.rkey)
+        guard let rdma else { return nil }
+        guard slot != nil else {
+            return rdma.register(blob, path: path).map { RDMAAccess(endpoint: rdma.responder.endpoint, address: $0.address, rkey: $0.rkey) }
+        }
+        guard let (slot, slab) = tier0.packedSlab(of: blob) else { return nil }  // deleted meanwhile
+        return rdma.register(slab: slot.slab, mapping: slab).map {
+            RDMAAccess(endpoint: rdma.responder.endpoint, address: $0.address + slot.offset, rkey: $0.rkey)
+        }
     }
 
     /// Deletes our tier-0 copy once the MDS no longer hands it out (or never did), its RDMA registration first.
@@ -413,13 +418,13 @@ final class TierManager: HeldCopies {
 
     /// Opens a tier-1 file for reading in place (through the page cache): for when it cannot be promoted
     /// because both tiers are full. Only its size is checked then, as for any ranged tier-1 read.
-    func openTier1ForReading(_ blob: BlobID) throws(GedsError) -> (descriptor: Int32, offset: UInt64, size: UInt64) {
+    func openTier1ForReading(_ blob: BlobID) throws(GedsError) -> (descriptor: FileDescriptor, offset: UInt64, size: UInt64) {
         guard let tier1, let object = tier1.object(blob) else {
             throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here")
         }
         let fd = open(tier1.path(of: blob), O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here") }
-        return (fd, 0, object.size)
+        return (FileDescriptor(rawValue: fd), 0, object.size)
     }
 
     private func moveToTier0(_ blob: BlobID) async throws(GedsError) {
@@ -494,7 +499,7 @@ final class TierManager: HeldCopies {
     }
 
     /// The copy held here opened for reading: the tier-0 one, else the tier-1 one (without promoting it).
-    func openHeldCopy(_ blob: BlobID) throws(GedsError) -> (descriptor: Int32, offset: UInt64, size: UInt64) {
+    func openHeldCopy(_ blob: BlobID) throws(GedsError) -> (descriptor: FileDescriptor, offset: UInt64, size: UInt64) {
         tier0.contains(blob) ? try tier0.openForReading(blob) : try openTier1ForReading(blob)
     }
 

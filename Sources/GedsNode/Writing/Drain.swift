@@ -100,9 +100,7 @@ final class Drain: Sendable {
 
     /// Live gedsd nodes other than this one that are not draining, fewest bytes first.
     private func liveTargets() async throws(GedsError) -> [NodeInfo] {
-        let targets = try await mds.nodes()
-            .filter { $0.alive && $0.role == .daemon && !$0.draining && $0.name != nodeName }
-            .sorted { $0.bytes < $1.bytes }
+        let targets = try await mds.nodes().copyTargets(besides: nodeName).filter { $0.role == .daemon }
         guard !targets.isEmpty else { throw GedsError(.noSuchNode, "no other live gedsd can take the objects of \(nodeName)") }
         return targets
     }

@@ -73,6 +73,16 @@ public final class RDMAEngine: @unchecked Sendable {
         }
     }
 
+    /// Runs `work` on the poll thread: at once when called there, else queued to it (dropped once the engine
+    /// stopped). What runs there must be brief: every connection of this engine waits meanwhile.
+    public func execute(_ work: @escaping @Sendable () -> Void) {
+        if pthread_equal(pthread_self(), thread) != 0 {
+            work()
+        } else {
+            submit { _ in work() }
+        }
+    }
+
     /// Runs `command` on the poll thread; false once the engine has stopped.
     @discardableResult
     func submit(_ command: @escaping @Sendable (EngineLoop) -> Void) -> Bool {
