@@ -32,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.0"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
     ],
     targets: [
@@ -71,6 +72,7 @@ let package = Package(
                 dependencies: ["GedsCore", "GedsWire", "GedsCarrier", .product(name: "Metrics", package: "swift-metrics"),
                                .product(name: "NIOCore", package: "swift-nio"),
                                .product(name: "NIOPosix", package: "swift-nio"),
+                               .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOTLS", package: "swift-nio"),
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         // The MDS's RDMA send/receive protocol, both sides: the listener (for GedsMDS) and the client (for GedsNode).
@@ -91,7 +93,7 @@ let package = Package(
                                .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: strict),
         .target(name: "GEDS",
-                dependencies: ["GedsCore", "GedsWire", "GedsCarrier", "GedsNode", "GedsTier0", "GedsTier1", .product(name: "Logging", package: "swift-log"),
+                dependencies: ["GedsCore", "GedsWire", "GedsCarrier", "GedsNode", "GedsTCP", "GedsTier0", "GedsTier1", .product(name: "Logging", package: "swift-log"),
                                .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: strict),
         // The C ABI. Only the geds_* symbols are exported (geds.map), and the Swift runtime (with Foundation, which
@@ -111,7 +113,7 @@ let package = Package(
         .executableTarget(name: "geds", dependencies: ["GEDS", "GedsCore", .product(name: "Logging", package: "swift-log"),
                                .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/geds", swiftSettings: strict),
-        .executableTarget(name: "geds-mds", dependencies: ["GedsMDS", "GedsMetadataRDMA", "GedsCarrier", "GedsCore", "GedsMetrics", .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
+        .executableTarget(name: "geds-mds", dependencies: ["GedsMDS", "GedsMetadataRDMA", "GedsCarrier", "GedsCore", "GedsTCP", "GedsMetrics", .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
                                .product(name: "NIOPosix", package: "swift-nio"),
                                .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/geds-mds", swiftSettings: strict),

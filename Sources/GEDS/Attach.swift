@@ -1,6 +1,7 @@
 import GedsCarrier
 import GedsCore
 import GedsNode
+import GedsTCP
 import GedsTier0
 import GedsWire
 import Logging
@@ -23,6 +24,9 @@ final class Attachment: Sendable {
     let helloMilliseconds: Int64
     /// The deployment's, proved on each new connection (none: an open deployment).
     let token: DeploymentToken?
+    /// For the process's own TCP connections to the MDS (subscriptions); under TLS its lookups go through the gedsd
+    /// (`DirectCalls` is plain TCP).
+    let tls: TransportSecurity?
     /// Lookups straight to the MDS on the caller's thread: half the time of one through the gedsd, which makes
     /// the same MDS round trip after a local one (docs/PERFORMANCE.md, attach mode). Nil when the MDS is unknown.
     private let mdsCalls: DirectCalls?
@@ -34,20 +38,25 @@ final class Attachment: Sendable {
         var gedsd: NodeInfo
     }
 
-    private init(path: String, mds: String, helloMilliseconds: Int64, token: DeploymentToken?, first: LocalConnection,
+    private init(path: String, mds: String, helloMilliseconds: Int64, token: DeploymentToken?, tls: TransportSecurity?,
+                 first: LocalConnection,
                  gedsd: NodeInfo) {
         self.path = path
         self.mds = mds
         self.helloMilliseconds = helloMilliseconds
         self.token = token
-        mdsCalls = (try? Endpoint(parsing: mds)).map { DirectCalls(endpoint: $0, timeoutMilliseconds: helloMilliseconds, token: token) }
+        self.tls = tls
+        mdsCalls = tls != nil ? nil
+            : (try? Endpoint(parsing: mds)).map { DirectCalls(endpoint: $0, timeoutMilliseconds: helloMilliseconds, token: token) }
         state = Mutex(State(pid: getpid(), idle: [first], gedsd: gedsd))
     }
 
     /// Connects to the gedsd at `path` and greets it.
-    static func attach(path: String, mds: String, helloMilliseconds: Int64, token: DeploymentToken?) throws(GedsError) -> Attachment {
+    static func attach(path: String, mds: String, helloMilliseconds: Int64, token: DeploymentToken?,
+                       tls: TransportSecurity?) throws(GedsError) -> Attachment {
         let (connection, gedsd) = try LocalConnection.open(path: path, mds: mds, helloMilliseconds: helloMilliseconds, token: token)
-        return Attachment(path: path, mds: mds, helloMilliseconds: helloMilliseconds, token: token, first: connection, gedsd: gedsd)
+        return Attachment(path: path, mds: mds, helloMilliseconds: helloMilliseconds, token: token, tls: tls, first: connection,
+                          gedsd: gedsd)
     }
 
     /// A gedsd found by looking (not named by the user) that does not greet within this is passed over.
@@ -63,17 +72,17 @@ final class Attachment: Sendable {
             return nil
         case .path(let path):
             return try attach(path: path, mds: mds, helloMilliseconds: configuration.timeoutMilliseconds,
-                              token: configuration.token, logger: logger, reason: "as configured")
+                              token: configuration.token, tls: configuration.tls, logger: logger, reason: "as configured")
         case .auto:
             if let variable = getenv("GEDS_NODE"), variable.pointee != 0 {
                 return try attach(path: String(cString: variable), mds: mds, helloMilliseconds: configuration.timeoutMilliseconds,
-                                  token: configuration.token, logger: logger, reason: "GEDS_NODE")
+                                  token: configuration.token, tls: configuration.tls, logger: logger, reason: "GEDS_NODE")
             }
             // Only a gedsd of the same host id: a process that says it is on another host (GEDS_HOST_ID) is not attached.
             let folder = LocalEndpoint.defaultDirectory
             for socket in socketFiles(in: folder) {
                 guard let attachment = try? attach(path: folder + "/" + socket, mds: mds, helloMilliseconds: discoveryMilliseconds,
-                                                   token: configuration.token) else {
+                                                   token: configuration.token, tls: configuration.tls) else {
                     continue
                 }
                 if attachment.gedsd.hostID == configuration.hostID {
@@ -85,9 +94,10 @@ final class Attachment: Sendable {
         }
     }
 
-    private static func attach(path: String, mds: String, helloMilliseconds: Int64, token: DeploymentToken?, logger: Logger,
+    private static func attach(path: String, mds: String, helloMilliseconds: Int64, token: DeploymentToken?,
+                               tls: TransportSecurity?, logger: Logger,
                                reason: String) throws(GedsError) -> Attachment {
-        try attach(path: path, mds: mds, helloMilliseconds: helloMilliseconds, token: token).logged(logger, reason: reason)
+        try attach(path: path, mds: mds, helloMilliseconds: helloMilliseconds, token: token, tls: tls).logged(logger, reason: reason)
     }
 
     private func logged(_ logger: Logger, reason: String) -> Attachment {

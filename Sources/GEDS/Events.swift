@@ -1,6 +1,7 @@
 import GedsCarrier
 import GedsCore
 import GedsNode
+import GedsTCP
 
 @_exported import struct GedsCore.NamespaceEvent
 @_exported import struct GedsCore.EventScope
@@ -8,6 +9,7 @@ import GedsNode
 @_exported import enum GedsCore.SubscriptionEnd
 @_exported import class GedsNode.EventSubscription
 @_exported import struct GedsCarrier.DeploymentToken
+@_exported import class GedsTCP.TransportSecurity
 
 extension GEDS {
     /// Subscribes to the changes in `scope` (a bucket, a key prefix, one key): every event after `revision`, from
@@ -18,7 +20,7 @@ extension GEDS {
         _ = try BucketName(scope.bucket)
         if let attachment {
             return try await EventSubscription.open(scope, after: revision, mds: Endpoint(parsing: attachment.mds),
-                                                    token: attachment.token)
+                                                    token: attachment.token, tls: attachment.tls)
         }
         return try await node.subscribe(scope, after: revision)
     }

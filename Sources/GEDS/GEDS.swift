@@ -1,5 +1,6 @@
 import GedsCore
 import GedsNode
+import GedsTCP
 import GedsTier0
 import GedsTier1
 import GedsWire
@@ -36,21 +37,24 @@ public final class GEDS: Sendable {
 
     /// Attaches to this host's gedsd when `configuration.attach` finds one, else starts a node here. The
     /// choice is logged (info).
-    /// Without a `configuration.token`, the one `$GEDS_TOKEN_FILE` names is used (when set).
+    /// Without a `configuration.token`, the one `$GEDS_TOKEN_FILE` names is used (when set); without a
+    /// `configuration.tls`, the files `$GEDS_TLS_CERT`, `$GEDS_TLS_KEY`, `$GEDS_TLS_CA` name (when set).
     public static func connect(_ configuration: NodeConfiguration,
                                logger: Logger = Logger(label: "geds")) async throws(GedsError) -> GEDS {
         var configuration = configuration
         if configuration.token == nil { configuration.token = try DeploymentToken.resolve(tokenFile: nil) }
+        if configuration.tls == nil { configuration.tls = try TransportSecurity.resolve() }
         if let attachment = try Attachment.choose(configuration, logger: logger) { return GEDS(attachment: attachment) }
         return GEDS(node: try await Node.start(configuration, logger: logger))
     }
 
     /// Attaches to the gedsd listening at `socketPath` (`gedsd --socket`); `mds` ("HOST:PORT"), when given,
     /// must be the one it serves. A gedsd that does not greet within `timeoutMilliseconds` is an error; `token`: the
-    /// deployment's, when it has one.
+    /// deployment's, when it has one; `tls`: for subscriptions, which go to the MDS over TCP.
     public static func attach(socketPath: String, mds: String = "", timeoutMilliseconds: Int64 = 10_000,
-                              token: DeploymentToken? = nil) throws(GedsError) -> GEDS {
-        GEDS(attachment: try Attachment.attach(path: socketPath, mds: mds, helloMilliseconds: timeoutMilliseconds, token: token))
+                              token: DeploymentToken? = nil, tls: TransportSecurity? = nil) throws(GedsError) -> GEDS {
+        GEDS(attachment: try Attachment.attach(path: socketPath, mds: mds, helloMilliseconds: timeoutMilliseconds, token: token,
+                                               tls: tls))
     }
 
     private init(node: Node) {
@@ -182,8 +186,8 @@ public final class GEDS: Sendable {
     /// `open` for callers on threads of their own (the C ABI, Python), which block until it is done anyway: the
     /// lookup runs on this thread over a blocking connection to the MDS, without hand-offs to the event loop and
     /// back; a reader of an object whose bytes came with the lookup then reads without any. An attached
-    /// process's calls all run on the caller's thread. Nil when this path does not apply (the MDS over RDMA, an
-    /// object only in S3 so far): use `open`.
+    /// process's calls all run on the caller's thread. Nil when this path does not apply (the MDS over RDMA or TLS,
+    /// an object only in S3 so far): use `open`.
     public func openOnCallerThread(_ path: ObjectPath) throws(GedsError) -> ObjectReader? {
         let (bucket, key) = (path.bucket.rawValue, path.key.rawValue)
         if let attachment { return ObjectReader(node: nil, attachment: attachment, info: try attachment.lookup(bucket: bucket, key: key)) }

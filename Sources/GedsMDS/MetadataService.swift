@@ -315,7 +315,7 @@ public final class MetadataServer: Sendable {
                              inlineLimit: UInt32 = InlineContents.defaultLimit, inlineBudget: UInt64 = InlineContents.defaultBudget,
                              subscriberQueueLimit: Int = MetadataService.defaultSubscriberQueueLimit,
                              progressInterval: TimeAmount = .seconds(1), state: StateOptions? = nil,
-                             token: DeploymentToken? = nil, logger: Logger,
+                             token: DeploymentToken? = nil, tls: TransportSecurity? = nil, logger: Logger,
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> MetadataServer {
         let authentication = ServerAuthentication(token: token, role: "MDS", logger: logger)
         var store = MetadataStore(leaseMilliseconds: leaseMilliseconds, eventHistory: eventHistory, inlineLimit: inlineLimit,
@@ -325,7 +325,7 @@ public final class MetadataServer: Sendable {
         let server: FrameServer
         do {
             server = try await FrameServer.start(listen: listen, service: service, group: group, logger: logger,
-                                                 authentication: authentication)
+                                                 authentication: authentication, tls: tls)
         } catch {
             await journal?.close()
             throw error

@@ -30,7 +30,8 @@ public final class Node: Sendable {
     let peers: ConnectionPool
     /// The event loop of all this node's client connections, as a task executor (see `onLoop`).
     let executor: EventLoopTaskExecutor
-    let bulk: BulkReader
+    /// Blocking bulk reads over plain TCP (nil under TLS).
+    let bulk: BulkReader?
     let group: any EventLoopGroup
     let session: MDSSession
     let tiers: TierManager
@@ -63,12 +64,17 @@ public final class Node: Sendable {
             tier1 = try Tier1Store(tier1Configuration)
         }
         let server = try await DataServer.start(listen: configuration.listen, group: group, logger: logger,
-                                                authentication: configuration.serverAuthentication(logger))
+                                                authentication: configuration.serverAuthentication(logger), tls: configuration.tls)
         var rdma: RDMADataPlane?
         var mdsOverRDMA: RDMAMetadataClient?
         do throws(GedsError) {
             if transport.offersRDMA {
                 rdma = try await startRDMA(configuration, transport: &transport, port: server.localAddress.port, logger: logger)
+            }
+            if let tls = configuration.tls {
+                // NIO's TLS handler is the only TLS here: the blocking fast paths are left out.
+                transport.explanation += "; tcp over \(tls.serverDescription): bulk reads and caller-thread MDS lookups "
+                    + "go through the event loop"
             }
             logger.info("\(transport.explanation)")
             if let rdma, let mdsRDMA = configuration.mdsRDMA {
@@ -103,10 +109,10 @@ public final class Node: Sendable {
         self.transport = transport
         self.rdma = rdma
         let executor = EventLoopTaskExecutor(group.next())
-        let peers = ConnectionPool(group: executor.eventLoop, token: configuration.token)
+        let peers = ConnectionPool(group: executor.eventLoop, token: configuration.token, tls: configuration.tls)
         self.executor = executor
         self.peers = peers
-        let bulk = BulkReader(token: configuration.token)
+        let bulk = configuration.tls == nil ? BulkReader(token: configuration.token) : nil
         self.bulk = bulk
         var host = configuration.advertisedHost ?? server.localAddress.host
         if host == "0.0.0.0" || host == "::" { host = "127.0.0.1" }
@@ -125,8 +131,10 @@ public final class Node: Sendable {
         let carriers = CopyCarriers(rdma: rdma, bulk: bulk, pool: peers, s3Clients: persistence.s3Clients,
                                     timeoutMilliseconds: configuration.timeoutMilliseconds)
         readPath = ReadPath(tiers: tiers, carriers: carriers, mds: mds,
-                            direct: DirectCalls(endpoint: configuration.mds, timeoutMilliseconds: configuration.timeoutMilliseconds,
-                                                token: configuration.token),
+                            direct: configuration.tls == nil
+                                ? DirectCalls(endpoint: configuration.mds, timeoutMilliseconds: configuration.timeoutMilliseconds,
+                                              token: configuration.token)
+                                : nil,
                             configuration: configuration, logger: logger)
         writePath = WritePath(tiers: tiers, persistence: persistence, readPath: readPath, mds: mds, session: session,
                               peers: peers, timeoutMilliseconds: configuration.timeoutMilliseconds)
@@ -196,7 +204,7 @@ public final class Node: Sendable {
         await mds.rdma?.close()
         await rdma?.shutdown()
         peers.closeAll()
-        await bulk.shutdown()
+        await bulk?.shutdown()
         await tier1?.shutdown()
         await persistence.shutdown()
         if configuration.removeTier0OnShutdown {

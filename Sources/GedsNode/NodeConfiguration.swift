@@ -1,5 +1,6 @@
 import GedsCarrier
 import GedsCore
+import GedsTCP
 import GedsTier1
 import Logging
 #if canImport(Glibc)
@@ -45,6 +46,10 @@ public struct NodeConfiguration: Sendable {
     /// The deployment's secret (`--token-file`, `GEDS_TOKEN_FILE`: `DeploymentToken.resolve`): proved on every
     /// connection this node makes and demanded on every one it accepts. Nil: an open deployment.
     public var token: DeploymentToken?
+    /// TLS for every TCP connection this node makes and accepts (`--tls-cert`, `--tls-key`, `--tls-ca`, `GEDS_TLS_*`:
+    /// `TransportSecurity.resolve`). Its bulk reads and caller-thread MDS lookups then go through the event loop (see
+    /// `Node.start`); the host-local socket and RDMA are unchanged. Nil: plain TCP.
+    public var tls: TransportSecurity?
 
     /// How a process finds the `gedsd` of its host to attach to (see `GEDS.connect`).
     public enum Attach: Sendable, Equatable {

@@ -11,26 +11,31 @@ public final class Connection: Sendable {
     public let peer: Endpoint
     let channel: any Channel
     private let peerName: String
+    private let ending: ConnectionEnding
 
-    init(peer: Endpoint, channel: any Channel, peerName: String) {
+    init(peer: Endpoint, channel: any Channel, peerName: String, ending: ConnectionEnding) {
         self.peer = peer
         self.channel = channel
         self.peerName = peerName
+        self.ending = ending
     }
 
-    /// With a `token`, the connection is returned once the peer accepted its proof (and proved it knows it too).
+    /// With a `token`, the connection is returned once the peer accepted its proof (and proved it knows it too);
+    /// with `tls`, once the TLS handshake verified the peer (the token's handshake then runs inside TLS).
     public static func connect(to peer: Endpoint, peerName: String, group: any EventLoopGroup,
-                               timeout: TimeAmount = .seconds(5), token: DeploymentToken? = nil) async throws(GedsError) -> Connection {
+                               timeout: TimeAmount = .seconds(5), token: DeploymentToken? = nil, tls: TransportSecurity? = nil) async throws(GedsError) -> Connection {
         let loop = group.next()
-        let authentication = PendingAuthentication(token: token, peer: "\(peerName) \(peer)", loop: loop, timeout: timeout)
+        let ending = ConnectionEnding()
+        let security = try ClientChannelSecurity(tls: tls, token: token, peer: peer, peerName: peerName, loop: loop,
+                                                 timeout: timeout)
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 4 << 20))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try authentication?.addHandler(to: channel)
-                    try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(peerName: peerName))
+                    try security.addHandlers(to: channel)
+                    try channel.pipeline.syncOperations.addHandler(ClientConnectionHandler(peerName: peerName, ending: ending))
                 }
             }
         let channel: any Channel
@@ -39,11 +44,11 @@ public final class Connection: Sendable {
         } catch {
             let failure = GedsError(peerName == "MDS" ? .mdsUnreachable : .peerUnreachable,
                                     "\(peerName) unreachable at \(peer): \(Connection.describe(error))")
-            authentication?.abandon(failure)
+            security.abandon(failure)
             throw failure
         }
-        try await authentication?.connected(channel)
-        return Connection(peer: peer, channel: channel, peerName: peerName)
+        try await security.connected(channel)
+        return Connection(peer: peer, channel: channel, peerName: peerName, ending: ending)
     }
 
     public var isActive: Bool { channel.isActive }
@@ -87,9 +92,9 @@ public final class Connection: Sendable {
     /// has lost its pipeline, handler included: the write fails and nothing would ever complete the call's promise,
     /// so the failed write completes it.
     private func send(_ call: OutboundCall) {
-        let (peerName, promise) = (peerName, call.promise)
+        let (peerName, promise, ending) = (peerName, call.promise, ending)
         channel.writeAndFlush(call).whenFailure { error in
-            promise.fail(error as? GedsError
+            promise.fail(error as? GedsError ?? ending.reason
                               ?? GedsError(.peerUnreachable, "\(peerName) closed the connection (\(Connection.describe(error)))"))
         }
     }
@@ -102,6 +107,17 @@ public final class Connection: Sendable {
         }
         return "\(error)"
     }
+}
+
+/// Why a connection's channel ended, set by its handler: a call written after that (when the handler has left with
+/// the pipeline) fails with it rather than with NIO's "I/O on closed channel". A server that refuses this client's
+/// TLS certificate closes the channel just after `connect` returned, for one.
+final class ConnectionEnding: Sendable {
+    private let first = Mutex<GedsError?>(nil)
+
+    var reason: GedsError? { first.withLock { $0 } }
+
+    func record(_ error: GedsError) { first.withLock { $0 = $0 ?? error } }
 }
 
 struct OutboundCall {
@@ -128,13 +144,18 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
 
     private let peerName: String
     private var reader = FrameReader()
+    /// `reader.holdsTLSRecord` after the last read, kept beside the reader: the channel may close while the reader
+    /// is busy (a frame's handling inside `consume` can close it), when the reader itself cannot be asked.
+    private var heldTLSRecord = false
     private var pending: [UInt64: Pending] = [:]
     private var nextID: UInt64 = 1
     private var timer: RepeatedTask?
     private var closedError: GedsError?
+    private let ending: ConnectionEnding
 
-    init(peerName: String) {
+    init(peerName: String, ending: ConnectionEnding) {
         self.peerName = peerName
+        self.ending = ending
     }
 
     /// Once connected (and authenticated, see `ClientAuthenticationHandler`).
@@ -167,6 +188,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
             try reader.consume(unwrapInboundIn(data)) { (frame) throws(GedsError) in
                 try deliver(frame)
             }
+            heldTLSRecord = reader.holdsTLSRecord
         } catch {
             fail(everything: error, context: context)
         }
@@ -232,6 +254,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
 
     private func fail(everything error: GedsError, context: ChannelHandlerContext) {
         closedError = closedError ?? error
+        ending.record(closedError!)
         let entries = pending
         pending = [:]
         for (_, entry) in entries { entry.promise.fail(error) }
@@ -241,14 +264,18 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
         let midRead = pending.values.contains { $0.expected != nil }
-        fail(everything: closedError ?? GedsError(.peerUnreachable, midRead
-                ? "\(peerName) closed the connection in the middle of a read"
-                : "\(peerName) closed the connection"), context: context)
+        fail(everything: closedError ?? (heldTLSRecord
+                ? .peerRequiresTLS(peerName, code: .peerUnreachable)
+                : GedsError(.peerUnreachable, midRead
+                    ? "\(peerName) closed the connection in the middle of a read"
+                    : "\(peerName) closed the connection")), context: context)
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fail(everything: GedsError(.peerUnreachable, "connection to \(peerName) failed: \(Connection.describe(error))"),
+        // A GedsError is one a handler in front explained already (TLS).
+        fail(everything: error as? GedsError
+                ?? GedsError(.peerUnreachable, "connection to \(peerName) failed: \(Connection.describe(error))"),
              context: context)
     }
 }
@@ -257,17 +284,19 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
 public final class ConnectionPool: Sendable {
     private let group: any EventLoopGroup
     private let token: DeploymentToken?
+    private let tls: TransportSecurity?
     private let connections = Mutex<[Endpoint: Connection]>([:])
 
-    /// `token`: the deployment's, proved on each new connection (none: an open deployment).
-    public init(group: any EventLoopGroup, token: DeploymentToken? = nil) {
+    /// `token`: the deployment's, proved on each new connection (none: an open deployment); `tls`: connections over TLS.
+    public init(group: any EventLoopGroup, token: DeploymentToken? = nil, tls: TransportSecurity? = nil) {
         self.group = group
         self.token = token
+        self.tls = tls
     }
 
     public func connection(to peer: Endpoint, peerName: String) async throws(GedsError) -> Connection {
         if let existing = connections.withLock({ $0[peer] }), existing.isActive { return existing }
-        let fresh = try await Connection.connect(to: peer, peerName: peerName, group: group, token: token)
+        let fresh = try await Connection.connect(to: peer, peerName: peerName, group: group, token: token, tls: tls)
         let winner = connections.withLock { table -> Connection in
             if let existing = table[peer], existing.isActive { return existing }
             table[peer] = fresh

@@ -20,6 +20,15 @@ import NIOCore
 
     public init() {}
 
+    /// Whether the bytes waiting for the rest of a header are a TLS record: what a TLS server sends a plain client (an
+    /// alert) before it closes the connection.
+    public var holdsTLSRecord: Bool {
+        guard header == nil, let pending, pending.readableBytes >= 3,
+              let type = pending.getInteger(at: pending.readerIndex, as: UInt8.self),
+              let major = pending.getInteger(at: pending.readerIndex + 1, as: UInt8.self) else { return false }
+        return (type == TLSRecord.alert || type == TLSRecord.handshake) && major == TLSRecord.majorVersion
+    }
+
     public mutating func consume(_ incoming: ByteBuffer, _ emit: (InboundFrame) throws(GedsError) -> Void) throws(GedsError) {
         var buffer: ByteBuffer
         if var pending = self.pending {

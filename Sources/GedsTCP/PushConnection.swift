@@ -14,19 +14,20 @@ public final class PushConnection: Sendable {
         self.channel = channel
     }
 
-    /// With a `token`, the request is sent once the peer accepted its proof (a refusal is thrown; `onClose` is for a connection that was opened).
+    /// With a `token`, the request is sent once the peer accepted its proof (inside TLS with `tls`) (a refusal is thrown; `onClose` is for a connection that was opened).
     public static func open(to peer: Endpoint, peerName: String, request: Request, group: any EventLoopGroup,
-                            timeout: TimeAmount = .seconds(5), token: DeploymentToken? = nil,
+                            timeout: TimeAmount = .seconds(5), token: DeploymentToken? = nil, tls: TransportSecurity? = nil,
                             onReply: @escaping @Sendable (Reply) -> Void,
                             onClose: @escaping @Sendable (GedsError) -> Void) async throws(GedsError) -> PushConnection {
         let loop = group.next()
-        let authentication = PendingAuthentication(token: token, peer: "\(peerName) \(peer)", loop: loop, timeout: timeout)
+        let security = try ClientChannelSecurity(tls: tls, token: token, peer: peer, peerName: peerName, loop: loop,
+                                                 timeout: timeout)
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try authentication?.addHandler(to: channel)
+                    try security.addHandlers(to: channel)
                     try channel.pipeline.syncOperations.addHandler(
                         PushClientHandler(peerName: peerName, onReply: onReply, onClose: onClose))
                 }
@@ -37,10 +38,10 @@ public final class PushConnection: Sendable {
         } catch {
             let failure = GedsError(peerName == "MDS" ? .mdsUnreachable : .peerUnreachable,
                                     "\(peerName) unreachable at \(peer): \(Connection.describe(error))")
-            authentication?.abandon(failure)
+            security.abandon(failure)
             throw failure
         }
-        try await authentication?.connected(channel)
+        try await security.connected(channel)
         channel.writeAndFlush(FrameEncoder.frame(request, id: 1, allocator: channel.allocator), promise: nil)
         return PushConnection(channel: channel)
     }
@@ -59,6 +60,9 @@ final class PushClientHandler: ChannelInboundHandler {
     private let onReply: @Sendable (Reply) -> Void
     private let onClose: @Sendable (GedsError) -> Void
     private var reader = FrameReader()
+    /// `reader.holdsTLSRecord` after the last read, kept beside the reader: the channel may close while the reader
+    /// is busy (a frame's handling inside `consume` can close it), when the reader itself cannot be asked.
+    private var heldTLSRecord = false
     private var closedError: GedsError?
 
     init(peerName: String, onReply: @escaping @Sendable (Reply) -> Void, onClose: @escaping @Sendable (GedsError) -> Void) {
@@ -77,6 +81,7 @@ final class PushClientHandler: ChannelInboundHandler {
                 }
                 onReply(reply)
             }
+            heldTLSRecord = reader.holdsTLSRecord
         } catch {
             closedError = error
             context.close(promise: nil)
@@ -84,12 +89,15 @@ final class PushClientHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        onClose(closedError ?? GedsError(unreachable, "\(peerName) closed the connection"))
+        onClose(closedError ?? (heldTLSRecord
+            ? .peerRequiresTLS(peerName, code: unreachable)
+            : GedsError(unreachable, "\(peerName) closed the connection")))
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        closedError = closedError ?? GedsError(unreachable, "connection to \(peerName) failed: \(Connection.describe(error))")
+        closedError = closedError ?? error as? GedsError  // explained by a handler in front (TLS)
+            ?? GedsError(unreachable, "connection to \(peerName) failed: \(Connection.describe(error))")
         context.close(promise: nil)
     }
 }

@@ -4,6 +4,7 @@ import GedsWire
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// A pushed stream on a TCP connection: its thread is the connection's event loop.
 struct ChannelPushSink: PushSink {
@@ -50,10 +51,13 @@ public final class FrameServer: Sendable {
     public let channel: any Channel
     public let localAddress: Endpoint
 
-    /// `authentication`: the deployment's token that each connection must prove before it is served (none: open).
+    /// `authentication`: the deployment's token that each connection must prove before it is served (none: open);
+    /// `tls`: every connection speaks TLS (its handshake first, then the token's inside it).
     public static func start(listen: Endpoint, service: any RequestService, group: any EventLoopGroup,
-                             logger: Logger, authentication: ServerAuthentication? = nil) async throws -> FrameServer {
+                             logger: Logger, authentication: ServerAuthentication? = nil,
+                             tls: TransportSecurity? = nil) async throws -> FrameServer {
         if authentication?.token != nil { AuthenticationFailures.register() }
+        try tls?.checkServes()
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -62,9 +66,11 @@ public final class FrameServer: Sendable {
             .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 16384, maximum: 1 << 20))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(try tls.serverHandler()) }
                     try channel.pipeline.syncOperations.addHandler(
                         ServerConnectionHandler(service: service, logger: logger,
-                                                gate: AuthenticationGate(authentication, address: channel.localAddress.map(describe) ?? "?")))
+                                                gate: AuthenticationGate(authentication, address: channel.localAddress.map(describe) ?? "?"),
+                                                sendsFiles: tls == nil))
                 }
             }
         let channel: any Channel
@@ -115,11 +121,15 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     private var active = true
     private var push: (any PushSource)?
     private var gate: AuthenticationGate
+    /// Whether file streams go out as file regions (sendfile); under TLS, whose handler encrypts bytes in memory,
+    /// each chunk is read into a buffer instead.
+    private let sendsFiles: Bool
 
-    init(service: any RequestService, logger: Logger, gate: AuthenticationGate) {
+    init(service: any RequestService, logger: Logger, gate: AuthenticationGate, sendsFiles: Bool) {
         self.service = service
         self.logger = logger
         self.gate = gate
+        self.sendsFiles = sendsFiles
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -229,20 +239,45 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             context.write(wrapOutboundOut(.byteBuffer(FrameEncoder.dataHeader(id: stream.id, length: UInt32(length),
                                                                                 allocator: context.channel.allocator))),
                           promise: nil)
-            let region = FileRegion(fileHandle: stream.handle, readerIndex: Int(stream.next),
-                                    endIndex: Int(stream.next + length))
+            let chunk: IOData
+            if sendsFiles {
+                chunk = .fileRegion(FileRegion(fileHandle: stream.handle, readerIndex: Int(stream.next),
+                                               endIndex: Int(stream.next + length)))
+            } else {
+                do {
+                    chunk = .byteBuffer(try read(length, at: stream.next, of: stream.handle, allocator: context.channel.allocator))
+                } catch {
+                    // The header went out already: the connection cannot carry on.
+                    logger.error("closing connection from \(context.remoteAddress?.description ?? "?"): \(error.message)")
+                    context.close(promise: nil)
+                    return
+                }
+            }
             stream.next += length
             if stream.next < stream.end {
-                context.write(wrapOutboundOut(.fileRegion(region)), promise: nil)
+                context.write(wrapOutboundOut(chunk), promise: nil)
                 streams.append(stream)
             } else {
                 let handle = stream.handle
                 let promise = context.eventLoop.makePromise(of: Void.self)
                 promise.futureResult.whenComplete { _ in try? handle.close() }
-                context.write(wrapOutboundOut(.fileRegion(region)), promise: promise)
+                context.write(wrapOutboundOut(chunk), promise: promise)
             }
         }
         context.flush()
+    }
+
+    /// One chunk of a stream, for a TLS connection (the file is in tier 0 or tier 1's page cache: a memory copy).
+    private func read(_ length: UInt64, at offset: UInt64, of handle: NIOFileHandle,
+                      allocator: ByteBufferAllocator) throws(GedsError) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: Int(length))
+        let got = try? handle.withUnsafeFileDescriptor { descriptor in
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(length)) { bytes in
+                max(0, pread(descriptor, bytes.baseAddress, Int(length), off_t(offset)))
+            }
+        }
+        guard got == Int(length) else { throw GedsError(.io, "could not read \(length) bytes of the object at \(offset)") }
+        return buffer
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -262,6 +297,10 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? NIOSSLError, case .handshakeFailed = error {  // a client without TLS, or untrusted
+            let peer = context.remoteAddress.map(FrameServer.describe) ?? "?"
+            logger.warning("closing connection from \(peer): TLS handshake failed: \(boringSSLReason(error) ?? "\(error)")")
+        }
         context.close(promise: nil)
     }
 

@@ -56,6 +56,10 @@ public struct FrameHeader: Sendable, Equatable {
         let requestID = buffer.readInteger(as: UInt64.self)!
         let length = buffer.readInteger(as: UInt32.self)!
         guard magic == FrameHeader.magic else {
+            if magic == 0x1603 {  // a TLS record of the handshake: a client that speaks TLS to a server that does not
+                throw GedsError(.protocolViolation, "not a GEDS frame but a TLS handshake: the peer uses TLS and this side "
+                                + "does not (--tls-cert, --tls-key, --tls-ca)")
+            }
             throw GedsError(.protocolViolation, "not a GEDS frame (bad magic 0x\(String(magic, radix: 16)))")
         }
         guard version == FrameHeader.version else {

@@ -40,6 +40,75 @@ import Glibc
         let error = try #require(outcome, "the call hung")
         #expect(error?.code == .timedOut, "\(String(describing: error))")
     }
+
+    /// TLS: a peer that accepts and then says nothing (a server without TLS waiting for the rest of a frame) fails
+    /// `connect` at its timeout, naming the handshake, instead of hanging.
+    @Test func tlsHandshakeWithAPeerThatNeverAnswersTimesOut() async throws {
+        let listener = try LoopbackListener()
+        defer { listener.close() }
+        let authority = try TemporaryFile(contents: ConnectionTests.testAuthority)
+        defer { authority.remove() }
+        let tls = try TransportSecurity(TransportSecurity.Files(authority: authority.path))
+        let outcome = await finishing(withinSeconds: 5) {
+            await gedsError {
+                _ = try await Connection.connect(to: listener.endpoint, peerName: "MDS", group: MultiThreadedEventLoopGroup.singleton,
+                                                 timeout: .milliseconds(500), tls: tls)
+            }
+        }
+        let error = try #require(outcome, "connect hung")
+        #expect(error?.code == .timedOut, "\(String(describing: error))")
+        #expect(error?.message.contains("TLS handshake with MDS 127.0.0.1") == true, "\(String(describing: error))")
+    }
+
+    @Test func tlsFilesAreCheckedUpFront() throws {
+        let authority = try TemporaryFile(contents: ConnectionTests.testAuthority)
+        defer { authority.remove() }
+        let garbage = try TemporaryFile(contents: "not a certificate\n")
+        defer { garbage.remove() }
+        let keyAlone = gedsError { _ = try TransportSecurity(TransportSecurity.Files(key: authority.path)) }
+        #expect(keyAlone?.message.contains("needs --tls-cert") == true, "\(String(describing: keyAlone))")
+        let notPEM = gedsError { _ = try TransportSecurity(TransportSecurity.Files(authority: garbage.path)) }
+        #expect(notPEM?.message.contains("is not valid PEM") == true, "\(String(describing: notPEM))")
+        let missing = gedsError { _ = try TransportSecurity(TransportSecurity.Files(authority: garbage.path + ".missing")) }
+        #expect(missing?.message.contains("cannot read the TLS CA") == true, "\(String(describing: missing))")
+        // A client-only configuration cannot serve, and says what is missing.
+        let clientOnly = try TransportSecurity(TransportSecurity.Files(authority: authority.path))
+        let serving = gedsError { try clientOnly.checkServes() }
+        #expect(serving?.message.contains("serving over TLS needs --tls-cert and --tls-key") == true)
+    }
+
+    /// A self-signed CA certificate (EC P-256, valid until 2126), made with `openssl req -x509`: enough for a client.
+    static let testAuthority = """
+-----BEGIN CERTIFICATE-----
+MIIBnzCCAUWgAwIBAgIURAFngqZ02gjXEEtHVuaFyGe1eMIwCgYIKoZIzj0EAwIw
+HDEaMBgGA1UEAwwRZ2Vkcy11bml0LXRlc3QtY2EwIBcNMjYxMjA2MTUyNDQzWhgP
+MjEyNjExMTIxNTI0NDNaMBwxGjAYBgNVBAMMEWdlZHMtdW5pdC10ZXN0LWNhMFkw
+EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEY2Q8bfPpeu3V6OgIx4Deah6jqOvaQ4h1
+ieQo3JMJwUYsNu0d557jCOhHCME7S2dI1k8U8g7NM4SzydnwGOtOC6NjMGEwHQYD
+VR0OBBYEFEhWktxaobMt0417Cv0cMcmeGBwJMB8GA1UdIwQYMBaAFEhWktxaobMt
+0417Cv0cMcmeGBwJMA8GA1UdEwEB/wQFMAMBAf8wDgYDVR0PAQH/BAQDAgIEMAoG
+CCqGSM49BAMCA0gAMEUCIQC7UOMcJb4HQIHfYaWdUXETEEiIJu1HdahPl2KYUq80
+YgIgITP//xjSWNeVeoHV7RkGgCH+apVg7trPwu6le1hTJLA=
+-----END CERTIFICATE-----
+"""
+}
+
+/// A file with `contents` in /tmp, for the test to remove.
+private struct TemporaryFile {
+    let path: String
+
+    init(contents: String) throws {
+        var template = Array("/tmp/geds-tcp-test-XXXXXX".utf8CString)
+        let descriptor = mkstemp(&template)
+        guard descriptor >= 0 else { throw GedsError.io("cannot create a temporary file", errno: errno) }
+        path = String(cString: template)
+        let bytes = Array(contents.utf8)
+        let written = write(descriptor, bytes, bytes.count)
+        Glibc.close(descriptor)
+        guard written == bytes.count else { throw GedsError.io("cannot write \(path)", errno: errno) }
+    }
+
+    func remove() { unlink(path) }
 }
 
 /// A listening loopback TCP socket that accepts only when told to.

@@ -514,3 +514,92 @@ def resting_bytes(tier0: str, blob: str, size: int) -> bytes | None:
         if at >= 0:
             return data[at + len(header):at + len(header) + size]
     return None
+
+
+# A C program that connects with libgeds (geds_connect: $GEDS_MDS and the other variables), writes an object to the
+# bucket named by its argument, reads it back and compares; prints "ok", or "connect RC MESSAGE" and exits 2.
+C_ROUND_TRIP = r"""
+#include <geds.h>
+#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv) {
+    const char *bucket = argc > 1 ? argv[1] : "capi";
+    geds_t *g = NULL;
+    int rc = geds_connect(NULL, &g);
+    if (rc != 0) { printf("connect %d %s\n", rc, geds_last_error()); return 2; }
+    const char text[] = "bytes through libgeds";
+    geds_writer_t *w = NULL;
+    if ((rc = geds_create_bucket(g, bucket)) != 0 || (rc = geds_create(g, bucket, "k", &w)) != 0 ||
+        (rc = geds_write(w, text, sizeof text, 0)) != 0 || (rc = geds_seal(w)) != 0) {
+        printf("put %d %s\n", rc, geds_last_error());
+        return 3;
+    }
+    char back[64] = {0};
+    int64_t got = geds_read_object(g, bucket, "k", back, sizeof back, 0);
+    if (got != (int64_t)sizeof text || memcmp(back, text, sizeof text) != 0) { printf("read %lld\n", (long long)got); return 4; }
+    geds_close(g);
+    printf("ok\n");
+    return 0;
+}
+"""
+
+
+def build_c_round_trip(workdir: str) -> str | None:
+    """Compiles C_ROUND_TRIP against this build's libgeds (linked as WORKDIR/libgeds.so: run it with
+    LD_LIBRARY_PATH=WORKDIR); None when libGedsC.so is not built."""
+    library = os.path.join(BIN, "libGedsC.so")
+    if not os.path.exists(library):
+        return None
+    os.symlink(library, os.path.join(workdir, "libgeds.so"))
+    program = os.path.join(workdir, "round_trip")
+    with open(program + ".c", "w") as source:
+        source.write(C_ROUND_TRIP)
+    subprocess.run(["cc", "-std=c99", "-Wall", "-o", program, program + ".c", "-I",
+                    os.path.join(REPO, "CShims", "CGeds", "include"), "-L", workdir, "-lgeds"], check=True)
+    return program
+
+
+def check_geds_launch(workdir: str, variables: dict[str, str], refusal: str) -> None:
+    """tools/geds-launch start (local launcher, 127.0.0.1) with the deployment's `variables` set (token, TLS files):
+    geds.env exports each one (as a real path); `geds nodes` without them fails with `refusal` in its error, with
+    what geds.env exports lists the gedsd alive; geds-launch stop then succeeds."""
+    launch = os.path.join(REPO, "tools", "geds-launch")
+    state = os.path.join(workdir, "launch")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEDS_")}
+    env.update(GEDS_BIN=BIN, GEDS_HOST_ID="host-launch", **variables)
+    common = ["--dir", state]
+    started = subprocess.run([launch, "start", *common, "--launcher", "local", "--address", "127.0.0.1", "--port", "0",
+                              "--tier0", os.path.join(workdir, "launch-tier0")], env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        with open(os.path.join(state, "geds.env")) as handle:
+            exported = dict(re.findall(r"^export (\w+)=(\S+)$", handle.read(), re.MULTILINE))
+        for variable, path in variables.items():
+            assert exported[variable] == os.path.realpath(path), exported
+        job = {k: v for k, v in env.items() if k not in variables}
+        refused = subprocess.run([binary("geds"), "--mds", exported["GEDS_MDS"], "nodes"], env=job,
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and refusal in refused.stderr, refused.stderr
+        nodes = subprocess.run([binary("geds"), "--mds", exported["GEDS_MDS"], "nodes"],
+                               env={**job, **exported}, capture_output=True, text=True, timeout=60)
+        assert re.search(r"^gedsd-\S+\s+alive", nodes.stdout, re.MULTILINE), nodes.stdout + nodes.stderr
+    finally:
+        stopped = subprocess.run([launch, "stop", *common], env=env, capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+
+
+def run_python(script: str, *args: str, host_id: str, needs_option: str) -> None:
+    """Runs `script` (python3 -c) with the installed geds package, which must print "ok"; skips the test when that
+    package is missing or predates `needs_option` (tools/python-install.sh installs this tree's)."""
+    import importlib.util
+    import pytest
+    if importlib.util.find_spec("geds") is None:
+        pytest.skip("the geds Python package is not installed (tools/python-install.sh)")
+    import geds.client
+    if needs_option not in geds.client._CONFIG_FIELDS:
+        pytest.skip(f"the installed geds Python package predates {needs_option} (tools/python-install.sh installs this one)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEDS_")}
+    env.update(GEDS_HOST_ID=host_id, SWIFT_BACKTRACE="enable=no")
+    done = subprocess.run(["python3", "-c", script, *args], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr

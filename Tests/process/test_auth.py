@@ -15,8 +15,9 @@ import urllib.request
 
 import pytest
 
-from geds_harness import (BIN, KIND_REPLY, KIND_REQUEST, REPO, REP_BUCKETS, REP_FAILURE, REP_OK, REQ_LIST_BUCKETS,
-                          REQ_READ_BLOB, Cluster, RawConnection, frame, sha256_file, wire_string, write_random_file)
+from geds_harness import (BIN, KIND_REPLY, KIND_REQUEST, REP_BUCKETS, REP_FAILURE, REP_OK, REQ_LIST_BUCKETS,
+                          REQ_READ_BLOB, Cluster, RawConnection, build_c_round_trip, check_geds_launch, frame, run_python,
+                          sha256_file, wire_string, write_random_file)
 
 TOKEN = b"correct horse battery staple, 32 bytes or so\n"
 WRONG = b"an entirely different secret of some length\n"
@@ -287,48 +288,17 @@ def test_a_short_token_file_is_refused(secured, workdir):
 # MARK: the C ABI
 
 
-C_ROUND_TRIP = r"""
-#include <geds.h>
-#include <stdio.h>
-#include <string.h>
-int main(void) {
-    geds_t *g = NULL;
-    int rc = geds_connect(NULL, &g);
-    if (rc != 0) { printf("connect %d %s\n", rc, geds_last_error()); return 2; }
-    const char text[] = "bytes through libgeds with a token";
-    geds_writer_t *w = NULL;
-    if ((rc = geds_create_bucket(g, "capi-auth")) != 0 || (rc = geds_create(g, "capi-auth", "k", &w)) != 0 ||
-        (rc = geds_write(w, text, sizeof text, 0)) != 0 || (rc = geds_seal(w)) != 0) {
-        printf("put %d %s\n", rc, geds_last_error());
-        return 3;
-    }
-    char back[64] = {0};
-    int64_t got = geds_read_object(g, "capi-auth", "k", back, sizeof back, 0);
-    if (got != (int64_t)sizeof text || memcmp(back, text, sizeof text) != 0) { printf("read %lld\n", (long long)got); return 4; }
-    geds_close(g);
-    printf("ok\n");
-    return 0;
-}
-"""
-
-
 def test_c_abi_round_trip(secured, workdir):
-    library = os.path.join(BIN, "libGedsC.so")
-    if not os.path.exists(library):
-        pytest.skip(f"{library} not built (swift build -c release --product GedsC)")
-    os.symlink(library, os.path.join(workdir, "libgeds.so"))
-    program = os.path.join(workdir, "round_trip")
-    with open(program + ".c", "w") as source:
-        source.write(C_ROUND_TRIP)
-    subprocess.run(["cc", "-std=c99", "-Wall", "-o", program, program + ".c", "-I",
-                    os.path.join(REPO, "CShims", "CGeds", "include"), "-L", workdir, "-lgeds"], check=True)
+    program = build_c_round_trip(workdir)
+    if program is None:
+        pytest.skip(f"{BIN}/libGedsC.so not built (swift build -c release --product GedsC)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEDS_")}
     env.update(LD_LIBRARY_PATH=workdir, GEDS_MDS=secured.mds_address, GEDS_HOST_ID="host-capi", SWIFT_BACKTRACE="enable=no")
-    refused = subprocess.run([program], env=env, capture_output=True, text=True, timeout=120)
+    refused = subprocess.run([program, "capi-auth"], env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "connect -26" in refused.stdout, refused.stdout + refused.stderr
     assert "requires a token" in refused.stdout
     env["GEDS_TOKEN_FILE"] = secured.token
-    done = subprocess.run([program], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([program, "capi-auth"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
 
 
@@ -360,17 +330,8 @@ print("ok")
 
 
 def test_python_round_trip(secured):
-    import importlib.util
-    if importlib.util.find_spec("geds") is None:
-        pytest.skip("the geds Python package is not installed (tools/python-install.sh)")
-    import geds.client
-    if "token_file" not in geds.client._CONFIG_FIELDS:
-        pytest.skip("the installed geds Python package predates token_file (tools/python-install.sh installs this one)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GEDS_")}
-    env.update(GEDS_HOST_ID="host-python", SWIFT_BACKTRACE="enable=no")
-    done = subprocess.run(["python3", "-c", PYTHON_ROUND_TRIP, secured.mds_address, secured.token, secured.wrong],
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+    run_python(PYTHON_ROUND_TRIP, secured.mds_address, secured.token, secured.wrong, host_id="host-python",
+               needs_option="token_file")
 
 
 # MARK: geds-launch
@@ -378,26 +339,4 @@ def test_python_round_trip(secured):
 
 def test_geds_launch_with_a_token(secured, workdir):
     """With GEDS_TOKEN_FILE set, geds-launch's MDS and gedsd demand the token, and geds.env passes it on."""
-    launch = os.path.join(REPO, "tools", "geds-launch")
-    state = os.path.join(workdir, "launch")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GEDS_")}
-    env.update(GEDS_BIN=BIN, GEDS_TOKEN_FILE=secured.token, GEDS_HOST_ID="host-launch")
-    common = ["--dir", state]
-    started = subprocess.run([launch, "start", *common, "--launcher", "local", "--address", "127.0.0.1", "--port", "0",
-                              "--tier0", os.path.join(workdir, "launch-tier0")], env=env, capture_output=True, text=True,
-                             timeout=120)
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
-        with open(os.path.join(state, "geds.env")) as handle:
-            exported = dict(re.findall(r"^export (\w+)=(\S+)$", handle.read(), re.MULTILINE))
-        assert exported["GEDS_TOKEN_FILE"] == os.path.realpath(secured.token), exported
-        job = {k: v for k, v in env.items() if k != "GEDS_TOKEN_FILE"}
-        refused = subprocess.run([os.path.join(BIN, "geds"), "--mds", exported["GEDS_MDS"], "nodes"], env=job,
-                                 capture_output=True, text=True, timeout=60)
-        assert refused.returncode != 0 and "requires a token" in refused.stderr, refused.stderr
-        nodes = subprocess.run([os.path.join(BIN, "geds"), "--mds", exported["GEDS_MDS"], "nodes"],
-                               env={**job, **exported}, capture_output=True, text=True, timeout=60)
-        assert re.search(r"^gedsd-\S+\s+alive", nodes.stdout, re.MULTILINE), nodes.stdout + nodes.stderr
-    finally:
-        stopped = subprocess.run([launch, "stop", *common], env=env, capture_output=True, text=True, timeout=120)
-    assert stopped.returncode == 0, stopped.stderr
+    check_geds_launch(workdir, {"GEDS_TOKEN_FILE": secured.token}, refusal="requires a token")

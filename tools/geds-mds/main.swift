@@ -4,6 +4,7 @@ import GedsCore
 import GedsMDS
 import GedsMetadataRDMA
 import GedsMetrics
+import GedsTCP
 import Logging
 import Metrics
 import NIOPosix
@@ -58,6 +59,15 @@ struct GedsMDSCommand: AsyncParsableCommand {
     @Option(name: .customLong("token-file"), help: ArgumentHelp(DeploymentToken.optionHelp))
     var tokenFile: String?
 
+    @Option(name: .customLong("tls-cert"), help: ArgumentHelp(TransportSecurity.certificateHelp))
+    var tlsCert: String?
+
+    @Option(name: .customLong("tls-key"), help: ArgumentHelp(TransportSecurity.keyHelp))
+    var tlsKey: String?
+
+    @Option(name: .customLong("tls-ca"), help: ArgumentHelp(TransportSecurity.authorityHelp))
+    var tlsCA: String?
+
     func validate() throws {
         guard eventHistory >= 0 else { throw ValidationError("--event-history must be 0 or more") }
         guard subscriberQueue >= 1 else { throw ValidationError("--subscriber-queue must be 1 or more") }
@@ -94,6 +104,7 @@ struct GedsMDSCommand: AsyncParsableCommand {
         let levels = Mutex<MetadataService?>(nil)
         do {
             let token = try DeploymentToken.resolve(tokenFile: tokenFile)
+            let tls = try TransportSecurity.resolve(TransportSecurity.Files(certificate: tlsCert, key: tlsKey, authority: tlsCA))
             if let metrics {
                 let endpoint = try await MetricsEndpoint.start(listen: try Endpoint(parsing: metrics),
                                                                group: MultiThreadedEventLoopGroup.singleton) {
@@ -108,11 +119,12 @@ struct GedsMDSCommand: AsyncParsableCommand {
                                                     subscriberQueueLimit: subscriberQueue,
                                                     progressInterval: .milliseconds(max(progressMilliseconds, 10)),
                                                     state: state.map { StateOptions(directory: $0, fsync: fsync.flatMap(FsyncPolicy.init) ?? .everysec) },
-                                                    token: token, logger: logger)
+                                                    token: token, tls: tls, logger: logger)
             levels.withLock { $0 = server.service }
             printLine("geds-mds listening on \(server.localAddress)")
             if let rdma = server.rdma { printLine("geds-mds listening for RDMA on \(rdma.endpoint)") }
             if token == nil { printLine("geds-mds: \(DeploymentToken.openDeploymentNotice)") }
+            if let tls { printLine("geds-mds: TCP over \(tls.serverDescription)") }
         } catch {
             printError("geds-mds: \(GedsError.wrapping(error).message)")
             throw ExitCode(1)

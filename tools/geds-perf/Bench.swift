@@ -186,7 +186,8 @@ struct Bench {
     /// An MDS client on a connection of its own, as a separate task of a job would have (close its pool after use).
     static func ownMDSClient(_ endpoint: Endpoint) -> MDSClient {
         MDSClient(endpoint: endpoint, pool: ConnectionPool(group: MultiThreadedEventLoopGroup.singleton,
-                                                           token: try? DeploymentToken.resolve(tokenFile: nil)),
+                                                           token: try? DeploymentToken.resolve(tokenFile: nil),
+                                                           tls: try? TransportSecurity.resolve()),
                   timeout: .seconds(10))
     }
 
@@ -312,7 +313,8 @@ struct Bench {
                 reference: try await withLookup(reference, key: info.key),
                 note: "open (MDS lookup) + remote read, one client; ratio = reference p50 / GEDS p50"))
             let inline = info.contents != nil
-            if inline {
+            // Not under TLS (nor with the MDS over RDMA): lookups then always go through the event loop.
+            if inline, try geds.openOnCallerThread(bucket: bucket, key: info.key) != nil {
                 // As the C ABI and Python get it: the lookup on the caller's own thread, the bytes with it.
                 let key = info.key
                 // Used by the measuring thread only, while this task waits for it.

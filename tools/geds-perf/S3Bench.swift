@@ -44,7 +44,8 @@ enum S3Bench {
         try await s3.upload(bucket: "geds-perf", key: "object", from: UnsafeRawBufferPointer(object))
 
         let mds = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0),
-                                                 token: try DeploymentToken.resolve(tokenFile: nil), logger: logger)
+                                                 token: try DeploymentToken.resolve(tokenFile: nil),
+                                                 tls: try TransportSecurity.resolve(), logger: logger)
         let folder = "/dev/shm/geds-perf-s3-\(getpid())"
         Cleanup.folders.withLock { $0.append(folder) }
         defer { Cleanup.folders.withLock { $0.removeAll { $0 == folder } } }

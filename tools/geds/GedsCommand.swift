@@ -13,6 +13,8 @@ struct Geds: AsyncParsableCommand {
             The MDS is --mds HOST:PORT before the command, else $GEDS_MDS, else 127.0.0.1:4381. \
             --transport auto|rdma|tcp (also before the command) chooses the data plane; auto uses RDMA when this machine has a device.
             --token-file FILE (also before the command; default: $GEDS_TOKEN_FILE) proves the deployment's token to every server.
+            --tls-cert FILE --tls-key FILE --tls-ca FILE (also before the command; default: $GEDS_TLS_CERT, $GEDS_TLS_KEY, \
+            $GEDS_TLS_CA) connect over TLS; the command's own node serves its objects to the others, so it needs all three.
             Shell completion: geds --generate-completion-script bash|zsh|fish.
             """,
         version: "geds \(GedsVersion.release)",
@@ -43,6 +45,15 @@ struct Connection: ParsableArguments {
     @Option(name: .customLong("token-file"), help: ArgumentHelp(DeploymentToken.optionHelp))
     var tokenFile: String?
 
+    @Option(name: .customLong("tls-cert"), help: ArgumentHelp(TransportSecurity.certificateHelp))
+    var tlsCert: String?
+
+    @Option(name: .customLong("tls-key"), help: ArgumentHelp(TransportSecurity.keyHelp))
+    var tlsKey: String?
+
+    @Option(name: .customLong("tls-ca"), help: ArgumentHelp(TransportSecurity.authorityHelp))
+    var tlsCA: String?
+
     @Flag(help: "Log which transports are used (to stderr).")
     var verbose = false
 
@@ -60,6 +71,7 @@ struct Connection: ParsableArguments {
         configuration.attach = node.map { .path($0) } ?? .auto
         configuration.mdsRDMA = try mdsRDMA.map { (text) throws(GedsError) in try Endpoint(parsing: text) }
         configuration.token = try DeploymentToken.resolve(tokenFile: tokenFile)
+        configuration.tls = try TransportSecurity.resolve(TransportSecurity.Files(certificate: tlsCert, key: tlsKey, authority: tlsCA))
         return try await GEDS.connect(configuration, logger: logger)
     }
 }
@@ -704,7 +716,7 @@ func formatDuration(_ seconds: Double) -> String {
 @main
 enum Main {
     static let globalOptions = ["--mds", "--node", "--timeout-ms", "--transport", "--rdma-address", "--mds-rdma", "--token-file",
-                                "--verbose"]
+                                "--tls-cert", "--tls-key", "--tls-ca", "--verbose"]
     static let globalFlags: Set = ["--verbose"]
 
     static func main() async {

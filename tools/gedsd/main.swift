@@ -72,6 +72,15 @@ struct GedsDaemon: AsyncParsableCommand {
     @Option(name: .customLong("token-file"), help: ArgumentHelp(DeploymentToken.optionHelp))
     var tokenFile: String?
 
+    @Option(name: .customLong("tls-cert"), help: ArgumentHelp(TransportSecurity.certificateHelp))
+    var tlsCert: String?
+
+    @Option(name: .customLong("tls-key"), help: ArgumentHelp(TransportSecurity.keyHelp))
+    var tlsKey: String?
+
+    @Option(name: .customLong("tls-ca"), help: ArgumentHelp(TransportSecurity.authorityHelp))
+    var tlsCA: String?
+
     func run() async throws {
         var logger = Logger(label: "gedsd")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
@@ -96,6 +105,7 @@ struct GedsDaemon: AsyncParsableCommand {
                 transport: try NodeConfiguration.Transport(parsing: transport))
             configuration.attach = .never
             configuration.token = try DeploymentToken.resolve(tokenFile: tokenFile)
+            configuration.tls = try TransportSecurity.resolve(TransportSecurity.Files(certificate: tlsCert, key: tlsKey, authority: tlsCA))
             configuration.rdmaAddress = rdmaAddress
             configuration.mdsRDMA = try mdsRDMA.map { (text) throws(GedsError) in try Endpoint(parsing: text) }
             configuration.tier0Capacity = try tier0Capacity.map { (text) throws(GedsError) in try ByteCount.parse(text) }
@@ -123,6 +133,7 @@ struct GedsDaemon: AsyncParsableCommand {
                          configuration.tier1.map { "tier 1: \($0.directory), \($0.capacity) bytes" }].compactMap { $0 }
             printLine("gedsd \(configuration.name) listening on \(store.endpoint!), local socket \(local.path) (\(tiers.joined(separator: "; ")))")
             if configuration.token == nil { printLine("gedsd: \(DeploymentToken.openDeploymentNotice)") }
+            if let tls = configuration.tls { printLine("gedsd: TCP over \(tls.serverDescription)") }
         } catch {
             printError("gedsd: \(GedsError.wrapping(error).message)")
             throw ExitCode(1)

@@ -117,7 +117,10 @@ void geds_config_init(geds_config_t *config);                /* all defaults */
 int geds_connect_config(const geds_config_t *config, geds_t **out);  /* connect with options */
                                                              /* both: a deployment with a token (gedsd/geds-mds
                                                                 --token-file) needs $GEDS_TOKEN_FILE naming the file;
-                                                                a missing or wrong one: GEDS_E_AUTHENTICATION_FAILED */
+                                                                a missing or wrong one: GEDS_E_AUTHENTICATION_FAILED;
+                                                                TLS (gedsd/geds-mds --tls-cert/--tls-key/--tls-ca)
+                                                                needs $GEDS_TLS_CERT, $GEDS_TLS_KEY and $GEDS_TLS_CA
+                                                                (a process with a node of its own serves over TLS) */
 void geds_close(geds_t *g);                                  /* stops this process's node; objects it alone holds go */
 
 /* ---- buckets ---- */

@@ -9,7 +9,8 @@ import NIOCore
 /// and the peer's state.
 struct CopyCarriers: Sendable {
     let rdma: RDMADataPlane?
-    let bulk: BulkReader
+    /// Nil under TLS: every TCP read then goes over the peer's multiplexed connection.
+    let bulk: BulkReader?
     let pool: ConnectionPool
     let s3Clients: S3Clients
     let timeoutMilliseconds: Int64
@@ -20,7 +21,7 @@ struct CopyCarriers: Sendable {
     /// How long a read waits on a silent peer while another copy remains (a reader fails over within 2 s).
     static let failoverMilliseconds: Int64 = 2000
 
-    init(rdma: RDMADataPlane?, bulk: BulkReader, pool: ConnectionPool, s3Clients: S3Clients, timeoutMilliseconds: Int64) {
+    init(rdma: RDMADataPlane?, bulk: BulkReader?, pool: ConnectionPool, s3Clients: S3Clients, timeoutMilliseconds: Int64) {
         self.rdma = rdma
         self.bulk = bulk
         self.pool = pool
@@ -38,9 +39,11 @@ struct CopyCarriers: Sendable {
         case .s3(let object):
             return S3CopyReader(clients: s3Clients, object: object)
         case .node(let copy):
-            let overTCP: any CopyReader = length >= Self.bulkThreshold
-                ? BulkTCPCopyReader(bulk: bulk, copy: copy, timeoutMilliseconds: timeoutMilliseconds)
-                : MultiplexedTCPCopyReader(pool: pool, copy: copy, timeout: .milliseconds(timeoutMilliseconds))
+            let overTCP: any CopyReader = if let bulk, length >= Self.bulkThreshold {
+                BulkTCPCopyReader(bulk: bulk, copy: copy, timeoutMilliseconds: timeoutMilliseconds)
+            } else {
+                MultiplexedTCPCopyReader(pool: pool, copy: copy, timeout: .milliseconds(timeoutMilliseconds))
+            }
             guard let rdma, let access = copy.rdma, rdma.offersRDMA(access.endpoint) else { return overTCP }
             return RDMACopyReader(plane: rdma, access: access, packed: copy.offset != nil, peerName: "node \(copy.node)",
                                   overTCP: overTCP, timeout: .milliseconds(timeoutMilliseconds))

@@ -16,8 +16,8 @@ final class ReadPath: Sendable {
     private let tiers: TierManager
     private let carriers: CopyCarriers
     private let mds: MDSClient
-    /// Lookups on callers' own threads (see `lookupOnCallerThread`).
-    private let direct: DirectCalls
+    /// Lookups on callers' own threads (see `lookupOnCallerThread`); nil under TLS.
+    private let direct: DirectCalls?
     private let nodeName: String
     private let hostID: String
     private let publishCachedCopies: Bool
@@ -25,7 +25,7 @@ final class ReadPath: Sendable {
     /// Set by `stop`: reads fail from then on, also of objects whose bytes a reader holds already.
     private let stopped = Atomic<Bool>(false)
 
-    init(tiers: TierManager, carriers: CopyCarriers, mds: MDSClient, direct: DirectCalls, configuration: NodeConfiguration,
+    init(tiers: TierManager, carriers: CopyCarriers, mds: MDSClient, direct: DirectCalls?, configuration: NodeConfiguration,
          logger: Logger) {
         self.tiers = tiers
         self.carriers = carriers
@@ -47,11 +47,11 @@ final class ReadPath: Sendable {
         }
     }
 
-    /// Looks an object up on the caller's thread (see `DirectCalls`): nil when this node reaches the MDS over RDMA, or
-    /// when the object is not in GEDS (its bucket's S3 store may have it: the event loop's `lookup` adopts it).
+    /// Looks an object up on the caller's thread (see `DirectCalls`): nil when this node reaches the MDS over RDMA or
+    /// TLS, or when the object is not in GEDS (its bucket's S3 store may have it: the event loop's `lookup` adopts it).
     func lookupOnCallerThread(bucket: String, key: String) throws(GedsError) -> ObjectInfo? {
         try checkRunning()
-        guard mds.rdma?.active != true else { return nil }
+        guard mds.rdma?.active != true, let direct else { return nil }
         switch try direct.call(.lookup(bucket: bucket, key: key)) {
         case .object(let info): return info
         case .failure(let error) where error.code == .noSuchObject: return nil

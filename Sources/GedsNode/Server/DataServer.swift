@@ -19,13 +19,13 @@ final class DataServer: Sendable {
     /// Where it listens (the port chosen when `listen` asked for any).
     var localAddress: Endpoint { frames.localAddress }
 
-    /// `authentication`: the deployment's token each peer must prove (none: open).
+    /// `authentication`: the deployment's token each peer must prove (none: open); `tls`: peers connect over TLS.
     static func start(listen: Endpoint, group: any EventLoopGroup, logger: Logger,
-                      authentication: ServerAuthentication) async throws(GedsError) -> DataServer {
+                      authentication: ServerAuthentication, tls: TransportSecurity?) async throws(GedsError) -> DataServer {
         let service = PeerService()
         do {
             return DataServer(frames: try await FrameServer.start(listen: listen, service: service, group: group, logger: logger,
-                                                                  authentication: authentication),
+                                                                  authentication: authentication, tls: tls),
                               service: service)
         } catch {
             throw GedsError.wrapping(error)

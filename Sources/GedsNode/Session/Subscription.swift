@@ -286,7 +286,8 @@ extension Node {
         if let engine = rdma?.engine, let endpoint = configuration.mdsRDMA, let carrier = mds.rdma {
             overRDMA = .init(endpoint: endpoint, engine: engine, carrier: carrier)
         }
-        let transport = SubscriptionTransport(mds: configuration.mds, group: group, token: configuration.token, rdma: overRDMA,
+        let transport = SubscriptionTransport(mds: configuration.mds, group: group, token: configuration.token,
+                                              tls: configuration.tls, rdma: overRDMA,
                                               timeout: .milliseconds(configuration.timeoutMilliseconds))
         return try await EventSubscription.open(scope, after: after, transport: transport)
     }
@@ -296,9 +297,9 @@ extension EventSubscription {
     /// For a process without a node of its own (attached to a gedsd): subscribes straight at the MDS, on NIO's
     /// shared event loops.
     public static func open(_ scope: EventScope, after: UInt64?, mds: Endpoint,
-                            token: DeploymentToken? = nil) async throws(GedsError) -> EventSubscription {
+                            token: DeploymentToken? = nil, tls: TransportSecurity? = nil) async throws(GedsError) -> EventSubscription {
         try await open(scope, after: after, transport: SubscriptionTransport(mds: mds, group: MultiThreadedEventLoopGroup.singleton,
-                                                                             token: token))
+                                                                             token: token, tls: tls))
     }
 }
 
@@ -322,6 +323,8 @@ struct SubscriptionTransport: Sendable {
     let mds: Endpoint
     let group: any EventLoopGroup
     let token: DeploymentToken?
+    /// TLS on the TCP connection (RDMA send/receive is not TLS).
+    var tls: TransportSecurity?
     var rdma: OverRDMA?
     var timeout: Duration = .seconds(5)
 
@@ -333,6 +336,6 @@ struct SubscriptionTransport: Sendable {
                                                      token: token, onReply: onReply, onClose: onClose)
         }
         return try await PushConnection.open(to: mds, peerName: "MDS", request: request, group: group,
-                                             token: token, onReply: onReply, onClose: onClose)
+                                             token: token, tls: tls, onReply: onReply, onClose: onClose)
     }
 }

@@ -25,10 +25,12 @@ from .errors import GedsError, NoSuchObject, check, error_for
 # Objects below this size are read by get() with one geds_read_object call (no separate open).
 _SMALL_OBJECT = 64 * 1024
 
+# libgeds takes the deployment's token and TLS files from these variables at connect (geds.h); the options set them
+# for that call.
+_ENVIRONMENT_OPTIONS = {"token_file": "GEDS_TOKEN_FILE", "tls_cert": "GEDS_TLS_CERT", "tls_key": "GEDS_TLS_KEY",
+                        "tls_ca": "GEDS_TLS_CA"}
 _CONFIG_FIELDS = ("mds", "transport", "tier0_dir", "host_id", "name", "persistency", "timeout_ms", "tier0_capacity",
-                  "token_file")
-# libgeds takes the deployment's token from this variable at connect (geds.h); `token_file=` sets it for that call.
-_TOKEN_VARIABLE = "GEDS_TOKEN_FILE"
+                  *_ENVIRONMENT_OPTIONS)
 _connect_lock = threading.Lock()
 
 
@@ -100,7 +102,7 @@ class Client:
         lib.geds_config_init(config)
         keep = []  # the C strings must outlive geds_connect_config
         for field, value in self._options.items():
-            if value is None or field == "token_file":
+            if value is None or field in _ENVIRONMENT_OPTIONS:
                 continue
             if field in ("timeout_ms", "tier0_capacity"):
                 setattr(config, field, int(value))
@@ -108,20 +110,22 @@ class Client:
                 keep.append(ffi.new("char[]", _c(str(value))))
                 setattr(config, field, keep[-1])
         out = ffi.new("geds_t **")
-        token_file = self._options.get("token_file")
-        if token_file is None:
+        variables = {_ENVIRONMENT_OPTIONS[field]: os.fspath(value) for field, value in self._options.items()
+                     if field in _ENVIRONMENT_OPTIONS and value is not None}
+        if not variables:
             check(lib.geds_connect_config(config, out))
         else:
             with _connect_lock:
-                saved = os.environ.get(_TOKEN_VARIABLE)
-                os.environ[_TOKEN_VARIABLE] = os.fspath(token_file)
+                saved = {variable: os.environ.get(variable) for variable in variables}
+                os.environ.update(variables)
                 try:
                     check(lib.geds_connect_config(config, out))
                 finally:
-                    if saved is None:
-                        del os.environ[_TOKEN_VARIABLE]
-                    else:
-                        os.environ[_TOKEN_VARIABLE] = saved
+                    for variable, value in saved.items():
+                        if value is None:
+                            del os.environ[variable]
+                        else:
+                            os.environ[variable] = value
         self._handle, self._pid = out[0], os.getpid()
         _open_clients.add(self)
         with _shared_lock:
