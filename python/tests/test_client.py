@@ -172,6 +172,24 @@ def test_an_attached_lookup_goes_straight_to_the_mds(client, bucket, cluster):
     assert digest(client.get(bucket, "looked-up")) == digest(data)
 
 
+def test_replicas_live_on_distinct_hosts(client, bucket, cluster):
+    second = cluster.start_node("gedsd-py-2", "host-python-2")
+    try:
+        data = os.urandom(300_000)
+        client.put(bucket, "twice", data, replicas=2)
+        hosts = {location.detail.rsplit("host=", 1)[-1] for location in client.locations(bucket, "twice")}
+        assert hosts == {"host-python", "host-python-2"}, hosts
+        assert digest(client.get(bucket, "twice")) == digest(data)
+        with pytest.raises(geds.GedsError, match="distinct hosts"):  # two hosts cannot hold three copies
+            client.put(bucket, "thrice", data, replicas=3)
+        with pytest.raises(ValueError):
+            client.put(bucket, "too-many", data, replicas=17)
+        with pytest.raises(geds.NoSuchObject):  # the refused seal published nothing
+            client.stat(bucket, "thrice")
+    finally:
+        second.kill()
+
+
 def test_writing_to_a_sealed_object_is_refused(client, bucket):
     writer = client.create(bucket, "sealed")
     writer.write_at(b"abc", 0)

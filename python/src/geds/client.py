@@ -210,10 +210,11 @@ class Client:
     # -- objects
 
     def put(self, bucket: str, key: str, data, metadata: Mapping[str, str] | None = None,
-            exclusive: bool = False) -> None:
+            exclusive: bool = False, replicas: int = 0, wait_for_replicas: bool = True) -> None:
         """Writes `data` (any bytes-like object) as the object bucket/key and seals it. `exclusive`: only if the
-        key does not exist (ObjectExists, a FileExistsError, otherwise; atomic at the MDS)."""
-        writer = self.create(bucket, key, exclusive)
+        key does not exist (ObjectExists, a FileExistsError, otherwise; atomic at the MDS). `replicas`: see
+        `create`."""
+        writer = self.create(bucket, key, exclusive, replicas, wait_for_replicas)
         try:
             writer.write_at(data, 0)
         except BaseException:
@@ -221,12 +222,18 @@ class Client:
             raise
         writer.seal(metadata)
 
-    def create(self, bucket: str, key: str, exclusive: bool = False) -> "Writer":
+    def create(self, bucket: str, key: str, exclusive: bool = False, replicas: int = 0,
+               wait_for_replicas: bool = True) -> "Writer":
         """A new, unsealed object: write at any offset, then seal (or discard). `exclusive` (create-if-absent):
         ObjectExists now if the key exists, or at the seal if another writer sealed it first; of racing
-        exclusive creators exactly one wins."""
+        exclusive creators exactly one wins. `replicas` (1 to 16; 0: the bucket's factor): copies kept on as many
+        distinct hosts, all published when the seal returns, or only the first with `wait_for_replicas=False`."""
+        if not 0 <= replicas <= 16:
+            raise ValueError(f"replicas must be 0 to 16, got {replicas}")
         out = ffi.new("geds_writer_t **")
-        flags = lib.GEDS_CREATE_EXCLUSIVE if exclusive else 0
+        # GEDS_CREATE_REPLICAS(n) of geds.h, a macro cffi cannot call.
+        flags = ((lib.GEDS_CREATE_EXCLUSIVE if exclusive else 0) | (replicas << 8)
+                 | (lib.GEDS_CREATE_ASYNC_REPLICAS if replicas and not wait_for_replicas else 0))
         check(lib.geds_create_flags(self.handle, _c(bucket), _c(key), flags, out))
         return Writer(self, out[0], bucket, key)
 
