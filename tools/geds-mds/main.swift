@@ -1,5 +1,6 @@
 import ArgumentParser
 import GedsCarrier
+import GedsCommandLine
 import GedsCore
 import GedsMDS
 import GedsMetadataRDMA
@@ -56,17 +57,7 @@ struct GedsMDSCommand: AsyncParsableCommand {
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics.")
     var metrics: String?
 
-    @Option(name: .customLong("token-file"), help: ArgumentHelp(DeploymentToken.optionHelp))
-    var tokenFile: String?
-
-    @Option(name: .customLong("tls-cert"), help: ArgumentHelp(TransportSecurity.certificateHelp))
-    var tlsCert: String?
-
-    @Option(name: .customLong("tls-key"), help: ArgumentHelp(TransportSecurity.keyHelp))
-    var tlsKey: String?
-
-    @Option(name: .customLong("tls-ca"), help: ArgumentHelp(TransportSecurity.authorityHelp))
-    var tlsCA: String?
+    @OptionGroup var security: SecurityOptions
 
     func validate() throws {
         guard eventHistory >= 0 else { throw ValidationError("--event-history must be 0 or more") }
@@ -103,8 +94,8 @@ struct GedsMDSCommand: AsyncParsableCommand {
         let server: MetadataServer
         let levels = Mutex<MetadataService?>(nil)
         do {
-            let token = try DeploymentToken.resolve(tokenFile: tokenFile)
-            let tls = try TransportSecurity.resolve(TransportSecurity.Files(certificate: tlsCert, key: tlsKey, authority: tlsCA))
+            let token = try security.token()
+            let tls = try security.tls()
             if let metrics {
                 let endpoint = try await MetricsEndpoint.start(listen: try Endpoint(parsing: metrics),
                                                                group: MultiThreadedEventLoopGroup.singleton) {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GEDS
+import GedsCommandLine
 import GedsCore
 import GedsNode
 import Logging
@@ -94,19 +95,8 @@ struct GedsPerf: AsyncParsableCommand {
             help: "The started MDS's --inline-limit (objects whose bytes come with their lookup; 0: none, so small reads take the data plane). Default: geds-mds's.")
     var inlineLimit: String?
 
-    @Option(name: .customLong("token-file"),
-            help: "The deployment's token file (default: $GEDS_TOKEN_FILE): the MDS and gedsds started here demand it, and every connection of this process proves it.")
-    var tokenFile: String?
-
-    @Option(name: .customLong("tls-cert"),
-            help: "TLS certificate (default: $GEDS_TLS_CERT) of the MDS and gedsds started here (with --tls-key, --tls-ca: every TCP connection over TLS).")
-    var tlsCert: String?
-
-    @Option(name: .customLong("tls-key"), help: ArgumentHelp(TransportSecurity.keyHelp))
-    var tlsKey: String?
-
-    @Option(name: .customLong("tls-ca"), help: ArgumentHelp(TransportSecurity.authorityHelp))
-    var tlsCA: String?
+    /// Also what the MDS and gedsds started here demand and use.
+    @OptionGroup var security: SecurityOptions
 
     @Option(name: .customLong("attach-client"), help: .hidden)
     var attachClient: String?
@@ -235,16 +225,15 @@ struct GedsPerf: AsyncParsableCommand {
 
     func run() async throws {
         // One of the attach workload's client processes: SOCKET,put|get,SECONDS; prints its operations per second.
-        if let tokenFile {
+        if let tokenFile = security.tokenFile {
             _ = try DeploymentToken.load(path: tokenFile)  // a bad file is said now, not by each child
             // The children started here (geds-mds, gedsd, geds) and this process's own connections take it from there.
             setenv(DeploymentToken.environmentVariable, URL(fileURLWithPath: tokenFile).path, 1)
         }
         // The same for TLS: checked now, then handed to the children and this process's nodes as GEDS_TLS_*.
-        let tlsFiles = TransportSecurity.Files(certificate: tlsCert, key: tlsKey, authority: tlsCA)
-        if !tlsFiles.isEmpty { _ = try TransportSecurity(tlsFiles) }
-        for (variable, path) in [(TransportSecurity.certificateVariable, tlsCert), (TransportSecurity.keyVariable, tlsKey),
-                                 (TransportSecurity.authorityVariable, tlsCA)] {
+        if !security.tlsFiles.isEmpty { _ = try TransportSecurity(security.tlsFiles) }
+        for (variable, path) in [(TransportSecurity.certificateVariable, security.tlsCert), (TransportSecurity.keyVariable, security.tlsKey),
+                                 (TransportSecurity.authorityVariable, security.tlsCA)] {
             if let path { setenv(variable, URL(fileURLWithPath: path).path, 1) }
         }
         if let attachClient { return try await AttachBench.client(attachClient) }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GEDS
+import GedsCommandLine
 import GedsCore
 import Logging
 
@@ -42,17 +43,7 @@ struct Connection: ParsableArguments {
     @Option(help: "Attach to the gedsd listening at this local socket (default: $GEDS_NODE, else a gedsd of the same MDS found in $XDG_RUNTIME_DIR/geds or /run/geds; with none, this command runs a node of its own).")
     var node: String?
 
-    @Option(name: .customLong("token-file"), help: ArgumentHelp(DeploymentToken.optionHelp))
-    var tokenFile: String?
-
-    @Option(name: .customLong("tls-cert"), help: ArgumentHelp(TransportSecurity.certificateHelp))
-    var tlsCert: String?
-
-    @Option(name: .customLong("tls-key"), help: ArgumentHelp(TransportSecurity.keyHelp))
-    var tlsKey: String?
-
-    @Option(name: .customLong("tls-ca"), help: ArgumentHelp(TransportSecurity.authorityHelp))
-    var tlsCA: String?
+    @OptionGroup var security: SecurityOptions
 
     @Flag(help: "Log which transports are used (to stderr).")
     var verbose = false
@@ -70,8 +61,8 @@ struct Connection: ParsableArguments {
         configuration.rdmaAddress = rdmaAddress
         configuration.attach = node.map { .path($0) } ?? .auto
         configuration.mdsRDMA = try mdsRDMA.map { (text) throws(GedsError) in try Endpoint(parsing: text) }
-        configuration.token = try DeploymentToken.resolve(tokenFile: tokenFile)
-        configuration.tls = try TransportSecurity.resolve(TransportSecurity.Files(certificate: tlsCert, key: tlsKey, authority: tlsCA))
+        configuration.token = try security.token()
+        configuration.tls = try security.tls()
         return try await GEDS.connect(configuration, logger: logger)
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GEDS
+import GedsCommandLine
 import GedsCore
 import GedsMetrics
 import GedsNode
@@ -69,17 +70,7 @@ struct GedsDaemon: AsyncParsableCommand {
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics.")
     var metrics: String?
 
-    @Option(name: .customLong("token-file"), help: ArgumentHelp(DeploymentToken.optionHelp))
-    var tokenFile: String?
-
-    @Option(name: .customLong("tls-cert"), help: ArgumentHelp(TransportSecurity.certificateHelp))
-    var tlsCert: String?
-
-    @Option(name: .customLong("tls-key"), help: ArgumentHelp(TransportSecurity.keyHelp))
-    var tlsKey: String?
-
-    @Option(name: .customLong("tls-ca"), help: ArgumentHelp(TransportSecurity.authorityHelp))
-    var tlsCA: String?
+    @OptionGroup var security: SecurityOptions
 
     func run() async throws {
         var logger = Logger(label: "gedsd")
@@ -104,8 +95,8 @@ struct GedsDaemon: AsyncParsableCommand {
                 tier0Directory: tier0, removeTier0OnShutdown: false, name: name, hostID: hostID, role: .daemon,
                 transport: try NodeConfiguration.Transport(parsing: transport))
             configuration.attach = .never
-            configuration.token = try DeploymentToken.resolve(tokenFile: tokenFile)
-            configuration.tls = try TransportSecurity.resolve(TransportSecurity.Files(certificate: tlsCert, key: tlsKey, authority: tlsCA))
+            configuration.token = try security.token()
+            configuration.tls = try security.tls()
             configuration.rdmaAddress = rdmaAddress
             configuration.mdsRDMA = try mdsRDMA.map { (text) throws(GedsError) in try Endpoint(parsing: text) }
             configuration.tier0Capacity = try tier0Capacity.map { (text) throws(GedsError) in try ByteCount.parse(text) }
