@@ -14,8 +14,6 @@ import Glibc
 /// an event loop: blocking that thread could starve what the operation waits for.
 func blocking<Value: Sendable>(on executor: (any TaskExecutor)? = nil,
                                _ operation: sending @escaping () async throws(GedsError) -> Value) -> Result<Value, GedsError> {
-    let pid = getpid()
-    let runtimeOwner = runtimeProcess.compareExchange(expected: 0, desired: pid, ordering: .relaxed).original
     let rendezvous = Rendezvous<Value>()
     Task.immediate(executorPreference: executor) {
         do throws(GedsError) {
@@ -24,16 +22,25 @@ func blocking<Value: Sendable>(on executor: (any TaskExecutor)? = nil,
             rendezvous.finish(.failure(error))
         }
     }
-    if runtimeOwner != 0, runtimeOwner != pid, !rendezvous.isFinished {
-        return .failure(forkChildCannotWait(parent: runtimeOwner))
+    // Only a call that suspended needs Swift's executors; one that finished on this thread costs no getpid().
+    if !rendezvous.isFinished, let parent = forkedFromExecutorsOwner() {
+        return .failure(forkChildCannotWait(parent: parent))
     }
     return rendezvous.wait()
 }
 
-/// The process whose calls started Swift's executors (0 before the first call). A child after `fork` has that
+/// The process whose suspended calls started Swift's executors (0 before the first). A child after `fork` has that
 /// process's executors without their threads: a call of the child that suspends would never resume. Calls that
 /// finish on the calling thread (everything an attached process does over its gedsd's socket) work there.
-private let runtimeProcess = Atomic<Int32>(0)
+private let executorsOwner = Atomic<Int32>(0)
+
+/// The owner of Swift's executors when this process is a fork child of it (its suspended calls never resume);
+/// else nil, this process being recorded as the owner when it is the first to suspend.
+private func forkedFromExecutorsOwner() -> Int32? {
+    let pid = getpid()
+    let owner = executorsOwner.compareExchange(expected: 0, desired: pid, ordering: .relaxed).original
+    return owner != 0 && owner != pid ? owner : nil
+}
 
 private func forkChildCannotWait(parent: Int32) -> GedsError {
     GedsError(.invalidArgument, "libgeds was running in process \(parent) when this process was forked, and its threads do not "
