@@ -39,7 +39,8 @@ program mpi_exchange_f
   end do
   call MPI_Barrier(MPI_COMM_WORLD, ierr)
   call ok(geds_delete(g, 'fortran-exchange', key), 'geds_delete')
-  call MPI_Reduce(failures, total, 1, MPI_INTEGER, MPI_SUM, 0, MPI_COMM_WORLD, ierr)
+  ! Allreduce, not Reduce: every rank decides its exit status from the total, so every rank needs it.
+  call MPI_Allreduce(failures, total, 1, MPI_INTEGER, MPI_SUM, MPI_COMM_WORLD, ierr)
   if (rank == 0) then
     if (total == 0) then
       print '(a,i0,a)', 'mpi_exchange_f: ', ranks, ' ranks: OK'
