@@ -523,7 +523,7 @@ public final class ObjectWriter: Sendable {
     public func abort() async throws(GedsError) {
         switch sealer {
         case .node(let node):
-            try await node.mds.expectOK(.abortObject(blob: blob.blob))
+            try await node.abort(blob)
         case .attached(let attachment, let connection):
             try attachment.abort(blob, on: connection)
         }

@@ -44,6 +44,7 @@ public final class MetadataService: RequestService {
             if case .subscribe(let scope, let after) = request { return .push(try subscribe(scope, after: after)) }
             let reply = try answer(request)
             guard let journal, journal.policy == .always, MetadataService.changesNamespace(request) else { return .reply(reply) }
+            if case .created = reply { return .reply(reply) }  // `sealNewObject` only created it: nothing to make durable
             // Acknowledged once on disk; changes that arrive meanwhile share the fsync (group commit).
             let position = journal.appendedPosition
             return .deferred { await journal.waitUntilDurable(position).map { .failure($0) } ?? reply }
@@ -154,10 +155,22 @@ public final class MetadataService: RequestService {
             return .ok
         case .listBuckets:
             return .buckets(locked { $0.listBuckets() })
-        case .createObject(let bucket, let key, let node, let exclusive, let replicas):
+        case .createObject(let bucket, let key, let node, let exclusive, let replicas, let reserved):
             return .created(blob: try locked { (store) throws(GedsError) in
-                try store.createObject(bucket: bucket, key: key, node: node, exclusive: exclusive, replicas: replicas)
+                try store.createObject(bucket: bucket, key: key, node: node, exclusive: exclusive, replicas: replicas, reserved: reserved)
             })
+        case .reserveBlobs(let node, let count):
+            return .created(blob: try locked { (store) throws(GedsError) in try store.reserveBlobs(node: node, count: count) })
+        case .sealNewObject(let blob, let bucket, let key, let size, let metadata, let placement, let contents):
+            let now = MetadataService.wallClock()
+            let outcome = try locked { (store) throws(GedsError) in
+                try store.sealNewObject(blob: blob, bucket: bucket, key: key, size: size, metadata: metadata, placement: placement,
+                                        contents: contents, now: now)
+            }
+            switch outcome {
+            case .created: return .created(blob: blob)
+            case .sealed(let assignment): return assignment.map { .s3Assignment($0) } ?? .ok
+            }
         case .setBucketReplicas(let bucket, let replicas):
             try locked { (store) throws(GedsError) in try store.setReplicas(bucket: bucket, replicas) }
             logger.info("bucket \(bucket): \(replicas) replica(s)")
@@ -253,7 +266,7 @@ public final class MetadataService: RequestService {
 
     static func changesNamespace(_ request: Request) -> Bool {
         switch request {
-        case .createBucket, .deleteBucket, .sealObject, .deleteObject, .deletePrefix, .rename, .copy, .setMetadata,
+        case .createBucket, .deleteBucket, .sealObject, .sealNewObject, .deleteObject, .deletePrefix, .rename, .copy, .setMetadata,
              .setBucketStorage, .addS3Copy, .adoptS3Object, .setBucketReplicas:
             return true
         default:

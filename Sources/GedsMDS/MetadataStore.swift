@@ -273,18 +273,69 @@ public struct MetadataStore: Sendable {
     // MARK: Objects
 
     /// An unsealed object under the key; `exclusive` refuses a key that is bound now or at the seal.
-    /// `replicas`: the object's replication factor (0: its bucket's).
+    /// `replicas`: the object's replication factor (0: its bucket's). `reserved`: an id from `reserveBlobs` (0: a new one).
     public mutating func createObject(bucket: String, key: String, node: UInt32, exclusive: Bool = false,
-                                      replicas: UInt8 = 0) throws(GedsError) -> BlobID {
+                                      replicas: UInt8 = 0, reserved: BlobID = 0) throws(GedsError) -> BlobID {
         _ = try ObjectKey(key)
         if replicas != 0 { try Replicas.check(Int(replicas)) }
         guard let bucketState = buckets[bucket] else { throw GedsError.noSuchBucket(bucket) }
         guard nodes[node]?.alive == true else { throw GedsError(.noSuchNode, "node \(node) is not registered") }
         if exclusive, bucketState.index.find(key) != nil { throw GedsError.objectExists(bucket, key) }
-        nextBlob = nextBlob.next
-        pendingObjects[nextBlob] = PendingObject(bucket: bucket, key: Key(key), node: node, exclusive: exclusive, replicas: replicas)
+        let blob: BlobID
+        if reserved == 0 {
+            nextBlob = nextBlob.next
+            blob = nextBlob
+        } else {
+            try checkReserved(reserved)
+            blob = reserved
+        }
+        pendingObjects[blob] = PendingObject(bucket: bucket, key: Key(key), node: node, exclusive: exclusive, replicas: replicas)
         buckets[bucket]!.pending[Key(key), default: 0] += 1
-        return nextBlob
+        return blob
+    }
+
+    /// The first of `count` blob ids only `node` uses (see `Request.reserveBlobs`).
+    public mutating func reserveBlobs(node: UInt32, count: UInt32) throws(GedsError) -> BlobID {
+        guard nodes[node]?.alive == true else { throw GedsError(.noSuchNode, "node \(node) is not registered") }
+        guard (1...MetadataStore.maximumReservation).contains(count) else {
+            throw GedsError(.invalidArgument, "a node reserves 1 to \(MetadataStore.maximumReservation) blob ids at a time, not \(count)")
+        }
+        let first = nextBlob.next
+        nextBlob = BlobID(nextBlob.rawValue + UInt64(count))
+        return first
+    }
+
+    public static let maximumReservation: UInt32 = 1 << 16
+
+    /// A reserved id is one this run of the MDS handed out (its epoch, not beyond the last) that names nothing now.
+    private func checkReserved(_ blob: BlobID) throws(GedsError) {
+        guard blob.rawValue >> 44 == nextBlob.rawValue >> 44, blob <= nextBlob else {
+            throw GedsError(.noSuchBlob, "blob id \(blob.fileName) was not reserved from this MDS (it restarted?); create the object again")
+        }
+        guard !blobs.contains(blob), pendingObjects[blob] == nil else {
+            throw GedsError(.invalidArgument, "blob id \(blob.fileName) is in use; a reserved id serves one object")
+        }
+    }
+
+    /// `Request.sealNewObject`: creates the object under its reserved id and seals it, unless it wants more copies
+    /// than one (`.created`: it is only created, for its copies to be placed before the seal).
+    public mutating func sealNewObject(blob: BlobID, bucket: String, key: String, size: UInt64, metadata: [String: String],
+                                       placement: BlobPlacement, contents: [UInt8]?, now: UInt64) throws(GedsError) -> SealedNew {
+        try UserMetadata.validate(metadata)
+        _ = try createObject(bucket: bucket, key: key, node: placement.node, reserved: blob)
+        guard wantedCopies(of: blob) == 1 else { return .created }
+        do {
+            return .sealed(try seal(blob: blob, size: size, metadata: metadata, placement: placement, contents: contents, now: now))
+        } catch {
+            abort(blob: blob)
+            throw error
+        }
+    }
+
+    public enum SealedNew: Equatable, Sendable {
+        case created
+        /// Where its S3 copy goes, when its bucket has an S3 store.
+        case sealed(S3Assignment?)
     }
 
     /// Binds the key to the new blob; an older object under the key is replaced in the same step. The

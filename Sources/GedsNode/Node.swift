@@ -240,6 +240,11 @@ public final class Node: Sendable {
         writePath.abandon(writable)
     }
 
+    /// As `abandon`, returning once the MDS forgot the blob.
+    public func abort(_ writable: WritableBlob) async throws(GedsError) {
+        try await writePath.abort(writable)
+    }
+
     /// Makes the copies the MDS asked for (re-replication): each pulled from its source and published.
     private func replicate(_ orders: [ReplicationOrder]) {
         for order in orders {
@@ -333,6 +338,7 @@ public final class Node: Sendable {
 
     /// Deletes an empty bucket, or with `force` every object in it first.
     public func deleteBucket(_ bucket: String, force: Bool) async throws(GedsError) {
+        writePath.bucketDeleted(bucket)
         try await persistence.deleteBucket(bucket, force: force)
     }
 

@@ -224,7 +224,7 @@ private enum RequestTag: UInt8, CaseIterable {
          addLocation, removeLocation, readBlob, pullBlob, leave,
          setBucketStorage, bucketStorage, addS3Copy, s3Assignment, adoptS3Object, persistBlob, flush,
          claimS3Deletions, s3Deleted, abandonS3Upload, subscribe, drainNode, drainFailed, authenticate, prove,
-         setBucketReplicas, bucketReplicas, placeCopies
+         setBucketReplicas, bucketReplicas, placeCopies, reserveBlobs, sealNewObject
 }
 
 private enum ReplyTag: UInt8 {
@@ -287,6 +287,8 @@ extension Request {
         case .setBucketReplicas: .setBucketReplicas
         case .bucketReplicas: .bucketReplicas
         case .placeCopies: .placeCopies
+        case .reserveBlobs: .reserveBlobs
+        case .sealNewObject: .sealNewObject
         }
     }
 }
@@ -318,12 +320,24 @@ extension Request {
             buffer.writeBool(force)
         case .listBuckets:
             break
-        case .createObject(let bucket, let key, let node, let exclusive, let replicas):
+        case .createObject(let bucket, let key, let node, let exclusive, let replicas, let reserved):
             buffer.writeWireString(bucket)
             buffer.writeWireString(key)
             buffer.writeInteger(node)
             buffer.writeBool(exclusive)
             buffer.writeInteger(replicas)
+            buffer.writeBlob(reserved)
+        case .reserveBlobs(let node, let count):
+            buffer.writeInteger(node)
+            buffer.writeInteger(count)
+        case .sealNewObject(let blob, let bucket, let key, let size, let metadata, let placement, let contents):
+            buffer.writeBlob(blob)
+            buffer.writeWireString(bucket)
+            buffer.writeWireString(key)
+            buffer.writeInteger(size)
+            buffer.writeMetadata(metadata)
+            buffer.writePlacement(placement)
+            buffer.writeOptionalBytes(contents)
         case .sealObject(let blob, let size, let metadata, let placement, let contents):
             buffer.writeBlob(blob)
             buffer.writeInteger(size)
@@ -457,7 +471,13 @@ extension Request {
         case .createObject:
             request = .createObject(bucket: try payload.readWireString(), key: try payload.readWireString(),
                                     node: try payload.readWireInteger("node"), exclusive: try payload.readBool(),
-                                    replicas: try payload.readWireInteger("replicas"))
+                                    replicas: try payload.readWireInteger("replicas"), reserved: try payload.readBlob("reserved"))
+        case .reserveBlobs:
+            request = .reserveBlobs(node: try payload.readWireInteger("node"), count: try payload.readWireInteger("count"))
+        case .sealNewObject:
+            request = .sealNewObject(blob: try payload.readBlob(), bucket: try payload.readWireString(), key: try payload.readWireString(),
+                                     size: try payload.readWireInteger("size"), metadata: try payload.readMetadata(),
+                                     placement: try payload.readPlacement(), contents: try payload.readOptionalBytes())
         case .sealObject:
             request = .sealObject(blob: try payload.readBlob(), size: try payload.readWireInteger("size"),
                                   metadata: try payload.readMetadata(), placement: try payload.readPlacement(),

@@ -72,8 +72,17 @@ public enum Request: Sendable, Equatable {
     case deleteBucket(String, force: Bool)
     case listBuckets
     // Objects (MDS).
-    /// `replicas`: the object's replication factor (0: its bucket's).
-    case createObject(bucket: String, key: String, node: UInt32, exclusive: Bool = false, replicas: UInt8 = 0)
+    /// `replicas`: the object's replication factor (0: its bucket's). `reserved`: a blob id the node reserved with
+    /// `reserveBlobs` (0: the MDS picks one); answered `created`.
+    case createObject(bucket: String, key: String, node: UInt32, exclusive: Bool = false, replicas: UInt8 = 0, reserved: BlobID = 0)
+    /// Blob ids for objects the node creates on its own, without a round trip each (see `sealNewObject`): answered
+    /// `created` with the first of `count` consecutive ids, this node's alone until the MDS restarts.
+    case reserveBlobs(node: UInt32, count: UInt32)
+    /// Creates and seals in one step an object the node created on its own under a reserved blob id (`placement`'s
+    /// node): answered as `sealObject` is. When the object wants more copies than one (its bucket's factor), it is
+    /// only created: answered `created`, for the node to have its copies placed (`placeCopies`) and seal it then.
+    case sealNewObject(blob: BlobID, bucket: String, key: String, size: UInt64, metadata: [String: String],
+                       placement: BlobPlacement, contents: [UInt8]? = nil)
     /// `contents`: the object's bytes for the MDS to keep inline (only when `size` is within the announced limit).
     case sealObject(blob: BlobID, size: UInt64, metadata: [String: String], placement: BlobPlacement, contents: [UInt8]? = nil)
     case abortObject(blob: BlobID)

@@ -488,4 +488,51 @@ extension GEDSIntegrationTests {
             #expect(contents(view) == bytes)
         }
     }
+
+    /// Once a create found its bucket, creates there ask the MDS nothing (reserved ids) and the seal announces the
+    /// object: the MDS knows nothing of it before (not even as unsealed). Aborts, hand-offs, exclusive creates and a
+    /// bucket deleted meanwhile behave as with a create at the MDS.
+    @Test func objectsCreatedWithoutTheMDS() async throws {
+        let nodes: [(name: String, hostID: String, role: NodeRole)] = [("a", "host-a", .embedded), ("b", "host-b", .daemon)]
+        try await withCluster(nodes) { _, handles in
+            let (a, b) = (handles[0], handles[1])
+            try await a.createBucket("local-create")
+            let first = randomBytes(5000, seed: 21)
+            try await a.put(bucket: "local-create", key: "first", bytes: first)
+
+            let bytes = randomBytes(300_000, seed: 22)
+            let writer = try await a.create(bucket: "local-create", key: "second")
+            try writer.write(bytes, at: 0)
+            #expect(await gedsError { _ = try await b.stat(bucket: "local-create", key: "second") }?.code == .noSuchObject)
+            try await writer.seal(metadata: ["m": "2"])
+            #expect(sha256(try await b.get(bucket: "local-create", key: "second")) == sha256(bytes))
+            #expect(try await b.stat(bucket: "local-create", key: "second").metadata == ["m": "2"])
+
+            // Given up: the older object under the key stays as it was.
+            let dropped = try await a.create(bucket: "local-create", key: "first")
+            try dropped.write(randomBytes(100, seed: 23), at: 0)
+            try await dropped.abort()
+            #expect(try await b.get(bucket: "local-create", key: "first") == first)
+
+            // Handed off: the daemon takes it before it is published, and owns it.
+            let handed = try await a.create(bucket: "local-create", key: "handed")
+            try handed.write(bytes, at: 0)
+            try await handed.seal(handingOffTo: try await a.relocationTarget())
+            let info = try await b.stat(bucket: "local-create", key: "handed")
+            #expect(info.locations.map(\.holder) == [b.node.configuration.name])
+            #expect(sha256(try await a.get(bucket: "local-create", key: "handed")) == sha256(bytes))
+
+            // Exclusive creates still reserve the key at the MDS.
+            let exclusive = try await a.create(bucket: "local-create", key: "only", exclusive: true)
+            #expect(await gedsError { _ = try await b.stat(bucket: "local-create", key: "only") }?.code == .objectNotSealed)
+            try await exclusive.abort()
+
+            // The bucket deleted by another node: the seal says so, and the next create asks the MDS again.
+            let late = try await a.create(bucket: "local-create", key: "late")
+            try late.write(bytes, at: 0)
+            try await b.deleteBucket("local-create", force: true)
+            #expect(await gedsError { try await late.seal() }?.code == .noSuchBucket)
+            #expect(await gedsError { _ = try await a.create(bucket: "local-create", key: "later") }?.code == .noSuchBucket)
+        }
+    }
 }

@@ -52,6 +52,12 @@ enum Samples {
         .createObject(bucket: "bucket", key: String(repeating: "k", count: 1024), node: .max),
         .createObject(bucket: "b", key: "r", node: 3, exclusive: false, replicas: 3),
         .createObject(bucket: "b", key: "r", node: 3, exclusive: true, replicas: .max),
+        .createObject(bucket: "b", key: "r", node: 3, reserved: 0x0001_0000_0000_0401),
+        .reserveBlobs(node: 3, count: 1024),
+        .reserveBlobs(node: .max, count: .max),
+        .sealNewObject(blob: 5, bucket: "b", key: "k", size: 0, metadata: [:], placement: BlobPlacement(node: 1, tier: .tier0)),
+        .sealNewObject(blob: .max, bucket: "b", key: unicode, size: 3, metadata: ["m": unicode],
+                       placement: BlobPlacement(node: 2, tier: .tier0, rdmaAddress: 0x1000, rkey: 7), contents: [1, 2, 3]),
         .sealObject(blob: 1, size: 0, metadata: [:], placement: BlobPlacement(node: 1, tier: .tier0)),
         .sealObject(blob: 2, size: 3, metadata: [:], placement: BlobPlacement(node: 1, tier: .tier0), contents: [1, 2, 3]),
         .sealObject(blob: .max, size: .max, metadata: ["content-type": "text/plain", "x": "", "ü": unicode],
@@ -249,6 +255,8 @@ func caseName(_ request: Request) -> String {
     case .setBucketReplicas: "setBucketReplicas"
     case .bucketReplicas: "bucketReplicas"
     case .placeCopies: "placeCopies"
+    case .reserveBlobs: "reserveBlobs"
+    case .sealNewObject: "sealNewObject"
     }
 }
 
@@ -258,7 +266,7 @@ let allRequestCases: Set<String> = [
     "addLocation", "removeLocation", "readBlob", "pullBlob",
     "setBucketStorage", "bucketStorage", "addS3Copy", "s3Assignment", "adoptS3Object", "persistBlob", "flush",
     "claimS3Deletions", "s3Deleted", "abandonS3Upload", "subscribe", "drainNode", "drainFailed", "authenticate",
-    "prove", "setBucketReplicas", "bucketReplicas", "placeCopies",
+    "prove", "setBucketReplicas", "bucketReplicas", "placeCopies", "reserveBlobs", "sealNewObject",
 ]
 
 func caseName(_ reply: Reply) -> String {

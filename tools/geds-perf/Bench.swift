@@ -1,6 +1,7 @@
 import Foundation
 @_spi(Benchmarks) import GEDS
 import GedsCore
+import GedsMDS
 import GedsNode
 import GedsTCP
 import GedsWire
@@ -417,16 +418,24 @@ struct Bench {
                     let mds = Bench.ownMDSClient(mdsEndpoint)
                     defer { mds.pool.closeAll() }
                     var done = 0
+                    // As a node creates objects whole: under ids reserved ahead, announced with their seal (one request).
+                    var reserved = BlobID(0)
+                    var created: UInt64 = 0
+                    if operation == .createSeal {
+                        let reply = try await mds.call(.reserveBlobs(node: node, count: MetadataStore.maximumReservation))
+                        guard case .created(let first) = reply else { throw GedsError(.protocolViolation, "unexpected \(reply)") }
+                        reserved = first
+                    }
                     func once() async throws {
                         switch operation {
                         case .lookup, .lookupOnCallerThread:
                             _ = try await mds.lookup(bucket: bucket, key: key)
                         case .createSeal:
                             // Metadata only: the blob's bytes are not the point here.
-                            let reply = try await mds.call(.createObject(bucket: bucket, key: "meta-new/\(client)/\(done)", node: node))
-                            guard case .created(let blob) = reply else { throw GedsError(.protocolViolation, "unexpected \(reply)") }
-                            try await mds.expectOK(.sealObject(blob: blob, size: size, metadata: [:],
-                                                               placement: BlobPlacement(node: node, tier: .tier0), contents: contents))
+                            try await mds.expectOK(.sealNewObject(blob: BlobID(reserved.rawValue + created), bucket: bucket,
+                                                                  key: "meta-new/\(client)/\(created)", size: size, metadata: [:],
+                                                                  placement: BlobPlacement(node: node, tier: .tier0), contents: contents))
+                            created += 1
                         case .list:
                             _ = try await mds.list(bucket: bucket, prefix: "meta-list/", delimiter: "", startAfter: "", maxKeys: 100)
                         }

@@ -378,7 +378,7 @@ final class LocalSession: Sendable {
                 throw GedsError(.objectSealed, "object \(blob.fileName) is not being written on this connection")
             }
             // Answered once the MDS forgot the blob, as an embedded writer's abort is; the file goes with `object`.
-            try await node.mds.expectOK(.abortObject(blob: object.writable.blob))
+            try await node.abort(object.writable)
             return .ok
         case .call(let call):
             return try await answer(call)

@@ -2,6 +2,7 @@ import GedsCore
 import GedsTCP
 import GedsTier0
 import GedsWire
+import Synchronization
 
 /// The write path: objects created in tier 0, sealed at the MDS (their bytes inline when small; handed off to
 /// another node first when asked), then made durable by the persistence agent; and relocation of sealed objects to
@@ -29,19 +30,51 @@ final class WritePath: Sendable {
         self.timeoutMilliseconds = timeoutMilliseconds
     }
 
+    /// Objects created without a round trip to the MDS (see `LocalCreates`).
+    private let localCreates = Mutex(LocalCreates())
+
     /// `exclusive`: create-if-absent (`objectExists` now, or at the seal if another writer sealed the key first).
-    /// `replicas`: the object's replication factor (nil: its bucket's).
+    /// `replicas`: the object's replication factor (nil: its bucket's). A plain create in a bucket a create here has
+    /// found takes a reserved id and asks the MDS nothing: the seal announces it.
     func create(bucket: String, key: String, exclusive: Bool, replicas: Int?) async throws(GedsError) -> WritableBlob {
         if let replicas { try Replicas.check(replicas) }
-        let reply = try await mds.call(.createObject(bucket: bucket, key: key, node: session.index, exclusive: exclusive,
-                                                     replicas: UInt8(replicas ?? 0)))
-        guard case .created(let blob) = reply else { throw MDSClient.unexpected(reply) }
+        let blob: BlobID
+        if !exclusive, replicas == nil, let reserved = try await reservedBlob(for: ObjectName(bucket: bucket, key: key)) {
+            blob = reserved
+        } else {
+            let reply = try await mds.call(.createObject(bucket: bucket, key: key, node: session.index, exclusive: exclusive,
+                                                         replicas: UInt8(replicas ?? 0)))
+            guard case .created(let created) = reply else { throw MDSClient.unexpected(reply) }
+            localCreates.withLock { $0.bucketExists(bucket) }
+            blob = created
+        }
         do {
             return try tiers.tier0.create(blob)
         } catch {
-            try? await mds.expectOK(.abortObject(blob: blob))
+            try? await forget(blob)
             throw error
         }
+    }
+
+    /// A reserved id for a new object (reserving more when none is left); nil when the bucket is not known here yet.
+    private func reservedBlob(for name: ObjectName) async throws(GedsError) -> BlobID? {
+        while true {
+            let index = session.index
+            switch localCreates.withLock({ $0.take(for: name, node: index) }) {
+            case .blob(let blob): return blob
+            case .unknownBucket: return nil
+            case .noIDs:
+                let count = LocalCreates.reservation
+                let reply = try await mds.call(.reserveBlobs(node: index, count: count))
+                guard case .created(let first) = reply else { throw MDSClient.unexpected(reply) }
+                localCreates.withLock { $0.reserved(first: first, count: count, node: index) }
+            }
+        }
+    }
+
+    /// A bucket this node deleted: creates there ask the MDS again.
+    func bucketDeleted(_ bucket: String) {
+        localCreates.withLock { $0.bucketGone(bucket) }
     }
 
     /// Seals an object: it becomes immutable and visible everywhere in one step at the MDS. With a target,
@@ -60,26 +93,57 @@ final class WritePath: Sendable {
         NodeMetrics.writtenLocal.increment(by: Int64(size))
         tiers.pin(blob)  // not spilled while pending at the MDS
         defer { tiers.unpin(blob) }
-        let sealReply: Reply
+        // Created here without the MDS: announced now, with the seal itself when nothing has to happen in between.
+        let unannounced = localCreates.withLock { $0.announce(blob) }
+        var known = unannounced == nil
+        var sealReply: Reply?
         do {
             let placement: BlobPlacement
             if let target {
+                if let unannounced { try await announce(blob, as: unannounced) }
+                known = true
                 try await askToPull(blob, size: size, from: tiers.ownLocation(of: blob), to: target)
                 placement = BlobPlacement(node: 0, tier: .tier0)
             } else {
                 try await tiers.checkTier0Capacity(sealing: blob, size: size)
                 placement = tiers.tier0Placement(of: blob)
             }
-            if waitForReplicas { try await placeReplicas(blob, size: size, keepingOwnCopy: target == nil) }
-            sealReply = try await mds.call(.sealObject(blob: blob, size: size, metadata: metadata, placement: placement,
-                                                       contents: contents?.count == Int(size) ? contents : nil))
+            let inline = contents?.count == Int(size) ? contents : nil
+            if let unannounced, !known {
+                let reply = try await sealNew(blob, as: unannounced, size: size, metadata: metadata, placement: placement, contents: inline)
+                known = true
+                if case .created = reply {} else { sealReply = reply }  // `.created`: it wants copies placed first
+            }
+            if sealReply == nil {
+                if waitForReplicas { try await placeReplicas(blob, size: size, keepingOwnCopy: target == nil) }
+                sealReply = try await mds.call(.sealObject(blob: blob, size: size, metadata: metadata, placement: placement,
+                                                           contents: inline))
+            }
         } catch {
             tiers.discardTier0Copy(blob)
-            try? await mds.expectOK(.abortObject(blob: blob))
+            if known { try? await mds.expectOK(.abortObject(blob: blob)) }
             throw error
         }
         if target != nil { tiers.discardTier0Copy(blob) } else { tiers.admitted(blob) }
-        try await persistence.persistSealed(blob, sealReply: sealReply, requested: persistency, holder: target)
+        try await persistence.persistSealed(blob, sealReply: sealReply!, requested: persistency, holder: target)
+    }
+
+    /// `sealNewObject`; a bucket it finds gone is no longer taken for known (the MDS forgot the object already).
+    private func sealNew(_ blob: BlobID, as name: ObjectName, size: UInt64, metadata: [String: String], placement: BlobPlacement,
+                         contents: [UInt8]?) async throws(GedsError) -> Reply {
+        do {
+            return try await mds.call(.sealNewObject(blob: blob, bucket: name.bucket, key: name.key, size: size, metadata: metadata,
+                                                     placement: placement, contents: contents))
+        } catch {
+            if error.code == .noSuchBucket { bucketDeleted(name.bucket) }
+            throw error
+        }
+    }
+
+    /// Makes an object created here known to the MDS as pending, under its reserved id (before a hand-off).
+    private func announce(_ blob: BlobID, as name: ObjectName) async throws(GedsError) {
+        let reply = try await mds.call(.createObject(bucket: name.bucket, key: name.key, node: session.index, reserved: blob))
+        guard case .created = reply else { throw MDSClient.unexpected(reply) }
     }
 
     /// Has the nodes the MDS names pull the copies the object lacks beyond those placed (and our own, when we keep
@@ -116,10 +180,21 @@ final class WritePath: Sendable {
     }
 
     /// Gives up an object being written: its file goes when the last reference to `writable` does, and the
-    /// MDS forgets the blob.
+    /// MDS forgets the blob (after this returns).
     func abandon(_ writable: WritableBlob) {
         let blob = writable.blob
+        if localCreates.withLock({ $0.announce(blob) }) != nil { return }
         Task { try? await mds.expectOK(.abortObject(blob: blob)) }
+    }
+
+    /// As `abandon`, returning once the MDS forgot the blob.
+    func abort(_ writable: WritableBlob) async throws(GedsError) {
+        try await forget(writable.blob)
+    }
+
+    private func forget(_ blob: BlobID) async throws(GedsError) {
+        if localCreates.withLock({ $0.announce(blob) }) != nil { return }
+        try await mds.expectOK(.abortObject(blob: blob))
     }
 
     // MARK: Relocation
