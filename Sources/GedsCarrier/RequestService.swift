@@ -26,6 +26,9 @@ public enum Response: Sendable {
     case reply(Reply)
     /// Answered later: the carrier awaits the body in a task (never blocking its thread) and sends its reply.
     case deferred(@Sendable () async -> Reply)
+    /// Answered later by whoever holds the callback, from any thread, once: the carrier sends that reply from its
+    /// own thread (no task in between, for replies a dedicated thread decides, such as the journal's fsync).
+    case promised(@Sendable (_ answer: @escaping @Sendable (Reply) -> Void) -> Void)
     /// A `.stream` reply followed by the file's bytes.
     case file(FileStream)
     /// Decided later (a node's file that must first come back from a lower tier), then sent as above.

@@ -47,7 +47,7 @@ public final class MetadataService: RequestService {
             if case .created = reply { return .reply(reply) }  // `sealNewObject` only created it: nothing to make durable
             // Acknowledged once on disk; changes that arrive meanwhile share the fsync (group commit).
             let position = journal.appendedPosition
-            return .deferred { await journal.waitUntilDurable(position).map { .failure($0) } ?? reply }
+            return .promised { answer in journal.whenDurable(position) { failure in answer(failure.map { .failure($0) } ?? reply) } }
         } catch {
             return .reply(.failure(error))
         }

@@ -140,6 +140,7 @@ public final class RDMAMetadataListener: Sendable {
         switch response {
         case .reply(let reply): return reply
         case .deferred(let answer): return await answer()
+        case .promised(let register): return await withCheckedContinuation { reply in register { reply.resume(returning: $0) } }
         case .later(let decide): return await Self.answer(decide())
         case .file(let file):
             // Blob bytes are a node's to serve (one-sided READs, or TCP); the MDS never answers with a file.

@@ -176,6 +176,17 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             send(reply, id: id, context: context)
         case .deferred(let answer):
             dispatch(.later { .reply(await answer()) }, id: id, context: context, served: served)
+        case .promised(let register):
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let loop = context.eventLoop
+            register { reply in
+                loop.execute {
+                    let (handler, context) = loopBound.value
+                    guard handler.active else { return }
+                    handler.dispatch(.reply(reply), id: id, context: context, served: served)
+                    context.flush()
+                }
+            }
         case .later(let decide):
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             // The answer is decided off the event loop and sent from it.

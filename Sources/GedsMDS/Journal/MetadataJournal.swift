@@ -52,7 +52,7 @@ final class MetadataJournal: Sendable {
         var bytesInGeneration: UInt64 = 0
         var compacting = false
         var failure: GedsError?
-        var waiters: [(position: UInt64, continuation: CheckedContinuation<GedsError?, Never>)] = []
+        var waiters: [(position: UInt64, then: @Sendable (GedsError?) -> Void)] = []
     }
 
     init(directory: StateDirectory, generation: UInt64, epoch: UInt32, policy: FsyncPolicy, compactionBytes: UInt64,
@@ -69,7 +69,7 @@ final class MetadataJournal: Sendable {
     }
 
     /// Appends the changes (in the store's critical section, so in revision order); returns the position a
-    /// request that made them waits for with `waitUntilDurable`, and whether a compaction should start now.
+    /// request that made them waits for with `whenDurable`, and whether a compaction should start now.
     func append(_ records: [JournalFormat.Record]) -> (position: UInt64, compact: Bool) {
         let (position, startWriter, compact) = state.withLock { state in
             var bytes = 0
@@ -103,17 +103,16 @@ final class MetadataJournal: Sendable {
     /// The position of everything appended so far.
     var appendedPosition: UInt64 { state.withLock { $0.appended } }
 
-    /// Waits until everything up to `position` is on disk; the error when the journal can no longer be written.
-    func waitUntilDurable(_ position: UInt64) async -> GedsError? {
-        await withCheckedContinuation { continuation in
-            let ready: GedsError?? = state.withLock { state in
-                if let failure = state.failure { return .some(failure) }
-                if state.durable >= position { return .some(nil) }
-                state.waiters.append((position, continuation))
-                return nil
-            }
-            if let ready { continuation.resume(returning: ready) }
+    /// Calls `then` once everything up to `position` is on disk (on the journal's thread, or this one when it is
+    /// already), with the error when the journal can no longer be written.
+    func whenDurable(_ position: UInt64, then: @escaping @Sendable (GedsError?) -> Void) {
+        let ready: GedsError?? = state.withLock { state in
+            if let failure = state.failure { return .some(failure) }
+            if state.durable >= position { return .some(nil) }
+            state.waiters.append((position, then))
+            return nil
         }
+        if let ready { then(ready) }
     }
 
     /// For `everysec`: fsyncs what has been written, on the journal's thread (writers go on meanwhile).
@@ -232,7 +231,7 @@ final class MetadataJournal: Sendable {
             state.waiters.removeAll { failed || $0.position <= durable }
             return (ready, state.failure)
         }
-        for waiter in ready { waiter.continuation.resume(returning: error) }
+        for waiter in ready { waiter.then(error) }
     }
 
     /// Writes and syncs what is pending, then closes the files (a clean stop).
