@@ -116,6 +116,10 @@ public struct MetadataStore: Sendable {
     public static let s3DeletionLapseMilliseconds: UInt64 = 60_000
     /// The replication factor of every blob that wants more than one copy.
     var replicated: [BlobID: UInt8] = [:]
+    /// The factor of blobs whose object was created with its own (also 1); the others follow their bucket's.
+    var ownReplicas: [BlobID: UInt8] = [:]
+    /// Blobs that may have more copies than they want: the extra ones are dropped a few per heartbeat.
+    var overReplicated: Set<BlobID> = []
     /// Replicated blobs that may have fewer copies than they want: nodes are asked to copy them, a few per heartbeat.
     var underReplicated: Set<BlobID> = []
     var replicationInFlight: [BlobID: ReplicationInFlight] = [:]
@@ -169,17 +173,17 @@ public struct MetadataStore: Sendable {
 
     public mutating func heartbeat(node index: UInt32, blobs: UInt64, bytes: UInt64, room: UInt64 = .max,
                                    now: UInt64) throws(GedsError) -> [BlobID] {
-        guard var node = nodes[index], node.alive else {
+        guard nodes[index]?.alive == true else {
             throw GedsError(.noSuchNode, "node \(index) is not registered (its lease ended); register again")
         }
-        node.lastHeartbeat = now
-        node.blobs = blobs
-        node.bytes = bytes
-        node.room = room
+        nodes[index]!.lastHeartbeat = now
+        nodes[index]!.blobs = blobs
+        nodes[index]!.bytes = bytes
+        nodes[index]!.room = room
+        trimExcessCopies(now: now)
         // Bounded so the reply stays far below the frame limit; the rest goes with the next heartbeats.
-        let drop = Array(node.drop.prefix(MetadataStore.maximumDropsPerHeartbeat))
-        node.drop.removeFirst(drop.count)
-        nodes[index] = node
+        let drop = Array(nodes[index]!.drop.prefix(MetadataStore.maximumDropsPerHeartbeat))
+        nodes[index]!.drop.removeFirst(drop.count)
         return drop
     }
 
@@ -318,10 +322,13 @@ public struct MetadataStore: Sendable {
         let assignment = bindSealed(blob, as: ObjectName(bucket: pending.bucket, key: pending.key.string), size: size,
                                     metadata: metadata, placements: pending.placements,
                                     contents: size <= UInt64(inlineLimit) ? contents : nil, now: now)
-        if wanted > 1 {
-            setWantedCopies(wanted, of: blob)
+        if pending.replicas != 0 {
+            ownReplicas[blob] = pending.replicas
+            journal(.ownReplicas(blob, pending.replicas))
+        } else if wanted > 1 {
             journal(.replicas(blob, wanted))
         }
+        if wanted > 1 { setWantedCopies(wanted, of: blob) }
         return assignment
     }
 
@@ -592,9 +599,11 @@ public struct MetadataStore: Sendable {
         if let offered = placement.checksum, blobs.checksum(of: blob) == nil { journal(.checksum(blob, offered)) }
         blobs.add(placement, to: blob)
         if replicationInFlight[blob]?.node == placement.node { replicationInFlight[blob] = nil }
-        if underReplicated.contains(blob), blobs.placements(of: blob).count >= Int(replicated[blob] ?? 1) {
-            underReplicated.remove(blob)
-        }
+        let present = blobs.placements(of: blob).count
+        if underReplicated.contains(blob), present >= Int(replicated[blob] ?? 1) { underReplicated.remove(blob) }
+        // A copy beyond the factor of a replicated blob: a node that was thought dead offers its copies back after
+        // they were made again elsewhere, a reader cached one.
+        if let wanted = replicated[blob], present > Int(wanted) { overReplicated.insert(blob) }
     }
 
     public mutating func removeLocation(blob: BlobID, node: UInt32) {
@@ -634,6 +643,8 @@ public struct MetadataStore: Sendable {
             underReplicated.remove(blob)
             replicationInFlight[blob] = nil
         }
+        ownReplicas[blob] = nil
+        overReplicated.remove(blob)
         guard let copy = s3Copies.removeValue(forKey: blob) else { return nil }
         let name = S3Name(store: copy.store, key: copy.key)
         guard s3Holders[name] == blob else { return nil }

@@ -29,6 +29,7 @@ import Testing
             .adoptS3Object(name, blob: 80, size: 12, metadata: [:], now: 8), .checksum(81, 0xDEAD_BEEF),
             .object(name, blob: 82, size: 3, modified: 9, metadata: ["m": "n"], checksum: 42, s3: s3),
             .object(other, blob: 83, size: 0, modified: 10, metadata: [:], checksum: nil, s3: nil),
+            .setReplicas(bucket: "data", 3), .replicas(84, 2), .ownReplicas(85, 1),
         ]
         var buffer = ByteBuffer()
         JournalFormat.write(JournalFormat.Header(kind: .journal, epoch: 9, generation: 4, revision: 0), into: &buffer)

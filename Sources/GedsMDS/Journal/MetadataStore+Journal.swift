@@ -49,10 +49,16 @@ extension MetadataStore {
         case .checksum(let blob, let checksum):
             blobs.setChecksum(checksum, of: blob)
         case .setReplicas(let bucket, let replicas):
-            try setReplicas(bucket: bucket, replicas)
+            try Replicas.check(Int(replicas))
+            guard buckets[bucket] != nil else { throw GedsError.noSuchBucket(bucket) }
+            applyReplicas(replicas, toBucket: bucket, queue: false)
         case .replicas(let blob, let replicas):
             // Not queued for re-replication yet: nodes offer their copies back first (see `dropLostObjects`).
-            if blobs.contains(blob) { replicated[blob] = replicas }
+            setWantedCopies(replicas, of: blob, queue: false)
+        case .ownReplicas(let blob, let replicas):
+            guard blobs.contains(blob) else { break }
+            ownReplicas[blob] = replicas
+            setWantedCopies(replicas, of: blob, queue: false)
         case .object(let name, let blob, let size, let modified, let metadata, let checksum, let s3):
             guard buckets[name.bucket] != nil else { throw GedsError.noSuchBucket(name.bucket) }
             if blobs.contains(blob) {
@@ -107,7 +113,9 @@ extension MetadataStore {
                                                     size: blobs.size(of: entry.blob) ?? 0, modified: entry.modified,
                                                     metadata: bucket.metadata[record] ?? [:], checksum: blobs.checksum(of: entry.blob), s3: s3)
                 JournalFormat.append(JournalFormat.Record(revision: revision, change: change), to: &buffer)
-                if let replicas = replicated[entry.blob] {
+                if let replicas = ownReplicas[entry.blob] {
+                    JournalFormat.append(JournalFormat.Record(revision: revision, change: .ownReplicas(entry.blob, replicas)), to: &buffer)
+                } else if let replicas = replicated[entry.blob] {
                     JournalFormat.append(JournalFormat.Record(revision: revision, change: .replicas(entry.blob, replicas)), to: &buffer)
                 }
                 return .next
