@@ -400,7 +400,7 @@ public final class MetadataServer: Sendable {
         }
         _ = store.takeUnpublishedEvents()
         let epoch = contents.lastEpoch % 0xFFFFF + 1
-        store.beginRun(epoch: epoch)
+        store.beginRun(epoch: epoch, now: MetadataService.wallClock())
         let journal = try MetadataJournal(directory: directory, generation: contents.lastGeneration + 1, epoch: epoch,
                                           policy: state.fsync, compactionBytes: state.compactionBytes, logger: logger)
         let milliseconds = (NIODeadline.now() - started).nanoseconds / 1_000_000

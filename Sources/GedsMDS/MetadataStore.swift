@@ -111,7 +111,7 @@ public struct MetadataStore: Sendable {
     var s3Holders: [S3Name: BlobID] = [:]
     /// S3 objects a node was told to delete, until it says they are gone (or the order lapses, at this MDS time in
     /// milliseconds, when that node died). No blob is uploaded to such an object meanwhile (`s3DeletionPending`), so
-    /// the deletion can never remove bytes sealed after it was ordered.
+    /// the deletion can never remove bytes sealed after it was ordered. Journaled: a restarted MDS still holds them.
     var s3Deletions: [S3Name: UInt64] = [:]
     public static let s3DeletionLapseMilliseconds: UInt64 = 60_000
     /// The replication factor of every blob that wants more than one copy.
@@ -692,26 +692,35 @@ public struct MetadataStore: Sendable {
         guard let state = buckets[bucket] else { throw GedsError.noSuchBucket(bucket) }
         guard let storage = state.storage else { return [] }
         let names = keys.filter { state.index.find($0) == nil }.map { s3Name(of: storage.object(forKey: $0)) }
-        return orderDeletions(names.filter { s3Holders[$0] == nil }, now: now)
+        return journaledDeletions(names.filter { s3Holders[$0] == nil }, now: now)
     }
 
     /// A node uploaded a blob that was deleted meanwhile: its S3 object is to be deleted unless a newer blob holds
     /// it (whose own upload then puts the right bytes there).
     public mutating func abandonS3Upload(_ object: S3ObjectReference, now: UInt64) -> [S3ObjectReference] {
         let name = s3Name(of: object)
-        return s3Holders[name] == nil ? orderDeletions([name], now: now) : []
+        return s3Holders[name] == nil ? journaledDeletions([name], now: now) : []
     }
 
     /// A node deleted these S3 objects: uploads to them may go ahead.
     public mutating func s3Deleted(_ objects: [S3ObjectReference]) {
-        for object in objects {
+        let done = objects.filter { object in
             let store = S3Store(endpoint: object.endpoint, bucket: object.bucket, region: object.region)
-            guard let number = s3StoreNumbers[store] else { continue }
-            s3Deletions[S3Name(store: number, key: object.key)] = nil
+            guard let number = s3StoreNumbers[store] else { return false }
+            return s3Deletions.removeValue(forKey: S3Name(store: number, key: object.key)) != nil
         }
+        if !done.isEmpty { journal(.s3DeletionsDone(done)) }
     }
 
-    private mutating func orderDeletions(_ names: [S3Name], now: UInt64) -> [S3ObjectReference] {
+    /// Deletions ordered by no journaled change of the namespace: journaled themselves, so a restarted MDS still holds
+    /// off uploads to those S3 objects and read-through of their keys.
+    private mutating func journaledDeletions(_ names: [S3Name], now: UInt64) -> [S3ObjectReference] {
+        let objects = orderDeletions(names, now: now)
+        if !objects.isEmpty { journal(.s3DeletionsOrdered(objects, now: now)) }
+        return objects
+    }
+
+    mutating func orderDeletions(_ names: [S3Name], now: UInt64) -> [S3ObjectReference] {
         for name in names { s3Deletions[name] = now + MetadataStore.s3DeletionLapseMilliseconds }
         return names.map { object(of: $0) }
     }

@@ -17,9 +17,16 @@ extension MetadataStore {
 
     /// Makes a journaled change again, through the same operation that made it first.
     mutating func replay(_ record: JournalFormat.Record) throws(GedsError) {
-        // Deletions of S3 objects ordered before the restart are not journaled (nor is their completion): none holds
-        // up a replayed change.
+        defer { events.advance(to: record.revision) }
+        if case .s3DeletionsDone(let objects) = record.change {
+            s3Deleted(objects)
+            return
+        }
+        // Pending deletions of S3 objects are restored, but hold up no replayed change: it was made, so they were
+        // done (or lapsed) by then.
+        let pending = s3Deletions
         s3Deletions = [:]
+        defer { s3Deletions.merge(pending) { ordered, _ in ordered } }
         switch record.change {
         case .createBucket(let name):
             try createBucket(name)
@@ -59,6 +66,10 @@ extension MetadataStore {
             guard blobs.contains(blob) else { break }
             ownReplicas[blob] = replicas
             setWantedCopies(replicas, of: blob, queue: false)
+        case .s3DeletionsOrdered(let objects, let now):
+            _ = orderDeletions(objects.map { s3Name(of: $0) }, now: now)
+        case .s3DeletionsDone:
+            break  // above
         case .object(let name, let blob, let size, let modified, let metadata, let checksum, let s3):
             guard buckets[name.bucket] != nil else { throw GedsError.noSuchBucket(name.bucket) }
             if blobs.contains(blob) {
@@ -74,7 +85,6 @@ extension MetadataStore {
             }
             bind(bucket: name.bucket, key: name.key, to: Entry(blob: blob, modified: modified, metadata: metadata))
         }
-        events.advance(to: record.revision)
     }
 
     /// Rebuilds the namespace from a snapshot's bytes (into an empty store): its revision is the snapshot's, with no
@@ -121,13 +131,20 @@ extension MetadataStore {
                 return .next
             }
         }
+        for (name, lapse) in s3Deletions {
+            let change = NamespaceChange.s3DeletionsOrdered([object(of: name)], now: lapse - MetadataStore.s3DeletionLapseMilliseconds)
+            JournalFormat.append(JournalFormat.Record(revision: revision, change: change), to: &buffer)
+        }
     }
 
     /// After a restore: new blob ids in this run's epoch, and node numbers no node of an earlier run holds (a node
     /// that has not noticed the restart must be told it is unknown, not be taken for another).
-    mutating func beginRun(epoch: UInt32) {
+    /// Restored deletions of S3 objects get a fresh lapse from `now` (MDS time): the node told to delete one may still
+    /// be at it, and until it confirms no upload goes there and read-through does not bring the key back.
+    mutating func beginRun(epoch: UInt32, now: UInt64) {
         nextBlob = BlobID(UInt64(epoch & 0xFFFFF) << 44)
         nextNode = ((epoch & 0xFFF) << 20) | 1
+        for name in s3Deletions.keys { s3Deletions[name] = now + MetadataStore.s3DeletionLapseMilliseconds }
     }
 
     /// Objects restored from the journal that no node offered back and that have no S3 copy: their bytes are gone.

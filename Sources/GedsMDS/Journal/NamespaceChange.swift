@@ -29,6 +29,11 @@ enum NamespaceChange: Equatable, Sendable {
     case replicas(BlobID, UInt8)
     /// A sealed blob's own replication factor (its object was created with one; also 1): its bucket's does not apply.
     case ownReplicas(BlobID, UInt8)
+    /// Deletions of S3 objects ordered from a node (`claimS3Deletions`, `abandonS3Upload`; those a deletion, rename or
+    /// copy orders are made again by its replay), at MDS time `now`; in a snapshot, each one still pending.
+    case s3DeletionsOrdered([S3ObjectReference], now: UInt64)
+    /// A node deleted these S3 objects (`s3Deleted`).
+    case s3DeletionsDone([S3ObjectReference])
     /// A snapshot's record of one key: its blob is created by the first key naming it, shared by the others.
     case object(ObjectName, blob: BlobID, size: UInt64, modified: UInt64, metadata: [String: String],
                 checksum: UInt32?, s3: S3CopyState?)
@@ -45,7 +50,7 @@ enum NamespaceChange: Equatable, Sendable {
 
     private enum Kind: UInt8 {
         case createBucket = 1, deleteBucket, setStorage, seal, delete, deletePrefix, rename, copy, setMetadata, storedInS3,
-             adoptS3Object, checksum, object, setReplicas, replicas, ownReplicas
+             adoptS3Object, checksum, object, setReplicas, replicas, ownReplicas, s3DeletionsOrdered, s3DeletionsDone
     }
 
     func encode(into buffer: inout ByteBuffer) {
@@ -116,6 +121,13 @@ enum NamespaceChange: Equatable, Sendable {
             buffer.writeInteger(Kind.ownReplicas.rawValue)
             buffer.writeBlob(blob)
             buffer.writeInteger(replicas)
+        case .s3DeletionsOrdered(let objects, let now):
+            buffer.writeInteger(Kind.s3DeletionsOrdered.rawValue)
+            buffer.writeS3Objects(objects)
+            buffer.writeInteger(now)
+        case .s3DeletionsDone(let objects):
+            buffer.writeInteger(Kind.s3DeletionsDone.rawValue)
+            buffer.writeS3Objects(objects)
         case .object(let name, let blob, let size, let modified, let metadata, let checksum, let s3):
             buffer.writeInteger(Kind.object.rawValue)
             buffer.writeObjectName(name)
@@ -176,6 +188,10 @@ enum NamespaceChange: Equatable, Sendable {
             change = .replicas(try buffer.readBlob(), try buffer.readWireInteger("replicas"))
         case .ownReplicas:
             change = .ownReplicas(try buffer.readBlob(), try buffer.readWireInteger("replicas"))
+        case .s3DeletionsOrdered:
+            change = .s3DeletionsOrdered(try buffer.readS3Objects(), now: try buffer.readWireInteger("time"))
+        case .s3DeletionsDone:
+            change = .s3DeletionsDone(try buffer.readS3Objects())
         case .object:
             let name = try buffer.readObjectName()
             let blob = try buffer.readBlob()
