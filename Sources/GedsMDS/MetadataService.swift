@@ -159,8 +159,8 @@ public final class MetadataService: RequestService {
                 try store.createObject(bucket: bucket, key: key, node: node, exclusive: exclusive, replicas: replicas)
             })
         case .setBucketReplicas(let bucket, let replicas):
-            try locked { (store) throws(GedsError) in try store.setReplicas(bucket: bucket, replicas) }
-            logger.info("bucket \(bucket): \(replicas) replica(s)")
+            let following = try locked { (store) throws(GedsError) in try store.setReplicas(bucket: bucket, replicas) }
+            logger.info("bucket \(bucket): \(replicas) replica(s), for the \(following) object(s) in it without a factor of their own too")
             return .ok
         case .bucketReplicas(let bucket):
             return .count(UInt64(try locked { (store) throws(GedsError) in try store.replicas(bucket: bucket) }))

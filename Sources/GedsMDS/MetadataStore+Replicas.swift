@@ -9,24 +9,28 @@ extension MetadataStore {
     /// Sets the bucket's replication factor: of the objects sealed in it from now on, and of those already in it that
     /// have no factor of their own (an object created with `replicas` keeps its own). Those now short of copies are
     /// queued for re-replication, those with more have the extra copies trimmed (`trimExcessCopies`). One journal
-    /// record: its replay walks the bucket the same way.
-    public mutating func setReplicas(bucket: String, _ replicas: UInt8) throws(GedsError) {
+    /// record: its replay walks the bucket the same way. Returns how many objects follow the bucket's factor.
+    @discardableResult
+    public mutating func setReplicas(bucket: String, _ replicas: UInt8) throws(GedsError) -> Int {
         try Replicas.check(Int(replicas))
         guard buckets[bucket] != nil else { throw GedsError.noSuchBucket(bucket) }
-        applyReplicas(replicas, toBucket: bucket, queue: true)
+        let following = applyReplicas(replicas, toBucket: bucket, queue: true)
         journal(.setReplicas(bucket: bucket, replicas))
+        return following
     }
 
     /// `queue` is false on replay: the copies are not known until nodes offer them back (see `dropLostObjects`).
-    mutating func applyReplicas(_ replicas: UInt8, toBucket name: String, queue: Bool) {
+    @discardableResult
+    mutating func applyReplicas(_ replicas: UInt8, toBucket name: String, queue: Bool) -> Int {
         buckets[name]!.replicas = replicas
         let index = buckets[name]!.index
         var following: [BlobID] = []
         index.walk(from: []) { record, _ in
-            following.append(index[record].blob)
+            if ownReplicas[index[record].blob] == nil { following.append(index[record].blob) }
             return .next
         }
-        for blob in following where ownReplicas[blob] == nil { setWantedCopies(replicas, of: blob, queue: queue) }
+        for blob in following { setWantedCopies(replicas, of: blob, queue: queue) }
+        return following.count
     }
 
     public func replicas(bucket: String) throws(GedsError) -> UInt8 {
