@@ -444,11 +444,13 @@ public struct MetadataStore: Sendable {
         } else if entry == nil {
             throw GedsError.noSuchObject(bucket, key)
         }
-        if entry != nil {
-            events.record(.deleted, bucket: bucket, key: key)
-            journal(.delete(ObjectName(bucket: bucket, key: key), now: now))
+        guard entry != nil else {
+            // A key only S3 has: no change of the namespace to replay, so the deletion is journaled on its own.
+            return (false, storage == nil ? nil : journaledDeletions(doomed, now: now))
         }
-        return (entry != nil, storage == nil ? nil : orderDeletions(doomed, now: now))
+        events.record(.deleted, bucket: bucket, key: key)
+        journal(.delete(ObjectName(bucket: bucket, key: key), now: now))
+        return (true, storage == nil ? nil : orderDeletions(doomed, now: now))
     }
 
     public mutating func delete(bucket: String, prefix: String) throws(GedsError) -> UInt64 {

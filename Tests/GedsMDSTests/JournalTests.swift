@@ -338,6 +338,7 @@ import Testing
         #expect(claimed == [storage.object(forKey: "gone"), storage.object(forKey: "done")])
         #expect(f.store.abandonS3Upload(storage.object(forKey: "abandoned"), now: 100) == [storage.object(forKey: "abandoned")])
         f.store.s3Deleted([storage.object(forKey: "done")])
+        #expect(try f.store.delete(bucket: "s3data", key: "only-in-s3", now: 100) == (false, [storage.object(forKey: "only-in-s3")]))
         let uploaded = try f.put("s3data", "up")  // its upload would go to the S3 object a deletion of "up" left pending
         try f.store.delete(bucket: "s3data", key: "up", now: 100)
         f.store.s3Deleted([storage.object(forKey: "up")])
@@ -346,12 +347,19 @@ import Testing
         // Restarted long after the orders lapsed: a fresh lapse from the restart.
         let restart: UInt64 = 10_000_000
         for var store in [replayed, restored] {
-            #expect(Set(store.s3Deletions.keys.map { store.object(of: $0).key }) == ["run/gone", "run/abandoned"])
+            #expect(Set(store.s3Deletions.keys.map { store.object(of: $0).key }) == ["run/gone", "run/abandoned", "run/only-in-s3"])
             store.beginRun(epoch: 6, now: restart)
             #expect(gedsError { _ = try store.adoptS3Object(bucket: "s3data", key: "gone", size: 1, now: restart + 1) }?.code
                     == .noSuchObject)
             #expect(gedsError { _ = try store.adoptS3Object(bucket: "s3data", key: "abandoned", size: 1, now: restart + 1) }?.code
                     == .noSuchObject)
+            #expect(gedsError { _ = try store.adoptS3Object(bucket: "s3data", key: "only-in-s3", size: 1, now: restart + 1) }?.code
+                    == .noSuchObject)
+            // An object sealed under that key meanwhile waits with its upload.
+            let writer = store.register(registration("writer"), now: 0)
+            let blob = try store.createObject(bucket: "s3data", key: "only-in-s3", node: writer)
+            try store.seal(blob: blob, size: 1, metadata: [:], placement: BlobPlacement(node: writer, tier: .tier0), now: restart + 1)
+            #expect(gedsError { _ = try store.s3Assignment(blob: blob, now: restart + 1) }?.code == .s3DeletionPending)
             #expect(try store.adoptS3Object(bucket: "s3data", key: "done", size: 2, now: restart + 1).size == 2)
             // Confirmed after the restart: the key may be read through again.
             store.s3Deleted([storage.object(forKey: "gone")])

@@ -29,8 +29,9 @@ enum NamespaceChange: Equatable, Sendable {
     case replicas(BlobID, UInt8)
     /// A sealed blob's own replication factor (its object was created with one; also 1): its bucket's does not apply.
     case ownReplicas(BlobID, UInt8)
-    /// Deletions of S3 objects ordered from a node (`claimS3Deletions`, `abandonS3Upload`; those a deletion, rename or
-    /// copy orders are made again by its replay), at MDS time `now`; in a snapshot, each one still pending.
+    /// Deletions of S3 objects ordered by no journaled change (`claimS3Deletions`, `abandonS3Upload`, the delete of a
+    /// key only S3 has; those a deletion, rename or copy orders are made again by its replay), at MDS time `now`; in a
+    /// snapshot, each one still pending.
     case s3DeletionsOrdered([S3ObjectReference], now: UInt64)
     /// A node deleted these S3 objects (`s3Deleted`).
     case s3DeletionsDone([S3ObjectReference])
