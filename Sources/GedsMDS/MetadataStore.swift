@@ -787,6 +787,8 @@ public struct MetadataStore: Sendable {
             blobs.insert(nextBlob, size: size, placements: [])
             assignS3Copy(of: storage.object(forKey: key), in: bucket, to: nextBlob, persistency: storage.persistency, stored: true)
             bind(bucket: bucket, key: key, to: Entry(blob: nextBlob, modified: now, metadata: metadata))
+            // Its factor is its bucket's, as for every object there: more than 1, nodes copy it from S3.
+            if state.replicas > 1 { setWantedCopies(state.replicas, of: nextBlob) }
             events.record(.created, bucket: bucket, key: key)
             let blob = nextBlob
             journal(.adoptS3Object(ObjectName(bucket: bucket, key: key), blob: blob, size: size, metadata: metadata, now: now))

@@ -209,6 +209,19 @@ import Testing
         #expect(cluster.f.store.overReplicated.isEmpty)
     }
 
+    /// An object read through from S3 in a bucket with a factor above 1 takes it: nodes copy it from S3.
+    @Test func readThroughObjectsTakeTheBucketsFactor() throws {
+        var cluster = try Cluster()
+        let storage = BucketStorage(endpoint: "http://127.0.0.1:4569", bucket: "s3b", prefix: "", region: "eu-west-1",
+                                    persistency: .writeThrough)
+        try cluster.f.store.setStorage(bucket: "bkt", storage)
+        try cluster.f.store.setReplicas(bucket: "bkt", 2)
+        let info = try cluster.f.store.adoptS3Object(bucket: "bkt", key: "in-s3", size: 64, now: 1)
+        #expect(info.wantedCopies == 2 && info.presentCopies == 0)
+        let orders = cluster.f.store.replicationOrders(for: cluster.a2, now: 1)
+        #expect(orders.map(\.blob) == [info.blob] && orders.first?.source.s3Object == storage.object(forKey: "in-s3"))
+    }
+
     /// Which extra copy goes: one on a host holding another copy first, then the fullest node's, never the only
     /// tier-0 copy; a few per heartbeat; none while a holder drains.
     @Test func excessCopiesGoFromSharedHostsAndFullNodesFirstRateLimited() throws {

@@ -53,6 +53,7 @@ extension MetadataStore {
         case .adoptS3Object(let name, let blob, let size, let metadata, let now):
             nextBlob = BlobID(blob.rawValue &- 1)
             _ = try adoptS3Object(bucket: name.bucket, key: name.key, size: size, metadata: metadata, now: now)
+            underReplicated.remove(blob)  // queued once nodes had time to offer their copies back (`dropLostObjects`)
         case .checksum(let blob, let checksum):
             blobs.setChecksum(checksum, of: blob)
         case .setReplicas(let bucket, let replicas):
