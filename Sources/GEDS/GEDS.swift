@@ -410,7 +410,8 @@ public final class GEDS: Sendable {
         return daemon
     }
 
-    /// Sets the replication factor of the objects sealed in the bucket from now on (1 to `Replicas.maximum`).
+    /// Sets the bucket's replication factor (1 to `Replicas.maximum`): of the objects sealed in it from now on and of
+    /// those already in it without a factor of their own; the MDS has missing copies made and extra ones dropped.
     public func setBucketReplicas(_ bucket: String, _ replicas: Int) async throws(GedsError) {
         try await setBucketReplicas(BucketName(bucket), replicas)
     }

@@ -172,8 +172,8 @@ public final class MetadataService: RequestService {
             case .sealed(let assignment): return assignment.map { .s3Assignment($0) } ?? .ok
             }
         case .setBucketReplicas(let bucket, let replicas):
-            try locked { (store) throws(GedsError) in try store.setReplicas(bucket: bucket, replicas) }
-            logger.info("bucket \(bucket): \(replicas) replica(s)")
+            let following = try locked { (store) throws(GedsError) in try store.setReplicas(bucket: bucket, replicas) }
+            logger.info("bucket \(bucket): \(replicas) replica(s), for the \(following) object(s) in it without a factor of their own too")
             return .ok
         case .bucketReplicas(let bucket):
             return .count(UInt64(try locked { (store) throws(GedsError) in try store.replicas(bucket: bucket) }))
@@ -413,7 +413,7 @@ public final class MetadataServer: Sendable {
         }
         _ = store.takeUnpublishedEvents()
         let epoch = contents.lastEpoch % 0xFFFFF + 1
-        store.beginRun(epoch: epoch)
+        store.beginRun(epoch: epoch, now: MetadataService.wallClock())
         let journal = try MetadataJournal(directory: directory, generation: contents.lastGeneration + 1, epoch: epoch,
                                           policy: state.fsync, compactionBytes: state.compactionBytes, logger: logger)
         let milliseconds = (NIODeadline.now() - started).nanoseconds / 1_000_000

@@ -3,14 +3,34 @@ import GedsWire
 
 /// Replicas: the replication factor of buckets and blobs, where a blob's missing copies go (each on a host that holds
 /// none, the node with the most room in tier 0 first), and re-replication: blobs that fell below their factor (a node
-/// died or left) are copied by nodes that the MDS asks with their heartbeats, a few at a time.
+/// died or left) are copied by nodes that the MDS asks with their heartbeats, a few at a time; blobs with more copies
+/// than they want (a factor lowered, a node thought dead came back) have the extra ones dropped, a few at a time.
 extension MetadataStore {
-    /// Sets the replication factor of the objects sealed in the bucket from now on (objects sealed before keep theirs).
-    public mutating func setReplicas(bucket: String, _ replicas: UInt8) throws(GedsError) {
+    /// Sets the bucket's replication factor: of the objects sealed in it from now on, and of those already in it that
+    /// have no factor of their own (an object created with `replicas` keeps its own). Those now short of copies are
+    /// queued for re-replication, those with more have the extra copies trimmed (`trimExcessCopies`). One journal
+    /// record: its replay walks the bucket the same way. Returns how many objects follow the bucket's factor.
+    @discardableResult
+    public mutating func setReplicas(bucket: String, _ replicas: UInt8) throws(GedsError) -> Int {
         try Replicas.check(Int(replicas))
         guard buckets[bucket] != nil else { throw GedsError.noSuchBucket(bucket) }
-        buckets[bucket]!.replicas = replicas
+        let following = applyReplicas(replicas, toBucket: bucket, queue: true)
         journal(.setReplicas(bucket: bucket, replicas))
+        return following
+    }
+
+    /// `queue` is false on replay: the copies are not known until nodes offer them back (see `dropLostObjects`).
+    @discardableResult
+    mutating func applyReplicas(_ replicas: UInt8, toBucket name: String, queue: Bool) -> Int {
+        buckets[name]!.replicas = replicas
+        let index = buckets[name]!.index
+        var following: [BlobID] = []
+        index.walk(from: []) { record, _ in
+            if ownReplicas[index[record].blob] == nil { following.append(index[record].blob) }
+            return .next
+        }
+        for blob in following { setWantedCopies(replicas, of: blob, queue: queue) }
+        return following.count
     }
 
     public func replicas(bucket: String) throws(GedsError) -> UInt8 {
@@ -26,11 +46,20 @@ extension MetadataStore {
         return replicated[blob] ?? 1
     }
 
-    /// Records a sealed blob's factor (more than 1); one with fewer copies is queued for re-replication.
-    mutating func setWantedCopies(_ wanted: UInt8, of blob: BlobID) {
+    /// Records a sealed blob's factor; with `queue`, one with fewer copies is queued for re-replication, one with more
+    /// for trimming.
+    mutating func setWantedCopies(_ wanted: UInt8, of blob: BlobID, queue: Bool = true) {
         guard blobs.contains(blob) else { return }
-        replicated[blob] = wanted
-        if blobs.placements(of: blob).count < Int(wanted) { underReplicated.insert(blob) }
+        replicated[blob] = wanted > 1 ? wanted : nil
+        guard queue else { return }
+        let present = blobs.placements(of: blob).count
+        if present < Int(wanted) {
+            underReplicated.insert(blob)
+        } else {
+            underReplicated.remove(blob)
+            // A copy still being made will be one too many.
+            if present > Int(wanted) || replicationInFlight[blob] != nil { overReplicated.insert(blob) }
+        }
     }
 
     /// The nodes that should take the copies the blob lacks (see `Request.placeCopies`). A drain (`leaving`) always
@@ -111,5 +140,50 @@ extension MetadataStore {
         }
         for blob in settled { underReplicated.remove(blob) }
         return orders
+    }
+}
+
+extension MetadataStore {
+    /// Trimming's rate limit: copies ordered dropped per heartbeat (of any node), over all blobs.
+    public static let trimOrdersPerHeartbeat = 64
+
+    /// The copy to drop first of a blob with more copies on gedsd nodes than it wants, or nil when none is to go now:
+    /// first one on a host that holds another copy, then the one on the fullest node (least room, most bytes). Never the
+    /// only tier-0 copy (the one readers map), never an S3 copy (not a node's), never below the factor; none while a
+    /// copy is being made (re-replication) or a holder drains (the drain settles where its copies go). Copies on a
+    /// task's own node are caches that go with the task: neither dropped nor counted here.
+    func excessCopy(of blob: BlobID) -> BlobPlacement? {
+        let all = blobs.placements(of: blob)
+        let placements = all.filter { nodes[$0.node]?.registration.role == .daemon }
+        guard placements.count > Int(replicated[blob] ?? 1), replicationInFlight[blob] == nil,
+              all.allSatisfy({ nodes[$0.node]?.alive == true && nodes[$0.node]?.draining == false }) else { return nil }
+        let hosts = placements.map { nodes[$0.node]!.registration.hostID }
+        let tier0Copies = placements.count { $0.tier == .tier0 }
+        func order(_ index: Int) -> (Int, UInt64, UInt64, UInt32) {
+            let node = nodes[placements[index].node]!
+            return (hosts.count { $0 == hosts[index] } > 1 ? 0 : 1, node.room, UInt64.max - node.bytes, placements[index].node)
+        }
+        return placements.indices.filter { placements[$0].tier != .tier0 || tier0Copies > 1 }
+            .min { order($0) < order($1) }.map { placements[$0] }
+    }
+
+    /// Orders extra copies dropped, a few per heartbeat: each is withdrawn here first (readers go to the other copies)
+    /// and its node deletes it when its next heartbeat brings the drop.
+    mutating func trimExcessCopies(now: UInt64) {
+        var budget = MetadataStore.trimOrdersPerHeartbeat
+        var settled: [BlobID] = []
+        for blob in overReplicated.prefix(MetadataStore.replicationScanPerHeartbeat) where budget > 0 {
+            if let order = replicationInFlight[blob], now >= order.lapse { replicationInFlight[blob] = nil }
+            while budget > 0, let copy = excessCopy(of: blob) {
+                blobs.remove(node: copy.node, from: blob)
+                nodes[copy.node]!.drop.append(blob)
+                budget -= 1
+            }
+            if budget > 0, replicationInFlight[blob] == nil,
+               blobs.placements(of: blob).allSatisfy({ nodes[$0.node]?.draining == false }) {
+                settled.append(blob)  // else tried again once the copy is made or the drain is over
+            }
+        }
+        for blob in settled { overReplicated.remove(blob) }
     }
 }

@@ -111,11 +111,15 @@ public struct MetadataStore: Sendable {
     var s3Holders: [S3Name: BlobID] = [:]
     /// S3 objects a node was told to delete, until it says they are gone (or the order lapses, at this MDS time in
     /// milliseconds, when that node died). No blob is uploaded to such an object meanwhile (`s3DeletionPending`), so
-    /// the deletion can never remove bytes sealed after it was ordered.
+    /// the deletion can never remove bytes sealed after it was ordered. Journaled: a restarted MDS still holds them.
     var s3Deletions: [S3Name: UInt64] = [:]
     public static let s3DeletionLapseMilliseconds: UInt64 = 60_000
     /// The replication factor of every blob that wants more than one copy.
     var replicated: [BlobID: UInt8] = [:]
+    /// The factor of blobs whose object was created with its own (also 1); the others follow their bucket's.
+    var ownReplicas: [BlobID: UInt8] = [:]
+    /// Blobs that may have more copies than they want: the extra ones are dropped a few per heartbeat.
+    var overReplicated: Set<BlobID> = []
     /// Replicated blobs that may have fewer copies than they want: nodes are asked to copy them, a few per heartbeat.
     var underReplicated: Set<BlobID> = []
     var replicationInFlight: [BlobID: ReplicationInFlight] = [:]
@@ -169,17 +173,17 @@ public struct MetadataStore: Sendable {
 
     public mutating func heartbeat(node index: UInt32, blobs: UInt64, bytes: UInt64, room: UInt64 = .max,
                                    now: UInt64) throws(GedsError) -> [BlobID] {
-        guard var node = nodes[index], node.alive else {
+        guard nodes[index]?.alive == true else {
             throw GedsError(.noSuchNode, "node \(index) is not registered (its lease ended); register again")
         }
-        node.lastHeartbeat = now
-        node.blobs = blobs
-        node.bytes = bytes
-        node.room = room
+        nodes[index]!.lastHeartbeat = now
+        nodes[index]!.blobs = blobs
+        nodes[index]!.bytes = bytes
+        nodes[index]!.room = room
+        trimExcessCopies(now: now)
         // Bounded so the reply stays far below the frame limit; the rest goes with the next heartbeats.
-        let drop = Array(node.drop.prefix(MetadataStore.maximumDropsPerHeartbeat))
-        node.drop.removeFirst(drop.count)
-        nodes[index] = node
+        let drop = Array(nodes[index]!.drop.prefix(MetadataStore.maximumDropsPerHeartbeat))
+        nodes[index]!.drop.removeFirst(drop.count)
         return drop
     }
 
@@ -369,10 +373,13 @@ public struct MetadataStore: Sendable {
         let assignment = bindSealed(blob, as: ObjectName(bucket: pending.bucket, key: pending.key.string), size: size,
                                     metadata: metadata, placements: pending.placements,
                                     contents: size <= UInt64(inlineLimit) ? contents : nil, now: now)
-        if wanted > 1 {
-            setWantedCopies(wanted, of: blob)
+        if pending.replicas != 0 {
+            ownReplicas[blob] = pending.replicas
+            journal(.ownReplicas(blob, pending.replicas))
+        } else if wanted > 1 {
             journal(.replicas(blob, wanted))
         }
+        if wanted > 1 { setWantedCopies(wanted, of: blob) }
         return assignment
     }
 
@@ -488,11 +495,13 @@ public struct MetadataStore: Sendable {
         } else if entry == nil {
             throw GedsError.noSuchObject(bucket, key)
         }
-        if entry != nil {
-            events.record(.deleted, bucket: bucket, key: key)
-            journal(.delete(ObjectName(bucket: bucket, key: key), now: now))
+        guard entry != nil else {
+            // A key only S3 has: no change of the namespace to replay, so the deletion is journaled on its own.
+            return (false, storage == nil ? nil : journaledDeletions(doomed, now: now))
         }
-        return (entry != nil, storage == nil ? nil : orderDeletions(doomed, now: now))
+        events.record(.deleted, bucket: bucket, key: key)
+        journal(.delete(ObjectName(bucket: bucket, key: key), now: now))
+        return (true, storage == nil ? nil : orderDeletions(doomed, now: now))
     }
 
     public mutating func delete(bucket: String, prefix: String) throws(GedsError) -> UInt64 {
@@ -643,9 +652,11 @@ public struct MetadataStore: Sendable {
         if let offered = placement.checksum, blobs.checksum(of: blob) == nil { journal(.checksum(blob, offered)) }
         blobs.add(placement, to: blob)
         if replicationInFlight[blob]?.node == placement.node { replicationInFlight[blob] = nil }
-        if underReplicated.contains(blob), blobs.placements(of: blob).count >= Int(replicated[blob] ?? 1) {
-            underReplicated.remove(blob)
-        }
+        let present = blobs.placements(of: blob).count
+        if underReplicated.contains(blob), present >= Int(replicated[blob] ?? 1) { underReplicated.remove(blob) }
+        // A copy beyond the factor of a replicated blob: a node that was thought dead offers its copies back after
+        // they were made again elsewhere, a reader cached one.
+        if let wanted = replicated[blob], present > Int(wanted) { overReplicated.insert(blob) }
     }
 
     public mutating func removeLocation(blob: BlobID, node: UInt32) {
@@ -685,6 +696,8 @@ public struct MetadataStore: Sendable {
             underReplicated.remove(blob)
             replicationInFlight[blob] = nil
         }
+        ownReplicas[blob] = nil
+        overReplicated.remove(blob)
         guard let copy = s3Copies.removeValue(forKey: blob) else { return nil }
         let name = S3Name(store: copy.store, key: copy.key)
         guard s3Holders[name] == blob else { return nil }
@@ -732,26 +745,35 @@ public struct MetadataStore: Sendable {
         guard let state = buckets[bucket] else { throw GedsError.noSuchBucket(bucket) }
         guard let storage = state.storage else { return [] }
         let names = keys.filter { state.index.find($0) == nil }.map { s3Name(of: storage.object(forKey: $0)) }
-        return orderDeletions(names.filter { s3Holders[$0] == nil }, now: now)
+        return journaledDeletions(names.filter { s3Holders[$0] == nil }, now: now)
     }
 
     /// A node uploaded a blob that was deleted meanwhile: its S3 object is to be deleted unless a newer blob holds
     /// it (whose own upload then puts the right bytes there).
     public mutating func abandonS3Upload(_ object: S3ObjectReference, now: UInt64) -> [S3ObjectReference] {
         let name = s3Name(of: object)
-        return s3Holders[name] == nil ? orderDeletions([name], now: now) : []
+        return s3Holders[name] == nil ? journaledDeletions([name], now: now) : []
     }
 
     /// A node deleted these S3 objects: uploads to them may go ahead.
     public mutating func s3Deleted(_ objects: [S3ObjectReference]) {
-        for object in objects {
+        let done = objects.filter { object in
             let store = S3Store(endpoint: object.endpoint, bucket: object.bucket, region: object.region)
-            guard let number = s3StoreNumbers[store] else { continue }
-            s3Deletions[S3Name(store: number, key: object.key)] = nil
+            guard let number = s3StoreNumbers[store] else { return false }
+            return s3Deletions.removeValue(forKey: S3Name(store: number, key: object.key)) != nil
         }
+        if !done.isEmpty { journal(.s3DeletionsDone(done)) }
     }
 
-    private mutating func orderDeletions(_ names: [S3Name], now: UInt64) -> [S3ObjectReference] {
+    /// Deletions ordered by no journaled change of the namespace: journaled themselves, so a restarted MDS still holds
+    /// off uploads to those S3 objects and read-through of their keys.
+    private mutating func journaledDeletions(_ names: [S3Name], now: UInt64) -> [S3ObjectReference] {
+        let objects = orderDeletions(names, now: now)
+        if !objects.isEmpty { journal(.s3DeletionsOrdered(objects, now: now)) }
+        return objects
+    }
+
+    mutating func orderDeletions(_ names: [S3Name], now: UInt64) -> [S3ObjectReference] {
         for name in names { s3Deletions[name] = now + MetadataStore.s3DeletionLapseMilliseconds }
         return names.map { object(of: $0) }
     }
@@ -816,6 +838,8 @@ public struct MetadataStore: Sendable {
             blobs.insert(nextBlob, size: size, placements: [])
             assignS3Copy(of: storage.object(forKey: key), in: bucket, to: nextBlob, persistency: storage.persistency, stored: true)
             bind(bucket: bucket, key: key, to: Entry(blob: nextBlob, modified: now, metadata: metadata))
+            // Its factor is its bucket's, as for every object there: more than 1, nodes copy it from S3.
+            if state.replicas > 1 { setWantedCopies(state.replicas, of: nextBlob) }
             events.record(.created, bucket: bucket, key: key)
             let blob = nextBlob
             journal(.adoptS3Object(ObjectName(bucket: bucket, key: key), blob: blob, size: size, metadata: metadata, now: now))

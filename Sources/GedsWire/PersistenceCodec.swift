@@ -17,12 +17,12 @@ extension ByteBuffer {
                           region: try readWireString())
     }
 
-    mutating func writeS3Objects(_ objects: [S3ObjectReference]) {
+    public mutating func writeS3Objects(_ objects: [S3ObjectReference]) {
         writeInteger(UInt32(objects.count))
         for object in objects { writeS3Object(object) }
     }
 
-    mutating func readS3Objects() throws(GedsError) -> [S3ObjectReference] {
+    public mutating func readS3Objects() throws(GedsError) -> [S3ObjectReference] {
         let count = try readList(what: "S3 objects")
         var objects: [S3ObjectReference] = []
         for _ in 0..<count { objects.append(try readS3Object()) }

@@ -29,6 +29,9 @@ import Testing
             .adoptS3Object(name, blob: 80, size: 12, metadata: [:], now: 8), .checksum(81, 0xDEAD_BEEF),
             .object(name, blob: 82, size: 3, modified: 9, metadata: ["m": "n"], checksum: 42, s3: s3),
             .object(other, blob: 83, size: 0, modified: 10, metadata: [:], checksum: nil, s3: nil),
+            .setReplicas(bucket: "data", 3), .replicas(84, 2), .ownReplicas(85, 1),
+            .s3DeletionsOrdered([storage.object(forKey: "a"), storage.object(forKey: "b")], now: 11),
+            .s3DeletionsDone([storage.object(forKey: "a")]),
         ]
         var buffer = ByteBuffer()
         JournalFormat.write(JournalFormat.Header(kind: .journal, epoch: 9, generation: 4, revision: 0), into: &buffer)
@@ -322,6 +325,50 @@ import Testing
         var records: [JournalFormat.Record] = []
         let valid = JournalFormat.forEachRecord(in: bytes) { records.append($0) }
         return (records, valid)
+    }
+
+    /// Deletions of S3 objects ordered from a node and not confirmed survive a restart (journal and snapshot) with a
+    /// fresh lapse: until the node confirms, no upload goes to such an object and read-through does not bring the
+    /// deleted key back. Confirmed ones are forgotten.
+    @Test func pendingS3DeletionsSurviveARestart() throws {
+        var f = Fixture()
+        f.store.journaling = true
+        try f.store.setStorage(bucket: "s3data", storage)
+        let claimed = try f.store.claimS3Deletions(bucket: "s3data", keys: ["gone", "done"], now: 100)
+        #expect(claimed == [storage.object(forKey: "gone"), storage.object(forKey: "done")])
+        #expect(f.store.abandonS3Upload(storage.object(forKey: "abandoned"), now: 100) == [storage.object(forKey: "abandoned")])
+        f.store.s3Deleted([storage.object(forKey: "done")])
+        #expect(try f.store.delete(bucket: "s3data", key: "only-in-s3", now: 100) == (false, [storage.object(forKey: "only-in-s3")]))
+        let uploaded = try f.put("s3data", "up")  // its upload would go to the S3 object a deletion of "up" left pending
+        try f.store.delete(bucket: "s3data", key: "up", now: 100)
+        f.store.s3Deleted([storage.object(forKey: "up")])
+
+        let (replayed, restored) = try restarted(from: f.store.takeUnjournaled())
+        // Restarted long after the orders lapsed: a fresh lapse from the restart.
+        let restart: UInt64 = 10_000_000
+        for var store in [replayed, restored] {
+            #expect(Set(store.s3Deletions.keys.map { store.object(of: $0).key }) == ["run/gone", "run/abandoned", "run/only-in-s3"])
+            store.beginRun(epoch: 6, now: restart)
+            #expect(gedsError { _ = try store.adoptS3Object(bucket: "s3data", key: "gone", size: 1, now: restart + 1) }?.code
+                    == .noSuchObject)
+            #expect(gedsError { _ = try store.adoptS3Object(bucket: "s3data", key: "abandoned", size: 1, now: restart + 1) }?.code
+                    == .noSuchObject)
+            #expect(gedsError { _ = try store.adoptS3Object(bucket: "s3data", key: "only-in-s3", size: 1, now: restart + 1) }?.code
+                    == .noSuchObject)
+            // An object sealed under that key meanwhile waits with its upload.
+            let writer = store.register(registration("writer"), now: 0)
+            let blob = try store.createObject(bucket: "s3data", key: "only-in-s3", node: writer)
+            try store.seal(blob: blob, size: 1, metadata: [:], placement: BlobPlacement(node: writer, tier: .tier0), now: restart + 1)
+            #expect(gedsError { _ = try store.s3Assignment(blob: blob, now: restart + 1) }?.code == .s3DeletionPending)
+            #expect(try store.adoptS3Object(bucket: "s3data", key: "done", size: 2, now: restart + 1).size == 2)
+            // Confirmed after the restart: the key may be read through again.
+            store.s3Deleted([storage.object(forKey: "gone")])
+            #expect(try store.adoptS3Object(bucket: "s3data", key: "gone", size: 3, now: restart + 2).size == 3)
+            // Unconfirmed, it lapses a minute after the restart.
+            #expect(try store.adoptS3Object(bucket: "s3data", key: "abandoned", size: 4,
+                                            now: restart + MetadataStore.s3DeletionLapseMilliseconds).size == 4)
+        }
+        #expect(!replayed.blobs.contains(uploaded))
     }
 
     private static func withHeader(_ records: ByteBuffer) -> ByteBuffer {

@@ -164,22 +164,132 @@ import Testing
         try cluster.f.store.setReplicas(bucket: "bkt", 2)
         _ = try cluster.seal("two", holder: cluster.b, extra: [cluster.c])
         _ = try cluster.seal("three", replicas: 3, holder: cluster.b)
-        var buffer = ByteBuffer()
-        JournalFormat.write(JournalFormat.Header(kind: .journal, epoch: 3, generation: 1, revision: 0), into: &buffer)
-        for record in cluster.f.store.takeUnjournaled() { JournalFormat.append(record, to: &buffer) }
-        var replayed = MetadataStore(epoch: 4)
-        _ = try JournalFormat.forEachRecord(in: buffer) { (record) throws(GedsError) in try replayed.replay(record) }
-        var snapshot = ByteBuffer()
-        replayed.writeSnapshotRecords(into: &snapshot)
-        var restored = MetadataStore(epoch: 5)
-        var whole = ByteBuffer()
-        JournalFormat.write(JournalFormat.Header(kind: .snapshot, epoch: 1, generation: 1, revision: 0), into: &whole)
-        whole.writeBuffer(&snapshot)
-        try restored.restore(snapshot: whole, revision: replayed.events.revision)
+        let (replayed, restored) = try restarted(from: cluster.f.store.takeUnjournaled())
         for store in [replayed, restored] {
             #expect(try store.replicas(bucket: "bkt") == 2)
             #expect(try store.lookup(bucket: "bkt", key: "two").wantedCopies == 2)
             #expect(try store.lookup(bucket: "bkt", key: "three").wantedCopies == 3)
+        }
+    }
+
+    /// A bucket's factor applies to the objects already in it, except those created with their own: raised, the short
+    /// ones are queued for re-replication; lowered, their extra copies are withdrawn and dropped by their nodes.
+    @Test func aBucketsFactorAppliesToItsObjectsButNotToOwnFactors() throws {
+        var cluster = try Cluster()
+        let follows = try cluster.seal("follows", holder: cluster.b)
+        _ = try cluster.seal("own1", replicas: 1, holder: cluster.b)
+        _ = try cluster.seal("own3", replicas: 3, holder: cluster.b, extra: [cluster.a2, cluster.c])
+        #expect(try cluster.f.store.setReplicas(bucket: "bkt", 2) == 1)
+        #expect(try cluster.f.store.lookup(bucket: "bkt", key: "follows").wantedCopies == 2)
+        #expect(try cluster.f.store.lookup(bucket: "bkt", key: "own1").wantedCopies == 1)
+        #expect(try cluster.f.store.lookup(bucket: "bkt", key: "own3").wantedCopies == 3)
+        #expect(cluster.f.store.underReplicated == [follows])
+        let orders = cluster.f.store.replicationOrders(for: cluster.a2, now: 1)
+        #expect(orders.map(\.blob) == [follows] && orders.first?.source.holder == "b")
+        try cluster.f.store.addLocation(blob: follows, placement: BlobPlacement(node: cluster.a2, tier: .tier0))
+        #expect(cluster.f.store.underReplicated.isEmpty && cluster.f.store.overReplicated.isEmpty)
+
+        // Lowered: b (500 bytes) is fuller than a2 (100), so b's copy goes; own3 keeps its three.
+        try cluster.f.store.setReplicas(bucket: "bkt", 1)
+        #expect(cluster.f.store.overReplicated == [follows])
+        #expect(try cluster.f.store.heartbeat(node: cluster.c, blobs: 1, bytes: 200, now: 2).isEmpty)
+        #expect(try cluster.f.store.lookup(bucket: "bkt", key: "follows").locations.map(\.holder) == ["a2"])
+        #expect(try cluster.f.store.heartbeat(node: cluster.b, blobs: 1, bytes: 500, now: 2) == [follows])
+        #expect(try cluster.f.store.lookup(bucket: "bkt", key: "own3").presentCopies == 3)
+        #expect(cluster.f.store.overReplicated.isEmpty)
+
+        // Lowered while a copy is being made: that copy is one too many once it arrives, and goes then.
+        try cluster.f.store.setReplicas(bucket: "bkt", 2)
+        #expect(cluster.f.store.replicationOrders(for: cluster.c, now: 3).map(\.blob) == [follows])
+        try cluster.f.store.setReplicas(bucket: "bkt", 1)
+        #expect(try cluster.f.store.heartbeat(node: cluster.b, blobs: 0, bytes: 0, now: 4).isEmpty)
+        try cluster.f.store.addLocation(blob: follows, placement: BlobPlacement(node: cluster.c, tier: .tier0))
+        _ = try cluster.f.store.heartbeat(node: cluster.b, blobs: 0, bytes: 0, now: 5)
+        #expect(cluster.f.store.blobs.placements(of: follows).count == 1)
+        #expect(cluster.f.store.overReplicated.isEmpty)
+    }
+
+    /// An object read through from S3 in a bucket with a factor above 1 takes it: nodes copy it from S3.
+    @Test func readThroughObjectsTakeTheBucketsFactor() throws {
+        var cluster = try Cluster()
+        let storage = BucketStorage(endpoint: "http://127.0.0.1:4569", bucket: "s3b", prefix: "", region: "eu-west-1",
+                                    persistency: .writeThrough)
+        try cluster.f.store.setStorage(bucket: "bkt", storage)
+        try cluster.f.store.setReplicas(bucket: "bkt", 2)
+        let info = try cluster.f.store.adoptS3Object(bucket: "bkt", key: "in-s3", size: 64, now: 1)
+        #expect(info.wantedCopies == 2 && info.presentCopies == 0)
+        let orders = cluster.f.store.replicationOrders(for: cluster.a2, now: 1)
+        #expect(orders.map(\.blob) == [info.blob] && orders.first?.source.s3Object == storage.object(forKey: "in-s3"))
+    }
+
+    /// Which extra copy goes: one on a host holding another copy first, then the fullest node's, never the only
+    /// tier-0 copy; a few per heartbeat; none while a holder drains.
+    @Test func excessCopiesGoFromSharedHostsAndFullNodesFirstRateLimited() throws {
+        var cluster = try Cluster()
+        // Hosts A (a1, a2), B: one of A's goes, a1 (300 bytes) before a2 (100).
+        let shared = try cluster.seal("shared", replicas: 2, holder: cluster.b, extra: [cluster.a1, cluster.a2])
+        #expect(cluster.f.store.excessCopy(of: shared)?.node == cluster.a1)
+        // Any node's heartbeat trims: a1's copy is withdrawn now, and a1 is told to drop it with its own heartbeat.
+        _ = try cluster.f.store.heartbeat(node: cluster.c, blobs: 1, bytes: 200, room: 1 << 20, now: 1)
+        #expect(Set(cluster.f.store.blobs.placements(of: shared).map(\.node)) == [cluster.b, cluster.a2])
+        #expect(cluster.f.store.nodes[cluster.a1]?.drop == [shared])
+        // c has the least room, but its copy is the only one in tier 0: b's (tier 1) goes.
+        _ = try cluster.f.store.heartbeat(node: cluster.b, blobs: 1, bytes: 500, room: 1 << 30, now: 1)
+        let tiers = try cluster.f.store.createObject(bucket: "bkt", key: "tiers", node: cluster.f.n1, replicas: 1)
+        try cluster.f.store.addLocation(blob: tiers, placement: BlobPlacement(node: cluster.b, tier: .tier1))
+        try cluster.f.store.addLocation(blob: tiers, placement: BlobPlacement(node: cluster.c, tier: .tier0))
+        try cluster.f.store.seal(blob: tiers, size: 64, metadata: [:], placement: BlobPlacement(node: 0, tier: .tier0), now: 1)
+        #expect(cluster.f.store.excessCopy(of: tiers)?.node == cluster.b)
+        // Both in tier 0: c, the fullest, goes.
+        try cluster.f.store.addLocation(blob: tiers, placement: BlobPlacement(node: cluster.b, tier: .tier0))
+        #expect(cluster.f.store.excessCopy(of: tiers)?.node == cluster.c)
+
+        // Copies beyond the factor offered later (a node thought dead came back) are trimmed too, a few per heartbeat.
+        var blobs: [BlobID] = []
+        for index in 0..<(MetadataStore.trimOrdersPerHeartbeat + 5) {
+            blobs.append(try cluster.seal("k\(index)", replicas: 2, holder: cluster.a2, extra: [cluster.c]))
+        }
+        for blob in blobs { try cluster.f.store.addLocation(blob: blob, placement: BlobPlacement(node: cluster.a1, tier: .tier0)) }
+        func trimmed() -> Int { blobs.count { cluster.f.store.blobs.placements(of: $0).count == 2 } }
+        #expect(trimmed() == 0)
+        var dropped = Set(try cluster.f.store.heartbeat(node: cluster.a1, blobs: 0, bytes: 1000, now: 2))
+        #expect(trimmed() == MetadataStore.trimOrdersPerHeartbeat)
+        dropped.formUnion(try cluster.f.store.heartbeat(node: cluster.a1, blobs: 0, bytes: 1000, now: 3))
+        #expect(trimmed() == blobs.count && cluster.f.store.overReplicated.isEmpty)
+        // a1 now holds the most bytes: its copies went (two per host at most, never both of one blob's on host A).
+        #expect(dropped == Set(blobs + [shared]))
+        for blob in blobs { #expect(!cluster.f.store.blobs.placements(of: blob).contains { $0.node == cluster.a1 }) }
+
+        // A copy on a task's own node (n1) is a cache that goes with the task: not counted, not dropped.
+        let cached = try cluster.seal("cached", replicas: 1, holder: cluster.b, extra: [cluster.f.n1])
+        #expect(cluster.f.store.excessCopy(of: cached) == nil)
+
+        try cluster.f.store.drain(nodeNamed: "b")
+        #expect(cluster.f.store.excessCopy(of: tiers) == nil)
+    }
+
+    /// A bucket's factor set after its objects were sealed is one journal record; a restarted MDS (journal or
+    /// snapshot) has the same factors, and objects with their own keep them when the bucket's changes again.
+    @Test func factorsSetLaterAreJournaledAndOwnFactorsKept() throws {
+        var cluster = try Cluster(journaling: true)
+        _ = try cluster.seal("follows", holder: cluster.b)
+        _ = try cluster.seal("own1", replicas: 1, holder: cluster.b)
+        _ = try cluster.seal("own3", replicas: 3, holder: cluster.b)
+        let records = cluster.f.store.takeUnjournaled()
+        try cluster.f.store.setReplicas(bucket: "bkt", 2)
+        let setting = cluster.f.store.takeUnjournaled()
+        #expect(setting.map(\.change) == [.setReplicas(bucket: "bkt", 2)])
+        let (replayed, restored) = try restarted(from: records + setting)
+        for var store in [replayed, restored] {
+            // Nothing queued before nodes offer their copies back.
+            #expect(store.underReplicated.isEmpty)
+            #expect(try store.lookup(bucket: "bkt", key: "follows").wantedCopies == 2)
+            #expect(try store.lookup(bucket: "bkt", key: "own1").wantedCopies == 1)
+            #expect(try store.lookup(bucket: "bkt", key: "own3").wantedCopies == 3)
+            try store.setReplicas(bucket: "bkt", 4)
+            #expect(try store.lookup(bucket: "bkt", key: "follows").wantedCopies == 4)
+            #expect(try store.lookup(bucket: "bkt", key: "own1").wantedCopies == 1)
+            #expect(try store.lookup(bucket: "bkt", key: "own3").wantedCopies == 3)
         }
     }
 }

@@ -9,11 +9,13 @@ reads back with the bytes written.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
 import signal
 import struct
+import subprocess
 import threading
 import time
 
@@ -249,3 +251,39 @@ def test_a_journal_torn_at_every_byte_of_its_last_record_loses_only_that_record(
             assert "torn byte(s) at the end of the journal" in open(mds.log, errors="replace").read()
         mds.kill()
         shutil.rmtree(copy)
+
+
+def test_a_pending_s3_deletion_survives_a_restart(durable, monkeypatch):
+    """`geds rm` of a key only S3 has, while S3 does not answer: the MDS ordered the deletion, nobody did it. After a
+    `kill -9` and a restart the deletion is still pending, so read-through does not bring the deleted key back."""
+    from test_s3 import ACCESS_KEY, SECRET_KEY, Moto  # skips without boto3
+    cluster, state, _ = durable
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    moto = Moto(cluster.root, "moto-durable").start()
+    try:
+        moto.client().create_bucket(Bucket="durable-s3")
+        moto.client().put_object(Bucket="durable-s3", Key="only-in-s3", Body=b"deleted bytes")
+        start_mds(cluster, state, "everysec")
+        cluster.start_node("dur-s3", "host-d3")
+        cluster.geds("bucket", "s3d", "--s3", f"{moto.endpoint}/durable-s3", "--persistency", "write-through").ok()
+        journal = max(glob.glob(os.path.join(state, "journal.*")), key=lambda path: int(path.rsplit(".", 1)[1]))
+        written = os.path.getsize(journal)
+
+        os.kill(moto.proc.pid, signal.SIGSTOP)  # S3 silent: the deletion hangs, and is never confirmed
+        try:
+            rm = cluster.popen("rm", "s3d/only-in-s3", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cluster.wait_until(lambda: os.path.getsize(journal) > written, 10, "the MDS to journal the deletion order")
+            cluster.mds.kill()
+            rm.kill()
+            rm.wait(timeout=10)
+        finally:
+            os.kill(moto.proc.pid, signal.SIGCONT)
+        restart_mds(cluster, state, "everysec", "mds-s3")
+        wait_registered(cluster, ["dur-s3"])
+        assert moto.keys("durable-s3") == ["only-in-s3"], "the deletion was never done"
+        cluster.geds("cat", "s3d/only-in-s3").fails("no such object")
+        cluster.geds("stat", "s3d/only-in-s3").fails("no such object")
+    finally:
+        moto.stop()

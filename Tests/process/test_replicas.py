@@ -208,3 +208,100 @@ def test_a_reader_gives_up_a_silent_holder_within_two_seconds(trio):
     assert not result.err.strip(), result.err
     # The 2 s failover bound, plus 1 s for the noise of a loaded machine.
     assert result.elapsed <= baseline + 3.0, f"{result.elapsed:.2f} s with a silent holder, {baseline:.2f} s without"
+
+
+def test_a_buckets_factor_applies_to_the_objects_already_in_it(trio):
+    digests = {}
+    for index in range(4):
+        data = os.urandom(MiB + index)
+        trio.geds("put", "-", f"rep/old-{index}", input=data).ok()
+        digests[f"rep/old-{index}"] = sha256(data)
+    own = os.urandom(1000)
+    trio.geds("put", "-", "rep/own", "--replicas", "1", input=own).ok()
+    original = {path: holders(trio, path) for path in digests}
+    assert all(len(copies) == 1 for copies in original.values()), original
+
+    trio.geds("bucket", "rep", "--replicas", "2").ok()
+    for path in digests:
+        assert stat_json(trio, path)["wanted_copies"] == 2
+    assert "replicas: 2 wanted" in trio.geds("stat", "rep/old-0").ok().text
+
+    def replicated():
+        for path in digests:
+            copies = holders(trio, path)
+            if len(copies) != 2 or len({host for _, host in copies}) != 2:
+                return False
+        return True
+    trio.wait_until(replicated, timeout=30, what="two copies of every object already in the bucket")
+    # An object created with its own factor keeps it.
+    stat = stat_json(trio, "rep/own")
+    assert (stat["wanted_copies"], stat["present_copies"]) == (1, 1)
+    assert sha256(trio.geds("cat", "rep/own").ok().out) == sha256(own)
+
+    victim = original["rep/old-0"][0][0]
+    trio.nodes[victim].kill()
+    trio.wait_dead(victim)
+    for path, digest in digests.items():
+        result = trio.geds("cat", path).ok()
+        assert sha256(result.out) == digest, path
+        assert not result.err.strip(), result.err
+
+
+def test_lowering_a_factor_trims_the_extra_copies(trio):
+    trio.geds("bucket", "rep", "--replicas", "2").ok()
+    data = os.urandom(2 * MiB + 3)
+    trio.geds("put", "-", "rep/pair", input=data).ok()
+    kept = os.urandom(MiB)
+    trio.geds("put", "-", "rep/own-pair", "--replicas", "2", input=kept).ok()
+    pair = holders(trio, "rep/pair")
+    assert len(pair) == 2 and len(holders(trio, "rep/own-pair")) == 2
+    blob_file = stat_json(trio, "rep/pair")["blob"]
+
+    def files(node: str) -> list[str]:
+        return glob.glob(os.path.join(trio.nodes[node].tier0, "**", blob_file), recursive=True)
+    assert all(files(node) for node, _ in pair)
+
+    assert "replicas:" not in trio.geds("bucket", "rep", "--replicas", "1").ok().text
+    assert stat_json(trio, "rep/pair")["wanted_copies"] == 1
+    trio.wait_until(lambda: stat_json(trio, "rep/pair")["present_copies"] == 1, timeout=20,
+                    what="the extra copy of rep/pair to be trimmed")
+    (survivor, _), = holders(trio, "rep/pair")
+    (gone, _), = [copy for copy in pair if copy[0] != survivor]
+    # Withdrawn at the MDS first, then the node deletes its file with its next heartbeat.
+    trio.wait_until(lambda: not files(gone), timeout=10, what=f"{gone} to delete its copy of rep/pair")
+    assert files(survivor)
+    time.sleep(3)  # more heartbeats: nothing more goes
+    assert [node for node, _ in holders(trio, "rep/pair")] == [survivor]
+    stat = stat_json(trio, "rep/own-pair")
+    assert (stat["wanted_copies"], stat["present_copies"]) == (2, 2)
+    result = trio.geds("cat", "rep/pair").ok()
+    assert sha256(result.out) == sha256(data) and not result.err.strip()
+    assert sha256(trio.geds("cat", "rep/own-pair").ok().out) == sha256(kept)
+
+
+def test_a_node_thought_dead_that_comes_back_has_its_extra_copies_trimmed(trio):
+    data = os.urandom(MiB + 7)
+    trio.geds("put", "-", "rep/back", "--replicas", "2", input=data).ok()
+    victim = holders(trio, "rep/back")[0][0]
+    trio.nodes[victim].stop()
+    try:
+        trio.wait_dead(victim)
+        trio.wait_until(lambda: len(holders(trio, "rep/back")) == 2, timeout=30,
+                        what="a new copy of rep/back while its holder seems dead")
+    finally:
+        trio.nodes[victim].cont()
+    trio.wait_until(lambda: trio.node_states().get(victim) == "alive", timeout=20, what=f"{victim} to register again")
+    # It offers its copy back (three now, for a moment), and one copy is trimmed: two stay, on distinct hosts, and
+    # the third node deletes its file.
+    blob_file = stat_json(trio, "rep/back")["blob"]
+
+    def holding_files() -> list[str]:
+        return sorted(name for name, node in trio.nodes.items()
+                      if glob.glob(os.path.join(node.tier0, "**", blob_file), recursive=True))
+    trio.wait_until(lambda: len(holding_files()) == 2, timeout=20, what="the extra copy of rep/back to be deleted")
+    time.sleep(2)
+    copies = holders(trio, "rep/back")
+    assert len(copies) == 2 and len({host for _, host in copies}) == 2, copies
+    assert sorted(node for node, _ in copies) == holding_files()
+    for _, host in copies:
+        assert sha256(trio.geds("cat", "rep/back", host_id=host).ok().out) == sha256(data)

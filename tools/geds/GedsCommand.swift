@@ -518,7 +518,7 @@ struct BucketSettings: AsyncParsableCommand {
     @Option(help: "Prefix of the bucket's keys in S3 (default: the address's).") var prefix: String?
     @Option(help: "The S3 region.") var region: String = "us-east-1"
     @Flag(name: .customLong("no-s3"), help: "Take the bucket's S3 store away (its objects stay in S3).") var noS3 = false
-    @Option(help: ArgumentHelp("Keep N copies of each object sealed from now on, each on a distinct host.", valueName: "N"))
+    @Option(help: ArgumentHelp("Keep N copies of each object of the bucket, each on a distinct host: of those sealed from now on and those already in it (not those put with their own --replicas); missing copies are made, extra ones dropped.", valueName: "N"))
     var replicas: Int?
 
     func run() async throws {

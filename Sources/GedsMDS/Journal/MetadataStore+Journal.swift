@@ -17,9 +17,16 @@ extension MetadataStore {
 
     /// Makes a journaled change again, through the same operation that made it first.
     mutating func replay(_ record: JournalFormat.Record) throws(GedsError) {
-        // Deletions of S3 objects ordered before the restart are not journaled (nor is their completion): none holds
-        // up a replayed change.
+        defer { events.advance(to: record.revision) }
+        if case .s3DeletionsDone(let objects) = record.change {
+            s3Deleted(objects)
+            return
+        }
+        // Pending deletions of S3 objects are restored, but hold up no replayed change: it was made, so they were
+        // done (or lapsed) by then.
+        let pending = s3Deletions
         s3Deletions = [:]
+        defer { s3Deletions.merge(pending) { ordered, _ in ordered } }
         switch record.change {
         case .createBucket(let name):
             try createBucket(name)
@@ -46,13 +53,24 @@ extension MetadataStore {
         case .adoptS3Object(let name, let blob, let size, let metadata, let now):
             nextBlob = BlobID(blob.rawValue &- 1)
             _ = try adoptS3Object(bucket: name.bucket, key: name.key, size: size, metadata: metadata, now: now)
+            underReplicated.remove(blob)  // queued once nodes had time to offer their copies back (`dropLostObjects`)
         case .checksum(let blob, let checksum):
             blobs.setChecksum(checksum, of: blob)
         case .setReplicas(let bucket, let replicas):
-            try setReplicas(bucket: bucket, replicas)
+            try Replicas.check(Int(replicas))
+            guard buckets[bucket] != nil else { throw GedsError.noSuchBucket(bucket) }
+            applyReplicas(replicas, toBucket: bucket, queue: false)
         case .replicas(let blob, let replicas):
             // Not queued for re-replication yet: nodes offer their copies back first (see `dropLostObjects`).
-            if blobs.contains(blob) { replicated[blob] = replicas }
+            setWantedCopies(replicas, of: blob, queue: false)
+        case .ownReplicas(let blob, let replicas):
+            guard blobs.contains(blob) else { break }
+            ownReplicas[blob] = replicas
+            setWantedCopies(replicas, of: blob, queue: false)
+        case .s3DeletionsOrdered(let objects, let now):
+            _ = orderDeletions(objects.map { s3Name(of: $0) }, now: now)
+        case .s3DeletionsDone:
+            break  // above
         case .object(let name, let blob, let size, let modified, let metadata, let checksum, let s3):
             guard buckets[name.bucket] != nil else { throw GedsError.noSuchBucket(name.bucket) }
             if blobs.contains(blob) {
@@ -68,7 +86,6 @@ extension MetadataStore {
             }
             bind(bucket: name.bucket, key: name.key, to: Entry(blob: blob, modified: modified, metadata: metadata))
         }
-        events.advance(to: record.revision)
     }
 
     /// Rebuilds the namespace from a snapshot's bytes (into an empty store): its revision is the snapshot's, with no
@@ -107,19 +124,28 @@ extension MetadataStore {
                                                     size: blobs.size(of: entry.blob) ?? 0, modified: entry.modified,
                                                     metadata: bucket.metadata[record] ?? [:], checksum: blobs.checksum(of: entry.blob), s3: s3)
                 JournalFormat.append(JournalFormat.Record(revision: revision, change: change), to: &buffer)
-                if let replicas = replicated[entry.blob] {
+                if let replicas = ownReplicas[entry.blob] {
+                    JournalFormat.append(JournalFormat.Record(revision: revision, change: .ownReplicas(entry.blob, replicas)), to: &buffer)
+                } else if let replicas = replicated[entry.blob] {
                     JournalFormat.append(JournalFormat.Record(revision: revision, change: .replicas(entry.blob, replicas)), to: &buffer)
                 }
                 return .next
             }
         }
+        for (name, lapse) in s3Deletions {
+            let change = NamespaceChange.s3DeletionsOrdered([object(of: name)], now: lapse - MetadataStore.s3DeletionLapseMilliseconds)
+            JournalFormat.append(JournalFormat.Record(revision: revision, change: change), to: &buffer)
+        }
     }
 
     /// After a restore: new blob ids in this run's epoch, and node numbers no node of an earlier run holds (a node
     /// that has not noticed the restart must be told it is unknown, not be taken for another).
-    mutating func beginRun(epoch: UInt32) {
+    /// Restored deletions of S3 objects get a fresh lapse from `now` (MDS time): the node told to delete one may still
+    /// be at it, and until it confirms no upload goes there and read-through does not bring the key back.
+    mutating func beginRun(epoch: UInt32, now: UInt64) {
         nextBlob = BlobID(UInt64(epoch & 0xFFFFF) << 44)
         nextNode = ((epoch & 0xFFF) << 20) | 1
+        for name in s3Deletions.keys { s3Deletions[name] = now + MetadataStore.s3DeletionLapseMilliseconds }
     }
 
     /// Objects restored from the journal that no node offered back and that have no S3 copy: their bytes are gone.

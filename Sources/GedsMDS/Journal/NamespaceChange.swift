@@ -22,10 +22,19 @@ enum NamespaceChange: Equatable, Sendable {
     case adoptS3Object(ObjectName, blob: BlobID, size: UInt64, metadata: [String: String], now: UInt64)
     /// The CRC-32C a tier-1 copy reported for the blob's bytes (a node that restarts checks its files against it).
     case checksum(BlobID, UInt32)
-    /// A bucket's replication factor (for objects sealed after it).
+    /// A bucket's replication factor: of the objects sealed after it, and of those in it without a factor of their own.
     case setReplicas(bucket: String, UInt8)
-    /// A sealed blob's replication factor, when more than 1 (after its seal record, and its key's in a snapshot).
+    /// A sealed blob's replication factor taken from its bucket, when more than 1 (after its seal record, and its
+    /// key's in a snapshot).
     case replicas(BlobID, UInt8)
+    /// A sealed blob's own replication factor (its object was created with one; also 1): its bucket's does not apply.
+    case ownReplicas(BlobID, UInt8)
+    /// Deletions of S3 objects ordered by no journaled change (`claimS3Deletions`, `abandonS3Upload`, the delete of a
+    /// key only S3 has; those a deletion, rename or copy orders are made again by its replay), at MDS time `now`; in a
+    /// snapshot, each one still pending.
+    case s3DeletionsOrdered([S3ObjectReference], now: UInt64)
+    /// A node deleted these S3 objects (`s3Deleted`).
+    case s3DeletionsDone([S3ObjectReference])
     /// A snapshot's record of one key: its blob is created by the first key naming it, shared by the others.
     case object(ObjectName, blob: BlobID, size: UInt64, modified: UInt64, metadata: [String: String],
                 checksum: UInt32?, s3: S3CopyState?)
@@ -42,7 +51,7 @@ enum NamespaceChange: Equatable, Sendable {
 
     private enum Kind: UInt8 {
         case createBucket = 1, deleteBucket, setStorage, seal, delete, deletePrefix, rename, copy, setMetadata, storedInS3,
-             adoptS3Object, checksum, object, setReplicas, replicas
+             adoptS3Object, checksum, object, setReplicas, replicas, ownReplicas, s3DeletionsOrdered, s3DeletionsDone
     }
 
     func encode(into buffer: inout ByteBuffer) {
@@ -109,6 +118,17 @@ enum NamespaceChange: Equatable, Sendable {
             buffer.writeInteger(Kind.replicas.rawValue)
             buffer.writeBlob(blob)
             buffer.writeInteger(replicas)
+        case .ownReplicas(let blob, let replicas):
+            buffer.writeInteger(Kind.ownReplicas.rawValue)
+            buffer.writeBlob(blob)
+            buffer.writeInteger(replicas)
+        case .s3DeletionsOrdered(let objects, let now):
+            buffer.writeInteger(Kind.s3DeletionsOrdered.rawValue)
+            buffer.writeS3Objects(objects)
+            buffer.writeInteger(now)
+        case .s3DeletionsDone(let objects):
+            buffer.writeInteger(Kind.s3DeletionsDone.rawValue)
+            buffer.writeS3Objects(objects)
         case .object(let name, let blob, let size, let modified, let metadata, let checksum, let s3):
             buffer.writeInteger(Kind.object.rawValue)
             buffer.writeObjectName(name)
@@ -167,6 +187,12 @@ enum NamespaceChange: Equatable, Sendable {
             change = .setReplicas(bucket: try buffer.readWireString(), try buffer.readWireInteger("replicas"))
         case .replicas:
             change = .replicas(try buffer.readBlob(), try buffer.readWireInteger("replicas"))
+        case .ownReplicas:
+            change = .ownReplicas(try buffer.readBlob(), try buffer.readWireInteger("replicas"))
+        case .s3DeletionsOrdered:
+            change = .s3DeletionsOrdered(try buffer.readS3Objects(), now: try buffer.readWireInteger("time"))
+        case .s3DeletionsDone:
+            change = .s3DeletionsDone(try buffer.readS3Objects())
         case .object:
             let name = try buffer.readObjectName()
             let blob = try buffer.readBlob()
