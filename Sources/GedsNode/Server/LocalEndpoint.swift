@@ -293,12 +293,14 @@ public final class LocalEndpoint: Sendable {
         }
     }
 
-    /// Runs `body` and waits for it on this (connection) thread. It runs on the event loop of the node's
-    /// connections (as `Node.onLoop`): its MDS round trips then cost no further thread hand-offs.
+    /// Runs `body` and waits for it on this (connection) thread. It starts on this thread (`Task.immediate`: a body
+    /// that never suspends, such as a create under a reserved id, costs no hand-off) and what follows a suspension
+    /// runs on the event loop of the node's connections (as `Node.onLoop`): its MDS round trips then cost no further
+    /// hand-offs.
     private func wait<Value: Sendable>(_ body: @escaping @Sendable () async throws(GedsError) -> Value) -> Result<Value, GedsError> {
         let done = DispatchSemaphore(value: 0)
         let result = Mutex<Result<Value, GedsError>?>(nil)
-        Task(executorPreference: node.loopExecutor) {
+        Task.immediate(executorPreference: node.loopExecutor) {
             let outcome: Result<Value, GedsError>
             do throws(GedsError) { outcome = .success(try await body()) } catch { outcome = .failure(error) }
             result.withLock { $0 = outcome }
