@@ -20,8 +20,9 @@ final class Attachment: Sendable {
     let path: String
     /// The MDS the process expects the gedsd to serve ("" for any).
     let mds: String
-    /// How long a gedsd may take to greet a new connection.
-    let helloMilliseconds: Int64
+    /// How long a gedsd may take to greet a new connection, and be silent before a call looks whether it still runs;
+    /// the deadline of lookups at the MDS.
+    let timeoutMilliseconds: Int64
     /// The deployment's, proved on each new connection (none: an open deployment).
     let token: DeploymentToken?
     /// For the process's own TCP connections to the MDS (subscriptions); under TLS its lookups go through the gedsd
@@ -38,24 +39,25 @@ final class Attachment: Sendable {
         var gedsd: NodeInfo
     }
 
-    private init(path: String, mds: String, helloMilliseconds: Int64, token: DeploymentToken?, tls: TransportSecurity?,
+    private init(path: String, mds: String, timeoutMilliseconds: Int64, token: DeploymentToken?, tls: TransportSecurity?,
                  first: LocalConnection,
                  gedsd: NodeInfo) {
         self.path = path
         self.mds = mds
-        self.helloMilliseconds = helloMilliseconds
+        self.timeoutMilliseconds = timeoutMilliseconds
         self.token = token
         self.tls = tls
         mdsCalls = tls != nil ? nil
-            : (try? Endpoint(parsing: mds)).map { DirectCalls(endpoint: $0, timeoutMilliseconds: helloMilliseconds, token: token) }
+            : (try? Endpoint(parsing: mds)).map { DirectCalls(endpoint: $0, timeoutMilliseconds: timeoutMilliseconds, token: token) }
         state = Mutex(State(pid: getpid(), idle: [first], gedsd: gedsd))
     }
 
-    /// Connects to the gedsd at `path` and greets it.
-    static func attach(path: String, mds: String, helloMilliseconds: Int64, token: DeploymentToken?,
+    /// Connects to the gedsd at `path` and greets it (within `helloMilliseconds` this once, when given).
+    static func attach(path: String, mds: String, timeoutMilliseconds: Int64, helloMilliseconds: Int64? = nil, token: DeploymentToken?,
                        tls: TransportSecurity?) throws(GedsError) -> Attachment {
-        let (connection, gedsd) = try LocalConnection.open(path: path, mds: mds, helloMilliseconds: helloMilliseconds, token: token)
-        return Attachment(path: path, mds: mds, helloMilliseconds: helloMilliseconds, token: token, tls: tls, first: connection,
+        let (connection, gedsd) = try LocalConnection.open(path: path, mds: mds, helloMilliseconds: helloMilliseconds ?? timeoutMilliseconds,
+                                                           silenceMilliseconds: timeoutMilliseconds, token: token)
+        return Attachment(path: path, mds: mds, timeoutMilliseconds: timeoutMilliseconds, token: token, tls: tls, first: connection,
                           gedsd: gedsd)
     }
 
@@ -71,17 +73,18 @@ final class Attachment: Sendable {
         case .never:
             return nil
         case .path(let path):
-            return try attach(path: path, mds: mds, helloMilliseconds: configuration.timeoutMilliseconds,
+            return try attach(path: path, mds: mds, timeoutMilliseconds: configuration.timeoutMilliseconds,
                               token: configuration.token, tls: configuration.tls, logger: logger, reason: "as configured")
         case .auto:
             if let variable = getenv("GEDS_NODE"), variable.pointee != 0 {
-                return try attach(path: String(cString: variable), mds: mds, helloMilliseconds: configuration.timeoutMilliseconds,
+                return try attach(path: String(cString: variable), mds: mds, timeoutMilliseconds: configuration.timeoutMilliseconds,
                                   token: configuration.token, tls: configuration.tls, logger: logger, reason: "GEDS_NODE")
             }
             // Only a gedsd of the same host id: a process that says it is on another host (GEDS_HOST_ID) is not attached.
             let folder = LocalEndpoint.defaultDirectory
             for socket in socketFiles(in: folder) {
-                guard let attachment = try? attach(path: folder + "/" + socket, mds: mds, helloMilliseconds: discoveryMilliseconds,
+                guard let attachment = try? attach(path: folder + "/" + socket, mds: mds, timeoutMilliseconds: configuration.timeoutMilliseconds,
+                                                   helloMilliseconds: discoveryMilliseconds,
                                                    token: configuration.token, tls: configuration.tls) else {
                     continue
                 }
@@ -94,10 +97,10 @@ final class Attachment: Sendable {
         }
     }
 
-    private static func attach(path: String, mds: String, helloMilliseconds: Int64, token: DeploymentToken?,
+    private static func attach(path: String, mds: String, timeoutMilliseconds: Int64, token: DeploymentToken?,
                                tls: TransportSecurity?, logger: Logger,
                                reason: String) throws(GedsError) -> Attachment {
-        try attach(path: path, mds: mds, helloMilliseconds: helloMilliseconds, token: token, tls: tls).logged(logger, reason: reason)
+        try attach(path: path, mds: mds, timeoutMilliseconds: timeoutMilliseconds, token: token, tls: tls).logged(logger, reason: reason)
     }
 
     private func logged(_ logger: Logger, reason: String) -> Attachment {
@@ -133,7 +136,8 @@ final class Attachment: Sendable {
         }
         if let idle { return idle }
         do {
-            let (connection, gedsd) = try LocalConnection.open(path: path, mds: mds, helloMilliseconds: helloMilliseconds,
+            let (connection, gedsd) = try LocalConnection.open(path: path, mds: mds, helloMilliseconds: timeoutMilliseconds,
+                                                               silenceMilliseconds: timeoutMilliseconds,
                                                                token: token)
             state.withLock { $0.gedsd = gedsd }
             return connection
@@ -157,7 +161,7 @@ final class Attachment: Sendable {
             return state.idle
         }
         idle.forEach { $0.close() }
-        if error.code == .peerUnreachable { return error }
+        if error.code == .peerUnreachable || error.code == .timedOut { return error }  // a gedsd gone, or found stopped
         return GedsError(.peerUnreachable, "the gedsd at \(path) went away (\(error.message)); this call failed, the next one attaches again")
     }
 
@@ -316,26 +320,30 @@ final class LocalConnection: Sendable {
     deinit { close() }
 
     /// Connects, proves the token (if any) and greets; a gedsd that does not answer within `helloMilliseconds` (a
-    /// stopped one) is an error.
-    static func open(path: String, mds: String, helloMilliseconds: Int64,
+    /// stopped one) is an error. Afterwards a call fails once the gedsd, silent for `silenceMilliseconds`, turns out
+    /// stopped or gone.
+    static func open(path: String, mds: String, helloMilliseconds: Int64, silenceMilliseconds: Int64,
                      token: DeploymentToken?) throws(GedsError) -> (LocalConnection, NodeInfo) {
-        let connection = LocalConnection(socket: try BlockingFrameSocket.connect(to: path))
-        connection.socket.setReceiveTimeout(milliseconds: helloMilliseconds)
+        var socket = try BlockingFrameSocket.connect(to: path)
+        socket.setReceiveTimeout(milliseconds: helloMilliseconds)
         let (reply, descriptor): (Reply, Int32)
         do {
             if let token {
                 try ClientHandshake.run(token: token, peer: "gedsd at \(path)") { (step) throws(GedsError) -> Reply in
-                    let (reply, descriptor) = try connection.roundTrip(.call(step))
+                    let (reply, descriptor) = try roundTrip(.call(step), on: socket)
                     if descriptor >= 0 { Glibc.close(descriptor) }
                     return reply
                 }
             }
-            (reply, descriptor) = try connection.roundTrip(.hello(pid: getpid(), mds: mds))
-        } catch where error.code == .timedOut {
+            (reply, descriptor) = try roundTrip(.hello(pid: getpid(), mds: mds), on: socket)
+        } catch {
+            socket.close()
+            guard error.code == .timedOut else { throw error }
             throw GedsError(.timedOut, "the gedsd at \(path) did not answer within \(helloMilliseconds) ms")
         }
         if descriptor >= 0 { Glibc.close(descriptor) }
-        connection.socket.setReceiveTimeout(milliseconds: 0)
+        socket.waitWhileThePeerRuns("the gedsd at \(path)", checkingEvery: silenceMilliseconds)
+        let connection = LocalConnection(socket: socket)
         switch reply {
         case .nodes(let nodes) where nodes.count == 1:
             return (connection, nodes[0])
@@ -358,6 +366,10 @@ final class LocalConnection: Sendable {
         guard getpid() == pid else {
             throw GedsError(.invalidArgument, "an object writer made by process \(pid) before a fork cannot be used in process \(getpid())")
         }
+        return try LocalConnection.roundTrip(request, on: socket)
+    }
+
+    private static func roundTrip(_ request: LocalRequest, on socket: BlockingFrameSocket) throws(GedsError) -> (Reply, Int32) {
         try socket.send(LocalFrame.bytes(request, id: 1))
         guard let frame = try socket.receiveFrame() else {
             throw GedsError(.peerUnreachable, "the gedsd closed the connection")

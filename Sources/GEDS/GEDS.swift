@@ -53,7 +53,7 @@ public final class GEDS: Sendable {
     /// deployment's, when it has one; `tls`: for subscriptions, which go to the MDS over TCP.
     public static func attach(socketPath: String, mds: String = "", timeoutMilliseconds: Int64 = 10_000,
                               token: DeploymentToken? = nil, tls: TransportSecurity? = nil) throws(GedsError) -> GEDS {
-        GEDS(attachment: try Attachment.attach(path: socketPath, mds: mds, helloMilliseconds: timeoutMilliseconds, token: token,
+        GEDS(attachment: try Attachment.attach(path: socketPath, mds: mds, timeoutMilliseconds: timeoutMilliseconds, token: token,
                                                tls: tls))
     }
 

@@ -9,6 +9,7 @@ import io
 import os
 import pickle
 import threading
+import time
 import uuid
 
 import numpy
@@ -170,6 +171,25 @@ def test_an_attached_lookup_goes_straight_to_the_mds(client, bucket, cluster):
     finally:
         gedsd.cont()
     assert digest(client.get(bucket, "looked-up")) == digest(data)
+
+
+def test_an_attached_call_fails_once_the_gedsd_is_found_stopped(mds, bucket, cluster):
+    gedsd = next(daemon for daemon in cluster.daemons if daemon.kind == "gedsd")
+    with geds.connect(mds, host_id="host-python", timeout_ms=1000) as attached:
+        attached.put(bucket, "before", b"ok")
+        gedsd.stop()  # SIGSTOP: a create goes through the gedsd, which cannot answer
+        try:
+            started = time.monotonic()
+            with pytest.raises(geds.TimedOut, match="is stopped"):
+                attached.put(bucket, "while-stopped", b"x" * 100)
+            assert time.monotonic() - started < 5
+        finally:
+            gedsd.cont()
+        # The gedsd runs again: the next call attaches again, and nothing stored was lost.
+        data = os.urandom(3000)
+        attached.put(bucket, "after", data)
+        assert digest(attached.get(bucket, "after")) == digest(data)
+        assert attached.get(bucket, "before") == b"ok"
 
 
 def test_replicas_live_on_distinct_hosts(client, bucket, cluster):

@@ -11,9 +11,33 @@ import Glibc
 /// `DirectCalls` uses it; never with descriptors). Used by one thread at a time; the owner closes it.
 public struct BlockingFrameSocket: Sendable {
     public let descriptor: Int32
+    /// Asked when a receive found nothing within the receive timeout: it throws to give up, or returns to wait on
+    /// (nil: give up at once with `timedOut`).
+    private var whenSilent: (@Sendable () throws(GedsError) -> Void)?
 
     public init(descriptor: Int32) {
         self.descriptor = descriptor
+    }
+
+    /// From now on a receive silent for `milliseconds` looks at the process at the other end of this Unix socket:
+    /// one that is stopped (SIGSTOP, a debugger) or gone fails the call, one that runs is waited for (it may be busy
+    /// with a long call: a write-through seal, a flush, a wait). `peer` names it in the error.
+    public mutating func waitWhileThePeerRuns(_ peer: String, checkingEvery milliseconds: Int64) {
+        var pid: Int32 = 0
+        var uid: UInt32 = 0
+        var gid: UInt32 = 0
+        guard clinux_peer_credentials(descriptor, &pid, &uid, &gid) == 0, pid > 0 else { return }
+        setReceiveTimeout(milliseconds: milliseconds)
+        whenSilent = { [pid] () throws(GedsError) in
+            switch ProcessState.of(pid) {
+            case .running:
+                return
+            case .stopped:
+                throw GedsError(.timedOut, "\(peer) (pid \(pid)) is stopped and has not answered for \(milliseconds) ms")
+            case .gone:
+                throw GedsError(.peerUnreachable, "\(peer) (pid \(pid)) is gone")
+            }
+        }
     }
 
     /// Connects to the socket at `path`.
@@ -136,7 +160,9 @@ public struct BlockingFrameSocket: Sendable {
             }
             if got < 0 {
                 if errno == EAGAIN || errno == EWOULDBLOCK {
-                    throw GedsError(.timedOut, "no answer on the local socket within its time limit")
+                    guard let whenSilent else { throw GedsError(.timedOut, "no answer on the local socket within its time limit") }
+                    try whenSilent()
+                    continue
                 }
                 throw GedsError.io("local socket", errno: errno)
             }
@@ -154,5 +180,25 @@ extension BlockingFrameSocket {
     /// A blocking TCP connection to the MDS (see `BlockingTCP.connect`).
     static func connect(tcp endpoint: Endpoint, timeoutMilliseconds: Int64) throws(GedsError) -> BlockingFrameSocket {
         BlockingFrameSocket(descriptor: try BlockingTCP.connect(to: endpoint, peerName: "MDS", timeoutMilliseconds: timeoutMilliseconds))
+    }
+}
+
+/// What `/proc/PID/stat` says of a process.
+enum ProcessState {
+    case running, stopped, gone
+
+    static func of(_ pid: Int32) -> ProcessState {
+        guard let file = fopen("/proc/\(pid)/stat", "r") else { return .gone }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 512)
+        guard fgets(&line, Int32(line.count), file) != nil else { return .gone }
+        // "PID (COMMAND) STATE …": the command may hold spaces and parentheses, the state follows the last ')'.
+        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let close = text.lastIndex(of: ")") else { return .gone }
+        switch text[close...].dropFirst().drop(while: { $0 == " " }).first {
+        case "T", "t": return .stopped
+        case "Z", "X", "x", nil: return .gone
+        default: return .running
+        }
     }
 }
