@@ -50,6 +50,17 @@ def test_put_get_sizes_and_metadata(client, bucket):
     assert client.metadata(bucket, "numpy") == {"dtype": "int64"}
 
 
+def test_large_gets_fill_in_chunks_while_pages_are_faulted_in(client, bucket):
+    # Past 8 MiB a get fills its bytes in 16 MiB chunks beside a thread that faults in the next one's pages:
+    # every chunk, the short last one and a ranged tail land where they belong.
+    data = os.urandom(40 * MiB + 123)
+    client.put(bucket, "large", data)
+    got = client.get(bucket, "large")
+    assert type(got) is bytes and digest(got) == digest(data)
+    assert digest(client.read(bucket, "large", 5 * MiB + 3)) == digest(data[5 * MiB + 3:])
+    assert digest(client.read(bucket, "large", 7, 20 * MiB)) == digest(data[7:20 * MiB + 7])
+
+
 def test_ranged_reads(client, bucket):
     data = os.urandom(1 * MiB)
     client.put(bucket, "ranged", data)

@@ -534,7 +534,7 @@ class Reader:
 
     def read_range(self, offset: int, length: int) -> bytes:
         length = max(0, min(length, self.size - offset))
-        return _fill_bytes(length, lambda target: lib.geds_read(self._live(), target, length, offset))
+        return _fill_bytes(length, lambda target, count, at: lib.geds_read(self._live(), target, count, offset + at))
 
     def read_all(self) -> bytes:
         return self.read_range(0, self.size)
@@ -572,6 +572,7 @@ class Reader:
 # refused) instead of one page fault per 4 KiB while the read lands: measured 5.8-6.1 -> 6.6-7.1 Gbit/s for a
 # remote 256 MiB get on loopback.
 _PREFAULT_FROM = 8 << 20
+_PREFAULT_CHUNK = 16 << 20
 _MADV_POPULATE_WRITE = 23
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -585,21 +586,41 @@ def _prefault(target, length: int) -> None:
 
 
 def _fill_bytes(length: int, fill) -> bytes:
-    """A bytes object of `length` filled in place by `fill(char *)` (which returns the count or a GEDS_E_*).
+    """A bytes object of `length` filled in place by `fill(char *, count, at)` (bytes [at, at + count) of the source;
+    it returns the count or a GEDS_E_*).
 
     A fresh bytes object of two or more bytes is private to us until returned (bytes(0) and bytes(1) are shared
     singletons, hence the copy for those), so libgeds writes straight into it: one pass over the data, no copy.
-    bytes(n) is calloc'd: its pages are touched first by the read itself."""
+    bytes(n) is calloc'd: the kernel supplies (zeroes) its pages at first touch. A large one is filled in chunks
+    while a thread faults in the pages of the next chunk (`MADV_POPULATE_WRITE`), so that cost overlaps the read."""
     if length < 2:
         scratch = bytearray(length)
-        count = check(fill(ffi.from_buffer(scratch))) if length else 0
+        count = check(fill(ffi.from_buffer(scratch), length, 0)) if length else 0
         return bytes(scratch[:count])
     result = bytes(length)
     target = ffi.from_buffer(result)
-    if length >= _PREFAULT_FROM:
-        _prefault(target, length)
-    count = check(fill(target))
-    return result if count == length else result[:count]
+    if length < _PREFAULT_FROM:
+        count = check(fill(target, length, 0))
+        return result if count == length else result[:count]
+    chunks = [(at, min(_PREFAULT_CHUNK, length - at)) for at in range(0, length, _PREFAULT_CHUNK)]
+    faulted = [threading.Event() for _ in chunks]
+
+    def fault_in() -> None:
+        for (at, count), done in zip(chunks, faulted):
+            _prefault(target + at, count)
+            done.set()
+
+    threading.Thread(target=fault_in, name="geds-prefault", daemon=True).start()
+    filled = 0
+    for (at, count), done in zip(chunks, faulted):
+        done.wait()
+        got = check(fill(target + at, count, at))
+        filled += got
+        if got < count:
+            break
+    for done in faulted:  # the thread is done with `result` before it is returned
+        done.wait()
+    return result if filled == length else result[:filled]
 
 
 class Writer:
