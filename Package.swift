@@ -36,7 +36,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
     ],
     targets: [
-        .target(name: "GedsCore", swiftSettings: strict),
+        .target(name: "GedsCore", dependencies: [.product(name: "SystemPackage", package: "swift-system")], swiftSettings: strict),
         // C shims: only what Swift cannot call well itself.
         .target(name: "CVerbs", path: "CShims/CVerbs", linkerSettings: [.linkedLibrary("ibverbs"), .linkedLibrary("rdmacm")]),
         .target(name: "CCurl", path: "CShims/CCurl", linkerSettings: [.linkedLibrary("curl")]),
@@ -46,7 +46,8 @@ let package = Package(
         .target(name: "GedsVerbs", dependencies: ["GedsCore", "CVerbs"], swiftSettings: strict),
         .target(name: "GedsS3", dependencies: ["GedsCore", "CCurl", .product(name: "Crypto", package: "swift-crypto"),
                                                .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
-        .target(name: "GedsTier1", dependencies: ["GedsCore", "CLinux", .product(name: "NIOPosix", package: "swift-nio")],
+        .target(name: "GedsTier1", dependencies: ["GedsCore", "CLinux", .product(name: "NIOPosix", package: "swift-nio"),
+                                                  .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: strict),
         .target(name: "GedsWire", dependencies: ["GedsCore", .product(name: "NIOCore", package: "swift-nio")],
                 swiftSettings: strict),
@@ -55,6 +56,7 @@ let package = Package(
         // The carriers' contracts (request services, read sinks, copy readers), free of any transport's types.
         // (and the deployment token's handshake, which every carrier runs: swift-crypto's HMAC-SHA-256)
         .target(name: "GedsCarrier", dependencies: ["GedsCore", "GedsWire", .product(name: "Crypto", package: "swift-crypto"),
+                                                    .product(name: "SystemPackage", package: "swift-system"),
                                                     .product(name: "Logging", package: "swift-log"),
                                                     .product(name: "Metrics", package: "swift-metrics")],
                 swiftSettings: strict),
@@ -82,7 +84,7 @@ let package = Package(
         .target(name: "GedsMDS",
                 // GedsTier1 and CLinux for CRC32C, the journal's record checksum.
                 dependencies: ["GedsCore", "GedsWire", "GedsCarrier", "GedsTCP", "GedsMetadataRDMA", "GedsTier1", "CLinux",
-                               .product(name: "Logging", package: "swift-log"),
+                               .product(name: "Logging", package: "swift-log"), .product(name: "SystemPackage", package: "swift-system"),
                                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
                 swiftSettings: strict),
         .target(name: "GedsNode",
@@ -138,6 +140,7 @@ let package = Package(
                                                      .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "GedsTier0Tests", dependencies: ["GedsTestSupport", "GedsCore", "GedsTier0"], swiftSettings: strict),
         .testTarget(name: "GedsMDSTests", dependencies: ["GedsTestSupport", "GedsCore", "GedsWire", "GedsMDS", "GedsCarrier", "GedsTCP",
+                                                    .product(name: "SystemPackage", package: "swift-system"),
                                                     .product(name: "NIOCore", package: "swift-nio"),
                                                     .product(name: "NIOPosix", package: "swift-nio"),
                                                     .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
@@ -152,7 +155,9 @@ let package = Package(
                                                    .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "GedsNodeTests", dependencies: ["GedsTestSupport", "GedsCore", "GedsNode"], swiftSettings: strict),
         .testTarget(name: "GedsFuzzTests", dependencies: ["GedsTestSupport", "GedsFuzzTargets", "GedsVerbs", "GedsWire"], swiftSettings: strict),
-        .testTarget(name: "GedsTier1Tests", dependencies: ["GedsTestSupport", "GedsCore", "GedsTier1"], swiftSettings: strict),
+        .testTarget(name: "GedsTier1Tests", dependencies: ["GedsTestSupport", "GedsCore", "GedsTier1",
+                                                          .product(name: "SystemPackage", package: "swift-system")],
+                    swiftSettings: strict),
         .testTarget(name: "GEDSTests", dependencies: ["GedsTestSupport", "GEDS", "GedsCore", "GedsNode", "GedsWire", "GedsMDS", "GedsS3",
                                .product(name: "Crypto", package: "swift-crypto"),
                                .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
