@@ -4,6 +4,7 @@ import GedsWire
 import Logging
 import Metrics
 import Synchronization
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -31,14 +32,22 @@ public struct DeploymentToken: Sendable {
 
     /// Reads the token file at `path`.
     public static func load(path: String) throws(GedsError) -> DeploymentToken {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw GedsError.io("cannot read the token file \(path)", errno: errno) }
-        defer { close(descriptor) }
+        let descriptor: FileDescriptor
+        do {
+            descriptor = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
+        } catch {
+            throw GedsError.io("cannot read the token file \(path)", error)
+        }
+        defer { try? descriptor.close() }
         var contents: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
-            let got = retryingOnInterrupt { read(descriptor, &chunk, chunk.count) }
-            guard got >= 0 else { throw GedsError.io("cannot read the token file \(path)", errno: errno) }
+            let got: Int
+            do {
+                got = try chunk.withUnsafeMutableBytes { try descriptor.read(into: $0) }
+            } catch {
+                throw GedsError.io("cannot read the token file \(path)", error)
+            }
             if got == 0 { break }
             contents += chunk[..<got]
             guard contents.count <= 1 << 16 else {
