@@ -4,7 +4,6 @@ import GedsWire
 import Logging
 import Metrics
 import Synchronization
-import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -32,27 +31,10 @@ public struct DeploymentToken: Sendable {
 
     /// Reads the token file at `path`.
     public static func load(path: String) throws(GedsError) -> DeploymentToken {
-        let descriptor: FileDescriptor
-        do {
-            descriptor = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
-        } catch {
-            throw GedsError.io("cannot read the token file \(path)", error)
-        }
-        defer { try? descriptor.close() }
-        var contents: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let got: Int
-            do {
-                got = try chunk.withUnsafeMutableBytes { try descriptor.read(into: $0) }
-            } catch {
-                throw GedsError.io("cannot read the token file \(path)", error)
-            }
-            if got == 0 { break }
-            contents += chunk[..<got]
-            guard contents.count <= 1 << 16 else {
-                throw GedsError(.invalidArgument, "the token file \(path) is larger than 64 KiB: is it the right file?")
-            }
+        let contents = try readSmallFile(path, limit: 1 << 16, cannotOpen: "cannot read the token file \(path)",
+                                         cannotRead: "cannot read the token file \(path)")
+        guard contents.count <= 1 << 16 else {
+            throw GedsError(.invalidArgument, "the token file \(path) is larger than 64 KiB: is it the right file?")
         }
         return try DeploymentToken(secret: contents, source: path)
     }

@@ -71,8 +71,13 @@ public struct GedsError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A failed swift-system call as the error the raw call gave: what failed, and its errno (swift-system throws
     /// nothing but `Errno`, though untyped).
     public static func io(_ what: String, _ error: any Error) -> GedsError {
-        io(what, errno: (error as? Errno)?.rawValue ?? EIO)
+        io(what, errno: Errno(thrown: error).rawValue)
     }
+}
+
+extension Errno {
+    /// What a swift-system call threw (nothing but `Errno`, though untyped).
+    public init(thrown error: any Error) { self = error as? Errno ?? .ioError }
 }
 
 /// `strerror` text for an errno value, with its symbolic number so logs can be searched.
