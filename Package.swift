@@ -118,6 +118,7 @@ let package = Package(
                                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
                 path: "tools/Shared", swiftSettings: strict),
         .executableTarget(name: "geds", dependencies: ["GEDS", "GedsCommandLine", "GedsCore", .product(name: "Logging", package: "swift-log"),
+                                                     .product(name: "SystemPackage", package: "swift-system"),
                                .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "tools/geds", swiftSettings: strict),
         .executableTarget(name: "geds-mds", dependencies: ["GedsCommandLine", "GedsMDS", "GedsMetadataRDMA", "GedsCarrier", "GedsCore", "GedsTCP", "GedsMetrics", .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
