@@ -31,19 +31,10 @@ public struct DeploymentToken: Sendable {
 
     /// Reads the token file at `path`.
     public static func load(path: String) throws(GedsError) -> DeploymentToken {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw GedsError.io("cannot read the token file \(path)", errno: errno) }
-        defer { close(descriptor) }
-        var contents: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let got = retryingOnInterrupt { read(descriptor, &chunk, chunk.count) }
-            guard got >= 0 else { throw GedsError.io("cannot read the token file \(path)", errno: errno) }
-            if got == 0 { break }
-            contents += chunk[..<got]
-            guard contents.count <= 1 << 16 else {
-                throw GedsError(.invalidArgument, "the token file \(path) is larger than 64 KiB: is it the right file?")
-            }
+        let contents = try readSmallFile(path, limit: 1 << 16, cannotOpen: "cannot read the token file \(path)",
+                                         cannotRead: "cannot read the token file \(path)")
+        guard contents.count <= 1 << 16 else {
+            throw GedsError(.invalidArgument, "the token file \(path) is larger than 64 KiB: is it the right file?")
         }
         return try DeploymentToken(secret: contents, source: path)
     }

@@ -1,5 +1,6 @@
 import GedsCore
 import GedsWire
+import SystemPackage
 
 /// What a server does with requests: the MDS and the node data server each implement it, and each carrier
 /// (TCP frames, RDMA messages) delivers requests to it and sends back what it answers.
@@ -11,11 +12,11 @@ public protocol RequestService: Sendable {
 
 /// A file range to stream to the requester; the carrier closes the descriptor when done.
 public struct FileStream: Sendable {
-    public var descriptor: Int32
+    public var descriptor: FileDescriptor
     public var offset: UInt64
     public var length: UInt64
 
-    public init(descriptor: Int32, offset: UInt64, length: UInt64) {
+    public init(descriptor: FileDescriptor, offset: UInt64, length: UInt64) {
         self.descriptor = descriptor
         self.offset = offset
         self.length = length

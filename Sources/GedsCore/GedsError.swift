@@ -67,6 +67,17 @@ public struct GedsError: Error, Sendable, Equatable, CustomStringConvertible {
         let code: Code = (errno == 28 || errno == 122) ? .outOfSpace : .io  // ENOSPC, EDQUOT
         return GedsError(code, "\(what): \(describeErrno(errno))")
     }
+
+    /// A failed swift-system call as the error the raw call gave: what failed, and its errno (swift-system throws
+    /// nothing but `Errno`, though untyped).
+    public static func io(_ what: String, _ error: any Error) -> GedsError {
+        io(what, errno: Errno(thrown: error).rawValue)
+    }
+}
+
+extension Errno {
+    /// What a swift-system call threw (nothing but `Errno`, though untyped).
+    public init(thrown error: any Error) { self = error as? Errno ?? .ioError }
 }
 
 /// `strerror` text for an errno value, with its symbolic number so logs can be searched.
@@ -77,6 +88,7 @@ public func describeErrno(_ value: Int32) -> String {
     return "errno \(value)"
 }
 
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif

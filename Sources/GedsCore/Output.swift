@@ -1,29 +1,24 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import SystemPackage
 
-/// Writes all of `bytes` to a file descriptor, retrying short writes.
-public func writeAll(_ descriptor: Int32, _ bytes: UnsafeRawBufferPointer) throws(GedsError) {
-    var done = 0
-    while done < bytes.count {
-        let written = retryingOnInterrupt { write(descriptor, bytes.baseAddress! + done, bytes.count - done) }
-        if written < 0 {
-            throw GedsError.io("write failed", errno: errno)
-        }
-        done += written
+/// Writes all of `bytes` to a file (short writes and interruptions retried).
+public func writeAll(_ descriptor: FileDescriptor, _ bytes: UnsafeRawBufferPointer) throws(GedsError) {
+    do {
+        _ = try descriptor.writeAll(bytes)
+    } catch {
+        throw GedsError.io("write failed", error)
     }
 }
 
 /// One line to standard error, unbuffered: how every tool reports a failure.
 public func printError(_ line: String) {
     var text = line + "\n"
-    text.withUTF8 { try? writeAll(2, UnsafeRawBufferPointer($0)) }
+    text.withUTF8 { try? writeAll(.standardError, UnsafeRawBufferPointer($0)) }
 }
 
 /// One line to standard output, unbuffered, so that scripts waiting for it see it at once.
 public func printLine(_ line: String) {
     var text = line + "\n"
-    text.withUTF8 { try? writeAll(1, UnsafeRawBufferPointer($0)) }
+    text.withUTF8 { try? writeAll(.standardOutput, UnsafeRawBufferPointer($0)) }
 }
 
 /// Sizes as people write them on command lines: `4096`, `64K`, `512MiB`, `4GiB`, `1T` (all binary: K = 2^10).

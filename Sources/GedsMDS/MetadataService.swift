@@ -382,7 +382,7 @@ public final class MetadataServer: Sendable {
         do {
             return try restore(&store, from: directory, state: state, logger: logger)
         } catch {
-            Glibc.close(directory.lock)  // a damaged snapshot, a full disk: the directory is free again
+            try? directory.lock.close()  // a damaged snapshot, a full disk: the directory is free again
             throw error
         }
     }

@@ -144,7 +144,7 @@ public final class RDMAMetadataListener: Sendable {
         case .later(let decide): return await Self.answer(decide())
         case .file(let file):
             // Blob bytes are a node's to serve (one-sided READs, or TCP); the MDS never answers with a file.
-            Glibc.close(file.descriptor)
+            try? file.descriptor.close()
             return .failure(GedsError(.invalidArgument, "file streams are served over TCP only"))
         case .push(let stream):
             stream.stop()

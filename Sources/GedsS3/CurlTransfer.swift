@@ -1,6 +1,7 @@
 import CCurl
 import GedsCore
 import Synchronization
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,7 +16,7 @@ enum RequestBody: @unchecked Sendable {
     case bytes([UInt8])
     case buffer(UnsafeRawBufferPointer)
     /// `length` bytes of an open file from `offset`, read with `pread` (the descriptor's own offset is unused).
-    case file(descriptor: Int32, offset: UInt64, length: UInt64)
+    case file(descriptor: FileDescriptor, offset: UInt64, length: UInt64)
 
     var length: UInt64 {
         switch self {
@@ -58,7 +59,7 @@ enum TransferFailure: Sendable, Equatable {
     /// A 2xx body was larger than the caller's buffer (it held `capacity` bytes).
     case overflow(capacity: Int)
     /// The request body could not be read from its file.
-    case bodyRead(errno: Int32)
+    case bodyRead(Errno)
     case cancelled
 }
 
@@ -167,13 +168,16 @@ private final class TransferState {
         case .file(let descriptor, let offset, _):
             var done = 0
             while done < count {
-                let result = retryingOnInterrupt { pread(descriptor, target + done, count - done, off_t(offset + uploadPosition) + off_t(done)) }
-                if result < 0 {
-                    failure = .bodyRead(errno: errno)
+                let result: Int
+                do {
+                    result = try descriptor.read(fromAbsoluteOffset: Int64(offset + uploadPosition) + Int64(done),
+                                                 into: UnsafeMutableRawBufferPointer(start: target + done, count: count - done))
+                } catch {
+                    failure = .bodyRead(Errno(thrown: error))
                     return nil
                 }
                 if result == 0 {
-                    failure = .bodyRead(errno: EIO)  // the file is shorter than announced
+                    failure = .bodyRead(.ioError)  // the file is shorter than announced
                     return nil
                 }
                 done += result

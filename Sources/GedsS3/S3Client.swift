@@ -1,6 +1,7 @@
 import CCurl
 import GedsCore
 import Logging
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -110,7 +111,7 @@ public final class S3Client: Sendable {
     /// Stores `length` bytes of an open file, from `offset`, as one object (read with `pread`; the descriptor
     /// must not be opened with O_DIRECT).
     @discardableResult
-    public func putObject(bucket: String, key: String, fileDescriptor: Int32, offset: UInt64 = 0, length: UInt64,
+    public func putObject(bucket: String, key: String, fileDescriptor: FileDescriptor, offset: UInt64 = 0, length: UInt64,
                           metadata: [String: String] = [:], contentType: String? = nil) async throws(GedsError) -> String {
         try await put(bucket: bucket, key: key, body: .file(descriptor: fileDescriptor, offset: offset, length: length),
                       metadata: metadata, contentType: contentType)
@@ -253,7 +254,7 @@ public final class S3Client: Sendable {
     }
 
     /// Uploads part `partNumber` from `length` bytes of an open file at `offset`; returns the part's ETag.
-    public func uploadPart(bucket: String, key: String, uploadID: String, partNumber: Int, fileDescriptor: Int32,
+    public func uploadPart(bucket: String, key: String, uploadID: String, partNumber: Int, fileDescriptor: FileDescriptor,
                            offset: UInt64, length: UInt64) async throws(GedsError) -> String {
         try await uploadPart(bucket: bucket, key: key, uploadID: uploadID, partNumber: partNumber,
                              body: .file(descriptor: fileDescriptor, offset: offset, length: length))
@@ -292,7 +293,7 @@ public final class S3Client: Sendable {
 
     /// As `upload(bucket:key:from:)`, from `length` bytes of an open file at `offset`.
     @discardableResult
-    public func upload(bucket: String, key: String, fileDescriptor: Int32, offset: UInt64 = 0, length: UInt64,
+    public func upload(bucket: String, key: String, fileDescriptor: FileDescriptor, offset: UInt64 = 0, length: UInt64,
                        metadata: [String: String] = [:], contentType: String? = nil) async throws(GedsError) -> String {
         try await upload(bucket: bucket, key: key, source: .file(descriptor: fileDescriptor, offset: offset, length: length),
                          metadata: metadata, contentType: contentType)
@@ -513,7 +514,7 @@ public final class S3Client: Sendable {
                     return .success(sha256Hex(buffer))
                 case .file(let descriptor, let offset, let length):
                     return hashFile(descriptor: descriptor, offset: offset, length: length)
-                        .mapError { GedsError.io("\(operation): cannot read the file to upload", errno: $0.number) }
+                        .mapError { GedsError.io("\(operation): cannot read the file to upload", errno: $0.rawValue) }
                 default:
                     return .success(emptyPayloadSHA256)
                 }
@@ -549,8 +550,8 @@ public final class S3Client: Sendable {
                 return .fail(GedsError(.io, "\(operation) cancelled"))
             case .overflow(let capacity):
                 return .fail(GedsError(.invalidArgument, "\(operation): the object is larger than the \(capacity)-byte buffer given for it"))
-            case .bodyRead(let number):
-                return .fail(GedsError.io("\(operation): cannot read the file to upload", errno: number))
+            case .bodyRead(let error):
+                return .fail(GedsError.io("\(operation): cannot read the file to upload", errno: error.rawValue))
             case .curl(let code, let message):
                 if outcome.response.status != 0, !(200..<300).contains(outcome.response.status) {
                     break  // an HTTP error whose body was cut short: judge it by its status below
@@ -678,11 +679,7 @@ private func reasonPhrase(_ status: Int) -> String {
     }
 }
 
-struct ErrnoError: Error {
-    var number: Int32
-}
-
-private func hashFile(descriptor: Int32, offset: UInt64, length: UInt64) -> Result<String, ErrnoError> {
+private func hashFile(descriptor: FileDescriptor, offset: UInt64, length: UInt64) -> Result<String, Errno> {
     var hash = SHA256Stream()
     let chunk = 1 << 20
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
@@ -690,11 +687,13 @@ private func hashFile(descriptor: Int32, offset: UInt64, length: UInt64) -> Resu
     var done: UInt64 = 0
     while done < length {
         let want = Int(min(UInt64(chunk), length - done))
-        let count = retryingOnInterrupt { pread(descriptor, buffer.baseAddress, want, off_t(offset + done)) }
-        if count < 0 {
-            return .failure(ErrnoError(number: errno))
+        let count: Int
+        do {
+            count = try descriptor.read(fromAbsoluteOffset: Int64(offset + done), into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<want]))
+        } catch {
+            return .failure(Errno(thrown: error))
         }
-        if count == 0 { return .failure(ErrnoError(number: EIO)) }
+        if count == 0 { return .failure(.ioError) }
         hash.update(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
         done += UInt64(count)
     }

@@ -30,7 +30,8 @@ public struct S3Credentials: Sendable, Equatable, CustomStringConvertible, Custo
     /// A profile of an AWS shared credentials file (`~/.aws/credentials` format: `[profile]` sections of
     /// `aws_access_key_id = …`, `aws_secret_access_key = …`, `aws_session_token = …`).
     public init(credentialsFile path: String, profile: String = "default") throws(GedsError) {
-        let text = try readSmallFile(path)
+        let text = String(decoding: try readSmallFile(path, limit: 1 << 20, cannotOpen: "cannot open \(path)",
+                                                      cannotRead: "cannot read \(path)"), as: UTF8.self)
         var section: String?
         var values: [String: String] = [:]
         for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r" }) {
@@ -236,23 +237,6 @@ public func processEnvironment() -> [String: String] {
         pointer += 1
     }
     return result
-}
-
-func readSmallFile(_ path: String, limit: Int = 1 << 20) throws(GedsError) -> String {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw GedsError.io("cannot open \(path)", errno: errno) }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while bytes.count < limit {
-        let count = retryingOnInterrupt { chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) } }
-        if count < 0 {
-            throw GedsError.io("cannot read \(path)", errno: errno)
-        }
-        if count == 0 { break }
-        bytes.append(contentsOf: chunk[0..<count])
-    }
-    return String(decoding: bytes, as: UTF8.self)
 }
 
 extension StringProtocol {

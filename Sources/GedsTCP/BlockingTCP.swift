@@ -7,7 +7,7 @@ import Glibc
 public enum BlockingTCP {
     /// A connected descriptor (the caller closes it), trying each address `peer.host` resolves to: no Nagle delay,
     /// and the connect, sends and receives fail after `timeoutMilliseconds`. `mdsUnreachable` when `peerName` is
-    /// "MDS", else `peerUnreachable`, as for the multiplexed connections.
+    /// "MDS", else `peerUnreachable`, as for the multiplexed connections. A raw `Int32`: swift-system has no sockets.
     public static func connect(to peer: Endpoint, peerName: String, timeoutMilliseconds: Int64) throws(GedsError) -> Int32 {
         let unreachable: GedsError.Code = peerName == "MDS" ? .mdsUnreachable : .peerUnreachable
         var hints = addrinfo()

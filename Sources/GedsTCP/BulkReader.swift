@@ -15,6 +15,7 @@ import Glibc
 /// dedicated thread pool, never on the cooperative pool or an event loop.
 public final class BulkReader: Sendable {
     private let threads: NIOThreadPool
+    /// Idle connections by peer: raw sockets (`Int32`), as swift-system has no socket calls (recv, send).
     private let idle = Mutex<[Endpoint: [Int32]]>([:])
     private let nextID = Atomic<UInt64>(1)
     private let token: DeploymentToken?

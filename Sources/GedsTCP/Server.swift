@@ -193,7 +193,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             context.eventLoop.makeFutureWithTask { await decide() }.whenSuccess { response in
                 let (handler, context) = loopBound.value
                 guard handler.active else {
-                    if case .file(let file) = response { close(file.descriptor) }
+                    if case .file(let file) = response { try? file.descriptor.close() }
                     return
                 }
                 handler.dispatch(response, id: id, context: context, served: served)
@@ -203,9 +203,10 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             // Small ranges: one pread and one write beat setting up a sendfile stream.
             var data = context.channel.allocator.buffer(capacity: Int(file.length))
             let got = data.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(file.length)) { bytes in
-                max(0, pread(file.descriptor, bytes.baseAddress, Int(file.length), off_t(file.offset)))
+                (try? file.descriptor.read(fromAbsoluteOffset: Int64(file.offset),
+                                           into: UnsafeMutableRawBufferPointer(rebasing: bytes[..<Int(file.length)]))) ?? 0
             }
-            close(file.descriptor)
+            try? file.descriptor.close()
             guard got == Int(file.length) else {
                 served.finished(ok: false)
                 send(.failure(GedsError(.io, "could not read \(file.length) bytes of the object")), id: id, context: context)
@@ -232,7 +233,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         case .file(let file):
             served.finished(ok: true, bytes: file.length)
             send(.stream(length: file.length), id: id, context: context)
-            let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: file.descriptor)
+            let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: file.descriptor.rawValue)
             streams.append(ActiveStream(id: id, handle: handle, next: file.offset, end: file.offset + file.length))
             pump(context: context)
         }

@@ -321,19 +321,15 @@ public final class WritableBlob: Sendable {
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(GedsError) {
         try WritableBlob.checkRange(offset, UInt64(bytes.count))
         try state.withLock { (state) throws(GedsError) in
-            guard let descriptor = state.descriptor?.rawValue else {
+            guard let descriptor = state.descriptor else {
                 throw GedsError(.objectSealed, "object is sealed; it can no longer be written")
             }
-            var done = 0
-            while done < bytes.count {
-                let written = retryingOnInterrupt { pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done)) }
-                if written < 0 {
-                    let code = errno
-                    // Give back what a partial write allocated beyond the old end.
-                    _ = ftruncate(descriptor, off_t(state.size))
-                    throw GedsError.io("cannot write to tier 0 folder \(folder)", errno: code)
-                }
-                done += written
+            do {
+                try descriptor.writeAll(toAbsoluteOffset: Int64(offset), bytes)
+            } catch {
+                // Give back what a partial write allocated beyond the old end.
+                try? descriptor.resize(to: Int64(state.size))
+                throw GedsError.io("cannot write to tier 0 folder \(folder)", error)
             }
             state.size = max(state.size, offset + UInt64(bytes.count))
         }
@@ -350,13 +346,16 @@ public final class WritableBlob: Sendable {
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(GedsError) -> Int {
         try state.withLock { (state) throws(GedsError) in
             guard offset < state.size else { return 0 }
-            guard let descriptor = state.descriptor?.rawValue else { throw GedsError.io("cannot read tier 0 file", errno: EBADF) }
+            guard let descriptor = state.descriptor else { throw GedsError.io("cannot read tier 0 file", errno: EBADF) }
             let wanted = min(buffer.count, Int(state.size - offset))
             var done = 0
             while done < wanted {
-                let got = retryingOnInterrupt { pread(descriptor, buffer.baseAddress! + done, wanted - done, off_t(offset) + off_t(done)) }
-                if got < 0 {
-                    throw GedsError.io("cannot read tier 0 file", errno: errno)
+                let got: Int
+                do {
+                    got = try descriptor.read(fromAbsoluteOffset: Int64(offset) + Int64(done),
+                                              into: UnsafeMutableRawBufferPointer(rebasing: buffer[done..<wanted]))
+                } catch {
+                    throw GedsError.io("cannot read tier 0 file", error)
                 }
                 if got == 0 { break }
                 done += got

@@ -1,5 +1,6 @@
 import CLinux
 import GedsCore
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,20 +14,25 @@ extension Tier1Store {
         let directory = configuration.directory
         let probePath = directory + "/.geds-tier1-probe-\(getpid())"
         var useDirect = configuration.directIO != .disabled
-        var probeFlags = O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC
-        if useDirect { probeFlags |= clinux_o_direct() }
-        var fd = Tier1Store.open(probePath, probeFlags, simulateRefusal: configuration.simulateDirectIORefusal)
         var refusal: Int32 = 0
-        if fd < 0 && useDirect && errno == EINVAL {
-            refusal = errno
-            useDirect = false
-            fd = Tier1Store.open(probePath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, simulateRefusal: false)
+        let probe: FileDescriptor
+        do {
+            do {
+                probe = try Tier1Store.open(probePath, .readWrite, useDirect ? [.create, .truncate, directOption] : [.create, .truncate],
+                                            simulateRefusal: configuration.simulateDirectIORefusal)
+            } catch let error as Errno where useDirect && error == .invalidArgument {
+                refusal = error.rawValue
+                useDirect = false
+                probe = try Tier1Store.open(probePath, .readWrite, [.create, .truncate], simulateRefusal: false)
+            }
+        } catch {
+            throw GedsError.io("cannot create files in tier 1 folder \(directory)", error)
         }
-        guard fd >= 0 else { throw GedsError.io("cannot create files in tier 1 folder \(directory)", errno: errno) }
         var memoryAlignment: UInt32 = 0
         var offsetAlignment: UInt32 = 0
-        let reported = clinux_dio_alignment(fd, &memoryAlignment, &offsetAlignment) == 0
-        close(fd)
+        // swift-system has no statx.
+        let reported = clinux_dio_alignment(probe.rawValue, &memoryAlignment, &offsetAlignment) == 0
+        try? probe.close()
         unlink(probePath)
         if refusal != 0 {
             if configuration.directIO == .required {
@@ -42,35 +48,47 @@ extension Tier1Store {
         return (useDirect, max(4096, reportedAlignment.nextPowerOfTwo))
     }
 
-    static func open(_ path: String, _ flags: Int32, simulateRefusal: Bool) -> Int32 {
-        if simulateRefusal && flags & clinux_o_direct() != 0 {
-            errno = EINVAL
-            return -1
+    /// O_DIRECT, which swift-system has no name for.
+    static let directOption = FileDescriptor.OpenOptions(rawValue: clinux_o_direct())
+
+    /// Opens `path` close-on-exec (created with mode 0644); throws swift-system's `Errno`.
+    static func open(_ path: String, _ mode: FileDescriptor.AccessMode, _ options: FileDescriptor.OpenOptions,
+                     simulateRefusal: Bool) throws -> FileDescriptor {
+        if simulateRefusal && options.contains(directOption) { throw Errno.invalidArgument }
+        return try path.withCString { path in
+            try FileDescriptor.open(path, mode, options: options.union(.closeOnExec),
+                                    permissions: [.ownerReadWrite, .groupRead, .otherRead])
         }
-        return Glibc.open(path, flags, 0o644)
     }
 
     /// Opens with O_DIRECT where the store uses it; falls back (once, with a log line) where the file system
-    /// refuses it after all.
-    func openFile(_ path: String, _ flags: Int32) throws(GedsError) -> Int32 {
+    /// refuses it after all. Throws swift-system's `Errno`.
+    func openFile(_ path: String, _ mode: FileDescriptor.AccessMode,
+                  _ options: FileDescriptor.OpenOptions = []) throws -> FileDescriptor {
         if usesDirectIO {
-            let fd = Tier1Store.open(path, flags | clinux_o_direct(), simulateRefusal: simulateRefusal)
-            if fd >= 0 { return fd }
-            guard errno == EINVAL else { throw GedsError.io("cannot open \(path) in tier 1", errno: errno) }
-            if direct.exchange(false, ordering: .relaxed) {
-                log("\(directory) refuses O_DIRECT (\(describeErrno(EINVAL))): tier 1 uses buffered I/O there")
+            do {
+                return try Tier1Store.open(path, mode, options.union(Tier1Store.directOption), simulateRefusal: simulateRefusal)
+            } catch let error as Errno where error == .invalidArgument {
+                if direct.exchange(false, ordering: .relaxed) {
+                    log("\(directory) refuses O_DIRECT (\(describeErrno(EINVAL))): tier 1 uses buffered I/O there")
+                }
             }
         }
-        let fd = Tier1Store.open(path, flags, simulateRefusal: false)
-        guard fd >= 0 else { throw GedsError.io("cannot open \(path) in tier 1", errno: errno) }
-        return fd
+        return try Tier1Store.open(path, mode, options, simulateRefusal: false)
     }
+
     /// Creates the partial file and reserves its blocks; returns it open.
-    func createPartial(_ blob: BlobID, allocated: UInt64) throws(GedsError) -> Int32 {
+    func createPartial(_ blob: BlobID, allocated: UInt64) throws(GedsError) -> FileDescriptor {
         let partial = path(of: blob) + ".partial"
-        let fd = try openFile(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC)
+        let fd: FileDescriptor
+        do {
+            fd = try openFile(partial, .writeOnly, [.create, .truncate])
+        } catch {
+            throw GedsError.io("cannot open \(partial) in tier 1", error)
+        }
         if allocated > 0 && preallocate {
-            if clinux_fallocate(fd, 0, 0, off_t(allocated)) != 0 && errno != EOPNOTSUPP && errno != ENOSYS {
+            // swift-system has no fallocate.
+            if clinux_fallocate(fd.rawValue, 0, 0, off_t(allocated)) != 0 && errno != EOPNOTSUPP && errno != ENOSYS {
                 let error = GedsError.io("cannot reserve \(allocated) bytes for blob \(blob.fileName) in tier 1 folder \(directory)", errno: errno)
                 discardPartial(fd, blob: blob)
                 throw error
@@ -80,21 +98,23 @@ extension Tier1Store {
     }
 
     /// Cuts the block padding of the last block off: the file then has the object's true size.
-    func truncatePartial(_ fd: Int32, blob: BlobID, size: UInt64) throws(GedsError) {
-        if ftruncate(fd, off_t(size)) != 0 {
-            throw GedsError.io("cannot truncate \(path(of: blob)).partial to \(size) bytes", errno: errno)
+    func truncatePartial(_ fd: FileDescriptor, blob: BlobID, size: UInt64) throws(GedsError) {
+        do {
+            try fd.resize(to: Int64(size))
+        } catch {
+            throw GedsError.io("cannot truncate \(path(of: blob)).partial to \(size) bytes", error)
         }
     }
 
-    func discardPartial(_ fd: Int32, blob: BlobID) {
-        close(fd)
+    func discardPartial(_ fd: FileDescriptor, blob: BlobID) {
+        try? fd.close()
         unlink(path(of: blob) + ".partial")
     }
 
     /// Creates the partial file, runs `fill`, truncates it to the true size; returns the open descriptor (`finish`
     /// records the checksum and moves the file into place). Removes the file on failure.
     func writeFile(_ blob: BlobID, size: UInt64, allocated: UInt64,
-                           fill: (Int32, Tier1Store) throws(GedsError) -> Void) throws(GedsError) -> Int32 {
+                           fill: (FileDescriptor, Tier1Store) throws(GedsError) -> Void) throws(GedsError) -> FileDescriptor {
         let fd = try createPartial(blob, allocated: allocated)
         do throws(GedsError) {
             try fill(fd, self)
@@ -106,9 +126,9 @@ extension Tier1Store {
         }
     }
 
-    func finish(_ blob: BlobID, size: UInt64, allocated: UInt64, descriptor: Result<Int32, GedsError>,
+    func finish(_ blob: BlobID, size: UInt64, allocated: UInt64, descriptor: Result<FileDescriptor, GedsError>,
                         checksum: UInt32) async throws(GedsError) -> Tier1Object {
-        let fd: Int32
+        let fd: FileDescriptor
         switch descriptor {
         case .success(let value): fd = value
         case .failure(let error):
@@ -120,11 +140,11 @@ extension Tier1Store {
         let final = path(of: blob)
         do {
             try await onPool { () throws(GedsError) in
-                defer { close(fd) }
+                defer { try? fd.close() }
                 // Best effort: without the attribute (a file system without user xattrs) the object works, but is
-                // not adopted by a later store.
+                // not adopted by a later store. (swift-system has no extended attributes.)
                 let record = Array("\(size) \(hex32(checksum))".utf8)
-                _ = clinux_fsetxattr(fd, Tier1Store.attributeName, record, record.count)
+                _ = clinux_fsetxattr(fd.rawValue, Tier1Store.attributeName, record, record.count)
                 guard rename(partial, final) == 0 else { throw GedsError.io("cannot rename \(partial)", errno: errno) }
             }
         } catch {
@@ -139,7 +159,7 @@ extension Tier1Store {
     /// Writes bytes `start..<end` of `source` (`start` a multiple of the block size) to the same place in the file,
     /// in chunks: from the memory itself where it is aligned, else through a buffer; a last partial block (at the
     /// object's end) through a zero-padded buffer. Returns their CRC-32C, computed chunk by chunk as they are written.
-    func writeMemory(_ source: UnsafeRawBufferPointer, start: Int, end: Int, to fd: Int32,
+    func writeMemory(_ source: UnsafeRawBufferPointer, start: Int, end: Int, to fd: FileDescriptor,
                              blob: BlobID) throws(GedsError) -> UInt32 {
         let size = end
         let wholeBlocks = size / blockSize * blockSize
@@ -153,12 +173,12 @@ extension Tier1Store {
             let count = min(chunkSize, wholeBlocks - offset)
             crc = CRC32C.update(crc, UnsafeRawBufferPointer(start: base + offset, count: count))
             if aligned {
-                try pwriteAll(fd, UnsafeRawPointer(base + offset), count, offset: offset, blob: blob)
+                try writeAll(fd, UnsafeRawBufferPointer(start: base + offset, count: count), at: offset, blob: blob)
             } else {
                 let bounce = buffer ?? buffers.take()
                 buffer = bounce
                 bounce.copyMemory(from: base + offset, byteCount: count)
-                try pwriteAll(fd, UnsafeRawPointer(bounce), count, offset: offset, blob: blob)
+                try writeAll(fd, UnsafeRawBufferPointer(start: bounce, count: count), at: offset, blob: blob)
             }
             offset += count
         }
@@ -169,13 +189,13 @@ extension Tier1Store {
             crc = CRC32C.update(crc, UnsafeRawBufferPointer(start: base + wholeBlocks, count: tail))
             bounce.copyMemory(from: base + wholeBlocks, byteCount: tail)
             (bounce + tail).initializeMemory(as: UInt8.self, repeating: 0, count: blockSize - tail)
-            try pwriteAll(fd, UnsafeRawPointer(bounce), blockSize, offset: wholeBlocks, blob: blob)
+            try writeAll(fd, UnsafeRawBufferPointer(start: bounce, count: blockSize), at: wholeBlocks, blob: blob)
         }
         return crc
     }
 
     /// Copies `length` bytes of `source` from `offset` into the file, block-padded; returns their CRC-32C.
-    func copyDescriptor(_ source: Int32, offset: UInt64, length: UInt64, to fd: Int32,
+    func copyDescriptor(_ source: FileDescriptor, offset: UInt64, length: UInt64, to fd: FileDescriptor,
                                 blob: BlobID) throws(GedsError) -> UInt32 {
         let buffer = buffers.take()
         defer { buffers.give(buffer) }
@@ -185,9 +205,12 @@ extension Tier1Store {
             let count = Int(min(UInt64(chunkSize), length - done))
             var filled = 0
             while filled < count {
-                let result = retryingOnInterrupt { pread(source, buffer + filled, count - filled, off_t(offset + done) + off_t(filled)) }
-                if result < 0 {
-                    throw GedsError.io("cannot read the source of blob \(blob.fileName)", errno: errno)
+                let result: Int
+                do {
+                    result = try source.read(fromAbsoluteOffset: Int64(offset + done) + Int64(filled),
+                                             into: UnsafeMutableRawBufferPointer(start: buffer + filled, count: count - filled))
+                } catch {
+                    throw GedsError.io("cannot read the source of blob \(blob.fileName)", error)
                 }
                 if result == 0 {
                     throw GedsError(.io, "the source of blob \(blob.fileName) ended after \(done + UInt64(filled)) of \(length) bytes")
@@ -197,51 +220,56 @@ extension Tier1Store {
             crc = CRC32C.update(crc, UnsafeRawBufferPointer(start: buffer, count: count))
             let padded = (count + blockSize - 1) / blockSize * blockSize
             if padded > count { (buffer + count).initializeMemory(as: UInt8.self, repeating: 0, count: padded - count) }
-            try pwriteAll(fd, UnsafeRawPointer(buffer), padded, offset: Int(done), blob: blob)
+            try writeAll(fd, UnsafeRawBufferPointer(start: buffer, count: padded), at: Int(done), blob: blob)
             done += UInt64(count)
         }
         return crc
     }
 
-    func pwriteAll(_ fd: Int32, _ pointer: UnsafeRawPointer, _ count: Int, offset: Int, blob: BlobID) throws(GedsError) {
-        var written = 0
-        while written < count {
-            let result = retryingOnInterrupt { pwrite(fd, pointer + written, count - written, off_t(offset + written)) }
-            if result < 0 {
-                throw GedsError.io("cannot write blob \(blob.fileName) to tier 1 folder \(directory)", errno: errno)
-            }
-            written += result
+    func writeAll(_ fd: FileDescriptor, _ bytes: UnsafeRawBufferPointer, at offset: Int, blob: BlobID) throws(GedsError) {
+        do {
+            try fd.writeAll(toAbsoluteOffset: Int64(offset), bytes)
+        } catch {
+            throw GedsError.io("cannot write blob \(blob.fileName) to tier 1 folder \(directory)", error)
         }
     }
 
     /// Opens the object's file, checks its size, and runs `body`.
-    func readFile<T>(_ object: Tier1Object, _ body: (Int32) throws(GedsError) -> T) throws(GedsError) -> T {
+    func readFile<T>(_ object: Tier1Object, _ body: (FileDescriptor) throws(GedsError) -> T) throws(GedsError) -> T {
         let path = path(of: object.blob)
-        let fd: Int32
+        let fd: FileDescriptor
         do {
-            fd = try openFile(path, O_RDONLY | O_CLOEXEC)
+            fd = try openFile(path, .readOnly)
+        } catch let error as Errno where error == .noSuchFileOrDirectory {
+            throw GedsError(.noSuchBlob, "blob \(object.blob.fileName) is not in tier 1 (\(directory))")
         } catch {
-            if errno == ENOENT { throw GedsError(.noSuchBlob, "blob \(object.blob.fileName) is not in tier 1 (\(directory))") }
-            throw error
+            throw GedsError.io("cannot open \(path) in tier 1", error)
         }
-        defer { close(fd) }
-        var status = stat()
-        guard fstat(fd, &status) == 0 else { throw GedsError.io("cannot stat \(path)", errno: errno) }
-        guard UInt64(status.st_size) == object.size else {
-            throw GedsError(.checksumMismatch, "checksum mismatch: tier-1 file \(path) is corrupt: \(status.st_size) bytes, expected \(object.size)"
-                + (UInt64(status.st_size) < object.size ? " (truncated)" : ""))
+        defer { try? fd.close() }
+        let size: Int64
+        do {
+            size = try fd.stat().size
+        } catch {
+            throw GedsError.io("cannot stat \(path)", error)
+        }
+        guard UInt64(size) == object.size else {
+            throw GedsError(.checksumMismatch, "checksum mismatch: tier-1 file \(path) is corrupt: \(size) bytes, expected \(object.size)"
+                + (UInt64(size) < object.size ? " (truncated)" : ""))
         }
         return try body(fd)
     }
 
     /// Reads whole blocks (a short count only at the end of the file); returns the bytes read.
-    func preadBlocks(_ fd: Int32, _ pointer: UnsafeMutableRawPointer, _ count: Int, offset: UInt64,
+    func preadBlocks(_ fd: FileDescriptor, _ pointer: UnsafeMutableRawPointer, _ count: Int, offset: UInt64,
                              object: Tier1Object) throws(GedsError) -> Int {
         var done = 0
         while done < count {
-            let result = retryingOnInterrupt { pread(fd, pointer + done, count - done, off_t(offset) + off_t(done)) }
-            if result < 0 {
-                throw GedsError.io("cannot read tier-1 file \(path(of: object.blob))", errno: errno)
+            let result: Int
+            do {
+                result = try fd.read(fromAbsoluteOffset: Int64(offset) + Int64(done),
+                                     into: UnsafeMutableRawBufferPointer(start: pointer + done, count: count - done))
+            } catch {
+                throw GedsError.io("cannot read tier-1 file \(path(of: object.blob))", error)
             }
             if result == 0 { break }
             done += result
@@ -255,7 +283,7 @@ extension Tier1Store {
 
     /// Reads bytes `start..<end` of the object (`start` a multiple of the block size) into the same place of
     /// `destination`; returns their CRC-32C.
-    func readInto(_ destination: UnsafeMutableRawBufferPointer, from fd: Int32, object: Tier1Object,
+    func readInto(_ destination: UnsafeMutableRawBufferPointer, from fd: FileDescriptor, object: Tier1Object,
                           start: Int, end: Int) throws(GedsError) -> UInt32 {
         let size = end
         guard end > start, let base = destination.baseAddress else { return 0 }
@@ -297,7 +325,7 @@ extension Tier1Store {
 
     /// Reads bytes `start..<end` of the file (`start` a multiple of the block size; the whole file by default) in
     /// chunks, copying them into `target` (when given) at `targetOffset` plus their offset; returns their CRC-32C.
-    func copyOut(from fd: Int32, object: Tier1Object, start: UInt64 = 0, end: UInt64? = nil, to target: Int32?,
+    func copyOut(from fd: FileDescriptor, object: Tier1Object, start: UInt64 = 0, end: UInt64? = nil, to target: FileDescriptor?,
                          at targetOffset: UInt64) throws(GedsError) -> UInt32 {
         let end = end ?? object.size
         let buffer = buffers.take()
@@ -311,20 +339,19 @@ extension Tier1Store {
                 throw shortRead(object, at: offset)
             }
             crc = CRC32C.update(crc, UnsafeRawBufferPointer(start: buffer, count: expected))
-            var written = 0
-            while let target, written < expected {
-                let result = retryingOnInterrupt { pwrite(target, buffer + written, expected - written, off_t(targetOffset + offset) + off_t(written)) }
-                if result < 0 {
-                    throw GedsError.io("cannot write blob \(object.blob.fileName) out of tier 1", errno: errno)
+            if let target {
+                do {
+                    try target.writeAll(toAbsoluteOffset: Int64(targetOffset + offset), UnsafeRawBufferPointer(start: buffer, count: expected))
+                } catch {
+                    throw GedsError.io("cannot write blob \(object.blob.fileName) out of tier 1", error)
                 }
-                written += result
             }
             offset += UInt64(expected)
         }
         return crc
     }
 
-    func readRange(from fd: Int32, object: Tier1Object, start: UInt64, count: Int,
+    func readRange(from fd: FileDescriptor, object: Tier1Object, start: UInt64, count: Int,
                            into destination: UnsafeMutableRawBufferPointer) throws(GedsError) {
         let buffer = buffers.take()
         defer { buffers.give(buffer) }

@@ -1,5 +1,6 @@
 import CLinux
 import GedsCore
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -49,16 +50,15 @@ extension Tier1Store {
     }
 
     func recordedObject(_ blob: BlobID, path: String) -> Tier1Object? {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
+        guard let fd = try? Tier1Store.open(path, .readOnly, [], simulateRefusal: false) else { return nil }
+        defer { try? fd.close() }
         var value = [UInt8](repeating: 0, count: 64)
-        let length = clinux_fgetxattr(fd, Tier1Store.attributeName, &value, value.count)
+        // swift-system has no extended attributes.
+        let length = clinux_fgetxattr(fd.rawValue, Tier1Store.attributeName, &value, value.count)
         guard length > 0 else { return nil }
         let fields = String(decoding: value.prefix(length), as: UTF8.self).split(separator: " ")
-        var status = stat()
         guard fields.count == 2, let size = UInt64(fields[0]), let checksum = UInt32(fields[1], radix: 16),
-              fstat(fd, &status) == 0, UInt64(status.st_size) == size else { return nil }
+              let status = try? fd.stat(), UInt64(status.size) == size else { return nil }
         return Tier1Object(blob: blob, size: size, checksum: checksum)
     }
 }

@@ -2,6 +2,7 @@ import CLinux
 import GedsCore
 import NIOPosix
 import Synchronization
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -88,9 +89,9 @@ public final class Tier1Store: Sendable {
         let size = UInt64(source.count)
         let allocated = try reserve(blob, size: size)
         let memory = SendableMemory(source)
-        let outcome: Result<(Int32, UInt32), GedsError>
+        let outcome: Result<(FileDescriptor, UInt32), GedsError>
         do throws(GedsError) {
-            let fd = try await onPool { () throws(GedsError) -> Int32 in try self.createPartial(blob, allocated: allocated) }
+            let fd = try await onPool { () throws(GedsError) -> FileDescriptor in try self.createPartial(blob, allocated: allocated) }
             do throws(GedsError) {
                 // Stripes on several threads at once (more writes in flight than one thread's pwrite calls), each
                 // thread checksumming the chunks it writes.
@@ -112,12 +113,12 @@ public final class Tier1Store: Sendable {
 
     /// Stores `length` bytes of an open file from `offset` (read with `pread`) as `blob`.
     @discardableResult
-    public func write(_ blob: BlobID, fromDescriptor source: Int32, offset: UInt64 = 0,
+    public func write(_ blob: BlobID, fromDescriptor source: FileDescriptor, offset: UInt64 = 0,
                       length: UInt64) async throws(GedsError) -> Tier1Object {
         let allocated = try reserve(blob, size: length)
-        let outcome: Result<(Int32, UInt32), GedsError>
+        let outcome: Result<(FileDescriptor, UInt32), GedsError>
         do {
-            outcome = .success(try await onPool { () throws(GedsError) -> (Int32, UInt32) in
+            outcome = .success(try await onPool { () throws(GedsError) -> (FileDescriptor, UInt32) in
                 var crc: UInt32 = 0
                 let fd = try self.writeFile(blob, size: length, allocated: allocated) { fd, store throws(GedsError) in
                     crc = try store.copyDescriptor(source, offset: offset, length: length, to: fd, blob: blob)
@@ -154,7 +155,7 @@ public final class Tier1Store: Sendable {
 
     /// Reads the whole object into an open file at `offset` (with `pwrite`), checking size and checksum as `read`
     /// does; the bytes written before a failed check are the caller's to discard.
-    public func read(_ blob: BlobID, toDescriptor target: Int32, offset: UInt64 = 0,
+    public func read(_ blob: BlobID, toDescriptor target: FileDescriptor, offset: UInt64 = 0,
                      expectedChecksum: UInt32? = nil) async throws(GedsError) -> UInt64 {
         let object = try stored(blob)
         let crc = try await onPool { () throws(GedsError) -> UInt32 in

@@ -9,6 +9,7 @@ import GedsWire
 import Logging
 import NIOCore
 import Synchronization
+import SystemPackage
 import Testing
 
 @Suite struct JournalTests {
@@ -242,17 +243,17 @@ import Testing
             var buffer = ByteBuffer()
             JournalFormat.write(header, into: &buffer)
             for change in changes { JournalFormat.append(JournalFormat.Record(revision: revision, change: change), to: &buffer) }
-            let fd = open(path + "/" + name, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            let fd = try StateDirectory.open(path + "/" + name, .writeOnly, [.create, .truncate], failure: "creating \(name)")
             try StateDirectory.writeAll(fd, buffer)
-            close(fd)
+            try fd.close()
         }
         try write("snapshot", JournalFormat.Header(kind: .snapshot, epoch: 7, generation: 3, revision: 2), [.createBucket("alpha")], revision: 2)
         try write("journal.2", JournalFormat.Header(kind: .journal, epoch: 7, generation: 2, revision: 0), [.createBucket("alpha")], revision: 1)
         try write("journal.3", JournalFormat.Header(kind: .journal, epoch: 7, generation: 3, revision: 0), [.createBucket("beta")], revision: 3)
-        let torn = open(path + "/journal.4", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let torn = try StateDirectory.open(path + "/journal.4", .writeOnly, [.create, .truncate], failure: "creating journal.4")
         try StateDirectory.writeAll(torn, ByteBuffer(bytes: Array("GEDSJRNL".utf8)))
-        close(torn)
-        close(files.lock)
+        try torn.close()
+        try files.lock.close()
 
         let logger = Logger(label: "journal-test")
         let server = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: StateOptions(directory: path),
@@ -271,14 +272,14 @@ import Testing
     @Test func aDamagedSnapshotIsAnError() async throws {
         let directory = try TemporaryDirectory()
         let path = directory.path + "/state"
-        close(try StateDirectory(path: path).lock)
+        try StateDirectory(path: path).lock.close()
         var buffer = ByteBuffer()
         JournalFormat.write(JournalFormat.Header(kind: .snapshot, epoch: 1, generation: 1, revision: 1), into: &buffer)
         JournalFormat.append(JournalFormat.Record(revision: 1, change: .createBucket("alpha")), to: &buffer)
         buffer.setInteger(buffer.getInteger(at: buffer.writerIndex - 1, as: UInt8.self)! ^ 1, at: buffer.writerIndex - 1)
-        let fd = open(path + "/snapshot", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let fd = try StateDirectory.open(path + "/snapshot", .writeOnly, [.create, .truncate], failure: "creating the snapshot")
         try StateDirectory.writeAll(fd, buffer)
-        close(fd)
+        try fd.close()
         for _ in 0..<2 {
             let error = await gedsError {
                 _ = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: StateOptions(directory: path),

@@ -3,6 +3,7 @@ import Foundation
 import GedsCore
 import GedsS3
 import GedsTestSupport
+import SystemPackage
 import Testing
 
 /// The client against a real `moto_server` process on loopback.
@@ -56,8 +57,8 @@ import Testing
         let path = NSTemporaryDirectory() + "geds-s3-source-\(UInt32.random(in: 0...UInt32.max))"
         defer { unlink(path) }
         _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
-        let fd = open(path, O_RDONLY)
-        defer { close(fd) }
+        let fd = try FileDescriptor.open(FilePath(path), .readOnly)
+        defer { try? fd.close() }
         try await s3.putObject(bucket: bucket, key: "from-file", fileDescriptor: fd, offset: 1000, length: 500_000)
         #expect(try await s3.getObject(bucket: bucket, key: "from-file") == Array(bytes[1000..<501_000]))
         // A file shorter than announced is a clear error, not a hang or a short object.
@@ -180,8 +181,8 @@ import Testing
         let path = NSTemporaryDirectory() + "geds-s3-multipart-\(UInt32.random(in: 0...UInt32.max))"
         defer { unlink(path) }
         _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
-        let fd = open(path, O_RDONLY)
-        defer { close(fd) }
+        let fd = try FileDescriptor.open(FilePath(path), .readOnly)
+        defer { try? fd.close() }
         let etag = try await s3.upload(bucket: bucket, key: "big", fileDescriptor: fd, length: UInt64(bytes.count))
         #expect(etag.hasSuffix("-3\""), "\(etag)")
         let back = try await s3.getObject(bucket: bucket, key: "big")

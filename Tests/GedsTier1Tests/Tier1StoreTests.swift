@@ -2,6 +2,7 @@ import Foundation
 import GedsCore
 import GedsTestSupport
 @_spi(Testing) import GedsTier1
+import SystemPackage
 import Testing
 
 @Suite struct CRC32CTests {
@@ -105,13 +106,14 @@ import Testing
         let bytes = pattern(size + 100, seed: 9)
         let sourcePath = folder.path + "/source.bin"
         #expect(FileManager.default.createFile(atPath: sourcePath, contents: Data(bytes)))
-        let source = open(sourcePath, O_RDONLY)
-        defer { close(source) }
+        let source = try FileDescriptor.open(FilePath(sourcePath), .readOnly)
+        defer { try? source.close() }
         let object = try await store.write(7, fromDescriptor: source, offset: 100, length: UInt64(size))
         #expect(object.checksum == CRC32C.checksum(Array(bytes[100...])))
         let targetPath = folder.path + "/target.bin"
-        let target = open(targetPath, O_RDWR | O_CREAT | O_TRUNC, 0o644)
-        defer { close(target) }
+        let target = try FileDescriptor.open(FilePath(targetPath), .readWrite, options: [.create, .truncate],
+                                             permissions: [.ownerReadWrite, .groupRead, .otherRead])
+        defer { try? target.close() }
         #expect(try await store.read(7, toDescriptor: target, offset: 5) == UInt64(size))
         let copied = try Data(contentsOf: URL(fileURLWithPath: targetPath))
         #expect(copied.count == (size == 0 ? 0 : size + 5))

@@ -4,6 +4,7 @@ import GEDS
 import GedsCommandLine
 import GedsCore
 import Logging
+import SystemPackage
 
 /// `geds [--mds HOST:PORT] [--transport auto|rdma|tcp] COMMAND`: each invocation is a short-lived node that joins, works, and leaves.
 struct Geds: AsyncParsableCommand {
@@ -201,9 +202,17 @@ struct Put: AsyncParsableCommand {
     private func upload(_ store: GEDS, path: String, to object: ObjectPath, target: NodeInfo?,
                         progress: Progress) async throws(GedsError) -> UInt64 {
         let persistency = try persistency.map { (text) throws(GedsError) in try Persistency(parsing: text) }
-        let input = path == "-" ? Int32(0) : Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard input >= 0 else { throw GedsError.io("cannot open \(path)", errno: errno) }
-        defer { if input != 0 { close(input) } }
+        let input: FileDescriptor
+        if path == "-" {
+            input = .standardInput
+        } else {
+            do {
+                input = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
+            } catch {
+                throw GedsError.io("cannot open \(path)", error)
+            }
+        }
+        defer { if input != .standardInput { try? input.close() } }
         var replication = try replicas.map { (copies) throws(GedsError) in try Replicas(copies: copies, waitForAll: !returnAfterFirstCopy) }
         if replication == nil, returnAfterFirstCopy {
             replication = try Replicas(copies: try await store.bucketReplicas(object.bucket), waitForAll: false)
@@ -213,8 +222,12 @@ struct Put: AsyncParsableCommand {
         defer { chunk.deallocate() }
         var offset: UInt64 = 0
         while true {
-            let got = retryingOnInterrupt { read(input, chunk.baseAddress, chunk.count) }
-            if got < 0 { throw GedsError.io("cannot read \(path)", errno: errno) }
+            let got: Int
+            do {
+                got = try input.read(into: chunk)
+            } catch {
+                throw GedsError.io("cannot read \(path)", error)
+            }
             if got == 0 { break }
             try writer.write(UnsafeRawBufferPointer(rebasing: chunk[..<got]), at: offset)
             offset += UInt64(got)
@@ -268,9 +281,18 @@ func download(_ store: GEDS, _ object: ObjectPath, to destination: String, quiet
         }
     }
     let view = try await reader.view()
-    let output = destination == "-" ? Int32(1) : Glibc.open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    guard output >= 0 else { throw GedsError.io("cannot create \(destination)", errno: errno) }
-    defer { if output != 1 { close(output) } }
+    let output: FileDescriptor
+    if destination == "-" {
+        output = .standardOutput
+    } else {
+        do {
+            output = try FileDescriptor.open(FilePath(destination), .writeOnly, options: [.create, .truncate, .closeOnExec],
+                                             permissions: [.ownerReadWrite, .groupRead, .otherRead])
+        } catch {
+            throw GedsError.io("cannot create \(destination)", error)
+        }
+    }
+    defer { if output != .standardOutput { try? output.close() } }
     let progress = set ?? Progress(label: "\(object)", totalBytes: UInt64(view.count), quiet: quiet)
     try view.withBytes { (bytes) throws(GedsError) in
         var offset = 0
@@ -682,7 +704,7 @@ final class Progress {
         line += " \(formatBytes(bytes))/\(formatBytes(totalBytes)) \(formatBytes(UInt64(rate)))/s"
         if rate > 0, bytes < totalBytes { line += " ETA \(formatDuration(Double(totalBytes - bytes) / rate))" }
         line += "\u{1B}[K"  // clears what a longer earlier line left
-        line.withUTF8 { try? writeAll(2, UnsafeRawBufferPointer($0)) }
+        line.withUTF8 { try? writeAll(.standardError, UnsafeRawBufferPointer($0)) }
     }
 }
 

@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
+import SystemPackage
 
 /// When the journal's writes are made durable (as Redis's `appendfsync`).
 public enum FsyncPolicy: String, Sendable, CaseIterable {
@@ -46,9 +47,9 @@ final class MetadataJournal: Sendable {
         var writing = false
         var syncing = false
         var generation: UInt64
-        var file: Int32
+        var file: SystemPackage.FileDescriptor
         /// Files of earlier generations (synced when they were left), closed by the next sync: one may be syncing.
-        var retired: [Int32] = []
+        var retired: [SystemPackage.FileDescriptor] = []
         var bytesInGeneration: UInt64 = 0
         var compacting = false
         var failure: GedsError?
@@ -128,7 +129,7 @@ final class MetadataJournal: Sendable {
                 defer { state.retired = [] }
                 return (state.file, state.written, state.retired, state.generation)
             }
-            for old in retired { Glibc.close(old) }
+            for old in retired { try? old.close() }
             do throws(GedsError) {
                 try StateDirectory.sync(file, self.directory.journalPath(generation))
                 self.finish(end: position, synced: true, failure: nil)
@@ -174,7 +175,7 @@ final class MetadataJournal: Sendable {
         var before: ByteBuffer?
         var bytes: ByteBuffer
         var end: UInt64
-        var file: Int32
+        var file: SystemPackage.FileDescriptor
         var generation: UInt64
     }
 
@@ -240,10 +241,10 @@ final class MetadataJournal: Sendable {
         if claimWriter() { write() }
         state.withLock { state in
             if state.failure == nil { try? StateDirectory.sync(state.file, directory.journalPath(state.generation)) }
-            for old in state.retired { Glibc.close(old) }
-            Glibc.close(state.file)
+            for old in state.retired { try? old.close() }
+            try? state.file.close()
         }
-        Glibc.close(directory.lock)  // the directory is free for the next MDS
+        try? directory.lock.close()  // the directory is free for the next MDS
         try? await threads.shutdownGracefully()
     }
 }

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import GedsCore
 import NIOCore
+import SystemPackage
 
 /// The files of `geds-mds --state DIR`: `snapshot` (the namespace as of the start of one journal generation),
 /// `journal.N` (every change after it, a file per generation: each MDS run and each compaction starts the next
@@ -10,7 +11,7 @@ import NIOCore
 struct StateDirectory {
     let path: String
     /// The descriptor holding the directory's lock, kept open while the MDS runs.
-    let lock: Int32
+    let lock: SystemPackage.FileDescriptor
 
     /// What a recovery finds: the snapshot's bytes, then each journal's, oldest first (records are decoded as they
     /// are replayed: `JournalFormat.forEachRecord`).
@@ -27,10 +28,10 @@ struct StateDirectory {
     /// Creates the directory when it does not exist and takes its lock (one MDS per directory).
     init(path: String) throws(GedsError) {
         if mkdir(path, 0o755) != 0, errno != EEXIST { throw GedsError.io("creating state directory \(path)", errno: errno) }
-        let fd = open(path + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw GedsError.io("opening \(path)/lock", errno: errno) }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            close(fd)
+        let fd = try StateDirectory.open(path + "/lock", .readWrite, [.create], failure: "opening \(path)/lock")
+        // swift-system has no flock.
+        guard flock(fd.rawValue, LOCK_EX | LOCK_NB) == 0 else {
+            try? fd.close()
             throw GedsError(.invalidArgument, "state directory \(path) is in use by another geds-mds")
         }
         self.path = path
@@ -85,10 +86,9 @@ struct StateDirectory {
     }
 
     /// Creates journal `generation` with its header, durably (the file and its directory entry).
-    func createJournal(_ generation: UInt64, epoch: UInt32) throws(GedsError) -> Int32 {
+    func createJournal(_ generation: UInt64, epoch: UInt32) throws(GedsError) -> SystemPackage.FileDescriptor {
         let path = journalPath(generation)
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw GedsError.io("creating \(path)", errno: errno) }
+        let fd = try StateDirectory.open(path, .writeOnly, [.create, .truncate, .append], failure: "creating \(path)")
         var header = ByteBuffer()
         JournalFormat.write(JournalFormat.Header(kind: .journal, epoch: epoch, generation: generation, revision: 0), into: &header)
         do {
@@ -96,7 +96,7 @@ struct StateDirectory {
             try StateDirectory.sync(fd, path)
             try syncDirectory()
         } catch {
-            close(fd)
+            try? fd.close()
             throw error
         }
         return fd
@@ -105,8 +105,7 @@ struct StateDirectory {
     /// Writes the snapshot beside the old one and renames it into place, then removes the journals it includes.
     func replaceSnapshot(header: JournalFormat.Header, records: (inout ByteBuffer) -> Void) throws(GedsError) {
         let temporary = snapshotPath + ".new"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw GedsError.io("creating \(temporary)", errno: errno) }
+        let fd = try StateDirectory.open(temporary, .writeOnly, [.create, .truncate], failure: "creating \(temporary)")
         do {
             var buffer = ByteBuffer()
             JournalFormat.write(header, into: &buffer)
@@ -114,57 +113,63 @@ struct StateDirectory {
             try StateDirectory.writeAll(fd, buffer)
             try StateDirectory.sync(fd, temporary)
         } catch {
-            close(fd)
+            try? fd.close()
             unlink(temporary)
             throw error
         }
-        close(fd)
+        try? fd.close()
         guard rename(temporary, snapshotPath) == 0 else { throw GedsError.io("renaming \(temporary)", errno: errno) }
         try syncDirectory()
         for generation in try journalGenerations() where generation < header.generation { unlink(journalPath(generation)) }
     }
 
     func syncDirectory() throws(GedsError) {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw GedsError.io("opening \(path)", errno: errno) }
-        defer { close(fd) }
+        let fd = try StateDirectory.open(path, .readOnly, [.directory], failure: "opening \(path)")
+        defer { try? fd.close() }
         try StateDirectory.sync(fd, path)
     }
 
-    static func sync(_ fd: Int32, _ path: String) throws(GedsError) {
-        guard fdatasync(fd) == 0 else { throw GedsError.io("syncing \(path)", errno: errno) }
+    /// Opens `path` close-on-exec (created with mode 0644); a failure is `GedsError.io(failure, errno)`.
+    static func open(_ path: String, _ mode: SystemPackage.FileDescriptor.AccessMode, _ options: SystemPackage.FileDescriptor.OpenOptions,
+                     failure: @autoclosure () -> String) throws(GedsError) -> SystemPackage.FileDescriptor {
+        do {
+            return try SystemPackage.FileDescriptor.open(FilePath(path), mode, options: options.union(.closeOnExec),
+                                           permissions: [.ownerReadWrite, .groupRead, .otherRead])
+        } catch {
+            throw GedsError.io(failure(), error)
+        }
     }
 
-    static func writeAll(_ fd: Int32, _ buffer: ByteBuffer) throws(GedsError) {
-        let failure: Int32? = buffer.withUnsafeReadableBytes { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let written = retryingOnInterrupt { Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset) }
-                if written < 0 { return errno }
-                offset += written
-            }
-            return nil
+    static func sync(_ fd: SystemPackage.FileDescriptor, _ path: String) throws(GedsError) {
+        // swift-system has no fdatasync.
+        guard fdatasync(fd.rawValue) == 0 else { throw GedsError.io("syncing \(path)", errno: errno) }
+    }
+
+    static func writeAll(_ fd: SystemPackage.FileDescriptor, _ buffer: ByteBuffer) throws(GedsError) {
+        do {
+            try buffer.withUnsafeReadableBytes { bytes in _ = try fd.writeAll(bytes) }
+        } catch {
+            throw GedsError.io("writing the MDS journal", error)
         }
-        if let failure { throw GedsError.io("writing the MDS journal", errno: failure) }
     }
 
     /// The whole file; nil when it does not exist.
     static func readFile(_ path: String) throws(GedsError) -> ByteBuffer? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            if errno == ENOENT { return nil }
-            throw GedsError.io("opening \(path)", errno: errno)
+        let fd: SystemPackage.FileDescriptor
+        do {
+            fd = try SystemPackage.FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
+        } catch let error as Errno where error == .noSuchFileOrDirectory {
+            return nil
+        } catch {
+            throw GedsError.io("opening \(path)", error)
         }
-        defer { close(fd) }
-        var status = stat()
+        defer { try? fd.close() }
         var buffer = ByteBuffer()
         // Sized once: a snapshot of millions of keys is hundreds of megabytes, not to be copied as it grows.
-        if fstat(fd, &status) == 0 { buffer.reserveCapacity(Int(status.st_size) + 1) }
+        if let status = try? fd.stat() { buffer.reserveCapacity(Int(status.size) + 1) }
         while true {
             buffer.reserveCapacity(minimumWritableBytes: 1)
-            let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 1) { bytes in
-                max(0, retryingOnInterrupt { Glibc.read(fd, bytes.baseAddress!, bytes.count) })
-            }
+            let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 1) { bytes in (try? fd.read(into: bytes)) ?? 0 }
             if count == 0 { return buffer }
         }
     }

@@ -111,7 +111,7 @@ final class PersistenceAgent: Tier1Overflow {
         let client = try s3Client(for: object)
         let (descriptor, offset, size) = try tiers.openHeldCopy(blob)
         defer { try? descriptor.close() }
-        try await client.upload(bucket: object.bucket, key: object.key, fileDescriptor: descriptor.rawValue, offset: offset, length: size,
+        try await client.upload(bucket: object.bucket, key: object.key, fileDescriptor: descriptor, offset: offset, length: size,
                                 metadata: metadata)
         NodeMetrics.writtenS3.increment(by: Int64(size))
         do {

@@ -266,8 +266,7 @@ final class ReadPath: Sendable {
         if tier0.contains(info.blob), let own = try? tier0.openForSharing(info.blob) { return own }
         for copy in info.locations.compactMap(mappable) {
             if copy.offset != nil { return try tier0.unnamedFile(holding: view) }
-            let fd = open(copy.path, O_RDONLY | O_CLOEXEC)
-            if fd >= 0 { return FileDescriptor(rawValue: fd) }
+            if let fd = try? FileDescriptor.open(FilePath(copy.path), .readOnly, options: .closeOnExec) { return fd }
         }
         throw GedsError(.noSuchBlob, "no tier-0 file of \(info.bucket)/\(info.key) on this host to hand over "
                         + "(tier 0 full and the object read from tier 1)")

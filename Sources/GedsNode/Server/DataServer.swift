@@ -103,7 +103,7 @@ private final class PeerService: RequestService {
                 return .reply(.failure(GedsError(.invalidArgument, "range \(offset)+\(length) is outside blob \(blob.fileName) of \(size) bytes")))
             }
             tiers.touched(blob)
-            return .file(FileStream(descriptor: descriptor.rawValue, offset: start + offset, length: length))
+            return .file(FileStream(descriptor: descriptor, offset: start + offset, length: length))
         } catch {
             return .reply(.failure(error))
         }

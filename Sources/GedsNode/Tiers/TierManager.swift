@@ -432,9 +432,10 @@ final class TierManager: HeldCopies {
         guard let tier1, let object = tier1.object(blob) else {
             throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here")
         }
-        let fd = open(tier1.path(of: blob), O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here") }
-        return (FileDescriptor(rawValue: fd), 0, object.size)
+        guard let descriptor = try? FileDescriptor.open(FilePath(tier1.path(of: blob)), .readOnly, options: .closeOnExec) else {
+            throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here")
+        }
+        return (descriptor, 0, object.size)
     }
 
     private func moveToTier0(_ blob: BlobID) async throws(GedsError) {
