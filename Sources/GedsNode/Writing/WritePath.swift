@@ -96,7 +96,7 @@ final class WritePath: Sendable {
         // Created here without the MDS: announced now, with the seal itself when nothing has to happen in between.
         let unannounced = localCreates.withLock { $0.announce(blob) }
         var known = unannounced == nil
-        var sealReply: Reply?
+        let sealReply: Reply
         do {
             let placement: BlobPlacement
             if let target {
@@ -109,12 +109,11 @@ final class WritePath: Sendable {
                 placement = tiers.tier0Placement(of: blob)
             }
             let inline = contents?.count == Int(size) ? contents : nil
-            if let unannounced, !known {
-                let reply = try await sealNew(blob, as: unannounced, size: size, metadata: metadata, placement: placement, contents: inline)
+            if let unannounced, target == nil,
+               let sealed = try await sealNew(blob, as: unannounced, size: size, metadata: metadata, placement: placement, contents: inline) {
+                sealReply = sealed
+            } else {
                 known = true
-                if case .created = reply {} else { sealReply = reply }  // `.created`: it wants copies placed first
-            }
-            if sealReply == nil {
                 if waitForReplicas { try await placeReplicas(blob, size: size, keepingOwnCopy: target == nil) }
                 sealReply = try await mds.call(.sealObject(blob: blob, size: size, metadata: metadata, placement: placement,
                                                            contents: inline))
@@ -125,19 +124,23 @@ final class WritePath: Sendable {
             throw error
         }
         if target != nil { tiers.discardTier0Copy(blob) } else { tiers.admitted(blob) }
-        try await persistence.persistSealed(blob, sealReply: sealReply!, requested: persistency, holder: target)
+        try await persistence.persistSealed(blob, sealReply: sealReply, requested: persistency, holder: target)
     }
 
-    /// `sealNewObject`; a bucket it finds gone is no longer taken for known (the MDS forgot the object already).
+    /// `sealNewObject`: its reply, or nil when the MDS only created the object (it wants copies placed first). A bucket
+    /// it finds gone is no longer taken for known (the MDS forgot the object already).
     private func sealNew(_ blob: BlobID, as name: ObjectName, size: UInt64, metadata: [String: String], placement: BlobPlacement,
-                         contents: [UInt8]?) async throws(GedsError) -> Reply {
+                         contents: [UInt8]?) async throws(GedsError) -> Reply? {
+        let reply: Reply
         do {
-            return try await mds.call(.sealNewObject(blob: blob, bucket: name.bucket, key: name.key, size: size, metadata: metadata,
-                                                     placement: placement, contents: contents))
+            reply = try await mds.call(.sealNewObject(blob: blob, bucket: name.bucket, key: name.key, size: size, metadata: metadata,
+                                                      placement: placement, contents: contents))
         } catch {
             if error.code == .noSuchBucket { bucketDeleted(name.bucket) }
             throw error
         }
+        if case .created = reply { return nil }
+        return reply
     }
 
     /// Makes an object created here known to the MDS as pending, under its reserved id (before a hand-off).
