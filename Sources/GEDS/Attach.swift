@@ -319,13 +319,15 @@ final class LocalConnection: Sendable {
 
     deinit { close() }
 
-    /// Connects, proves the token (if any) and greets; a gedsd that does not answer within `helloMilliseconds` (a
-    /// stopped one) is an error. Afterwards a call fails once the gedsd, silent for `silenceMilliseconds`, turns out
-    /// stopped or gone.
+    /// Connects, proves the token (if any) and greets. A gedsd silent for `helloMilliseconds` is an error when it is
+    /// stopped or gone; one that runs (busy, or slowed by a loaded machine) is waited for up to `silenceMilliseconds`,
+    /// so a slow gedsd is not passed over for a node of the process's own. Afterwards a call fails once the gedsd,
+    /// silent for `silenceMilliseconds`, turns out stopped or gone.
     static func open(path: String, mds: String, helloMilliseconds: Int64, silenceMilliseconds: Int64,
                      token: DeploymentToken?) throws(GedsError) -> (LocalConnection, NodeInfo) {
         var socket = try BlockingFrameSocket.connect(to: path)
-        socket.setReceiveTimeout(milliseconds: helloMilliseconds)
+        socket.waitWhileThePeerRuns("the gedsd at \(path)", checkingEvery: helloMilliseconds,
+                                    limitMilliseconds: max(helloMilliseconds, silenceMilliseconds))
         let (reply, descriptor): (Reply, Int32)
         do {
             if let token {
@@ -339,7 +341,7 @@ final class LocalConnection: Sendable {
         } catch {
             socket.close()
             guard error.code == .timedOut else { throw error }
-            throw GedsError(.timedOut, "the gedsd at \(path) did not answer within \(helloMilliseconds) ms")
+            throw GedsError(.timedOut, "the gedsd at \(path) did not greet: \(error.message)")
         }
         if descriptor >= 0 { Glibc.close(descriptor) }
         socket.waitWhileThePeerRuns("the gedsd at \(path)", checkingEvery: silenceMilliseconds)

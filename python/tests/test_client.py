@@ -174,12 +174,16 @@ def test_an_attached_lookup_goes_straight_to_the_mds(client, bucket, cluster):
     client.put(bucket, "looked-up", data)
     gedsd = next(daemon for daemon in cluster.daemons if daemon.kind == "gedsd")
     gedsd.stop()  # SIGSTOP: whatever still answers does not go through the gedsd
+    resume = threading.Timer(1.0, gedsd.cont)
     try:
         assert client.stat(bucket, "looked-up").size == len(data)
         with pytest.raises(geds.NoSuchObject):  # a miss asks the gedsd (its S3 store), which answers once it runs
-            threading.Timer(1.0, gedsd.cont).start()
+            resume.start()
+            started = time.monotonic()
             client.stat(bucket, "not-there")
+        assert time.monotonic() - started >= 0.9, "the miss did not wait for the gedsd: is the client attached?"
     finally:
+        resume.cancel()  # never left to resume the gedsd in the middle of the next test
         gedsd.cont()
     assert digest(client.get(bucket, "looked-up")) == digest(data)
 

@@ -21,16 +21,21 @@ public struct BlockingFrameSocket: Sendable {
 
     /// From now on a receive silent for `milliseconds` looks at the process at the other end of this Unix socket:
     /// one that is stopped (SIGSTOP, a debugger) or gone fails the call, one that runs is waited for (it may be busy
-    /// with a long call: a write-through seal, a flush, a wait). `peer` names it in the error.
-    public mutating func waitWhileThePeerRuns(_ peer: String, checkingEvery milliseconds: Int64) {
+    /// with a long call: a write-through seal, a flush, a wait), until `limitMilliseconds` from now when given.
+    /// `peer` names it in the error.
+    public mutating func waitWhileThePeerRuns(_ peer: String, checkingEvery milliseconds: Int64, limitMilliseconds: Int64? = nil) {
         var pid: Int32 = 0
         var uid: UInt32 = 0
         var gid: UInt32 = 0
         guard clinux_peer_credentials(descriptor, &pid, &uid, &gid) == 0, pid > 0 else { return }
         setReceiveTimeout(milliseconds: milliseconds)
+        let deadline = limitMilliseconds.map { ContinuousClock.now + .milliseconds($0) }
         whenSilent = { [pid] () throws(GedsError) in
             switch ProcessState.of(pid) {
             case .running:
+                if let deadline, let limitMilliseconds, ContinuousClock.now >= deadline {
+                    throw GedsError(.timedOut, "\(peer) (pid \(pid)) runs but has not answered for \(limitMilliseconds) ms")
+                }
                 return
             case .stopped:
                 throw GedsError(.timedOut, "\(peer) (pid \(pid)) is stopped and has not answered for \(milliseconds) ms")
