@@ -209,12 +209,18 @@ final class Attachment: Sendable {
         return try read(info, at: offset, into: buffer)
     }
 
-    /// Reads from an object already looked up: from its bytes inline when the lookup brought them, else through
-    /// the gedsd.
+    /// Reads from an object already looked up: from its bytes inline when the lookup brought them, else from a
+    /// tier-0 file of this host mapped here, else through the gedsd.
     func read(_ info: ObjectInfo, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(GedsError) -> Int {
         if let copied = info.copyContents(at: offset, into: buffer) { return copied }
         guard offset < info.size else { return 0 }
         let count = Int(min(UInt64(buffer.count), info.size - offset))
+        if count > 0, let mapped = mappedOnThisHost(info) {
+            mapped.withBytes { bytes in
+                buffer.baseAddress!.copyMemory(from: bytes.baseAddress! + Int(offset), byteCount: count)
+            }
+            return count
+        }
         return try read(info, bucket: info.bucket, key: info.key, at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<count]))
     }
 
@@ -266,8 +272,11 @@ final class Attachment: Sendable {
         guard case .ok = reply else { throw Attachment.unexpected(reply) }
     }
 
-    /// The gedsd's tier-0 file of the object, mapped here: no copy, and the mapping outlives a delete.
+    /// The gedsd's tier-0 file of the object, mapped here: no copy, and the mapping outlives a delete. A copy in a
+    /// tier-0 file of this host is mapped straight from its path, as a same-host node maps it (no round trip to the
+    /// gedsd); the gedsd is asked when there is none, or it cannot be opened (moved meanwhile, another user's).
     func view(_ info: ObjectInfo) throws(GedsError) -> MappedBytes {
+        if let mapped = mappedOnThisHost(info) { return mapped }
         let connection = try lease()
         let (reply, descriptor) = try roundTrip(.view(info), on: connection)
         giveBack(connection)
@@ -280,6 +289,16 @@ final class Attachment: Sendable {
         default:
             throw Attachment.unexpected(reply)
         }
+    }
+
+    private func mappedOnThisHost(_ info: ObjectInfo) -> MappedBytes? {
+        let hostID = gedsd.hostID
+        for location in info.locations {
+            guard case .node(let copy) = location, copy.tier == .tier0, copy.hostID == hostID,
+                  let mapped = try? Tier0Store.map(copy, of: info.blob, size: info.size), mapped.count == info.size else { continue }
+            return mapped
+        }
+        return nil
     }
 
     /// Reads into caller memory through the gedsd, in frames of up to `WireLimits.maximumDataPayload`.

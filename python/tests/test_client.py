@@ -169,14 +169,19 @@ def test_errors_are_python_exceptions_with_the_library_message(client, bucket):
         geds.connect(colour="blue")
 
 
-def test_an_attached_lookup_goes_straight_to_the_mds(client, bucket, cluster):
-    data = os.urandom(5000)
+def test_an_attached_lookup_goes_straight_to_the_mds_and_a_copy_on_this_host_is_mapped(client, bucket, cluster):
+    data = os.urandom(300_000)  # neither inline at the MDS nor packed into a slab: a tier-0 file of its own
     client.put(bucket, "looked-up", data)
     gedsd = next(daemon for daemon in cluster.daemons if daemon.kind == "gedsd")
     gedsd.stop()  # SIGSTOP: whatever still answers does not go through the gedsd
     resume = threading.Timer(1.0, gedsd.cont)
     try:
         assert client.stat(bucket, "looked-up").size == len(data)
+        view = client.view(bucket, "looked-up")  # the gedsd's tier-0 file, mapped from its path
+        assert digest(bytes(view)) == digest(data)
+        view.release()
+        assert digest(client.get(bucket, "looked-up")) == digest(data)
+        assert client.read(bucket, "looked-up", offset=123_457, length=1000) == data[123_457:124_457]
         with pytest.raises(geds.NoSuchObject):  # a miss asks the gedsd (its S3 store), which answers once it runs
             resume.start()
             started = time.monotonic()
