@@ -119,8 +119,11 @@ public final class Node: Sendable {
         registration = NodeRegistration(name: configuration.name, hostID: configuration.hostID, role: configuration.role,
                                         tcp: Endpoint(host: host, port: server.localAddress.port),
                                         tier0Directory: configuration.tier0Directory, rdma: rdma?.responder.endpoint)
+        let callerThread = configuration.tls == nil
+            ? DirectCalls(endpoint: configuration.mds, timeoutMilliseconds: configuration.timeoutMilliseconds, token: configuration.token)
+            : nil
         mds = MDSClient(endpoint: configuration.mds, pool: peers, timeout: .milliseconds(configuration.timeoutMilliseconds),
-                        rdma: mdsOverRDMA, logger: logger)
+                        rdma: mdsOverRDMA, callerThread: callerThread, logger: logger)
         session = MDSSession(mds: mds, logger: logger)
         tiers = TierManager(tier0: tier0, tier1: tier1, policy: configuration.tier0Capacity.map {
             SpillPolicy(capacity: $0, highWater: configuration.spillHighWater, lowWater: configuration.spillLowWater)
@@ -131,10 +134,7 @@ public final class Node: Sendable {
         let carriers = CopyCarriers(rdma: rdma, bulk: bulk, pool: peers, s3Clients: persistence.s3Clients,
                                     timeoutMilliseconds: configuration.timeoutMilliseconds)
         readPath = ReadPath(tiers: tiers, carriers: carriers, mds: mds,
-                            direct: configuration.tls == nil
-                                ? DirectCalls(endpoint: configuration.mds, timeoutMilliseconds: configuration.timeoutMilliseconds,
-                                              token: configuration.token)
-                                : nil,
+                            direct: callerThread,
                             configuration: configuration, logger: logger)
         writePath = WritePath(tiers: tiers, persistence: persistence, readPath: readPath, mds: mds, session: session,
                               peers: peers, timeoutMilliseconds: configuration.timeoutMilliseconds)

@@ -301,8 +301,9 @@ public final class LocalEndpoint: Sendable {
         let done = DispatchSemaphore(value: 0)
         let result = Mutex<Result<Value, GedsError>?>(nil)
         Task.immediate(executorPreference: node.loopExecutor) {
-            let outcome: Result<Value, GedsError>
-            do throws(GedsError) { outcome = .success(try await body()) } catch { outcome = .failure(error) }
+            let outcome = await MDSClient.$callerThreadMayBlock.withValue(true) { () async -> Result<Value, GedsError> in
+                do throws(GedsError) { return .success(try await body()) } catch { return .failure(error) }
+            }
             result.withLock { $0 = outcome }
             done.signal()
         }

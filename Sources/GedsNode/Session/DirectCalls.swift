@@ -32,12 +32,16 @@ public final class DirectCalls: Sendable {
     }
 
     /// Sends `request` and waits on this thread for its reply (failures answered by the server come back as
-    /// `.failure`, as from the other transports). Only for requests that may be sent twice (lookups, listings): a
-    /// pooled connection the server closed meanwhile (a restart, an idle timeout) fails, and the call is made once
-    /// more on a new one. A connection that fails is closed, never reused.
+    /// `.failure`, as from the other transports). A pooled connection the server closed meanwhile (a restart)
+    /// fails at once, and the call is made once more on a new one; one that times out is not tried again (the
+    /// server may be working on it). A connection that fails is closed, never reused.
     public func call(_ request: Request) throws(GedsError) -> Reply {
-        if let pooled = pooledConnection(), let reply = try? exchange(request, on: pooled) {
-            return reply
+        if let pooled = pooledConnection() {
+            do throws(GedsError) {
+                return try exchange(request, on: pooled)
+            } catch where error.code == .timedOut {
+                throw error
+            } catch {}
         }
         return try exchange(request, on: try connect())
     }

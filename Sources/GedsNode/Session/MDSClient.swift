@@ -5,6 +5,7 @@ import GedsTCP
 import GedsWire
 import Logging
 import NIOCore
+import NIOPosix
 
 /// Typed calls to the MDS over its carrier: RDMA send/receive when the node connected that way (TCP once that
 /// breaks), else TCP.
@@ -15,13 +16,22 @@ public struct MDSClient: Sendable {
     /// The RDMA carrier, when the node connected to the MDS over RDMA.
     let rdma: RDMAMetadataCarrier?
     private let carrier: any MetadataCarrier
+    /// Blocking calls for a task that runs on a thread of its own (see `callerThreadMayBlock`); nil over TLS.
+    let callerThread: DirectCalls?
+
+    /// Set by a task started on a thread that blocks for its answer anyway (the local endpoint's connection
+    /// threads): while it has not left that thread, its MDS calls go out on it (`DirectCalls`), sparing the hop to
+    /// the event loop and the wake-up back.
+    @TaskLocal static var callerThreadMayBlock = false
 
     public init(endpoint: Endpoint, pool: ConnectionPool, timeout: TimeAmount) {
-        self.init(endpoint: endpoint, pool: pool, timeout: timeout, rdma: nil, logger: Logger(label: "geds-mds-client"))
+        self.init(endpoint: endpoint, pool: pool, timeout: timeout, rdma: nil, callerThread: nil, logger: Logger(label: "geds-mds-client"))
     }
 
-    init(endpoint: Endpoint, pool: ConnectionPool, timeout: TimeAmount, rdma client: RDMAMetadataClient?, logger: Logger) {
+    init(endpoint: Endpoint, pool: ConnectionPool, timeout: TimeAmount, rdma client: RDMAMetadataClient?, callerThread: DirectCalls?,
+         logger: Logger) {
         self.endpoint = endpoint
+        self.callerThread = client == nil ? callerThread : nil
         self.pool = pool
         self.timeout = timeout
         let tcp = TCPMetadataCarrier(endpoint: endpoint, pool: pool, timeout: timeout)
@@ -30,7 +40,11 @@ public struct MDSClient: Sendable {
     }
 
     public func call(_ request: Request) async throws(GedsError) -> Reply {
-        let reply = try await carrier.call(request)
+        let reply = if let callerThread, MDSClient.callerThreadMayBlock, MultiThreadedEventLoopGroup.currentEventLoop == nil {
+            try callerThread.call(request)
+        } else {
+            try await carrier.call(request)
+        }
         if case .failure(let error) = reply { throw error }
         return reply
     }
