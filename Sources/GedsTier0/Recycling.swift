@@ -95,8 +95,8 @@ struct RecyclePool {
 
 enum RecycledFile {
     /// Takes the file at `path` away from its name: renamed to `destination` when nobody else on this host has it
-    /// open or mapped and it has no other name (see the top of this file), and made writable by its owner for the
-    /// copy it will receive (true); else unlinked (false), and whoever has it open keeps its bytes.
+    /// open or mapped and it has no other name (see the top of this file) (true); else unlinked (false), and whoever
+    /// has it open keeps its bytes.
     static func keepIfUnshared(_ path: String, at destination: String) -> Bool {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { return false }
@@ -111,8 +111,7 @@ enum RecycledFile {
             return false
         }
         var status = stat()
-        guard fstat(descriptor, &status) == 0, status.st_nlink == 1, clinux_write_lease_intact(descriptor) == 1,
-              fchmod(descriptor, 0o600) == 0 else {
+        guard fstat(descriptor, &status) == 0, status.st_nlink == 1, clinux_write_lease_intact(descriptor) == 1 else {
             unlink(destination)
             return false
         }

@@ -128,15 +128,16 @@ public final class Tier0Store: Sendable {
         }
     }
 
-    /// A recycled file renamed to `path`, cut to `size` bytes (its tail freed) and backed whole (a file written
-    /// with holes gets them filled, so the mapping never faults on a full folder); nil when none fits.
+    /// A recycled file renamed to `path`, writable again (it kept its sealed blob's mode in the pool), cut to
+    /// `size` bytes (its tail freed) and backed whole (a file written with holes gets them filled, so the mapping
+    /// never faults on a full folder); nil when none fits.
     private func reuseRecycledFile(as path: String, size: UInt64) -> FileDescriptor? {
         guard size > 0, let file = recycled.withLock({ $0.take(for: size) }) else { return nil }
         guard rename(file.path, path) == 0 else {
             unlink(file.path)
             return nil
         }
-        let raw = open(path, O_RDWR | O_CLOEXEC)
+        let raw = chmod(path, 0o644) == 0 ? open(path, O_RDWR | O_CLOEXEC) : -1
         guard raw >= 0, ftruncate(raw, off_t(size)) == 0, posix_fallocate(raw, 0, off_t(size)) == 0 else {
             if raw >= 0 { close(raw) }
             unlink(path)

@@ -51,7 +51,8 @@ extension MappedBytes {
         #expect(!fileExists(store.path(of: 1)))
         #expect(store.usage.blobs == 0 && store.usage.bytes == 0)
         #expect(store.recycledFiles.files == 1 && store.recycledFiles.bytes == UInt64(first.count))
-        #expect(recycledNames(in: folder).count == 1)
+        let pooled = try #require(recycledNames(in: folder).first)
+        #expect(fileMode(folder.path + "/" + pooled) == 0o444, "read-only until a copy is received into it")
 
         // A smaller copy (within twice its size) goes into the same file, cut to its size; its bytes are exactly
         // what was received, none of the old ones.
