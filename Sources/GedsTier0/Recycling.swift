@@ -15,13 +15,18 @@ import Glibc
 // anywhere on the host (a mapping holds one, so does a descriptor in flight in a socket). The lease is held
 // while the file is renamed to a private name no reader knows, so an open that came in between breaks it (and
 // the file is not kept), and a file with another name (a hard link, as a same-host node adopts copies) is not
-// kept either. Anything unexpected: the file is unlinked as before, and its readers keep their bytes.
+// kept either. Anything unexpected: the file is unlinked as before, and its readers keep their bytes. A file whose
+// bytes were sent to a peer (sendfile queues references to its pages, which outlive the closed descriptor) waits
+// out the store's quarantine before a copy is received into it, as a freed slab slot does. (An RDMA registration
+// needs no wait: it is ended before the drop, and its mapping would refuse the lease while it lasts.)
 
 /// The files kept for reuse, oldest first, and the bytes they take. Plain state: the store does the file work.
 struct RecyclePool {
     struct File {
         let path: String
         let size: UInt64
+        /// Not received into before then (see `Tier0Store.markServed`).
+        let usable: ContinuousClock.Instant
     }
 
     /// The most bytes the pool may hold.
@@ -47,16 +52,16 @@ struct RecyclePool {
 
     /// The index of the file a copy of `size` bytes goes into: the smallest that holds it, unless it is more than
     /// twice as big (cutting it down would free more pages than the copy saves allocating).
-    func bestFit(for size: UInt64) -> Int? {
+    func bestFit(for size: UInt64, at now: ContinuousClock.Instant) -> Int? {
         var best: Int?
-        for (index, file) in files.enumerated() where file.size >= size && file.size / 2 <= size {
+        for (index, file) in files.enumerated() where file.size >= size && file.size / 2 <= size && file.usable <= now {
             if best == nil || file.size < files[best!].size { best = index }
         }
         return best
     }
 
-    mutating func take(for size: UInt64) -> File? {
-        guard let index = bestFit(for: size) else { return nil }
+    mutating func take(for size: UInt64, at now: ContinuousClock.Instant) -> File? {
+        guard let index = bestFit(for: size, at: now) else { return nil }
         bytes -= files[index].size
         return files.remove(at: index)
     }

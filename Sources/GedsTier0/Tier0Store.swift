@@ -19,6 +19,7 @@ public final class Tier0Store: Sendable {
     private let sealed = Mutex(Sealed())
     private let slabs: SlabAllocator
     private let recycled: Mutex<RecyclePool>
+    private let quarantine: Duration
 
     /// Blobs at most this big are packed into slab slots by default: above it a file of its own wastes at most
     /// 1/16 of a blob's bytes on its last page, and views of it in other processes are zero-copy.
@@ -30,6 +31,8 @@ public final class Tier0Store: Sendable {
         var sizes: [BlobID: UInt64] = [:]
         var slots: [BlobID: PackedSlot] = [:]
         var bytes: UInt64 = 0
+        /// Blobs whose file was opened for sending (see `markServed`), forgotten with the blob.
+        var served: Set<BlobID> = []
 
         /// Records (or, with nil, forgets) a blob; returns the slot it had (to be let go outside the lock) and
         /// whether it had a file of its own.
@@ -39,6 +42,7 @@ public final class Tier0Store: Sendable {
             let hadFile = sizes[blob] != nil && oldSlot == nil
             sizes[blob] = size
             slots[blob] = size == nil ? nil : slot
+            if size == nil { served.remove(blob) }
             if let size { bytes += slot.map { UInt64($0.slab.slotSize) } ?? size }
             return (oldSlot, hadFile)
         }
@@ -46,13 +50,15 @@ public final class Tier0Store: Sendable {
 
     /// Opens (and creates) the folder. Blob and slab files left there by an earlier process are removed: their
     /// locations were withdrawn at the MDS when that process's lease ended, so nobody can reach them.
-    /// `quarantine`: how long a freed slot waits before it is used again (longer than any read of it takes).
+    /// `quarantine`: how long a freed slot, or the recycled file of a blob that was served, waits before it is used
+    /// again (longer than any read of it takes).
     /// `recycleBudget`: the most bytes the files of dropped blobs kept for later copies may take (0: none kept).
     public init(directory: String, packLimit: Int = Tier0Store.defaultPackLimit,
                 quarantine: Duration = .seconds(5), recycleBudget: UInt64 = 0) throws(GedsError) {
         self.directory = directory
         slabs = SlabAllocator(directory: directory, packLimit: packLimit, quarantine: quarantine)
         recycled = Mutex(RecyclePool(budget: recycleBudget))
+        self.quarantine = quarantine
         try Tier0Store.makeDirectories(directory)
         removeFiles {
             BlobID(fileName: $0) != nil || SlabSlot(fileName: $0) != nil || $0.hasSuffix(".partial")
@@ -132,7 +138,7 @@ public final class Tier0Store: Sendable {
     /// `size` bytes (its tail freed) and backed whole (a file written with holes gets them filled, so the mapping
     /// never faults on a full folder); nil when none fits.
     private func reuseRecycledFile(as path: String, size: UInt64) -> FileDescriptor? {
-        guard size > 0, let file = recycled.withLock({ $0.take(for: size) }) else { return nil }
+        guard size > 0, let file = recycled.withLock({ $0.take(for: size, at: .now) }) else { return nil }
         guard rename(file.path, path) == 0 else {
             unlink(file.path)
             return nil
@@ -176,7 +182,7 @@ public final class Tier0Store: Sendable {
         let evicted = recycled.withLock { pool -> [RecyclePool.File] in
             let limit = ceiling > blobBytes ? ceiling - blobBytes : 0
             guard pool.bytes > limit else { return [] }
-            return pool.evict(downTo: limit, sparing: incoming.flatMap { pool.bestFit(for: $0) })
+            return pool.evict(downTo: limit, sparing: incoming.flatMap { pool.bestFit(for: $0, at: .now) })
         }
         for file in evicted { unlink(file.path) }
     }
@@ -279,6 +285,7 @@ public final class Tier0Store: Sendable {
     /// Opens a sealed blob for sending (the caller closes the descriptor): its bytes are `size` bytes from `offset`
     /// (a packed blob's slab file is opened; no other blob is put into its slot meanwhile for the quarantine).
     public func openForReading(_ blob: BlobID) throws(GedsError) -> (descriptor: FileDescriptor, offset: UInt64, size: UInt64) {
+        markServed(blob)
         let (path, slot) = place(of: blob)
         guard let size = size(of: blob) else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here") }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -286,14 +293,21 @@ public final class Tier0Store: Sendable {
         return (FileDescriptor(rawValue: fd), slot.map { $0.offset + UInt64(SlotHeader.size) } ?? 0, size)
     }
 
+    /// The blob's file is about to be sent to a peer (by `sendfile`, whose queued bytes refer to its pages after the
+    /// descriptor is closed): recycled, it waits out the quarantine.
+    private func markServed(_ blob: BlobID) {
+        sealed.withLock { state in if state.sizes[blob] != nil { state.served.insert(blob) } }
+    }
+
     /// Drops a blob. Its own file is kept for a later copy (see Recycling.swift) when nobody else on this host has
     /// it open or mapped and the pool has room with tier 0's sealed blobs and pool under `ceiling` bytes; else
     /// it is unlinked (its readers keep their bytes).
     public func remove(_ blob: BlobID, recyclingUnder ceiling: UInt64 = .max) {
-        let (slot, hadFile, size) = sealed.withLock { state in
+        let (slot, hadFile, size, served) = sealed.withLock { state in
             let size = state.sizes[blob]
+            let served = state.served.contains(blob)
             let (slot, hadFile) = state.set(blob, nil)
-            return (slot, hadFile, size ?? 0)
+            return (slot, hadFile, size ?? 0, served)
         }
         withExtendedLifetime(slot) {}  // let go of outside the lock
         guard slot == nil else { return }
@@ -306,7 +320,10 @@ public final class Tier0Store: Sendable {
             return
         }
         guard RecycledFile.keepIfUnshared(path(of: blob), at: destination) else { return }
-        let evicted = recycled.withLock { $0.add(RecyclePool.File(path: destination, size: size), limit: limit) }
+        // Bytes sent from a file may still sit in a socket's queue, referring to its pages, after the descriptor
+        // was closed (sendfile does not copy): such a file waits out the quarantine before other bytes land in it.
+        let usable = ContinuousClock.now + (served ? quarantine : .zero)
+        let evicted = recycled.withLock { $0.add(RecyclePool.File(path: destination, size: size, usable: usable), limit: limit) }
         for file in evicted { unlink(file.path) }
     }
 

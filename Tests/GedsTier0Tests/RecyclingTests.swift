@@ -178,6 +178,31 @@ extension MappedBytes {
         #expect(try b.map(1).digest == firstDigest)
     }
 
+    /// Bytes sent with sendfile may still be queued in a socket after the descriptor is closed, referring to the
+    /// file's pages: a file opened for sending is recycled only after the quarantine.
+    @Test func aFileOpenedForSendingWaitsOutTheQuarantine() throws {
+        let folder = TempFolder()
+        defer { folder.remove() }
+        let quarantine = Duration.seconds(2)
+        let store = try Tier0Store(directory: folder.path, quarantine: quarantine, recycleBudget: 64 << 20)
+        let (soon, later) = (pattern(1 << 20, seed: 21), pattern(1 << 20, seed: 22))
+        let (soonDigest, laterDigest) = (digest(soon), digest(later))
+        let (sentInode, _) = try receive(pattern(1 << 20, seed: 20), as: 1, into: store)
+        try store.openForReading(1).descriptor.close()
+        let dropped = ContinuousClock.now
+        store.remove(1)
+        #expect(store.recycledFiles.files == 1)
+        let (soonInode, _) = try receive(soon, as: 2, into: store)
+        if ContinuousClock.now < dropped + quarantine {
+            #expect(soonInode != sentInode && store.recycledFiles.files == 1)
+        }
+        #expect(try store.map(2).digest == soonDigest)
+        usleep(2_100_000)
+        let (laterInode, _) = try receive(later, as: 3, into: store)
+        #expect(laterInode == sentInode && store.recycledFiles.files == 0)
+        #expect(try store.map(3).digest == laterDigest)
+    }
+
     @Test func thePoolKeepsToItsBudgetAndCeiling() throws {
         let folder = TempFolder()
         defer { folder.remove() }
