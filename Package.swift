@@ -52,7 +52,7 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "GedsWire", dependencies: ["GedsCore", .product(name: "NIOCore", package: "swift-nio")],
                 swiftSettings: strict),
-        .target(name: "GedsTier0", dependencies: ["GedsCore", .product(name: "SystemPackage", package: "swift-system")],
+        .target(name: "GedsTier0", dependencies: ["GedsCore", "CLinux", .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: strict),
         // The carriers' contracts (request services, read sinks, copy readers), free of any transport's types.
         // (and the deployment token's handshake, which every carrier runs: swift-crypto's HMAC-SHA-256)

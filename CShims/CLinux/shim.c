@@ -177,4 +177,15 @@ int clinux_peer_credentials(int socket, int32_t *pid, uint32_t *uid, uint32_t *g
     return 0;
 }
 
+#include <signal.h>
+
+int clinux_take_write_lease(int fd) {
+    if (fcntl(fd, F_SETSIG, SIGURG) != 0) return -1;
+    return fcntl(fd, F_SETLEASE, F_WRLCK);
+}
+
+int clinux_write_lease_intact(int fd) { return fcntl(fd, F_GETLEASE) == F_WRLCK ? 1 : 0; }
+
+int clinux_release_lease(int fd) { return fcntl(fd, F_SETLEASE, F_UNLCK); }
+
 int clinux_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }

@@ -4,8 +4,8 @@ import GedsNode
 /// What geds-perf measures beside the public API: the embedded node's tier 0 and its own MDS client. Not for
 /// programs (an attached handle has no node: these trap there).
 extension GEDS {
-    /// Drops the node's tier-0 copy of `blob`, so that the next view reads into fresh pages as a first one does.
-    @_spi(Benchmarks) public func dropTier0Copy(of blob: BlobID) { node.tier0.remove(blob) }
+    /// Drops the node's tier-0 copy of `blob` as a delete does, so that the next view reads it into tier 0 again.
+    @_spi(Benchmarks) public func dropTier0Copy(of blob: BlobID) { node.discardTier0Copy(blob) }
 
     /// The file holding `blob` in the node's tier 0.
     @_spi(Benchmarks) public func tier0Path(of blob: BlobID) -> String { node.tier0.path(of: blob) }

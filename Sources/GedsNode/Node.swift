@@ -55,7 +55,8 @@ public final class Node: Sendable {
         var transport = try TransportSelection(configuration.transport, rdmaUnavailableReason: RDMA.unavailableReason)
         // A freed slab slot waits out the node's timeout: reads of it that started before have ended by then.
         let tier0 = try Tier0Store(directory: configuration.tier0Directory,
-                                   quarantine: .milliseconds(configuration.timeoutMilliseconds))
+                                   quarantine: .milliseconds(configuration.timeoutMilliseconds),
+                                   recycleBudget: configuration.recycleBudget)
         var tier1: Tier1Store?
         if let tier1Configuration = configuration.tier1 {
             guard configuration.tier0Capacity != nil else {
@@ -207,6 +208,7 @@ public final class Node: Sendable {
         await bulk?.shutdown()
         await tier1?.shutdown()
         await persistence.shutdown()
+        tier0.stopRecycling()
         if configuration.removeTier0OnShutdown {
             tiers.discardTier0()
             rmdir(configuration.tier0Directory)
@@ -285,6 +287,12 @@ public final class Node: Sendable {
     /// owner's tier-0 file, or a copy fetched from a peer into our tier 0 (and published as another location).
     public func view(of info: ObjectInfo) async throws(GedsError) -> MappedBytes {
         try await readPath.view(of: info)
+    }
+
+    /// Drops our tier-0 copy of `blob` as a delete does (its RDMA registration first, its file recycled when it
+    /// can be) but without telling the MDS: for benchmarks that read one object into tier 0 again and again.
+    public func discardTier0Copy(_ blob: BlobID) {
+        tiers.discardTier0Copy(blob)
     }
 
     /// The copies in the order this node's reads try them (see `ReadPath.ordered`).

@@ -32,6 +32,10 @@ public struct NodeConfiguration: Sendable {
     /// Fractions of `tier0Capacity`: above `spillHighWater` the node spills to tier 1 until under `spillLowWater`.
     public var spillHighWater: Double = 0.9
     public var spillLowWater: Double = 0.75
+    /// The most bytes tier 0 keeps in files of dropped blobs for later copies to be received into (their pages
+    /// exist, so a copy skips the kernel's allocating and zeroing of new ones); nil: a quarter of `tier0Capacity`,
+    /// or 1 GiB without one.
+    public var tier0RecycleBudget: UInt64?
     /// The data plane to offer: `.auto` (RDMA when this machine has a device, else TCP), `.rdma` (refuse to
     /// start without a device) or `.tcp`.
     public var transport: Transport = .auto
@@ -100,6 +104,8 @@ public struct NodeConfiguration: Sendable {
         self.transport = transport
         self.token = token
     }
+
+    var recycleBudget: UInt64 { tier0RecycleBudget ?? tier0Capacity.map { $0 / 4 } ?? 1 << 30 }
 
     /// How this node's servers (its data port, a gedsd's local socket) check their connections.
     func serverAuthentication(_ logger: Logger) -> ServerAuthentication {

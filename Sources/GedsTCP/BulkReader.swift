@@ -43,12 +43,17 @@ public final class BulkReader: Sendable {
             throw GedsError(.invalidArgument, "destination of \(sink.destination.count) bytes is smaller than the read of \(length)")
         }
         let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+        // The pool thread lets go of its closure only after this read has returned: the closure holds the
+        // destination's address, not the sink, so a sink that owns its memory (a tier-0 mapping) ends with the
+        // caller's last reference, not at some later moment on that thread.
+        let destination = Destination(buffer: sink.destination)
+        defer { withExtendedLifetime(sink) {} }
         do {
             return try await threads.runIfActive { [self] () throws(GedsError) -> UInt64 in
                 let socket = try takeConnection(to: peer, peerName: peerName, timeoutMilliseconds: timeoutMilliseconds)
                 do throws(GedsError) {
                     let got = try BulkReader.transfer(on: socket, id: id, blob: blob, offset: offset, length: length,
-                                                      into: sink.destination, peerName: peerName,
+                                                      into: destination.buffer, peerName: peerName,
                                                       timeoutMilliseconds: timeoutMilliseconds)
                     idle.withLock { $0[peer, default: []].append(socket) }
                     return got
@@ -60,6 +65,12 @@ public final class BulkReader: Sendable {
         } catch {
             throw GedsError.wrapping(error)
         }
+    }
+
+    // @unchecked: the sink's memory stays valid until the read returns (the caller keeps the sink), and only the
+    // read writes it meanwhile.
+    private struct Destination: @unchecked Sendable {
+        let buffer: UnsafeMutableRawBufferPointer
     }
 
     private func takeConnection(to peer: Endpoint, peerName: String, timeoutMilliseconds: Int64) throws(GedsError) -> Int32 {

@@ -11,10 +11,15 @@ import Glibc
 ///
 /// No file descriptor or mapping is kept for a blob beyond its use (a slab's mapping serves all its slots), so
 /// the number of objects is bounded by memory, not by the process's file or mapping limits.
+///
+/// The files of dropped blobs that nobody else has open are kept in a bounded pool, and copies received later go
+/// into them (see Recycling.swift).
 public final class Tier0Store: Sendable {
     public let directory: String
     private let sealed = Mutex(Sealed())
     private let slabs: SlabAllocator
+    private let recycled: Mutex<RecyclePool>
+    private let quarantine: Duration
 
     /// Blobs at most this big are packed into slab slots by default: above it a file of its own wastes at most
     /// 1/16 of a blob's bytes on its last page, and views of it in other processes are zero-copy.
@@ -26,6 +31,8 @@ public final class Tier0Store: Sendable {
         var sizes: [BlobID: UInt64] = [:]
         var slots: [BlobID: PackedSlot] = [:]
         var bytes: UInt64 = 0
+        /// Blobs whose file was opened for sending (see `markServed`), forgotten with the blob.
+        var served: Set<BlobID> = []
 
         /// Records (or, with nil, forgets) a blob; returns the slot it had (to be let go outside the lock) and
         /// whether it had a file of its own.
@@ -35,6 +42,7 @@ public final class Tier0Store: Sendable {
             let hadFile = sizes[blob] != nil && oldSlot == nil
             sizes[blob] = size
             slots[blob] = size == nil ? nil : slot
+            if size == nil { served.remove(blob) }
             if let size { bytes += slot.map { UInt64($0.slab.slotSize) } ?? size }
             return (oldSlot, hadFile)
         }
@@ -42,13 +50,20 @@ public final class Tier0Store: Sendable {
 
     /// Opens (and creates) the folder. Blob and slab files left there by an earlier process are removed: their
     /// locations were withdrawn at the MDS when that process's lease ended, so nobody can reach them.
-    /// `quarantine`: how long a freed slot waits before it is used again (longer than any read of it takes).
+    /// `quarantine`: how long a freed slot, or the recycled file of a blob that was served, waits before it is used
+    /// again (longer than any read of it takes).
+    /// `recycleBudget`: the most bytes the files of dropped blobs kept for later copies may take (0: none kept).
     public init(directory: String, packLimit: Int = Tier0Store.defaultPackLimit,
-                quarantine: Duration = .seconds(5)) throws(GedsError) {
+                quarantine: Duration = .seconds(5), recycleBudget: UInt64 = 0) throws(GedsError) {
         self.directory = directory
         slabs = SlabAllocator(directory: directory, packLimit: packLimit, quarantine: quarantine)
+        recycled = Mutex(RecyclePool(budget: recycleBudget))
+        self.quarantine = quarantine
         try Tier0Store.makeDirectories(directory)
-        removeFiles { BlobID(fileName: $0) != nil || SlabSlot(fileName: $0) != nil || $0.hasSuffix(".partial") }
+        removeFiles {
+            BlobID(fileName: $0) != nil || SlabSlot(fileName: $0) != nil || $0.hasSuffix(".partial")
+                || RecyclePool.isRecycled(fileName: $0)
+        }
     }
 
     private func removeFiles(named matching: (String) -> Bool) {
@@ -81,6 +96,9 @@ public final class Tier0Store: Sendable {
         sealed.withLock { (UInt64($0.sizes.count), $0.bytes) }
     }
 
+    /// Files of dropped blobs kept to receive later copies into, and the memory they take (not in `usage`).
+    public var recycledFiles: (files: Int, bytes: UInt64) { recycled.withLock { ($0.files.count, $0.bytes) } }
+
     public func contains(_ blob: BlobID) -> Bool { sealed.withLock { $0.sizes[blob] != nil } }
     public func size(of blob: BlobID) -> UInt64? { sealed.withLock { $0.sizes[blob] } }
 
@@ -104,17 +122,9 @@ public final class Tier0Store: Sendable {
             return ReceivingBlob(store: self, blob: blob, destination: .slot(slot), mapping: slot.view(size: Int(size)))
         }
         let path = path(of: blob) + ".\(UInt32.random(in: 0...UInt32.max)).partial"
-        let raw = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard raw >= 0 else { throw GedsError.io("cannot create \(path) in tier 0", errno: errno) }
-        let fd = FileDescriptor(rawValue: raw)
+        let fd: FileDescriptor
+        if let recycled = reuseRecycledFile(as: path, size: size) { fd = recycled } else { fd = try createReserved(path, size: size) }
         defer { try? fd.close() }
-        if size > 0 {
-            let result = posix_fallocate(fd.rawValue, 0, off_t(size))
-            if result != 0 {
-                unlink(path)
-                throw GedsError.io("cannot reserve \(size) bytes for a copy in tier 0 folder \(directory)", errno: result)
-            }
-        }
         do {
             return ReceivingBlob(store: self, blob: blob, destination: .file(partialPath: path),
                                  mapping: try MappedBytes(descriptor: fd, size: Int(size), writable: true))
@@ -122,6 +132,65 @@ public final class Tier0Store: Sendable {
             unlink(path)
             throw error
         }
+    }
+
+    /// A recycled file renamed to `path`, writable again (it kept its sealed blob's mode in the pool), cut to
+    /// `size` bytes (its tail freed) and backed whole (a file written with holes gets them filled, so the mapping
+    /// never faults on a full folder); nil when none fits.
+    private func reuseRecycledFile(as path: String, size: UInt64) -> FileDescriptor? {
+        guard size > 0, let file = recycled.withLock({ $0.take(for: size, at: .now) }) else { return nil }
+        guard rename(file.path, path) == 0 else {
+            unlink(file.path)
+            return nil
+        }
+        let raw = chmod(path, 0o644) == 0 ? open(path, O_RDWR | O_CLOEXEC) : -1
+        guard raw >= 0, ftruncate(raw, off_t(size)) == 0, posix_fallocate(raw, 0, off_t(size)) == 0 else {
+            if raw >= 0 { close(raw) }
+            unlink(path)
+            return nil
+        }
+        return FileDescriptor(rawValue: raw)
+    }
+
+    /// A new file at `path` with `size` bytes reserved; when the folder is full, the recycled files go first.
+    private func createReserved(_ path: String, size: UInt64) throws(GedsError) -> FileDescriptor {
+        let raw = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard raw >= 0 else { throw GedsError.io("cannot create \(path) in tier 0", errno: errno) }
+        var result = size > 0 ? posix_fallocate(raw, 0, off_t(size)) : 0
+        if result == ENOSPC, emptyRecyclePool() { result = posix_fallocate(raw, 0, off_t(size)) }
+        guard result == 0 else {
+            close(raw)
+            unlink(path)
+            throw GedsError.io("cannot reserve \(size) bytes for a copy in tier 0 folder \(directory)", errno: result)
+        }
+        return FileDescriptor(rawValue: raw)
+    }
+
+    /// Unlinks every recycled file (the folder is full); false when there was none.
+    @discardableResult
+    func emptyRecyclePool() -> Bool {
+        let evicted = recycled.withLock { $0.evict(downTo: 0) }
+        for file in evicted { unlink(file.path) }
+        return !evicted.isEmpty
+    }
+
+    /// Unlinks recycled files, oldest first, until tier 0's sealed blobs and the pool take at most `ceiling` bytes
+    /// (under memory pressure, before any blob is spilled). `incoming`: a copy of that size is about to be received;
+    /// the file it would go into is spared, and not counted (it is that copy's room).
+    public func trimRecyclePool(under ceiling: UInt64, keepingFitFor incoming: UInt64? = nil) {
+        let blobBytes = usage.bytes
+        let evicted = recycled.withLock { pool -> [RecyclePool.File] in
+            let limit = ceiling > blobBytes ? ceiling - blobBytes : 0
+            guard pool.bytes > limit else { return [] }
+            return pool.evict(downTo: limit, sparing: incoming.flatMap { pool.bestFit(for: $0, at: .now) })
+        }
+        for file in evicted { unlink(file.path) }
+    }
+
+    /// Recycles nothing from now on and unlinks the recycled files (at shutdown).
+    public func stopRecycling() {
+        recycled.withLock { $0.stop() }
+        emptyRecyclePool()
     }
 
     /// Takes a sealed file from another tier-0 folder on this host without copying (a hard link), falling
@@ -216,6 +285,7 @@ public final class Tier0Store: Sendable {
     /// Opens a sealed blob for sending (the caller closes the descriptor): its bytes are `size` bytes from `offset`
     /// (a packed blob's slab file is opened; no other blob is put into its slot meanwhile for the quarantine).
     public func openForReading(_ blob: BlobID) throws(GedsError) -> (descriptor: FileDescriptor, offset: UInt64, size: UInt64) {
+        markServed(blob)
         let (path, slot) = place(of: blob)
         guard let size = size(of: blob) else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here") }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -223,10 +293,38 @@ public final class Tier0Store: Sendable {
         return (FileDescriptor(rawValue: fd), slot.map { $0.offset + UInt64(SlotHeader.size) } ?? 0, size)
     }
 
-    public func remove(_ blob: BlobID) {
-        let slot = sealed.withLock { $0.set(blob, nil).slot }
+    /// The blob's file is about to be sent to a peer (by `sendfile`, whose queued bytes refer to its pages after the
+    /// descriptor is closed): recycled, it waits out the quarantine.
+    private func markServed(_ blob: BlobID) {
+        sealed.withLock { state in if state.sizes[blob] != nil { state.served.insert(blob) } }
+    }
+
+    /// Drops a blob. Its own file is kept for a later copy (see Recycling.swift) when nobody else on this host has
+    /// it open or mapped and the pool has room with tier 0's sealed blobs and pool under `ceiling` bytes; else
+    /// it is unlinked (its readers keep their bytes).
+    public func remove(_ blob: BlobID, recyclingUnder ceiling: UInt64 = .max) {
+        let (slot, hadFile, size, served) = sealed.withLock { state in
+            let size = state.sizes[blob]
+            let served = state.served.contains(blob)
+            let (slot, hadFile) = state.set(blob, nil)
+            return (slot, hadFile, size ?? 0, served)
+        }
         withExtendedLifetime(slot) {}  // let go of outside the lock
-        if slot == nil { unlink(path(of: blob)) }
+        guard slot == nil else { return }
+        let blobBytes = usage.bytes
+        let limit = ceiling > blobBytes ? ceiling - blobBytes : 0
+        // Files small enough for a slot are not worth keeping: copies of their size go into slots.
+        guard hadFile, size > UInt64(slabs.packLimit),
+              let destination = recycled.withLock({ $0.admits(size, limit: limit) ? $0.newPath(in: directory) : nil }) else {
+            unlink(path(of: blob))
+            return
+        }
+        guard RecycledFile.keepIfUnshared(path(of: blob), at: destination) else { return }
+        // Bytes sent from a file may still sit in a socket's queue, referring to its pages, after the descriptor
+        // was closed (sendfile does not copy): such a file waits out the quarantine before other bytes land in it.
+        let usable = ContinuousClock.now + (served ? quarantine : .zero)
+        let evicted = recycled.withLock { $0.add(RecyclePool.File(path: destination, size: size, usable: usable), limit: limit) }
+        for file in evicted { unlink(file.path) }
     }
 
     /// Removes the slab files (at shutdown: the blobs in them were removed, and mappings outlive the files).
@@ -325,7 +423,12 @@ public final class WritableBlob: Sendable {
                 throw GedsError(.objectSealed, "object is sealed; it can no longer be written")
             }
             do {
-                try descriptor.writeAll(toAbsoluteOffset: Int64(offset), bytes)
+                do {
+                    try descriptor.writeAll(toAbsoluteOffset: Int64(offset), bytes)
+                } catch let error as Errno where error == .noSpace && store?.emptyRecyclePool() == true {
+                    // The recycled files' memory was what the folder lacked.
+                    try descriptor.writeAll(toAbsoluteOffset: Int64(offset), bytes)
+                }
             } catch {
                 // Give back what a partial write allocated beyond the old end.
                 try? descriptor.resize(to: Int64(state.size))

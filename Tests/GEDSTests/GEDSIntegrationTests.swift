@@ -236,6 +236,41 @@ let twoHosts: [(name: String, hostID: String, role: NodeRole)] = [("a", "host-a"
         }
     }
 
+    /// The copy a reader fetched into its tier 0 is recycled when the object is deleted: the next fetch is received
+    /// into its file. A copy still viewed at the delete is not, and the view keeps its bytes through the next fetch.
+    @Test func deletedCopiesAreRecycledUnlessViewed() async throws {
+        try await withCluster(twoHosts, leaseMilliseconds: 2000) { _, handles in
+            let (a, b) = (handles[0], handles[1])
+            try await a.createBucket("recycle")
+            let size = (4 << 20) + 5
+            func put(_ key: String, seed: UInt64) async throws -> (blob: BlobID, digest: SHA256Digest) {
+                let bytes = randomBytes(size, seed: seed)
+                try await a.put(bucket: "recycle", key: key, bytes: bytes)
+                return (try await a.stat(bucket: "recycle", key: key).blob, sha256(bytes))
+            }
+            let first = try await put("first", seed: 1)
+            do {
+                let view = try await b.open(bucket: "recycle", key: "first").view()
+                #expect(sha256(view) == first.digest)
+            }
+            try await a.delete(bucket: "recycle", key: "first")
+            #expect(await eventually { !b.node.tier0.contains(first.blob) })
+            #expect(b.node.tier0.recycledFiles.files == 1 && b.node.tier0.recycledFiles.bytes == UInt64(size))
+
+            let second = try await put("second", seed: 2)
+            let held = try await b.open(bucket: "recycle", key: "second").view()
+            #expect(sha256(held) == second.digest)
+            #expect(b.node.tier0.recycledFiles.files == 0, "the fetch was received into the recycled file")
+            try await a.delete(bucket: "recycle", key: "second")
+            #expect(await eventually { !b.node.tier0.contains(second.blob) })
+            #expect(b.node.tier0.recycledFiles.files == 0, "a viewed copy is not recycled")
+
+            let third = try await put("third", seed: 3)
+            #expect(sha256(try await b.open(bucket: "recycle", key: "third").view()) == third.digest)
+            #expect(sha256(held) == second.digest)
+        }
+    }
+
     @Test func pendingObjectIsNotReadable() async throws {
         try await withCluster(twoHosts) { _, handles in
             let (a, b) = (handles[0], handles[1])

@@ -200,4 +200,49 @@ import Testing
             }
         }
     }
+
+    /// Recycled files of a node with a capacity live only in the room its blobs leave under the high-water mark:
+    /// copies fetched later push them out (the file a copy fits in is taken, not counted twice), so tier 0's memory
+    /// stays within its capacity.
+    @Test func recycledFilesGiveWayToCopies() async throws {
+        let cluster = try await Cluster.start(leaseMilliseconds: 2000, folderPrefix: "geds-tiering")
+        var handles: [GEDS] = []
+        do {
+            handles.append(try await cluster.handle("owner", hostID: "host-o"))
+            handles.append(try await cluster.handle("reader", hostID: "host-r") { configuration in
+                configuration.tier0Capacity = 8 << 20  // high water 7.2 MiB
+                configuration.tier0RecycleBudget = 4 << 20
+            })
+            let (owner, reader) = (handles[0], handles[1])
+            let tier0 = reader.node.tier0
+            let highWater = UInt64(Double(8 << 20) * 0.9)
+            try await owner.createBucket("recycle")
+            func put(_ key: String, size: Int, seed: UInt64) async throws -> [UInt8] {
+                let bytes = randomBytes(size, seed: seed)
+                try await owner.put(bucket: "recycle", key: key, bytes: bytes)
+                return bytes
+            }
+            for (index, key) in ["a1", "a2"].enumerated() {
+                let bytes = try await put(key, size: 2 * TieringTests.MiB, seed: UInt64(index))
+                #expect(sha256(try await reader.open(bucket: "recycle", key: key).view()) == sha256(bytes))
+            }
+            #expect(try await owner.delete(bucket: "recycle", prefix: "a") == 2)
+            #expect(await eventually { tier0.usage.blobs == 0 })
+            #expect(tier0.recycledFiles.files == 2 && tier0.recycledFiles.bytes == 4 << 20)
+
+            // Copies of 3 MiB do not fit the recycled files of 2 MiB: fresh ones, and the recycled go as they come in.
+            var views: [MappedBytes] = []
+            for (index, key) in ["b1", "b2"].enumerated() {
+                let bytes = try await put(key, size: 3 * TieringTests.MiB, seed: 10 + UInt64(index))
+                views.append(try await reader.open(bucket: "recycle", key: key).view())
+                #expect(sha256(views[index]) == sha256(bytes))
+                #expect(tier0.usage.bytes + tier0.recycledFiles.bytes <= highWater)
+            }
+            #expect(tier0.usage.bytes == 6 << 20 && tier0.recycledFiles.files == 0)
+        } catch {
+            await cluster.close(handles)
+            throw error
+        }
+        await cluster.close(handles)
+    }
 }

@@ -38,5 +38,18 @@ ssize_t clinux_receive_with_fd(int socket, void *bytes, size_t length, int *fd);
 /// The process id, user id and group id of a Unix socket's peer (SO_PEERCRED). Returns 0, or -1 with errno.
 int clinux_peer_credentials(int socket, int32_t *pid, uint32_t *uid, uint32_t *gid);
 
+/// Takes a write lease on the file open as `fd` (F_SETLEASE): the kernel grants it only while no other open file
+/// description of the file exists on this host (a descriptor, a mapping, a descriptor in flight in a socket), so a
+/// granted lease proves that nobody else has the file open or mapped. Someone opening the file while the lease is
+/// held breaks it, which the kernel signals with SIGURG (ignored unless handled) instead of SIGIO (whose default
+/// ends the process). Returns 0, or -1 with errno (EAGAIN: the file is open elsewhere).
+int clinux_take_write_lease(int fd);
+
+/// 1 while the write lease taken on `fd` is held and nobody has started to break it by opening the file, else 0.
+int clinux_write_lease_intact(int fd);
+
+/// Gives up the lease on `fd` (an opener waiting for it goes on). Returns 0, or -1 with errno.
+int clinux_release_lease(int fd);
+
 /// A non-blocking, close-on-exec eventfd (its header is not visible from Swift); -1 with errno on failure.
 int clinux_eventfd(void);

@@ -125,10 +125,22 @@ final class TierManager: HeldCopies {
         }
     }
 
-    /// Deletes our tier-0 copy once the MDS no longer hands it out (or never did), its RDMA registration first.
+    /// Deletes our tier-0 copy once the MDS no longer hands it out (or never did), its RDMA registration first
+    /// (its mapping would keep the file from being recycled).
     func discardTier0Copy(_ blob: BlobID) {
         rdma?.withdrawn(blob)
-        tier0.remove(blob)
+        tier0.remove(blob, recyclingUnder: recycleCeiling())
+    }
+
+    /// The most bytes tier 0's sealed blobs and recycled files may take together: what the high-water mark leaves
+    /// beside the copies being received and `incoming` more bytes, so recycled files never cause a spill (.max
+    /// when tier 0 has no capacity: the pool's budget alone bounds them).
+    private func recycleCeiling(incoming: UInt64 = 0) -> UInt64 {
+        tiers.withLock { state in
+            guard let policy = state.policy else { return .max }
+            let claimed = state.reserved + incoming
+            return policy.highWater > claimed ? policy.highWater - claimed : 0
+        }
     }
 
     /// Publishes a copy received into tier 0 (a pull or a cached read); the copy goes when the MDS refuses it.
@@ -214,6 +226,8 @@ final class TierManager: HeldCopies {
     /// in the out-of-space error (the blob's, when it is already counted as used).
     private func reserveTier0(_ size: UInt64, for blob: BlobID, reporting: UInt64? = nil) async throws(GedsError) {
         while true {
+            // Recycled files give way first; the one this copy would go into is its room already.
+            tier0.trimRecyclePool(under: recycleCeiling(incoming: size), keepingFitFor: size)
             let step: ReserveStep = tiers.withLock { state in
                 guard var policy = state.policy else {
                     state.reserved += size
@@ -254,6 +268,7 @@ final class TierManager: HeldCopies {
     /// A blob entered tier 0 sealed (written, received or promoted): it is the most recently used, and tier 0
     /// may now be past its high-water mark, in which case a spill pass starts in the background.
     func admitted(_ blob: BlobID) {
+        tier0.trimRecyclePool(under: recycleCeiling())
         tiers.withLock { state in
             state.policy?.touch(blob)
             spillIfPastHighWater(&state)
