@@ -27,6 +27,8 @@ struct RecyclePool {
         let size: UInt64
         /// Not received into before then (see `Tier0Store.markServed`).
         let usable: ContinuousClock.Instant
+        /// When it came into the pool: one left unused for long is given back (`evict(keptBefore:)`).
+        var kept = ContinuousClock.now
     }
 
     /// The most bytes the pool may hold.
@@ -75,6 +77,15 @@ struct RecyclePool {
         files.append(file)
         bytes += file.size
         return evict(downTo: min(budget, limit))
+    }
+
+    /// Evicts the files that came in before `cutoff`: memory nobody reused is given back to the host.
+    mutating func evict(keptBefore cutoff: ContinuousClock.Instant) -> [File] {
+        let evicted = files.filter { $0.kept < cutoff }
+        guard !evicted.isEmpty else { return [] }
+        files.removeAll { $0.kept < cutoff }
+        bytes -= evicted.reduce(0) { $0 + $1.size }
+        return evicted
     }
 
     /// Evicts the oldest files until the pool holds at most `limit` bytes, not counting (nor evicting) the

@@ -187,6 +187,12 @@ public final class Tier0Store: Sendable {
         for file in evicted { unlink(file.path) }
     }
 
+    /// Unlinks the recycled files that came into the pool before `cutoff` and were not reused since: a node whose
+    /// fetches stopped gives their memory back.
+    public func releaseRecycledFiles(keptBefore cutoff: ContinuousClock.Instant) {
+        for file in recycled.withLock({ $0.evict(keptBefore: cutoff) }) { unlink(file.path) }
+    }
+
     /// Recycles nothing from now on and unlinks the recycled files (at shutdown).
     public func stopRecycling() {
         recycled.withLock { $0.stop() }

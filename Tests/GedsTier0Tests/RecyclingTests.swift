@@ -281,4 +281,24 @@ extension MappedBytes {
         #expect(restarted.recycledFiles.files == 0 && recycledNames(in: folder).isEmpty)
         #expect(!fileExists(restarted.path(of: 3)))
     }
+
+    @Test func aFileLeftUnusedIsGivenBack() throws {
+        let folder = TempFolder()
+        defer { folder.remove() }
+        let store = try Tier0Store(directory: folder.path, recycleBudget: 64 << 20)
+        _ = try receive(pattern(1 << 20, seed: 17), as: 1, into: store)
+        store.remove(1)
+        let removed = ContinuousClock.now
+        _ = try receive(pattern(2 << 20, seed: 18), as: 2, into: store)
+        store.remove(2)
+        #expect(store.recycledFiles.files == 2)
+
+        store.releaseRecycledFiles(keptBefore: removed - .seconds(1))
+        #expect(store.recycledFiles.files == 2, "files kept since are not idle yet")
+        store.releaseRecycledFiles(keptBefore: removed)
+        #expect(store.recycledFiles.files == 1 && store.recycledFiles.bytes == 2 << 20, "only the older one went")
+        #expect(recycledNames(in: folder).count == 1)
+        store.releaseRecycledFiles(keptBefore: .now)
+        #expect(store.recycledFiles.files == 0 && store.recycledFiles.bytes == 0 && recycledNames(in: folder).isEmpty)
+    }
 }

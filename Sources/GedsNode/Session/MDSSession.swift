@@ -14,6 +14,8 @@ protocol HeldCopies: AnyObject, Sendable {
     func offerBack(checkingFiles: Bool) async
     /// Deletes every local copy of a blob the MDS withdrew.
     func drop(_ blob: BlobID) async
+    /// Gives back memory kept for reuse that went unused for a while (called with every beat).
+    func releaseIdleMemory()
 }
 
 /// This node's session with the MDS: its registration (index, advertised address, lease, inline limit), the
@@ -53,8 +55,8 @@ final class MDSSession: Sendable {
         await copies.offerBack(checkingFiles: checkingFiles)
     }
 
-    /// Beats four times per lease, so one lost heartbeat never costs the lease: each beat reports the copies'
-    /// usage, drops those the MDS says to, calls `drain` while the MDS asks the node to drain (`geds drain`),
+    /// Beats four times per lease, so one lost heartbeat never costs the lease: each beat gives back idle memory
+    /// (`releaseIdleMemory`), reports the copies' usage, drops those the MDS says to, calls `drain` while the MDS asks the node to drain (`geds drain`),
     /// hands `replicate` the copies the MDS asks it to make (re-replication), and
     /// registers `node` again when the MDS no longer knows it. On `executor`, not the cooperative pool: an
     /// application whose tasks keep the pool's threads busy (the soak workload once did) must not make the node
@@ -75,6 +77,7 @@ final class MDSSession: Sendable {
 
     private func beat(as node: NodeRegistration, offering copies: any HeldCopies, drain: @Sendable () -> Void,
                       replicate: @Sendable ([ReplicationOrder]) -> Void) async {
+        copies.releaseIdleMemory()
         do {
             let usage = copies.usage
             let reply = try await mds.call(.heartbeat(node: index, blobs: usage.blobs, bytes: usage.bytes, room: copies.room))

@@ -163,6 +163,13 @@ final class TierManager: HeldCopies {
 
     var usage: (blobs: UInt64, bytes: UInt64) { tier0.usage }
 
+    /// How long the file of a dropped blob stays in the recycle pool unused before its memory goes back to the host.
+    static let recycledFileIdleLimit: Duration = .seconds(10)
+
+    func releaseIdleMemory() {
+        tier0.releaseRecycledFiles(keptBefore: .now - TierManager.recycledFileIdleLimit)
+    }
+
     /// Within tier 0's capacity (when it has one) and the free space of its folder's file system.
     var room: UInt64 {
         var fileSystem = statvfs()
