@@ -189,9 +189,7 @@ public enum LocalFrame {
 
     private static func framed(kind: FrameHeader.Kind, id: UInt64, body: (inout ByteBuffer) -> Void) -> [UInt8] {
         var buffer = ByteBuffer()
-        buffer.writeRepeatingByte(0, count: FrameHeader.size)
-        body(&buffer)
-        FrameHeader(kind: kind, requestID: id, length: UInt32(buffer.readableBytes - FrameHeader.size)).set(in: &buffer, at: 0)
+        FrameEncoder.append(kind: kind, id: id, to: &buffer, body: body)
         return Array(buffer.readableBytesView)
     }
 }
