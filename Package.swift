@@ -156,7 +156,7 @@ let package = Package(
         .testTarget(name: "GedsTCPTests", dependencies: ["GedsTestSupport", "GedsCore", "GedsTCP", "GedsWire",
                                                    .product(name: "NIOCore", package: "swift-nio"),
                                                    .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
-        .testTarget(name: "GedsNodeTests", dependencies: ["GedsTestSupport", "GedsCore", "GedsNode"], swiftSettings: strict),
+        .testTarget(name: "GedsNodeTests", dependencies: ["GedsTestSupport", "GedsCore", "GedsNode", "GedsWire"], swiftSettings: strict),
         .testTarget(name: "GedsFuzzTests", dependencies: ["GedsTestSupport", "GedsFuzzTargets", "GedsVerbs", "GedsWire"], swiftSettings: strict),
         .testTarget(name: "GedsTier1Tests", dependencies: ["GedsTestSupport", "GedsCore", "GedsTier1",
                                                           .product(name: "SystemPackage", package: "swift-system")],
