@@ -127,8 +127,9 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     /// The replies framed since the last write: a read's replies go out in one write, and the storage is used again
     /// once the socket took it (no allocation per reply).
     private var outbound = ByteBuffer()
-    /// A larger `outbound` (a listing page) is let go after its write rather than kept for the connection's life.
-    private static let keptOutboundCapacity = 128 << 10
+    /// A larger `outbound` (a listing page, a lookup with many KiB inline) is let go after its write rather than kept
+    /// for the connection's life: at most this much stays with each of possibly thousands of connections.
+    private static let keptOutboundCapacity = 16 << 10
 
     init(service: any RequestService, logger: Logger, gate: AuthenticationGate, sendsFiles: Bool) {
         self.service = service
