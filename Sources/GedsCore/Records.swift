@@ -63,10 +63,7 @@ public struct SlabSlot: Hashable, Sendable {
         self.offset = offset
     }
 
-    public var fileName: String {
-        let hex = String(slab, radix: 16)
-        return "slab-" + String(repeating: "0", count: 8 - hex.count) + hex
-    }
+    public var fileName: String { "slab-" + String(zeroPaddedHex: UInt64(slab), digits: 8) }
 
     public init?(fileName: String) {
         guard fileName.hasPrefix("slab-"), fileName.utf8.count == 13, let slab = UInt32(fileName.dropFirst(5), radix: 16) else { return nil }
@@ -332,15 +329,28 @@ extension Sequence<NodeInfo> {
 
 extension BlobID {
     /// The blob's file name in any tier folder: 16 hex digits, so names sort and never collide.
-    public var fileName: String {
-        let hex = String(rawValue, radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex
-    }
+    public var fileName: String { String(zeroPaddedHex: rawValue, digits: 16) }
 
     public init?(fileName: String) {
         guard fileName.utf8.count == 16,
               fileName.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }),
               let value = UInt64(fileName, radix: 16) else { return nil }
         rawValue = value
+    }
+}
+
+extension String {
+    /// The low `digits` hex digits of `value` (lowercase, zero-padded), written in place: the MDS names a copy's file
+    /// on every lookup.
+    init(zeroPaddedHex value: UInt64, digits: Int) {
+        self.init(unsafeUninitializedCapacity: digits) { bytes in
+            var rest = value
+            for index in stride(from: digits - 1, through: 0, by: -1) {
+                let digit = UInt8(truncatingIfNeeded: rest & 0xF)
+                bytes[index] = digit < 10 ? UInt8(ascii: "0") + digit : UInt8(ascii: "a") - 10 + digit
+                rest >>= 4
+            }
+            return digits
+        }
     }
 }

@@ -434,9 +434,12 @@ public struct MetadataStore: Sendable {
         let rdma = registration.rdma.flatMap { endpoint in
             placement.rkey == 0 ? nil : RDMAAccess(endpoint: endpoint, address: placement.rdmaAddress, rkey: placement.rkey)
         }
+        var path = registration.tier0Directory
+        path.reserveCapacity(path.utf8.count + 1 + 16)  // one allocation for the whole path
+        path += "/"
+        path += placement.slot?.fileName ?? blob.fileName
         return .node(NodeCopy(node: registration.name, hostID: registration.hostID, tier: placement.tier,
-                              tcp: registration.tcp, rdma: rdma,
-                              path: registration.tier0Directory + "/" + (placement.slot?.fileName ?? blob.fileName),
+                              tcp: registration.tcp, rdma: rdma, path: path,
                               offset: placement.slot?.offset, checksum: blobs.checksum(of: blob)))
     }
 

@@ -124,6 +124,12 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     /// Whether file streams go out as file regions (sendfile); under TLS, whose handler encrypts bytes in memory,
     /// each chunk is read into a buffer instead.
     private let sendsFiles: Bool
+    /// The replies framed since the last write: a read's replies go out in one write, and the storage is used again
+    /// once the socket took it (no allocation per reply).
+    private var outbound = ByteBuffer()
+    /// A larger `outbound` (a listing page, a lookup with many KiB inline) is let go after its write rather than kept
+    /// for the connection's life: at most this much stays with each of possibly thousands of connections.
+    private static let keptOutboundCapacity = 16 << 10
 
     init(service: any RequestService, logger: Logger, gate: AuthenticationGate, sendsFiles: Bool) {
         self.service = service
@@ -145,7 +151,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         } catch {
             reject(error, context: context)
         }
-        context.flush()
+        flush(context: context)
     }
 
     private func handle(_ request: Request, id: UInt64, context: ChannelHandlerContext) {
@@ -184,7 +190,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
                     let (handler, context) = loopBound.value
                     guard handler.active else { return }
                     handler.dispatch(.reply(reply), id: id, context: context, served: served)
-                    context.flush()
+                    handler.flush(context: context)
                 }
             }
         case .later(let decide):
@@ -197,7 +203,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
                     return
                 }
                 handler.dispatch(response, id: id, context: context, served: served)
-                context.flush()
+                handler.flush(context: context)
             }
         case .file(let file) where file.length <= ServerConnectionHandler.inlineLimit:
             // Small ranges: one pread and one write beat setting up a sendfile stream.
@@ -214,6 +220,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             }
             served.finished(ok: true, bytes: file.length)
             send(.stream(length: file.length), id: id, context: context)
+            writeReplies(context: context)
             if got > 0 {
                 context.write(wrapOutboundOut(.byteBuffer(FrameEncoder.dataHeader(id: id, length: UInt32(got),
                                                                                    allocator: context.channel.allocator))),
@@ -229,6 +236,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
                                       value: .init(low: 64 << 10, high: 256 << 10)).whenComplete { _ in }
             context.channel.setOption(ChannelOptions.socketOption(.so_sndbuf), value: 256 << 10).whenComplete { _ in }
             push = source
+            writeReplies(context: context)  // the replies before it go first
             source.start(ChannelPushSink(channel: context.channel, id: id))
         case .file(let file):
             served.finished(ok: true, bytes: file.length)
@@ -239,13 +247,31 @@ final class ServerConnectionHandler: ChannelInboundHandler {
         }
     }
 
+    /// Frames `reply` into `outbound`; `writeReplies` or `flush` sends it.
     private func send(_ reply: Reply, id: UInt64, context: ChannelHandlerContext) {
-        context.write(wrapOutboundOut(.byteBuffer(FrameEncoder.frame(reply, id: id, allocator: context.channel.allocator))),
-                      promise: nil)
+        if outbound.readableBytes == 0 { outbound.clear() }  // allocates only while the socket still holds the last write
+        FrameEncoder.append(reply, id: id, to: &outbound)
+    }
+
+    /// Hands the replies framed so far to the channel, ahead of anything written after them.
+    private func writeReplies(context: ChannelHandlerContext) {
+        guard outbound.readableBytes > 0 else { return }
+        context.write(wrapOutboundOut(.byteBuffer(outbound)), promise: nil)
+        if outbound.capacity > ServerConnectionHandler.keptOutboundCapacity {
+            outbound = ByteBuffer()
+        } else {
+            outbound.moveReaderIndex(to: outbound.writerIndex)
+        }
+    }
+
+    private func flush(context: ChannelHandlerContext) {
+        writeReplies(context: context)
+        context.flush()
     }
 
     /// Writes chunks while the socket has room; called again when it drains.
     private func pump(context: ChannelHandlerContext) {
+        writeReplies(context: context)
         while context.channel.isWritable, var stream = streams.popFirst() {
             let length = min(ServerConnectionHandler.chunkSize, stream.end - stream.next)
             context.write(wrapOutboundOut(.byteBuffer(FrameEncoder.dataHeader(id: stream.id, length: UInt32(length),
@@ -326,6 +352,7 @@ final class ServerConnectionHandler: ChannelInboundHandler {
     private func refuse(_ error: GedsError, id: UInt64, context: ChannelHandlerContext) {
         guard active else { return }
         send(.failure(error), id: id, context: context)
+        writeReplies(context: context)
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(.byteBuffer(channel.allocator.buffer(capacity: 0))))
             .whenComplete { _ in channel.close(promise: nil) }

@@ -836,14 +836,29 @@ public enum FrameEncoder {
         return buffer
     }
 
+    /// Appends the framed request to `buffer`, after what it holds (no buffer of its own: a caller reusing one
+    /// allocates nothing).
+    public static func append(_ request: Request, id: UInt64, to buffer: inout ByteBuffer) {
+        append(kind: .request, id: id, to: &buffer) { request.encode(into: &$0) }
+    }
+
+    /// Appends the framed reply to `buffer`, as above (a server gathers a read's replies into one write).
+    public static func append(_ reply: Reply, id: UInt64, to buffer: inout ByteBuffer) {
+        append(kind: .reply, id: id, to: &buffer) { reply.encode(into: &$0) }
+    }
+
     private static func frame(kind: FrameHeader.Kind, id: UInt64, allocator: ByteBufferAllocator,
                               body: (inout ByteBuffer) -> Void) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: 64)
-        buffer.moveWriterIndex(forwardBy: FrameHeader.size)
-        body(&buffer)
-        FrameHeader(kind: kind, requestID: id, length: UInt32(buffer.readableBytes - FrameHeader.size))
-            .set(in: &buffer, at: buffer.readerIndex)
+        append(kind: kind, id: id, to: &buffer, body: body)
         return buffer
+    }
+
+    static func append(kind: FrameHeader.Kind, id: UInt64, to buffer: inout ByteBuffer, body: (inout ByteBuffer) -> Void) {
+        let start = buffer.writerIndex
+        buffer.writeRepeatingByte(0, count: FrameHeader.size)  // the header, once the payload's length is known
+        body(&buffer)
+        FrameHeader(kind: kind, requestID: id, length: UInt32(buffer.writerIndex - start - FrameHeader.size)).set(in: &buffer, at: start)
     }
 }
 

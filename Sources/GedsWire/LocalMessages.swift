@@ -149,11 +149,6 @@ public enum LocalFrame {
         framed(kind: .request, id: id) { request.encode(into: &$0) }
     }
 
-    /// A request to a TCP port (an MDS's or a node's), for callers that speak to it over a blocking socket.
-    public static func bytes(_ request: Request, id: UInt64) -> [UInt8] {
-        framed(kind: .request, id: id) { request.encode(into: &$0) }
-    }
-
     public static func bytes(_ reply: Reply, id: UInt64) -> [UInt8] {
         framed(kind: .reply, id: id) { reply.encode(into: &$0) }
     }
@@ -189,9 +184,7 @@ public enum LocalFrame {
 
     private static func framed(kind: FrameHeader.Kind, id: UInt64, body: (inout ByteBuffer) -> Void) -> [UInt8] {
         var buffer = ByteBuffer()
-        buffer.writeRepeatingByte(0, count: FrameHeader.size)
-        body(&buffer)
-        FrameHeader(kind: kind, requestID: id, length: UInt32(buffer.readableBytes - FrameHeader.size)).set(in: &buffer, at: 0)
+        FrameEncoder.append(kind: kind, id: id, to: &buffer, body: body)
         return Array(buffer.readableBytesView)
     }
 }

@@ -94,7 +94,7 @@ YgIgITP//xjSWNeVeoHV7RkGgCH+apVg7trPwu6le1hTJLA=
 }
 
 /// A file with `contents` in /tmp, for the test to remove.
-private struct TemporaryFile {
+struct TemporaryFile {
     let path: String
 
     init(contents: String) throws {

@@ -95,6 +95,23 @@ func headerBytes(magic: UInt16 = FrameHeader.magic, version: UInt8 = FrameHeader
         #expect(readHeader(headerBytes(kind: 3, length: .max)).error?.code == .frameTooLarge)
     }
 
+    /// Frames appended one after another to one buffer (as a server gathers a read's replies, behind bytes already
+    /// there) are byte for byte the frames made one at a time.
+    @Test func appendedFramesEqualFramesMadeAlone() {
+        var gathered = ByteBufferAllocator().buffer(capacity: 1)
+        gathered.writeBytes([7, 7, 7])
+        var alone: [UInt8] = [7, 7, 7]
+        for (index, reply) in Samples.replies.enumerated() {
+            FrameEncoder.append(reply, id: UInt64(index), to: &gathered)
+            alone += bytes(FrameEncoder.frame(reply, id: UInt64(index), allocator: ByteBufferAllocator()))
+        }
+        for (index, request) in Samples.requests.enumerated() {
+            FrameEncoder.append(request, id: .max - UInt64(index), to: &gathered)
+            alone += bytes(FrameEncoder.frame(request, id: .max - UInt64(index), allocator: ByteBufferAllocator()))
+        }
+        #expect(bytes(gathered) == alone)
+    }
+
     @Test func encoderFramesMessages() {
         for (index, request) in Samples.requests.enumerated() {
             var frame = FrameEncoder.frame(request, id: UInt64(index) * 1_000_003, allocator: ByteBufferAllocator())

@@ -2,6 +2,7 @@ import CLinux
 import GedsCore
 import GedsTCP
 import GedsWire
+import NIOCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -185,6 +186,52 @@ extension BlockingFrameSocket {
     /// A blocking TCP connection to the MDS (see `BlockingTCP.connect`).
     static func connect(tcp endpoint: Endpoint, timeoutMilliseconds: Int64) throws(GedsError) -> BlockingFrameSocket {
         BlockingFrameSocket(descriptor: try BlockingTCP.connect(to: endpoint, peerName: "MDS", timeoutMilliseconds: timeoutMilliseconds))
+    }
+
+    /// Sends `frame` whole on a TCP connection (plain `send`: no descriptor rides on TCP).
+    func send(tcp frame: ByteBuffer) throws(GedsError) {
+        var rest = frame
+        while rest.readableBytes > 0 {
+            let sent = rest.withUnsafeReadableBytes { bytes in
+                retryingOnInterrupt { Glibc.send(descriptor, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL)) }
+            }
+            guard sent >= 0 else { throw GedsError.io("TCP connection", errno: errno) }
+            rest.moveReaderIndex(forwardBy: sent)
+        }
+    }
+
+    /// The frame that answers the one request outstanding on a TCP connection, read into `buffer` (cleared first;
+    /// grown only for a larger frame): the header and payload usually come in one `recv`. On return `buffer` holds
+    /// exactly the payload. Nil when the peer closed before the first byte; bytes past the frame are a protocol
+    /// violation (a request has one answer).
+    func receiveFrame(tcp buffer: inout ByteBuffer) throws(GedsError) -> FrameHeader? {
+        buffer.clear()
+        var header: FrameHeader?
+        while true {
+            if header == nil, let complete = try FrameHeader.read(from: &buffer) {
+                header = complete
+                buffer.reserveCapacity(minimumWritableBytes: max(0, Int(complete.length) - buffer.readableBytes))
+            }
+            if let header, buffer.readableBytes >= Int(header.length) {
+                guard buffer.readableBytes == Int(header.length) else {
+                    throw GedsError(.protocolViolation, "\(buffer.readableBytes - Int(header.length)) bytes came after the answer to a request")
+                }
+                return header
+            }
+            var got = 0
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: FrameHeader.size) { free in
+                got = retryingOnInterrupt { Glibc.recv(descriptor, free.baseAddress, free.count, 0) }
+                return max(got, 0)
+            }
+            if got < 0 {
+                if errno == EAGAIN || errno == EWOULDBLOCK { throw GedsError(.timedOut, "no answer on the TCP connection within its time limit") }
+                throw GedsError.io("TCP connection", errno: errno)
+            }
+            if got == 0 {
+                if header == nil && buffer.readableBytes == 0 { return nil }
+                throw GedsError(.protocolViolation, "the TCP connection closed in the middle of a frame")
+            }
+        }
     }
 }
 
