@@ -22,7 +22,7 @@ import Glibc
         // Once the channel is closed its pipeline is gone: a call written now never reaches the handler that
         // matches replies and enforces timeouts.
         try await connection.channel.closeFuture.get()
-        let outcome = await finishing(withinSeconds: 5) {
+        let outcome = await finishing(withinSeconds: 30) {
             await gedsError { _ = try await connection.call(.listBuckets, timeout: .seconds(1)) }
         }
         let error = try #require(outcome, "the call hung")
@@ -34,7 +34,7 @@ import Glibc
         defer { listener.close() }
         let connection = try await Connection.connect(to: listener.endpoint, peerName: "MDS", group: MultiThreadedEventLoopGroup.singleton)
         defer { connection.close() }
-        let outcome = await finishing(withinSeconds: 5) {
+        let outcome = await finishing(withinSeconds: 30) {
             await gedsError { _ = try await connection.call(.listBuckets, timeout: .milliseconds(500)) }
         }
         let error = try #require(outcome, "the call hung")
@@ -49,7 +49,7 @@ import Glibc
         let authority = try TemporaryFile(contents: ConnectionTests.testAuthority)
         defer { authority.remove() }
         let tls = try TransportSecurity(TransportSecurity.Files(authority: authority.path))
-        let outcome = await finishing(withinSeconds: 5) {
+        let outcome = await finishing(withinSeconds: 30) {
             await gedsError {
                 _ = try await Connection.connect(to: listener.endpoint, peerName: "MDS", group: MultiThreadedEventLoopGroup.singleton,
                                                  timeout: .milliseconds(500), tls: tls)

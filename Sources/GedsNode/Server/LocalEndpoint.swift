@@ -301,7 +301,7 @@ public final class LocalEndpoint: Sendable {
         let done = DispatchSemaphore(value: 0)
         let result = Mutex<Result<Value, GedsError>?>(nil)
         Task.immediate(executorPreference: node.loopExecutor) {
-            let outcome = await MDSClient.$callerThreadMayBlock.withValue(true) { () async -> Result<Value, GedsError> in
+            let outcome = await MDSClient.$blockingThread.withValue(pthread_self()) { () async -> Result<Value, GedsError> in
                 do throws(GedsError) { return .success(try await body()) } catch { return .failure(error) }
             }
             result.withLock { $0 = outcome }

@@ -5,7 +5,9 @@ import GedsTCP
 import GedsWire
 import Logging
 import NIOCore
-import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Typed calls to the MDS over its carrier: RDMA send/receive when the node connected that way (TCP once that
 /// breaks), else TCP.
@@ -16,13 +18,19 @@ public struct MDSClient: Sendable {
     /// The RDMA carrier, when the node connected to the MDS over RDMA.
     let rdma: RDMAMetadataCarrier?
     private let carrier: any MetadataCarrier
-    /// Blocking calls for a task that runs on a thread of its own (see `callerThreadMayBlock`); nil over TLS.
+    /// Blocking calls for a task that runs on a thread of its own (see `blockingThread`); nil over TLS.
     let callerThread: DirectCalls?
 
-    /// Set by a task started on a thread that blocks for its answer anyway (the local endpoint's connection
-    /// threads): while it has not left that thread, its MDS calls go out on it (`DirectCalls`), sparing the hop to
-    /// the event loop and the wake-up back.
-    @TaskLocal static var callerThreadMayBlock = false
+    /// The thread that started the current task and blocks until it ends (a local endpoint connection's): while the
+    /// task runs on it, its MDS calls go out on it (`DirectCalls`), sparing the hop to the event loop and the wake-up
+    /// back. A task-local, so it is inherited by tasks the request starts, which run elsewhere and so never block.
+    @TaskLocal static var blockingThread: pthread_t?
+
+    /// Whether this call runs on the thread that waits for it anyway (see `blockingThread`).
+    private static var onBlockingThread: Bool {
+        guard let thread = blockingThread else { return false }
+        return pthread_equal(thread, pthread_self()) != 0
+    }
 
     public init(endpoint: Endpoint, pool: ConnectionPool, timeout: TimeAmount) {
         self.init(endpoint: endpoint, pool: pool, timeout: timeout, rdma: nil, callerThread: nil, logger: Logger(label: "geds-mds-client"))
@@ -40,7 +48,7 @@ public struct MDSClient: Sendable {
     }
 
     public func call(_ request: Request) async throws(GedsError) -> Reply {
-        let reply = if let callerThread, MDSClient.callerThreadMayBlock, MultiThreadedEventLoopGroup.currentEventLoop == nil {
+        let reply = if let callerThread, MDSClient.onBlockingThread {
             try callerThread.call(request)
         } else {
             try await carrier.call(request)
