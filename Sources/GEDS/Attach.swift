@@ -215,13 +215,9 @@ final class Attachment: Sendable {
         if let copied = info.copyContents(at: offset, into: buffer) { return copied }
         guard offset < info.size else { return 0 }
         let count = Int(min(UInt64(buffer.count), info.size - offset))
-        if count > 0, let mapped = mappedOnThisHost(info) {
-            mapped.withBytes { bytes in
-                buffer.baseAddress!.copyMemory(from: bytes.baseAddress! + Int(offset), byteCount: count)
-            }
-            return count
-        }
-        return try read(info, bucket: info.bucket, key: info.key, at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<count]))
+        let destination = UnsafeMutableRawBufferPointer(rebasing: buffer[..<count])
+        if count > 0, let mapped = mappedOnThisHost(info) { return try mapped.copy(at: offset, into: destination) }
+        return try read(info, bucket: info.bucket, key: info.key, at: offset, into: destination)
     }
 
     func expectOK(_ request: LocalRequest) throws(GedsError) {

@@ -596,6 +596,18 @@ public final class MappedBytes: @unchecked Sendable {
     /// The mapped bytes. Valid only while this object is alive: use `withBytes`, or keep a reference.
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
 
+    /// Copies `destination.count` bytes from `offset` into caller memory; `noSuchBlob` when the mapping ends before
+    /// them (a copy shorter than the object it was taken for).
+    public func copy(at offset: UInt64, into destination: UnsafeMutableRawBufferPointer) throws(GedsError) -> Int {
+        let length = destination.count
+        guard offset <= UInt64(count), count - Int(offset) >= length else {
+            throw GedsError(.noSuchBlob, "copy is shorter than the object")
+        }
+        guard length > 0 else { return 0 }
+        withBytes { bytes in destination.baseAddress!.copyMemory(from: bytes.baseAddress! + Int(offset), byteCount: length) }
+        return length
+    }
+
     /// Calls `body` with the bytes, keeping the mapping alive until it returns.
     public func withBytes<Result, Failure: Error>(
         _ body: (UnsafeRawBufferPointer) throws(Failure) -> Result

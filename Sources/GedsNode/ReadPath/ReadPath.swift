@@ -135,11 +135,7 @@ final class ReadPath: Sendable {
     }
 
     private func copy(from mapping: MappedBytes, at offset: UInt64, into sink: CallerBufferSink) throws(GedsError) -> Int {
-        let length = sink.destination.count
-        guard mapping.count >= Int(offset) + length else { throw GedsError(.noSuchBlob, "copy is shorter than the object") }
-        mapping.withBytes { bytes in
-            sink.destination.baseAddress!.copyMemory(from: bytes.baseAddress!.advanced(by: Int(offset)), byteCount: length)
-        }
+        let length = try mapping.copy(at: offset, into: sink.destination)
         NodeMetrics.readLocal.increment(by: Int64(length))
         return length
     }
