@@ -169,7 +169,13 @@ public final class Tier0Store: Sendable {
     /// Unlinks every recycled file (the folder is full); false when there was none.
     @discardableResult
     func emptyRecyclePool() -> Bool {
-        let evicted = recycled.withLock { $0.evict(downTo: 0) }
+        unlinkRecycled { $0.evict(downTo: 0) }
+    }
+
+    /// Unlinks the recycled files `evict` takes out of the pool (under its lock); false when it took none.
+    @discardableResult
+    private func unlinkRecycled(_ evict: (inout RecyclePool) -> [RecyclePool.File]) -> Bool {
+        let evicted = recycled.withLock { evict(&$0) }
         for file in evicted { unlink(file.path) }
         return !evicted.isEmpty
     }
@@ -179,18 +185,17 @@ public final class Tier0Store: Sendable {
     /// the file it would go into is spared, and not counted (it is that copy's room).
     public func trimRecyclePool(under ceiling: UInt64, keepingFitFor incoming: UInt64? = nil) {
         let blobBytes = usage.bytes
-        let evicted = recycled.withLock { pool -> [RecyclePool.File] in
+        unlinkRecycled { pool in
             let limit = ceiling > blobBytes ? ceiling - blobBytes : 0
             guard pool.bytes > limit else { return [] }
             return pool.evict(downTo: limit, sparing: incoming.flatMap { pool.bestFit(for: $0, at: .now) })
         }
-        for file in evicted { unlink(file.path) }
     }
 
     /// Unlinks the recycled files that came into the pool before `cutoff` and were not reused since: a node whose
     /// fetches stopped gives their memory back.
     public func releaseRecycledFiles(keptBefore cutoff: ContinuousClock.Instant) {
-        for file in recycled.withLock({ $0.evict(keptBefore: cutoff) }) { unlink(file.path) }
+        unlinkRecycled { $0.evict(keptBefore: cutoff) }
     }
 
     /// Recycles nothing from now on and unlinks the recycled files (at shutdown).
@@ -329,8 +334,7 @@ public final class Tier0Store: Sendable {
         // Bytes sent from a file may still sit in a socket's queue, referring to its pages, after the descriptor
         // was closed (sendfile does not copy): such a file waits out the quarantine before other bytes land in it.
         let usable = ContinuousClock.now + (served ? quarantine : .zero)
-        let evicted = recycled.withLock { $0.add(RecyclePool.File(path: destination, size: size, usable: usable), limit: limit) }
-        for file in evicted { unlink(file.path) }
+        unlinkRecycled { $0.add(RecyclePool.File(path: destination, size: size, usable: usable), limit: limit) }
     }
 
     /// Removes the slab files (at shutdown: the blobs in them were removed, and mappings outlive the files).

@@ -30,6 +30,13 @@ extension MappedBytes {
         return (fileInode, partialPath)
     }
 
+    /// Receives a copy of `count` pattern bytes as `blob` and drops it again, as a fetch followed by a delete does.
+    func receiveAndDrop(_ count: Int, seed: UInt64, as blob: BlobID, in store: Tier0Store,
+                        recyclingUnder ceiling: UInt64 = .max) throws {
+        _ = try receive(pattern(count, seed: seed), as: blob, into: store)
+        store.remove(blob, recyclingUnder: ceiling)
+    }
+
     func inode(of path: String) -> ino_t? {
         var status = stat()
         return stat(path, &status) == 0 ? status.st_ino : nil
@@ -215,8 +222,7 @@ extension MappedBytes {
         #expect(recycledNames(in: folder).count == 3)
 
         // Bigger than the whole budget: not kept.
-        _ = try receive(pattern(Int(4 * mib), seed: 6), as: 6, into: store)
-        store.remove(6)
+        try receiveAndDrop(Int(4 * mib), seed: 6, as: 6, in: store)
         #expect(store.recycledFiles.bytes == 3 * mib)
 
         // Sealed blobs and recycled files together under a ceiling: 2 MiB of blobs leave room for 1 MiB.
@@ -232,8 +238,7 @@ extension MappedBytes {
         #expect(recycledNames(in: folder).isEmpty)
 
         // A drop past the ceiling unlinks the file.
-        _ = try receive(pattern(Int(mib), seed: 8), as: 8, into: store)
-        store.remove(8, recyclingUnder: 2 * mib + mib / 2)
+        try receiveAndDrop(Int(mib), seed: 8, as: 8, in: store, recyclingUnder: 2 * mib + mib / 2)
         #expect(store.recycledFiles.files == 0)
         store.remove(7, recyclingUnder: 3 * mib)
         #expect(store.recycledFiles.files == 1 && store.recycledFiles.bytes == 2 * mib)
@@ -245,8 +250,7 @@ extension MappedBytes {
         defer { folder.remove() }
         let store = try Tier0Store(directory: folder.path, recycleBudget: 64 << 20)
         // Packed into a slot: nothing to recycle.
-        _ = try receive(pattern(1000, seed: 11), as: 1, into: store)
-        store.remove(1)
+        try receiveAndDrop(1000, seed: 11, as: 1, in: store)
         #expect(store.recycledFiles.files == 0)
         // Written here in a file of its own, with a hole: recycled, and the copy received into it reads back exactly.
         let written = try store.create(2)
@@ -265,19 +269,16 @@ extension MappedBytes {
         let folder = TempFolder()
         defer { folder.remove() }
         let store = try Tier0Store(directory: folder.path, recycleBudget: 64 << 20)
-        _ = try receive(pattern(1 << 20, seed: 14), as: 1, into: store)
-        store.remove(1)
+        try receiveAndDrop(1 << 20, seed: 14, as: 1, in: store)
         #expect(recycledNames(in: folder).count == 1)
         let restarted = try Tier0Store(directory: folder.path, recycleBudget: 64 << 20)
         #expect(recycledNames(in: folder).isEmpty)
 
-        _ = try receive(pattern(1 << 20, seed: 15), as: 2, into: restarted)
-        restarted.remove(2)
+        try receiveAndDrop(1 << 20, seed: 15, as: 2, in: restarted)
         #expect(restarted.recycledFiles.files == 1)
         restarted.stopRecycling()
         #expect(restarted.recycledFiles.files == 0 && recycledNames(in: folder).isEmpty)
-        _ = try receive(pattern(1 << 20, seed: 16), as: 3, into: restarted)
-        restarted.remove(3)
+        try receiveAndDrop(1 << 20, seed: 16, as: 3, in: restarted)
         #expect(restarted.recycledFiles.files == 0 && recycledNames(in: folder).isEmpty)
         #expect(!fileExists(restarted.path(of: 3)))
     }
@@ -286,11 +287,9 @@ extension MappedBytes {
         let folder = TempFolder()
         defer { folder.remove() }
         let store = try Tier0Store(directory: folder.path, recycleBudget: 64 << 20)
-        _ = try receive(pattern(1 << 20, seed: 17), as: 1, into: store)
-        store.remove(1)
+        try receiveAndDrop(1 << 20, seed: 17, as: 1, in: store)
         let removed = ContinuousClock.now
-        _ = try receive(pattern(2 << 20, seed: 18), as: 2, into: store)
-        store.remove(2)
+        try receiveAndDrop(2 << 20, seed: 18, as: 2, in: store)
         #expect(store.recycledFiles.files == 2)
 
         store.releaseRecycledFiles(keptBefore: removed - .seconds(1))
