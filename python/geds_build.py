@@ -37,11 +37,9 @@ def declarations(text: str) -> str:
 ffibuilder = FFI()
 with open(header) as handle:
     ffibuilder.cdef(declarations(handle.read()))
-# madvise, to pre-fault a large destination in one call (MADV_POPULATE_WRITE) before a read lands in it.
-ffibuilder.cdef("int madvise(void *addr, size_t length, int advice);")
 ffibuilder.set_source(
     "geds._geds",
-    '#include <sys/mman.h>\n#include "geds.h"',
+    '#include "geds.h"',
     libraries=["geds"],
     include_dirs=include_dirs,
     library_dirs=library_dirs,

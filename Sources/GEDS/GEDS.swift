@@ -205,6 +205,8 @@ public final class GEDS: Sendable {
     public func read(_ path: ObjectPath, at offset: UInt64 = 0,
                      into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
         let (bucket, key) = (path.bucket.rawValue, path.key.rawValue)
+        let population = PagePopulation.start(buffer)
+        defer { population?.finish() }
         if let attachment { return try attachment.read(bucket: bucket, key: key, at: offset, into: buffer) }
         // The caller's buffer outlives this awaited call; only the read writes it meanwhile.
         nonisolated(unsafe) let destination = buffer
@@ -220,11 +222,12 @@ public final class GEDS: Sendable {
         try await read(ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key)), at: offset, into: buffer)
     }
 
-    /// The whole object's bytes as an array (a copy; use `open(...).view()` for zero copies).
+    /// The whole object's bytes in a new array, read straight into it (`open(...).view()` gives them without a copy,
+    /// and keeps a remote object's copy in this node's tier 0 for later reads; a get does not).
     public func get(_ path: ObjectPath) async throws(GedsError) -> [UInt8] {
         let reader = try await open(path)
         if let contents = reader.info.contents, contents.count == Int(reader.size) { return contents }
-        return try await reader.view().withBytes { Array($0) }
+        return try await reader.read(at: 0, length: Int(reader.size))
     }
 
     public func get(bucket: String, key: String) async throws(GedsError) -> [UInt8] {
@@ -569,6 +572,8 @@ public final class ObjectReader: Sendable {
 
     /// Reads up to `buffer.count` bytes at `offset` into caller memory; returns how many were read.
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) async throws(GedsError) -> Int {
+        let population = PagePopulation.start(buffer)
+        defer { population?.finish() }
         if let attachment { return try attachment.read(info, at: offset, into: buffer) }
         return try await node!.read(info, at: offset, into: buffer)
     }
@@ -577,9 +582,13 @@ public final class ObjectReader: Sendable {
         guard length >= 0 else { throw GedsError(.invalidArgument, "negative read length \(length)") }
         guard offset < info.size else { return [] }
         let count = Int(min(UInt64(length), info.size - offset))
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 16)
-        defer { buffer.deallocate() }
-        let got = try await read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<count]))
-        return Array(buffer[..<got])
+        // The bytes land straight in the array's storage, whose pages are new (see `PagePopulation`). Array has no
+        // async `withUnsafeMutableBytes`; the storage of this array, uniquely referenced and untouched until the
+        // read returns, stays where it is across the read's suspension.
+        var bytes = [UInt8](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+        nonisolated(unsafe) let destination = bytes.withUnsafeMutableBytes { $0 }
+        let got = try await read(at: offset, into: destination)
+        bytes.removeLast(count - got)
+        return bytes
     }
 }

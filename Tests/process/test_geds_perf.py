@@ -67,8 +67,8 @@ def full_run(tmp_path_factory):
     """One run with the references installed, every output file, and --transport both."""
     folder = tmp_path_factory.mktemp("perf")
     files = {kind: str(folder / f"out.{kind}") for kind in ("json", "csv", "svg")}
-    run = perf("--transport", "both", "--workloads", "read-bw,read-tier0", "--sizes", "64K,1M", "--repetitions", "1",
-               "--json", files["json"], "--csv", files["csv"], "--plot", files["svg"])
+    run = perf("--transport", "both", "--workloads", "read-bw,get-bw,read-tier0", "--sizes", "64K,1M",
+               "--repetitions", "1", "--json", files["json"], "--csv", files["csv"], "--plot", files["svg"])
     assert run.rc == 0, run.describe()
     with open(files["json"]) as handle:
         document = json.load(handle)
@@ -313,9 +313,9 @@ def test_json_schema(full_run):
                 assert isinstance(value, kind), (field, m)
         assert m["transport"] in ("tcp", "rdma", "none")
         assert m["gbit_per_s"] is not None or m["ops_per_s"] is not None or m["p50_us"] is not None, m
-    bandwidth = [m for m in measurements if m["workload"] in ("read-bw", "read-tier0")]
+    bandwidth = [m for m in measurements if m["workload"] in ("read-bw", "get-bw", "read-tier0")]
     assert {(m["workload"], m["size_bytes"]) for m in bandwidth} == {
-        ("read-bw", 65536), ("read-bw", 1 << 20), ("read-tier0", 1 << 20)}
+        ("read-bw", 65536), ("read-bw", 1 << 20), ("get-bw", 65536), ("get-bw", 1 << 20), ("read-tier0", 1 << 20)}
     for m in bandwidth:
         assert m["samples"] == 1 and m["spread_min"] <= m["gbit_per_s"] <= m["spread_max"], m
         if m["reference_value"] is not None:  # the ratio is GEDS / reference for a bandwidth

@@ -50,9 +50,9 @@ def test_put_get_sizes_and_metadata(client, bucket):
     assert client.metadata(bucket, "numpy") == {"dtype": "int64"}
 
 
-def test_large_gets_fill_in_chunks_while_pages_are_faulted_in(client, bucket):
-    # Past 8 MiB a get fills its bytes in 16 MiB chunks beside a thread that faults in the next one's pages:
-    # every chunk, the short last one and a ranged tail land where they belong.
+def test_large_gets_land_whole_while_their_pages_are_populated(client, bucket):
+    # Past 8 MiB libgeds has a thread make a new destination's pages present while the read lands in it (16 MiB
+    # at a time): every byte, the short last stretch and a ranged tail land where they belong.
     data = os.urandom(40 * MiB + 123)
     client.put(bucket, "large", data)
     got = client.get(bucket, "large")

@@ -146,6 +146,7 @@ struct Bench {
     func run(_ workload: Workload, _ parameters: Parameters) async throws -> [Measurement] {
         switch workload {
         case .readBandwidth: try await readBandwidth(sizes: parameters.sizes)
+        case .getBandwidth: try await getBandwidth(sizes: parameters.sizes)
         case .readIntoTier0: try await readIntoTier0(sizes: parameters.sizes)
         case .readManyMiB: try await readManyMiB()
         case .latency: try await latency()
@@ -247,6 +248,35 @@ struct Bench {
                 result.note! += String(format: "; owner CPU %.0f ms per GiB served", ownerCPU * 1000 / served)
             }
             results.append(result)
+        }
+        return results
+    }
+
+    /// Whole-object gets, each into a new array (`GEDS.get`, lookup included): what a caller without a buffer of its
+    /// own sees, the new array's pages included (Python's `get` is the same into a new `bytes`).
+    func getBandwidth(sizes: [Int]) async throws -> [Measurement] {
+        let reference = bandwidthReference()
+        var results: [Measurement] = []
+        for size in sizes {
+            let info = try await setup.remoteObject(size: size)
+            let perSample = max(1, (64 << 20) / size)
+            let samples = setup.repetitions(for: size)
+            progress("get-bw \(transport.rawValue) \(Report.formatSize(size)): \(samples) × \(perSample) gets")
+            var seconds: [Double] = []
+            for sample in 0...samples {  // the first is a warm-up
+                var nanoseconds: UInt64 = 0
+                for _ in 0..<perSample {
+                    let start = DispatchTime.now().uptimeNanoseconds
+                    let bytes = try await geds.get(bucket: bucket, key: info.key)
+                    nanoseconds += DispatchTime.now().uptimeNanoseconds - start
+                    // Freed here, untimed, as Python's bench times its `get` alone.
+                    precondition(bytes.count == size)
+                }
+                if sample > 0 { seconds.append(Double(nanoseconds) / 1e9) }
+            }
+            results.append(.bandwidth(.getBandwidth, transport: transport, size: size,
+                                      rates: Bench.rates(bytes: size * perSample, seconds), reference: reference,
+                                      note: "remote get into a new array each (GEDS.get: lookup + read)"))
         }
         return results
     }

@@ -384,7 +384,7 @@ struct GedsPerf: AsyncParsableCommand {
 
 /// What geds-perf can measure. Data-plane workloads move object bytes and are measured per transport.
 enum Workload: String, CaseIterable {
-    case readBandwidth = "read-bw", readIntoTier0 = "read-tier0", readManyMiB = "read-1mib", latency
+    case readBandwidth = "read-bw", getBandwidth = "get-bw", readIntoTier0 = "read-tier0", readManyMiB = "read-1mib", latency
     case metadataOps = "mds-ops", local, write, mdsScale = "mds-scale", nodeScale = "node-scale", tier1, spill, s3, pubsub, soak, attach
     case tier0Memory = "tier0-memory", mdsState = "mds-state", replicas
 
@@ -392,10 +392,10 @@ enum Workload: String, CaseIterable {
     /// to keep a default run short.
     static let defaults: [Workload] = [.readBandwidth, .readIntoTier0, .readManyMiB, .latency, .metadataOps, .local, .write]
 
-    var dataPlane: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .latency].contains(self) }
+    var dataPlane: Bool { [.readBandwidth, .getBandwidth, .readIntoTier0, .readManyMiB, .latency].contains(self) }
     /// Whether it runs on the shared cluster (spill starts its own, with a capped tier 0 and a tier 1).
     var needsCluster: Bool { ![.mdsScale, .tier1, .spill, .s3, .soak, .attach, .mdsState, .replicas].contains(self) }
-    var measuresBandwidth: Bool { [.readBandwidth, .readIntoTier0, .readManyMiB, .write].contains(self) }
+    var measuresBandwidth: Bool { [.readBandwidth, .getBandwidth, .readIntoTier0, .readManyMiB, .write].contains(self) }
 
     static func parse(_ list: String) throws -> [Workload] {
         try list.split(separator: ",", omittingEmptySubsequences: false).map { name in
