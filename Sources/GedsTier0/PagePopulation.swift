@@ -22,13 +22,16 @@ public final class PagePopulation: Sendable {
     private let stopRequested = Atomic<Bool>(false)
     private let finished = DispatchSemaphore(value: 0)
 
-    /// Starts populating `destination` when it is large and its pages are mostly absent; nil otherwise.
-    public static func start(_ destination: UnsafeMutableRawBufferPointer) -> PagePopulation? {
+    /// Starts populating `destination` when it is large and (unless `onlyWhenPagesAreAbsent` is false) its pages
+    /// are mostly absent; nil otherwise. A new mapping of a file must say false: `mincore` reports a file's pages in
+    /// memory, not whether this mapping maps them yet.
+    public static func start(_ destination: UnsafeMutableRawBufferPointer,
+                             onlyWhenPagesAreAbsent: Bool = true) -> PagePopulation? {
         guard destination.count >= threshold, let base = destination.baseAddress else { return nil }
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         let start = (UInt(bitPattern: base) + UInt(page) - 1) & ~UInt(page - 1)
         let end = (UInt(bitPattern: base) + UInt(destination.count)) & ~UInt(page - 1)
-        guard end > start, mostlyAbsent(from: start, to: end, page: page) else { return nil }
+        guard end > start, !onlyWhenPagesAreAbsent || mostlyAbsent(from: start, to: end, page: page) else { return nil }
         let population = PagePopulation()
         queue.async {
             var at = start
@@ -44,9 +47,11 @@ public final class PagePopulation: Sendable {
     }
 
     /// Stops after the chunk in progress and waits for it, so that nothing touches the destination afterwards.
+    /// Calling it again returns at once.
     public func finish() {
         stopRequested.store(true, ordering: .relaxed)
         finished.wait()
+        finished.signal()
     }
 
     /// Whether most of a few pages spread over the range are not in memory (`mincore`): a new allocation.

@@ -218,7 +218,7 @@ final class SlabFolder: Sendable {
             guard ftruncate(raw, off_t(slotCount * slotSize)) == 0 else {
                 throw GedsError.io("cannot size slab \(path) in tier 0", errno: errno)
             }
-            let mapping = try MappedBytes(descriptor: fd, size: slotCount * slotSize, writable: true, populate: false)
+            let mapping = try MappedBytes(descriptor: fd, size: slotCount * slotSize, writable: true)
             return (Slab(id: id, path: path, slotSize: slotSize, slotCount: slotCount, mapping: mapping), fd)
         } catch {
             try? fd.close()
