@@ -15,9 +15,6 @@ public final class PagePopulation: Sendable {
     public static let threshold = 8 << 20
     private static let chunk = 16 << 20
     private static let samples = 8
-    /// A queue of its own (a thread of its own when busy): a population holds its thread for tens of milliseconds,
-    /// which on a global queue's width-limited threads would hold up other work queued there.
-    private static let queue = DispatchQueue(label: "geds.page-population")
 
     private let stopRequested = Atomic<Bool>(false)
     private let finished = DispatchSemaphore(value: 0)
@@ -33,7 +30,10 @@ public final class PagePopulation: Sendable {
         let end = (UInt(bitPattern: base) + UInt(destination.count)) & ~UInt(page - 1)
         guard end > start, !onlyWhenPagesAreAbsent || mostlyAbsent(from: start, to: end, page: page) else { return nil }
         let population = PagePopulation()
-        queue.async {
+        // A serial queue of its own (so a thread of its own): a population holds its thread for tens of
+        // milliseconds, which on a global queue's width-limited threads would hold up other work queued there, and
+        // concurrent reads each get theirs.
+        DispatchQueue(label: "geds.page-population").async {
             var at = start
             while at < end, !population.stopRequested.load(ordering: .relaxed) {
                 let length = min(UInt(chunk), end - at)
