@@ -1,5 +1,6 @@
 import CLinux
 import GedsCore
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -114,9 +115,9 @@ enum RecycledFile {
     /// open or mapped and it has no other name (see the top of this file) (true); else unlinked (false), and whoever
     /// has it open keeps its bytes.
     static func keepIfUnshared(_ path: String, at destination: String) -> Bool {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { return false }
-        defer { close(descriptor) }
+        guard let file = try? FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec) else { return false }
+        defer { try? file.close() }
+        let descriptor = file.rawValue
         guard clinux_take_write_lease(descriptor) == 0 else {
             unlink(path)
             return false

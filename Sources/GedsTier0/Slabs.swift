@@ -211,12 +211,18 @@ final class SlabFolder: Sendable {
         let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
         let path = directory + "/" + SlabSlot(slab: id, offset: 0).fileName
         let slotCount = max(Slab.bytes / slotSize, 1)
-        let raw = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard raw >= 0 else { throw GedsError.io("cannot create slab \(path) in tier 0", errno: errno) }
-        let fd = FileDescriptor(rawValue: raw)
+        let fd: FileDescriptor
+        do {
+            fd = try FileDescriptor.open(FilePath(path), .readWrite, options: [.create, .truncate, .closeOnExec],
+                                         permissions: Tier0Store.filePermissions)
+        } catch {
+            throw GedsError.io("cannot create slab \(path) in tier 0", error)
+        }
         do throws(GedsError) {
-            guard ftruncate(raw, off_t(slotCount * slotSize)) == 0 else {
-                throw GedsError.io("cannot size slab \(path) in tier 0", errno: errno)
+            do {
+                try fd.resize(to: Int64(slotCount * slotSize))
+            } catch {
+                throw GedsError.io("cannot size slab \(path) in tier 0", error)
             }
             let mapping = try MappedBytes(descriptor: fd, size: slotCount * slotSize, writable: true)
             return (Slab(id: id, path: path, slotSize: slotSize, slotCount: slotCount, mapping: mapping), fd)

@@ -106,9 +106,7 @@ public final class Tier0Store: Sendable {
     public func create(_ blob: BlobID) throws(GedsError) -> WritableBlob {
         // A packed blob has no file of its own to collide with.
         guard !contains(blob) else { throw GedsError.io("cannot create \(path(of: blob)) in tier 0", errno: EEXIST) }
-        let fd = open(path(of: blob), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw GedsError.io("cannot create \(path(of: blob)) in tier 0", errno: errno) }
-        return WritableBlob(store: self, blob: blob, descriptor: FileDescriptor(rawValue: fd))
+        return WritableBlob(store: self, blob: blob, descriptor: try Tier0Store.createFile(path(of: blob)))
     }
 
     /// A writable mapping of exactly `size` bytes, reserved up front so that a full folder is an error here
@@ -144,27 +142,43 @@ public final class Tier0Store: Sendable {
             unlink(file.path)
             return nil
         }
-        let raw = chmod(path, 0o644) == 0 ? open(path, O_RDWR | O_CLOEXEC) : -1
-        guard raw >= 0, ftruncate(raw, off_t(size)) == 0, posix_fallocate(raw, 0, off_t(size)) == 0 else {
-            if raw >= 0 { close(raw) }
+        guard chmod(path, Tier0Store.filePermissions.rawValue) == 0,
+              let fd = try? FileDescriptor.open(FilePath(path), .readWrite, options: .closeOnExec) else {
             unlink(path)
             return nil
         }
-        return FileDescriptor(rawValue: raw)
+        guard (try? fd.resize(to: Int64(size))) != nil, posix_fallocate(fd.rawValue, 0, off_t(size)) == 0 else {
+            try? fd.close()
+            unlink(path)
+            return nil
+        }
+        return fd
     }
 
     /// A new file at `path` with `size` bytes reserved; when the folder is full, the recycled files go first.
     private func createReserved(_ path: String, size: UInt64) throws(GedsError) -> FileDescriptor {
-        let raw = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard raw >= 0 else { throw GedsError.io("cannot create \(path) in tier 0", errno: errno) }
-        var result = size > 0 ? posix_fallocate(raw, 0, off_t(size)) : 0
-        if result == ENOSPC, emptyRecyclePool() { result = posix_fallocate(raw, 0, off_t(size)) }
+        let fd = try Tier0Store.createFile(path)
+        var result = size > 0 ? posix_fallocate(fd.rawValue, 0, off_t(size)) : 0
+        if result == ENOSPC, emptyRecyclePool() { result = posix_fallocate(fd.rawValue, 0, off_t(size)) }
         guard result == 0 else {
-            close(raw)
+            try? fd.close()
             unlink(path)
             throw GedsError.io("cannot reserve \(size) bytes for a copy in tier 0 folder \(directory)", errno: result)
         }
-        return FileDescriptor(rawValue: raw)
+        return fd
+    }
+
+    /// A blob's file mode: readable by the host's other processes (same-host nodes and attached ones map it).
+    static let filePermissions: FilePermissions = [.ownerReadWrite, .groupRead, .otherRead]
+
+    /// Creates `path`, which must not exist yet, for reading and writing.
+    static func createFile(_ path: String, permissions: FilePermissions = filePermissions) throws(GedsError) -> FileDescriptor {
+        do {
+            return try FileDescriptor.open(FilePath(path), .readWrite, options: [.create, .exclusiveCreate, .closeOnExec],
+                                           permissions: permissions)
+        } catch {
+            throw GedsError.io("cannot create \(path) in tier 0", error)
+        }
     }
 
     /// Unlinks every recycled file (the folder is full); false when there was none.
@@ -271,27 +285,25 @@ public final class Tier0Store: Sendable {
     /// of `bytes`. The caller closes it.
     public func unnamedFile(holding bytes: MappedBytes) throws(GedsError) -> FileDescriptor {
         let path = directory + "/.\(UInt64.random(in: 0...UInt64.max)).partial"
-        let raw = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard raw >= 0 else { throw GedsError.io("cannot create \(path) in tier 0", errno: errno) }
-        let fd = FileDescriptor(rawValue: raw)
+        let fd = try Tier0Store.createFile(path, permissions: .ownerReadWrite)
         unlink(path)
-        let written = bytes.withBytes { bytes in bytes.isEmpty ? 0 : pwrite(fd.rawValue, bytes.baseAddress, bytes.count, 0) }
-        guard written == bytes.count else {
-            let code = written < 0 ? errno : ENOSPC
+        do {
+            _ = try bytes.withBytes { bytes in try fd.writeAll(toAbsoluteOffset: 0, bytes) }
+        } catch {
             try? fd.close()
-            throw GedsError.io("cannot copy \(bytes.count) bytes into tier 0 folder \(directory)", errno: code)
+            throw GedsError.io("cannot copy \(bytes.count) bytes into tier 0 folder \(directory)", error)
         }
         return fd
     }
 
     private static func openSealed(_ path: String) throws(GedsError) -> FileDescriptor {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            let code = errno
-            if code == ENOENT { throw GedsError(.noSuchBlob, "copy \(path) is gone") }
-            throw GedsError.io("cannot open \(path)", errno: code)
+        do {
+            return try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec)
+        } catch Errno.noSuchFileOrDirectory {
+            throw GedsError(.noSuchBlob, "copy \(path) is gone")
+        } catch {
+            throw GedsError.io("cannot open \(path)", error)
         }
-        return FileDescriptor(rawValue: fd)
     }
 
     /// Opens a sealed blob for sending (the caller closes the descriptor): its bytes are `size` bytes from `offset`
@@ -300,9 +312,10 @@ public final class Tier0Store: Sendable {
         markServed(blob)
         let (path, slot) = place(of: blob)
         guard let size = size(of: blob) else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here") }
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here") }
-        return (FileDescriptor(rawValue: fd), slot.map { $0.offset + UInt64(SlotHeader.size) } ?? 0, size)
+        guard let fd = try? FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec) else {
+            throw GedsError(.noSuchBlob, "blob \(blob.fileName) is not held here")
+        }
+        return (fd, slot.map { $0.offset + UInt64(SlotHeader.size) } ?? 0, size)
     }
 
     /// The blob's file is about to be sent to a peer (by `sendfile`, whose queued bytes refer to its pages after the
