@@ -1,4 +1,3 @@
-import Dispatch
 import Glibc
 import Synchronization
 
@@ -16,8 +15,11 @@ public final class PagePopulation: Sendable {
     private static let chunk = 16 << 20
     private static let samples = 8
 
+    private let start: UInt
+    private let end: UInt
     private let stopRequested = Atomic<Bool>(false)
-    private let finished = DispatchSemaphore(value: 0)
+    /// The populating thread until `finish` joined it (0 after).
+    private let thread = Mutex<pthread_t>(0)
 
     /// Starts populating `destination` when it is large and (unless `onlyWhenPagesAreAbsent` is false) its pages
     /// are mostly absent; nil otherwise. A new mapping of a file must say false: `mincore` reports a file's pages in
@@ -29,29 +31,42 @@ public final class PagePopulation: Sendable {
         let start = (UInt(bitPattern: base) + UInt(page) - 1) & ~UInt(page - 1)
         let end = (UInt(bitPattern: base) + UInt(destination.count)) & ~UInt(page - 1)
         guard end > start, !onlyWhenPagesAreAbsent || mostlyAbsent(from: start, to: end, page: page) else { return nil }
-        let population = PagePopulation()
-        // A serial queue of its own (so a thread of its own): a population holds its thread for tens of
-        // milliseconds, which on a global queue's width-limited threads would hold up other work queued there, and
-        // concurrent reads each get theirs.
-        DispatchQueue(label: "geds.page-population").async {
-            var at = start
-            while at < end, !population.stopRequested.load(ordering: .relaxed) {
-                let length = min(UInt(chunk), end - at)
-                // Refused (an older kernel): the read faults the pages in itself, as without this.
-                if madvise(UnsafeMutableRawPointer(bitPattern: at), Int(length), MADV_POPULATE_WRITE) != 0 { break }
-                at += length
-            }
-            population.finished.signal()
+        let population = PagePopulation(start: start, end: end)
+        // A thread of its own, not a dispatch queue: a population holds its thread for tens of milliseconds, and a
+        // process forked from one that used libdispatch (a Python worker) cannot use dispatch's threads.
+        var thread = pthread_t()
+        let context = Unmanaged.passRetained(population).toOpaque()
+        let created = pthread_create(&thread, nil, { raw in
+            Unmanaged<PagePopulation>.fromOpaque(raw!).takeRetainedValue().populate()
+            return nil
+        }, context)
+        guard created == 0 else {
+            Unmanaged<PagePopulation>.fromOpaque(context).release()
+            return nil  // the read faults the pages in itself, as without this
         }
+        population.thread.withLock { $0 = thread }
         return population
+    }
+
+    private func populate() {
+        var at = start
+        while at < end, !stopRequested.load(ordering: .relaxed) {
+            let length = min(UInt(PagePopulation.chunk), end - at)
+            // Refused (an older kernel): the read faults the pages in itself, as without this.
+            if madvise(UnsafeMutableRawPointer(bitPattern: at), Int(length), MADV_POPULATE_WRITE) != 0 { break }
+            at += length
+        }
     }
 
     /// Stops after the chunk in progress and waits for it, so that nothing touches the destination afterwards.
     /// Calling it again returns at once.
     public func finish() {
         stopRequested.store(true, ordering: .relaxed)
-        finished.wait()
-        finished.signal()
+        let running = thread.withLock { thread in
+            defer { thread = 0 }
+            return thread
+        }
+        if running != 0 { pthread_join(running, nil) }
     }
 
     /// Whether most of a few pages spread over the range are not in memory (`mincore`): a new allocation.
@@ -67,5 +82,8 @@ public final class PagePopulation: Sendable {
         return absent * 2 > samples
     }
 
-    private init() {}
+    private init(start: UInt, end: UInt) {
+        self.start = start
+        self.end = end
+    }
 }
