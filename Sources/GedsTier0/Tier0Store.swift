@@ -111,6 +111,21 @@ public final class Tier0Store: Sendable {
         return WritableBlob(store: self, blob: blob, descriptor: FileDescriptor(rawValue: fd))
     }
 
+    /// A whole blob from bytes in hand, sealed at once: a small one straight into a slab slot (no file to write
+    /// and copy from, as a written blob's seal does), else a file of its own as `create`, `write` and `seal` make it.
+    public func store(_ blob: BlobID, bytes: UnsafeRawBufferPointer) throws(GedsError) {
+        let size = UInt64(bytes.count)
+        guard !contains(blob) else { throw GedsError.io("cannot create \(path(of: blob)) in tier 0", errno: EEXIST) }
+        if slabs.packs(size), let slot = try? slabs.allocate(size: size) {
+            if let source = bytes.baseAddress { (slot.header + SlotHeader.size).copyMemory(from: source, byteCount: bytes.count) }
+            packed(blob, size: size, into: slot)
+            return
+        }
+        let writable = try create(blob)
+        try writable.write(bytes, at: 0)
+        _ = try writable.seal()
+    }
+
     /// A writable mapping of exactly `size` bytes, reserved up front so that a full folder is an error here
     /// and not a SIGBUS later; used to receive a copy from a peer straight into its final place: a slot of its
     /// own when it is small, else a file of its own, renamed into place at seal, so concurrent fetches of the
