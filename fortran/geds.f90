@@ -66,7 +66,7 @@ module geds
   public :: geds_writer_size
   public :: geds_connect, geds_close, geds_create_bucket, geds_delete_bucket, geds_create, geds_write, geds_truncate, &
             geds_seal, geds_writer_discard, geds_open, geds_reader_size, geds_read, geds_reader_close, &
-            geds_read_object, geds_view, geds_view_release, geds_stat, geds_delete, geds_delete_prefix, geds_rename, &
+            geds_read_object, geds_put, geds_view, geds_view_release, geds_stat, geds_delete, geds_delete_prefix, geds_rename, &
             geds_copy, geds_relocate, geds_flush, geds_strerror, geds_last_error, geds_version, geds_wait
 
   ! Functions without names: called directly.
@@ -192,6 +192,13 @@ module geds
       type(c_ptr), value :: g
       character(kind=c_char), dimension(*), intent(in) :: bucket
       integer(c_int), value :: force
+    end function
+    integer(c_int) function c_put(g, bucket, key, buf, len) bind(C, name="geds_put")
+      import :: c_ptr, c_int, c_char, c_size_t
+      type(c_ptr), value :: g
+      character(kind=c_char), dimension(*), intent(in) :: bucket, key
+      type(*), dimension(*), intent(in) :: buf
+      integer(c_size_t), value :: len
     end function
     integer(c_int64_t) function c_read_object(g, bucket, key, buf, len, offset) bind(C, name="geds_read_object")
       import :: c_ptr, c_char, c_size_t, c_int64_t
@@ -358,6 +365,15 @@ contains
     integer(c_size_t), intent(in) :: len
     integer(c_int64_t), intent(in) :: offset
     count = c_read_object(g, c_str(bucket), c_str(key), buf, len, offset)
+  end function
+
+  ! Writes len bytes of buf as the object bucket/key and seals it, in one call (create + write + seal).
+  integer(c_int) function geds_put(g, bucket, key, buf, len) result(rc)
+    type(c_ptr), intent(in) :: g
+    character(*), intent(in) :: bucket, key
+    type(*), dimension(*), intent(in) :: buf
+    integer(c_size_t), intent(in) :: len
+    rc = c_put(g, c_str(bucket), c_str(key), buf, len)
   end function
 
   integer(c_int) function geds_stat(g, bucket, key, info) result(rc)

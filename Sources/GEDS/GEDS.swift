@@ -164,15 +164,48 @@ public final class GEDS: Sendable {
                          replicas: replicas)
     }
 
-    /// Writes a whole object in one call.
-    public func put(_ path: ObjectPath, bytes: [UInt8], metadata: [String: String] = [:]) async throws(GedsError) {
-        let writer = try await create(path)
-        try writer.write(bytes, at: 0)
-        try await writer.seal(metadata: metadata)
+    /// Writes a whole object in one call: `create` (with its options), one write, `seal`. Without replicas of its
+    /// own it is one step: attached, an object of up to `LocalRequest.maximumPutBytes` (64 KiB) is one request to the
+    /// gedsd, which stores and seals it (one local round trip instead of two); a node of this process stores a small
+    /// one straight into a slab slot. Errors are `create`'s and `seal`'s.
+    public func put(_ path: ObjectPath, bytes: [UInt8], metadata: [String: String] = [:], persistency: Persistency? = nil,
+                    exclusive: Bool = false, replicas: Replicas? = nil) async throws(GedsError) {
+        guard replicas == nil, attachment == nil || bytes.count <= LocalRequest.maximumPutBytes else {
+            return try await putThroughWriter(path, metadata: metadata, persistency: persistency, exclusive: exclusive,
+                                              replicas: replicas) { (writer) throws(GedsError) in try writer.write(bytes, at: 0) }
+        }
+        let (bucket, key) = (path.bucket.rawValue, path.key.rawValue)
+        if let attachment {
+            return try attachment.expectOK(.put(bucket: bucket, key: key, bytes: bytes, metadata: metadata, persistency: persistency,
+                                                exclusive: exclusive))
+        }
+        try await node.put(bucket: bucket, key: key, bytes: bytes, metadata: metadata, persistency: persistency, exclusive: exclusive)
     }
 
-    public func put(bucket: String, key: String, bytes: [UInt8], metadata: [String: String] = [:]) async throws(GedsError) {
-        try await put(ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key)), bytes: bytes, metadata: metadata)
+    /// As `put(_:bytes:...)`, from caller memory (read until the call returns): copied once when it is small enough for one
+    /// step (`LocalRequest.maximumPutBytes`), else written from there.
+    public func put(_ path: ObjectPath, from source: UnsafeRawBufferPointer, metadata: [String: String] = [:],
+                    persistency: Persistency? = nil, exclusive: Bool = false, replicas: Replicas? = nil) async throws(GedsError) {
+        guard replicas == nil, source.count <= LocalRequest.maximumPutBytes else {
+            // The caller keeps `source` valid until this returns; only the write reads it.
+            nonisolated(unsafe) let source = source
+            return try await putThroughWriter(path, metadata: metadata, persistency: persistency, exclusive: exclusive,
+                                              replicas: replicas) { (writer) throws(GedsError) in try writer.write(source, at: 0) }
+        }
+        try await put(path, bytes: Array(source), metadata: metadata, persistency: persistency, exclusive: exclusive)
+    }
+
+    public func put(bucket: String, key: String, bytes: [UInt8], metadata: [String: String] = [:], persistency: Persistency? = nil,
+                    exclusive: Bool = false, replicas: Replicas? = nil) async throws(GedsError) {
+        try await put(ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key)), bytes: bytes, metadata: metadata,
+                      persistency: persistency, exclusive: exclusive, replicas: replicas)
+    }
+
+    private func putThroughWriter(_ path: ObjectPath, metadata: [String: String], persistency: Persistency?, exclusive: Bool,
+                                  replicas: Replicas?, write: (ObjectWriter) throws(GedsError) -> Void) async throws(GedsError) {
+        let writer = try await create(path, persistency: persistency, exclusive: exclusive, replicas: replicas)
+        try write(writer)
+        try await writer.seal(metadata: metadata)
     }
 
     public func open(_ path: ObjectPath) async throws(GedsError) -> ObjectReader {

@@ -197,21 +197,49 @@ public func gedsCreateFlags(_ handle: OpaquePointer?, _ bucket: CString?, _ key:
         let store = try Handles.find(handle, as: Store.self)
         let (bucket, key) = (try text(bucket, "bucket"), try text(key, "key"))
         _ = try output(out, "out")
-        // Bits 8 to 15: GEDS_CREATE_REPLICAS(n).
-        let replicaBits: UInt32 = 0xFF << 8
-        guard flags & ~(UInt32(GEDS_CREATE_EXCLUSIVE) | UInt32(GEDS_CREATE_ASYNC_REPLICAS) | replicaBits) == 0 else {
-            throw GedsError(.invalidArgument, "unknown geds_create_flags flags 0x\(String(flags, radix: 16))")
-        }
-        let exclusive = flags & UInt32(GEDS_CREATE_EXCLUSIVE) != 0
-        let copies = Int((flags & replicaBits) >> 8)
-        let replicas = copies == 0 ? nil
-            : try Replicas(copies: copies, waitForAll: flags & UInt32(GEDS_CREATE_ASYNC_REPLICAS) == 0)
+        let (exclusive, replicas) = try createOptions(flags, of: "geds_create_flags")
         return { () async throws(GedsError) in
             Writer(try await store.geds.create(bucket: bucket, key: key, persistency: store.persistency, exclusive: exclusive,
                                                replicas: replicas))
         }
     } then: { writer in
         out?.pointee = Handles.register(writer)
+    }
+}
+
+/// The GEDS_CREATE_* flags of `function`: create-if-absent, and the replicas (bits 8 to 15: GEDS_CREATE_REPLICAS(n)).
+private func createOptions(_ flags: UInt32, of function: String) throws(GedsError) -> (exclusive: Bool, replicas: Replicas?) {
+    let replicaBits: UInt32 = 0xFF << 8
+    guard flags & ~(UInt32(GEDS_CREATE_EXCLUSIVE) | UInt32(GEDS_CREATE_ASYNC_REPLICAS) | replicaBits) == 0 else {
+        throw GedsError(.invalidArgument, "unknown \(function) flags 0x\(String(flags, radix: 16))")
+    }
+    let copies = Int((flags & replicaBits) >> 8)
+    let replicas = copies == 0 ? nil
+        : try Replicas(copies: copies, waitForAll: flags & UInt32(GEDS_CREATE_ASYNC_REPLICAS) == 0)
+    return (flags & UInt32(GEDS_CREATE_EXCLUSIVE) != 0, replicas)
+}
+
+@_cdecl("geds_put")
+public func gedsPut(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CString?, _ bytes: UnsafeRawPointer?, _ length: Int) -> Int32 {
+    gedsPutFlags(handle, bucket, key, bytes, length, 0, nil, nil, 0)
+}
+
+@_cdecl("geds_put_flags")
+public func gedsPutFlags(_ handle: OpaquePointer?, _ bucket: CString?, _ key: CString?, _ bytes: UnsafeRawPointer?, _ length: Int,
+                         _ flags: UInt32, _ names: UnsafePointer<CString?>?, _ values: UnsafePointer<CString?>?,
+                         _ count: Int) -> Int32 {
+    run { () throws(GedsError) in
+        let store = try Handles.find(handle, as: Store.self)
+        let (geds, bucket, key) = (store.geds, try text(bucket, "bucket"), try text(key, "key"))
+        // The caller's buffer outlives this blocking call; only the put reads it meanwhile.
+        nonisolated(unsafe) let source = UnsafeRawBufferPointer(try buffer(UnsafeMutableRawPointer(mutating: bytes), length))
+        let (exclusive, replicas) = try createOptions(flags, of: "geds_put_flags")
+        let metadata = try metadata(names, values, count)
+        // On the node's event loop (no hand-offs for its MDS round trip); attached, all on this thread.
+        try blocking(on: geds.readExecutor) { () async throws(GedsError) in
+            try await geds.put(ObjectPath(bucket: BucketName(bucket), key: ObjectKey(key)), from: source, metadata: metadata,
+                               persistency: store.persistency, exclusive: exclusive, replicas: replicas)
+        }.get()
     }
 }
 

@@ -222,6 +222,14 @@ public final class Node: Sendable {
         try await writePath.create(bucket: bucket, key: key, exclusive: exclusive, replicas: replicas)
     }
 
+    /// A whole object written and sealed in one step, as `create` + write + `seal` (without a hand-off or replicas
+    /// of its own); a small one goes straight into a slab slot.
+    public func put(bucket: String, key: String, bytes: [UInt8], metadata: [String: String], persistency: Persistency? = nil,
+                    exclusive: Bool = false) async throws(GedsError) {
+        try await checkPersistency(persistency, bucket: bucket)
+        try await writePath.put(bucket: bucket, key: key, bytes: bytes, metadata: metadata, persistency: persistency, exclusive: exclusive)
+    }
+
     /// Returns once a drain (`geds drain`) moved everything this node held away (or the waiting task is cancelled).
     public func waitUntilDrained() async {
         await drain.waitUntilDone()

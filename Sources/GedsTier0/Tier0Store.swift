@@ -19,6 +19,9 @@ public final class Tier0Store: Sendable {
     private let sealed = Mutex(Sealed())
     private let slabs: SlabAllocator
     private let recycled: Mutex<RecyclePool>
+    /// The pool's bytes as of its last change, read without its lock: trimming an empty pool (every seal does) then
+    /// takes no lock at all, which matters with many attached writers sealing at once.
+    private let recycledBytes = Atomic<UInt64>(0)
     private let quarantine: Duration
 
     /// Blobs at most this big are packed into slab slots by default: above it a file of its own wastes at most
@@ -109,6 +112,21 @@ public final class Tier0Store: Sendable {
         return WritableBlob(store: self, blob: blob, descriptor: try Tier0Store.createFile(path(of: blob)))
     }
 
+    /// A whole new blob (an id no blob here has: a put's, fresh from the MDS) from bytes in hand, sealed at once: a
+    /// small one straight into a slab slot (no file to write and copy from, as a written blob's seal does), else a
+    /// file of its own as `create`, `write` and `seal` make it.
+    public func store(_ blob: BlobID, bytes: UnsafeRawBufferPointer) throws(GedsError) {
+        let size = UInt64(bytes.count)
+        if slabs.packs(size), let slot = try? slabs.allocate(size: size) {
+            if let source = bytes.baseAddress { (slot.header + SlotHeader.size).copyMemory(from: source, byteCount: bytes.count) }
+            packed(blob, size: size, into: slot)
+            return
+        }
+        let writable = try create(blob)
+        try writable.write(bytes, at: 0)
+        _ = try writable.seal()
+    }
+
     /// A writable mapping of exactly `size` bytes, reserved up front so that a full folder is an error here
     /// and not a SIGBUS later; used to receive a copy from a peer straight into its final place: a slot of its
     /// own when it is small, else a file of its own, renamed into place at seal, so concurrent fetches of the
@@ -137,7 +155,7 @@ public final class Tier0Store: Sendable {
     /// `size` bytes (its tail freed) and backed whole (a file written with holes gets them filled, so the mapping
     /// never faults on a full folder); nil when none fits.
     private func reuseRecycledFile(as path: String, size: UInt64) -> FileDescriptor? {
-        guard size > 0, let file = recycled.withLock({ $0.take(for: size, at: .now) }) else { return nil }
+        guard size > 0, let file = changingRecyclePool({ $0.take(for: size, at: .now) }) else { return nil }
         guard rename(file.path, path) == 0 else {
             unlink(file.path)
             return nil
@@ -190,15 +208,23 @@ public final class Tier0Store: Sendable {
     /// Unlinks the recycled files `evict` takes out of the pool (under its lock); false when it took none.
     @discardableResult
     private func unlinkRecycled(_ evict: (inout RecyclePool) -> [RecyclePool.File]) -> Bool {
-        let evicted = recycled.withLock { evict(&$0) }
+        let evicted = changingRecyclePool(evict)
         for file in evicted { unlink(file.path) }
         return !evicted.isEmpty
+    }
+
+    private func changingRecyclePool<Result>(_ change: (inout RecyclePool) -> Result) -> Result {
+        recycled.withLock { pool in
+            defer { recycledBytes.store(pool.bytes, ordering: .relaxed) }
+            return change(&pool)
+        }
     }
 
     /// Unlinks recycled files, oldest first, until tier 0's sealed blobs and the pool take at most `ceiling` bytes
     /// (under memory pressure, before any blob is spilled). `incoming`: a copy of that size is about to be received;
     /// the file it would go into is spared, and not counted (it is that copy's room).
     public func trimRecyclePool(under ceiling: UInt64, keepingFitFor incoming: UInt64? = nil) {
+        guard recycledBytes.load(ordering: .relaxed) > 0 else { return }
         let blobBytes = usage.bytes
         unlinkRecycled { pool in
             let limit = ceiling > blobBytes ? ceiling - blobBytes : 0
@@ -215,7 +241,7 @@ public final class Tier0Store: Sendable {
 
     /// Recycles nothing from now on and unlinks the recycled files (at shutdown).
     public func stopRecycling() {
-        recycled.withLock { $0.stop() }
+        changingRecyclePool { $0.stop() }
         emptyRecyclePool()
     }
 

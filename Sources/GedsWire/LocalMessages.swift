@@ -22,6 +22,10 @@ public enum LocalRequest: Sendable, Equatable {
     /// Up to `length` bytes (at most `WireLimits.maximumDataPayload`) at `offset`: answered `stream(n)` and
     /// one data frame of n bytes. With an `info`, of that object; else of whatever `bucket/key` names now.
     case read(info: ObjectInfo?, bucket: String, key: String, offset: UInt64, length: UInt32)
+    /// A whole small object (at most `maximumPutBytes`) in one request: the gedsd stores and seals it, answering
+    /// `ok` once it is published (create + write + seal in one round trip; larger objects take that way).
+    /// `persistency`: as `create`'s; `exclusive`: create-if-absent.
+    case put(bucket: String, key: String, bytes: [UInt8], metadata: [String: String], persistency: Persistency?, exclusive: Bool)
     /// Moves the object to the named node (`GEDS.relocate`).
     case relocate(bucket: String, key: String, toNode: String)
     /// One of the API's metadata calls, in the MDS's own message (`createBucket`, `deleteBucket`, `listBuckets`,
@@ -32,10 +36,13 @@ public enum LocalRequest: Sendable, Equatable {
 }
 
 private enum LocalRequestTag: UInt8 {
-    case hello = 1, create, seal, view, read, relocate, call
+    case hello = 1, create, seal, view, read, relocate, call, put
 }
 
 extension LocalRequest {
+    /// The largest object a `put` carries: the MDS's default inline limit, so its bytes go on with the seal.
+    public static let maximumPutBytes = Int(InlineContents.defaultLimit)
+
     public func encode(into buffer: inout ByteBuffer) {
         switch self {
         case .hello(let pid, let mds):
@@ -66,6 +73,15 @@ extension LocalRequest {
             buffer.writeInteger(length)
             buffer.writeBool(info != nil)
             if let info { buffer.writeObjectInfo(info) }
+        case .put(let bucket, let key, let bytes, let metadata, let persistency, let exclusive):
+            buffer.writeInteger(LocalRequestTag.put.rawValue)
+            buffer.writeWireStrings([bucket, key])
+            buffer.writeMetadata(metadata)
+            buffer.writeBool(persistency != nil)
+            if let persistency { buffer.writeInteger(persistency.rawValue) }
+            buffer.writeBool(exclusive)
+            buffer.writeInteger(UInt32(bytes.count))
+            buffer.writeBytes(bytes)
         case .relocate(let bucket, let key, let node):
             buffer.writeInteger(LocalRequestTag.relocate.rawValue)
             buffer.writeWireStrings([bucket, key, node])
@@ -103,6 +119,14 @@ extension LocalRequest {
             let length: UInt32 = try payload.readWireInteger("length")
             let info = try payload.readBool() ? try payload.readObjectInfo() : nil
             request = .read(info: info, bucket: names[0], key: names[1], offset: offset, length: length)
+        case .put:
+            let names = try payload.readNames(2)
+            let metadata = try payload.readMetadata()
+            let persistency = try payload.readBool() ? try payload.readPersistency() : nil
+            let exclusive = try payload.readBool()
+            let count = try payload.readCount(limit: LocalRequest.maximumPutBytes, what: "put bytes")
+            request = .put(bucket: names[0], key: names[1], bytes: try payload.readFixedBytes(count, "put bytes"), metadata: metadata,
+                           persistency: persistency, exclusive: exclusive)
         case .relocate:
             let names = try payload.readNames(3)
             request = .relocate(bucket: names[0], key: names[1], toNode: names[2])

@@ -1,4 +1,5 @@
 @testable import GEDS
+import GedsCore
 import GedsWire
 import Testing
 #if canImport(Glibc)
@@ -60,6 +61,47 @@ struct AttachTests {
             #expect(sha256(smallView) == sha256(Array(bytes[..<4096])), "a view outlives the delete")
             let missing = await gedsError { _ = try await attached.get(bucket: "attach", key: "none") }
             #expect(missing?.code == .noSuchObject)
+        }
+    }
+
+    /// A small put is one request (`LocalRequest.put`): the bytes read back are those written, in the daemon's tier 0
+    /// (a slab slot) and inline at the MDS; larger ones take create + write + seal; errors are those of that way.
+    @Test func attachedPutIsOneRequestWithTheErrorsOfCreateAndSeal() async throws {
+        try await withDaemon { cluster, daemon, endpoint in
+            let attached = try GEDS.attach(socketPath: endpoint.path, mds: "\(cluster.mds.localAddress)")
+            try await attached.createBucket("put")
+            for (index, size) in [0, 1, 4096, LocalRequest.maximumPutBytes, LocalRequest.maximumPutBytes + 1, 1 << 20].enumerated() {
+                let bytes = randomBytes(size, seed: UInt64(index + 11))
+                try await attached.put(bucket: "put", key: "k\(size)", bytes: bytes, metadata: ["size": "\(size)"])
+                let info = try await daemon.stat(bucket: "put", key: "k\(size)")
+                #expect(info.size == UInt64(size) && info.metadata == ["size": "\(size)"])
+                #expect(info.locations.map(\.holder) == [daemon.nodeName], "published by the daemon as its own")
+                #expect(sha256(try await attached.get(bucket: "put", key: "k\(size)")) == sha256(bytes), "\(size) bytes")
+                #expect(sha256(try await daemon.open(bucket: "put", key: "k\(size)").view()) == sha256(bytes), "\(size) bytes, tier 0")
+            }
+            // From caller memory, replacing an object.
+            let replacement = randomBytes(5000, seed: 99)
+            let source = UnsafeMutableRawBufferPointer.allocate(byteCount: replacement.count, alignment: 16)
+            defer { source.deallocate() }
+            source.copyBytes(from: replacement)
+            try await attached.put(try ObjectPath(bucket: BucketName("put"), key: ObjectKey("k4096")), from: UnsafeRawBufferPointer(source))
+            #expect(try await attached.get(bucket: "put", key: "k4096") == replacement)
+
+            // The errors of create + seal: exclusive on an existing key, a missing bucket, bad metadata, bad names.
+            let exists = await gedsError { try await attached.put(bucket: "put", key: "k1", bytes: [1], exclusive: true) }
+            #expect(exists?.code == .objectExists, "\(String(describing: exists))")
+            #expect(try await attached.get(bucket: "put", key: "k1") == randomBytes(1, seed: 12), "the older object stays")
+            try await attached.put(bucket: "put", key: "new", bytes: [7, 8], exclusive: true)
+            #expect(try await attached.get(bucket: "put", key: "new") == [7, 8])
+            for bytes in [[UInt8](repeating: 1, count: 10), [UInt8](repeating: 1, count: LocalRequest.maximumPutBytes + 1)] {
+                let missing = await gedsError { try await attached.put(bucket: "no-such-bucket", key: "k", bytes: bytes) }
+                #expect(missing?.code == .noSuchBucket, "\(String(describing: missing))")
+                let badMetadata = await gedsError { try await attached.put(bucket: "put", key: "m", bytes: bytes, metadata: ["": "x"]) }
+                #expect(badMetadata?.code == .invalidArgument, "\(String(describing: badMetadata))")
+                let badKey = await gedsError { try await attached.put(bucket: "put", key: "", bytes: bytes) }
+                #expect(badKey?.code == .invalidName, "\(String(describing: badKey))")
+            }
+            #expect(await gedsError { _ = try await attached.stat(bucket: "put", key: "m") }?.code == .noSuchObject)
         }
     }
 

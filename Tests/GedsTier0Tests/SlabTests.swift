@@ -49,6 +49,26 @@ func backedBytes(of folder: String) -> UInt64 {
         #expect(classes.contains(1024 + SlotHeader.size))
     }
 
+    /// A blob stored whole from bytes in hand (a put): packed into a slot when small, a file of its own when large; it
+    /// reads back the bytes stored.
+    @Test func storedBytesReadBackPackedWhenSmallAndFromAFileWhenLarge() throws {
+        let folder = TempFolder()
+        defer { folder.remove() }
+        let store = try Tier0Store(directory: folder.path, quarantine: .zero)
+        let small = (0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 1) }
+        let large = (0..<(Tier0Store.defaultPackLimit + 1)).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }
+        for (blob, bytes) in [(BlobID(1), small), (BlobID(2), large)] {
+            try bytes.withUnsafeBytes { try store.store(blob, bytes: $0) }
+            #expect(store.size(of: blob) == UInt64(bytes.count))
+            let mapping = try store.map(blob)
+            withExtendedLifetime(mapping) { #expect(Array(mapping.bytes) == bytes, "blob \(blob)") }
+        }
+        #expect(store.place(of: 1).slot != nil, "a small blob is packed")
+        #expect(store.place(of: 2).slot == nil && FileManager.default.fileExists(atPath: store.path(of: 2)))
+        try [UInt8]().withUnsafeBytes { try store.store(3, bytes: $0) }
+        #expect(store.size(of: 3) == 0)
+    }
+
     /// Blobs of mixed sizes (packed and not), written and received, deleted and replaced (reusing the freed
     /// slots): every blob reads back its own bytes throughout.
     @Test func mixedSizesWrittenReadDeletedReused() throws {

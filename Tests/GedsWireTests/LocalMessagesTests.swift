@@ -21,6 +21,9 @@ import Testing
         .view(info),
         .read(info: nil, bucket: "b", key: "k", offset: 0, length: 0),
         .read(info: info, bucket: "", key: "", offset: .max, length: .max),
+        .put(bucket: "b", key: "k", bytes: [], metadata: [:], persistency: nil, exclusive: false),
+        .put(bucket: "b", key: Samples.unicode, bytes: [UInt8](repeating: 0xA5, count: LocalRequest.maximumPutBytes),
+             metadata: ["a": "b", "c": Samples.longString], persistency: .writeThrough, exclusive: true),
         .relocate(bucket: "b", key: "k", toNode: "gedsd-1"),
         .call(.listBuckets),
         .call(.list(bucket: "b", prefix: "p/", delimiter: "/", startAfter: Samples.unicode, maxKeys: 1000)),
@@ -38,6 +41,12 @@ import Testing
             let wire = encoded(request)
             #expect(try LocalFrame.request(from: wire) == request)
         }
+    }
+
+    @Test func putOfMoreThanItsLimitIsRefused() {
+        let wire = encoded(.put(bucket: "b", key: "k", bytes: [UInt8](repeating: 1, count: LocalRequest.maximumPutBytes + 1),
+                                metadata: [:], persistency: nil, exclusive: false))
+        #expect(throws: GedsError.self) { try LocalFrame.request(from: wire) }
     }
 
     @Test func framesCarryTheirPayloadLength() throws {

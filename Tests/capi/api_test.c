@@ -149,6 +149,30 @@ int main(int argc, char **argv) {
     EXPECT(GEDS_E_INVALID_ARGUMENT, geds_create_flags(g, bucket, "k", GEDS_CREATE_REPLICAS(17), &w));
     EXPECT(GEDS_E_INVALID_ARGUMENT, geds_create_flags(g, bucket, "k", 1u << 16, &w));
 
+    /* One-call puts: the bytes read back are those written; the errors are geds_create's and geds_seal's. */
+    EXPECT(0, geds_put(g, bucket, "put/small", data + 3, 4096));
+    memset(back, 0, SIZE);
+    CHECK(geds_read_object(g, bucket, "put/small", back, SIZE, 0) == 4096 && memcmp(back, data + 3, 4096) == 0);
+    EXPECT(0, geds_put(g, bucket, "put/large", data, SIZE));
+    CHECK(geds_read_object(g, bucket, "put/large", back, SIZE, 0) == SIZE && memcmp(back, data, SIZE) == 0);
+    EXPECT(0, geds_put(g, bucket, "put/empty", NULL, 0));
+    geds_stat_t put_stat = {0};
+    CHECK(geds_stat(g, bucket, "put/empty", &put_stat) == 0 && put_stat.size == 0);
+    EXPECT(GEDS_E_OBJECT_EXISTS, geds_put_flags(g, bucket, "put/small", data, 10, GEDS_CREATE_EXCLUSIVE, NULL, NULL, 0));
+    CHECK(geds_read_object(g, bucket, "put/small", back, SIZE, 0) == 4096 && memcmp(back, data + 3, 4096) == 0);
+    EXPECT(0, geds_put_flags(g, bucket, "put/meta", data + 1, 100, GEDS_CREATE_EXCLUSIVE, names, values, 2));
+    CHECK(geds_stat(g, bucket, "put/meta", &put_stat) == 0 && put_stat.size == 100 && put_stat.metadata_count == 2);
+    CHECK(geds_read_object(g, bucket, "put/meta", back, SIZE, 0) == 100 && memcmp(back, data + 1, 100) == 0);
+    EXPECT(GEDS_E_NO_SUCH_BUCKET, geds_put(g, "no-such-bucket-here", "k", data, 10));
+    EXPECT(GEDS_E_INVALID_NAME, geds_put(g, bucket, "", data, 10));
+    EXPECT(GEDS_E_INVALID_ARGUMENT, geds_put(g, bucket, "k", NULL, 10));
+    EXPECT(GEDS_E_INVALID_ARGUMENT, geds_put(NULL, bucket, "k", data, 10));
+    EXPECT(GEDS_E_INVALID_ARGUMENT, geds_put_flags(g, bucket, "k", data, 10, 1u << 16, NULL, NULL, 0));
+    EXPECT(GEDS_E_INVALID_ARGUMENT, geds_put_flags(g, bucket, "k", data, 10, 0, NULL, values, 1));
+    EXPECT(GEDS_E_NO_SUCH_OBJECT, geds_stat(g, bucket, "k", &put_stat));
+    uint64_t put_deleted = 0;
+    CHECK(geds_delete_prefix(g, bucket, "put/", &put_deleted) == 0 && put_deleted == 4);
+
     const char *more[] = {"dir/b", "dir/sub/c", "top"};
     for (int i = 0; i < 3; i++) {
         CHECK(geds_create(g, bucket, more[i], &w) == 0);

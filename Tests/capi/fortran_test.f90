@@ -103,6 +103,12 @@ program fortran_test
   back = 0
   call check(geds_read_object(g, bucket, 'dir/one', back, int(n, c_size_t), 0_c_int64_t) == n, 'read_object')
   call check(all(back == bytes), 'read_object bytes')
+  call check(geds_put(g, bucket, 'put/one', bytes(2:), int(n - 1, c_size_t)) == GEDS_OK, 'put')
+  back = 0
+  call check(geds_read_object(g, bucket, 'put/one', back, int(n, c_size_t), 0_c_int64_t) == n - 1, 'read what put wrote')
+  call check(all(back(:n - 1) == bytes(2:)), 'put bytes')
+  call check(geds_put(g, 'no-such-bucket-here', 'k', bytes, 1_c_size_t) == GEDS_E_NO_SUCH_BUCKET, 'put to a missing bucket')
+  call check(geds_delete(g, bucket, 'put/one') == GEDS_OK, 'delete what put wrote')
   call check(geds_copy(g, bucket, 'dir/one', bucket, 'dir/two') == GEDS_OK, 'copy')
   call check(geds_rename(g, bucket, 'dir/two', bucket, 'three') == GEDS_OK, 'rename')
   call check(geds_stat(g, bucket, 'dir/two', info) == GEDS_E_NO_SUCH_OBJECT, 'renamed away')

@@ -193,6 +193,29 @@ def test_an_attached_lookup_goes_straight_to_the_mds_and_a_copy_on_this_host_is_
     assert digest(client.get(bucket, "looked-up")) == digest(data)
 
 
+def test_put_is_one_call_through_the_attached_gedsd_and_reads_back_what_was_written(client, bucket):
+    # Up to 64 KiB one request to the gedsd (geds_put_flags), beyond it create + write + seal: the same results.
+    for size in (0, 1, 4096, 64 * 1024, 64 * 1024 + 1, 1 << 20):
+        data = os.urandom(size)
+        client.put(bucket, f"p{size}", memoryview(data), metadata={"size": str(size)})
+        assert digest(client.get(bucket, f"p{size}")) == digest(data)
+        assert client.stat(bucket, f"p{size}").size == size
+        assert client.metadata(bucket, f"p{size}") == {"size": str(size)}
+    with pytest.raises(geds.ObjectExists):
+        client.put(bucket, "p4096", b"x", exclusive=True)
+    assert client.stat(bucket, "p4096").size == 4096
+    client.put(bucket, "fresh", bytearray(b"once"), exclusive=True)
+    assert client.get(bucket, "fresh") == b"once"
+    with pytest.raises(geds.NoSuchBucket):
+        client.put("no-such-bucket-py", "k", b"x")
+    with pytest.raises(geds.InvalidName):
+        client.put(bucket, "", b"x")
+    with pytest.raises(geds.InvalidArgument):
+        client.put(bucket, "bad-metadata", b"x", metadata={"": "x"})
+    with pytest.raises(geds.NoSuchObject):
+        client.stat(bucket, "bad-metadata")
+
+
 def test_an_attached_call_fails_once_the_gedsd_is_found_stopped(mds, bucket, cluster):
     gedsd = next(daemon for daemon in cluster.daemons if daemon.kind == "gedsd")
     with geds.connect(mds, host_id="host-python", timeout_ms=1000) as attached:

@@ -43,7 +43,7 @@ enum AttachBench {
         var results = [
             Measurement.latency(.attach, transport: nil, size: size, microseconds: puts.map { $0 * 1e6 },
                                 reference: Reference("redis-benchmark -s SET p50 (µs)", redisSet.map(\.p50Microseconds)),
-                                note: "attached put: create + write + seal through the gedsd's local socket, one client"),
+                                note: "attached put: create + write + seal as GEDS.put does it (one request over the gedsd's local socket up to 64 KiB), one client"),
             Measurement.latency(.attach, transport: nil, size: size, microseconds: gets.map { $0 * 1e6 },
                                 reference: Reference("redis-benchmark -s GET p50 (µs)", redisGet.map(\.p50Microseconds)),
                                 note: "attached get: lookup + read into caller memory in one round trip, one client"),

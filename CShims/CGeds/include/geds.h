@@ -136,6 +136,13 @@ enum { GEDS_CREATE_EXCLUSIVE = 1,  /* create-if-absent: GEDS_E_OBJECT_EXISTS now
  * GEDS_E_NO_SUCH_NODE when too few hosts have a gedsd. */
 #define GEDS_CREATE_REPLICAS(n) (((unsigned)(n) & 0xFFu) << 8)
 int geds_create_flags(geds_t *g, const char *bucket, const char *key, unsigned flags, geds_writer_t **out);
+int geds_put(geds_t *g, const char *bucket, const char *key, const void *data, size_t size);
+                                                             /* a whole object in one call (create, write, seal);
+                                                                attached, up to 64 KiB is one request to the gedsd */
+int geds_put_flags(geds_t *g, const char *bucket, const char *key, const void *data, size_t size, unsigned flags,
+                   const char *const *names, const char *const *values, size_t count);
+                                                             /* with geds_create_flags' flags and user metadata
+                                                                (names/values: count entries; NULL when count is 0) */
 int geds_write(geds_writer_t *w, const void *buf, size_t len, uint64_t offset);       /* at any offset; grows it */
 int geds_truncate(geds_writer_t *w, uint64_t size);          /* sets the object's size (cuts or zero-fills) */
 int geds_writer_size(geds_writer_t *w, uint64_t *size);      /* bytes written so far (highest offset reached) */

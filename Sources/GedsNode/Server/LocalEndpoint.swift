@@ -371,6 +371,9 @@ final class LocalSession: Sendable {
             try await node.seal(object.writable, metadata: metadata, handingOffTo: target, persistency: object.persistency,
                                 waitForReplicas: object.waitForReplicas)
             return .ok
+        case .put(let bucket, let key, let bytes, let metadata, let persistency, let exclusive):
+            try await node.put(bucket: bucket, key: key, bytes: bytes, metadata: metadata, persistency: persistency, exclusive: exclusive)
+            return .ok
         case .relocate(let bucket, let key, let toNode):
             let info = try await node.lookup(bucket: bucket, key: key)
             try await node.relocate(info, to: try await node.liveNode(named: toNode))

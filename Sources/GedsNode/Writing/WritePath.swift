@@ -34,26 +34,47 @@ final class WritePath: Sendable {
     private let localCreates = Mutex(LocalCreates())
 
     /// `exclusive`: create-if-absent (`objectExists` now, or at the seal if another writer sealed the key first).
-    /// `replicas`: the object's replication factor (nil: its bucket's). A plain create in a bucket a create here has
-    /// found takes a reserved id and asks the MDS nothing: the seal announces it.
+    /// `replicas`: the object's replication factor (nil: its bucket's).
     func create(bucket: String, key: String, exclusive: Bool, replicas: Int?) async throws(GedsError) -> WritableBlob {
-        if let replicas { try Replicas.check(replicas) }
-        let blob: BlobID
-        if !exclusive, replicas == nil, let reserved = try await reservedBlob(for: ObjectName(bucket: bucket, key: key)) {
-            blob = reserved
-        } else {
-            let reply = try await mds.call(.createObject(bucket: bucket, key: key, node: session.index, exclusive: exclusive,
-                                                         replicas: UInt8(replicas ?? 0)))
-            guard case .created(let created) = reply else { throw MDSClient.unexpected(reply) }
-            localCreates.withLock { $0.bucketExists(bucket) }
-            blob = created
-        }
+        let blob = try await newBlob(bucket: bucket, key: key, exclusive: exclusive, replicas: replicas)
         do {
             return try tiers.tier0.create(blob)
         } catch {
             try? await forget(blob)
             throw error
         }
+    }
+
+    /// A whole object from bytes in hand, created and sealed in one step (as `create`, `write` and `seal`): a small
+    /// one goes straight into a slab slot, with no file to write and read back.
+    func put(bucket: String, key: String, bytes: [UInt8], metadata: [String: String], persistency: Persistency?,
+             exclusive: Bool) async throws(GedsError) {
+        try UserMetadata.validate(metadata)
+        let blob = try await newBlob(bucket: bucket, key: key, exclusive: exclusive, replicas: nil)
+        let stored = bytes.withUnsafeBytes { raw in Result { () throws(GedsError) in try tiers.tier0.store(blob, bytes: raw) } }
+        do {
+            try stored.get()
+        } catch {
+            try? await forget(blob)
+            throw error
+        }
+        let size = UInt64(bytes.count)
+        try await publish(blob, size: size, contents: size > 0 && size <= UInt64(session.inlineLimit) ? bytes : nil, metadata: metadata,
+                          handingOffTo: nil, persistency: persistency, waitForReplicas: true)
+    }
+
+    /// The id of a new object: a plain create in a bucket a create here has found takes a reserved id and asks the
+    /// MDS nothing (the seal announces it); any other asks the MDS.
+    private func newBlob(bucket: String, key: String, exclusive: Bool, replicas: Int?) async throws(GedsError) -> BlobID {
+        if let replicas { try Replicas.check(replicas) }
+        if !exclusive, replicas == nil, let reserved = try await reservedBlob(for: ObjectName(bucket: bucket, key: key)) {
+            return reserved
+        }
+        let reply = try await mds.call(.createObject(bucket: bucket, key: key, node: session.index, exclusive: exclusive,
+                                                     replicas: UInt8(replicas ?? 0)))
+        guard case .created(let created) = reply else { throw MDSClient.unexpected(reply) }
+        localCreates.withLock { $0.bucketExists(bucket) }
+        return created
     }
 
     /// A reserved id for a new object (reserving more when none is left); nil when the bucket is not known here yet.
@@ -87,9 +108,16 @@ final class WritePath: Sendable {
     func seal(_ writable: WritableBlob, metadata: [String: String], handingOffTo target: NodeInfo?,
               persistency: Persistency?, waitForReplicas: Bool = true) async throws(GedsError) {
         try UserMetadata.validate(metadata)
-        let blob = writable.blob
         let contents = inlineContents(of: writable)
         let size = try writable.seal()
+        try await publish(writable.blob, size: size, contents: contents, metadata: metadata, handingOffTo: target,
+                          persistency: persistency, waitForReplicas: waitForReplicas)
+    }
+
+    /// Publishes a blob sealed in tier 0 (`contents`: its bytes for the MDS to keep inline, when they fit), then
+    /// makes it as durable as `persistency` says; see `seal`.
+    private func publish(_ blob: BlobID, size: UInt64, contents: [UInt8]?, metadata: [String: String], handingOffTo target: NodeInfo?,
+                         persistency: Persistency?, waitForReplicas: Bool) async throws(GedsError) {
         NodeMetrics.writtenLocal.increment(by: Int64(size))
         tiers.pin(blob)  // not spilled while pending at the MDS
         defer { tiers.unpin(blob) }

@@ -211,16 +211,14 @@ class Client:
 
     def put(self, bucket: str, key: str, data, metadata: Mapping[str, str] | None = None,
             exclusive: bool = False, replicas: int = 0, wait_for_replicas: bool = True) -> None:
-        """Writes `data` (any bytes-like object) as the object bucket/key and seals it. `exclusive`: only if the
+        """Writes `data` (any bytes-like object) as the object bucket/key and seals it, in one libgeds call
+        (geds_put_flags: attached, an object of up to 64 KiB is one request to the gedsd). `exclusive`: only if the
         key does not exist (ObjectExists, a FileExistsError, otherwise; atomic at the MDS). `replicas`: see
         `create`."""
-        writer = self.create(bucket, key, exclusive, replicas, wait_for_replicas)
-        try:
-            writer.write_at(data, 0)
-        except BaseException:
-            writer.discard()
-            raise
-        writer.seal(metadata)
+        flags = _create_flags(exclusive, replicas, wait_for_replicas)
+        source = ffi.from_buffer(data)
+        names, values, keep = _string_arrays(metadata)
+        check(lib.geds_put_flags(self.handle, _c(bucket), _c(key), source, len(source), flags, names, values, len(keep) // 2))
 
     def create(self, bucket: str, key: str, exclusive: bool = False, replicas: int = 0,
                wait_for_replicas: bool = True) -> "Writer":
@@ -228,13 +226,8 @@ class Client:
         ObjectExists now if the key exists, or at the seal if another writer sealed it first; of racing
         exclusive creators exactly one wins. `replicas` (1 to 16; 0: the bucket's factor): copies kept on as many
         distinct hosts, all published when the seal returns, or only the first with `wait_for_replicas=False`."""
-        if not 0 <= replicas <= 16:
-            raise ValueError(f"replicas must be 0 to 16, got {replicas}")
         out = ffi.new("geds_writer_t **")
-        # GEDS_CREATE_REPLICAS(n) of geds.h, a macro cffi cannot call.
-        flags = ((lib.GEDS_CREATE_EXCLUSIVE if exclusive else 0) | (replicas << 8)
-                 | (lib.GEDS_CREATE_ASYNC_REPLICAS if replicas and not wait_for_replicas else 0))
-        check(lib.geds_create_flags(self.handle, _c(bucket), _c(key), flags, out))
+        check(lib.geds_create_flags(self.handle, _c(bucket), _c(key), _create_flags(exclusive, replicas, wait_for_replicas), out))
         return Writer(self, out[0], bucket, key)
 
     def get(self, bucket: str, key: str) -> bytes:
@@ -469,6 +462,14 @@ def connect(mds: str | None = None, **config) -> Client:
 
 def _opt(text: str | None):
     return ffi.NULL if text is None else _c(text)
+
+
+def _create_flags(exclusive: bool, replicas: int, wait_for_replicas: bool) -> int:
+    """geds_create_flags' flags (GEDS_CREATE_REPLICAS(n) of geds.h is a macro cffi cannot call)."""
+    if not 0 <= replicas <= 16:
+        raise ValueError(f"replicas must be 0 to 16, got {replicas}")
+    return ((lib.GEDS_CREATE_EXCLUSIVE if exclusive else 0) | (replicas << 8)
+            | (lib.GEDS_CREATE_ASYNC_REPLICAS if replicas and not wait_for_replicas else 0))
 
 
 def _string_arrays(mapping: Mapping[str, str] | None):
