@@ -34,6 +34,17 @@ _CONFIG_FIELDS = ("mds", "transport", "tier0_dir", "host_id", "name", "persisten
 _connect_lock = threading.Lock()
 
 
+_thread_scratch = threading.local()
+
+
+def _small_scratch():
+    """This thread's buffer for a get's first read (`_SMALL_OBJECT` bytes): allocated once, not per get."""
+    scratch = getattr(_thread_scratch, "buffer", None)
+    if scratch is None:
+        scratch = _thread_scratch.buffer = ffi.new("char[]", _SMALL_OBJECT)
+    return scratch
+
+
 def _c(text: str) -> bytes:
     if not isinstance(text, str):
         raise TypeError(f"expected a str, got {type(text).__name__}")
@@ -233,10 +244,10 @@ class Client:
     def get(self, bucket: str, key: str) -> bytes:
         """The whole object as bytes. A small object costs one call (lookup and read together); a larger one is
         read straight into the result (no intermediate copy)."""
-        small = bytearray(_SMALL_OBJECT)
-        count = self.read_into(bucket, key, small)
+        scratch = _small_scratch()
+        count = check(lib.geds_read_object(self.handle, _c(bucket), _c(key), scratch, _SMALL_OBJECT, 0))
         if count < _SMALL_OBJECT:
-            return bytes(memoryview(small)[:count])
+            return ffi.buffer(scratch, count)[:]
         with self.reader(bucket, key) as reader:
             return reader.read_all()
 
