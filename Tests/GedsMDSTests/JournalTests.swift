@@ -358,6 +358,10 @@ import Testing
         let journals = try JournalTests.journalNames(in: state.directory)
         #expect(segmentBytes > 4096 || journals.count > 5, "\(journals)")
 
+        if policy == .always, let journal = server.service.journal {
+            // What `always` acknowledges: the replies wait for this (`answer` here does not).
+            await withCheckedContinuation { done in journal.whenDurable(journal.appendedPosition) { _ in done.resume() } }
+        }
         // kill -9: the files as they are now, copied aside.
         var killed = state
         killed.directory = directory.path + "/killed"

@@ -18,11 +18,12 @@ public enum FsyncPolicy: String, Sendable, CaseIterable {
     case never
 }
 
-/// The journal of a durable MDS: changes are encoded and copied into the current journal file's mapping inside the
-/// store's critical section (in revision order, no system call: the kernel's page cache has them before the reply
-/// is sent, so a killed MDS loses none). With `always` the journal's thread fsyncs what has gathered, then wakes the
-/// requests waiting for it (group commit); with `everysec` it fsyncs once a second. Files are preallocated
-/// (`JournalSegment`); the next one is made ready in the background, so moving to it costs no I/O. Past
+/// The journal of a durable MDS: changes are encoded inside the store's critical section (in revision order). With
+/// `everysec` and `never` they are copied into the current journal file's mapping there (no system call: the kernel's
+/// page cache has them before the reply is sent, so a killed MDS loses none), and `everysec`'s thread fsyncs once a
+/// second. With `always` they gather in a buffer, and the journal's thread writes and fsyncs what has gathered, then
+/// wakes the requests waiting for it (group commit). Files are preallocated (`JournalSegment`); the next one is made
+/// ready in the background, so moving to it costs no I/O. Past
 /// `compactionBytes` the journal moves to the next file and a snapshot of the store as it was at that point is
 /// written in the background; the journals it includes are then removed.
 final class MetadataJournal: Sendable {
@@ -50,12 +51,15 @@ final class MetadataJournal: Sendable {
         var lastGeneration: UInt64
         /// Where a record is encoded before it is copied into the mapping (kept: no allocation per change).
         var scratch = ByteBuffer()
-        /// Positions are byte counts of everything appended in this run: appended (in a mapping), synced.
+        /// `always`: the bytes appended to the current file and not yet written, and where they go in it.
+        var pending = ByteBuffer()
+        var pendingOffset = 0
+        /// Positions are byte counts of everything appended in this run: appended, synced.
         var appended: UInt64 = 0
         var durable: UInt64 = 0
         var syncing = false
-        /// Files of earlier generations, synced and released by the next sync.
-        var retired: [JournalSegment] = []
+        /// Files of earlier generations (with their bytes not yet written), written, synced and released by the next sync.
+        var retired: [(segment: JournalSegment, pending: ByteBuffer, offset: Int)] = []
         var bytesSinceCompaction: UInt64 = 0
         var compacting = false
         var failure: GedsError?
@@ -70,7 +74,8 @@ final class MetadataJournal: Sendable {
         self.compactionBytes = compactionBytes
         self.segmentBytes = max(segmentBytes, 2 * JournalFormat.headerSize)
         self.logger = logger
-        let segment = try JournalSegment(in: directory, generation: generation, epoch: epoch, capacity: self.segmentBytes, zeroFilled: true)
+        let segment = try JournalSegment(in: directory, generation: generation, epoch: epoch, capacity: self.segmentBytes, zeroFilled: true,
+                                     mapped: policy != .always)
         state = Mutex(State(segment: segment, preparing: true, lastGeneration: generation))
         threads = NIOThreadPool(numberOfThreads: 3)
         threads.start()
@@ -103,7 +108,11 @@ final class MetadataJournal: Sendable {
             state.failure = error
             return
         }
-        state.segment.append(state.scratch)
+        let offset = state.segment.append(state.scratch)
+        if policy == .always {
+            if state.pending.readableBytes == 0 { state.pendingOffset = offset }
+            state.pending.writeImmutableBuffer(state.scratch)
+        }
         state.appended += UInt64(count)
         state.bytesSinceCompaction += UInt64(count)
     }
@@ -115,7 +124,8 @@ final class MetadataJournal: Sendable {
             next = spare
             state.spare = nil
         } else {
-            next = try JournalSegment(in: directory, generation: state.lastGeneration + 1, epoch: epoch, capacity: capacity, zeroFilled: false)
+            next = try JournalSegment(in: directory, generation: state.lastGeneration + 1, epoch: epoch, capacity: capacity, zeroFilled: false,
+                                  mapped: policy != .always)
             state.lastGeneration = next.generation
             state.preparationFailed = false
         }
@@ -123,7 +133,8 @@ final class MetadataJournal: Sendable {
             let old = state.segment
             threads.submit { _ in old.release(truncating: true) }
         } else {
-            state.retired.append(state.segment)
+            state.retired.append((state.segment, state.pending, state.pendingOffset))
+            state.pending = ByteBuffer()
         }
         state.segment = next
     }
@@ -141,7 +152,8 @@ final class MetadataJournal: Sendable {
             return state.lastGeneration
         }
         do throws(GedsError) {
-            let spare = try JournalSegment(in: directory, generation: generation, epoch: epoch, capacity: segmentBytes, zeroFilled: true)
+            let spare = try JournalSegment(in: directory, generation: generation, epoch: epoch, capacity: segmentBytes, zeroFilled: true,
+                                         mapped: policy != .always)
             let overtaken = state.withLock { state in
                 state.preparing = false
                 guard generation > state.segment.generation else { return true }
@@ -205,17 +217,23 @@ final class MetadataJournal: Sendable {
         }
     }
 
-    /// Syncs the files left behind (then releases them) and the current one, and wakes the requests waiting for it.
+    /// Writes what is pending, syncs the files left behind (then releases them) and the current one, and wakes the
+    /// requests waiting for it.
     private func sync() {
-        let (retired, segment, end) = state.withLock { state in
-            defer { state.retired = [] }
-            return (state.retired, state.segment, state.appended)
+        let (retired, segment, pending, offset, end) = state.withLock { state in
+            defer {
+                state.retired = []
+                state.pending.clear()
+            }
+            return (state.retired, state.segment, state.pending, state.pendingOffset, state.appended)
         }
+        defer { for old in retired { old.segment.release(truncating: true) } }
         do throws(GedsError) {
             for old in retired {
-                try old.sync()
-                old.release(truncating: true)
+                if old.pending.readableBytes > 0 { try old.segment.write(old.pending, at: old.offset) }
+                try old.segment.sync()
             }
+            if pending.readableBytes > 0 { try segment.write(pending, at: offset) }
             try segment.sync()
             finish(end: end, failure: nil)
         } catch {
@@ -272,16 +290,11 @@ final class MetadataJournal: Sendable {
         for waiter in ready { waiter.then(error) }
     }
 
-    /// Syncs what was appended, then releases the files, cut to their records (a clean stop).
+    /// Writes and syncs what was appended, then releases the files, cut to their records (a clean stop).
     func close() async {
-        while state.withLock({ $0.syncing || $0.preparing || $0.compacting }) { try? await Task.sleep(for: .milliseconds(5)) }
+        while state.withLock({ $0.syncing || $0.preparing }) { try? await Task.sleep(for: .milliseconds(5)) }
+        sync()
         state.withLock { state in
-            for old in state.retired {
-                if state.failure == nil { try? old.sync() }
-                old.release(truncating: true)
-            }
-            state.retired = []
-            if state.failure == nil { try? state.segment.sync() }
             state.segment.release(truncating: true)
             if let spare = state.spare {
                 spare.release(truncating: false)
