@@ -50,11 +50,7 @@ import Testing
     /// A journal whose last record was cut at any byte (a crash mid-write), or has any byte of it changed, reads as
     /// every record before it, and nothing else.
     @Test func aTornOrDamagedLastRecordIsDroppedAlone() throws {
-        var buffer = ByteBuffer()
-        JournalFormat.write(JournalFormat.Header(kind: .journal, epoch: 1, generation: 1, revision: 0), into: &buffer)
-        for index in 0..<5 {
-            JournalFormat.append(JournalFormat.Record(revision: UInt64(index + 1), change: .createBucket("bucket-\(index)")), to: &buffer)
-        }
+        var buffer = JournalTests.journalCreatingBuckets(5)
         let lastStart = buffer.writerIndex
         JournalFormat.append(JournalFormat.Record(revision: 6, change: .seal(ObjectName(bucket: "bucket-0", key: "k"), blob: 9, size: 1,
                                                                              metadata: ["a": "b"], modified: 3)), to: &buffer)
@@ -305,11 +301,7 @@ import Testing
     /// A journal file is preallocated: its records are followed by zeros. Replay stops at the zeros, which are not
     /// counted as torn; the non-zero bytes of a record cut short before them are.
     @Test func aZeroPaddedJournalReplaysUpToItsPadding() throws {
-        var buffer = ByteBuffer()
-        JournalFormat.write(JournalFormat.Header(kind: .journal, epoch: 1, generation: 1, revision: 0), into: &buffer)
-        for index in 0..<3 {
-            JournalFormat.append(JournalFormat.Record(revision: UInt64(index + 1), change: .createBucket("bucket-\(index)")), to: &buffer)
-        }
+        let buffer = JournalTests.journalCreatingBuckets(3)
         let end = buffer.writerIndex
         var padded = buffer
         padded.writeRepeatingByte(0, count: 4096)
@@ -386,6 +378,16 @@ import Testing
         let last = try #require(try JournalTests.journalNames(in: state.directory).last)
         let bytes = try #require(try StateDirectory.readFile(state.directory + "/" + last))
         #expect(JournalTests.records(in: bytes).validBytes == bytes.readableBytes, "\(last) ends at its last record")
+    }
+
+    /// A journal of `count` records, each creating bucket `bucket-N`.
+    private static func journalCreatingBuckets(_ count: Int) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        JournalFormat.write(JournalFormat.Header(kind: .journal, epoch: 1, generation: 1, revision: 0), into: &buffer)
+        for index in 0..<count {
+            JournalFormat.append(JournalFormat.Record(revision: UInt64(index + 1), change: .createBucket("bucket-\(index)")), to: &buffer)
+        }
+        return buffer
     }
 
     /// The journal files in a state directory, oldest first.
