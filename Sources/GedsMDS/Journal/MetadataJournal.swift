@@ -290,11 +290,13 @@ final class MetadataJournal: Sendable {
         for waiter in ready { waiter.then(error) }
     }
 
-    /// Writes and syncs what was appended, then releases the files, cut to their records (a clean stop).
+    /// Writes and syncs what was appended, then releases the files, cut to their records (a clean stop). A change
+    /// that still comes (a request racing the stop) is not journaled: with `always` its reply is an error.
     func close() async {
         while state.withLock({ $0.syncing || $0.preparing }) { try? await Task.sleep(for: .milliseconds(5)) }
         sync()
         state.withLock { state in
+            if state.failure == nil { state.failure = GedsError(.mdsUnreachable, "the MDS is stopping") }
             state.segment.release(truncating: true)
             if let spare = state.spare {
                 spare.release(truncating: false)
@@ -302,6 +304,7 @@ final class MetadataJournal: Sendable {
                 state.spare = nil
             }
         }
+        finish(end: 0, failure: nil)  // wakes, with that error, the requests that came after the sync
         try? directory.lock.close()  // the directory is free for the next MDS
         try? await threads.shutdownGracefully()
     }
