@@ -58,7 +58,8 @@ final class MetadataJournal: Sendable {
         var appended: UInt64 = 0
         var durable: UInt64 = 0
         var syncing = false
-        /// Files of earlier generations (with their bytes not yet written), written, synced and released by the next sync.
+        /// `always`: files of earlier generations (with their bytes not yet written), written, synced and released by
+        /// the next sync.
         var retired: [(segment: JournalSegment, pending: ByteBuffer, offset: Int)] = []
         var bytesSinceCompaction: UInt64 = 0
         var compacting = false
@@ -117,8 +118,12 @@ final class MetadataJournal: Sendable {
         state.bytesSinceCompaction += UInt64(count)
     }
 
-    /// Moves to the spare, or to a file made now when none is ready (a burst outran its preparation).
+    /// Moves to the spare, or to a file made now when none is ready (a burst outran its preparation). A mapped file
+    /// (`everysec`, `never`) is synced first, here (once per file, 16 MiB of changes): replay goes on to the next file,
+    /// so a machine crash must never leave a later file's changes without all of an earlier one's. With `always` the
+    /// journal's thread writes and syncs the files in order.
     private func moveToNextSegment(_ state: inout State, capacity: Int) throws(GedsError) {
+        if policy != .always { try state.segment.sync() }
         let next: JournalSegment
         if let spare = state.spare {
             next = spare
@@ -129,12 +134,12 @@ final class MetadataJournal: Sendable {
             state.lastGeneration = next.generation
             state.preparationFailed = false
         }
-        if policy == .never {
-            let old = state.segment
-            threads.submit { _ in old.release(truncating: true) }
-        } else {
+        if policy == .always {
             state.retired.append((state.segment, state.pending, state.pendingOffset))
             state.pending = ByteBuffer()
+        } else {
+            let old = state.segment
+            threads.submit { _ in old.release(truncating: true) }
         }
         state.segment = next
     }
