@@ -77,10 +77,9 @@ final class MetadataJournal: Sendable {
         self.logger = logger
         let segment = try JournalSegment(in: directory, generation: generation, epoch: epoch, capacity: self.segmentBytes, zeroFilled: true,
                                      mapped: policy != .always)
-        state = Mutex(State(segment: segment, preparing: true, lastGeneration: generation))
+        state = Mutex(State(segment: segment, lastGeneration: generation))
         threads = NIOThreadPool(numberOfThreads: 3)
         threads.start()
-        threads.submit { _ in self.prepareSpare() }
     }
 
     /// Copies the changes into the journal (in the store's critical section, so in revision order); returns the
@@ -144,8 +143,12 @@ final class MetadataJournal: Sendable {
         state.segment = next
     }
 
+    /// Once the current file is half full (not at the start: zeroing 16 MiB there would take the disk from the first
+    /// syncs).
     private func claimPreparation(_ state: inout State) -> Bool {
-        guard state.spare == nil, !state.preparing, !state.preparationFailed else { return false }
+        guard state.spare == nil, !state.preparing, !state.preparationFailed, state.segment.used >= state.segment.capacity / 2 else {
+            return false
+        }
         state.preparing = true
         return true
     }
