@@ -58,8 +58,8 @@ final class MetadataJournal: Sendable {
         var appended: UInt64 = 0
         var durable: UInt64 = 0
         var syncing = false
-        /// `always`: files of earlier generations (with their bytes not yet written), written, synced and released by
-        /// the next sync.
+        /// Files of earlier generations (with `always`'s bytes not yet written), written, synced and released by the
+        /// next sync.
         var retired: [(segment: JournalSegment, pending: ByteBuffer, offset: Int)] = []
         var bytesSinceCompaction: UInt64 = 0
         var compacting = false
@@ -133,12 +133,13 @@ final class MetadataJournal: Sendable {
             state.lastGeneration = next.generation
             state.preparationFailed = false
         }
-        if policy == .always {
-            state.retired.append((state.segment, state.pending, state.pendingOffset))
-            state.pending = ByteBuffer()
-        } else {
+        if policy == .never {
             let old = state.segment
             threads.submit { _ in old.release(truncating: true) }
+        } else {
+            // Released by the next sync: the one running may still be syncing it.
+            state.retired.append((state.segment, state.pending, state.pendingOffset))
+            state.pending = ByteBuffer()
         }
         state.segment = next
     }
