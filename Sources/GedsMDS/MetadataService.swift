@@ -57,15 +57,12 @@ public final class MetadataService: RequestService {
     /// in revision order), and hands them to the subscribers after it.
     private func locked<Result: Sendable, Failure: Error>(_ body: (inout MetadataStore) throws(Failure) -> Result) throws(Failure) -> Result {
         var published = false
-        var journaled = false
         defer {
-            if journaled, let journal, journal.policy != .always { journal.writeAppended() }
             if published { subscriptions.drain() }
         }
         return try store.withLock { (store) throws(Failure) -> Result in
             let result = try body(&store)
             if let journal, !store.unjournaled.isEmpty {
-                journaled = true
                 if journal.append(store.takeUnjournaled()).compact {
                     journal.compact(store)  // a copy: its arrays are shared until the next change
                 }
@@ -305,6 +302,8 @@ public struct StateOptions: Sendable {
     /// How long after a restart nodes have to offer their copies back before objects without one are dropped
     /// (nil: three leases, at least 5 s).
     public var recoveryGrace: TimeAmount?
+    /// The size of a (preallocated) journal file.
+    var segmentBytes = MetadataJournal.defaultSegmentBytes
 
     public init(directory: String, fsync: FsyncPolicy = .everysec, compactionBytes: UInt64 = 64 << 20, recoveryGrace: TimeAmount? = nil) {
         self.directory = directory
@@ -409,13 +408,14 @@ public final class MetadataServer: Sendable {
                     logger.error("\(directory.journalPath(journal.generation)): a change could not be made again (\(error.message)); skipped")
                 }
             }
-            droppedBytes += journal.bytes.readableBytes - valid
+            droppedBytes += JournalFormat.tornBytes(in: journal.bytes, after: valid)
         }
         _ = store.takeUnpublishedEvents()
         let epoch = contents.lastEpoch % 0xFFFFF + 1
         store.beginRun(epoch: epoch, now: MetadataService.wallClock())
         let journal = try MetadataJournal(directory: directory, generation: contents.lastGeneration + 1, epoch: epoch,
-                                          policy: state.fsync, compactionBytes: state.compactionBytes, logger: logger)
+                                          policy: state.fsync, compactionBytes: state.compactionBytes, segmentBytes: state.segmentBytes,
+                                          logger: logger)
         let milliseconds = (NIODeadline.now() - started).nanoseconds / 1_000_000
         logger.info("state \(state.directory): \(store.objectCount) object(s) in \(store.listBuckets().count) bucket(s) at revision \(store.events.revision) restored in \(milliseconds) ms (\(contents.snapshot == nil ? "no snapshot" : "snapshot"), \(replayed) journal records)\(droppedBytes > 0 ? "; dropped \(droppedBytes) torn byte(s) at the end of the journal" : ""); fsync \(state.fsync.rawValue)")
         if replayed > 0 {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import GedsCarrier
 import GedsCore
 @testable import GedsMDS
@@ -49,11 +50,7 @@ import Testing
     /// A journal whose last record was cut at any byte (a crash mid-write), or has any byte of it changed, reads as
     /// every record before it, and nothing else.
     @Test func aTornOrDamagedLastRecordIsDroppedAlone() throws {
-        var buffer = ByteBuffer()
-        JournalFormat.write(JournalFormat.Header(kind: .journal, epoch: 1, generation: 1, revision: 0), into: &buffer)
-        for index in 0..<5 {
-            JournalFormat.append(JournalFormat.Record(revision: UInt64(index + 1), change: .createBucket("bucket-\(index)")), to: &buffer)
-        }
+        var buffer = JournalTests.journalCreatingBuckets(5)
         let lastStart = buffer.writerIndex
         JournalFormat.append(JournalFormat.Record(revision: 6, change: .seal(ObjectName(bucket: "bucket-0", key: "k"), blob: 9, size: 1,
                                                                              metadata: ["a": "b"], modified: 3)), to: &buffer)
@@ -299,6 +296,104 @@ import Testing
         let error = await gedsError { _ = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: state, logger: logger) }
         #expect(error?.message.contains("in use by another geds-mds") == true)
         await server.close()
+    }
+
+    /// A journal file is preallocated: its records are followed by zeros. Replay stops at the zeros, which are not
+    /// counted as torn; the non-zero bytes of a record cut short before them are.
+    @Test func aZeroPaddedJournalReplaysUpToItsPadding() throws {
+        let buffer = JournalTests.journalCreatingBuckets(3)
+        let end = buffer.writerIndex
+        var padded = buffer
+        padded.writeRepeatingByte(0, count: 4096)
+        let (records, valid) = JournalTests.records(in: padded)
+        #expect(records.map(\.change) == [.createBucket("bucket-0"), .createBucket("bucket-1"), .createBucket("bucket-2")])
+        #expect(valid == end)
+        #expect(JournalFormat.tornBytes(in: padded, after: valid) == 0)
+
+        var last = ByteBuffer()
+        JournalFormat.append(JournalFormat.Record(revision: 4, change: .createBucket("bucket-3")), to: &last)
+        let lastBytes = last.readableBytesView
+        for cut in 1..<lastBytes.count {
+            var torn = buffer
+            torn.writeBytes(lastBytes.prefix(cut))
+            torn.writeRepeatingByte(0, count: 4096)
+            let (tornRecords, tornValid) = JournalTests.records(in: torn)
+            #expect(tornRecords == records && tornValid == end, "cut at \(cut)")
+            let nonZero = (lastBytes.prefix(cut).lastIndex { $0 != 0 }).map { $0 - lastBytes.startIndex + 1 } ?? 0
+            #expect(JournalFormat.tornBytes(in: torn, after: tornValid) == nonZero, "cut at \(cut)")
+        }
+    }
+
+    /// What a killed MDS leaves (its files as the kernel has them, nothing synced by a clean stop) restarts with every
+    /// change it acknowledged, with each policy; records span many journal files when they are small (each a file
+    /// made ahead in the background, or made at once when a burst outran it). A clean stop cuts the last file to its
+    /// records.
+    @Test(arguments: [(FsyncPolicy.always, 512), (.everysec, 512), (.never, 512), (.everysec, MetadataJournal.defaultSegmentBytes)])
+    func whatAKilledServerCopiedInSurvives(policy: FsyncPolicy, segmentBytes: Int) async throws {
+        let directory = try TemporaryDirectory()
+        var state = StateOptions(directory: directory.path + "/state", fsync: policy, recoveryGrace: .seconds(60))
+        state.segmentBytes = segmentBytes
+        var logger = Logger(label: "journal-test")
+        logger.logLevel = .critical
+        let server = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: state, logger: logger)
+        let node = try registered(server.service, "node-a")
+        #expect(try server.service.answer(.createBucket("bucket")) == .ok)
+        for index in 0..<100 {
+            guard case .created(let blob) = try server.service.answer(.createObject(bucket: "bucket", key: "key-\(index)", node: node)) else {
+                Issue.record("no blob")
+                return
+            }
+            _ = try server.service.answer(.sealObject(blob: blob, size: UInt64(index), metadata: ["i": "\(index)"],
+                                                      placement: BlobPlacement(node: node, tier: .tier0)))
+        }
+        let revision = server.service.revision
+        let journals = try JournalTests.journalNames(in: state.directory)
+        #expect(segmentBytes > 4096 || journals.count > 5, "\(journals)")
+
+        if policy == .always, let journal = server.service.journal {
+            // What `always` acknowledges: the replies wait for this (`answer` here does not).
+            await withCheckedContinuation { done in journal.whenDurable(journal.appendedPosition) { _ in done.resume() } }
+        }
+        // kill -9: the files as they are now, copied aside.
+        var killed = state
+        killed.directory = directory.path + "/killed"
+        #expect(mkdir(killed.directory, 0o755) == 0)
+        for name in journals + ["snapshot"] {
+            guard let bytes = try StateDirectory.readFile(state.directory + "/" + name) else { continue }
+            let fd = try StateDirectory.open(killed.directory + "/" + name, .writeOnly, [.create, .truncate], failure: "copying \(name)")
+            try StateDirectory.writeAll(fd, bytes)
+            try fd.close()
+        }
+        let restarted = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: killed, logger: logger)
+        #expect(restarted.service.revision == revision)
+        #expect(restarted.service.objectCount == 100)
+        guard case .object(let info) = try restarted.service.answer(.lookup(bucket: "bucket", key: "key-99")) else {
+            Issue.record("no object")
+            return
+        }
+        #expect(info.size == 99 && info.metadata == ["i": "99"])
+        await restarted.close()
+
+        await server.close()
+        let last = try #require(try JournalTests.journalNames(in: state.directory).last)
+        let bytes = try #require(try StateDirectory.readFile(state.directory + "/" + last))
+        #expect(JournalTests.records(in: bytes).validBytes == bytes.readableBytes, "\(last) ends at its last record")
+    }
+
+    /// A journal of `count` records, each creating bucket `bucket-N`.
+    private static func journalCreatingBuckets(_ count: Int) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        JournalFormat.write(JournalFormat.Header(kind: .journal, epoch: 1, generation: 1, revision: 0), into: &buffer)
+        for index in 0..<count {
+            JournalFormat.append(JournalFormat.Record(revision: UInt64(index + 1), change: .createBucket("bucket-\(index)")), to: &buffer)
+        }
+        return buffer
+    }
+
+    /// The journal files in a state directory, oldest first.
+    private static func journalNames(in directory: String) throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix("journal.") }
+            .sorted { UInt64($0.dropFirst("journal.".count))! < UInt64($1.dropFirst("journal.".count))! }
     }
 
     /// A scratch folder under /tmp, removed when the test ends.

@@ -97,6 +97,16 @@ enum JournalFormat {
         return buffer.readerIndex - bytes.readerIndex
     }
 
+    /// The bytes a crash tore after the valid records (`valid`, from `forEachRecord`): up to the last non-zero byte,
+    /// as a journal file is preallocated with zeros.
+    static func tornBytes(in bytes: ByteBuffer, after valid: Int) -> Int {
+        bytes.withUnsafeReadableBytes { bytes in
+            var end = bytes.count
+            while end > valid, bytes[end - 1] == 0 { end -= 1 }
+            return end - valid
+        }
+    }
+
     private static func checksum(of buffer: ByteBuffer, from start: Int, length: Int? = nil) -> UInt32 {
         buffer.withUnsafeReadableBytes { bytes in
             let offset = start - buffer.readerIndex

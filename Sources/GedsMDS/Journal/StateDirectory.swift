@@ -85,23 +85,6 @@ struct StateDirectory {
         return contents
     }
 
-    /// Creates journal `generation` with its header, durably (the file and its directory entry).
-    func createJournal(_ generation: UInt64, epoch: UInt32) throws(GedsError) -> SystemPackage.FileDescriptor {
-        let path = journalPath(generation)
-        let fd = try StateDirectory.open(path, .writeOnly, [.create, .truncate, .append], failure: "creating \(path)")
-        var header = ByteBuffer()
-        JournalFormat.write(JournalFormat.Header(kind: .journal, epoch: epoch, generation: generation, revision: 0), into: &header)
-        do {
-            try StateDirectory.writeAll(fd, header)
-            try StateDirectory.sync(fd, path)
-            try syncDirectory()
-        } catch {
-            try? fd.close()
-            throw error
-        }
-        return fd
-    }
-
     /// Writes the snapshot beside the old one and renames it into place, then removes the journals it includes.
     func replaceSnapshot(header: JournalFormat.Header, records: (inout ByteBuffer) -> Void) throws(GedsError) {
         let temporary = snapshotPath + ".new"
