@@ -1,3 +1,4 @@
+import GedsCore
 import Glibc
 import Synchronization
 
@@ -34,16 +35,8 @@ public final class PagePopulation: Sendable {
         let population = PagePopulation(start: start, end: end)
         // A thread of its own, not a dispatch queue: a population holds its thread for tens of milliseconds, and a
         // process forked from one that used libdispatch (a Python worker) cannot use dispatch's threads.
-        var thread = pthread_t()
-        let context = Unmanaged.passRetained(population).toOpaque()
-        let created = pthread_create(&thread, nil, { raw in
-            Unmanaged<PagePopulation>.fromOpaque(raw!).takeRetainedValue().populate()
-            return nil
-        }, context)
-        guard created == 0 else {
-            Unmanaged<PagePopulation>.fromOpaque(context).release()
-            return nil  // the read faults the pages in itself, as without this
-        }
+        // No thread: the read faults the pages in itself, as without this.
+        guard let thread = startThread({ population.populate() }) else { return nil }
         population.thread.withLock { $0 = thread }
         return population
     }

@@ -118,7 +118,7 @@ public final class Tier0Store: Sendable {
     public func store(_ blob: BlobID, bytes: UnsafeRawBufferPointer) throws(GedsError) {
         let size = UInt64(bytes.count)
         if slabs.packs(size), let slot = try? slabs.allocate(size: size) {
-            if let source = bytes.baseAddress { (slot.header + SlotHeader.size).copyMemory(from: source, byteCount: bytes.count) }
+            _ = slot.view(size: bytes.count).store(bytes, at: 0)  // the slot holds `size` bytes: always fits
             packed(blob, size: size, into: slot)
             return
         }

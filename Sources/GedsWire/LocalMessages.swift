@@ -52,8 +52,7 @@ extension LocalRequest {
         case .create(let bucket, let key, let persistency, let exclusive, let replicas):
             buffer.writeInteger(LocalRequestTag.create.rawValue)
             buffer.writeWireStrings([bucket, key])
-            buffer.writeBool(persistency != nil)
-            if let persistency { buffer.writeInteger(persistency.rawValue) }
+            buffer.writeOptionalPersistency(persistency)
             buffer.writeBool(exclusive)
             buffer.writeInteger(UInt8(replicas?.copies ?? 0))
             buffer.writeBool(replicas?.waitForAll ?? true)
@@ -77,8 +76,7 @@ extension LocalRequest {
             buffer.writeInteger(LocalRequestTag.put.rawValue)
             buffer.writeWireStrings([bucket, key])
             buffer.writeMetadata(metadata)
-            buffer.writeBool(persistency != nil)
-            if let persistency { buffer.writeInteger(persistency.rawValue) }
+            buffer.writeOptionalPersistency(persistency)
             buffer.writeBool(exclusive)
             buffer.writeInteger(UInt32(bytes.count))
             buffer.writeBytes(bytes)
@@ -102,7 +100,7 @@ extension LocalRequest {
             request = .hello(pid: try payload.readWireInteger("pid"), mds: try payload.readWireString())
         case .create:
             let names = try payload.readNames(2)
-            let persistency = try payload.readBool() ? try payload.readPersistency() : nil
+            let persistency = try payload.readOptionalPersistency()
             let exclusive = try payload.readBool()
             let copies = try payload.readWireInteger("replicas", as: UInt8.self)
             let waitForAll = try payload.readBool()
@@ -122,7 +120,7 @@ extension LocalRequest {
         case .put:
             let names = try payload.readNames(2)
             let metadata = try payload.readMetadata()
-            let persistency = try payload.readBool() ? try payload.readPersistency() : nil
+            let persistency = try payload.readOptionalPersistency()
             let exclusive = try payload.readBool()
             let count = try payload.readCount(limit: LocalRequest.maximumPutBytes, what: "put bytes")
             request = .put(bucket: names[0], key: names[1], bytes: try payload.readFixedBytes(count, "put bytes"), metadata: metadata,

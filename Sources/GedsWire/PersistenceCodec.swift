@@ -41,6 +41,16 @@ extension ByteBuffer {
         return strings
     }
 
+    /// A persistency that may be absent (the bucket's then): a presence flag, then the value.
+    mutating func readOptionalPersistency() throws(GedsError) -> Persistency? {
+        try readBool() ? try readPersistency() : nil
+    }
+
+    mutating func writeOptionalPersistency(_ persistency: Persistency?) {
+        writeBool(persistency != nil)
+        if let persistency { writeInteger(persistency.rawValue) }
+    }
+
     public mutating func readPersistency() throws(GedsError) -> Persistency {
         let raw = try readWireInteger("persistency", as: UInt8.self)
         guard let persistency = Persistency(rawValue: raw) else {

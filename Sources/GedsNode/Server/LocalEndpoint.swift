@@ -71,7 +71,7 @@ public final class LocalEndpoint: Sendable {
             throw GedsError.io("cannot listen on \(path)", errno: code)
         }
         let endpoint = LocalEndpoint(path: path, mode: mode, listener: fd, node: node, logger: logger)
-        guard startThread({ endpoint.acceptLoop() }) else {
+        guard startDetachedThread({ endpoint.acceptLoop() }) else {
             endpoint.close()
             Glibc.close(fd)
             throw GedsError(.internal, "cannot start the local endpoint's thread")
@@ -126,7 +126,7 @@ public final class LocalEndpoint: Sendable {
                 Glibc.close(listener)
                 return
             }
-            if !startThread({ self.serve(BlockingFrameSocket(descriptor: fd)) }) { Glibc.close(fd) }
+            if !startDetachedThread({ self.serve(BlockingFrameSocket(descriptor: fd)) }) { Glibc.close(fd) }
         }
     }
 
@@ -437,25 +437,4 @@ final class LocalSession: Sendable {
         }
         return .ok
     }
-}
-
-/// Runs `body` on a thread of its own (the local endpoint's blocking accept and connection loops); false
-/// when no thread could be made.
-private func startThread(_ body: @escaping @Sendable () -> Void) -> Bool {
-    final class Body: Sendable {
-        let run: @Sendable () -> Void
-        init(_ run: @escaping @Sendable () -> Void) { self.run = run }
-    }
-    var thread = pthread_t()
-    let context = Unmanaged.passRetained(Body(body)).toOpaque()
-    let created = pthread_create(&thread, nil, { raw in
-        Unmanaged<Body>.fromOpaque(raw!).takeRetainedValue().run()
-        return nil
-    }, context)
-    guard created == 0 else {
-        Unmanaged<Body>.fromOpaque(context).release()
-        return false
-    }
-    pthread_detach(thread)
-    return true
 }

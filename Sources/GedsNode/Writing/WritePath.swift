@@ -59,7 +59,7 @@ final class WritePath: Sendable {
             throw error
         }
         let size = UInt64(bytes.count)
-        try await publish(blob, size: size, contents: size > 0 && size <= UInt64(session.inlineLimit) ? bytes : nil, metadata: metadata,
+        try await publish(blob, size: size, contents: keptInline(size) ? bytes : nil, metadata: metadata,
                           handingOffTo: nil, persistency: persistency, waitForReplicas: true)
     }
 
@@ -199,11 +199,14 @@ final class WritePath: Sendable {
         if let first = failures.first { throw first }
     }
 
+    /// Whether the MDS keeps an object of `size` bytes inline (within the limit it gave at registration).
+    private func keptInline(_ size: UInt64) -> Bool { size > 0 && size <= UInt64(session.inlineLimit) }
+
     /// The bytes of an object about to be sealed, when it is small enough for the MDS to keep them inline.
     /// Nil when it cannot be read back (the seal then goes without: the node's copy serves reads).
     private func inlineContents(of writable: WritableBlob) -> [UInt8]? {
         let size = writable.size
-        guard size > 0, size <= UInt64(session.inlineLimit) else { return nil }
+        guard keptInline(size) else { return nil }
         let bytes = [UInt8](unsafeUninitializedCapacity: Int(size)) { buffer, count in
             count = (try? writable.read(into: UnsafeMutableRawBufferPointer(buffer), at: 0)) ?? 0
         }
