@@ -25,24 +25,45 @@ extension GEDS {
         return try await node.subscribe(scope, after: revision)
     }
 
-    /// Returns once the object exists sealed: at once when it does, else when it is created (sealed, copied or
-    /// renamed to this name). When the first lookup does not find it, a subscription is confirmed by the MDS before
-    /// the next lookup, so a seal between the two is never missed. Throws `timedOut` when `timeout` passes first.
+    /// Returns once the object exists sealed: at once when it does (in GEDS or, read through, in its bucket's S3
+    /// store), else when it is created in GEDS (sealed, copied or renamed to this name). Throws `timedOut` when
+    /// `timeout` passes first; a cancelled task stops waiting at once (`timedOut`).
     public func wait(_ path: ObjectPath, timeout: Duration? = nil) async throws(GedsError) -> ObjectInfo {
         if let info = try await lookupIfSealed(path) { return info }
         let deadline = timeout.map { ContinuousClock.now + $0 }
+        let target = ObjectName(bucket: path.bucket.rawValue, key: path.key.rawValue)
+        func timedOut() -> GedsError {
+            Task.isCancelled ? GedsError(.timedOut, "waiting for \(target) was cancelled")
+                             : GedsError(.timedOut, "\(target) did not appear within \(timeout!)")
+        }
+        if attachment != nil { return try await waitBySubscribing(path, target: target, deadline: deadline, timedOut: timedOut) }
+        // The MDS holds the call (no subscription, no lookup after the event): one reply carries the record.
+        while true {
+            let remaining = deadline.map { $0 - ContinuousClock.now } ?? GEDS.longestWaitCall
+            guard remaining > .zero, !Task.isCancelled else { throw timedOut() }
+            let milliseconds = UInt32(min(remaining, GEDS.longestWaitCall) / .milliseconds(1))
+            if let info = try await node.waitForObject(bucket: target.bucket, key: target.key, milliseconds: max(milliseconds, 1)) {
+                return info
+            }
+        }
+    }
+
+    /// The longest one held wait call lasts; a longer wait calls again.
+    static let longestWaitCall = Duration.seconds(60)
+
+    /// `wait` for a process attached to a gedsd: a subscription straight at the MDS, confirmed before the second
+    /// lookup so a seal between the two is never missed, then a lookup when the name is created.
+    private func waitBySubscribing(_ path: ObjectPath, target: ObjectName, deadline: ContinuousClock.Instant?,
+                                   timedOut: () -> GedsError) async throws(GedsError) -> ObjectInfo {
         let subscription = try await subscribe(.key(path.key.rawValue, in: path.bucket.rawValue))
         defer { subscription.cancel() }
-        let target = ObjectName(bucket: path.bucket.rawValue, key: path.key.rawValue)
         while true {
             if let info = try await lookupIfSealed(path) { return info }
             // Not there yet: wait for a change that makes it (a deletion or a bucket event is no reason to look).
             while true {
                 let remaining = deadline.map { $0 - ContinuousClock.now }
-                if let remaining, remaining <= .zero {
-                    throw GedsError(.timedOut, "\(target) did not appear within \(timeout!)")
-                }
-                if Task.isCancelled { throw GedsError(.timedOut, "waiting for \(target) was cancelled") }
+                if let remaining, remaining <= .zero { throw timedOut() }
+                if Task.isCancelled { throw timedOut() }
                 if let event = try await subscription.next(timeout: remaining), event.name == target,
                    [.created, .renamed, .copied].contains(event.kind) { break }
             }

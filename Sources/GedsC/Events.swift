@@ -1,13 +1,12 @@
 import CGeds
-import CLinux
 import GEDS
 import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A subscription C holds: its events come through `geds_next_event`; `descriptor` (an eventfd) becomes
-/// readable whenever one may be waiting, for `poll`/`epoll` loops.
+/// A subscription C holds: its events come through `geds_next_event`; the subscription's readiness descriptor
+/// (an eventfd) becomes readable whenever one may be waiting, for `poll`/`epoll` loops.
 final class Subscription: Handle {
     static let cName = "geds_subscription_t"
     let events: EventSubscription
@@ -16,20 +15,13 @@ final class Subscription: Handle {
     let current = Mutex<[UInt]>([])
 
     init(_ events: EventSubscription) throws(GedsError) {
-        let descriptor = clinux_eventfd()
-        guard descriptor >= 0 else { throw GedsError.io("eventfd for a subscription", errno: errno) }
         self.events = events
-        self.descriptor = descriptor
-        events.setNotifier {
-            var one: UInt64 = 1
-            _ = write(descriptor, &one, 8)
-        }
+        descriptor = try events.readinessDescriptor()
     }
 
     deinit {
         events.cancel()
         releaseStrings()
-        close(descriptor)
     }
 
     func releaseStrings() {
@@ -37,12 +29,6 @@ final class Subscription: Handle {
             for address in strings { free(UnsafeMutableRawPointer(bitPattern: address)) }
             strings = []
         }
-    }
-
-    /// Empties the eventfd's counter: it becomes readable again with the next notification.
-    func drain() {
-        var count: UInt64 = 0
-        _ = read(descriptor, &count, 8)
     }
 }
 
@@ -88,12 +74,9 @@ public func gedsNextEvent(_ handle: OpaquePointer?, _ timeoutMilliseconds: Int64
         let subscription = try Handles.find(handle, as: Subscription.self)
         let event = try output(event, "event")
         subscription.releaseStrings()
-        subscription.drain()
         let timeout: Duration? = timeoutMilliseconds < 0 ? nil : .milliseconds(timeoutMilliseconds)
-        let events = subscription.events
-        guard let next = try blocking({ () async throws(GedsError) in try await events.next(timeout: timeout) }).get() else {
-            return 0
-        }
+        // Woken straight by the thread that receives the event (no task, no semaphore in between).
+        guard let next = try subscription.events.nextBlocking(timeout: timeout) else { return 0 }
         let source: ObjectName = next.source ?? ObjectName(bucket: "", key: "")
         let texts: [String] = [next.bucket, next.key, source.bucket, source.key]
         let strings = texts.map { strdup($0)! }

@@ -14,6 +14,7 @@ public final class MetadataService: RequestService {
     private let store: Mutex<MetadataStore>
     private let logger: Logger
     private let subscriptions = SubscriptionHub()
+    private let waiters: ObjectWaiters
     /// The journal of a durable MDS (`--state`); nil keeps everything in memory only.
     let journal: MetadataJournal?
     /// Events a subscription may have waiting while its peer does not read, before it is ended as too slow.
@@ -23,8 +24,10 @@ public final class MetadataService: RequestService {
     private let lastOffer = Atomic<UInt64>(0)
 
     init(store: MetadataStore, journal: MetadataJournal? = nil, logger: Logger,
-         subscriberQueueLimit: Int = MetadataService.defaultSubscriberQueueLimit) {
+         subscriberQueueLimit: Int = MetadataService.defaultSubscriberQueueLimit,
+         timers: any EventLoop = MultiThreadedEventLoopGroup.singleton.next()) {
         var store = store
+        waiters = ObjectWaiters(timers: timers)
         store.journaling = journal != nil
         self.store = Mutex(store)
         self.journal = journal
@@ -37,11 +40,16 @@ public final class MetadataService: RequestService {
     public var objectCount: Int { store.withLock { $0.objectCount } }
     public var levels: (buckets: Int, objects: Int, liveNodes: Int) { store.withLock { $0.levels } }
     public var subscriptionCount: Int { subscriptions.count }
+    /// `waitForObject` calls held now.
+    public var heldWaitCount: Int { waiters.count }
     var revision: UInt64 { store.withLock { $0.events.revision } }
 
     public func respond(to request: Request) -> Response {
         do {
             if case .subscribe(let scope, let after) = request { return .push(try subscribe(scope, after: after)) }
+            if case .waitForObject(let bucket, let key, let milliseconds) = request {
+                return try waitForObject(ObjectName(bucket: bucket, key: key), milliseconds: milliseconds)
+            }
             let reply = try answer(request)
             guard let journal, journal.policy == .always, MetadataService.changesNamespace(request) else { return .reply(reply) }
             if case .created = reply { return .reply(reply) }  // `sealNewObject` only created it: nothing to make durable
@@ -55,9 +63,12 @@ public final class MetadataService: RequestService {
 
     /// Runs `body` in the store's critical section, queues the events it recorded before leaving it (so they queue
     /// in revision order), and hands them to the subscribers after it.
+    /// Waits held for the names it created are answered after it too.
     private func locked<Result: Sendable, Failure: Error>(_ body: (inout MetadataStore) throws(Failure) -> Result) throws(Failure) -> Result {
         var published = false
+        var released: [(PendingAnswer, Reply)] = []
         defer {
+            for (waiter, reply) in released { waiter.resolve(reply) }
             if published { subscriptions.drain() }
         }
         return try store.withLock { (store) throws(Failure) -> Result in
@@ -68,6 +79,13 @@ public final class MetadataService: RequestService {
                 }
             }
             if !store.events.unpublished.isEmpty {
+                released = waiters.release(createdBy: store.events.unpublished) { name in
+                    do throws(GedsError) {
+                        return .object(try store.lookup(bucket: name.bucket, key: name.key))
+                    } catch {
+                        return .failure(error)
+                    }
+                }
                 subscriptions.enqueue(store.takeUnpublishedEvents())
                 published = true
             }
@@ -99,6 +117,22 @@ public final class MetadataService: RequestService {
                                             revision: revision, limit: limit, onStop: onStop)
                 subscriptions.add(subscriber)
                 return subscriber
+            }
+        }
+    }
+
+    /// `waitForObject`: the record at once when the object exists sealed, else a call held until it does (see
+    /// `ObjectWaiters`).
+    private func waitForObject(_ name: ObjectName, milliseconds: UInt32) throws(GedsError) -> Response {
+        _ = try BucketName(name.bucket)
+        _ = try ObjectKey(name.key)
+        let waiters = self.waiters
+        return try locked { (store) throws(GedsError) -> Response in
+            do throws(GedsError) {
+                return .reply(.object(try store.lookup(bucket: name.bucket, key: name.key)))
+            } catch where [.noSuchObject, .objectNotSealed, .noSuchBucket].contains(error.code) {
+                let pending = try waiters.hold(name, milliseconds: milliseconds)
+                return .promised { answer in pending.attach(answer) }
             }
         }
     }
@@ -256,6 +290,8 @@ public final class MetadataService: RequestService {
             throw GedsError(.invalidArgument, "the MDS holds no object bytes; ask a node")
         case .subscribe:
             throw GedsError(.invalidArgument, "a subscription needs a connection of its own")
+        case .waitForObject:
+            throw GedsError(.invalidArgument, "a wait is held, not answered at once")
         case .authenticate, .prove:
             throw GedsError(.protocolViolation, "the handshake is the carrier's, before any request")
         }

@@ -326,6 +326,12 @@ public final class Node: Sendable {
         try await persistence.lookup(bucket: bucket, key: key)
     }
 
+    /// The object's record once it exists sealed in GEDS (held at the MDS, answered from the commit that creates
+    /// it); nil when `milliseconds` pass first.
+    public func waitForObject(bucket: String, key: String, milliseconds: UInt32) async throws(GedsError) -> ObjectInfo? {
+        try await mds.waitForObject(bucket: bucket, key: key, milliseconds: milliseconds)
+    }
+
     /// One page of a bucket's keys: GEDS's merged with its S3 store's.
     public func list(bucket: String, prefix: String, delimiter: String, startAfter: String,
                      maxKeys: UInt32) async throws(GedsError) -> ListPage {

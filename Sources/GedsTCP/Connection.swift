@@ -53,12 +53,19 @@ public final class Connection: Sendable {
 
     public var isActive: Bool { channel.isActive }
 
-    /// Sends a request and waits for its reply; `timeout` bounds the wait for the reply.
-    public func call(_ request: Request, timeout: TimeAmount) async throws(GedsError) -> Reply {
+    /// Sends a request and waits for its reply; `timeout` bounds the wait for the reply. `cancellable`: a cancelled
+    /// task stops waiting (`timedOut`) and a later reply is dropped, for a call whose outcome then does not matter.
+    public func call(_ request: Request, timeout: TimeAmount, cancellable: Bool = false) async throws(GedsError) -> Reply {
         let promise = channel.eventLoop.makePromise(of: Reply.self)
         send(OutboundCall(request: request, promise: promise, sink: nil, timeout: timeout))
         do {
-            return try await promise.futureResult.get()
+            guard cancellable else { return try await promise.futureResult.get() }
+            // A promise completes once: the reply that comes after this is ignored.
+            return try await withTaskCancellationHandler {
+                try await promise.futureResult.get()
+            } onCancel: {
+                promise.fail(GedsError(.timedOut, "the call to \(peerName) was cancelled"))
+            }
         } catch {
             throw GedsError.wrapping(error)
         }

@@ -224,7 +224,7 @@ private enum RequestTag: UInt8, CaseIterable {
          addLocation, removeLocation, readBlob, pullBlob, leave,
          setBucketStorage, bucketStorage, addS3Copy, s3Assignment, adoptS3Object, persistBlob, flush,
          claimS3Deletions, s3Deleted, abandonS3Upload, subscribe, drainNode, drainFailed, authenticate, prove,
-         setBucketReplicas, bucketReplicas, placeCopies, reserveBlobs, sealNewObject
+         setBucketReplicas, bucketReplicas, placeCopies, reserveBlobs, sealNewObject, waitForObject
 }
 
 private enum ReplyTag: UInt8 {
@@ -289,6 +289,7 @@ extension Request {
         case .placeCopies: .placeCopies
         case .reserveBlobs: .reserveBlobs
         case .sealNewObject: .sealNewObject
+        case .waitForObject: .waitForObject
         }
     }
 }
@@ -415,6 +416,10 @@ extension Request {
             buffer.writeEventScope(scope)
             buffer.writeBool(after != nil)
             if let after { buffer.writeInteger(after) }
+        case .waitForObject(let bucket, let key, let timeout):
+            buffer.writeWireString(bucket)
+            buffer.writeWireString(key)
+            buffer.writeInteger(timeout)
         case .drainNode(let name):
             buffer.writeWireString(name)
         case .drainFailed(let node, let reason):
@@ -540,6 +545,9 @@ extension Request {
         case .subscribe:
             let scope = try payload.readEventScope()
             request = .subscribe(scope: scope, after: try payload.readBool() ? try payload.readWireInteger("revision") : nil)
+        case .waitForObject:
+            request = .waitForObject(bucket: try payload.readWireString(), key: try payload.readWireString(),
+                                     timeoutMilliseconds: try payload.readWireInteger("timeout"))
         case .drainNode:
             request = .drainNode(name: try payload.readWireString())
         case .drainFailed:

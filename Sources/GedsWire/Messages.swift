@@ -130,6 +130,10 @@ public enum Request: Sendable, Equatable {
     /// live ones), `progress` when idle, until the connection closes or `subscriptionEnded`. All these replies
     /// carry the id of this request.
     case subscribe(scope: EventScope, after: UInt64?)
+    /// Answered `object` once the key exists sealed (at once when it does; else when a change commits it: a seal,
+    /// a rename or a copy to it), or `timedOut` after `timeoutMilliseconds`. A long poll on a multiplexed
+    /// connection, which meanwhile carries other calls.
+    case waitForObject(bucket: String, key: String, timeoutMilliseconds: UInt32)
     // Drain (MDS).
     /// Asks the live node `name` to move its copies to other nodes and leave; it learns so with its next
     /// heartbeat (`heartbeatAck`'s `drain`) and no new objects are sent to it meanwhile.

@@ -54,4 +54,37 @@ import Testing
             #expect(try await b.wait(bucket: "waits", key: "later", timeout: .zero).size == 2)
         }
     }
+
+    /// A held wait ends with the change that creates its name (a copy or a rename onto it, in another bucket made
+    /// meanwhile), carrying that name's record; a cancelled one returns at once; the MDS keeps none of them after.
+    @Test func heldWaitsEndWithTheirCreationOrCancellation() async throws {
+        try await withCluster(twoHosts) { cluster, handles in
+            let (a, b) = (handles[0], handles[1])
+            try await a.createBucket("held")
+            let payload: [UInt8] = Array(0..<200).map { UInt8($0 & 0xFF) }
+            try await a.put(bucket: "held", key: "source", bytes: payload)
+            let copied = Task { try await b.wait(bucket: "held", key: "copy", timeout: .seconds(20)) }
+            let renamed = Task { try await b.wait(bucket: "held-later", key: "moved", timeout: .seconds(20)) }
+            let cancelled = Task { try await b.wait(bucket: "held", key: "never", timeout: .seconds(60)) }
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(cluster.mds.service.heldWaitCount == 3)
+            try await a.copy(bucket: "held", key: "source", toBucket: "held", toKey: "copy")
+            let copy = try await copied.value
+            #expect(copy.key == "copy" && copy.size == 200)
+            try await a.createBucket("held-later")
+            try await a.rename(bucket: "held", key: "copy", toBucket: "held-later", toKey: "moved")
+            let moved = try await renamed.value
+            #expect(moved.bucket == "held-later" && moved.key == "moved")
+            #expect(try await b.get(bucket: "held-later", key: "moved") == payload)
+            let start = ContinuousClock.now
+            cancelled.cancel()
+            let error = await gedsError { _ = try await cancelled.value }
+            #expect(error?.code == .timedOut)
+            #expect(ContinuousClock.now - start < .seconds(5))
+            #expect(cluster.mds.service.heldWaitCount == 1, "the cancelled call stays held at the MDS until its time runs out")
+            let timedOut = await gedsError { _ = try await b.wait(bucket: "held", key: "brief", timeout: .milliseconds(100)) }
+            #expect(timedOut?.code == .timedOut)
+            #expect(cluster.mds.service.heldWaitCount == 1, "a timed-out wait is released by the MDS")
+        }
+    }
 }

@@ -113,6 +113,8 @@ enum Samples {
         .subscribe(scope: .bucket("my-bucket"), after: nil),
         .subscribe(scope: .prefix(unicode, in: "b"), after: 0),
         .subscribe(scope: .key(longString, in: longString), after: .max),
+        .waitForObject(bucket: "b", key: unicode, timeoutMilliseconds: 0),
+        .waitForObject(bucket: longString, key: longString, timeoutMilliseconds: .max),
         .drainNode(name: "node-a"),
         .drainNode(name: unicode),
         .drainFailed(node: 3, reason: "no room: " + unicode),
@@ -257,6 +259,7 @@ func caseName(_ request: Request) -> String {
     case .placeCopies: "placeCopies"
     case .reserveBlobs: "reserveBlobs"
     case .sealNewObject: "sealNewObject"
+    case .waitForObject: "waitForObject"
     }
 }
 
@@ -266,7 +269,7 @@ let allRequestCases: Set<String> = [
     "addLocation", "removeLocation", "readBlob", "pullBlob",
     "setBucketStorage", "bucketStorage", "addS3Copy", "s3Assignment", "adoptS3Object", "persistBlob", "flush",
     "claimS3Deletions", "s3Deleted", "abandonS3Upload", "subscribe", "drainNode", "drainFailed", "authenticate",
-    "prove", "setBucketReplicas", "bucketReplicas", "placeCopies", "reserveBlobs", "sealNewObject",
+    "prove", "setBucketReplicas", "bucketReplicas", "placeCopies", "reserveBlobs", "sealNewObject", "waitForObject",
 ]
 
 func caseName(_ reply: Reply) -> String {

@@ -139,8 +139,8 @@ def test_truncated_frame_then_close(cluster, node_a, stored, server, healthy):
     assert_still_serving(cluster, node_a, stored)
 
 
-# 42: the first tag after the last request (sealNewObject, 41).
-@pytest.mark.parametrize("tag", [0, 42, 0xEE, 0xFF])
+# 43: the first tag after the last request (waitForObject, 42).
+@pytest.mark.parametrize("tag", [0, 43, 0xEE, 0xFF])
 def test_unknown_request_tag(cluster, node_a, stored, server, tag):
     with RawConnection(server.host, server.port) as conn:
         conn.send(frame(KIND_REQUEST, 11, bytes([tag]) + b"\x00" * 8))

@@ -132,7 +132,7 @@ struct GedsMDSCommand: AsyncParsableCommand {
 final class NamespaceGauges: Sendable {
     static let shared = NamespaceGauges()
     let buckets = Gauge(label: "geds_buckets"), objects = Gauge(label: "geds_objects"), liveNodes = Gauge(label: "geds_live_nodes")
-    let subscriptions = Gauge(label: "geds_subscriptions")
+    let subscriptions = Gauge(label: "geds_subscriptions"), heldWaits = Gauge(label: "geds_held_waits")
 
     func record(_ service: MetadataService) {
         let levels = service.levels
@@ -140,5 +140,6 @@ final class NamespaceGauges: Sendable {
         objects.record(levels.objects)
         liveNodes.record(levels.liveNodes)
         subscriptions.record(service.subscriptionCount)
+        heldWaits.record(service.heldWaitCount)
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import GEDS
 import GedsCore
 import GedsNode
+import Synchronization
 
 /// The pubsub workload: seal-to-event latency beside Redis PUBLISH-to-subscriber latency, the same for a seal on
 /// another node (host) after an idle pause, `wait` wake-up after such a seal, events delivered per second to 100 subscribers while 16 writers seal 4 KiB objects,
@@ -34,6 +35,9 @@ extension Bench {
         subscription.cancel()
         results.append(.latency(.pubsub, transport: .tcp, size: 4096, microseconds: sealToEvent.map { $0 * 1e6 }, reference: reference,
                                 note: "seal (4 KiB object) to its event at a subscriber of the prefix, one subscriber"))
+        results.append(.latency(.pubsub, transport: .tcp, size: 4096, microseconds: try await sealToBlockedReader(payload: payload),
+                                reference: reference,
+                                note: "the same, the event taken by a thread blocked in nextBlocking (as C's geds_next_event and Python)"))
 
         // wait() on this node, seal by a second node of another host.
         progress("pubsub: wait wake-up after a seal on another node, 300 samples")
@@ -43,7 +47,7 @@ extension Bench {
         var wakeUps: [Double] = []
         var crossNode: [Double] = []
         do {
-            // wait()'s first half alone: the event of a seal on the other node, awaited in a task as wait() awaits it.
+            // The event of a seal on the other node after the same idle pause, awaited in a task.
             let events = try await geds.subscribe(.prefix("ps-cross/", in: bucket))
             defer { events.cancel() }
             for index in 0..<330 {
@@ -81,13 +85,46 @@ extension Bench {
         }
         await writerNode.close()
         results.append(.latency(.pubsub, transport: .tcp, size: 4096, microseconds: crossNode, reference: reference,
-                                note: "seal on another node (host) to its event at a subscriber here, threads idle before (wait's first half)"))
+                                note: "seal on another node (host) to its event at a subscriber here, threads idle before"))
         results.append(.latency(.pubsub, transport: .tcp, size: 4096, microseconds: wakeUps, reference: reference,
-                                note: "wait() wake-up: seal on another node (host) to wait returning here (event + lookup)"))
+                                note: "wait() wake-up: seal on another node (host) to wait returning here (a call held at the MDS, answered by the seal)"))
 
         results += try await pubsubThroughput(clients: clients)
         _ = try await geds.delete(bucket: bucket, prefix: "ps-")
         return results
+    }
+
+    /// Seal-to-event latencies (µs) with the subscriber a thread of its own blocked in `nextBlocking`: it notes when
+    /// each event woke it and hands the time to the sealing task, which seals the next object only after that.
+    private func sealToBlockedReader(payload: [UInt8], warmups: Int = 200, samples: Int = 2000) async throws -> [Double] {
+        progress("pubsub: seal-to-event latency, reader blocked on a thread, \(samples) seals after \(warmups) warm-up")
+        let subscription = try await geds.subscribe(.prefix("ps-blocked/", in: bucket))
+        defer { subscription.cancel() }
+        let wakeUps = WakeUpTimes()
+        let thread = Thread {
+            while true {
+                do {
+                    let event = try subscription.nextBlocking(timeout: .seconds(10))
+                    wakeUps.post(event == nil ? .failure(GedsError(.timedOut, "no event within 10 s")) : .success(DispatchTime.now().uptimeNanoseconds))
+                    if event == nil { return }
+                } catch {
+                    wakeUps.post(.failure(error))
+                    return
+                }
+            }
+        }
+        thread.start()
+        var latencies: [Double] = []
+        for sample in 0..<(warmups + samples) {
+            let writer = try await geds.create(bucket: bucket, key: "ps-blocked/\(sample)")
+            try writer.write(payload, at: 0)
+            let start = DispatchTime.now().uptimeNanoseconds
+            async let sealed: Void = writer.seal()
+            let end = try await wakeUps.next()
+            try await sealed
+            if sample >= warmups { latencies.append(Double(end - start) / 1e3) }
+        }
+        return latencies
     }
 
     /// 16 writers seal 4 KiB objects for `seconds`, first without subscribers, then with 100 on overlapping prefixes;
@@ -285,5 +322,38 @@ final class RESPConnection {
             throw GedsError(.protocolViolation, "redis-server: expected a bulk string, got \(String(decoding: header, as: UTF8.self))")
         }
         return String(decoding: try receive(exactly: length + 2).dropLast(2), as: UTF8.self)
+    }
+}
+
+/// Times a thread posts, taken in order by one task.
+final class WakeUpTimes: Sendable {
+    private struct State {
+        var posted: [Result<UInt64, any Error>] = []
+        var waiter: CheckedContinuation<UInt64, any Error>?
+    }
+
+    private let state = Mutex(State())
+
+    func post(_ time: Result<UInt64, any Error>) {
+        let waiter = state.withLock { state -> CheckedContinuation<UInt64, any Error>? in
+            guard let waiter = state.waiter else {
+                state.posted.append(time)
+                return nil
+            }
+            state.waiter = nil
+            return waiter
+        }
+        waiter?.resume(with: time)
+    }
+
+    func next() async throws -> UInt64 {
+        try await withCheckedThrowingContinuation { continuation in
+            let posted = state.withLock { state -> Result<UInt64, any Error>? in
+                if !state.posted.isEmpty { return state.posted.removeFirst() }
+                state.waiter = continuation
+                return nil
+            }
+            if let posted { continuation.resume(with: posted) }
+        }
     }
 }

@@ -14,9 +14,14 @@ struct TCPMetadataCarrier: MetadataCarrier {
     let timeout: TimeAmount
 
     func call(_ request: Request) async throws(GedsError) -> Reply {
+        try await call(request, timeout: timeout)
+    }
+
+    /// `cancellable`: a cancelled task stops waiting for the reply (for calls that change nothing).
+    func call(_ request: Request, timeout: TimeAmount, cancellable: Bool = false) async throws(GedsError) -> Reply {
         let connection = try await pool.connection(to: endpoint, peerName: "MDS")
         do {
-            return try await connection.call(request, timeout: timeout)
+            return try await connection.call(request, timeout: timeout, cancellable: cancellable)
         } catch where error.code == .peerUnreachable {
             throw GedsError(.mdsUnreachable, "MDS unreachable at \(endpoint): \(error.message)")
         }

@@ -18,6 +18,9 @@ public struct MDSClient: Sendable {
     /// The RDMA carrier, when the node connected to the MDS over RDMA.
     let rdma: RDMAMetadataCarrier?
     private let carrier: any MetadataCarrier
+    /// For calls the MDS holds (`waitForObject`): a multiplexed TCP connection carries other calls meanwhile, where
+    /// an RDMA connection answers its calls in order.
+    private let tcp: TCPMetadataCarrier
     /// Blocking calls for a task that runs on a thread of its own (see `blockingThread`); nil over TLS.
     let callerThread: DirectCalls?
 
@@ -43,6 +46,7 @@ public struct MDSClient: Sendable {
         self.pool = pool
         self.timeout = timeout
         let tcp = TCPMetadataCarrier(endpoint: endpoint, pool: pool, timeout: timeout)
+        self.tcp = tcp
         rdma = client.map { RDMAMetadataCarrier($0, overTCP: tcp, logger: logger) }
         carrier = rdma ?? tcp
     }
@@ -66,6 +70,19 @@ public struct MDSClient: Sendable {
         let reply = try await call(.lookup(bucket: bucket, key: key))
         guard case .object(let info) = reply else { throw MDSClient.unexpected(reply) }
         return info
+    }
+
+    /// The object's record once it exists sealed; nil when `milliseconds` pass first. The MDS holds the call; a
+    /// cancelled task stops waiting at once.
+    public func waitForObject(bucket: String, key: String, milliseconds: UInt32) async throws(GedsError) -> ObjectInfo? {
+        let reply = try await tcp.call(.waitForObject(bucket: bucket, key: key, timeoutMilliseconds: milliseconds),
+                                       timeout: timeout + .milliseconds(Int64(milliseconds)), cancellable: true)
+        switch reply {
+        case .object(let info): return info
+        case .failure(let error) where error.code == .timedOut: return nil
+        case .failure(let error): throw error
+        default: throw MDSClient.unexpected(reply)
+        }
     }
 
     public func list(bucket: String, prefix: String, delimiter: String, startAfter: String,

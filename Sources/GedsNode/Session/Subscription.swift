@@ -1,3 +1,4 @@
+import CLinux
 import GedsCarrier
 import GedsCore
 import GedsMetadataRDMA
@@ -7,6 +8,9 @@ import GedsWire
 import NIOCore
 import NIOPosix
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A subscription to the MDS's events: an `AsyncSequence` of the namespace changes in its scope, in revision order,
 /// each once. It survives a lost connection to the MDS (and an MDS that ended it as too slow): it subscribes again
@@ -40,7 +44,8 @@ public final class EventSubscription: AsyncSequence, Sendable {
         var endedBeforeWaiting: UInt64 = 0
         /// The MDS ended the subscription as too slow: subscribe again at once.
         var resumeNow = false
-        var notify: (@Sendable () -> Void)?
+        /// An eventfd made readable whenever an event arrives or the subscription ends (see `readinessDescriptor`).
+        var readiness: Int32?
     }
 
     init(scope: EventScope, transport: SubscriptionTransport) {
@@ -74,10 +79,54 @@ public final class EventSubscription: AsyncSequence, Sendable {
         state.withLock { state in state.buffer.first.map { $0.revision - 1 } ?? state.seen }
     }
 
-    /// Called (on some thread) whenever an event arrives or the subscription fails: lets a caller that cannot
-    /// await (a C program polling a file descriptor) learn that `next` has something.
-    public func setNotifier(_ notify: (@Sendable () -> Void)?) {
-        state.withLock { $0.notify = notify }
+    deinit {
+        if let readiness = state.withLock({ $0.readiness }) { close(readiness) }
+    }
+
+    /// A descriptor (an eventfd, owned by the subscription) that becomes readable whenever an event arrives or the
+    /// subscription ends, for a caller that cannot await (a C program's `poll`/`epoll` loop); `nextBlocking` reads it.
+    public func readinessDescriptor() throws(GedsError) -> Int32 {
+        try state.withLock { (state) throws(GedsError) -> Int32 in
+            if let readiness = state.readiness { return readiness }
+            let made = clinux_eventfd()
+            guard made >= 0 else { throw GedsError.io("eventfd for a subscription", errno: errno) }
+            state.readiness = made
+            // Events that came before it was made are waiting already.
+            if !state.buffer.isEmpty || state.failure != nil || state.cancelled { EventSubscription.signal(made) }
+            return made
+        }
+    }
+
+    /// `next` for a thread that waits anyway (C, Python): it sleeps in `poll` on `readinessDescriptor` and is woken
+    /// by the thread that received the event, with no task in between. Never call it from async code.
+    public func nextBlocking(timeout: Duration?) throws(GedsError) -> NamespaceEvent? {
+        let readiness = try readinessDescriptor()
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        while true {
+            // Emptied before looking, so a notification after the look wakes the poll below.
+            var count: UInt64 = 0
+            _ = read(readiness, &count, 8)
+            let taken: Result<NamespaceEvent?, GedsError>? = state.withLock { state in
+                if let event = state.buffer.popFirst() { return .success(event) }
+                if let failure = state.failure { return .failure(failure) }
+                if state.cancelled { return .success(nil) }
+                return state.waiter == nil ? nil : .failure(GedsError(.invalidArgument, "a subscription has one reader at a time"))
+            }
+            if let taken { return try taken.get() }
+            var milliseconds: Int32 = -1
+            if let deadline {
+                let remaining = deadline - ContinuousClock.now
+                guard remaining > .zero else { return nil }
+                milliseconds = Int32(Swift.min((remaining / .milliseconds(1)).rounded(.up), Double(Int32.max)))
+            }
+            var descriptor = pollfd(fd: readiness, events: Int16(POLLIN), revents: 0)
+            _ = poll(&descriptor, 1, milliseconds)
+        }
+    }
+
+    private static func signal(_ readiness: Int32) {
+        var one: UInt64 = 1
+        _ = write(readiness, &one, 8)
     }
 
     /// The next event; nil when `timeout` passes first or the subscription was cancelled. Throws when the
@@ -135,13 +184,14 @@ public final class EventSubscription: AsyncSequence, Sendable {
 
     /// Ends the subscription: its connection closes and `next` returns nil.
     public func cancel() {
-        let connection = state.withLock { state -> (any SubscriptionStream)? in
+        let (connection, readiness) = state.withLock { state -> ((any SubscriptionStream)?, Int32?) in
             state.cancelled = true
             defer { state.connection = nil }
-            return state.connection
+            return (state.connection, state.readiness)
         }
         connection?.close()
         resumeWaiter(nil, with: .success(nil))
+        if let readiness { EventSubscription.signal(readiness) }
     }
 
     // MARK: The connection to the MDS
@@ -252,30 +302,29 @@ public final class EventSubscription: AsyncSequence, Sendable {
     }
 
     private func resumeWaiterWithNext() {
-        let (continuation, event, notify) = state.withLock { state in
-            let notify = state.notify
+        let (continuation, event, readiness) = state.withLock { state in
             guard let waiter = state.waiter, let event = state.buffer.popFirst() else {
-                return (nil as CheckedContinuation<NamespaceEvent?, any Error>?, nil as NamespaceEvent?, notify)
+                return (nil as CheckedContinuation<NamespaceEvent?, any Error>?, nil as NamespaceEvent?, state.readiness)
             }
             state.waiter = nil
-            return (waiter.continuation, event, notify)
+            return (waiter.continuation, event, state.readiness)
         }
         continuation?.resume(returning: event)
-        notify?()
+        if let readiness { EventSubscription.signal(readiness) }
     }
 
     /// Resumes the waiting `next` (the one with `id`, or any when nil).
     private func resumeWaiter(_ id: UInt64?, with result: Result<NamespaceEvent?, GedsError>) {
-        let (continuation, notify) = state.withLock { state in
+        let (continuation, readiness) = state.withLock { state in
             guard let waiter = state.waiter, id == nil || waiter.id == id else {
                 if let id { state.endedBeforeWaiting = id }
-                return (nil as CheckedContinuation<NamespaceEvent?, any Error>?, state.notify)
+                return (nil as CheckedContinuation<NamespaceEvent?, any Error>?, state.readiness)
             }
             state.waiter = nil
-            return (waiter.continuation, state.notify)
+            return (waiter.continuation, state.readiness)
         }
         continuation?.resume(with: result.mapError { $0 as any Error })
-        if case .failure = result { notify?() }
+        if case .failure = result, let readiness { EventSubscription.signal(readiness) }
     }
 }
 
