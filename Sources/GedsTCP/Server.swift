@@ -186,12 +186,15 @@ final class ServerConnectionHandler: ChannelInboundHandler {
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             let loop = context.eventLoop
             register { reply in
-                loop.execute {
+                let send: @Sendable () -> Void = {
                     let (handler, context) = loopBound.value
                     guard handler.active else { return }
                     handler.dispatch(.reply(reply), id: id, context: context, served: served)
                     handler.flush(context: context)
                 }
+                // Answered on this connection's own loop (a wait released by a seal on a connection of the same
+                // loop): sent at once rather than after the loop's turn.
+                if loop.inEventLoop { send() } else { loop.execute(send) }
             }
         case .later(let decide):
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
