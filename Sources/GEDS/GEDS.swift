@@ -164,6 +164,9 @@ public final class GEDS: Sendable {
                          replicas: replicas)
     }
 
+    /// The largest object an attached `put` stores in one request to its gedsd.
+    public static let oneRequestPutBytes = LocalRequest.maximumPutBytes
+
     /// Writes a whole object in one call: `create` (with its options), one write, `seal`. Without replicas of its
     /// own it is one step: attached, an object of up to `LocalRequest.maximumPutBytes` (64 KiB) is one request to the
     /// gedsd, which stores and seals it (one local round trip instead of two); a node of this process stores a small

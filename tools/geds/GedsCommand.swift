@@ -217,22 +217,41 @@ struct Put: AsyncParsableCommand {
         if replication == nil, returnAfterFirstCopy {
             replication = try Replicas(copies: try await store.bucketReplicas(object.bucket), waitForAll: false)
         }
-        let writer = try await store.create(object, persistency: persistency, replicas: replication)
         let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
         defer { chunk.deallocate() }
-        var offset: UInt64 = 0
-        while true {
-            let got: Int
+        func read(into buffer: UnsafeMutableRawBufferPointer) throws(GedsError) -> Int {
             do {
-                got = try input.read(into: chunk)
+                return try input.read(into: buffer)
             } catch {
                 throw GedsError.io("cannot read \(path)", error)
             }
-            if got == 0 { break }
-            try writer.write(UnsafeRawBufferPointer(rebasing: chunk[..<got]), at: offset)
-            offset += UInt64(got)
-            progress.update(offset)
         }
+        // A small file, stored on the gedsd this process is attached to, is one request to it (`put`); anything
+        // longer is written as it comes.
+        let small = store.attachedNode != nil && target == nil && replication == nil ? GEDS.oneRequestPutBytes + 1 : 0
+        var buffered = 0
+        var ended = false
+        while buffered < small, !ended {
+            let got = try read(into: UnsafeMutableRawBufferPointer(rebasing: chunk[buffered..<small]))
+            buffered += got
+            ended = got == 0
+        }
+        if ended {
+            try await store.put(object, from: UnsafeRawBufferPointer(rebasing: chunk[..<buffered]), persistency: persistency)
+            progress.update(UInt64(buffered))
+            return UInt64(buffered)
+        }
+        let writer = try await store.create(object, persistency: persistency, replicas: replication)
+        var got = buffered
+        var offset: UInt64 = 0
+        repeat {
+            if got > 0 {
+                try writer.write(UnsafeRawBufferPointer(rebasing: chunk[..<got]), at: offset)
+                offset += UInt64(got)
+                progress.update(offset)
+            }
+            got = try read(into: chunk)
+        } while got > 0
         try await writer.seal(handingOffTo: target)
         return offset
     }
