@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 @_spi(Benchmarks) import GEDS
 import GedsCore
 import GedsMDS
@@ -397,13 +400,17 @@ struct Bench {
         case lookup
         /// Lookups as the C ABI and Python make them: blocking calls on the caller's own thread (`DirectCalls`).
         case lookupOnCallerThread = "lookup on the caller's thread"
+        /// Lookups as redis-benchmark drives redis: every connection from one thread, one request outstanding on
+        /// each, answered replies followed at once by the next request (so the clients' thread switches are not
+        /// what is measured).
+        case lookupFromOneThread = "lookup, all connections from one thread"
         case createSeal = "create+seal"
         case list = "list 100 keys"
 
         /// The redis command it is compared with, where redis has a counterpart.
         var redisCommand: String? {
             switch self {
-            case .lookup, .lookupOnCallerThread: "GET"
+            case .lookup, .lookupOnCallerThread, .lookupFromOneThread: "GET"
             case .createSeal: "SET"
             case .list: nil
             }
@@ -442,8 +449,13 @@ struct Bench {
                              bucket: String, size: UInt64 = 64, contents: [UInt8]? = nil, duration: Double = 2,
                              workload: String = Workload.metadataOps.rawValue) async throws -> Double {
         progress("\(workload): \(operation.rawValue), \(clients) client\(clients == 1 ? "" : "s") for \(Int(duration)) s")
-        if operation == .lookupOnCallerThread {
+        switch operation {
+        case .lookupOnCallerThread:
             return try callerThreadLookupRate(clients: clients, key: key, mds: mdsEndpoint, bucket: bucket, duration: duration)
+        case .lookupFromOneThread:
+            return try oneThreadLookupRate(connections: clients, key: key, mds: mdsEndpoint, bucket: bucket, duration: duration)
+        case .lookup, .createSeal, .list:
+            break
         }
         let counts = try await withThrowingTaskGroup(of: Int.self) { group in
             for client in 0..<clients {
@@ -461,7 +473,7 @@ struct Bench {
                     }
                     func once() async throws {
                         switch operation {
-                        case .lookup, .lookupOnCallerThread:
+                        case .lookup, .lookupOnCallerThread, .lookupFromOneThread:
                             _ = try await mds.lookup(bucket: bucket, key: key)
                         case .createSeal:
                             // Metadata only: the blob's bytes are not the point here.
@@ -513,6 +525,53 @@ struct Bench {
         }
         finished.wait()
         return Double(try counts.withLock { $0 }.reduce(0) { try $0 + $1.get() }) / duration
+    }
+
+    /// Lookups per second from `connections` connections driven by this one thread with `poll`, as redis-benchmark
+    /// drives its clients: each connection has one lookup outstanding, and a whole reply is decoded and checked
+    /// before the next request goes out on it. Open deployments only (no token handshake here).
+    static func oneThreadLookupRate(connections: Int, key: String, mds: Endpoint, bucket: String, duration: Double) throws -> Double {
+        guard try DeploymentToken.resolve(tokenFile: nil) == nil else {
+            throw GedsError(.invalidArgument, "the one-thread lookup driver speaks to open deployments only")
+        }
+        var request = ByteBufferAllocator().buffer(capacity: 256)
+        FrameEncoder.append(.lookup(bucket: bucket, key: key), id: 1, to: &request)
+        let frame = Array(request.readableBytesView)
+        var sockets: [Int32] = []
+        defer { for socket in sockets { close(socket) } }
+        for _ in 0..<connections {
+            sockets.append(try BlockingTCP.connect(to: mds, peerName: "MDS", timeoutMilliseconds: 10_000))
+        }
+        var inbound = sockets.map { _ in ByteBufferAllocator().buffer(capacity: 8 << 10) }
+        func send(on socket: Int32) throws {
+            let sent = frame.withUnsafeBytes { Glibc.send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard sent == frame.count else { throw GedsError.io("lookup driver: send", errno: errno) }
+        }
+        for socket in sockets { try send(on: socket) }
+        var polled = sockets.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+        var done = 0
+        let end = DispatchTime.now().uptimeNanoseconds + UInt64(duration * 1e9)
+        while DispatchTime.now().uptimeNanoseconds < end {
+            guard poll(&polled, nfds_t(polled.count), 1000) >= 0 else { throw GedsError.io("lookup driver: poll", errno: errno) }
+            for index in polled.indices where polled[index].revents != 0 {
+                polled[index].revents = 0
+                var got = 0
+                inbound[index].writeWithUnsafeMutableBytes(minimumWritableBytes: 4096) { free in
+                    got = recv(sockets[index], free.baseAddress, free.count, 0)
+                    return max(got, 0)
+                }
+                guard got > 0 else { throw GedsError.io("lookup driver: recv", errno: got == 0 ? ECONNRESET : errno) }
+                var view = inbound[index]
+                guard let header = try FrameHeader.read(from: &view), view.readableBytes >= Int(header.length) else { continue }
+                guard view.readableBytes == Int(header.length), case .object = try Reply.decode(from: &view) else {
+                    throw GedsError(.protocolViolation, "lookup driver: not one object per reply")
+                }
+                inbound[index].clear()
+                done += 1
+                try send(on: sockets[index])
+            }
+        }
+        return Double(done) / duration
     }
 
     // MARK: Local reads and writes
