@@ -37,13 +37,20 @@ extension GEDS {
                              : GedsError(.timedOut, "\(target) did not appear within \(timeout!)")
         }
         if attachment != nil { return try await waitBySubscribing(path, target: target, deadline: deadline, timedOut: timedOut) }
-        // The MDS holds the call (no subscription, no lookup after the event): one reply carries the record.
+        // The MDS holds the call (no subscription, no lookup after the event): one reply carries the record. A lost
+        // connection (an MDS restarting) is called again, as a subscription resumes.
+        var pause = Duration.milliseconds(50)
         while true {
             let remaining = deadline.map { $0 - ContinuousClock.now } ?? GEDS.longestWaitCall
             guard remaining > .zero, !Task.isCancelled else { throw timedOut() }
             let milliseconds = UInt32(min(remaining, GEDS.longestWaitCall) / .milliseconds(1))
-            if let info = try await node.waitForObject(bucket: target.bucket, key: target.key, milliseconds: max(milliseconds, 1)) {
-                return info
+            do {
+                if let info = try await node.waitForObject(bucket: target.bucket, key: target.key, milliseconds: max(milliseconds, 1)) {
+                    return info
+                }
+            } catch where [.mdsUnreachable, .peerUnreachable, .timedOut].contains(error.code) && !Task.isCancelled {
+                try? await Task.sleep(for: min(pause, remaining))
+                pause = min(pause * 2, .seconds(1))
             }
         }
     }

@@ -237,6 +237,29 @@ def test_subscription_survives_a_dropped_connection(cluster, node_a, request):
         proxy.close()
 
 
+def test_wait_survives_a_dropped_connection(cluster, node_a, request):
+    """A wait the MDS holds is called again when its connection breaks, and still ends with the object's seal."""
+    bucket = fresh_bucket(request, "dropwait")
+    cluster.geds("mb", bucket).ok()
+    proxy = Proxy(cluster.mds.host, cluster.mds.port)
+    try:
+        waiter = cluster.popen("wait", f"{bucket}/late", "--timeout", "60", mds=f"127.0.0.1:{proxy.port}",
+                               stderr=subprocess.PIPE)
+        for _ in range(2):
+            cluster.wait_until(lambda: proxy.pairs, 10, "the waiter to connect (again)", interval=0.01)
+            time.sleep(0.3)  # the held call is at the MDS
+            proxy.drop_all()
+        cluster.wait_until(lambda: proxy.pairs, 10, "the waiter to connect again", interval=0.01)
+        time.sleep(0.3)
+        assert waiter.poll() is None, "the wait ended before the object existed"
+        put(cluster, f"{bucket}/late")
+        _, err = waiter.communicate(timeout=30)
+        assert waiter.returncode == 0, err.decode(errors="replace")
+        assert proxy.dropped >= 2
+    finally:
+        proxy.close()
+
+
 class Proxy:
     """A TCP forwarder that can reset every connection it carries."""
 
