@@ -220,11 +220,11 @@ final class MetadataJournal: Sendable {
     /// priority than the threads around it (when the process may raise it: CAP_SYS_NICE; else as before). The pool's
     /// thread is given back at the ordinary priority (it also prepares files and writes snapshots).
     private func syncUntilCaughtUp() {
-        // PRIO_PROCESS with 0 is the calling thread on Linux: the nice value is per thread.
-        let thisThread = Int32(PRIO_PROCESS.rawValue)
-        let ordinary = getpriority(thisThread, 0)
-        let raised = setpriority(thisThread, 0, ordinary - MetadataJournal.syncerPriorityBoost) == 0
-        defer { if raised { setpriority(thisThread, 0, ordinary) } }
+        // PRIO_PROCESS with id 0 names the calling thread on Linux, where the nice value is per thread.
+        let byProcessID = Int32(PRIO_PROCESS.rawValue)
+        let ordinary = getpriority(byProcessID, 0)
+        let raised = setpriority(byProcessID, 0, ordinary - MetadataJournal.syncerPriorityBoost) == 0
+        defer { if raised { setpriority(byProcessID, 0, ordinary) } }
         while true {
             sync()
             let more = state.withLock { state in
