@@ -74,7 +74,9 @@ public final class MetadataService: RequestService {
         return try store.withLock { (store) throws(Failure) -> Result in
             let result = try body(&store)
             if let journal, !store.unjournaled.isEmpty {
-                if journal.append(store.takeUnjournaled()).compact {
+                let compact = journal.append(store.unjournaled).compact
+                store.unjournaled.removeAll(keepingCapacity: true)  // no allocation per change
+                if compact {
                     journal.compact(store)  // a copy: its arrays are shared until the next change
                 }
             }

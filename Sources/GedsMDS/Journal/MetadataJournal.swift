@@ -211,8 +211,20 @@ final class MetadataJournal: Sendable {
         }
     }
 
-    /// For `always` (it holds `syncing`): syncs until every change appended meanwhile is durable too.
+    /// How much the journal thread's nice value is lowered while it syncs for `always`: every acknowledgement waits for
+    /// this thread to get a core back after each fdatasync, and on cores busy with other work that wait was longer than
+    /// the sync itself.
+    private static let syncerPriorityBoost: Int32 = 10
+
+    /// For `always` (it holds `syncing`): syncs until every change appended meanwhile is durable too, at a higher
+    /// priority than the threads around it (when the process may raise it: CAP_SYS_NICE; else as before). The pool's
+    /// thread is given back at the ordinary priority (it also prepares files and writes snapshots).
     private func syncUntilCaughtUp() {
+        // PRIO_PROCESS with id 0 names the calling thread on Linux, where the nice value is per thread.
+        let byProcessID = Int32(PRIO_PROCESS.rawValue)
+        let ordinary = getpriority(byProcessID, 0)
+        let raised = setpriority(byProcessID, 0, ordinary - MetadataJournal.syncerPriorityBoost) == 0
+        defer { if raised { setpriority(byProcessID, 0, ordinary) } }
         while true {
             sync()
             let more = state.withLock { state in
