@@ -406,17 +406,18 @@ def test_unknown_owner_fails_cleanly(cluster, no_references):
 
 
 def test_pubsub_workload(tmp_path):
-    """The pubsub workload: its five figures, the latencies beside redis pub/sub measured in the same run (or the
+    """The pubsub workload: its six figures, the latencies beside redis pub/sub measured in the same run (or the
     reference reported missing), the lookups beside the same without subscribers."""
     out = tmp_path / "out.json"
     run = perf("--workloads", "pubsub", "--json", str(out), timeout=300)
     assert run.rc == 0, run.describe()
     measurements = json.loads(out.read_text())["measurements"]
-    assert [m["workload"] for m in measurements] == ["pubsub"] * 5, measurements
-    seal, cross, wake, events, lookups = measurements
-    for latency in (seal, cross, wake):
+    assert [m["workload"] for m in measurements] == ["pubsub"] * 6, measurements
+    seal, blocked, cross, wake, events, lookups = measurements
+    for latency in (seal, blocked, cross, wake):
         assert latency["p50_us"] > 0 and latency["reference"].startswith("redis PUBLISH to a subscribed client"), latency
-    assert "seal" in seal["note"] and "another node" in cross["note"] and "wait" in wake["note"]
+    assert "seal" in seal["note"] and "nextBlocking" in blocked["note"] and "another node" in cross["note"]
+    assert "wait" in wake["note"]
     assert events["ops_per_s"] > 0 and "100 subscribers" in events["note"], events
     assert lookups["reference"] == "MDS lookups/s without subscriptions" and lookups["ratio"] > 0, lookups
 
