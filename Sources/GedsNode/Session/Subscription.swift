@@ -106,13 +106,7 @@ public final class EventSubscription: AsyncSequence, Sendable {
             // Emptied before looking, so a notification after the look wakes the poll below.
             var count: UInt64 = 0
             _ = read(readiness, &count, 8)
-            let taken: Result<NamespaceEvent?, GedsError>? = state.withLock { state in
-                if let event = state.buffer.popFirst() { return .success(event) }
-                if let failure = state.failure { return .failure(failure) }
-                if state.cancelled { return .success(nil) }
-                return state.waiter == nil ? nil : .failure(GedsError(.invalidArgument, "a subscription has one reader at a time"))
-            }
-            if let taken { return try taken.get() }
+            if let taken = takeNow() { return try taken.get() }
             var milliseconds: Int32 = -1
             if let deadline {
                 let remaining = deadline - ContinuousClock.now
@@ -124,6 +118,16 @@ public final class EventSubscription: AsyncSequence, Sendable {
         }
     }
 
+    /// What `next` returns without waiting: an event, nil once cancelled, or the failure; nil when it must wait.
+    private func takeNow() -> Result<NamespaceEvent?, GedsError>? {
+        state.withLock { state in
+            if let event = state.buffer.popFirst() { return .success(event) }
+            if let failure = state.failure { return .failure(failure) }
+            if state.cancelled { return .success(nil) }
+            return state.waiter == nil ? nil : .failure(GedsError(.invalidArgument, "a subscription has one reader at a time"))
+        }
+    }
+
     private static func signal(_ readiness: Int32) {
         var one: UInt64 = 1
         _ = write(readiness, &one, 8)
@@ -132,18 +136,7 @@ public final class EventSubscription: AsyncSequence, Sendable {
     /// The next event; nil when `timeout` passes first or the subscription was cancelled. Throws when the
     /// subscription failed (`compacted`, or an error the MDS gave). One caller at a time.
     public func next(timeout: Duration? = nil) async throws(GedsError) -> NamespaceEvent? {
-        enum Taken { case event(NamespaceEvent?), failed(GedsError), wait }
-        let taken: Taken = state.withLock { state in
-            if let event = state.buffer.popFirst() { return .event(event) }
-            if let failure = state.failure { return .failed(failure) }
-            if state.cancelled { return .event(nil) }
-            return state.waiter == nil ? .wait : .failed(GedsError(.invalidArgument, "a subscription has one reader at a time"))
-        }
-        switch taken {
-        case .event(let event): return event
-        case .failed(let error): throw error
-        case .wait: break
-        }
+        if let taken = takeNow() { return try taken.get() }
         let id = state.withLock { state in
             state.nextWaiter += 1
             return state.nextWaiter
