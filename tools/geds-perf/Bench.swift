@@ -405,13 +405,15 @@ struct Bench {
         /// what is measured).
         case lookupFromOneThread = "lookup, all connections from one thread"
         case createSeal = "create+seal"
+        /// create+seal driven as `lookupFromOneThread` drives lookups (redis-benchmark's way).
+        case createSealFromOneThread = "create+seal, all connections from one thread"
         case list = "list 100 keys"
 
         /// The redis command it is compared with, where redis has a counterpart.
         var redisCommand: String? {
             switch self {
             case .lookup, .lookupOnCallerThread, .lookupFromOneThread: "GET"
-            case .createSeal: "SET"
+            case .createSeal, .createSealFromOneThread: "SET"
             case .list: nil
             }
         }
@@ -453,7 +455,32 @@ struct Bench {
         case .lookupOnCallerThread:
             return try callerThreadLookupRate(clients: clients, key: key, mds: mdsEndpoint, bucket: bucket, duration: duration)
         case .lookupFromOneThread:
-            return try oneThreadLookupRate(connections: clients, key: key, mds: mdsEndpoint, bucket: bucket, duration: duration)
+            return try oneThreadRate(connections: clients, mds: mdsEndpoint, duration: duration) { _, reply in
+                switch reply {
+                case nil, .object?: return .lookup(bucket: bucket, key: key)
+                case let other?: throw GedsError(.protocolViolation, "a lookup was answered \(other)")
+                }
+            }
+        case .createSealFromOneThread:
+            // Each connection reserves its blob ids first, as a node does, then announces one object per request.
+            var reserved = Array(repeating: BlobID(0), count: clients)
+            var created = Array(repeating: UInt64(0), count: clients)
+            let bytes = contents ?? []
+            return try oneThreadRate(connections: clients, mds: mdsEndpoint, duration: duration) { connection, reply in
+                switch reply {
+                case nil:
+                    return .reserveBlobs(node: node, count: MetadataStore.maximumReservation)
+                case .created(let first)?:
+                    reserved[connection] = first
+                case .ok?:
+                    created[connection] += 1
+                case let other?:
+                    throw GedsError(.protocolViolation, "a create+seal was answered \(other)")
+                }
+                return .sealNewObject(blob: BlobID(reserved[connection].rawValue + created[connection]), bucket: bucket,
+                                      key: "meta-new/one-thread/\(connection)/\(created[connection])", size: size, metadata: [:],
+                                      placement: BlobPlacement(node: node, tier: .tier0), contents: bytes)
+            }
         case .lookup, .createSeal, .list:
             break
         }
@@ -473,7 +500,7 @@ struct Bench {
                     }
                     func once() async throws {
                         switch operation {
-                        case .lookup, .lookupOnCallerThread, .lookupFromOneThread:
+                        case .lookup, .lookupOnCallerThread, .lookupFromOneThread, .createSealFromOneThread:
                             _ = try await mds.lookup(bucket: bucket, key: key)
                         case .createSeal:
                             // Metadata only: the blob's bytes are not the point here.
@@ -527,32 +554,36 @@ struct Bench {
         return Double(try counts.withLock { $0 }.reduce(0) { try $0 + $1.get() }) / duration
     }
 
-    /// Lookups per second from `connections` connections driven by this one thread with `poll`, as redis-benchmark
-    /// drives its clients: each connection has one lookup outstanding, and a whole reply is decoded and checked
-    /// before the next request goes out on it. Open deployments only (no token handshake here).
-    static func oneThreadLookupRate(connections: Int, key: String, mds: Endpoint, bucket: String, duration: Double) throws -> Double {
+    /// Requests per second from `connections` connections driven by this one thread with `poll`, as redis-benchmark
+    /// drives its clients: each connection has one request outstanding, and a whole reply is decoded and checked
+    /// before the next request goes out on it. `next(connection, reply)` checks a connection's reply (nil before its
+    /// first request) and makes its next request; the first reply on each connection is not counted (it opens the
+    /// connection, or reserves what the others use). Open deployments only (no token handshake here).
+    static func oneThreadRate(connections: Int, mds: Endpoint, duration: Double,
+                              next: (_ connection: Int, _ reply: Reply?) throws -> Request) throws -> Double {
         guard try DeploymentToken.resolve(tokenFile: nil) == nil else {
-            throw GedsError(.invalidArgument, "the one-thread lookup driver speaks to open deployments only")
+            throw GedsError(.invalidArgument, "the one-thread driver speaks to open deployments only")
         }
-        var request = ByteBufferAllocator().buffer(capacity: 256)
-        FrameEncoder.append(.lookup(bucket: bucket, key: key), id: 1, to: &request)
-        let frame = Array(request.readableBytesView)
+        var outbound = ByteBufferAllocator().buffer(capacity: 8 << 10)  // reused: no allocation per request
         var sockets: [Int32] = []
         defer { for socket in sockets { close(socket) } }
         for _ in 0..<connections {
             sockets.append(try BlockingTCP.connect(to: mds, peerName: "MDS", timeoutMilliseconds: 10_000))
         }
-        var inbound = sockets.map { _ in ByteBufferAllocator().buffer(capacity: 8 << 10) }
-        func send(on socket: Int32) throws {
-            let sent = frame.withUnsafeBytes { Glibc.send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard sent == frame.count else { throw GedsError.io("lookup driver: send", errno: errno) }
+        func send(_ request: Request, on connection: Int) throws {
+            outbound.clear()
+            FrameEncoder.append(request, id: 1, to: &outbound)
+            let sent = outbound.withUnsafeReadableBytes { Glibc.send(sockets[connection], $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard sent == outbound.readableBytes else { throw GedsError.io("one-thread driver: send", errno: errno) }
         }
-        for socket in sockets { try send(on: socket) }
+        for connection in sockets.indices { try send(try next(connection, nil), on: connection) }
+        var inbound = sockets.map { _ in ByteBufferAllocator().buffer(capacity: 8 << 10) }
         var polled = sockets.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+        var opened = Array(repeating: false, count: sockets.count)
         var done = 0
-        let end = DispatchTime.now().uptimeNanoseconds + UInt64(duration * 1e9)
+        var end = UInt64.max
         while DispatchTime.now().uptimeNanoseconds < end {
-            guard poll(&polled, nfds_t(polled.count), 1000) >= 0 else { throw GedsError.io("lookup driver: poll", errno: errno) }
+            guard poll(&polled, nfds_t(polled.count), 1000) >= 0 else { throw GedsError.io("one-thread driver: poll", errno: errno) }
             for index in polled.indices where polled[index].revents != 0 {
                 polled[index].revents = 0
                 var got = 0
@@ -560,15 +591,22 @@ struct Bench {
                     got = recv(sockets[index], free.baseAddress, free.count, 0)
                     return max(got, 0)
                 }
-                guard got > 0 else { throw GedsError.io("lookup driver: recv", errno: got == 0 ? ECONNRESET : errno) }
+                guard got > 0 else { throw GedsError.io("one-thread driver: recv", errno: got == 0 ? ECONNRESET : errno) }
                 var view = inbound[index]
                 guard let header = try FrameHeader.read(from: &view), view.readableBytes >= Int(header.length) else { continue }
-                guard view.readableBytes == Int(header.length), case .object = try Reply.decode(from: &view) else {
-                    throw GedsError(.protocolViolation, "lookup driver: not one object per reply")
+                guard view.readableBytes == Int(header.length) else {
+                    throw GedsError(.protocolViolation, "one-thread driver: more than one reply to one request")
                 }
+                let reply = try Reply.decode(from: &view)
                 inbound[index].clear()
-                done += 1
-                try send(on: sockets[index])
+                if opened[index] {
+                    if end != .max { done += 1 }
+                } else {
+                    opened[index] = true
+                    // The clock starts once every connection is open.
+                    if !opened.contains(false) { end = DispatchTime.now().uptimeNanoseconds + UInt64(duration * 1e9) }
+                }
+                try send(try next(index, reply), on: index)
             }
         }
         return Double(done) / duration
