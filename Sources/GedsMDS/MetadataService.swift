@@ -123,19 +123,30 @@ public final class MetadataService: RequestService {
         }
     }
 
+    private enum FoundOrHeld: Sendable {
+        case found(ObjectInfo)
+        case held(PendingAnswer)
+    }
+
     /// `waitForObject`: the record at once when the object exists sealed, else a call held until it does (see
     /// `ObjectWaiters`).
     private func waitForObject(_ name: ObjectName, milliseconds: UInt32) throws(GedsError) -> Response {
         _ = try BucketName(name.bucket)
         _ = try ObjectKey(name.key)
         let waiters = self.waiters
-        return try locked { (store) throws(GedsError) -> Response in
+        let found = try locked { (store) throws(GedsError) -> FoundOrHeld in
             do throws(GedsError) {
-                return .reply(.object(try store.lookup(bucket: name.bucket, key: name.key)))
+                return .found(try store.lookup(bucket: name.bucket, key: name.key))
             } catch where [.noSuchObject, .objectNotSealed, .noSuchBucket].contains(error.code) {
-                let pending = try waiters.hold(name, milliseconds: milliseconds)
-                return .promised { answer in pending.attach(answer) }
+                return .held(try waiters.hold(name))
             }
+        }
+        switch found {
+        case .found(let info):
+            return .reply(.object(info))
+        case .held(let pending):
+            waiters.expire(pending, after: milliseconds)
+            return .promised { answer in pending.attach(answer) }
         }
     }
 

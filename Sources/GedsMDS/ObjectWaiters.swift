@@ -28,8 +28,8 @@ final class ObjectWaiters: Sendable {
     }
 
     /// Holds a call for `name` (call in the critical section whose lookup missed it): its answer, once attached,
-    /// comes at the name's creation or, after `milliseconds`, as `timedOut`.
-    func hold(_ name: ObjectName, milliseconds: UInt32) throws(GedsError) -> PendingAnswer {
+    /// comes at the name's creation, or as `timedOut` once `expire` says.
+    func hold(_ name: ObjectName) throws(GedsError) -> PendingAnswer {
         let pending = PendingAnswer(name: name)
         try state.withLock { (state) throws(GedsError) in
             guard state.count < ObjectWaiters.limit else {
@@ -39,12 +39,18 @@ final class ObjectWaiters: Sendable {
             state.count += 1
             anyone.store(true, ordering: .releasing)
         }
-        let duration = TimeAmount.milliseconds(Int64(min(milliseconds, ObjectWaiters.longestWait)))
-        pending.expiry = timers.scheduleTask(in: duration) { [weak self] in
-            guard let self, self.remove(pending) else { return }
-            pending.resolve(.failure(GedsError(.timedOut, "\(name) did not appear within \(milliseconds) ms")))
-        }
         return pending
+    }
+
+    /// Answers a held call `timedOut` after `milliseconds` unless its name appears first. Called after the critical
+    /// section that held it: scheduling the timer enqueues on another thread's loop, which every request's lock need
+    /// not wait for.
+    func expire(_ pending: PendingAnswer, after milliseconds: UInt32) {
+        let duration = TimeAmount.milliseconds(Int64(min(milliseconds, ObjectWaiters.longestWait)))
+        pending.arm(timers.scheduleTask(in: duration) { [weak self] in
+            guard let self, self.remove(pending) else { return }
+            pending.resolve(.failure(GedsError(.timedOut, "\(pending.name) did not appear within \(milliseconds) ms")))
+        })
     }
 
     /// The waiters of the names `events` create (call in the committing critical section), each with the reply it
@@ -78,7 +84,8 @@ final class ObjectWaiters: Sendable {
     var count: Int { state.withLock { $0.count } }
 }
 
-/// One held call: its reply may be decided before the carrier attaches the callback that sends it, or after.
+/// One held call: its reply may be decided before the carrier attaches the callback that sends it, or after; its
+/// timer may be armed after it was answered (it is then cancelled at once).
 final class PendingAnswer: Sendable {
     private enum Stage {
         case waiting
@@ -87,32 +94,46 @@ final class PendingAnswer: Sendable {
         case answered
     }
 
+    private struct State {
+        var stage = Stage.waiting
+        /// The timeout's task, cancelled once the call is answered otherwise.
+        var expiry: Scheduled<Void>?
+    }
+
     let name: ObjectName
-    private let stage = Mutex(Stage.waiting)
-    private let timer = Mutex<Scheduled<Void>?>(nil)
+    private let state = Mutex(State())
 
     init(name: ObjectName) {
         self.name = name
     }
 
-    /// The timeout's task, cancelled once the call is answered otherwise.
-    var expiry: Scheduled<Void>? {
-        get { timer.withLock { $0 } }
-        set { timer.withLock { $0 = newValue } }
+    /// Keeps the timeout's task to cancel it at the answer, or cancels it now when the reply is decided already.
+    func arm(_ expiry: Scheduled<Void>) {
+        let pointless = state.withLock { state -> Bool in
+            switch state.stage {
+            case .waiting, .attached:
+                state.expiry = expiry
+                return false
+            case .decided, .answered:
+                return true
+            }
+        }
+        if pointless { expiry.cancel() }
     }
 
     /// Sends `reply` now when the carrier's callback is attached, else once it is.
     func resolve(_ reply: Reply) {
-        let answer = stage.withLock { stage -> (@Sendable (Reply) -> Void)? in
-            switch stage {
+        let (answer, expiry) = state.withLock { state -> ((@Sendable (Reply) -> Void)?, Scheduled<Void>?) in
+            defer { state.expiry = nil }
+            switch state.stage {
             case .waiting:
-                stage = .decided(reply)
-                return nil
+                state.stage = .decided(reply)
+                return (nil, state.expiry)
             case .attached(let answer):
-                stage = .answered
-                return answer
+                state.stage = .answered
+                return (answer, state.expiry)
             case .decided, .answered:
-                return nil
+                return (nil, nil)
             }
         }
         expiry?.cancel()
@@ -121,12 +142,12 @@ final class PendingAnswer: Sendable {
 
     /// The carrier's callback (`Response.promised`).
     func attach(_ answer: @escaping @Sendable (Reply) -> Void) {
-        let decided = stage.withLock { stage -> Reply? in
-            guard case .decided(let reply) = stage else {
-                stage = .attached(answer)
+        let decided = state.withLock { state -> Reply? in
+            guard case .decided(let reply) = state.stage else {
+                state.stage = .attached(answer)
                 return nil
             }
-            stage = .answered
+            state.stage = .answered
             return reply
         }
         if let decided { answer(decided) }
