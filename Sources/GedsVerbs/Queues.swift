@@ -136,26 +136,3 @@ struct Hello: Equatable {
         bufferSize = word(12)
     }
 }
-
-/// Starts a named POSIX thread running `body` (a dedicated thread: completion polling must not occupy the
-/// cooperative pool).
-func startThread(name: String, _ body: @escaping () -> Void) throws(RDMAError) -> pthread_t {
-    final class Start {
-        let name: String
-        let body: () -> Void
-        init(name: String, body: @escaping () -> Void) { self.name = name; self.body = body }
-    }
-    let start = Unmanaged.passRetained(Start(name: name, body: body)).toOpaque()
-    var thread = pthread_t()
-    let status = pthread_create(&thread, nil, { argument in
-        let start = Unmanaged<Start>.fromOpaque(argument!).takeRetainedValue()
-        cverbs_set_thread_name(start.name)
-        start.body()
-        return nil
-    }, start)
-    guard status == 0 else {
-        Unmanaged<Start>.fromOpaque(start).release()
-        throw RDMAError.system("pthread_create", errno: status)
-    }
-    return thread
-}

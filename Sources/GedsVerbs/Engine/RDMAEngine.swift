@@ -57,7 +57,17 @@ public final class RDMAEngine: @unchecked Sendable {
             close(wake)
             throw error
         }
-        thread = try startThread(name: "geds-rdma-\(device.name)") { loop.run() }
+        // The loop is handed to the poll thread and used only there from now on (completion polling must not occupy
+        // the cooperative pool).
+        nonisolated(unsafe) let handedOver = loop
+        let name = "geds-rdma-\(device.name)"
+        guard let started = GedsCore.startThread({
+            cverbs_set_thread_name(name)
+            handedOver.run()
+        }) else {
+            throw RDMAError.system("pthread_create", errno: EAGAIN)  // the loop's release closes `wake`
+        }
+        thread = started
     }
 
     deinit { shutdown() }
