@@ -12,7 +12,11 @@ import Logging
 enum MDSStateBench {
     static let objectSize = 4096
     static let seconds = 3.0
-    static let rounds = 4
+    /// Rounds of each configuration: single 3-second rounds moved by ±30 % on the shared 2-core VM, more than the
+    /// journal's own cost (a few per cent of the MDS's CPU), so the medians need more than four.
+    static let rounds = 8
+    /// Rounds of `always` against redis's AOF (each about 10 s with redis's).
+    static let durableRounds = 6
 
     static func measure(binaries: String, parent: String, clients: Int, restartObjects: Int) async throws -> [Measurement] {
         let folder = "\(parent)/geds-perf-state-\(getpid())"
@@ -41,6 +45,7 @@ enum MDSStateBench {
         let everysec = Statistics.median(everysecRates)
         var results = [measurement(inMemoryRates, "in-memory MDS (no --state)", clients: clients)]
         var result = measurement(everysecRates, "--state --fsync everysec; goal at least 0.9x the in-memory MDS", clients: clients)
+        result.note = (result.note ?? "") + Tier1Bench.pairedRatios(everysecRates, inMemoryRates.map { .success($0) })
         result.compare(with: Reference("in-memory MDS create+seal, same run", .success(inMemory)), higherIsBetter: true, value: everysec)
         results.append(result)
 
@@ -51,7 +56,7 @@ enum MDSStateBench {
         var alwaysRates: [Double] = []
         var oneThreadRates: [Double] = []
         var redisRates: [Result<Double, References.Missing>] = []
-        for round in 0..<rounds {
+        for round in 0..<durableRounds {
             let always = { (operation: Bench.MetadataOperation, name: String) in
                 try await createSealRate(binaries: binaries, mdsArguments: ["--state", "\(folder)/\(name)-\(round)", "--fsync", "always"],
                                          clients: clients, operation: operation)
