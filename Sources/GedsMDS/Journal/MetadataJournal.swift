@@ -40,11 +40,6 @@ final class MetadataJournal: Sendable {
     /// Three threads: the syncer's, the next file's preparation and the snapshot's, so none holds up another.
     private let threads: NIOThreadPool
     private let state: Mutex<State>
-    /// How long the last `always` sync took.
-    private let lastSyncNanoseconds = Atomic<UInt64>(0)
-    /// A sync holds up every connection of its loop (lookups, heartbeats): past this, the journal's thread syncs
-    /// until syncs are quick again.
-    static let loopSyncLimit: UInt64 = 20_000_000
 
     private struct State {
         var segment: JournalSegment
@@ -99,7 +94,7 @@ final class MetadataJournal: Sendable {
             return (state.appended, startSyncer, claimPreparation(&state), compact)
         }
         if startSyncer {
-            if syncsFast, let loop = MultiThreadedEventLoopGroup.currentEventLoop {
+            if let loop = MultiThreadedEventLoopGroup.currentEventLoop {
                 // As redis does: the event loop that took the request syncs once its turn's reads are done (a task it
                 // runs after them), and answers the replies waiting on its own connections without a hand-off.
                 loop.execute { self.syncOnLoop(loop) }
@@ -263,15 +258,8 @@ final class MetadataJournal: Sendable {
             }
             return true
         }
-        guard more else { return }
-        if syncsFast {
-            loop.execute { self.syncOnLoop(loop) }
-        } else {
-            threads.submit { _ in self.syncUntilCaughtUp() }
-        }
+        if more { loop.execute { self.syncOnLoop(loop) } }
     }
-
-    private var syncsFast: Bool { lastSyncNanoseconds.load(ordering: .relaxed) < MetadataJournal.loopSyncLimit }
 
     /// Writes what is pending, syncs the files left behind (then releases them) and the current one, and wakes the
     /// requests waiting for it.
@@ -284,8 +272,6 @@ final class MetadataJournal: Sendable {
             return (state.retired, state.segment, state.pending, state.pendingOffset, state.appended)
         }
         defer { for old in retired { old.segment.release(truncating: true) } }
-        let started = NIODeadline.now()
-        defer { lastSyncNanoseconds.store(UInt64(max(0, (NIODeadline.now() - started).nanoseconds)), ordering: .relaxed) }
         do throws(GedsError) {
             for old in retired {
                 if old.pending.readableBytes > 0 { try old.segment.write(old.pending, at: old.offset) }
