@@ -21,9 +21,8 @@ public enum FsyncPolicy: String, Sendable, CaseIterable {
 /// The journal of a durable MDS: changes are encoded inside the store's critical section (in revision order). With
 /// `everysec` and `never` they are copied into the current journal file's mapping there (no system call: the kernel's
 /// page cache has them before the reply is sent, so a killed MDS loses none), and `everysec`'s thread fsyncs once a
-/// second. With `always` they gather in a buffer, and one syncer at a time (the event loop that took a change while
-/// none was syncing, else the journal's thread) writes and fsyncs what has gathered, then wakes the requests waiting
-/// for it (group commit). Files are preallocated (`JournalSegment`); the next one is made
+/// second. With `always` they gather in a buffer, and the journal's thread writes and fsyncs what has gathered, then
+/// wakes the requests waiting for it (group commit). Files are preallocated (`JournalSegment`); the next one is made
 /// ready in the background, so moving to it costs no I/O. Past
 /// `compactionBytes` the journal moves to the next file and a snapshot of the store as it was at that point is
 /// written in the background; the journals it includes are then removed.
@@ -93,15 +92,7 @@ final class MetadataJournal: Sendable {
             let compact = !state.compacting && state.bytesSinceCompaction >= compactionBytes
             return (state.appended, startSyncer, claimPreparation(&state), compact)
         }
-        if startSyncer {
-            if let loop = MultiThreadedEventLoopGroup.currentEventLoop {
-                // As redis does: the event loop that took the request syncs once its turn's reads are done (a task it
-                // runs after them), and answers the replies waiting on its own connections without a hand-off.
-                loop.execute { self.syncOnLoop(loop) }
-            } else {
-                threads.submit { _ in self.syncUntilCaughtUp() }
-            }
-        }
+        if startSyncer { threads.submit { _ in self.syncUntilCaughtUp() } }
         if prepare { threads.submit { _ in self.prepareSpare() } }
         return (position, compact)
     }
@@ -194,7 +185,7 @@ final class MetadataJournal: Sendable {
     /// The position of everything appended so far.
     var appendedPosition: UInt64 { state.withLock { $0.appended } }
 
-    /// Calls `then` once everything up to `position` is on disk (on the syncing thread, or this one when it is
+    /// Calls `then` once everything up to `position` is on disk (on the journal's thread, or this one when it is
     /// already), with the error when the journal can no longer be written.
     func whenDurable(_ position: UInt64, then: @escaping @Sendable (GedsError?) -> Void) {
         let ready: GedsError?? = state.withLock { state in
@@ -245,20 +236,6 @@ final class MetadataJournal: Sendable {
             }
             guard more else { return }
         }
-    }
-
-    /// For `always` on an event loop (it holds `syncing`): one sync, then another after the loop's next turn of reads
-    /// while changes keep coming (those of other loops included).
-    private func syncOnLoop(_ loop: any EventLoop) {
-        sync()
-        let more = state.withLock { state in
-            guard state.failure == nil, state.durable < state.appended || !state.retired.isEmpty else {
-                state.syncing = false
-                return false
-            }
-            return true
-        }
-        if more { loop.execute { self.syncOnLoop(loop) } }
     }
 
     /// Writes what is pending, syncs the files left behind (then releases them) and the current one, and wakes the
