@@ -154,7 +154,10 @@ final class Subscriber: PushSource {
         if let wake { wakeUp(wake) }
     }
 
-    /// Flushes on the sink's thread: at once when already there (one hand-off fewer), else queued to it.
+    /// Flushes on the sink's thread, queued even when already there: every event the thread commits in its turn (the
+    /// seals of one read, of one batch of connections) is then written in one frame, where flushing at once wrote
+    /// one per event (measured: 2–3× the events delivered and objects sealed under 100 subscribers, see
+    /// PERFORMANCE). On the committing thread it costs no wake-up, only the rest of the turn.
     private func wakeUp(_ sink: any PushSink) {
         sink.execute { self.flush() }
     }

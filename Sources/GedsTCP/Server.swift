@@ -38,11 +38,7 @@ struct ChannelPushSink: PushSink {
     }
 
     func execute(_ work: @escaping @Sendable () -> Void) {
-        if eventLoop.inEventLoop {
-            work()
-        } else {
-            eventLoop.execute(work)
-        }
+        eventLoop.execute(work)
     }
 }
 
