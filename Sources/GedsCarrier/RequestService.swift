@@ -58,7 +58,7 @@ public protocol PushSink: Sendable {
     func flush()
     /// Sends what was written, then closes; after `grace` the connection is closed even if the peer never read it.
     func close(after grace: Duration)
-    /// Runs `work` on the sink's thread, queued behind what that thread is doing now (also when called there: the
-    /// pushes decided in one turn of it then go out together, one write per connection).
+    /// Runs `work` on the sink's thread: at once the first time in a turn of it when called there, else queued
+    /// behind what it is doing now (so a turn's first push goes out without delay and the rest of the turn's together).
     func execute(_ work: @escaping @Sendable () -> Void)
 }
