@@ -11,7 +11,8 @@ import GedsWire
 import NIOCore
 import Synchronization
 
-/// The pubsub workload: seal-to-event latency beside Redis PUBLISH-to-subscriber latency, the same for a seal on
+/// The pubsub workload: seal-to-event latency beside Redis PUBLISH-to-subscriber latency (through the library, and of
+/// the MDS alone driven from one thread on blocking sockets as the reference is), the same for a seal on
 /// another node (host) after an idle pause, `wait` wake-up after such a seal, events delivered per second to 100 subscribers while 16 writers seal 4 KiB objects,
 /// and MDS lookups per second with those subscriptions open versus without.
 extension Bench {
