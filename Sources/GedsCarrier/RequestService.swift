@@ -58,6 +58,8 @@ public protocol PushSink: Sendable {
     func flush()
     /// Sends what was written, then closes; after `grace` the connection is closed even if the peer never read it.
     func close(after grace: Duration)
-    /// Runs `work` on the sink's thread: at once when called there (one hand-off fewer), else queued to it.
+    /// Runs `work` on the sink's thread: queued to it from elsewhere; called there, at once (RDMA's poll thread), or
+    /// at once only the first time in a turn of it and queued behind the turn after that (a TCP event loop: a turn's
+    /// first push goes out without delay, the rest of the turn's together).
     func execute(_ work: @escaping @Sendable () -> Void)
 }

@@ -382,7 +382,8 @@ public final class MetadataServer: Sendable {
         var store = MetadataStore(leaseMilliseconds: leaseMilliseconds, eventHistory: eventHistory, inlineLimit: inlineLimit,
                                   inlineBudget: inlineBudget)
         let journal = try state.map { (state) throws(GedsError) in try restore(&store, from: state, logger: logger) }
-        let service = MetadataService(store: store, journal: journal, logger: logger, subscriberQueueLimit: subscriberQueueLimit)
+        let service = MetadataService(store: store, journal: journal, logger: logger, subscriberQueueLimit: subscriberQueueLimit,
+                                      timers: group.next())
         let server: FrameServer
         do {
             server = try await FrameServer.start(listen: listen, service: service, group: group, logger: logger,

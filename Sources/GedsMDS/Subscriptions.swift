@@ -154,7 +154,10 @@ final class Subscriber: PushSource {
         if let wake { wakeUp(wake) }
     }
 
-    /// Flushes on the sink's thread: at once when already there (one hand-off fewer), else queued to it.
+    /// Flushes on the sink's thread (see `PushSink.execute`): on the committing thread itself, the turn's first event
+    /// is written at once and the rest of the turn's (the seals of one batch of reads) together at its end, where
+    /// flushing each at once wrote one frame per event (measured: 1.6–2× the events delivered and objects sealed
+    /// under 100 subscribers, see PERFORMANCE).
     private func wakeUp(_ sink: any PushSink) {
         sink.execute { self.flush() }
     }

@@ -11,11 +11,15 @@ struct ChannelPushSink: PushSink {
     private let eventLoop: any EventLoop
     private let channel: any Channel
     private let id: UInt64
+    /// Whether work already ran at once in this turn of the loop (a task queued behind it clears this).
+    private let ranThisTurn: NIOLoopBoundBox<Bool>
 
+    /// Call on the channel's loop.
     init(channel: any Channel, id: UInt64) {
         self.eventLoop = channel.eventLoop
         self.channel = channel
         self.id = id
+        ranThisTurn = NIOLoopBoundBox(false, eventLoop: channel.eventLoop)
     }
 
     var isWritable: Bool { channel.isWritable }
@@ -38,11 +42,14 @@ struct ChannelPushSink: PushSink {
     }
 
     func execute(_ work: @escaping @Sendable () -> Void) {
-        if eventLoop.inEventLoop {
-            work()
-        } else {
+        guard eventLoop.inEventLoop, !ranThisTurn.value else {
             eventLoop.execute(work)
+            return
         }
+        ranThisTurn.value = true
+        let ranThisTurn = self.ranThisTurn
+        eventLoop.execute { ranThisTurn.value = false }
+        work()
     }
 }
 

@@ -406,17 +406,19 @@ def test_unknown_owner_fails_cleanly(cluster, no_references):
 
 
 def test_pubsub_workload(tmp_path):
-    """The pubsub workload: its six figures, the latencies beside redis pub/sub measured in the same run (or the
-    reference reported missing), the lookups beside the same without subscribers."""
+    """The pubsub workload: its seven figures, the latencies beside redis pub/sub measured in the same run (or the
+    reference reported missing), the MDS alone driven as that reference (5000 samples, as redis's), the lookups
+    beside the same without subscribers."""
     out = tmp_path / "out.json"
     run = perf("--workloads", "pubsub", "--json", str(out), timeout=300)
     assert run.rc == 0, run.describe()
     measurements = json.loads(out.read_text())["measurements"]
-    assert [m["workload"] for m in measurements] == ["pubsub"] * 6, measurements
-    seal, blocked, cross, wake, events, lookups = measurements
-    for latency in (seal, blocked, cross, wake):
+    assert [m["workload"] for m in measurements] == ["pubsub"] * 7, measurements
+    seal, blocked, alone, cross, wake, events, lookups = measurements
+    for latency in (seal, blocked, alone, cross, wake):
         assert latency["p50_us"] > 0 and latency["reference"].startswith("redis PUBLISH to a subscribed client"), latency
     assert "seal" in seal["note"] and "nextBlocking" in blocked["note"] and "another node" in cross["note"]
+    assert "the MDS alone" in alone["note"] and alone["samples"] == 5000, alone
     assert "wait" in wake["note"]
     assert events["ops_per_s"] > 0 and "100 subscribers" in events["note"], events
     assert lookups["reference"] == "MDS lookups/s without subscriptions" and lookups["ratio"] > 0, lookups

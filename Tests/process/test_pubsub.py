@@ -338,8 +338,10 @@ def test_compacted_after_history_wrapped(cluster, small_mds):
         assert conn.read_frame() is None  # and the connection closes
 
 
-def test_thousand_subscriptions(cluster, small_mds):
-    mds = small_mds()
+@pytest.mark.parametrize("loops", [[], ["--event-loops", "1"]], ids=["default-loops", "one-loop"])
+def test_thousand_subscriptions(cluster, small_mds, loops):
+    """With one event loop too, where each subscriber's connection shares the committing thread."""
+    mds = small_mds(*loops)
     burst(mds.host, mds.port, [bytes([REQ_CREATE_BUCKET]) + wire_string("many")])
     scopes = [(SCOPE_BUCKET, ""), (SCOPE_PREFIX, "dir/"), (SCOPE_KEY, "dir/k"), (SCOPE_KEY, "other")]
     connections = []

@@ -51,6 +51,10 @@ struct GedsMDSCommand: AsyncParsableCommand {
     @Option(help: "With --state: when journal writes reach the disk: always (before each change is acknowledged), everysec (about once a second; the default) or never (when the kernel writes back).")
     var fsync: String?
 
+    @Option(name: .customLong("event-loops"),
+            help: "Threads serving the TCP connections (default: one per core). An event reaches a subscriber whose connection another thread serves one thread wake-up later.")
+    var eventLoops: Int?
+
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String = "info"
 
@@ -62,6 +66,7 @@ struct GedsMDSCommand: AsyncParsableCommand {
     func validate() throws {
         guard eventHistory >= 0 else { throw ValidationError("--event-history must be 0 or more") }
         guard subscriberQueue >= 1 else { throw ValidationError("--subscriber-queue must be 1 or more") }
+        if let eventLoops, eventLoops < 1 { throw ValidationError("--event-loops must be 1 or more") }
         let limit = try parsedInlineLimit()
         guard limit <= UInt64(InlineContents.maximumLimit) else {
             throw ValidationError("--inline-limit must be at most \(InlineContents.maximumLimit) bytes")
@@ -93,12 +98,12 @@ struct GedsMDSCommand: AsyncParsableCommand {
         }
         let server: MetadataServer
         let levels = Mutex<MetadataService?>(nil)
+        let group = eventLoops.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) } ?? MultiThreadedEventLoopGroup.singleton
         do {
             let token = try security.token()
             let tls = try security.tls()
             if let metrics {
-                let endpoint = try await MetricsEndpoint.start(listen: try Endpoint(parsing: metrics),
-                                                               group: MultiThreadedEventLoopGroup.singleton) {
+                let endpoint = try await MetricsEndpoint.start(listen: try Endpoint(parsing: metrics), group: group) {
                     if let service = levels.withLock({ $0 }) { NamespaceGauges.shared.record(service) }
                 }
                 printLine("geds-mds metrics on http://\(endpoint.localAddress)/metrics")
@@ -110,7 +115,7 @@ struct GedsMDSCommand: AsyncParsableCommand {
                                                     subscriberQueueLimit: subscriberQueue,
                                                     progressInterval: .milliseconds(max(progressMilliseconds, 10)),
                                                     state: state.map { StateOptions(directory: $0, fsync: fsync.flatMap(FsyncPolicy.init) ?? .everysec) },
-                                                    token: token, tls: tls, logger: logger)
+                                                    token: token, tls: tls, logger: logger, group: group)
             levels.withLock { $0 = server.service }
             printLine("geds-mds listening on \(server.localAddress)")
             if let rdma = server.rdma { printLine("geds-mds listening for RDMA on \(rdma.endpoint)") }

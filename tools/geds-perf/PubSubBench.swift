@@ -1,10 +1,18 @@
 import Foundation
-import GEDS
+#if canImport(Glibc)
+import Glibc
+#endif
+@_spi(Benchmarks) import GEDS
 import GedsCore
+import GedsMDS
 import GedsNode
+import GedsTCP
+import GedsWire
+import NIOCore
 import Synchronization
 
-/// The pubsub workload: seal-to-event latency beside Redis PUBLISH-to-subscriber latency, the same for a seal on
+/// The pubsub workload: seal-to-event latency beside Redis PUBLISH-to-subscriber latency (through the library, and of
+/// the MDS alone driven from one thread on blocking sockets as the reference is), the same for a seal on
 /// another node (host) after an idle pause, `wait` wake-up after such a seal, events delivered per second to 100 subscribers while 16 writers seal 4 KiB objects,
 /// and MDS lookups per second with those subscriptions open versus without.
 extension Bench {
@@ -38,6 +46,14 @@ extension Bench {
         results.append(.latency(.pubsub, transport: .tcp, size: 4096, microseconds: try await sealToBlockedReader(payload: payload),
                                 reference: reference,
                                 note: "the same, the event taken by a thread blocked in nextBlocking (as C's geds_next_event and Python)"))
+        if try DeploymentToken.resolve(tokenFile: nil) == nil {
+            progress("pubsub: seal-to-event latency from one thread on two blocking sockets, 5000 seals after 500 warm-up")
+            let seconds = try Bench.sealToEventOnOneThread(mds: geds.nodeConfiguration!.mds, node: geds.nodeIndex, bucket: bucket,
+                                                           payload: payload, warmups: 500, samples: 5000)
+            results.append(.latency(.pubsub, transport: .tcp, size: 4096, microseconds: seconds.map { $0 * 1e6 }, reference: reference,
+                                    note: "the MDS alone, driven as redis's reference: one thread, a subscribed socket and a sealing "
+                                        + "one (sealNewObject with the 4 KiB inline), seal sent to event frame read"))
+        }
 
         // wait() on this node, seal by a second node of another host.
         progress("pubsub: wait wake-up after a seal on another node, 300 samples")
@@ -125,6 +141,46 @@ extension Bench {
             if sample >= warmups { latencies.append(Double(end - start) / 1e3) }
         }
         return latencies
+    }
+
+    /// Seal-to-event times (s) measured as redis's reference is: this one thread, two plain blocking sockets to the
+    /// MDS (an open deployment's), one subscribed to a prefix, the other sealing a new object there per sample
+    /// (`sealNewObject` under ids reserved once, as a node seals a small object), from the seal sent to its event's
+    /// frame read on the subscribed socket; then the seal's own reply is read, as the reference reads PUBLISH's.
+    static func sealToEventOnOneThread(mds: Endpoint, node: UInt32, bucket: String, payload: [UInt8], warmups: Int,
+                                       samples: Int) throws -> [Double] {
+        precondition(warmups + samples <= Int(MetadataStore.maximumReservation), "one reservation names every object sealed")
+        var subscriber = BlockingReplies(try BlockingTCP.connect(to: mds, peerName: "MDS", timeoutMilliseconds: 10_000))
+        defer { close(subscriber.socket) }
+        var sealer = BlockingReplies(try BlockingTCP.connect(to: mds, peerName: "MDS", timeoutMilliseconds: 10_000))
+        defer { close(sealer.socket) }
+        let prefix = "ps-raw/"
+        try subscriber.send(.subscribe(scope: .prefix(prefix, in: bucket), after: nil))
+        guard case .subscribed = try subscriber.next() else { throw GedsError(.protocolViolation, "the subscription was not opened") }
+        try sealer.send(.reserveBlobs(node: node, count: MetadataStore.maximumReservation))
+        guard case .created(let first) = try sealer.next() else { throw GedsError(.protocolViolation, "no blob ids were reserved") }
+        var seconds: [Double] = []
+        seconds.reserveCapacity(samples)
+        for index in 0..<(warmups + samples) {
+            let key = "\(prefix)\(index)"
+            let seal = Request.sealNewObject(blob: BlobID(first.rawValue + UInt64(index)), bucket: bucket, key: key,
+                                             size: UInt64(payload.count), metadata: [:],
+                                             placement: BlobPlacement(node: node, tier: .tier0), contents: payload)
+            let start = DispatchTime.now().uptimeNanoseconds
+            try sealer.send(seal)
+            var delivered = false
+            while !delivered {
+                switch try subscriber.next() {
+                case .events(let events): delivered = events.contains { $0.key == key }
+                case .progress: continue
+                case let other: throw GedsError(.protocolViolation, "the subscription sent \(other)")
+                }
+            }
+            let end = DispatchTime.now().uptimeNanoseconds
+            guard case .ok = try sealer.next() else { throw GedsError(.protocolViolation, "\(key) was not sealed") }
+            if index >= warmups { seconds.append(Double(end - start) / 1e9) }
+        }
+        return seconds
     }
 
     /// 16 writers seal 4 KiB objects for `seconds`, first without subscribers, then with 100 on overlapping prefixes;
@@ -354,6 +410,43 @@ final class WakeUpTimes: Sendable {
                 return nil
             }
             if let posted { continuation.resume(with: posted) }
+        }
+    }
+}
+
+/// Requests sent and replies read on one plain blocking TCP connection, frame by frame (a subscription's frames may
+/// come several to a `recv`).
+struct BlockingReplies {
+    let socket: Int32
+    private var outbound = ByteBufferAllocator().buffer(capacity: 8 << 10)
+    private var inbound = ByteBufferAllocator().buffer(capacity: 8 << 10)
+
+    init(_ socket: Int32) { self.socket = socket }
+
+    mutating func send(_ request: Request) throws {
+        outbound.clear()
+        FrameEncoder.append(request, id: 1, to: &outbound)
+        let sent = outbound.withUnsafeReadableBytes { Glibc.send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard sent == outbound.readableBytes else { throw GedsError.io("blocking connection: send", errno: errno) }
+    }
+
+    /// The next reply frame's reply, reading while it is not whole.
+    mutating func next() throws -> Reply {
+        while true {
+            var view = inbound
+            if let header = try FrameHeader.read(from: &view), view.readableBytes >= Int(header.length) {
+                var payload = view.readSlice(length: Int(header.length))!
+                inbound = view
+                guard header.kind == .reply else { throw GedsError(.protocolViolation, "a \(header.kind) frame where a reply was due") }
+                return try Reply.decode(from: &payload)
+            }
+            if inbound.readableBytes == 0 { inbound.clear() }
+            var got = 0
+            inbound.writeWithUnsafeMutableBytes(minimumWritableBytes: 4096) { free in
+                got = recv(socket, free.baseAddress, free.count, 0)
+                return max(got, 0)
+            }
+            guard got > 0 else { throw GedsError.io("blocking connection: recv", errno: got == 0 ? ECONNRESET : errno) }
         }
     }
 }
