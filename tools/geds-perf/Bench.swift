@@ -559,46 +559,26 @@ struct Bench {
     /// before the next request goes out on it. `next(connection, reply)` checks a connection's reply (nil before its
     /// first request) and makes its next request; the first reply on each connection is not counted (it opens the
     /// connection, or reserves what the others use). Open deployments only (no token handshake here).
-    static func oneThreadRate(connections: Int, mds: Endpoint, duration: Double,
+    static func oneThreadRate(connections count: Int, mds: Endpoint, duration: Double,
                               next: (_ connection: Int, _ reply: Reply?) throws -> Request) throws -> Double {
         guard try DeploymentToken.resolve(tokenFile: nil) == nil else {
             throw GedsError(.invalidArgument, "the one-thread driver speaks to open deployments only")
         }
-        var outbound = ByteBufferAllocator().buffer(capacity: 8 << 10)  // reused: no allocation per request
-        var sockets: [Int32] = []
-        defer { for socket in sockets { close(socket) } }
-        for _ in 0..<connections {
-            sockets.append(try BlockingTCP.connect(to: mds, peerName: "MDS", timeoutMilliseconds: 10_000))
+        var connections: [BlockingReplies] = []
+        defer { for connection in connections { close(connection.socket) } }
+        for _ in 0..<count {
+            connections.append(BlockingReplies(try BlockingTCP.connect(to: mds, peerName: "MDS", timeoutMilliseconds: 10_000)))
         }
-        func send(_ request: Request, on connection: Int) throws {
-            outbound.clear()
-            FrameEncoder.append(request, id: 1, to: &outbound)
-            let sent = outbound.withUnsafeReadableBytes { Glibc.send(sockets[connection], $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard sent == outbound.readableBytes else { throw GedsError.io("one-thread driver: send", errno: errno) }
-        }
-        for connection in sockets.indices { try send(try next(connection, nil), on: connection) }
-        var inbound = sockets.map { _ in ByteBufferAllocator().buffer(capacity: 8 << 10) }
-        var polled = sockets.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
-        var opened = Array(repeating: false, count: sockets.count)
+        for index in connections.indices { try connections[index].send(try next(index, nil)) }
+        var polled = connections.map { pollfd(fd: $0.socket, events: Int16(POLLIN), revents: 0) }
+        var opened = Array(repeating: false, count: connections.count)
         var done = 0
         var end = UInt64.max
         while DispatchTime.now().uptimeNanoseconds < end {
             guard poll(&polled, nfds_t(polled.count), 1000) >= 0 else { throw GedsError.io("one-thread driver: poll", errno: errno) }
             for index in polled.indices where polled[index].revents != 0 {
                 polled[index].revents = 0
-                var got = 0
-                inbound[index].writeWithUnsafeMutableBytes(minimumWritableBytes: 4096) { free in
-                    got = recv(sockets[index], free.baseAddress, free.count, 0)
-                    return max(got, 0)
-                }
-                guard got > 0 else { throw GedsError.io("one-thread driver: recv", errno: got == 0 ? ECONNRESET : errno) }
-                var view = inbound[index]
-                guard let header = try FrameHeader.read(from: &view), view.readableBytes >= Int(header.length) else { continue }
-                guard view.readableBytes == Int(header.length) else {
-                    throw GedsError(.protocolViolation, "one-thread driver: more than one reply to one request")
-                }
-                let reply = try Reply.decode(from: &view)
-                inbound[index].clear()
+                let reply = try connections[index].next()
                 if opened[index] {
                     if end != .max { done += 1 }
                 } else {
@@ -606,7 +586,7 @@ struct Bench {
                     // The clock starts once every connection is open.
                     if !opened.contains(false) { end = DispatchTime.now().uptimeNanoseconds + UInt64(duration * 1e9) }
                 }
-                try send(try next(index, reply), on: index)
+                try connections[index].send(try next(index, reply))
             }
         }
         return Double(done) / duration
@@ -668,5 +648,42 @@ struct Bench {
                        note: "create + write + seal into the local tier 0"),
             smallWrites,
         ]
+    }
+}
+
+/// Requests sent and replies read on one plain blocking TCP connection, frame by frame (a subscription's frames may
+/// come several to a `recv`).
+struct BlockingReplies {
+    let socket: Int32
+    private var outbound = ByteBufferAllocator().buffer(capacity: 8 << 10)
+    private var inbound = ByteBufferAllocator().buffer(capacity: 8 << 10)
+
+    init(_ socket: Int32) { self.socket = socket }
+
+    mutating func send(_ request: Request) throws {
+        outbound.clear()
+        FrameEncoder.append(request, id: 1, to: &outbound)
+        let sent = outbound.withUnsafeReadableBytes { Glibc.send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard sent == outbound.readableBytes else { throw GedsError.io("blocking connection: send", errno: errno) }
+    }
+
+    /// The next reply frame's reply, reading while it is not whole.
+    mutating func next() throws -> Reply {
+        while true {
+            var view = inbound
+            if let header = try FrameHeader.read(from: &view), view.readableBytes >= Int(header.length) {
+                var payload = view.readSlice(length: Int(header.length))!
+                inbound = view
+                guard header.kind == .reply else { throw GedsError(.protocolViolation, "a \(header.kind) frame where a reply was due") }
+                return try Reply.decode(from: &payload)
+            }
+            if inbound.readableBytes == 0 { inbound.clear() }
+            var got = 0
+            inbound.writeWithUnsafeMutableBytes(minimumWritableBytes: 4096) { free in
+                got = recv(socket, free.baseAddress, free.count, 0)
+                return max(got, 0)
+            }
+            guard got > 0 else { throw GedsError.io("blocking connection: recv", errno: got == 0 ? ECONNRESET : errno) }
+        }
     }
 }
