@@ -579,6 +579,9 @@ struct Bench {
             for index in polled.indices where polled[index].revents != 0 {
                 polled[index].revents = 0
                 let reply = try connections[index].next()
+                guard !connections[index].holdsMoreBytes else {
+                    throw GedsError(.protocolViolation, "one-thread driver: more than one reply to one request")
+                }
                 if opened[index] {
                     if end != .max { done += 1 }
                 } else {
@@ -666,6 +669,9 @@ struct BlockingReplies {
         let sent = outbound.withUnsafeReadableBytes { Glibc.send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         guard sent == outbound.readableBytes else { throw GedsError.io("blocking connection: send", errno: errno) }
     }
+
+    /// Whether bytes past the last reply returned have come (with one request outstanding, a reply too many).
+    var holdsMoreBytes: Bool { inbound.readableBytes > 0 }
 
     /// The next reply frame's reply, reading while it is not whole.
     mutating func next() throws -> Reply {
