@@ -61,24 +61,22 @@ public final class MetadataService: RequestService {
         }
     }
 
-    /// Runs `body` in the store's critical section, queues the events it recorded before leaving it (so they queue
-    /// in revision order), and hands them to the subscribers after it.
-    /// Waits held for the names it created are answered after it too.
+    /// Runs `body` in the store's critical section, queues the journal records and events it recorded before leaving
+    /// it (so they queue in revision order), and writes the records into the journal and hands the events to the
+    /// subscribers after it. Waits held for the names it created are answered after it too.
     private func locked<Result: Sendable, Failure: Error>(_ body: (inout MetadataStore) throws(Failure) -> Result) throws(Failure) -> Result {
         var published = false
         var released: [(PendingAnswer, Reply)] = []
         defer {
+            journal?.drain()  // before any answer: what is acknowledged is in the journal
             for (waiter, reply) in released { waiter.resolve(reply) }
             if published { subscriptions.drain() }
         }
         return try store.withLock { (store) throws(Failure) -> Result in
             let result = try body(&store)
             if let journal, !store.unjournaled.isEmpty {
-                let compact = journal.append(store.unjournaled).compact
+                journal.enqueue(store.unjournaled) { store }  // a snapshot is a copy: its arrays are shared until the next change
                 store.unjournaled.removeAll(keepingCapacity: true)  // no allocation per change
-                if compact {
-                    journal.compact(store)  // a copy: its arrays are shared until the next change
-                }
             }
             if !store.events.unpublished.isEmpty {
                 released = waiters.release(createdBy: store.events.unpublished) { name in

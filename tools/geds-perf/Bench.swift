@@ -445,8 +445,8 @@ struct Bench {
     }
 
     /// Operations per second of `operation` over `duration` s with `clients` concurrent clients (after one warm-up
-    /// each), on the MDS at `mdsEndpoint` as node `node`. Seals are of `size`-byte objects, bringing `contents` (as a
-    /// node does for objects within the MDS's inline limit).
+    /// each), on the MDS at `mdsEndpoint` as node `node`. Lookups are of `key`; seals are of new keys named after
+    /// `key`, of `size`-byte objects, bringing `contents` (as a node does for objects within the MDS's inline limit).
     static func metadataRate(_ operation: MetadataOperation, clients: Int, key: String, mds mdsEndpoint: Endpoint, node: UInt32,
                              bucket: String, size: UInt64 = 64, contents: [UInt8]? = nil, duration: Double = 2,
                              workload: String = Workload.metadataOps.rawValue) async throws -> Double {
@@ -478,7 +478,7 @@ struct Bench {
                     throw GedsError(.protocolViolation, "a create+seal was answered \(other)")
                 }
                 return .sealNewObject(blob: BlobID(reserved[connection].rawValue + created[connection]), bucket: bucket,
-                                      key: "meta-new/one-thread/\(connection)/\(created[connection])", size: size, metadata: [:],
+                                      key: "meta-new/\(key)one-thread/\(connection)/\(created[connection])", size: size, metadata: [:],
                                       placement: BlobPlacement(node: node, tier: .tier0), contents: bytes)
             }
         case .lookup, .createSeal, .list:
@@ -505,7 +505,7 @@ struct Bench {
                         case .createSeal:
                             // Metadata only: the blob's bytes are not the point here.
                             try await mds.expectOK(.sealNewObject(blob: BlobID(reserved.rawValue + created), bucket: bucket,
-                                                                  key: "meta-new/\(client)/\(created)", size: size, metadata: [:],
+                                                                  key: "meta-new/\(key)\(client)/\(created)", size: size, metadata: [:],
                                                                   placement: BlobPlacement(node: node, tier: .tier0), contents: contents))
                             created += 1
                         case .list:

@@ -20,13 +20,13 @@ final class Cluster {
 
     /// `rdmaOwnerAddress`: the owner serves on that RDMA device's address, and the MDS listens for RDMA there too.
     /// `ownerArguments`: more gedsd options for the owner (tier capacities, a tier-1 folder); `mdsArguments`: more
-    /// geds-mds options (its inline limit).
+    /// geds-mds options (its inline limit). `scratch`: a folder of its own for each cluster that runs beside another.
     init(existingMDS: String?, binaries: String, ownerName: String?, hugePages: Bool, rdmaOwnerAddress: String? = nil,
-         ownerArguments: [String] = [], mdsArguments: [String] = []) throws {
+         ownerArguments: [String] = [], mdsArguments: [String] = [], scratch: String = "/dev/shm/geds-perf-\(getpid())") throws {
         mds = try existingMDS.map { try Endpoint(parsing: $0) } ?? Endpoint(host: "127.0.0.1", port: try Cluster.freePort())
         self.ownerName = existingMDS == nil ? "perf-owner" : ownerName ?? ""
         self.binaries = binaries
-        scratch = "/dev/shm/geds-perf-\(getpid())"
+        self.scratch = scratch
         do {
             try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
             Cleanup.folders.withLock { $0.append(scratch) }

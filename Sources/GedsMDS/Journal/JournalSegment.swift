@@ -5,13 +5,16 @@ import GedsCore
 import NIOCore
 import SystemPackage
 
-/// One journal file (`journal.N`), made at its full capacity with zeros written (not a hole, not an unwritten
-/// extent): records overwrite blocks the file system has already allocated, so an fdatasync writes them without a
-/// metadata commit (as PostgreSQL does for its WAL; 186 µs instead of 420–1060 µs for an append on the VM's ext4).
-/// Records go in either copied into the file's mapping (no system call; the kernel owns the pages, so a killed MDS
-/// loses nothing copied in) or written with `pwrite` by the one thread that then syncs (an fdatasync after stores
-/// into a mapping took 900–1000 µs: each one write-protects the pages again). Replay stops at the zeros after the
-/// last record.
+/// One journal file (`journal.N`), made at its full capacity. Records go in either copied into the file's mapping
+/// (`everysec`, `never`: no system call; the kernel owns the pages, so a killed MDS loses nothing copied in) or written
+/// with `pwrite` by the one thread that then syncs (`always`: an fdatasync after stores into a mapping took
+/// 900–1000 µs, as each one write-protects the pages again). A written file is made with zeros written (not a hole,
+/// not an unwritten extent): records overwrite blocks the file system has already allocated, so an fdatasync writes
+/// them without a metadata commit (as PostgreSQL does for its WAL; 186 µs instead of 420–1060 µs for an append on the
+/// VM's ext4). A mapped file is synced about once a second, so that does not pay for writing 16 MiB of zeros (3 % of
+/// a busy `everysec` MDS's CPU): its blocks are reserved with `posix_fallocate` (so a store into the mapping cannot
+/// fail for space on a full disk, a SIGBUS) and its pages made present and writable ahead of need (else each store
+/// into a new page faults, inside the journal's critical section). Replay stops at the zeros after the last record.
 final class JournalSegment: @unchecked Sendable {  // `used` and the mapping change only under MetadataJournal's lock; released once nothing goes in
     let generation: UInt64
     let path: String
@@ -21,23 +24,33 @@ final class JournalSegment: @unchecked Sendable {  // `used` and the mapping cha
     /// The header and the records taken in so far (copied, or to be written).
     private(set) var used = JournalFormat.headerSize
 
-    /// Creates journal `generation` durably (the file and its directory entry): its header, then zeros up to
-    /// `capacity`, written when `zeroFilled` (else a hole: quicker to make, slower to sync); mapped when `mapped`.
-    init(in directory: StateDirectory, generation: UInt64, epoch: UInt32, capacity: Int, zeroFilled: Bool, mapped: Bool) throws(GedsError) {
+    /// Creates journal `generation` durably (the file and its directory entry): its header, then `capacity` bytes,
+    /// mapped when `mapped`. `filledAhead`: its zeros written (a written file) or its pages made present (a mapped
+    /// one), slower to make and quicker to take records; else a hole (a written file: slower to sync) or blocks
+    /// reserved only (a mapped file: each new page faults).
+    init(in directory: StateDirectory, generation: UInt64, epoch: UInt32, capacity: Int, filledAhead: Bool, mapped: Bool) throws(GedsError) {
         let path = directory.journalPath(generation)
         let file = try StateDirectory.open(path, .readWrite, [.create, .truncate], failure: "creating \(path)")
         do throws(GedsError) {
             var bytes = ByteBuffer()
             JournalFormat.write(JournalFormat.Header(kind: .journal, epoch: epoch, generation: generation, revision: 0),
                                 into: &bytes)
-            if zeroFilled { bytes.writeRepeatingByte(0, count: capacity - bytes.readableBytes) }
+            let writesZeros = filledAhead && !mapped
+            if writesZeros { bytes.writeRepeatingByte(0, count: capacity - bytes.readableBytes) }
             try StateDirectory.writeAll(file, bytes)
-            guard zeroFilled || ftruncate(file.rawValue, off_t(capacity)) == 0 else { throw GedsError.io("sizing \(path)", errno: errno) }
+            if mapped {
+                let reserved = posix_fallocate(file.rawValue, 0, off_t(capacity))
+                guard reserved == 0 else { throw GedsError.io("reserving \(capacity) bytes for \(path)", errno: reserved) }
+            } else if !writesZeros {
+                guard ftruncate(file.rawValue, off_t(capacity)) == 0 else { throw GedsError.io("sizing \(path)", errno: errno) }
+            }
             try StateDirectory.sync(file, path)
             try directory.syncDirectory()
             if mapped {
                 let address = mmap(nil, capacity, PROT_READ | PROT_WRITE, MAP_SHARED, file.rawValue, 0)
                 guard let address, address != MAP_FAILED else { throw GedsError.io("mapping \(path)", errno: errno) }
+                // Best effort (Linux 5.14 and later): a kernel without it faults each page in on its first store.
+                if filledAhead { _ = madvise(address, capacity, MADV_POPULATE_WRITE) }
                 base = address
             } else {
                 base = nil

@@ -18,8 +18,10 @@ public enum FsyncPolicy: String, Sendable, CaseIterable {
     case never
 }
 
-/// The journal of a durable MDS: changes are encoded inside the store's critical section (in revision order). With
-/// `everysec` and `never` they are copied into the current journal file's mapping there (no system call: the kernel's
+/// The journal of a durable MDS: changes are queued inside the store's critical section (in revision order) and
+/// encoded after it, in queue order, by the request that made them or one that came after (so two event loops'
+/// requests encode while the other is in the store, and the store's section is no longer for both). With
+/// `everysec` and `never` they are copied into the current journal file's mapping (no system call: the kernel's
 /// page cache has them before the reply is sent, so a killed MDS loses none), and `everysec`'s thread fsyncs once a
 /// second. With `always` they gather in a buffer, and the journal's thread writes and fsyncs what has gathered, then
 /// wakes the requests waiting for it (group commit). Files are preallocated (`JournalSegment`); the next one is made
@@ -63,6 +65,10 @@ final class MetadataJournal: Sendable {
         var retired: [(segment: JournalSegment, pending: ByteBuffer, offset: Int)] = []
         var bytesSinceCompaction: UInt64 = 0
         var compacting = false
+        /// Changes queued in the store's critical section and not yet encoded, in revision order.
+        var queued: [JournalFormat.Record] = []
+        /// A compaction claimed in the store's critical section: the store just after the first `after` queued changes.
+        var queuedCompaction: (after: Int, snapshot: MetadataStore)?
         var failure: GedsError?
         var waiters: [(position: UInt64, then: @Sendable (GedsError?) -> Void)] = []
     }
@@ -75,26 +81,48 @@ final class MetadataJournal: Sendable {
         self.compactionBytes = compactionBytes
         self.segmentBytes = max(segmentBytes, 2 * JournalFormat.headerSize)
         self.logger = logger
-        let segment = try JournalSegment(in: directory, generation: generation, epoch: epoch, capacity: self.segmentBytes, zeroFilled: true,
+        let segment = try JournalSegment(in: directory, generation: generation, epoch: epoch, capacity: self.segmentBytes, filledAhead: true,
                                      mapped: policy != .always)
         state = Mutex(State(segment: segment, lastGeneration: generation))
         threads = NIOThreadPool(numberOfThreads: 3)
         threads.start()
     }
 
-    /// Copies the changes into the journal (in the store's critical section, so in revision order); returns the
-    /// position a request that made them waits for with `whenDurable`, and whether a compaction should start now.
-    func append(_ records: [JournalFormat.Record]) -> (position: UInt64, compact: Bool) {
-        let (position, startSyncer, prepare, compact) = state.withLock { state in
-            for record in records { append(record, &state) }
+    /// Queues the changes a request made (call in the store's critical section, so they queue in revision order);
+    /// when a compaction is due, queues `snapshot()` (the store as of now) with them. Cheap: `drain` encodes them,
+    /// after the store's section.
+    func enqueue(_ records: [JournalFormat.Record], snapshot: () -> MetadataStore) {
+        state.withLock { state in
+            state.queued.append(contentsOf: records)
+            if !state.compacting, state.bytesSinceCompaction >= compactionBytes {
+                state.compacting = true
+                state.queuedCompaction = (state.queued.count, snapshot())
+            }
+        }
+    }
+
+    /// Encodes the queued changes into the journal in queue order, and starts a compaction queued among them. Once it
+    /// returns, every change queued before the call is in (with `everysec`: in the page cache), so a request replies
+    /// after calling it.
+    func drain() {
+        let (startSyncer, prepare, compaction) = state.withLock { state -> (Bool, Bool, (generation: UInt64, snapshot: MetadataStore)?) in
+            guard !state.queued.isEmpty || state.queuedCompaction != nil else { return (false, false, nil) }
+            let split = state.queuedCompaction?.after ?? state.queued.count
+            for record in state.queued[..<split] { append(record, &state) }
+            var compaction: (generation: UInt64, snapshot: MetadataStore)?
+            if let queued = state.queuedCompaction {
+                state.queuedCompaction = nil
+                compaction = beginCompaction(&state).map { ($0, queued.snapshot) }
+            }
+            for record in state.queued[split...] { append(record, &state) }
+            state.queued.removeAll(keepingCapacity: true)
             let startSyncer = policy == .always && !state.syncing && state.failure == nil
             if startSyncer { state.syncing = true }
-            let compact = !state.compacting && state.bytesSinceCompaction >= compactionBytes
-            return (state.appended, startSyncer, claimPreparation(&state), compact)
+            return (startSyncer, claimPreparation(&state), compaction)
         }
         if startSyncer { threads.submit { _ in self.syncUntilCaughtUp() } }
         if prepare { threads.submit { _ in self.prepareSpare() } }
-        return (position, compact)
+        if let compaction { writeSnapshot(compaction.snapshot, generation: compaction.generation) }
     }
 
     private func append(_ record: JournalFormat.Record, _ state: inout State) {
@@ -128,7 +156,7 @@ final class MetadataJournal: Sendable {
             next = spare
             state.spare = nil
         } else {
-            next = try JournalSegment(in: directory, generation: state.lastGeneration + 1, epoch: epoch, capacity: capacity, zeroFilled: false,
+            next = try JournalSegment(in: directory, generation: state.lastGeneration + 1, epoch: epoch, capacity: capacity, filledAhead: false,
                                   mapped: policy != .always)
             state.lastGeneration = next.generation
             state.preparationFailed = false
@@ -161,7 +189,7 @@ final class MetadataJournal: Sendable {
             return state.lastGeneration
         }
         do throws(GedsError) {
-            let spare = try JournalSegment(in: directory, generation: generation, epoch: epoch, capacity: segmentBytes, zeroFilled: true,
+            let spare = try JournalSegment(in: directory, generation: generation, epoch: epoch, capacity: segmentBytes, filledAhead: true,
                                          mapped: policy != .always)
             let overtaken = state.withLock { state in
                 state.preparing = false
@@ -264,24 +292,36 @@ final class MetadataJournal: Sendable {
     }
 
     /// Starts the next journal generation (unless the current one holds no record yet) and writes `snapshot` (the
-    /// store as of this point: call in the store's critical section) in the background, then removes the journals it
+    /// store as of this point, with every change before it drained) in the background, then removes the journals it
     /// includes.
     func compact(_ snapshot: MetadataStore) {
-        let (generation, prepare) = state.withLock { state -> (UInt64?, Bool) in
-            state.bytesSinceCompaction = 0
-            do throws(GedsError) {
-                if state.segment.used > JournalFormat.headerSize {
-                    try moveToNextSegment(&state, capacity: segmentBytes)
-                }
-            } catch {
-                logger.error("could not start the next MDS journal file for a compaction: \(error.message); the journal keeps every change meanwhile")
-                return (nil, false)
-            }
+        let (generation, prepare) = state.withLock { state in
             state.compacting = true
-            return (state.segment.generation, claimPreparation(&state))
+            return (beginCompaction(&state), claimPreparation(&state))
         }
-        guard let generation else { return }
         if prepare { threads.submit { _ in self.prepareSpare() } }
+        if let generation { writeSnapshot(snapshot, generation: generation) }
+    }
+
+    /// For a compaction claimed (`compacting`): moves to the next generation unless the current file holds no record
+    /// yet; returns the generation the snapshot goes before, or nil (and the claim given up) when no file could be made.
+    private func beginCompaction(_ state: inout State) -> UInt64? {
+        state.bytesSinceCompaction = 0
+        do throws(GedsError) {
+            if state.segment.used > JournalFormat.headerSize {
+                try moveToNextSegment(&state, capacity: segmentBytes)
+            }
+        } catch {
+            logger.error("could not start the next MDS journal file for a compaction: \(error.message); the journal keeps every change meanwhile")
+            state.compacting = false
+            return nil
+        }
+        return state.segment.generation
+    }
+
+    /// Writes `snapshot` as the snapshot before journal `generation`, in the background (which then removes the
+    /// journals it includes), and ends the compaction.
+    private func writeSnapshot(_ snapshot: MetadataStore, generation: UInt64) {
         threads.submit { _ in
             let started = NIODeadline.now()
             do throws(GedsError) {
