@@ -1,11 +1,12 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemPackage
 
 /// Starts a POSIX thread of its own running `body` (for blocking loops and long system calls, which must not hold a
-/// thread of the cooperative pool or of an event loop); nil when no thread could be made. The caller joins it or
-/// detaches it.
-public func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t? {
+/// thread of the cooperative pool or of an event loop); throws `pthread_create`'s error when no thread could be made.
+/// The caller joins it or detaches it.
+public func startThread(_ body: @escaping @Sendable () -> Void) throws(Errno) -> pthread_t {
     final class Body: Sendable {
         let run: @Sendable () -> Void
         init(_ run: @escaping @Sendable () -> Void) { self.run = run }
@@ -18,14 +19,12 @@ public func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t? {
     }, context)
     guard created == 0 else {
         Unmanaged<Body>.fromOpaque(context).release()
-        return nil
+        throw Errno(rawValue: created)
     }
     return thread
 }
 
-/// `startThread`, detached (it ends on its own); false when no thread could be made.
-public func startDetachedThread(_ body: @escaping @Sendable () -> Void) -> Bool {
-    guard let thread = startThread(body) else { return false }
-    pthread_detach(thread)
-    return true
+/// `startThread`, detached (it ends on its own).
+public func startDetachedThread(_ body: @escaping @Sendable () -> Void) throws(Errno) {
+    pthread_detach(try startThread(body))
 }

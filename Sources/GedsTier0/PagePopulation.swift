@@ -36,7 +36,7 @@ public final class PagePopulation: Sendable {
         // A thread of its own, not a dispatch queue: a population holds its thread for tens of milliseconds, and a
         // process forked from one that used libdispatch (a Python worker) cannot use dispatch's threads.
         // No thread: the read faults the pages in itself, as without this.
-        guard let thread = startThread({ population.populate() }) else { return nil }
+        guard let thread = try? startThread({ population.populate() }) else { return nil }
         population.thread.withLock { $0 = thread }
         return population
     }

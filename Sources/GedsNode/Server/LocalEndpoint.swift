@@ -71,10 +71,12 @@ public final class LocalEndpoint: Sendable {
             throw GedsError.io("cannot listen on \(path)", errno: code)
         }
         let endpoint = LocalEndpoint(path: path, mode: mode, listener: fd, node: node, logger: logger)
-        guard startDetachedThread({ endpoint.acceptLoop() }) else {
+        do {
+            try startDetachedThread { endpoint.acceptLoop() }
+        } catch {
             endpoint.close()
             Glibc.close(fd)
-            throw GedsError(.internal, "cannot start the local endpoint's thread")
+            throw GedsError.io("starting the thread of the local endpoint \(path)", errno: error.rawValue)
         }
         return endpoint
     }
@@ -126,7 +128,12 @@ public final class LocalEndpoint: Sendable {
                 Glibc.close(listener)
                 return
             }
-            if !startDetachedThread({ self.serve(BlockingFrameSocket(descriptor: fd)) }) { Glibc.close(fd) }
+            do {
+                try startDetachedThread { self.serve(BlockingFrameSocket(descriptor: fd)) }
+            } catch {
+                logger.error("refused a local connection: no thread to serve it (\(error))")
+                Glibc.close(fd)
+            }
         }
     }
 

@@ -61,13 +61,14 @@ public final class RDMAEngine: @unchecked Sendable {
         // the cooperative pool).
         nonisolated(unsafe) let handedOver = loop
         let name = "geds-rdma-\(device.name)"
-        guard let started = GedsCore.startThread({
-            cverbs_set_thread_name(name)
-            handedOver.run()
-        }) else {
-            throw RDMAError.system("pthread_create", errno: EAGAIN)  // the loop's release closes `wake`
+        do {
+            thread = try GedsCore.startThread {
+                cverbs_set_thread_name(name)
+                handedOver.run()
+            }
+        } catch {
+            throw RDMAError.system("pthread_create", errno: error.rawValue)  // the loop's release closes `wake`
         }
-        thread = started
     }
 
     deinit { shutdown() }
