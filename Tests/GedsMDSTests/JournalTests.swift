@@ -128,12 +128,11 @@ import Testing
     func aRestartedServerHasItsNamespace(policy: FsyncPolicy) async throws {
         let directory = try TemporaryDirectory()
         let state = StateOptions(directory: directory.path + "/state", fsync: policy, compactionBytes: 2048, recoveryGrace: .milliseconds(200))
-        var logger = Logger(label: "journal-test")
-        logger.logLevel = .critical
-        var first = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: state, logger: logger)
-        let node = try registered(first.service, "node-a")
+        let logger = JournalTests.quietLogger
+        let started = try await serverWithBucket(state)
+        var first = started.server
+        let node = started.node
         var blobs: [String: BlobID] = [:]
-        #expect(try first.service.answer(.createBucket("bucket")) == .ok)
         for index in 0..<60 {
             let key = "key-\(index)"
             guard case .created(let blob) = try first.service.answer(.createObject(bucket: "bucket", key: key, node: node)) else {
@@ -182,11 +181,10 @@ import Testing
     func concurrentChangesAcrossCompactionsSurviveARestart(policy: FsyncPolicy) async throws {
         let directory = try TemporaryDirectory()
         let state = StateOptions(directory: directory.path + "/state", fsync: policy, compactionBytes: 4096, recoveryGrace: .seconds(60))
-        var logger = Logger(label: "journal-test")
-        logger.logLevel = .critical
-        var server = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: state, logger: logger)
-        let node = try registered(server.service, "node-a")
-        #expect(try server.service.answer(.createBucket("bucket")) == .ok)
+        let logger = JournalTests.quietLogger
+        let started = try await serverWithBucket(state)
+        var server = started.server
+        let node = started.node
         let service = server.service
         let writers = 4, objectsEach = 300
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -231,11 +229,10 @@ import Testing
     @Test func aResumeAfterARestartGetsTheJournaledEvents() async throws {
         let directory = try TemporaryDirectory()
         let state = StateOptions(directory: directory.path + "/state", fsync: .always)
-        var logger = Logger(label: "journal-test")
-        logger.logLevel = .critical
-        var server = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: state, logger: logger)
-        let node = try registered(server.service, "node-a")
-        #expect(try server.service.answer(.createBucket("bucket")) == .ok)
+        let logger = JournalTests.quietLogger
+        let started = try await serverWithBucket(state)
+        var server = started.server
+        let node = started.node
         for key in ["a", "b"] {
             guard case .created(let blob) = try server.service.answer(.createObject(bucket: "bucket", key: key, node: node)) else {
                 Issue.record("no blob")
@@ -386,8 +383,7 @@ import Testing
         let directory = try TemporaryDirectory()
         var state = StateOptions(directory: directory.path + "/state", fsync: policy, recoveryGrace: .seconds(60))
         state.segmentBytes = segmentBytes
-        var logger = Logger(label: "journal-test")
-        logger.logLevel = .critical
+        let logger = JournalTests.quietLogger
         let server = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: state, logger: logger)
         let node = try registered(server.service, "node-a")
         #expect(try server.service.answer(.createBucket("bucket")) == .ok)
@@ -460,6 +456,21 @@ import Testing
         }
 
         deinit { removeTree(path) }
+    }
+
+    /// For servers whose warnings (lost objects, dropped torn bytes) are what the test provokes.
+    private static let quietLogger: Logger = {
+        var logger = Logger(label: "journal-test")
+        logger.logLevel = .critical
+        return logger
+    }()
+
+    /// A server on `state` with node "node-a" registered and bucket "bucket" made.
+    private func serverWithBucket(_ state: StateOptions) async throws -> (server: MetadataServer, node: UInt32) {
+        let server = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: state, logger: JournalTests.quietLogger)
+        let node = try registered(server.service, "node-a")
+        #expect(try server.service.answer(.createBucket("bucket")) == .ok)
+        return (server, node)
     }
 
     private func registered(_ service: MetadataService, _ name: String) throws -> UInt32 {
