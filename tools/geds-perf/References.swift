@@ -141,16 +141,16 @@ enum References {
             let ownerDevice = try DeviceContext.owning(address: owner).name
             let readerDevice = try DeviceContext.owning(address: reader).name
             progress("reference: \(tool) of \(size) B READs, \(readerDevice) (\(reader)) from \(ownerDevice) (\(owner))")
-            let port = String(try Cluster.freePort())
             let iterations = figure == .bandwidth ? String(max(20, min(1000, (256 << 20) / size))) : "1000"
-            let common = ["-F", "-x", "1", "-s", String(size), "-n", iterations, "-p", port]
-                + (figure == .bandwidth ? ["--report_gbits"] : [])
-            let server = try Child.spawn(path, common + ["-d", ownerDevice], captureOutput: false)
-            defer { server.terminate() }
-            // The server waits for one client; on a loaded machine it may not listen yet when the client first
-            // tries (the client then gives up at once), so the client tries again while the server waits.
+            // A server serves one client and exits, and may exit after a failed exchange too; on a loaded machine it
+            // may not listen yet when the client first tries (the client then gives up at once). So each try has a
+            // server of its own, on a port of its own, given a second to start.
             var output = ""
             for _ in 0..<5 {
+                let common = ["-F", "-x", "1", "-s", String(size), "-n", iterations, "-p", String(try Cluster.freePort())]
+                    + (figure == .bandwidth ? ["--report_gbits"] : [])
+                let server = try Child.spawn(path, common + ["-d", ownerDevice], captureOutput: false)
+                defer { server.terminate() }
                 usleep(1_000_000)
                 output = try Child.run(path, common + ["-d", readerDevice, owner]).output
                 if let value = perftestFigure(in: output, size: size, column: figure == .bandwidth ? 3 : 4) { return value }
