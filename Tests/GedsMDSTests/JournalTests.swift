@@ -465,9 +465,11 @@ import Testing
         return logger
     }()
 
-    /// A server on `state` with node "node-a" registered and bucket "bucket" made.
+    /// A server on `state` with node "node-a" registered and bucket "bucket" made; the node sends no heartbeat, so
+    /// its lease is long enough for a test slowed by a loaded machine.
     private func serverWithBucket(_ state: StateOptions) async throws -> (server: MetadataServer, node: UInt32) {
-        let server = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), state: state, logger: JournalTests.quietLogger)
+        let server = try await MetadataServer.start(listen: Endpoint(host: "127.0.0.1", port: 0), leaseMilliseconds: 600_000, state: state,
+                                                    logger: JournalTests.quietLogger)
         let node = try registered(server.service, "node-a")
         #expect(try server.service.answer(.createBucket("bucket")) == .ok)
         return (server, node)
