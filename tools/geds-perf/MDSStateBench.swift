@@ -133,11 +133,12 @@ enum MDSStateBench {
     /// `slices` alternate slices (ABBA) of `sliceSeconds` each, every slice sealing keys of its own (deleted after it).
     private static func interleavedCreateSeal(binaries: String, clients: Int, against arguments: [String]) async throws -> (SlicedRates, SlicedRates) {
         let parent = "/dev/shm/geds-perf-\(getpid())"
-        let clusters = try [[], arguments].enumerated().map { index, mdsArguments in
-            try Cluster(existingMDS: nil, binaries: binaries, ownerName: nil, hugePages: false, mdsArguments: mdsArguments,
-                        scratch: "\(parent)-\(index)")
-        }
+        var clusters: [Cluster] = []
         defer { for cluster in clusters { cluster.stop() } }
+        for (index, mdsArguments) in [[], arguments].enumerated() {
+            clusters.append(try Cluster(existingMDS: nil, binaries: binaries, ownerName: nil, hugePages: false, mdsArguments: mdsArguments,
+                                        scratch: "\(parent)-\(index)"))
+        }
         var readers: [GEDS] = []
         var sliced = [SlicedRates(), SlicedRates()]
         let bucket = "perf-state-\(getpid())"

@@ -19,8 +19,8 @@ public enum FsyncPolicy: String, Sendable, CaseIterable {
 }
 
 /// The journal of a durable MDS: changes are queued inside the store's critical section (in revision order) and
-/// encoded after it, in queue order, by the request that made them or one that came after (so two event loops'
-/// requests encode while the other is in the store, and the store's section is no longer for both). With
+/// encoded after it, in queue order, by the request that made them or one that came after (so one event loop's request
+/// encodes while the other's is in the store: the store's critical section no longer holds the encoding). With
 /// `everysec` and `never` they are copied into the current journal file's mapping (no system call: the kernel's
 /// page cache has them before the reply is sent, so a killed MDS loses none), and `everysec`'s thread fsyncs once a
 /// second. With `always` they gather in a buffer, and the journal's thread writes and fsyncs what has gathered, then
