@@ -165,12 +165,8 @@ public struct BlockingFrameSocket: Sendable {
                 if descriptor < 0 { descriptor = passed } else { Glibc.close(passed) }
             }
             if got < 0 {
-                if errno == EAGAIN || errno == EWOULDBLOCK {
-                    guard let whenSilent else { throw GedsError(.timedOut, "no answer on the local socket within its time limit") }
-                    try whenSilent()
-                    continue
-                }
-                throw GedsError.io("local socket", errno: errno)
+                try afterFailedReceive(on: "local socket")
+                continue
             }
             if got == 0 {
                 if done == 0 { return false }
@@ -179,6 +175,15 @@ public struct BlockingFrameSocket: Sendable {
             done += got
         }
         return true
+    }
+
+    /// After a receive failed (call at once: it reads `errno`): returns when the time limit passed and `whenSilent`
+    /// says to wait on; else throws (`timedOut`, or the error).
+    fileprivate func afterFailedReceive(on transport: String) throws(GedsError) {
+        let code = errno
+        guard code == EAGAIN || code == EWOULDBLOCK else { throw GedsError.io(transport, errno: code) }
+        guard let whenSilent else { throw GedsError(.timedOut, "no answer on the \(transport) within its time limit") }
+        try whenSilent()
     }
 }
 
@@ -224,8 +229,8 @@ extension BlockingFrameSocket {
                 return max(got, 0)
             }
             if got < 0 {
-                if errno == EAGAIN || errno == EWOULDBLOCK { throw GedsError(.timedOut, "no answer on the TCP connection within its time limit") }
-                throw GedsError.io("TCP connection", errno: errno)
+                try afterFailedReceive(on: "TCP connection")
+                continue
             }
             if got == 0 {
                 if header == nil && buffer.readableBytes == 0 { return nil }
