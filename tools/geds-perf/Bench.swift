@@ -114,15 +114,7 @@ struct Bench {
         }
 
         /// The owner's CPU seconds so far (user + system), nil when it is not a child of this run.
-        func ownerCPUSeconds() -> Double? {
-            guard let ownerPID,
-                  let stat = try? String(contentsOfFile: "/proc/\(ownerPID)/stat", encoding: .utf8),
-                  let afterName = stat.range(of: ") ") else { return nil }
-            // Fields after "(comm) ": state is field 3, utime 14 and stime 15 of the whole line.
-            let fields = stat[afterName.upperBound...].split(separator: " ")
-            guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
-            return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
-        }
+        func ownerCPUSeconds() -> Double? { ownerPID.flatMap(Cluster.cpuSeconds) }
     }
 
     let setup: Setup

@@ -149,14 +149,14 @@ enum MDSStateBench {
             }
             for slice in 0..<slices {
                 for index in slice % 2 == 0 ? [0, 1] : [1, 0] {
-                    let cpuBefore = clusters[index].mdsPID.map(processCPUSeconds) ?? 0
+                    let cpuBefore = clusters[index].mdsPID.flatMap(Cluster.cpuSeconds) ?? 0
                     let rate = try await Bench.metadataRate(.createSeal, clients: clients, key: "slice-\(slice)/", mds: clusters[index].mds,
                                                             node: readers[index].nodeIndex, bucket: bucket, size: UInt64(objectSize),
                                                             contents: [UInt8](repeating: 0x5A, count: objectSize), duration: sliceSeconds,
                                                             workload: Workload.mdsState.rawValue)
                     sliced[index].rates.append(rate)
                     sliced[index].operations += rate * sliceSeconds
-                    sliced[index].cpuSeconds += (clusters[index].mdsPID.map(processCPUSeconds) ?? 0) - cpuBefore
+                    sliced[index].cpuSeconds += (clusters[index].mdsPID.flatMap(Cluster.cpuSeconds) ?? 0) - cpuBefore
                     // Each slice starts from a store of the same size, as each round did on an MDS of its own.
                     _ = try await readers[index].delete(bucket: bucket, prefix: "meta-new/slice-\(slice)/")
                 }
@@ -167,14 +167,6 @@ enum MDSStateBench {
         }
         for reader in readers { await reader.close() }
         return (sliced[0], sliced[1])
-    }
-
-    /// The CPU time (user and system) process `pid` has used so far, from /proc.
-    private static func processCPUSeconds(_ pid: pid_t) -> Double {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 12,
-              let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
     private static func measurement(_ rates: [Double], _ configuration: String, clients: Int) -> Measurement {
